@@ -1,0 +1,69 @@
+//! Converts one tensor to every narrow format and back, and prints the error
+//! each format introduces beside its unit roundoff.
+//!
+//! `cargo run --release --example formats`
+
+use mixprec::convert::{narrow_stochastic, StochasticRng};
+use mixprec::{bf16, f16, FloatElement, Tensor, F8E4M3, F8E5M2};
+
+fn report<T: FloatElement>(x: &Tensor<f32>, unit_roundoff: f64) -> Result<(), mixprec::Error> {
+    let back = x.to_dtype::<T>().to_dtype::<f32>();
+    let (mut max_rel, mut sum_rel, mut nonfinite) = (0.0f64, 0.0f64, 0usize);
+    for (&a, &b) in x.as_slice().iter().zip(back.as_slice()) {
+        if !b.is_finite() {
+            nonfinite += 1;
+            continue;
+        }
+        let rel = ((a as f64) - (b as f64)).abs() / (a as f64).abs().max(f64::MIN_POSITIVE);
+        max_rel = max_rel.max(rel);
+        sum_rel += rel;
+    }
+    let n = x.len() - nonfinite;
+    println!(
+        "{:<8} {:>8} {:>12.3e} {:>12.3e} {:>12.3e} {:>10}",
+        T::DTYPE.name(),
+        T::DTYPE.size_bytes(),
+        unit_roundoff,
+        max_rel,
+        sum_rel / n.max(1) as f64,
+        nonfinite
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), mixprec::Error> {
+    // 64k values spread log-uniformly over [2^-12, 2^12), both signs: a
+    // spread like a layer's activations and gradients.
+    let mut rng = StochasticRng::new(2026);
+    let x = Tensor::from_fn(&[256, 256], |_| {
+        let r = rng.next_u64();
+        let e = (r % 24) as i32 - 12;
+        let m = 1.0 + ((r >> 8) & 0xFFFF) as f32 / 65536.0;
+        let s = if r >> 63 == 1 { -1.0 } else { 1.0 };
+        s * m * 2f32.powi(e)
+    })?;
+    println!("mixprec {} on {}: {} values in [2^-12, 2^12)", env!("CARGO_PKG_VERSION"), mixprec::active_isa(), x.len());
+    println!("{:<8} {:>8} {:>12} {:>12} {:>12} {:>10}", "format", "bytes", "u", "max rel", "mean rel", "non-finite");
+    report::<f32>(&x, 2f64.powi(-24))?;
+    report::<f16>(&x, 2f64.powi(-11))?;
+    report::<bf16>(&x, 2f64.powi(-8))?;
+    report::<F8E4M3>(&x, 2f64.powi(-4))?;
+    report::<F8E5M2>(&x, 2f64.powi(-3))?;
+    println!("(f16 and E4M3 lose relative accuracy below their smallest normal, 2^-14 and 2^-6;");
+    println!(" max rel error above u there is subnormal precision loss, not a rounding bug.)");
+
+    // Stochastic rounding keeps the mean: sum 10k copies of 1 + 2^-10 in bf16.
+    let v = vec![1.0f32 + 2f32.powi(-10); 10_000];
+    let mut nearest = vec![bf16::ZERO; v.len()];
+    let mut stoch = vec![bf16::ZERO; v.len()];
+    mixprec::convert::narrow(&v, &mut nearest)?;
+    narrow_stochastic(&v, &mut stoch, &mut StochasticRng::new(1))?;
+    let mean = |s: &[bf16]| s.iter().map(|b| b.to_f64()).sum::<f64>() / s.len() as f64;
+    println!(
+        "\nmean of 10000 bf16 roundings of 1 + 2^-10 = {:.7}: nearest-even {:.7}, stochastic {:.7}",
+        1.0 + 2f64.powi(-10),
+        mean(&nearest),
+        mean(&stoch)
+    );
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! AVX2/F16C conversion kernels. Each returns exactly the bits of the scalar
+//! reference (`dtype::format`); tails shorter than a vector go through it.
+//!
+//! Every function here requires AVX2, FMA and F16C; callers check
+//! [`crate::cpu::has_avx2_fma_f16c`] first.
+
+use crate::dtype::format::{Format, Overflow};
+use crate::convert::reference_impl::{narrow_bits_slice, widen_bits_slice};
+use std::arch::x86_64::*;
+
+/// f32 → f16 bits with F16C's round-to-nearest-even conversion.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn narrow_f16(src: &[f32], dst: &mut [u16], overflow: Overflow) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 16;
+    let hi = _mm256_set1_ps(65504.0);
+    let lo = _mm256_set1_ps(-65504.0);
+    let saturate = overflow == Overflow::Saturate;
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 16 <= n, within both slices; unaligned loads/stores.
+        unsafe {
+            let mut a = _mm256_loadu_ps(src.as_ptr().add(i));
+            let mut b = _mm256_loadu_ps(src.as_ptr().add(i + 8));
+            if saturate {
+                // max/min return their second operand when either is NaN, so NaN passes.
+                a = _mm256_min_ps(hi, _mm256_max_ps(lo, a));
+                b = _mm256_min_ps(hi, _mm256_max_ps(lo, b));
+            }
+            let ha = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(a);
+            let hb = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(b);
+            _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, ha);
+            _mm_storeu_si128(dst.as_mut_ptr().add(i + 8) as *mut __m128i, hb);
+        }
+        i += 16;
+    }
+    narrow_bits_slice(&src[body..n], &mut dst[body..n], Format::F16, overflow);
+}
+
+/// f16 bits → f32 with F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn widen_f16(src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 16;
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 16 <= n, within both slices.
+        unsafe {
+            let a = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            let b = _mm_loadu_si128(src.as_ptr().add(i + 8) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(a));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i + 8), _mm256_cvtph_ps(b));
+        }
+        i += 16;
+    }
+    widen_bits_slice(&src[body..n], &mut dst[body..n], Format::F16);
+}
+
+/// Eight f32 (as bits) → eight bf16 bit patterns in the low halves of the lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bf16_round8(x: __m256i, saturate: bool) -> __m256i {
+    let x = if saturate {
+        let max = _mm256_set1_ps(f32::from_bits(0x7F7F_0000));
+        let min = _mm256_set1_ps(f32::from_bits(0xFF7F_0000));
+        _mm256_castps_si256(_mm256_min_ps(
+            max,
+            _mm256_max_ps(min, _mm256_castsi256_ps(x)),
+        ))
+    } else {
+        x
+    };
+    let abs = _mm256_and_si256(x, _mm256_set1_epi32(0x7FFF_FFFF));
+    let is_nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F80_0000));
+    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(1));
+    let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF));
+    let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias));
+    let nan = _mm256_or_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(0x0040));
+    _mm256_blendv_epi8(rounded, nan, is_nan)
+}
+
+/// f32 → bf16 bits, round to nearest even.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn narrow_bf16(src: &[f32], dst: &mut [u16], overflow: Overflow) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 16;
+    let saturate = overflow == Overflow::Saturate;
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 16 <= n, within both slices.
+        unsafe {
+            let a = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+            let b = _mm256_loadu_si256(src.as_ptr().add(i + 8) as *const __m256i);
+            let packed = _mm256_packus_epi32(bf16_round8(a, saturate), bf16_round8(b, saturate));
+            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, ordered);
+        }
+        i += 16;
+    }
+    narrow_bits_slice(&src[body..n], &mut dst[body..n], Format::BF16, overflow);
+}
+
+/// bf16 bits → f32: a shift, with signalling NaNs quietened.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn widen_bf16(src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 8;
+    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let inf = _mm256_set1_epi32(0x7F80_0000);
+    let quiet = _mm256_set1_epi32(0x0040_0000);
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= n, within both slices.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            let x = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
+            let is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs_mask), inf);
+            let x = _mm256_or_si256(x, _mm256_and_si256(is_nan, quiet));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, x);
+        }
+        i += 8;
+    }
+    widen_bits_slice(&src[body..n], &mut dst[body..n], Format::BF16);
+}
+
+/// Eight f32 (as bits) → eight FP8 bit patterns of `fmt`, one per lane: the
+/// vector form of `format::narrow_bits` with round-to-nearest-even.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
+    let set = |v: i32| _mm256_set1_epi32(v);
+    let man = fmt.man_bits as i32;
+    let sign = _mm256_srli_epi32::<24>(_mm256_and_si256(x, set(i32::MIN)));
+    let abs = _mm256_and_si256(x, set(0x7FFF_FFFF));
+    let biased = _mm256_srli_epi32::<23>(abs);
+    let is_sub = _mm256_cmpeq_epi32(biased, _mm256_setzero_si256());
+    let with_implicit = _mm256_or_si256(_mm256_and_si256(abs, set(0x007F_FFFF)), set(0x0080_0000));
+    let m = _mm256_blendv_epi8(with_implicit, abs, is_sub);
+    let biased = _mm256_max_epi32(biased, set(1));
+    // Extra right shift in the target's subnormal range: max(0, (1 - bias + 127) - biased).
+    let extra = _mm256_max_epi32(_mm256_sub_epi32(set(128 - fmt.bias), biased), _mm256_setzero_si256());
+    let shift = _mm256_min_epi32(_mm256_add_epi32(extra, set(23 - man)), set(25));
+    let exp_field = _mm256_sllv_epi32(
+        _mm256_max_epi32(_mm256_sub_epi32(biased, set(128 - fmt.bias)), _mm256_setzero_si256()),
+        set(man),
+    );
+    let half_minus_one = _mm256_sub_epi32(
+        _mm256_sllv_epi32(set(1), _mm256_sub_epi32(shift, set(1))),
+        set(1),
+    );
+    let lsb = _mm256_and_si256(_mm256_srlv_epi32(m, shift), set(1));
+    let rounded = _mm256_srlv_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(m, half_minus_one), lsb),
+        shift,
+    );
+    let out = _mm256_add_epi32(rounded, exp_field);
+    let over = _mm256_cmpgt_epi32(out, set(fmt.max_bits() as i32));
+    let over_bits = match overflow {
+        Overflow::Saturate => fmt.max_bits(),
+        Overflow::Ieee => fmt.inf_or_nan_bits(),
+    };
+    let out = _mm256_blendv_epi8(out, set(over_bits as i32), over);
+    let is_nan = _mm256_cmpgt_epi32(abs, set(0x7F80_0000));
+    let nan = if fmt.ieee_specials {
+        let payload = _mm256_srlv_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), set(23 - man));
+        _mm256_or_si256(payload, set((fmt.inf_or_nan_bits() | 1 << (man - 1)) as i32))
+    } else {
+        set(fmt.inf_or_nan_bits() as i32)
+    };
+    _mm256_or_si256(_mm256_blendv_epi8(out, nan, is_nan), sign)
+}
+
+/// f32 → FP8 bits of `fmt`, round to nearest even.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn narrow_fp8(src: &[f32], dst: &mut [u8], fmt: Format, overflow: Overflow) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 32;
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 32 <= n, within both slices.
+        unsafe {
+            let p = src.as_ptr().add(i) as *const __m256i;
+            let a = fp8_round8(_mm256_loadu_si256(p), fmt, overflow);
+            let b = fp8_round8(_mm256_loadu_si256(p.add(1)), fmt, overflow);
+            let c = fp8_round8(_mm256_loadu_si256(p.add(2)), fmt, overflow);
+            let d = fp8_round8(_mm256_loadu_si256(p.add(3)), fmt, overflow);
+            let ab = _mm256_packus_epi32(a, b);
+            let cd = _mm256_packus_epi32(c, d);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes);
+        }
+        i += 32;
+    }
+    narrow_bits_slice(&src[body..n], &mut dst[body..n], fmt, overflow);
+}
+
+/// FP8 bits of `fmt` → f32, exactly: normals by moving the fields, subnormals
+/// by an exact integer-to-float conversion and scaling.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn widen_fp8(src: &[u8], dst: &mut [f32], fmt: Format) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 8;
+    let set = |v: i32| _mm256_set1_epi32(v);
+    let man = fmt.man_bits as i32;
+    let min_normal = set(1 << man);
+    let rebias = set((127 - fmt.bias) << 23);
+    let sub_scale = _mm256_set1_ps(f32::from_bits(((128 - fmt.bias - man) as u32) << 23));
+    let special = set(fmt.inf_or_nan_bits() as i32);
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= n, within both slices.
+        unsafe {
+            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i));
+            let sign = _mm256_slli_epi32::<24>(_mm256_and_si256(b, set(0x80)));
+            let abs = _mm256_and_si256(b, set(0x7F));
+            let normal = _mm256_add_epi32(_mm256_sllv_epi32(abs, set(23 - man)), rebias);
+            let sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(abs), sub_scale));
+            let mut x = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(min_normal, abs));
+            let nan = _mm256_or_si256(
+                _mm256_sllv_epi32(_mm256_and_si256(abs, set((1 << man) - 1)), set(23 - man)),
+                set(0x7FC0_0000),
+            );
+            if fmt.ieee_specials {
+                x = _mm256_blendv_epi8(x, set(0x7F80_0000), _mm256_cmpeq_epi32(abs, special));
+                x = _mm256_blendv_epi8(x, nan, _mm256_cmpgt_epi32(abs, special));
+            } else {
+                x = _mm256_blendv_epi8(x, nan, _mm256_cmpeq_epi32(abs, special));
+            }
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, _mm256_or_si256(x, sign));
+        }
+        i += 8;
+    }
+    widen_bits_slice(&src[body..n], &mut dst[body..n], fmt);
+}

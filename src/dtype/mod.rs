@@ -1,0 +1,184 @@
+//! Number formats: `f32`, [`f16`], [`bf16`] (from `half`), the OCP FP8 types
+//! [`F8E4M3`] and [`F8E5M2`], `i8` and `i32`; the [`DType`] tag and the
+//! [`Element`] trait that ties each Rust type to its tag.
+
+pub(crate) mod format;
+mod fp8;
+
+pub use fp8::{F8E4M3, F8E5M2};
+pub use half::{bf16, f16};
+
+use crate::Error;
+use std::fmt;
+use std::str::FromStr;
+
+/// The element types the crate knows, named as safetensors names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// OCP FP8 E4M3 ("fn": no infinity).
+    F8E4M3,
+    /// OCP FP8 E5M2.
+    F8E5M2,
+    /// Signed 8-bit integer.
+    I8,
+    /// Signed 32-bit integer.
+    I32,
+}
+
+impl DType {
+    /// Every dtype, in declaration order.
+    pub const ALL: [DType; 7] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::F8E4M3,
+        DType::F8E5M2,
+        DType::I8,
+        DType::I32,
+    ];
+
+    /// Size of one element in bytes.
+    pub const fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::F8E4M3 | DType::F8E5M2 | DType::I8 => 1,
+        }
+    }
+
+    /// The name used by safetensors and most of the ecosystem.
+    ///
+    /// ```
+    /// use mixprec::DType;
+    /// assert_eq!(DType::F8E4M3.name(), "f8_e4m3");
+    /// assert_eq!("bf16".parse::<DType>(), Ok(DType::BF16));
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::F8E4M3 => "f8_e4m3",
+            DType::F8E5M2 => "f8_e5m2",
+            DType::I8 => "i8",
+            DType::I32 => "i32",
+        }
+    }
+
+    /// True for the floating-point types.
+    pub const fn is_float(self) -> bool {
+        !matches!(self, DType::I8 | DType::I32)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| Error::InvalidParameter {
+                name: "dtype",
+                value: format!("{s:?}"),
+                requirement: "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, i32",
+            })
+    }
+}
+
+/// A type that can be a tensor element: plain old data tied to one [`DType`].
+pub trait Element:
+    bytemuck::Pod + Default + fmt::Debug + PartialEq + Send + Sync + 'static
+{
+    /// The tag of this type.
+    const DTYPE: DType;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A floating-point element: exact widening to `f32` and rounding from it.
+///
+/// Sealed: implemented for `f32`, [`f16`], [`bf16`], [`F8E4M3`], [`F8E5M2`].
+/// The slice conversions in [`crate::convert`] are generic over this trait.
+pub trait FloatElement: Element + sealed::Sealed {
+    /// The exact value as `f32`.
+    fn to_f32(self) -> f32;
+    /// `x` rounded to nearest, ties to even (overflow to infinity, or NaN for E4M3).
+    fn from_f32(x: f32) -> Self;
+}
+
+macro_rules! element {
+    ($t:ty, $d:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = $d;
+        }
+    };
+    ($t:ty, $d:expr, float) => {
+        element!($t, $d);
+        impl sealed::Sealed for $t {}
+        impl FloatElement for $t {
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+        }
+    };
+}
+
+element!(f16, DType::F16);
+element!(bf16, DType::BF16);
+element!(F8E4M3, DType::F8E4M3, float);
+element!(F8E5M2, DType::F8E5M2, float);
+element!(i8, DType::I8);
+element!(i32, DType::I32);
+
+macro_rules! half_float {
+    ($t:ty, $fmt:expr) => {
+        impl sealed::Sealed for $t {}
+        impl FloatElement for $t {
+            fn to_f32(self) -> f32 {
+                format::widen_bits(self.to_bits() as u32, $fmt)
+            }
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_bits(format::narrow_bits(
+                    x,
+                    $fmt,
+                    format::Rounding::NearestEven,
+                    format::Overflow::Ieee,
+                ) as u16)
+            }
+        }
+    };
+}
+
+half_float!(f16, format::Format::F16);
+half_float!(bf16, format::Format::BF16);
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl sealed::Sealed for f32 {}
+impl FloatElement for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}

@@ -1,0 +1,134 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// Everything a caller can get wrong, with the offending values in the message.
+///
+/// Functions that take shapes, slices or parameters from a caller return
+/// `Result<_, Error>` and check their inputs before touching any data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer's length does not match what the shape calls for.
+    LengthMismatch {
+        /// What was being built or converted.
+        what: &'static str,
+        /// Elements the shape needs.
+        expected: usize,
+        /// Elements that were passed.
+        actual: usize,
+    },
+    /// Two shapes that must agree do not.
+    ShapeMismatch {
+        /// Which operation compared them.
+        what: &'static str,
+        /// The first shape.
+        left: Vec<usize>,
+        /// The second shape.
+        right: Vec<usize>,
+    },
+    /// The product of a shape's dimensions (or a byte count) does not fit in `usize`.
+    ShapeOverflow {
+        /// The shape whose element count overflows.
+        shape: Vec<usize>,
+    },
+    /// A dimension is zero where the operation needs at least one element.
+    EmptyDimension {
+        /// What was being built.
+        what: &'static str,
+        /// The shape with the empty dimension.
+        shape: Vec<usize>,
+    },
+    /// A tensor of the wrong rank was passed.
+    RankMismatch {
+        /// What was expected.
+        expected: usize,
+        /// What was passed.
+        actual: usize,
+    },
+    /// A strided view reaches past the end of its buffer.
+    ViewOutOfBounds {
+        /// Rows of the view.
+        rows: usize,
+        /// Columns of the view.
+        cols: usize,
+        /// Row stride, in elements.
+        row_stride: usize,
+        /// Column stride, in elements.
+        col_stride: usize,
+        /// Length of the buffer the view borrows.
+        len: usize,
+    },
+    /// A parameter's value is outside its valid range (a non-finite scale, say).
+    InvalidParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Its value, as text.
+        value: String,
+        /// What it must satisfy.
+        requirement: &'static str,
+    },
+    /// The output of an operation overlaps one of its inputs in memory.
+    Aliasing {
+        /// Which input the output overlaps.
+        input: &'static str,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::LengthMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{what}: length mismatch: the shape needs {expected} elements, got {actual}"
+            ),
+            Error::ShapeMismatch { what, left, right } => {
+                write!(f, "{what}: shapes do not agree: {left:?} vs {right:?}")
+            }
+            Error::ShapeOverflow { shape } => {
+                write!(f, "shape {shape:?}: element count overflows usize")
+            }
+            Error::EmptyDimension { what, shape } => {
+                write!(f, "{what}: shape {shape:?} has an empty dimension")
+            }
+            Error::RankMismatch { expected, actual } => {
+                write!(f, "expected a rank-{expected} tensor, got rank {actual}")
+            }
+            Error::ViewOutOfBounds {
+                rows,
+                cols,
+                row_stride,
+                col_stride,
+                len,
+            } => write!(
+                f,
+                "a {rows}x{cols} view with strides ({row_stride}, {col_stride}) \
+                 reaches past a buffer of {len} elements"
+            ),
+            Error::InvalidParameter {
+                name,
+                value,
+                requirement,
+            } => write!(f, "invalid {name} = {value}: must be {requirement}"),
+            Error::Aliasing { input } => {
+                write!(f, "the output overlaps input {input} in memory")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Number of elements of `shape`, or [`Error::ShapeOverflow`].
+pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize, Error> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::ShapeOverflow {
+            shape: shape.to_vec(),
+        })
+}

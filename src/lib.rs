@@ -1,0 +1,32 @@
+//! # mixprec
+//!
+//! A TPU-style matrix unit's numerics on the CPU: bf16, f16 and OCP FP8 number
+//! formats with fast, exactly specified conversions; tensors and strided matrix
+//! views of them.
+//!
+//! ```
+//! use mixprec::{bf16, Tensor};
+//! let x = Tensor::from_vec(&[2, 2], vec![1.0f32, 2.5, -0.1, 3.0e38])?;
+//! let y = x.to_dtype::<bf16>();
+//! assert_eq!(y.shape(), &[2, 2]);
+//! assert_eq!(y.as_slice()[1].to_f32(), 2.5);
+//! # Ok::<(), mixprec::Error>(())
+//! ```
+//!
+//! Modules:
+//! * [`dtype`]: the formats ([`f16`], [`bf16`], [`F8E4M3`], [`F8E5M2`]), [`DType`], [`Element`].
+//! * [`convert`]: slice conversions, SIMD-accelerated, bit-identical to a scalar reference.
+//! * [`tensor`]: [`Tensor`], [`MatRef`], [`MatMut`].
+
+#![warn(missing_docs)]
+
+pub mod convert;
+mod cpu;
+pub mod dtype;
+mod error;
+pub mod tensor;
+
+pub use cpu::active_isa;
+pub use dtype::{bf16, f16, DType, Element, FloatElement, F8E4M3, F8E5M2};
+pub use error::Error;
+pub use tensor::{MatMut, MatRef, Tensor};

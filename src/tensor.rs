@@ -1,0 +1,475 @@
+//! Owned tensors and borrowed strided matrix views.
+//!
+//! [`Tensor`] owns a contiguous row-major buffer of any rank. [`MatRef`] and
+//! [`MatMut`] borrow a 2-D matrix with arbitrary (non-negative) strides, so a
+//! transpose ([`MatRef::t`]) is a view, not a copy.
+
+use crate::dtype::{Element, FloatElement};
+use crate::error::checked_numel;
+use crate::Error;
+
+/// An owned, contiguous, row-major tensor of any rank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<T> {
+    shape: Vec<usize>,
+    data: Vec<T>,
+}
+
+impl<T: Element> Tensor<T> {
+    /// Wraps `data` (row-major) as a tensor of `shape`.
+    ///
+    /// ```
+    /// use mixprec::{Error, Tensor};
+    /// let t = Tensor::from_vec(&[2, 3], vec![0i8; 6])?;
+    /// assert_eq!(t.shape(), &[2, 3]);
+    /// assert!(matches!(Tensor::from_vec(&[2, 3], vec![0i8; 5]), Err(Error::LengthMismatch { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn from_vec(shape: &[usize], data: Vec<T>) -> Result<Self, Error> {
+        let numel = checked_numel(shape)?;
+        if numel != data.len() {
+            return Err(Error::LengthMismatch {
+                what: "Tensor::from_vec",
+                expected: numel,
+                actual: data.len(),
+            });
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// A tensor of `shape` filled with zero bits (0 for every format).
+    pub fn zeros(shape: &[usize]) -> Result<Self, Error> {
+        let numel = checked_numel(shape)?;
+        checked_bytes::<T>(shape, numel)?;
+        Ok(Self {
+            shape: shape.to_vec(),
+            data: vec![T::zeroed(); numel],
+        })
+    }
+
+    /// A tensor whose element at each multi-index is `f(index)`, filled in
+    /// row-major order.
+    ///
+    /// ```
+    /// use mixprec::Tensor;
+    /// let t = Tensor::from_fn(&[2, 3], |ix| (10 * ix[0] + ix[1]) as i32)?;
+    /// assert_eq!(t.as_slice(), &[0, 1, 2, 10, 11, 12]);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    pub fn from_fn(shape: &[usize], mut f: impl FnMut(&[usize]) -> T) -> Result<Self, Error> {
+        let numel = checked_numel(shape)?;
+        checked_bytes::<T>(shape, numel)?;
+        let mut data = Vec::with_capacity(numel);
+        let mut index = vec![0usize; shape.len()];
+        for _ in 0..numel {
+            data.push(f(&index));
+            for axis in (0..shape.len()).rev() {
+                index[axis] += 1;
+                if index[axis] < shape[axis] {
+                    break;
+                }
+                index[axis] = 0;
+            }
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when some dimension is zero.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The elements, row-major.
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    /// The elements, row-major, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data
+    }
+
+    /// The buffer, giving up the shape.
+    pub fn into_vec(self) -> Vec<T> {
+        self.data
+    }
+
+    /// The elements as raw bytes (native endianness), without a copy.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.data)
+    }
+
+    /// The elements as mutable raw bytes, without a copy.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.data)
+    }
+
+    /// A tensor of `shape` copied from raw bytes (native endianness), which
+    /// need not be aligned.
+    pub fn from_bytes(shape: &[usize], bytes: &[u8]) -> Result<Self, Error> {
+        let numel = checked_numel(shape)?;
+        let expected = checked_bytes::<T>(shape, numel)?;
+        if bytes.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "Tensor::from_bytes (bytes)",
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        let mut data = vec![T::zeroed(); numel];
+        bytemuck::cast_slice_mut::<T, u8>(&mut data).copy_from_slice(bytes);
+        Self::from_vec(shape, data)
+    }
+
+    /// The same elements under a new shape with the same element count.
+    pub fn reshape(self, shape: &[usize]) -> Result<Self, Error> {
+        let numel = checked_numel(shape)?;
+        if numel != self.data.len() {
+            return Err(Error::ShapeMismatch {
+                what: "Tensor::reshape",
+                left: self.shape,
+                right: shape.to_vec(),
+            });
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            data: self.data,
+        })
+    }
+
+    /// A borrowed view of a rank-2 tensor.
+    pub fn as_mat(&self) -> Result<MatRef<'_, T>, Error> {
+        let (rows, cols) = self.dims2()?;
+        MatRef::from_row_major(&self.data, rows, cols)
+    }
+
+    /// A mutable borrowed view of a rank-2 tensor.
+    pub fn as_mat_mut(&mut self) -> Result<MatMut<'_, T>, Error> {
+        let (rows, cols) = self.dims2()?;
+        MatMut::from_row_major(&mut self.data, rows, cols)
+    }
+
+    fn dims2(&self) -> Result<(usize, usize), Error> {
+        match self.shape[..] {
+            [rows, cols] => Ok((rows, cols)),
+            _ => Err(Error::RankMismatch {
+                expected: 2,
+                actual: self.shape.len(),
+            }),
+        }
+    }
+}
+
+impl<T: FloatElement> Tensor<T> {
+    /// The tensor converted element-wise to `U`: exact when widening, round to
+    /// nearest even when narrowing (see [`crate::convert`]); between two
+    /// narrow formats the value goes through f32, which is exact, so it is
+    /// rounded once.
+    pub fn to_dtype<U: FloatElement>(&self) -> Tensor<U> {
+        let mut out = vec![U::zeroed(); self.data.len()];
+        const CHUNK: usize = 4096;
+        let mut wide = [0.0f32; CHUNK];
+        for (src, dst) in self.data.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let wide = &mut wide[..src.len()];
+            crate::convert::widen_dispatch(src, wide, crate::cpu::has_avx2_fma_f16c());
+            crate::convert::narrow_dispatch(
+                wide,
+                dst,
+                crate::dtype::format::Overflow::Ieee,
+                crate::cpu::has_avx2_fma_f16c(),
+            );
+        }
+        Tensor {
+            shape: self.shape.clone(),
+            data: out,
+        }
+    }
+}
+
+fn checked_bytes<T>(shape: &[usize], numel: usize) -> Result<usize, Error> {
+    numel
+        .checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| Error::ShapeOverflow {
+            shape: shape.to_vec(),
+        })
+}
+
+/// Checks that a `rows × cols` view with these strides stays inside `len`
+/// elements, and returns the number of elements it spans.
+fn check_view(rows: usize, cols: usize, rs: usize, cs: usize, len: usize) -> Result<usize, Error> {
+    let err = || Error::ViewOutOfBounds {
+        rows,
+        cols,
+        row_stride: rs,
+        col_stride: cs,
+        len,
+    };
+    if rows == 0 || cols == 0 {
+        return Ok(0);
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
+        .ok_or_else(err)?;
+    if last < len {
+        Ok(last + 1)
+    } else {
+        Err(err())
+    }
+}
+
+/// A borrowed `rows × cols` matrix: element (i, j) is `data[i * row_stride + j * col_stride]`.
+///
+/// ```
+/// use mixprec::MatRef;
+/// let data = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let a = MatRef::from_row_major(&data, 2, 3)?;
+/// let at = a.t(); // 3 × 2, no copy
+/// assert_eq!((at.rows(), at.cols()), (3, 2));
+/// assert_eq!(at.get(2, 1), Some(6.0));
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T: Copy> MatRef<'a, T> {
+    /// A view with explicit strides; an error if it reaches past `data`.
+    pub fn new(
+        data: &'a [T],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self, Error> {
+        let span = check_view(rows, cols, row_stride, col_stride, data.len())?;
+        Ok(Self {
+            data: &data[..span],
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// A contiguous row-major view; `data.len()` must be `rows * cols`.
+    pub fn from_row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self, Error> {
+        let numel = checked_numel(&[rows, cols])?;
+        if numel != data.len() {
+            return Err(Error::LengthMismatch {
+                what: "MatRef::from_row_major",
+                expected: numel,
+                actual: data.len(),
+            });
+        }
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose, as a view.
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Distance between rows, in elements.
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Distance between columns, in elements.
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// The elements the view spans (from (0, 0) to (rows-1, cols-1)).
+    pub fn as_slice(&self) -> &'a [T] {
+        self.data
+    }
+
+    /// Element (i, j), or `None` outside the view.
+    pub fn get(&self, i: usize, j: usize) -> Option<T> {
+        (i < self.rows && j < self.cols).then(|| self.data[i * self.row_stride + j * self.col_stride])
+    }
+
+    /// Element (i, j) without the bounds check of [`Self::get`] on the
+    /// indices (the slice index is still checked).
+    #[inline]
+    pub(crate) fn at(&self, i: usize, j: usize) -> T {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+
+    /// A copy as a row-major rank-2 tensor.
+    pub fn to_tensor(&self) -> Tensor<T>
+    where
+        T: Element,
+    {
+        let mut data = Vec::with_capacity(self.rows * self.cols);
+        for i in 0..self.rows {
+            data.extend((0..self.cols).map(|j| self.at(i, j)));
+        }
+        Tensor {
+            shape: vec![self.rows, self.cols],
+            data,
+        }
+    }
+}
+
+/// A mutable borrowed `rows × cols` matrix with strides, like [`MatRef`].
+#[derive(Debug)]
+pub struct MatMut<'a, T> {
+    data: &'a mut [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T: Copy> MatMut<'a, T> {
+    /// A view with explicit strides; an error if it reaches past `data`.
+    /// Strides that make two indices share an element are allowed here, but
+    /// the GEMM rejects such an output.
+    pub fn new(
+        data: &'a mut [T],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self, Error> {
+        let span = check_view(rows, cols, row_stride, col_stride, data.len())?;
+        Ok(Self {
+            data: &mut data[..span],
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// A contiguous row-major view; `data.len()` must be `rows * cols`.
+    pub fn from_row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self, Error> {
+        let numel = checked_numel(&[rows, cols])?;
+        if numel != data.len() {
+            return Err(Error::LengthMismatch {
+                what: "MatMut::from_row_major",
+                expected: numel,
+                actual: data.len(),
+            });
+        }
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose, as a view.
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// A shared view of the same elements.
+    pub fn as_ref(&self) -> MatRef<'_, T> {
+        MatRef {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    /// A shorter-lived mutable view of the same elements.
+    pub fn reborrow(&mut self) -> MatMut<'_, T> {
+        MatMut {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Distance between rows, in elements.
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Distance between columns, in elements.
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// Element (i, j), or `None` outside the view.
+    pub fn get(&self, i: usize, j: usize) -> Option<T> {
+        self.as_ref().get(i, j)
+    }
+
+    /// Sets element (i, j); returns false (and writes nothing) outside the view.
+    pub fn set(&mut self, i: usize, j: usize, value: T) -> bool {
+        if i < self.rows && j < self.cols {
+            self.data[i * self.row_stride + j * self.col_stride] = value;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The elements the view spans, mutably.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        self.data
+    }
+}
