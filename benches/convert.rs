@@ -1,0 +1,118 @@
+//! Conversion throughput at 16M elements, beside `half`'s slice conversions and
+//! a `copy_from_slice` of the source bytes (the memory limit), in one run.
+//!
+//! Throughput is bytes moved (read + written), so the copy and each conversion
+//! are on one scale. `cargo bench --bench convert`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use half::slice::HalfFloatSliceExt;
+use mixprec::{bf16, convert, f16, FloatElement, F8E4M3, F8E5M2};
+use std::hint::black_box;
+use std::time::Duration;
+
+const N: usize = 16 << 20;
+
+fn source() -> Vec<f32> {
+    let mut s = convert::StochasticRng::new(9);
+    (0..N)
+        .map(|_| ((s.next_u64() >> 40) as f32 - 8388608.0) * 1e-5)
+        .collect()
+}
+
+/// 64K elements (256 KiB of f32: cache-resident, shows compute speed) and
+/// 16M elements (64 MiB: memory-bound, the size).
+const SIZES: [usize; 2] = [64 << 10, N];
+
+fn memcpy_baseline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_limit");
+    for n in SIZES {
+        let bytes = 4 * n;
+        let src = vec![1u8; bytes];
+        let mut dst = vec![0u8; bytes];
+        g.throughput(Throughput::Bytes(2 * bytes as u64));
+        g.bench_function(BenchmarkId::new("copy_from_slice_f32_bytes", n), |b| {
+            b.iter(|| dst.copy_from_slice(black_box(&src)))
+        });
+    }
+    g.finish();
+}
+
+fn narrow_group<T: FloatElement>(
+    c: &mut Criterion,
+    src: &[f32],
+    half_peer: Option<fn(&[f32], &mut [T])>,
+) {
+    let mut g = c.benchmark_group(format!("narrow_f32_to_{}", T::DTYPE.name()));
+    for n in SIZES {
+        let src = &src[..n];
+        let mut dst = vec![T::zeroed(); n];
+        g.throughput(Throughput::Bytes((n * (4 + T::DTYPE.size_bytes())) as u64));
+        g.bench_function(BenchmarkId::new("mixprec", n), |b| {
+            b.iter(|| convert::narrow(black_box(src), &mut dst).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("mixprec_saturating", n), |b| {
+            b.iter(|| convert::narrow_saturating(black_box(src), &mut dst).unwrap())
+        });
+        if let Some(peer) = half_peer {
+            g.bench_function(BenchmarkId::new("half", n), |b| {
+                b.iter(|| peer(black_box(src), &mut dst))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn widen_group<T: FloatElement>(
+    c: &mut Criterion,
+    src: &[f32],
+    half_peer: Option<fn(&[T], &mut [f32])>,
+) {
+    let mut g = c.benchmark_group(format!("widen_{}_to_f32", T::DTYPE.name()));
+    for n in SIZES {
+        let mut narrow = vec![T::zeroed(); n];
+        convert::narrow(&src[..n], &mut narrow).unwrap();
+        let mut dst = vec![0.0f32; n];
+        g.throughput(Throughput::Bytes((n * (4 + T::DTYPE.size_bytes())) as u64));
+        g.bench_function(BenchmarkId::new("mixprec", n), |b| {
+            b.iter(|| convert::widen(black_box(&narrow), &mut dst).unwrap())
+        });
+        if let Some(peer) = half_peer {
+            g.bench_function(BenchmarkId::new("half", n), |b| {
+                b.iter(|| peer(black_box(&narrow), &mut dst))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn stochastic(c: &mut Criterion, src: &[f32]) {
+    let mut dst = vec![bf16::ZERO; src.len()];
+    let mut rng = convert::StochasticRng::new(1);
+    let mut g = c.benchmark_group("stochastic_f32_to_bf16");
+    g.throughput(Throughput::Bytes((src.len() * 6) as u64));
+    g.bench_with_input(BenchmarkId::new("mixprec", N), src, |b, s| {
+        b.iter(|| convert::narrow_stochastic(black_box(s), &mut dst, &mut rng).unwrap())
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let src = source();
+    memcpy_baseline(c);
+    narrow_group::<f16>(c, &src, Some(|s, d| d.convert_from_f32_slice(s)));
+    narrow_group::<bf16>(c, &src, Some(|s, d| d.convert_from_f32_slice(s)));
+    narrow_group::<F8E4M3>(c, &src, None);
+    narrow_group::<F8E5M2>(c, &src, None);
+    widen_group::<f16>(c, &src, Some(|s, d| s.convert_to_f32_slice(d)));
+    widen_group::<bf16>(c, &src, Some(|s, d| s.convert_to_f32_slice(d)));
+    widen_group::<F8E4M3>(c, &src, None);
+    widen_group::<F8E5M2>(c, &src, None);
+    stochastic(c, &src);
+}
+
+criterion_group! {
+    name = convert_benches;
+    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(convert_benches);

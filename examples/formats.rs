@@ -42,8 +42,16 @@ fn main() -> Result<(), mixprec::Error> {
         let s = if r >> 63 == 1 { -1.0 } else { 1.0 };
         s * m * 2f32.powi(e)
     })?;
-    println!("mixprec {} on {}: {} values in [2^-12, 2^12)", env!("CARGO_PKG_VERSION"), mixprec::active_isa(), x.len());
-    println!("{:<8} {:>8} {:>12} {:>12} {:>12} {:>10}", "format", "bytes", "u", "max rel", "mean rel", "non-finite");
+    println!(
+        "mixprec {} on {}: {} values in [2^-12, 2^12)",
+        env!("CARGO_PKG_VERSION"),
+        mixprec::active_isa(),
+        x.len()
+    );
+    println!(
+        "{:<8} {:>8} {:>12} {:>12} {:>12} {:>10}",
+        "format", "bytes", "u", "max rel", "mean rel", "non-finite"
+    );
     report::<f32>(&x, 2f64.powi(-24))?;
     report::<f16>(&x, 2f64.powi(-11))?;
     report::<bf16>(&x, 2f64.powi(-8))?;

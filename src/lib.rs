@@ -24,9 +24,15 @@ pub mod convert;
 mod cpu;
 pub mod dtype;
 mod error;
+pub mod gemm;
 pub mod tensor;
 
 pub use cpu::active_isa;
 pub use dtype::{bf16, f16, DType, Element, FloatElement, F8E4M3, F8E5M2};
 pub use error::Error;
 pub use tensor::{MatMut, MatRef, Tensor};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -330,7 +330,8 @@ impl<'a, T: Copy> MatRef<'a, T> {
 
     /// Element (i, j), or `None` outside the view.
     pub fn get(&self, i: usize, j: usize) -> Option<T> {
-        (i < self.rows && j < self.cols).then(|| self.data[i * self.row_stride + j * self.col_stride])
+        (i < self.rows && j < self.cols)
+            .then(|| self.data[i * self.row_stride + j * self.col_stride])
     }
 
     /// Element (i, j) without the bounds check of [`Self::get`] on the
@@ -471,5 +472,77 @@ impl<'a, T: Copy> MatMut<'a, T> {
     /// The elements the view spans, mutably.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         self.data
+    }
+}
+
+impl<'a, T: Copy> MatRef<'a, T> {
+    /// The `rows × cols` sub-view starting at (r0, c0), or `None` if it does
+    /// not fit.
+    pub(crate) fn submatrix(&self, r0: usize, rows: usize, c0: usize, cols: usize) -> Option<Self> {
+        if r0 + rows > self.rows || c0 + cols > self.cols {
+            return None;
+        }
+        if rows == 0 || cols == 0 {
+            return Some(Self {
+                data: &self.data[..0],
+                rows,
+                cols,
+                ..*self
+            });
+        }
+        let start = r0 * self.row_stride + c0 * self.col_stride;
+        Self::new(
+            &self.data[start..],
+            rows,
+            cols,
+            self.row_stride,
+            self.col_stride,
+        )
+        .ok()
+    }
+}
+
+impl<'a, T: Copy> MatMut<'a, T> {
+    /// Splits into rows `[0, at)` and `[at, rows)`; gives the view back when
+    /// the rows are not separable in memory (the row stride does not clear a row).
+    pub(crate) fn split_rows(self, at: usize) -> Result<(Self, Self), Self> {
+        let (rows, cols, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        let cut = at.saturating_mul(rs);
+        if at > rows
+            || (cols > 1 && rows > 1 && rs < cs.saturating_mul(cols))
+            || cut > self.data.len()
+        {
+            return Err(self);
+        }
+        // Check both halves before giving up `self`.
+        let top_ok = check_view(at, cols, rs, cs, cut).is_ok();
+        let bottom_ok = check_view(rows - at, cols, rs, cs, self.data.len() - cut).is_ok();
+        if !(top_ok && bottom_ok) {
+            return Err(self);
+        }
+        let (first, second) = self.data.split_at_mut(cut);
+        let top = MatMut {
+            data: first,
+            rows: at,
+            cols,
+            row_stride: rs,
+            col_stride: cs,
+        };
+        let bottom = MatMut {
+            data: second,
+            rows: rows - at,
+            cols,
+            row_stride: rs,
+            col_stride: cs,
+        };
+        Ok((top, bottom))
+    }
+
+    /// Splits into columns `[0, at)` and `[at, cols)`, like [`Self::split_rows`].
+    pub(crate) fn split_cols(self, at: usize) -> Result<(Self, Self), Self> {
+        match self.t().split_rows(at) {
+            Ok((left, right)) => Ok((left.t(), right.t())),
+            Err(v) => Err(v.t()),
+        }
     }
 }

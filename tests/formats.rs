@@ -179,7 +179,12 @@ fn check_narrow<T: FloatElement>(xs: &[f32]) {
                 x.to_bits()
             );
             if !saturate {
-                assert_eq!(bits_of(T::from_f32(x)), want, "{:?}::from_f32({x:e})", T::DTYPE);
+                assert_eq!(
+                    bits_of(T::from_f32(x)),
+                    want,
+                    "{:?}::from_f32({x:e})",
+                    T::DTYPE
+                );
             }
         }
     }
@@ -197,13 +202,28 @@ fn check_all_patterns<T: FloatElement>() {
     reference::widen(&all, &mut slow).unwrap();
     for (b, (&f, &s)) in fast.iter().zip(&slow).enumerate() {
         assert_eq!(f.to_bits(), s.to_bits(), "{:?} widen {b:#x}", T::DTYPE);
-        assert_eq!(all[b].to_f32().to_bits(), s.to_bits(), "{:?} to_f32 {b:#x}", T::DTYPE);
+        assert_eq!(
+            all[b].to_f32().to_bits(),
+            s.to_bits(),
+            "{:?} to_f32 {b:#x}",
+            T::DTYPE
+        );
         let b = b as u32;
         let abs = b & (oracle.sign() - 1);
         let negative = b & oracle.sign() != 0;
-        assert_eq!(s.is_sign_negative(), negative, "{:?} sign of {b:#x}", T::DTYPE);
+        assert_eq!(
+            s.is_sign_negative(),
+            negative,
+            "{:?} sign of {b:#x}",
+            T::DTYPE
+        );
         if abs <= oracle.max_code() {
-            assert_eq!(s.abs() as f64, oracle.values[abs as usize], "{:?} value of {b:#x}", T::DTYPE);
+            assert_eq!(
+                s.abs() as f64,
+                oracle.values[abs as usize],
+                "{:?} value of {b:#x}",
+                T::DTYPE
+            );
         } else if abs == oracle.overflow_code(false) && oracle.ieee {
             assert!(s.is_infinite(), "{:?} {b:#x} should be infinite", T::DTYPE);
         } else {

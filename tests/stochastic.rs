@@ -70,7 +70,15 @@ fn deterministic_for_a_seed() {
 
 #[test]
 fn representable_values_are_unchanged() {
-    let xs = [0.0f32, -0.0, 1.0, -2.5, 65504.0, 2f32.powi(-24), f32::INFINITY];
+    let xs = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        65504.0,
+        2f32.powi(-24),
+        f32::INFINITY,
+    ];
     let mut y = [f16::ZERO; 7];
     narrow_stochastic(&xs, &mut y, &mut StochasticRng::new(3)).unwrap();
     for (x, y) in xs.iter().zip(y) {
@@ -108,7 +116,10 @@ fn check_unbiased<T: FloatElement>(x: f32, seed: u64) {
 
 #[test]
 fn unbiased_bf16() {
-    for (i, x) in [1.0f32 + 2f32.powi(-9), -3.3, 0.1, 1e-39, 7.77e30].into_iter().enumerate() {
+    for (i, x) in [1.0f32 + 2f32.powi(-9), -3.3, 0.1, 1e-39, 7.77e30]
+        .into_iter()
+        .enumerate()
+    {
         check_unbiased::<bf16>(x, i as u64);
     }
 }
@@ -116,9 +127,15 @@ fn unbiased_bf16() {
 #[test]
 fn unbiased_f16() {
     // Normal range, and the subnormal range (steps of 2^-24), where more bits drop.
-    for (i, x) in [1.0f32 + 2f32.powi(-12), -0.1, 3e-7, 2f32.powi(-24) * 0.3, 60000.3]
-        .into_iter()
-        .enumerate()
+    for (i, x) in [
+        1.0f32 + 2f32.powi(-12),
+        -0.1,
+        3e-7,
+        2f32.powi(-24) * 0.3,
+        60000.3,
+    ]
+    .into_iter()
+    .enumerate()
     {
         check_unbiased::<f16>(x, 100 + i as u64);
     }

@@ -6,11 +6,23 @@ use mixprec::{bf16, f16, Error, MatMut, MatRef, Tensor, F8E4M3};
 fn constructors_check_shapes() {
     assert_eq!(
         Tensor::from_vec(&[2, 3], vec![0.0f32; 7]).unwrap_err(),
-        Error::LengthMismatch { what: "Tensor::from_vec", expected: 6, actual: 7 }
+        Error::LengthMismatch {
+            what: "Tensor::from_vec",
+            expected: 6,
+            actual: 7
+        }
     );
     let big = [usize::MAX / 2, 3];
-    assert_eq!(Tensor::<f32>::zeros(&big).unwrap_err(), Error::ShapeOverflow { shape: big.to_vec() });
-    assert!(Tensor::<f32>::zeros(&[1 << 62]).is_err(), "byte count overflow");
+    assert_eq!(
+        Tensor::<f32>::zeros(&big).unwrap_err(),
+        Error::ShapeOverflow {
+            shape: big.to_vec()
+        }
+    );
+    assert!(
+        Tensor::<f32>::zeros(&[1 << 62]).is_err(),
+        "byte count overflow"
+    );
     let t = Tensor::<f16>::zeros(&[2, 0, 3]).unwrap();
     assert!(t.is_empty());
     assert_eq!(t.rank(), 3);
@@ -24,7 +36,10 @@ fn from_fn_is_row_major() {
     assert_eq!(t.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7]);
     let r = t.reshape(&[4, 2]).unwrap();
     assert_eq!(r.shape(), &[4, 2]);
-    assert!(matches!(r.reshape(&[3, 3]), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        r.reshape(&[3, 3]),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -66,7 +81,10 @@ fn views_and_transpose() {
     assert_eq!(a.get(2, 3), Some(11.0));
     assert_eq!(a.get(3, 0), None);
     let at = a.t();
-    assert_eq!((at.rows(), at.cols(), at.row_stride(), at.col_stride()), (4, 3, 1, 4));
+    assert_eq!(
+        (at.rows(), at.cols(), at.row_stride(), at.col_stride()),
+        (4, 3, 1, 4)
+    );
     assert_eq!(at.get(3, 2), Some(11.0));
     assert_eq!(at.to_tensor().as_slice()[..3], [0.0, 4.0, 8.0]);
     // A strided sub-view: every other column.
@@ -74,7 +92,13 @@ fn views_and_transpose() {
     assert_eq!(s.to_tensor().as_slice(), &[0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
     assert_eq!(
         MatRef::new(&data, 3, 3, 4, 2).unwrap_err(),
-        Error::ViewOutOfBounds { rows: 3, cols: 3, row_stride: 4, col_stride: 2, len: 12 }
+        Error::ViewOutOfBounds {
+            rows: 3,
+            cols: 3,
+            row_stride: 4,
+            col_stride: 2,
+            len: 12
+        }
     );
     assert!(MatRef::new(&data, usize::MAX, 2, usize::MAX, 1).is_err());
     // Empty views need no data.
@@ -94,14 +118,36 @@ fn mutable_views() {
     assert_eq!(t.as_slice(), &[0.0, 0.0, 0.0, 7.0, 0.0, 5.0]);
     let mut buf = [0i8; 4];
     assert!(MatMut::from_row_major(&mut buf, 2, 3).is_err());
-    assert!(matches!(Tensor::<f32>::zeros(&[2, 2, 2]).unwrap().as_mat(), Err(Error::RankMismatch { expected: 2, actual: 3 })));
+    assert!(matches!(
+        Tensor::<f32>::zeros(&[2, 2, 2]).unwrap().as_mat(),
+        Err(Error::RankMismatch {
+            expected: 2,
+            actual: 3
+        })
+    ));
 }
 
 #[test]
 fn error_messages_name_values() {
-    let e = Error::ViewOutOfBounds { rows: 3, cols: 3, row_stride: 4, col_stride: 2, len: 12 };
-    assert_eq!(e.to_string(), "a 3x3 view with strides (4, 2) reaches past a buffer of 12 elements");
-    assert_eq!(Error::ShapeOverflow { shape: vec![1, 2] }.to_string(), "shape [1, 2]: element count overflows usize");
+    let e = Error::ViewOutOfBounds {
+        rows: 3,
+        cols: 3,
+        row_stride: 4,
+        col_stride: 2,
+        len: 12,
+    };
+    assert_eq!(
+        e.to_string(),
+        "a 3x3 view with strides (4, 2) reaches past a buffer of 12 elements"
+    );
+    assert_eq!(
+        Error::ShapeOverflow { shape: vec![1, 2] }.to_string(),
+        "shape [1, 2]: element count overflows usize"
+    );
     assert_eq!("f8_e5m2".parse::<mixprec::DType>().unwrap().size_bytes(), 1);
-    assert!("f64".parse::<mixprec::DType>().unwrap_err().to_string().contains("\"f64\""));
+    assert!("f64"
+        .parse::<mixprec::DType>()
+        .unwrap_err()
+        .to_string()
+        .contains("\"f64\""));
 }

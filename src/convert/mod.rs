@@ -84,7 +84,12 @@ pub fn narrow<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> 
 /// ```
 pub fn narrow_saturating<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> {
     check_len("convert::narrow_saturating", src.len(), dst.len())?;
-    narrow_dispatch(src, dst, Overflow::Saturate, crate::cpu::has_avx2_fma_f16c());
+    narrow_dispatch(
+        src,
+        dst,
+        Overflow::Saturate,
+        crate::cpu::has_avx2_fma_f16c(),
+    );
     Ok(())
 }
 
@@ -95,7 +100,12 @@ pub fn widen<T: FloatElement>(src: &[T], dst: &mut [f32]) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn narrow_dispatch<T: FloatElement>(src: &[f32], dst: &mut [T], overflow: Overflow, simd: bool) {
+pub(crate) fn narrow_dispatch<T: FloatElement>(
+    src: &[f32],
+    dst: &mut [T],
+    overflow: Overflow,
+    simd: bool,
+) {
     let Some(fmt) = format_of::<T>() else {
         let dst: &mut [f32] = bytemuck::cast_slice_mut(dst);
         dst.copy_from_slice(src);
@@ -160,7 +170,11 @@ pub mod reference {
 
     /// Scalar [`super::narrow_saturating`].
     pub fn narrow_saturating<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> {
-        check_len("convert::reference::narrow_saturating", src.len(), dst.len())?;
+        check_len(
+            "convert::reference::narrow_saturating",
+            src.len(),
+            dst.len(),
+        )?;
         narrow_dispatch(src, dst, Overflow::Saturate, false);
         Ok(())
     }

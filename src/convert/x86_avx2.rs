@@ -4,8 +4,8 @@
 //! Every function here requires AVX2, FMA and F16C; callers check
 //! [`crate::cpu::has_avx2_fma_f16c`] first.
 
-use crate::dtype::format::{Format, Overflow};
 use crate::convert::reference_impl::{narrow_bits_slice, widen_bits_slice};
+use crate::dtype::format::{Format, Overflow};
 use std::arch::x86_64::*;
 
 /// f32 → f16 bits with F16C's round-to-nearest-even conversion.
@@ -123,51 +123,49 @@ pub(crate) unsafe fn widen_bf16(src: &[u16], dst: &mut [f32]) {
     widen_bits_slice(&src[body..n], &mut dst[body..n], Format::BF16);
 }
 
-/// Eight f32 (as bits) → eight FP8 bit patterns of `fmt`, one per lane: the
-/// vector form of `format::narrow_bits` with round-to-nearest-even.
+/// Eight f32 (as bits) → eight FP8 bit patterns of `fmt`, one per lane, with
+/// round-to-nearest-even. In the target's normal range the rounding is done
+/// on the integer bits (add half an ulp minus one plus the kept LSB, shift);
+/// in its subnormal range by one f32 addition of a power of two whose ulp is
+/// the target's subnormal step, which the FPU rounds to nearest even.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
     let set = |v: i32| _mm256_set1_epi32(v);
     let man = fmt.man_bits as i32;
-    let sign = _mm256_srli_epi32::<24>(_mm256_and_si256(x, set(i32::MIN)));
+    let shift = _mm_cvtsi32_si128(23 - man);
     let abs = _mm256_and_si256(x, set(0x7FFF_FFFF));
-    let biased = _mm256_srli_epi32::<23>(abs);
-    let is_sub = _mm256_cmpeq_epi32(biased, _mm256_setzero_si256());
-    let with_implicit = _mm256_or_si256(_mm256_and_si256(abs, set(0x007F_FFFF)), set(0x0080_0000));
-    let m = _mm256_blendv_epi8(with_implicit, abs, is_sub);
-    let biased = _mm256_max_epi32(biased, set(1));
-    // Extra right shift in the target's subnormal range: max(0, (1 - bias + 127) - biased).
-    let extra = _mm256_max_epi32(_mm256_sub_epi32(set(128 - fmt.bias), biased), _mm256_setzero_si256());
-    let shift = _mm256_min_epi32(_mm256_add_epi32(extra, set(23 - man)), set(25));
-    let exp_field = _mm256_sllv_epi32(
-        _mm256_max_epi32(_mm256_sub_epi32(biased, set(128 - fmt.bias)), _mm256_setzero_si256()),
-        set(man),
-    );
-    let half_minus_one = _mm256_sub_epi32(
-        _mm256_sllv_epi32(set(1), _mm256_sub_epi32(shift, set(1))),
-        set(1),
-    );
-    let lsb = _mm256_and_si256(_mm256_srlv_epi32(m, shift), set(1));
-    let rounded = _mm256_srlv_epi32(
-        _mm256_add_epi32(_mm256_add_epi32(m, half_minus_one), lsb),
+    // Normal range: rebias the exponent and round on the bits.
+    let lsb = _mm256_and_si256(_mm256_srl_epi32(abs, shift), set(1));
+    let rebias_and_half = ((1i32 << (22 - man)) - 1).wrapping_sub((127 - fmt.bias) << 23);
+    let normal = _mm256_srl_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(abs, lsb), set(rebias_and_half)),
         shift,
     );
-    let out = _mm256_add_epi32(rounded, exp_field);
-    let over = _mm256_cmpgt_epi32(out, set(fmt.max_bits() as i32));
+    // Subnormal range: |x| + 2^(1 - bias - man + 23) rounds |x| to the subnormal step.
+    let magic = set((128 - fmt.bias - man + 23) << 23);
+    let sum = _mm256_add_ps(_mm256_castsi256_ps(abs), _mm256_castsi256_ps(magic));
+    let sub = _mm256_sub_epi32(_mm256_castps_si256(sum), magic);
+    let min_normal = set((128 - fmt.bias) << 23);
+    let out = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(min_normal, abs));
     let over_bits = match overflow {
         Overflow::Saturate => fmt.max_bits(),
         Overflow::Ieee => fmt.inf_or_nan_bits(),
     };
+    let over = _mm256_cmpgt_epi32(out, set(fmt.max_bits() as i32));
     let out = _mm256_blendv_epi8(out, set(over_bits as i32), over);
-    let is_nan = _mm256_cmpgt_epi32(abs, set(0x7F80_0000));
     let nan = if fmt.ieee_specials {
-        let payload = _mm256_srlv_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), set(23 - man));
-        _mm256_or_si256(payload, set((fmt.inf_or_nan_bits() | 1 << (man - 1)) as i32))
+        let payload = _mm256_srl_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), shift);
+        _mm256_or_si256(
+            payload,
+            set((fmt.inf_or_nan_bits() | 1 << (man - 1)) as i32),
+        )
     } else {
         set(fmt.inf_or_nan_bits() as i32)
     };
-    _mm256_or_si256(_mm256_blendv_epi8(out, nan, is_nan), sign)
+    let out = _mm256_blendv_epi8(out, nan, _mm256_cmpgt_epi32(abs, set(0x7F80_0000)));
+    let sign = _mm256_srli_epi32::<24>(_mm256_and_si256(x, set(i32::MIN)));
+    _mm256_or_si256(out, sign)
 }
 
 /// f32 → FP8 bits of `fmt`, round to nearest even.
@@ -227,7 +225,10 @@ pub(crate) unsafe fn widen_fp8(src: &[u8], dst: &mut [f32], fmt: Format) {
             } else {
                 x = _mm256_blendv_epi8(x, nan, _mm256_cmpeq_epi32(abs, special));
             }
-            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, _mm256_or_si256(x, sign));
+            _mm256_storeu_si256(
+                dst.as_mut_ptr().add(i) as *mut __m256i,
+                _mm256_or_si256(x, sign),
+            );
         }
         i += 8;
     }

@@ -105,7 +105,12 @@ impl Format {
 /// by the number of bits the format drops at that exponent (more in the
 /// format's subnormal range) and rounded as `rounding` says; the exponent is
 /// added back, so a carry out of the mantissa moves to the next binade.
-pub(crate) const fn narrow_bits(x: f32, fmt: Format, rounding: Rounding, overflow: Overflow) -> u32 {
+pub(crate) const fn narrow_bits(
+    x: f32,
+    fmt: Format,
+    rounding: Rounding,
+    overflow: Overflow,
+) -> u32 {
     let bits = x.to_bits();
     let sign = (bits >> 31) << (fmt.exp_bits + fmt.man_bits);
     let abs = bits & 0x7FFF_FFFF;
@@ -190,9 +195,7 @@ pub(crate) const fn widen_bits(bits: u32, fmt: Format) -> f32 {
         // value = man * 2^(1 - bias - man_bits); leading one at bit (man_bits-1-lz)
         let e = 1 - fmt.bias - 1 - lz as i32;
         let frac = (man << (lz + 1)) & man_mask;
-        return f32::from_bits(
-            sign | (((e + 127) as u32) << 23) | (frac << (23 - fmt.man_bits)),
-        );
+        return f32::from_bits(sign | (((e + 127) as u32) << 23) | (frac << (23 - fmt.man_bits)));
     }
     let e = exp as i32 - fmt.bias + 127;
     f32::from_bits(sign | ((e as u32) << 23) | (man << (23 - fmt.man_bits)))

@@ -37,8 +37,10 @@ macro_rules! fp8_type {
             /// Smallest positive subnormal value.
             pub const MIN_POSITIVE_SUBNORMAL: Self = Self(1);
             /// Difference between one and the next larger value.
-            pub const EPSILON: Self =
-                Self((((Self::FORMAT.bias - Self::FORMAT.man_bits as i32) as u32) << Self::FORMAT.man_bits) as u8);
+            pub const EPSILON: Self = Self(
+                (((Self::FORMAT.bias - Self::FORMAT.man_bits as i32) as u32)
+                    << Self::FORMAT.man_bits) as u8,
+            );
             /// The canonical quiet NaN (positive).
             pub const NAN: Self = Self(Self::FORMAT.nan_bits(0x7FC0_0000) as u8);
 
@@ -92,7 +94,8 @@ macro_rules! fp8_type {
             /// True for ±infinity (never for E4M3).
             pub const fn is_infinite(self) -> bool {
                 Self::FORMAT.ieee_specials
-                    && (self.0 as u32 & (Self::FORMAT.sign_bit() - 1)) == Self::FORMAT.inf_or_nan_bits()
+                    && (self.0 as u32 & (Self::FORMAT.sign_bit() - 1))
+                        == Self::FORMAT.inf_or_nan_bits()
             }
 
             /// True when neither NaN nor infinite.

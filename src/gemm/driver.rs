@@ -1,0 +1,375 @@
+//! The blocked driver: BLIS's loops around a micro-kernel, with the K block
+//! fixed at [`ARRAY_ROWS`] so that one micro-kernel call is one pass of the
+//! systolic array. Packing widens every input type to f32.
+//!
+//! Loop order (outermost first):
+//! 1. `jc`: N in blocks of `NC`; pack B's `K × NC` panel (all K-tiles).
+//! 2. `ic`: M in blocks of `MC`; pack A's `MC × K` block; zero the f32
+//!    accumulator block `MC × NC` (it stays in L2).
+//! 3. K-tiles of `ARRAY_ROWS`, increasing: the contract's tile order.
+//! 4. `jr`/`ir`: NR-wide B micro-panels, MR-tall A micro-panels: the kernel.
+//! 5. After the last K-tile: the epilogue, row by row, into C.
+
+use super::kernel::portable::Portable;
+#[cfg(target_arch = "x86_64")]
+use super::kernel::x86_avx2::Avx2;
+use super::kernel::Kernel;
+use super::{Epilogue, Parallelism, ARRAY_ROWS};
+use crate::convert::{narrow_dispatch, widen_dispatch};
+use crate::dtype::format::Overflow;
+use crate::dtype::FloatElement;
+use crate::tensor::{MatMut, MatRef};
+use std::cell::RefCell;
+
+/// Rows of A per packed block (a multiple of every kernel's MR).
+const MC: usize = 96;
+/// Columns of B per packed panel (a multiple of every kernel's NR).
+const NC: usize = 512;
+/// Below this many multiply-adds a GEMM runs on one thread.
+const PARALLEL_MIN_WORK: usize = 1 << 21;
+
+/// Packing and accumulator buffers, kept per thread and reused across calls.
+#[derive(Default)]
+struct Workspace {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    acc: Vec<f32>,
+    row: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+fn with_workspace(f: impl FnOnce(&mut Workspace)) {
+    WORKSPACE.with(|ws| match ws.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        Err(_) => f(&mut Workspace::default()),
+    })
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+pub(crate) fn run<T: FloatElement, O: FloatElement>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return run_with::<T, O, Avx2>(a, b, c, epilogue, parallelism, simd);
+    }
+    run_with::<T, O, Portable>(a, b, c, epilogue, parallelism, simd)
+}
+
+fn run_with<T: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = match parallelism {
+        Parallelism::Serial => 1,
+        Parallelism::Threads(t) => t,
+    };
+    let work = m.saturating_mul(n).saturating_mul(k.max(1));
+    let tasks = if work < PARALLEL_MIN_WORK { 1 } else { threads };
+    split_and_run::<T, O, K>(a, b, c, 0, tasks, epilogue, simd);
+}
+
+/// Runs `tasks` parts in parallel by halving recursively (rayon `join`)
+/// along C's outer dimension in memory: rows when the row stride is the
+/// larger, else columns, in multiples of the kernel's block. K is never split.
+fn split_and_run<T: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, O>,
+    col0: usize,
+    tasks: usize,
+    epilogue: &Epilogue<'_>,
+    simd: bool,
+) {
+    let (m, n) = (c.rows(), c.cols());
+    let by_rows = m > 1 && (n == 1 || c.row_stride() >= c.col_stride());
+    let (len, unit) = if by_rows { (m, K::MR) } else { (n, K::NR) };
+    let left_tasks = tasks / 2;
+    let at = round_up(len * left_tasks / tasks.max(1), unit);
+    let serial_here = |c: MatMut<'_, O>| {
+        with_workspace(|ws| serial::<T, O, K>(a, b, c, col0, epilogue, ws, simd))
+    };
+    if tasks <= 1 || at == 0 || at >= len {
+        return serial_here(c);
+    }
+    let views = if by_rows {
+        a.submatrix(0, at, 0, a.cols())
+            .zip(a.submatrix(at, m - at, 0, a.cols()))
+            .map(|(a0, a1)| ((a0, b, 0), (a1, b, 0)))
+    } else {
+        b.submatrix(0, b.rows(), 0, at)
+            .zip(b.submatrix(0, b.rows(), at, n - at))
+            .map(|(b0, b1)| ((a, b0, 0), (a, b1, at)))
+    };
+    let Some(((a0, b0, off0), (a1, b1, off1))) = views else {
+        return serial_here(c);
+    };
+    let halves = if by_rows {
+        c.split_rows(at)
+    } else {
+        c.split_cols(at)
+    };
+    match halves {
+        Ok((c0, c1)) => {
+            rayon::join(
+                || split_and_run::<T, O, K>(a0, b0, c0, col0 + off0, left_tasks, epilogue, simd),
+                || {
+                    split_and_run::<T, O, K>(
+                        a1,
+                        b1,
+                        c1,
+                        col0 + off1,
+                        tasks - left_tasks,
+                        epilogue,
+                        simd,
+                    )
+                },
+            );
+        }
+        Err(c) => serial_here(c),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    mut c: MatMut<'_, O>,
+    col0: usize,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let Workspace {
+        a: a_buf,
+        b: b_buf,
+        acc: acc_buf,
+        row: row_buf,
+        tmp,
+    } = ws;
+    for jc in (0..n).step_by(NC) {
+        let nb = NC.min(n - jc);
+        let nb_pad = round_up(nb, K::NR);
+        let packed_b = grow(b_buf, nb_pad * k);
+        pack_b(&b, jc, nb, K::NR, packed_b, tmp, simd);
+        for ic in (0..m).step_by(MC) {
+            let mb = MC.min(m - ic);
+            let mb_pad = round_up(mb, K::MR);
+            let packed_a = grow(a_buf, mb_pad * k);
+            pack_a(&a, ic, mb, K::MR, packed_a, tmp, simd);
+            let acc = grow(acc_buf, mb_pad * nb_pad);
+            acc.fill(0.0);
+            for k0 in (0..k).step_by(ARRAY_ROWS) {
+                let kt = ARRAY_ROWS.min(k - k0);
+                for (p, b_panel) in packed_b.chunks_exact(k * K::NR).enumerate() {
+                    let b_tile = &b_panel[k0 * K::NR..(k0 + kt) * K::NR];
+                    for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
+                        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
+                        let at = q * K::MR * nb_pad + p * K::NR;
+                        K::tile(kt, a_tile, b_tile, &mut acc[at..], nb_pad);
+                    }
+                }
+            }
+            let row = grow(row_buf, nb);
+            for i in 0..mb {
+                write_row(
+                    &mut c,
+                    ic + i,
+                    jc,
+                    &acc[i * nb_pad..i * nb_pad + nb],
+                    row,
+                    col0,
+                    epilogue,
+                    K::epilogue_row,
+                    simd,
+                );
+            }
+        }
+    }
+}
+
+/// Applies the epilogue to one row of the accumulator block and stores it
+/// into C's row `i`, columns `j0..j0 + acc.len()`.
+#[allow(clippy::too_many_arguments)]
+fn write_row<O: FloatElement>(
+    c: &mut MatMut<'_, O>,
+    i: usize,
+    j0: usize,
+    acc: &[f32],
+    row: &mut [f32],
+    col0: usize,
+    epilogue: &Epilogue<'_>,
+    epilogue_row: fn(&Epilogue<'_>, &[f32], &mut [f32], usize),
+    simd: bool,
+) {
+    let (rs, cs) = (c.row_stride(), c.col_stride());
+    let nb = acc.len();
+    let contiguous = cs == 1 || nb == 1;
+    let start = i * rs + j0 * cs;
+    if epilogue.beta != 0.0 {
+        if contiguous {
+            widen_dispatch(&c.as_mut_slice()[start..start + nb], row, simd);
+        } else {
+            let data = c.as_mut_slice();
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = data[start + j * cs].to_f32();
+            }
+        }
+    }
+    epilogue_row(epilogue, acc, row, col0 + j0);
+    if contiguous {
+        narrow_dispatch(
+            row,
+            &mut c.as_mut_slice()[start..start + nb],
+            Overflow::Ieee,
+            simd,
+        );
+    } else {
+        let data = c.as_mut_slice();
+        for (j, &r) in row.iter().enumerate() {
+            data[start + j * cs] = O::from_f32(r);
+        }
+    }
+}
+
+/// Packs rows `i0..i0 + mb` of A (all K) as MR-row micro-panels: panel `q`
+/// holds, for each k, the MR values of rows `q*MR..`, zero-padded past `mb`.
+fn pack_a<T: FloatElement>(
+    a: &MatRef<'_, T>,
+    i0: usize,
+    mb: usize,
+    mr: usize,
+    dst: &mut [f32],
+    tmp: &mut Vec<f32>,
+    simd: bool,
+) {
+    let k = a.cols();
+    let (rs, cs, data) = (a.row_stride(), a.col_stride(), a.as_slice());
+    if k == 0 {
+        return;
+    }
+    if rs == 1 && mb > 1 {
+        // Columns are contiguous: each k gives MR consecutive values per panel.
+        let col = grow(tmp, mb);
+        for kk in 0..k {
+            let start = i0 + kk * cs;
+            widen_dispatch(&data[start..start + mb], col, simd);
+            for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
+                let d = &mut panel[kk * mr..(kk + 1) * mr];
+                let w = mr.min(mb.saturating_sub(q * mr));
+                d[..w].copy_from_slice(&col[q * mr..q * mr + w]);
+                d[w..].fill(0.0);
+            }
+        }
+    } else {
+        // Rows are contiguous (or strided): widen each row, scatter by MR.
+        let row = grow(tmp, k);
+        for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
+            for r in 0..mr {
+                let i = q * mr + r;
+                if i < mb {
+                    let start = (i0 + i) * rs;
+                    if cs == 1 {
+                        widen_dispatch(&data[start..start + k], row, simd);
+                    } else {
+                        for (kk, v) in row.iter_mut().enumerate() {
+                            *v = data[start + kk * cs].to_f32();
+                        }
+                    }
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * mr + r] = v;
+                    }
+                } else {
+                    for kk in 0..k {
+                        panel[kk * mr + r] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs columns `j0..j0 + nb` of B (all K) as NR-column micro-panels: panel
+/// `p` holds, for each k, the NR values of columns `p*NR..`, zero-padded.
+fn pack_b<T: FloatElement>(
+    b: &MatRef<'_, T>,
+    j0: usize,
+    nb: usize,
+    nr: usize,
+    dst: &mut [f32],
+    tmp: &mut Vec<f32>,
+    simd: bool,
+) {
+    let k = b.rows();
+    let (rs, cs, data) = (b.row_stride(), b.col_stride(), b.as_slice());
+    if k == 0 {
+        return;
+    }
+    if cs == 1 || nb == 1 {
+        // Rows are contiguous: widen a row segment, cut it into panels.
+        let row = grow(tmp, nb);
+        for kk in 0..k {
+            let start = kk * rs + j0 * cs;
+            widen_dispatch(&data[start..start + nb], row, simd);
+            for (p, panel) in dst.chunks_exact_mut(k * nr).enumerate() {
+                let d = &mut panel[kk * nr..(kk + 1) * nr];
+                let w = nr.min(nb - p * nr);
+                d[..w].copy_from_slice(&row[p * nr..p * nr + w]);
+                d[w..].fill(0.0);
+            }
+        }
+    } else {
+        // Columns are contiguous (B transposed) or strided: widen each column.
+        let col = grow(tmp, k);
+        for (p, panel) in dst.chunks_exact_mut(k * nr).enumerate() {
+            for r in 0..nr {
+                let j = p * nr + r;
+                if j < nb {
+                    let start = (j0 + j) * cs;
+                    if rs == 1 {
+                        widen_dispatch(&data[start..start + k], col, simd);
+                    } else {
+                        for (kk, v) in col.iter_mut().enumerate() {
+                            *v = data[start + kk * rs].to_f32();
+                        }
+                    }
+                    for (kk, &v) in col.iter().enumerate() {
+                        panel[kk * nr + r] = v;
+                    }
+                } else {
+                    for kk in 0..k {
+                        panel[kk * nr + r] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The GEMM engine against the contract's reference loops (bit for bit) and
+//! against an f64 product (error bound).
+
+use mixprec::gemm::{self, Activation, Epilogue, Parallelism, ARRAY_ROWS};
+use mixprec::{bf16, f16, Error, FloatElement, MatMut, MatRef, F8E4M3};
+use proptest::prelude::*;
+
+/// A matrix stored with padding and optionally transposed, so views have
+/// every kind of stride.
+struct Stored<T> {
+    data: Vec<T>,
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+    pad: usize,
+}
+
+impl<T: FloatElement> Stored<T> {
+    fn new(
+        rows: usize,
+        cols: usize,
+        transposed: bool,
+        pad: usize,
+        mut f: impl FnMut() -> f32,
+    ) -> Self {
+        let (outer, inner) = if transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        let ld = inner + pad;
+        let data = (0..outer * ld).map(|_| T::from_f32(f())).collect();
+        Self {
+            data,
+            rows,
+            cols,
+            transposed,
+            pad,
+        }
+    }
+    fn view(&self) -> MatRef<'_, T> {
+        let (outer, inner) = if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        };
+        let m = MatRef::new(&self.data, outer, inner, inner + self.pad, 1).unwrap();
+        if self.transposed {
+            m.t()
+        } else {
+            m
+        }
+    }
+}
+
+/// Values: mostly small numbers, some zeros of both signs, subnormals,
+/// and (when `specials`) infinities and NaN.
+fn value_gen(seed: u64, specials: bool) -> impl FnMut() -> f32 {
+    let mut rng = mixprec::convert::StochasticRng::new(seed);
+    move || {
+        let r = rng.next_u64();
+        match r % 64 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => {
+                f32::from_bits((r >> 40) as u32 & 0x7F_FFFF)
+                    * if r & 1 << 20 == 0 { 1.0 } else { -1.0 }
+            }
+            3 if specials => f32::INFINITY,
+            4 if specials => f32::NEG_INFINITY,
+            5 if specials => f32::NAN,
+            _ => ((r >> 32) as i32 as f32) * 2f32.powi(-31 + ((r >> 8) % 8) as i32),
+        }
+    }
+}
+
+fn bits<O: FloatElement>(v: &[O]) -> Vec<u32> {
+    v.iter().map(|x| x.to_f32().to_bits()).collect()
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    tc: bool,
+    pad: usize,
+    threads: usize,
+    seed: u64,
+    specials: bool,
+    epilogue: u8,
+}
+
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        0usize..20,
+        0usize..200,
+        prop::sample::select(vec![127, 128, 129, 255, 256, 257, 300])
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        dim(),
+        dim(),
+        dim(),
+        any::<(bool, bool, bool)>(),
+        0usize..3,
+        1usize..5,
+        any::<u64>(),
+        any::<bool>(),
+        0u8..4,
+    )
+        .prop_map(
+            |(m, n, k, (ta, tb, tc), pad, threads, seed, specials, epilogue)| Case {
+                m: m.min(200),
+                n: n.min(200),
+                k,
+                ta,
+                tb,
+                tc,
+                pad,
+                threads,
+                seed,
+                specials,
+                epilogue,
+            },
+        )
+}
+
+/// Runs the fast path (dispatched, and forced portable) and the reference on
+/// one case and compares the bits of C.
+fn check_case<T: FloatElement, O: FloatElement>(cs: &Case) {
+    let mut g = value_gen(cs.seed, cs.specials);
+    let a = Stored::<T>::new(cs.m, cs.k, cs.ta, cs.pad, &mut g);
+    let b = Stored::<T>::new(cs.k, cs.n, cs.tb, cs.pad, &mut g);
+    let c0 = Stored::<O>::new(cs.m, cs.n, cs.tc, cs.pad, &mut g);
+    let bias: Vec<f32> = (0..cs.n).map(|_| g()).collect();
+    let epilogue = match cs.epilogue {
+        0 => Epilogue::new(),
+        1 => Epilogue::new().alpha(0.5).beta(-1.5),
+        2 => Epilogue::new().bias(&bias).activation(Activation::Relu),
+        _ => Epilogue::new()
+            .alpha(2.0)
+            .beta(1.0)
+            .bias(&bias)
+            .activation(Activation::Gelu),
+    };
+    let (rows, cols) = if cs.tc { (cs.n, cs.m) } else { (cs.m, cs.n) };
+    let ld = cols + cs.pad;
+    let out = |f: &dyn Fn(MatMut<'_, O>)| {
+        let mut data = c0.data.clone();
+        let view = MatMut::new(&mut data, rows, cols, ld, 1).unwrap();
+        f(if cs.tc { view.t() } else { view });
+        data
+    };
+    let want = out(&|c| gemm::reference(a.view(), b.view(), c, &epilogue).unwrap());
+    let par = if cs.threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(cs.threads)
+    };
+    let fast = out(&|c| gemm::gemm(a.view(), b.view(), c, &epilogue, par).unwrap());
+    assert_eq!(bits(&fast), bits(&want), "fast path differs: {cs:?}");
+    let portable = out(&|c| gemm::gemm_portable(a.view(), b.view(), c, &epilogue, par).unwrap());
+    assert_eq!(
+        bits(&portable),
+        bits(&want),
+        "portable path differs: {cs:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn f32_bits_equal_reference(cs in case()) {
+        check_case::<f32, f32>(&cs);
+    }
+
+    #[test]
+    fn f16_bits_equal_reference(cs in case()) {
+        check_case::<f16, f32>(&cs);
+        check_case::<f16, f16>(&Case { seed: cs.seed ^ 1, ..cs.clone() });
+    }
+
+    #[test]
+    fn bf16_bits_equal_reference(cs in case()) {
+        check_case::<bf16, bf16>(&cs);
+    }
+}
+
+#[test]
+fn large_threaded_bits_equal_reference() {
+    // Big enough to run in parallel and to cross MC/NC block edges.
+    for (m, n, k) in [(301, 530, 260), (7, 1100, 129), (530, 3, 300)] {
+        for threads in [2, 3, 8] {
+            let cs = Case {
+                m,
+                n,
+                k,
+                ta: false,
+                tb: threads == 3,
+                tc: threads == 8,
+                pad: 1,
+                threads,
+                seed: (m * n + threads) as u64,
+                specials: false,
+                epilogue: 3,
+            };
+            check_case::<f32, f32>(&cs);
+            check_case::<bf16, f32>(&cs);
+        }
+    }
+    check_case::<F8E4M3, f32>(&Case {
+        m: 40,
+        n: 70,
+        k: 300,
+        ta: true,
+        tb: false,
+        tc: false,
+        pad: 0,
+        threads: 1,
+        seed: 5,
+        specials: true,
+        epilogue: 1,
+    });
+}
+
+/// γ(n) = n·u / (1 − n·u).
+fn gamma(n: usize, u: f64) -> f64 {
+    let nu = n as f64 * u;
+    nu / (1.0 - nu)
+}
+
+/// |C − C_exact| ≤ γ(ARRAY_ROWS + ⌈K/ARRAY_ROWS⌉)·(|A||B|) elementwise with
+/// u = 2^-24, where C_exact is the f64 product of the (already rounded)
+/// inputs. The chain within a tile has at most 128 roundings and the tile
+/// sums at most ⌈K/128⌉ more, hence the bound (Higham, Thm 3.1 style).
+fn check_bound<T: FloatElement>(m: usize, n: usize, k: usize, seed: u64) {
+    let mut g = value_gen(seed, false);
+    let a = Stored::<T>::new(m, k, false, 0, &mut g);
+    let b = Stored::<T>::new(k, n, true, 0, &mut g);
+    let mut c = vec![0.0f32; m * n];
+    gemm::gemm(
+        a.view(),
+        b.view(),
+        MatMut::from_row_major(&mut c, m, n).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Threads(2),
+    )
+    .unwrap();
+    let bound = gamma(ARRAY_ROWS + k.div_ceil(ARRAY_ROWS), 2f64.powi(-24));
+    let (av, bv) = (a.view(), b.view());
+    for i in 0..m {
+        for j in 0..n {
+            let (mut exact, mut abs) = (0.0f64, 0.0f64);
+            for kk in 0..k {
+                let p =
+                    av.get(i, kk).unwrap().to_f32() as f64 * bv.get(kk, j).unwrap().to_f32() as f64;
+                exact += p;
+                abs += p.abs();
+            }
+            let err = (c[i * n + j] as f64 - exact).abs();
+            assert!(
+                err <= bound * abs,
+                "({i},{j}) K={k}: error {err:e} > {:e}",
+                bound * abs
+            );
+        }
+    }
+}
+
+#[test]
+fn error_bound_f32() {
+    for (k, seed) in [(1, 1), (127, 2), (128, 3), (129, 4), (1000, 5)] {
+        check_bound::<f32>(9, 17, k, seed);
+    }
+}
+
+#[test]
+fn error_bound_f16_and_bf16_inputs() {
+    // Products of f16/bf16 are exact in f32, so the same bound holds against
+    // the f64 product of the rounded inputs.
+    for (k, seed) in [(64, 1), (300, 2), (777, 3)] {
+        check_bound::<f16>(8, 19, k, seed);
+        check_bound::<bf16>(8, 19, k, seed);
+    }
+}
+
+#[test]
+fn k_zero_gives_the_epilogue_of_zero() {
+    let a: [f32; 0] = [];
+    let mut c = vec![7.0f32; 6];
+    let bias = [1.0f32, -2.0, 3.0];
+    gemm::gemm(
+        MatRef::new(&a, 2, 0, 0, 1).unwrap(),
+        MatRef::new(&a, 0, 3, 3, 1).unwrap(),
+        MatMut::from_row_major(&mut c, 2, 3).unwrap(),
+        &Epilogue::new()
+            .beta(0.5)
+            .bias(&bias)
+            .activation(Activation::Relu),
+        Parallelism::Serial,
+    )
+    .unwrap();
+    assert_eq!(c, [4.5, 1.5, 6.5, 4.5, 1.5, 6.5]);
+}
+
+#[test]
+fn beta_zero_does_not_read_c() {
+    let a = [1.0f32; 4];
+    let mut c = [f32::NAN; 4];
+    gemm::gemm(
+        MatRef::from_row_major(&a, 2, 2).unwrap(),
+        MatRef::from_row_major(&a, 2, 2).unwrap(),
+        MatMut::from_row_major(&mut c, 2, 2).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )
+    .unwrap();
+    assert_eq!(c, [2.0; 4]);
+}
+
+#[test]
+fn typed_errors_before_any_work() {
+    let a = [0.0f32; 6];
+    let b = [0.0f32; 12];
+    let mut c = [0.0f32; 8];
+    let av = MatRef::from_row_major(&a, 2, 3).unwrap();
+    let bv = MatRef::from_row_major(&b, 4, 3).unwrap();
+    let err = gemm::gemm(
+        av,
+        bv,
+        MatMut::from_row_major(&mut c, 2, 4).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ShapeMismatch {
+            what: "gemm: A (M×K) and B (K×N)",
+            left: vec![2, 3],
+            right: vec![4, 3]
+        }
+    );
+    assert!(err.to_string().contains("[2, 3] vs [4, 3]"));
+    let bv = MatRef::from_row_major(&b, 3, 4).unwrap();
+    let mut c6 = [0.0f32; 6];
+    assert!(matches!(
+        gemm::gemm(
+            av,
+            bv,
+            MatMut::from_row_major(&mut c6, 2, 3).unwrap(),
+            &Epilogue::new(),
+            Parallelism::Serial
+        ),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let bias = [0.0f32; 3];
+    assert!(matches!(
+        gemm::gemm(
+            av,
+            bv,
+            MatMut::from_row_major(&mut c, 2, 4).unwrap(),
+            &Epilogue::new().bias(&bias),
+            Parallelism::Serial
+        ),
+        Err(Error::LengthMismatch {
+            expected: 4,
+            actual: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        gemm::gemm(
+            av,
+            bv,
+            MatMut::from_row_major(&mut c, 2, 4).unwrap(),
+            &Epilogue::new(),
+            Parallelism::Threads(0)
+        ),
+        Err(Error::InvalidParameter { .. })
+    ));
+    // An output whose strides make elements share memory.
+    let overlapping = MatMut::new(&mut c, 2, 4, 1, 1).unwrap();
+    assert!(matches!(
+        gemm::gemm(av, bv, overlapping, &Epilogue::new(), Parallelism::Serial),
+        Err(Error::InvalidParameter {
+            name: "C strides",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn output_aliasing_an_input_is_an_error() {
+    // Safe code cannot alias a MatMut with a MatRef; a caller with raw
+    // pointers can. The check compares address ranges.
+    let mut buf = vec![1.0f32; 16];
+    let ptr = buf.as_mut_ptr();
+    // SAFETY (test): the shared view is only read by `gemm`'s validation,
+    // which rejects the call before any write.
+    let shared: &[f32] = unsafe { std::slice::from_raw_parts(ptr, 16) };
+    let a = MatRef::from_row_major(&shared[..4], 2, 2).unwrap();
+    let b = MatRef::from_row_major(&shared[12..], 2, 2).unwrap();
+    let c = MatMut::from_row_major(&mut buf[..4], 2, 2).unwrap();
+    assert_eq!(
+        gemm::gemm(a, b, c, &Epilogue::new(), Parallelism::Serial),
+        Err(Error::Aliasing { input: "A" })
+    );
+}
+
+#[test]
+fn matmul_convenience() {
+    let a: Vec<f32> = (0..6).map(|i| i as f32).collect();
+    let m = MatRef::from_row_major(&a, 2, 3).unwrap();
+    let c = gemm::matmul(m, m.t(), Parallelism::Threads(2)).unwrap();
+    assert_eq!(c.shape(), &[2, 2]);
+    assert_eq!(c.as_slice(), &[5.0, 14.0, 14.0, 50.0]);
+}
