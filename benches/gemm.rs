@@ -1,1 +1,305 @@
-fn main() {}
+//! GEMM throughput (FLOP/s = 2·M·N·K per second) beside the peers a user
+//! would pick instead, and this core's FMA peak, in one run.
+//!
+//! `cargo bench --bench gemm` (default build flags). Set `MIXPREC_BENCH_QUICK=1`
+//! to run only n ≤ 512 and the skinny shapes.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mixprec::gemm::{gemm, Epilogue, Parallelism};
+use mixprec::{bf16, f16, FloatElement, MatMut, MatRef};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn values<T: FloatElement>(n: usize, seed: u64) -> Vec<T> {
+    let mut r = mixprec::convert::StochasticRng::new(seed);
+    (0..n)
+        .map(|_| T::from_f32((r.next_u64() >> 40) as f32 / 16777216.0 - 0.5))
+        .collect()
+}
+
+/// Peak f32 FMA throughput of one core: 12 independent register chains of
+/// 8-wide FMAs, no memory traffic.
+#[cfg(target_arch = "x86_64")]
+fn peak_fma(c: &mut Criterion) {
+    use std::arch::x86_64::*;
+    const ITERS: usize = 1 << 20;
+    #[target_feature(enable = "avx2,fma")]
+    fn chains(x: f32) -> f32 {
+        let m = _mm256_set1_ps(0.999_999);
+        let a = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(x); 12];
+        for _ in 0..ITERS {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, m, a);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for v in acc {
+            s = _mm256_add_ps(s, v);
+        }
+        _mm256_cvtss_f32(s)
+    }
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return;
+    }
+    let mut g = c.benchmark_group("peak");
+    g.throughput(Throughput::Elements((ITERS * 12 * 8 * 2) as u64));
+    // SAFETY: the CPU has AVX2 and FMA (checked above).
+    g.bench_function("fma_f32_one_core", |b| {
+        b.iter(|| unsafe { chains(black_box(1.0)) })
+    });
+    g.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn peak_fma(_: &mut Criterion) {}
+
+fn ours<T: FloatElement>(
+    a: &[T],
+    b: &[T],
+    c: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    par: Parallelism,
+) {
+    gemm(
+        MatRef::from_row_major(a, m, k).unwrap(),
+        MatRef::from_row_major(b, k, n).unwrap(),
+        MatMut::from_row_major(c, m, n).unwrap(),
+        &Epilogue::new(),
+        par,
+    )
+    .unwrap();
+}
+
+fn gemm_crate<T: 'static + Copy>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+    one: T,
+    zero: T,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the slices hold row-major m×k, k×n and m×n matrices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            zero,
+            one,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+fn gemmkit_crate<T: gemmkit::GemmScalar>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+    one: T,
+    zero: T,
+    par: gemmkit::Parallelism,
+) {
+    gemmkit::gemm(
+        one,
+        gemmkit::MatRef::from_row_major(a, m, k),
+        gemmkit::MatRef::from_row_major(b, k, n),
+        zero,
+        gemmkit::MatMut::from_row_major(c, m, n),
+        par,
+    );
+}
+
+fn shape_group(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)], threads: bool) {
+    let mut g = c.benchmark_group(group);
+    for &(m, n, k) in shapes {
+        let id = format!("{m}x{n}x{k}");
+        let flops = 2 * m * n * k;
+        g.throughput(Throughput::Elements(flops as u64));
+        let big = flops >= 1 << 31;
+        g.sample_size(if big { 10 } else { 20 });
+        let (a32, b32) = (values::<f32>(m * k, 1), values::<f32>(k * n, 2));
+        let (a16, b16) = (values::<f16>(m * k, 1), values::<f16>(k * n, 2));
+        let (abf, bbf) = (values::<bf16>(m * k, 1), values::<bf16>(k * n, 2));
+        let mut c32 = vec![0.0f32; m * n];
+        let mut c16 = vec![f16::ZERO; m * n];
+        let mut cbf = vec![bf16::ZERO; m * n];
+        let serial = Parallelism::Serial;
+        g.bench_function(BenchmarkId::new("mixprec_f32", &id), |bch| {
+            bch.iter(|| ours(black_box(&a32), &b32, &mut c32, m, n, k, serial))
+        });
+        g.bench_function(BenchmarkId::new("matrixmultiply_f32", &id), |bch| {
+            bch.iter(|| {
+                // SAFETY: row-major m×k, k×n, m×n slices.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a32.as_ptr(),
+                        k as isize,
+                        1,
+                        b32.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        c32.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
+        });
+        g.bench_function(BenchmarkId::new("gemm_f32", &id), |bch| {
+            bch.iter(|| {
+                gemm_crate(
+                    black_box(&a32),
+                    &b32,
+                    &mut c32,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    0.0,
+                    gemm::Parallelism::None,
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("gemmkit_f32", &id), |bch| {
+            bch.iter(|| {
+                gemmkit_crate(
+                    black_box(&a32),
+                    &b32,
+                    &mut c32,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    0.0,
+                    gemmkit::Parallelism::Serial,
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("mixprec_f16", &id), |bch| {
+            bch.iter(|| ours(black_box(&a16), &b16, &mut c32, m, n, k, serial))
+        });
+        g.bench_function(BenchmarkId::new("gemm_f16", &id), |bch| {
+            bch.iter(|| {
+                gemm_crate(
+                    black_box(&a16),
+                    &b16,
+                    &mut c16,
+                    m,
+                    n,
+                    k,
+                    f16::ONE,
+                    f16::ZERO,
+                    gemm::Parallelism::None,
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("gemmkit_f16", &id), |bch| {
+            bch.iter(|| {
+                gemmkit_crate(
+                    black_box(&a16),
+                    &b16,
+                    &mut c16,
+                    m,
+                    n,
+                    k,
+                    f16::ONE,
+                    f16::ZERO,
+                    gemmkit::Parallelism::Serial,
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("mixprec_bf16", &id), |bch| {
+            bch.iter(|| ours(black_box(&abf), &bbf, &mut c32, m, n, k, serial))
+        });
+        g.bench_function(BenchmarkId::new("gemmkit_bf16", &id), |bch| {
+            bch.iter(|| {
+                gemmkit_crate(
+                    black_box(&abf),
+                    &bbf,
+                    &mut cbf,
+                    m,
+                    n,
+                    k,
+                    bf16::ONE,
+                    bf16::ZERO,
+                    gemmkit::Parallelism::Serial,
+                )
+            })
+        });
+        if threads {
+            let two = Parallelism::Threads(2);
+            g.bench_function(BenchmarkId::new("mixprec_f32_2threads", &id), |bch| {
+                bch.iter(|| ours(black_box(&a32), &b32, &mut c32, m, n, k, two))
+            });
+            g.bench_function(BenchmarkId::new("gemm_f32_2threads", &id), |bch| {
+                bch.iter(|| {
+                    gemm_crate(
+                        black_box(&a32),
+                        &b32,
+                        &mut c32,
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        0.0,
+                        gemm::Parallelism::Rayon(2),
+                    )
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let quick = std::env::var_os("MIXPREC_BENCH_QUICK").is_some();
+    peak_fma(c);
+    let small: Vec<_> = [16, 32, 64, 128].iter().map(|&n| (n, n, n)).collect();
+    shape_group(c, "gemm_small", &small, false);
+    let square: Vec<_> = [256, 512, 1024, 2048]
+        .iter()
+        .filter(|&&n| !quick || n <= 512)
+        .map(|&n| (n, n, n))
+        .collect();
+    shape_group(c, "gemm_square", &square, true);
+    shape_group(
+        c,
+        "gemm_skinny",
+        &[(1, 4096, 4096), (8, 4096, 4096), (32, 4096, 4096)],
+        false,
+    );
+}
+
+criterion_group! {
+    name = gemm_benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(gemm_benches);

@@ -148,23 +148,30 @@ fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
     let sub = _mm256_sub_epi32(_mm256_castps_si256(sum), magic);
     let min_normal = set((128 - fmt.bias) << 23);
     let out = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(min_normal, abs));
+    // Overflow: every out above MAX becomes the overflow code, which is MAX
+    // itself (saturating) or MAX + 1 (infinity, or E4M3's NaN): one `min`.
     let over_bits = match overflow {
         Overflow::Saturate => fmt.max_bits(),
         Overflow::Ieee => fmt.inf_or_nan_bits(),
     };
-    let over = _mm256_cmpgt_epi32(out, set(fmt.max_bits() as i32));
-    let out = _mm256_blendv_epi8(out, set(over_bits as i32), over);
-    let nan = if fmt.ieee_specials {
-        let payload = _mm256_srl_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), shift);
-        _mm256_or_si256(
-            payload,
-            set((fmt.inf_or_nan_bits() | 1 << (man - 1)) as i32),
-        )
+    let out = _mm256_min_epi32(out, set(over_bits as i32));
+    // NaN inputs land above MAX too; only where the overflow code is not the
+    // format's NaN do they need their own code.
+    let out = if fmt.ieee_specials || overflow == Overflow::Saturate {
+        let nan = if fmt.ieee_specials {
+            let payload = _mm256_srl_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), shift);
+            _mm256_or_si256(
+                payload,
+                set((fmt.inf_or_nan_bits() | 1 << (man - 1)) as i32),
+            )
+        } else {
+            set(fmt.inf_or_nan_bits() as i32)
+        };
+        _mm256_blendv_epi8(out, nan, _mm256_cmpgt_epi32(abs, set(0x7F80_0000)))
     } else {
-        set(fmt.inf_or_nan_bits() as i32)
+        out
     };
-    let out = _mm256_blendv_epi8(out, nan, _mm256_cmpgt_epi32(abs, set(0x7F80_0000)));
-    let sign = _mm256_srli_epi32::<24>(_mm256_and_si256(x, set(i32::MIN)));
+    let sign = _mm256_and_si256(_mm256_srli_epi32::<24>(x), set(0x80));
     _mm256_or_si256(out, sign)
 }
 

@@ -17,7 +17,7 @@ use super::kernel::Kernel;
 use super::{Epilogue, Parallelism, ARRAY_ROWS};
 use crate::convert::{narrow_dispatch, widen_dispatch};
 use crate::dtype::format::Overflow;
-use crate::dtype::FloatElement;
+use crate::dtype::{DType, FloatElement};
 use crate::tensor::{MatMut, MatRef};
 use std::cell::RefCell;
 
@@ -179,12 +179,12 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
         let nb = NC.min(n - jc);
         let nb_pad = round_up(nb, K::NR);
         let packed_b = grow(b_buf, nb_pad * k);
-        pack_b(&b, jc, nb, K::NR, packed_b, tmp, simd);
+        pack_b::<T, K>(&b, jc, nb, packed_b, tmp, simd);
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
             let mb_pad = round_up(mb, K::MR);
             let packed_a = grow(a_buf, mb_pad * k);
-            pack_a(&a, ic, mb, K::MR, packed_a, tmp, simd);
+            pack_a::<T, K>(&a, ic, mb, packed_a, tmp, simd);
             let acc = grow(acc_buf, mb_pad * nb_pad);
             acc.fill(0.0);
             for k0 in (0..k).step_by(ARRAY_ROWS) {
@@ -234,6 +234,11 @@ fn write_row<O: FloatElement>(
     let nb = acc.len();
     let contiguous = cs == 1 || nb == 1;
     let start = i * rs + j0 * cs;
+    if contiguous && O::DTYPE == DType::F32 {
+        // f32 output: the epilogue works in place on C's row.
+        let out: &mut [f32] = bytemuck::cast_slice_mut(&mut c.as_mut_slice()[start..start + nb]);
+        return epilogue_row(epilogue, acc, out, col0 + j0);
+    }
     if epilogue.beta != 0.0 {
         if contiguous {
             widen_dispatch(&c.as_mut_slice()[start..start + nb], row, simd);
@@ -262,16 +267,15 @@ fn write_row<O: FloatElement>(
 
 /// Packs rows `i0..i0 + mb` of A (all K) as MR-row micro-panels: panel `q`
 /// holds, for each k, the MR values of rows `q*MR..`, zero-padded past `mb`.
-fn pack_a<T: FloatElement>(
+fn pack_a<T: FloatElement, K: Kernel>(
     a: &MatRef<'_, T>,
     i0: usize,
     mb: usize,
-    mr: usize,
     dst: &mut [f32],
     tmp: &mut Vec<f32>,
     simd: bool,
 ) {
-    let k = a.cols();
+    let (k, mr) = (a.cols(), K::MR);
     let (rs, cs, data) = (a.row_stride(), a.col_stride(), a.as_slice());
     if k == 0 {
         return;
@@ -290,27 +294,29 @@ fn pack_a<T: FloatElement>(
             }
         }
     } else {
-        // Rows are contiguous (or strided): widen each row, scatter by MR.
-        let row = grow(tmp, k);
+        // Rows are contiguous (or strided): widen the panel's MR rows (f32
+        // rows are used as they are), then interleave them k by k.
+        let rows = grow(tmp, mr * k);
         for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
+            let live = mr.min(mb - q * mr);
             for r in 0..mr {
-                let i = q * mr + r;
-                if i < mb {
-                    let start = (i0 + i) * rs;
-                    if cs == 1 {
-                        widen_dispatch(&data[start..start + k], row, simd);
-                    } else {
-                        for (kk, v) in row.iter_mut().enumerate() {
-                            *v = data[start + kk * cs].to_f32();
-                        }
-                    }
-                    for (kk, &v) in row.iter().enumerate() {
-                        panel[kk * mr + r] = v;
-                    }
+                let row = &mut rows[r * k..(r + 1) * k];
+                if r >= live {
+                    row.fill(0.0);
+                    continue;
+                }
+                let start = (i0 + q * mr + r) * rs;
+                if cs == 1 {
+                    widen_dispatch(&data[start..start + k], row, simd);
                 } else {
-                    for kk in 0..k {
-                        panel[kk * mr + r] = 0.0;
+                    for (kk, v) in row.iter_mut().enumerate() {
+                        *v = data[start + kk * cs].to_f32();
                     }
+                }
+            }
+            for (kk, d) in panel.chunks_exact_mut(mr).enumerate() {
+                for (r, v) in d.iter_mut().enumerate() {
+                    *v = rows[r * k + kk];
                 }
             }
         }
@@ -319,31 +325,42 @@ fn pack_a<T: FloatElement>(
 
 /// Packs columns `j0..j0 + nb` of B (all K) as NR-column micro-panels: panel
 /// `p` holds, for each k, the NR values of columns `p*NR..`, zero-padded.
-fn pack_b<T: FloatElement>(
+fn pack_b<T: FloatElement, K: Kernel>(
     b: &MatRef<'_, T>,
     j0: usize,
     nb: usize,
-    nr: usize,
     dst: &mut [f32],
     tmp: &mut Vec<f32>,
     simd: bool,
 ) {
-    let k = b.rows();
+    let (k, nr) = (b.rows(), K::NR);
     let (rs, cs, data) = (b.row_stride(), b.col_stride(), b.as_slice());
     if k == 0 {
         return;
     }
     if cs == 1 || nb == 1 {
-        // Rows are contiguous: widen a row segment, cut it into panels.
-        let row = grow(tmp, nb);
+        // Rows are contiguous: widen a row segment (f32 is used as it is),
+        // cut it into panels.
         for kk in 0..k {
             let start = kk * rs + j0 * cs;
-            widen_dispatch(&data[start..start + nb], row, simd);
-            for (p, panel) in dst.chunks_exact_mut(k * nr).enumerate() {
+            let row: &[f32] = if T::DTYPE == DType::F32 {
+                bytemuck::cast_slice(&data[start..start + nb])
+            } else {
+                let row = grow(tmp, nb);
+                widen_dispatch(&data[start..start + nb], row, simd);
+                row
+            };
+            let mut panels = dst.chunks_exact_mut(k * nr);
+            let mut chunks = row.chunks_exact(nr);
+            // `chunks` first: zip stops on it without consuming a panel.
+            for (chunk, panel) in (&mut chunks).zip(&mut panels) {
+                panel[kk * nr..(kk + 1) * nr].copy_from_slice(chunk);
+            }
+            let rest = chunks.remainder();
+            if let Some(panel) = panels.next() {
                 let d = &mut panel[kk * nr..(kk + 1) * nr];
-                let w = nr.min(nb - p * nr);
-                d[..w].copy_from_slice(&row[p * nr..p * nr + w]);
-                d[w..].fill(0.0);
+                d[..rest.len()].copy_from_slice(rest);
+                d[rest.len()..].fill(0.0);
             }
         }
     } else {

@@ -10,7 +10,7 @@ pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 
-use super::Epilogue;
+use super::{Activation, Epilogue};
 
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
@@ -29,7 +29,9 @@ pub(crate) trait Kernel {
 }
 
 /// Shared body of the row epilogue; each kernel module instantiates it under
-/// its own target features so `mul_add` becomes one instruction.
+/// its own target features so `mul_add` becomes one instruction. The steps of
+/// [`Epilogue::apply`] are done as separate passes over the row (each element
+/// sees the same operations in the same order), so that each pass vectorises.
 #[inline(always)]
 pub(crate) fn epilogue_row_body(
     epilogue: &Epilogue<'_>,
@@ -37,7 +39,40 @@ pub(crate) fn epilogue_row_body(
     out: &mut [f32],
     col0: usize,
 ) {
-    for (j, (o, &s)) in out.iter_mut().zip(acc).enumerate() {
-        *o = epilogue.apply(s, *o, col0 + j);
+    // NaN canonicalisation rides on whichever pass writes last, so that each
+    // pass stores computed values (a separate in-place pass would compile
+    // to slow masked stores).
+    #[inline(always)]
+    fn canon(v: f32, last: bool) -> f32 {
+        if last && v.is_nan() {
+            f32::NAN
+        } else {
+            v
+        }
+    }
+    let out = &mut out[..acc.len()];
+    let alpha = epilogue.alpha;
+    let has_act = epilogue.activation != Activation::Identity;
+    let last = epilogue.bias.is_none() && !has_act;
+    if epilogue.beta != 0.0 {
+        let beta = epilogue.beta;
+        for (o, &s) in out.iter_mut().zip(acc) {
+            *o = canon(beta.mul_add(*o, alpha * s), last);
+        }
+    } else {
+        for (o, &s) in out.iter_mut().zip(acc) {
+            *o = canon(alpha * s, last);
+        }
+    }
+    if let Some(bias) = epilogue.bias {
+        for (o, &b) in out.iter_mut().zip(&bias[col0..col0 + acc.len()]) {
+            *o = canon(*o + b, !has_act);
+        }
+    }
+    if has_act {
+        let act = epilogue.activation;
+        for o in out.iter_mut() {
+            *o = canon(act.apply(*o), true);
+        }
     }
 }

@@ -42,9 +42,10 @@ fn epilogue_row_fma(epilogue: &Epilogue<'_>, acc: &[f32], out: &mut [f32], col0:
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(kt: usize, a: *const f32, b: *const f32, acc: *mut f32, ld: usize) {
     let mut p = [[_mm256_setzero_ps(); 2]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kt {
-        // SAFETY: k < kt, so a[0..6] and b[0..16] are inside the panels.
+    // One step of the chain: p[r][..] = fma(a[r], b[..], p[r][..]).
+    #[inline(always)]
+    fn step(p: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32) {
+        // SAFETY: the caller passes pointers to one k-step of each panel.
         unsafe {
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
@@ -53,6 +54,25 @@ unsafe fn tile_avx2(kt: usize, a: *const f32, b: *const f32, acc: *mut f32, ld: 
                 pr[0] = _mm256_fmadd_ps(av, b0, pr[0]);
                 pr[1] = _mm256_fmadd_ps(av, b1, pr[1]);
             }
+        }
+    }
+    let (mut a, mut b) = (a, b);
+    // Unrolled by four (loop overhead costs ~9% otherwise); k stays in order.
+    for _ in 0..kt / 4 {
+        // SAFETY: four more k-steps remain in both panels.
+        unsafe {
+            step(&mut p, a, b);
+            step(&mut p, a.add(MR), b.add(NR));
+            step(&mut p, a.add(2 * MR), b.add(2 * NR));
+            step(&mut p, a.add(3 * MR), b.add(3 * NR));
+            a = a.add(4 * MR);
+            b = b.add(4 * NR);
+        }
+    }
+    for _ in 0..kt % 4 {
+        // SAFETY: one more k-step remains in both panels.
+        unsafe {
+            step(&mut p, a, b);
             a = a.add(MR);
             b = b.add(NR);
         }
