@@ -12,6 +12,9 @@ use std::time::Duration;
 
 const N: usize = 16 << 20;
 
+type NarrowFn<T> = fn(&[f32], &mut [T]);
+type WidenFn<T> = fn(&[T], &mut [f32]);
+
 fn source() -> Vec<f32> {
     let mut s = convert::StochasticRng::new(9);
     (0..N)
@@ -37,11 +40,7 @@ fn memcpy_baseline(c: &mut Criterion) {
     g.finish();
 }
 
-fn narrow_group<T: FloatElement>(
-    c: &mut Criterion,
-    src: &[f32],
-    half_peer: Option<fn(&[f32], &mut [T])>,
-) {
+fn narrow_group<T: FloatElement>(c: &mut Criterion, src: &[f32], half_peer: Option<NarrowFn<T>>) {
     let mut g = c.benchmark_group(format!("narrow_f32_to_{}", T::DTYPE.name()));
     for n in SIZES {
         let src = &src[..n];
@@ -62,11 +61,7 @@ fn narrow_group<T: FloatElement>(
     g.finish();
 }
 
-fn widen_group<T: FloatElement>(
-    c: &mut Criterion,
-    src: &[f32],
-    half_peer: Option<fn(&[T], &mut [f32])>,
-) {
+fn widen_group<T: FloatElement>(c: &mut Criterion, src: &[f32], half_peer: Option<WidenFn<T>>) {
     let mut g = c.benchmark_group(format!("widen_{}_to_f32", T::DTYPE.name()));
     for n in SIZES {
         let mut narrow = vec![T::zeroed(); n];

@@ -54,6 +54,7 @@ fn peak_fma(c: &mut Criterion) {
 #[cfg(not(target_arch = "x86_64"))]
 fn peak_fma(_: &mut Criterion) {}
 
+#[allow(clippy::too_many_arguments)]
 fn ours<T: FloatElement>(
     a: &[T],
     b: &[T],
@@ -73,6 +74,7 @@ fn ours<T: FloatElement>(
     .unwrap();
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gemm_crate<T: 'static + Copy>(
     a: &[T],
     b: &[T],
@@ -110,6 +112,7 @@ fn gemm_crate<T: 'static + Copy>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gemmkit_crate<T: gemmkit::GemmScalar>(
     a: &[T],
     b: &[T],

@@ -43,7 +43,8 @@ fn detect() -> u8 {
     PORTABLE
 }
 
-/// The kernel family that [`has_avx2_fma_f16c`] selects, by name (for reports).
+/// The kernel family the crate selected at run time: "avx2+fma+f16c" or
+/// "portable" (for reports).
 pub fn active_isa() -> &'static str {
     if has_avx2_fma_f16c() {
         "avx2+fma+f16c"

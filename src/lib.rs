@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Modules:
-//! * [`dtype`]: the formats ([`f16`], [`bf16`], [`F8E4M3`], [`F8E5M2`]), [`DType`], [`Element`].
+//! * [`dtype`]: the formats ([`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`]), [`DType`], [`Element`].
 //! * [`convert`]: slice conversions, SIMD-accelerated, bit-identical to a scalar reference.
 //! * [`tensor`]: [`Tensor`], [`MatRef`], [`MatMut`].
 

@@ -12,7 +12,6 @@ use proptest::prelude::*;
 struct Oracle {
     exp_bits: u32,
     man_bits: u32,
-    bias: i32,
     ieee: bool,
     /// values[code] for codes 0..=max_code, plus one virtual code past MAX.
     values: Vec<f64>,
@@ -42,7 +41,6 @@ impl Oracle {
         Self {
             exp_bits,
             man_bits,
-            bias,
             ieee,
             values,
         }

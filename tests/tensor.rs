@@ -50,7 +50,7 @@ fn byte_views_round_trip() {
     let u = Tensor::<f32>::from_bytes(&[3], t.as_bytes()).unwrap();
     assert_eq!(t, u);
     // Unaligned source bytes are fine.
-    let mut buf = vec![0u8; 13];
+    let mut buf = [0u8; 13];
     buf[1..].copy_from_slice(t.as_bytes());
     assert_eq!(Tensor::<f32>::from_bytes(&[3], &buf[1..]).unwrap(), t);
     assert!(Tensor::<f32>::from_bytes(&[4], t.as_bytes()).is_err());

@@ -15,7 +15,7 @@
 //!
 //! **Speed.** On x86-64 with AVX2, FMA and F16C (detected once at run time;
 //! no special build flags) each conversion runs a SIMD kernel; elsewhere the
-//! scalar [`reference`]. Both return identical bits for every input, length
+//! scalar [`reference`](mod@reference). Both return identical bits for every input, length
 //! and alignment, which the test suite checks exhaustively.
 //!
 //! ```

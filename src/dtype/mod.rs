@@ -1,4 +1,4 @@
-//! Number formats: `f32`, [`f16`], [`bf16`] (from `half`), the OCP FP8 types
+//! Number formats: `f32`, [`f16`](struct@f16), [`bf16`] (from `half`), the OCP FP8 types
 //! [`F8E4M3`] and [`F8E5M2`], `i8` and `i32`; the [`DType`] tag and the
 //! [`Element`] trait that ties each Rust type to its tag.
 
@@ -112,7 +112,7 @@ mod sealed {
 
 /// A floating-point element: exact widening to `f32` and rounding from it.
 ///
-/// Sealed: implemented for `f32`, [`f16`], [`bf16`], [`F8E4M3`], [`F8E5M2`].
+/// Sealed: implemented for `f32`, [`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`].
 /// The slice conversions in [`crate::convert`] are generic over this trait.
 pub trait FloatElement: Element + sealed::Sealed {
     /// The exact value as `f32`.

@@ -13,7 +13,7 @@
 use super::kernel::portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::kernel::x86_avx2::Avx2;
-use super::kernel::Kernel;
+use super::kernel::{tile_direct_scalar, Kernel};
 use super::{Epilogue, Parallelism, ARRAY_ROWS};
 use crate::convert::{narrow_dispatch, widen_dispatch};
 use crate::dtype::format::Overflow;
@@ -25,6 +25,13 @@ use std::cell::RefCell;
 const MC: usize = 96;
 /// Columns of B per packed panel (a multiple of every kernel's NR).
 const NC: usize = 512;
+/// Up to this many rows of A, B is read in place instead of packed: packing
+/// B costs as much memory traffic as the whole skinny product.
+const DIRECT_B_MAX_M: usize = 32;
+/// Up to this many rows, B is read in place when it is too big for L2
+/// (at least this many elements); measured crossovers on Zen 3.
+const DIRECT_B_MAX_M_LARGE_B: usize = 96;
+const LARGE_B_ELEMENTS: usize = 1 << 20;
 /// Below this many multiply-adds a GEMM runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 21;
 
@@ -168,6 +175,11 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
     simd: bool,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let skinny = m <= DIRECT_B_MAX_M
+        || (m <= DIRECT_B_MAX_M_LARGE_B && k.saturating_mul(n) >= LARGE_B_ELEMENTS);
+    if skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<T>() {
+        return serial_direct_b::<T, O, K>(a, b, c, col0, epilogue, ws, simd);
+    }
     let Workspace {
         a: a_buf,
         b: b_buf,
@@ -205,6 +217,92 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
                     ic + i,
                     jc,
                     &acc[i * nb_pad..i * nb_pad + nb],
+                    row,
+                    col0,
+                    epilogue,
+                    K::epilogue_row,
+                    simd,
+                );
+            }
+        }
+    }
+}
+
+/// [`serial`] for skinny products (few rows): B (row-major) is read in place
+/// by the kernel instead of packed, since packing it would cost as much
+/// memory traffic as the whole product.
+#[allow(clippy::too_many_arguments)]
+fn serial_direct_b<T: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    mut c: MatMut<'_, O>,
+    col0: usize,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let (b_data, ldb) = (b.as_slice(), b.row_stride());
+    let Workspace {
+        a: a_buf,
+        b: p_buf,
+        acc: acc_buf,
+        row: row_buf,
+        tmp,
+    } = ws;
+    for ic in (0..m).step_by(MC) {
+        let mb = MC.min(m - ic);
+        let mb_pad = round_up(mb, K::MR);
+        let packed_a = grow(a_buf, mb_pad * k);
+        pack_a::<T, K>(&a, ic, mb, packed_a, tmp, simd);
+        for jc in (0..n).step_by(NC) {
+            let nb = NC.min(n - jc);
+            let acc = grow(acc_buf, mb_pad * nb);
+            acc.fill(0.0);
+            for k0 in (0..k).step_by(ARRAY_ROWS) {
+                let kt = ARRAY_ROWS.min(k - k0);
+                let b_tile = &b_data[k0 * ldb + jc..];
+                // Columns in whole NR blocks go to the kernel, the last few
+                // (fewer than NR) to the scalar form of the same chain.
+                let main = nb / K::NR * K::NR;
+                for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
+                    let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
+                    let rows = K::MR.min(mb - q * K::MR);
+                    let p = grow(p_buf, rows * nb);
+                    p.fill(0.0);
+                    let (p_main, p_tail) = p.split_at_mut(rows * main);
+                    K::tile_direct(kt, rows, a_tile, b_tile, ldb, main, p_main);
+                    if main < nb {
+                        tile_direct_scalar(
+                            K::MR,
+                            kt,
+                            rows,
+                            a_tile,
+                            &b_tile[main..],
+                            ldb,
+                            nb - main,
+                            p_tail,
+                        );
+                    }
+                    // acc = acc + p, once per K-tile.
+                    for r in 0..rows {
+                        let acc_row = &mut acc[(q * K::MR + r) * nb..(q * K::MR + r + 1) * nb];
+                        let sums = p_main[r * main..(r + 1) * main]
+                            .iter()
+                            .chain(&p_tail[r * (nb - main)..(r + 1) * (nb - main)]);
+                        for (s, &v) in acc_row.iter_mut().zip(sums) {
+                            *s += v;
+                        }
+                    }
+                }
+            }
+            let row = grow(row_buf, nb);
+            for i in 0..mb {
+                write_row(
+                    &mut c,
+                    ic + i,
+                    jc,
+                    &acc[i * nb..i * nb + nb],
                     row,
                     col0,
                     epilogue,

@@ -18,7 +18,7 @@
 //! A NaN result is stored as the canonical quiet NaN (see [`Epilogue::apply`]).
 //!
 //! with [`ARRAY_ROWS`] = 128 and the epilogue of [`Epilogue::apply`].
-//! [`reference`] is this loop, written plainly; [`gemm`] returns exactly its
+//! [`reference()`] is this loop, written plainly; [`gemm`] returns exactly its
 //! bits for every shape, stride, instruction set and thread count.
 //!
 //! # Why the fast path is bit-exact
@@ -201,7 +201,7 @@ pub enum Parallelism {
 }
 
 /// `C = epilogue(A·B)` by the blocked, packed, SIMD engine; bit-identical to
-/// [`reference`].
+/// [`reference()`].
 ///
 /// `a` is M×K, `b` is K×N, `c` is M×N; any strides (a transposed view costs
 /// nothing). Errors: mismatched shapes, a bias of the wrong length, an output

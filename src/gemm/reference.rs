@@ -18,7 +18,7 @@ use crate::tensor::{MatMut, MatRef};
 ///     c[m,n] = round(epilogue(acc, c[m,n]))
 /// ```
 ///
-/// Inputs are checked by the public [`super::reference`] before this runs.
+/// Inputs are checked by the public [`super::reference()`] before this runs.
 pub(crate) fn run<T: FloatElement, O: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,

@@ -11,6 +11,7 @@ pub(crate) mod portable;
 pub(crate) mod x86_avx2;
 
 use super::{Activation, Epilogue};
+use crate::dtype::FloatElement;
 
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
@@ -22,6 +23,29 @@ pub(crate) trait Kernel {
     /// `acc[r * ld + c] += sum` for the `MR × NR` block, where `sum` is the
     /// contract's K-tile partial sum over the `kt` steps of `a` and `b`.
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize);
+
+    /// True when [`Kernel::tile_direct`] can read B of type `T` unpacked.
+    fn reads_direct<T: FloatElement>() -> bool {
+        false
+    }
+
+    /// The partial sums of one K-tile for the first `rows` (1..=MR) rows of
+    /// the A panel and `nb` columns of B read unpacked from a row-major
+    /// matrix (step k's values are `b[k * b_stride..][..nb]`, widened in
+    /// registers), written to `p` (`rows × nb`, zeroed by the caller). Each
+    /// sum is the same FMA chain from +0.0 as in [`Kernel::tile`].
+    #[allow(clippy::too_many_arguments)]
+    fn tile_direct<T: FloatElement>(
+        kt: usize,
+        rows: usize,
+        a: &[f32],
+        b: &[T],
+        b_stride: usize,
+        nb: usize,
+        p: &mut [f32],
+    ) {
+        tile_direct_scalar::<T>(Self::MR, kt, rows, a, b, b_stride, nb, p)
+    }
 
     /// `out[j] = epilogue(acc[j], out[j], col0 + j)` for one row: `out` holds
     /// the old C values (as f32) when `beta != 0`.
@@ -73,6 +97,30 @@ pub(crate) fn epilogue_row_body(
         let act = epilogue.activation;
         for o in out.iter_mut() {
             *o = canon(act.apply(*o), true);
+        }
+    }
+}
+
+/// Scalar form of [`Kernel::tile_direct`] (the same chain of `mul_add`s),
+/// for element types a SIMD kernel does not read directly.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_direct_scalar<T: FloatElement>(
+    mr: usize,
+    kt: usize,
+    rows: usize,
+    a: &[f32],
+    b: &[T],
+    b_stride: usize,
+    nb: usize,
+    p: &mut [f32],
+) {
+    for kk in 0..kt {
+        let b_row = &b[kk * b_stride..kk * b_stride + nb];
+        for r in 0..rows {
+            let av = a[kk * mr + r];
+            for (s, bv) in p[r * nb..(r + 1) * nb].iter_mut().zip(b_row) {
+                *s = av.mul_add(bv.to_f32(), *s);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `p = fma(a, b, p)` with one rounding.
 
 use super::{epilogue_row_body, Kernel};
+use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
 
@@ -23,6 +24,49 @@ impl Kernel for Avx2 {
         // SAFETY: the driver selects this kernel only when the CPU has AVX2
         // and FMA; the asserts above bound every access of `tile_avx2`.
         unsafe { tile_avx2(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld) }
+    }
+
+    fn reads_direct<T: FloatElement>() -> bool {
+        matches!(T::DTYPE, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    fn tile_direct<T: FloatElement>(
+        kt: usize,
+        rows: usize,
+        a: &[f32],
+        b: &[T],
+        b_stride: usize,
+        nb: usize,
+        p: &mut [f32],
+    ) {
+        assert!((1..=MR).contains(&rows) && a.len() >= kt * MR && nb.is_multiple_of(NR));
+        assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);
+        assert!(p.len() >= rows * nb);
+        let (ap, pp) = (a.as_ptr(), p.as_mut_ptr());
+        macro_rules! go {
+            ($load:expr) => {
+                // SAFETY: the CPU has AVX2, FMA and F16C (the driver's
+                // dispatch); the asserts bound every access; `$load` reads
+                // elements of the type `T` is.
+                unsafe {
+                    let bp = b.as_ptr() as *const u8;
+                    match rows {
+                        1 => tile_direct_avx2::<1>(kt, ap, bp, b_stride, nb, pp, $load),
+                        2 => tile_direct_avx2::<2>(kt, ap, bp, b_stride, nb, pp, $load),
+                        3 => tile_direct_avx2::<3>(kt, ap, bp, b_stride, nb, pp, $load),
+                        4 => tile_direct_avx2::<4>(kt, ap, bp, b_stride, nb, pp, $load),
+                        5 => tile_direct_avx2::<5>(kt, ap, bp, b_stride, nb, pp, $load),
+                        _ => tile_direct_avx2::<6>(kt, ap, bp, b_stride, nb, pp, $load),
+                    }
+                }
+            };
+        }
+        match T::DTYPE {
+            DType::F32 => go!(Load::F32),
+            DType::F16 => go!(Load::F16),
+            DType::BF16 => go!(Load::BF16),
+            _ => super::tile_direct_scalar::<T>(MR, kt, rows, a, b, b_stride, nb, p),
+        }
     }
 
     fn epilogue_row(epilogue: &Epilogue<'_>, acc: &[f32], out: &mut [f32], col0: usize) {
@@ -86,6 +130,97 @@ unsafe fn tile_avx2(kt: usize, a: *const f32, b: *const f32, acc: *mut f32, ld: 
                 dst.add(8),
                 _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), pr[1]),
             );
+        }
+    }
+}
+
+/// How the direct kernel reads 8 B values into an f32 vector (exact widening).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Load {
+    const fn size(self) -> usize {
+        match self {
+            Load::F32 => 4,
+            Load::F16 | Load::BF16 => 2,
+        }
+    }
+
+    /// # Safety
+    /// `p` points at 8 readable elements of this type; AVX2 and F16C present.
+    #[inline(always)]
+    unsafe fn load8(self, p: *const u8) -> __m256 {
+        // SAFETY: per the function's contract.
+        unsafe {
+            match self {
+                Load::F32 => _mm256_loadu_ps(p as *const f32),
+                Load::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+                Load::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                    _mm_loadu_si128(p as *const __m128i),
+                ))),
+            }
+        }
+    }
+}
+
+/// K-steps per pass over a row of B in [`tile_direct_avx2`]: that many rows
+/// of B stream at once, which the hardware prefetchers follow.
+const DIRECT_K_GROUP: usize = 8;
+
+/// Partial sums of `R` rows of the A panel (stride 6) times `nb` columns of
+/// B read in place (row stride `bs` elements), into `p` (`R` rows of `nb`,
+/// zeroed by the caller). For each output the chain runs over k in
+/// increasing order exactly as in `tile_avx2`; only the traversal differs:
+/// a group of k-steps sweeps across all columns, keeping each 16-column
+/// block of `p` in registers for the group.
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `a` has `kt * 6` floats; `b` has
+/// `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb` floats;
+/// `nb` is a multiple of 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_direct_avx2<const R: usize>(
+    kt: usize,
+    a: *const f32,
+    b: *const u8,
+    bs: usize,
+    nb: usize,
+    p: *mut f32,
+    load: Load,
+) {
+    let row_bytes = bs * load.size();
+    let vec_bytes = 8 * load.size();
+    for g in (0..kt).step_by(DIRECT_K_GROUP) {
+        let steps = DIRECT_K_GROUP.min(kt - g);
+        for j in (0..nb).step_by(NR) {
+            // SAFETY: rows < R of p, columns j..j + 16 < nb; k-steps
+            // g..g + steps < kt of A and B; B columns j..j + 16 < nb.
+            unsafe {
+                let mut sums = [[_mm256_setzero_ps(); 2]; R];
+                for (r, s) in sums.iter_mut().enumerate() {
+                    s[0] = _mm256_loadu_ps(p.add(r * nb + j));
+                    s[1] = _mm256_loadu_ps(p.add(r * nb + j + 8));
+                }
+                for kk in g..g + steps {
+                    let bk = b.add(kk * row_bytes + j * load.size());
+                    let b0 = load.load8(bk);
+                    let b1 = load.load8(bk.add(vec_bytes));
+                    let ak = a.add(kk * MR);
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        let av = _mm256_broadcast_ss(&*ak.add(r));
+                        s[0] = _mm256_fmadd_ps(av, b0, s[0]);
+                        s[1] = _mm256_fmadd_ps(av, b1, s[1]);
+                    }
+                }
+                for (r, s) in sums.iter().enumerate() {
+                    _mm256_storeu_ps(p.add(r * nb + j), s[0]);
+                    _mm256_storeu_ps(p.add(r * nb + j + 8), s[1]);
+                }
+            }
         }
     }
 }
