@@ -25,11 +25,13 @@ use std::cell::RefCell;
 const MC: usize = 96;
 /// Columns of B per packed panel (a multiple of every kernel's NR).
 const NC: usize = 512;
-/// Up to this many rows of A, B is read in place instead of packed: packing
-/// B costs as much memory traffic as the whole skinny product.
+/// Skinny products read B in place instead of packing it (packing B costs
+/// as much memory traffic as the whole product): up to `DIRECT_B_MAX_M`
+/// rows when B has at least `DIRECT_B_MIN_ELEMENTS` elements, and up to
+/// `DIRECT_B_MAX_M_LARGE_B` rows when B is too big for L2. Crossovers
+/// measured on Zen 3; small B is faster packed.
 const DIRECT_B_MAX_M: usize = 32;
-/// Up to this many rows, B is read in place when it is too big for L2
-/// (at least this many elements); measured crossovers on Zen 3.
+const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
 const DIRECT_B_MAX_M_LARGE_B: usize = 96;
 const LARGE_B_ELEMENTS: usize = 1 << 20;
 /// Below this many multiply-adds a GEMM runs on one thread.
@@ -175,8 +177,9 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
     simd: bool,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
-    let skinny = m <= DIRECT_B_MAX_M
-        || (m <= DIRECT_B_MAX_M_LARGE_B && k.saturating_mul(n) >= LARGE_B_ELEMENTS);
+    let b_elements = k.saturating_mul(n);
+    let skinny = (m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
+        || (m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
     if skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<T>() {
         return serial_direct_b::<T, O, K>(a, b, c, col0, epilogue, ws, simd);
     }
@@ -198,7 +201,9 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
             let packed_a = grow(a_buf, mb_pad * k);
             pack_a::<T, K>(&a, ic, mb, packed_a, tmp, simd);
             let acc = grow(acc_buf, mb_pad * nb_pad);
-            acc.fill(0.0);
+            if k == 0 {
+                acc.fill(0.0); // no K-tile writes it: the epilogue of zero
+            }
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
                 for (p, b_panel) in packed_b.chunks_exact(k * K::NR).enumerate() {
@@ -206,24 +211,22 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
                     for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
                         let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
                         let at = q * K::MR * nb_pad + p * K::NR;
-                        K::tile(kt, a_tile, b_tile, &mut acc[at..], nb_pad);
+                        K::tile(kt, a_tile, b_tile, &mut acc[at..], nb_pad, k0 == 0);
                     }
                 }
             }
             let row = grow(row_buf, nb);
-            for i in 0..mb {
-                write_row(
-                    &mut c,
-                    ic + i,
-                    jc,
-                    &acc[i * nb_pad..i * nb_pad + nb],
-                    row,
-                    col0,
-                    epilogue,
-                    K::epilogue_row,
-                    simd,
-                );
-            }
+            write_block::<O, K>(
+                &mut c,
+                (ic, jc),
+                acc,
+                nb_pad,
+                (mb, nb),
+                row,
+                col0,
+                epilogue,
+                simd,
+            );
         }
     }
 }
@@ -297,68 +300,75 @@ fn serial_direct_b<T: FloatElement, O: FloatElement, K: Kernel>(
                 }
             }
             let row = grow(row_buf, nb);
-            for i in 0..mb {
-                write_row(
-                    &mut c,
-                    ic + i,
-                    jc,
-                    &acc[i * nb..i * nb + nb],
-                    row,
-                    col0,
-                    epilogue,
-                    K::epilogue_row,
-                    simd,
-                );
-            }
+            write_block::<O, K>(
+                &mut c,
+                (ic, jc),
+                acc,
+                nb,
+                (mb, nb),
+                row,
+                col0,
+                epilogue,
+                simd,
+            );
         }
     }
 }
 
-/// Applies the epilogue to one row of the accumulator block and stores it
-/// into C's row `i`, columns `j0..j0 + acc.len()`.
+/// Applies the epilogue to the `rows × cols` accumulator block (row stride
+/// `ld_acc`) and stores it into C at rows `i0..`, columns `j0..`. An f32 C
+/// with unit column stride is updated in place in one call; other outputs go
+/// row by row through `row` (old values widened when `beta != 0`, results
+/// narrowed with round-to-nearest-even).
 #[allow(clippy::too_many_arguments)]
-fn write_row<O: FloatElement>(
+fn write_block<O: FloatElement, K: Kernel>(
     c: &mut MatMut<'_, O>,
-    i: usize,
-    j0: usize,
+    (i0, j0): (usize, usize),
     acc: &[f32],
+    ld_acc: usize,
+    (rows, cols): (usize, usize),
     row: &mut [f32],
     col0: usize,
     epilogue: &Epilogue<'_>,
-    epilogue_row: fn(&Epilogue<'_>, &[f32], &mut [f32], usize),
     simd: bool,
 ) {
     let (rs, cs) = (c.row_stride(), c.col_stride());
-    let nb = acc.len();
-    let contiguous = cs == 1 || nb == 1;
-    let start = i * rs + j0 * cs;
-    if contiguous && O::DTYPE == DType::F32 {
-        // f32 output: the epilogue works in place on C's row.
-        let out: &mut [f32] = bytemuck::cast_slice_mut(&mut c.as_mut_slice()[start..start + nb]);
-        return epilogue_row(epilogue, acc, out, col0 + j0);
+    let contiguous = cs == 1 || cols == 1;
+    let origin = i0 * rs + j0 * cs;
+    if contiguous && O::DTYPE == DType::F32 && (rows == 1 || rs >= cols) {
+        let span = (rows - 1) * rs + cols;
+        let out: &mut [f32] =
+            bytemuck::cast_slice_mut(&mut c.as_mut_slice()[origin..origin + span]);
+        return K::epilogue_rows(epilogue, acc, ld_acc, out, rs, rows, cols, col0 + j0);
     }
-    if epilogue.beta != 0.0 {
-        if contiguous {
-            widen_dispatch(&c.as_mut_slice()[start..start + nb], row, simd);
-        } else {
-            let data = c.as_mut_slice();
-            for (j, r) in row.iter_mut().enumerate() {
-                *r = data[start + j * cs].to_f32();
+    for i in 0..rows {
+        let start = origin + i * rs;
+        let data = c.as_mut_slice();
+        if epilogue.beta != 0.0 {
+            if contiguous {
+                widen_dispatch(&data[start..start + cols], row, simd);
+            } else {
+                for (j, r) in row.iter_mut().enumerate() {
+                    *r = data[start + j * cs].to_f32();
+                }
             }
         }
-    }
-    epilogue_row(epilogue, acc, row, col0 + j0);
-    if contiguous {
-        narrow_dispatch(
+        K::epilogue_rows(
+            epilogue,
+            &acc[i * ld_acc..],
+            ld_acc,
             row,
-            &mut c.as_mut_slice()[start..start + nb],
-            Overflow::Ieee,
-            simd,
+            cols,
+            1,
+            cols,
+            col0 + j0,
         );
-    } else {
-        let data = c.as_mut_slice();
-        for (j, &r) in row.iter().enumerate() {
-            data[start + j * cs] = O::from_f32(r);
+        if contiguous {
+            narrow_dispatch(row, &mut data[start..start + cols], Overflow::Ieee, simd);
+        } else {
+            for (j, &r) in row.iter().enumerate() {
+                data[start + j * cs] = O::from_f32(r);
+            }
         }
     }
 }
@@ -392,8 +402,8 @@ fn pack_a<T: FloatElement, K: Kernel>(
             }
         }
     } else {
-        // Rows are contiguous (or strided): widen the panel's MR rows (f32
-        // rows are used as they are), then interleave them k by k.
+        // Rows are contiguous (or strided): widen the panel's MR rows, then
+        // interleave them k by k.
         let rows = grow(tmp, mr * k);
         for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
             let live = mr.min(mb - q * mr);

@@ -20,9 +20,11 @@ pub(crate) trait Kernel {
     /// Columns of the register block.
     const NR: usize;
 
-    /// `acc[r * ld + c] += sum` for the `MR × NR` block, where `sum` is the
-    /// contract's K-tile partial sum over the `kt` steps of `a` and `b`.
-    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize);
+    /// `acc[r * ld + c] = start + sum` for the `MR × NR` block, where `sum`
+    /// is the contract's K-tile partial sum over the `kt` steps of `a` and
+    /// `b`, and `start` is the accumulator's value (`acc[..]` itself) or,
+    /// for the first K-tile (`first`), +0.0 (so the block needs no zeroing).
+    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool);
 
     /// True when [`Kernel::tile_direct`] can read B of type `T` unpacked.
     fn reads_direct<T: FloatElement>() -> bool {
@@ -47,9 +49,43 @@ pub(crate) trait Kernel {
         tile_direct_scalar::<T>(Self::MR, kt, rows, a, b, b_stride, nb, p)
     }
 
-    /// `out[j] = epilogue(acc[j], out[j], col0 + j)` for one row: `out` holds
-    /// the old C values (as f32) when `beta != 0`.
-    fn epilogue_row(epilogue: &Epilogue<'_>, acc: &[f32], out: &mut [f32], col0: usize);
+    /// `out[i*ld_out + j] = epilogue(acc[i*ld_acc + j], out[i*ld_out + j], col0 + j)`
+    /// for `rows` rows of `cols` columns: `out` holds the old C values (as
+    /// f32) when `beta != 0`.
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue_rows(
+        epilogue: &Epilogue<'_>,
+        acc: &[f32],
+        ld_acc: usize,
+        out: &mut [f32],
+        ld_out: usize,
+        rows: usize,
+        cols: usize,
+        col0: usize,
+    );
+}
+
+/// Shared body of [`Kernel::epilogue_rows`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn epilogue_rows_body(
+    epilogue: &Epilogue<'_>,
+    acc: &[f32],
+    ld_acc: usize,
+    out: &mut [f32],
+    ld_out: usize,
+    rows: usize,
+    cols: usize,
+    col0: usize,
+) {
+    for i in 0..rows {
+        epilogue_row_body(
+            epilogue,
+            &acc[i * ld_acc..i * ld_acc + cols],
+            &mut out[i * ld_out..i * ld_out + cols],
+            col0,
+        );
+    }
 }
 
 /// Shared body of the row epilogue; each kernel module instantiates it under

@@ -1,7 +1,7 @@
 //! Portable micro-kernel: plain loops with `f32::mul_add`, so the contract's
 //! single rounding per step holds on every target.
 
-use super::{epilogue_row_body, Kernel};
+use super::{epilogue_rows_body, Kernel};
 use crate::gemm::Epilogue;
 
 /// A 4×8 block of scalar accumulators.
@@ -11,7 +11,7 @@ impl Kernel for Portable {
     const MR: usize = 4;
     const NR: usize = 8;
 
-    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize) {
+    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
         let (a, b) = (&a[..kt * Self::MR], &b[..kt * Self::NR]);
         let mut p = [[0.0f32; 8]; 4];
         for (ak, bk) in a.chunks_exact(Self::MR).zip(b.chunks_exact(Self::NR)) {
@@ -23,12 +23,22 @@ impl Kernel for Portable {
         }
         for (r, row) in p.iter().enumerate() {
             for (dst, &v) in acc[r * ld..r * ld + Self::NR].iter_mut().zip(row) {
-                *dst += v;
+                let start = if first { 0.0 } else { *dst };
+                *dst = start + v;
             }
         }
     }
 
-    fn epilogue_row(epilogue: &Epilogue<'_>, acc: &[f32], out: &mut [f32], col0: usize) {
-        epilogue_row_body(epilogue, acc, out, col0)
+    fn epilogue_rows(
+        epilogue: &Epilogue<'_>,
+        acc: &[f32],
+        ld_acc: usize,
+        out: &mut [f32],
+        ld_out: usize,
+        rows: usize,
+        cols: usize,
+        col0: usize,
+    ) {
+        epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
     }
 }

@@ -2,7 +2,7 @@
 //! `vfmadd231ps` per (row, 8 columns, k), which is the contract's
 //! `p = fma(a, b, p)` with one rounding.
 
-use super::{epilogue_row_body, Kernel};
+use super::{epilogue_rows_body, Kernel};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
@@ -18,12 +18,12 @@ impl Kernel for Avx2 {
     const NR: usize = NR;
 
     #[inline]
-    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize) {
+    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
         assert!(a.len() >= kt * MR && b.len() >= kt * NR);
         assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
         // SAFETY: the driver selects this kernel only when the CPU has AVX2
         // and FMA; the asserts above bound every access of `tile_avx2`.
-        unsafe { tile_avx2(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld) }
+        unsafe { tile_avx2(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
     }
 
     fn reads_direct<T: FloatElement>() -> bool {
@@ -69,22 +69,48 @@ impl Kernel for Avx2 {
         }
     }
 
-    fn epilogue_row(epilogue: &Epilogue<'_>, acc: &[f32], out: &mut [f32], col0: usize) {
+    fn epilogue_rows(
+        epilogue: &Epilogue<'_>,
+        acc: &[f32],
+        ld_acc: usize,
+        out: &mut [f32],
+        ld_out: usize,
+        rows: usize,
+        cols: usize,
+        col0: usize,
+    ) {
         // SAFETY: only selected when the CPU has AVX2 and FMA.
-        unsafe { epilogue_row_fma(epilogue, acc, out, col0) }
+        unsafe { epilogue_rows_fma(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0) }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-fn epilogue_row_fma(epilogue: &Epilogue<'_>, acc: &[f32], out: &mut [f32], col0: usize) {
-    epilogue_row_body(epilogue, acc, out, col0)
+fn epilogue_rows_fma(
+    epilogue: &Epilogue<'_>,
+    acc: &[f32],
+    ld_acc: usize,
+    out: &mut [f32],
+    ld_out: usize,
+    rows: usize,
+    cols: usize,
+    col0: usize,
+) {
+    epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
 }
 
 /// # Safety
 /// `a` has `kt * 6` readable floats, `b` has `kt * 16`, and `acc` has rows
 /// `0..6` of 16 floats at stride `ld`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(kt: usize, a: *const f32, b: *const f32, acc: *mut f32, ld: usize) {
+unsafe fn tile_avx2(
+    kt: usize,
+    a: *const f32,
+    b: *const f32,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+) {
     let mut p = [[_mm256_setzero_ps(); 2]; MR];
     // One step of the chain: p[r][..] = fma(a[r], b[..], p[r][..]).
     #[inline(always)]
@@ -125,11 +151,14 @@ unsafe fn tile_avx2(kt: usize, a: *const f32, b: *const f32, acc: *mut f32, ld: 
         // SAFETY: row r < 6 of the accumulator block, 16 floats.
         unsafe {
             let dst = acc.add(r * ld);
-            _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), pr[0]));
-            _mm256_storeu_ps(
-                dst.add(8),
-                _mm256_add_ps(_mm256_loadu_ps(dst.add(8)), pr[1]),
-            );
+            // acc = start + p, with start = +0.0 on the first K-tile.
+            let (s0, s1) = if first {
+                (_mm256_setzero_ps(), _mm256_setzero_ps())
+            } else {
+                (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+            };
+            _mm256_storeu_ps(dst, _mm256_add_ps(s0, pr[0]));
+            _mm256_storeu_ps(dst.add(8), _mm256_add_ps(s1, pr[1]));
         }
     }
 }
