@@ -25,6 +25,7 @@ mod cpu;
 pub mod dtype;
 mod error;
 pub mod gemm;
+pub mod quant;
 pub mod tensor;
 
 pub use cpu::active_isa;

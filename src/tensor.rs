@@ -476,6 +476,18 @@ impl<'a, T: Copy> MatMut<'a, T> {
 }
 
 impl<'a, T: Copy> MatRef<'a, T> {
+    /// The `rows × cols` sub-view starting at (r0, c0). The crate only asks
+    /// for ranges inside the view (an internal invariant, asserted).
+    pub(crate) fn sub(&self, r0: usize, rows: usize, c0: usize, cols: usize) -> Self {
+        match self.submatrix(r0, rows, c0, cols) {
+            Some(v) => v,
+            None => panic!(
+                "internal: sub-view ({r0}+{rows}, {c0}+{cols}) outside a {}x{} view",
+                self.rows, self.cols
+            ),
+        }
+    }
+
     /// The `rows × cols` sub-view starting at (r0, c0), or `None` if it does
     /// not fit.
     pub(crate) fn submatrix(&self, r0: usize, rows: usize, c0: usize, cols: usize) -> Option<Self> {

@@ -26,6 +26,24 @@ impl Input<'_> {
     }
 }
 
+fn view<T: FloatElement>(d: &[T], outer: usize, inner: usize, pad: usize, t: bool) -> MatRef<'_, T> {
+    let v = MatRef::new(d, outer, inner, inner + pad, 1).unwrap();
+    if t {
+        v.t()
+    } else {
+        v
+    }
+}
+
+fn view_mut<O: FloatElement>(d: &mut [O], outer: usize, inner: usize, pad: usize, t: bool) -> MatMut<'_, O> {
+    let v = MatMut::new(d, outer, inner, inner + pad, 1).unwrap();
+    if t {
+        v.t()
+    } else {
+        v
+    }
+}
+
 fn run<T: FloatElement, O: FloatElement>(inp: &mut Input<'_>) {
     let m = inp.byte() as usize % 40;
     let n = inp.byte() as usize % 40;
@@ -48,10 +66,7 @@ fn run<T: FloatElement, O: FloatElement>(inp: &mut Input<'_>) {
     };
     let (da, oa, ia) = mat(m, k, ta);
     let (db, ob, ib) = mat(k, n, tb);
-    let view = |d: &'_ [T], o: usize, i: usize, t: bool| {
-        let v = MatRef::new(d, o, i, i + pad, 1).unwrap();
-        if t { v.t() } else { v }
-    };
+
     let (oc, ic) = if tc { (n, m) } else { (m, n) };
     let c0: Vec<O> = (0..oc * (ic + pad)).map(|i| O::from_f32(i as f32 * 0.5 - 3.0)).collect();
     let bias: Vec<f32> = (0..n).map(|i| i as f32 - 1.5).collect();
@@ -62,13 +77,21 @@ fn run<T: FloatElement, O: FloatElement>(inp: &mut Input<'_>) {
     };
     let mut c_fast = c0.clone();
     let mut c_ref = c0;
-    let out = |d: &'_ mut [O]| {
-        let v = MatMut::new(d, oc, ic, ic + pad, 1).unwrap();
-        if tc { v.t() } else { v }
-    };
+
     let par = if threads == 1 { Parallelism::Serial } else { Parallelism::Threads(threads) };
-    let fast = gemm::gemm(view(&da, oa, ia, ta), view(&db, ob, ib, tb), out(&mut c_fast), &epi, par);
-    let reference = gemm::reference(view(&da, oa, ia, ta), view(&db, ob, ib, tb), out(&mut c_ref), &epi);
+    let fast = gemm::gemm(
+        view(&da, oa, ia, pad, ta),
+        view(&db, ob, ib, pad, tb),
+        view_mut(&mut c_fast, oc, ic, pad, tc),
+        &epi,
+        par,
+    );
+    let reference = gemm::reference(
+        view(&da, oa, ia, pad, ta),
+        view(&db, ob, ib, pad, tb),
+        view_mut(&mut c_ref, oc, ic, pad, tc),
+        &epi,
+    );
     assert_eq!(fast, reference);
     let bits = |v: &[O]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&c_fast), bits(&c_ref), "m={m} n={n} k={k} flags={flags:#x}");

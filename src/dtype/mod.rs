@@ -27,19 +27,22 @@ pub enum DType {
     F8E5M2,
     /// Signed 8-bit integer.
     I8,
+    /// Unsigned 8-bit integer (affine-quantized activations).
+    U8,
     /// Signed 32-bit integer.
     I32,
 }
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 7] = [
+    pub const ALL: [DType; 8] = [
         DType::F32,
         DType::F16,
         DType::BF16,
         DType::F8E4M3,
         DType::F8E5M2,
         DType::I8,
+        DType::U8,
         DType::I32,
     ];
 
@@ -48,7 +51,7 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::F8E4M3 | DType::F8E5M2 | DType::I8 => 1,
+            DType::F8E4M3 | DType::F8E5M2 | DType::I8 | DType::U8 => 1,
         }
     }
 
@@ -67,13 +70,14 @@ impl DType {
             DType::F8E4M3 => "f8_e4m3",
             DType::F8E5M2 => "f8_e5m2",
             DType::I8 => "i8",
+            DType::U8 => "u8",
             DType::I32 => "i32",
         }
     }
 
     /// True for the floating-point types.
     pub const fn is_float(self) -> bool {
-        !matches!(self, DType::I8 | DType::I32)
+        !matches!(self, DType::I8 | DType::U8 | DType::I32)
     }
 }
 
@@ -93,7 +97,7 @@ impl FromStr for DType {
             .ok_or_else(|| Error::InvalidParameter {
                 name: "dtype",
                 value: format!("{s:?}"),
-                requirement: "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, i32",
+                requirement: "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, u8, i32",
             })
     }
 }
@@ -146,6 +150,7 @@ element!(bf16, DType::BF16);
 element!(F8E4M3, DType::F8E4M3, float);
 element!(F8E5M2, DType::F8E5M2, float);
 element!(i8, DType::I8);
+element!(u8, DType::U8);
 element!(i32, DType::I32);
 
 macro_rules! half_float {

@@ -96,73 +96,70 @@ fn run_with<T: FloatElement, O: FloatElement, K: Kernel>(
     if m == 0 || n == 0 {
         return;
     }
+    let tasks = task_count(m, n, k, parallelism);
+    par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
+        let a = a.sub(r0, c_part.rows(), 0, k);
+        let b = b.sub(0, k, c0, c_part.cols());
+        with_workspace(|ws| serial::<T, O, K>(a, b, c_part, c0, epilogue, ws, simd))
+    });
+}
+
+/// How many parts an M×N×K product is split into: 1 below
+/// `PARALLEL_MIN_WORK` multiply-adds, else the requested thread count.
+pub(crate) fn task_count(m: usize, n: usize, k: usize, parallelism: Parallelism) -> usize {
     let threads = match parallelism {
         Parallelism::Serial => 1,
         Parallelism::Threads(t) => t,
     };
     let work = m.saturating_mul(n).saturating_mul(k.max(1));
-    let tasks = if work < PARALLEL_MIN_WORK { 1 } else { threads };
-    split_and_run::<T, O, K>(a, b, c, 0, tasks, epilogue, simd);
+    if work < PARALLEL_MIN_WORK {
+        1
+    } else {
+        threads
+    }
 }
 
-/// Runs `tasks` parts in parallel by halving recursively (rayon `join`)
-/// along C's outer dimension in memory: rows when the row stride is the
-/// larger, else columns, in multiples of the kernel's block. K is never split.
-fn split_and_run<T: FloatElement, O: FloatElement, K: Kernel>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+/// The work done on one part of C: `((row0, col0), part)`.
+pub(crate) type PartWork<'w, O> = dyn Fn((usize, usize), MatMut<'_, O>) + Sync + 'w;
+
+/// Runs `work((row0, col0), part)` on `tasks` parts of C in parallel,
+/// halving recursively (rayon `join`) along C's outer dimension in memory:
+/// rows when the row stride is the larger, else columns, in multiples of
+/// `mr` rows or `nr` columns. `(row0, col0)` is where the part sits in the
+/// whole C. The reduction dimension is never split.
+pub(crate) fn par_split<O: Copy + Send>(
     c: MatMut<'_, O>,
-    col0: usize,
+    (row0, col0): (usize, usize),
     tasks: usize,
-    epilogue: &Epilogue<'_>,
-    simd: bool,
+    (mr, nr): (usize, usize),
+    work: &PartWork<'_, O>,
 ) {
     let (m, n) = (c.rows(), c.cols());
     let by_rows = m > 1 && (n == 1 || c.row_stride() >= c.col_stride());
-    let (len, unit) = if by_rows { (m, K::MR) } else { (n, K::NR) };
+    let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let left_tasks = tasks / 2;
     let at = round_up(len * left_tasks / tasks.max(1), unit);
-    let serial_here = |c: MatMut<'_, O>| {
-        with_workspace(|ws| serial::<T, O, K>(a, b, c, col0, epilogue, ws, simd))
-    };
     if tasks <= 1 || at == 0 || at >= len {
-        return serial_here(c);
+        return work((row0, col0), c);
     }
-    let views = if by_rows {
-        a.submatrix(0, at, 0, a.cols())
-            .zip(a.submatrix(at, m - at, 0, a.cols()))
-            .map(|(a0, a1)| ((a0, b, 0), (a1, b, 0)))
-    } else {
-        b.submatrix(0, b.rows(), 0, at)
-            .zip(b.submatrix(0, b.rows(), at, n - at))
-            .map(|(b0, b1)| ((a, b0, 0), (a, b1, at)))
-    };
-    let Some(((a0, b0, off0), (a1, b1, off1))) = views else {
-        return serial_here(c);
-    };
     let halves = if by_rows {
         c.split_rows(at)
     } else {
         c.split_cols(at)
     };
     match halves {
-        Ok((c0, c1)) => {
+        Ok((first, second)) => {
+            let origin = if by_rows {
+                (row0 + at, col0)
+            } else {
+                (row0, col0 + at)
+            };
             rayon::join(
-                || split_and_run::<T, O, K>(a0, b0, c0, col0 + off0, left_tasks, epilogue, simd),
-                || {
-                    split_and_run::<T, O, K>(
-                        a1,
-                        b1,
-                        c1,
-                        col0 + off1,
-                        tasks - left_tasks,
-                        epilogue,
-                        simd,
-                    )
-                },
+                || par_split(first, (row0, col0), left_tasks, (mr, nr), work),
+                || par_split(second, origin, tasks - left_tasks, (mr, nr), work),
             );
         }
-        Err(c) => serial_here(c),
+        Err(c) => work((row0, col0), c),
     }
 }
 

@@ -58,7 +58,7 @@
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
-mod driver;
+pub(crate) mod driver;
 pub(crate) mod kernel;
 mod reference;
 
@@ -275,25 +275,47 @@ pub fn matmul<T: FloatElement>(
     Ok(c)
 }
 
-fn byte_range<T>(s: &[T]) -> (usize, usize) {
+pub(crate) fn byte_range<T>(s: &[T]) -> (usize, usize) {
     let start = s.as_ptr() as usize;
     (start, start + std::mem::size_of_val(s))
 }
 
-fn overlaps(x: (usize, usize), y: (usize, usize)) -> bool {
+pub(crate) fn overlaps(x: (usize, usize), y: (usize, usize)) -> bool {
     x.0 < y.1 && y.0 < x.1 && x.0 < x.1 && y.0 < y.1
 }
 
-fn validate<T, O: Copy>(
+fn validate<T: Copy, O: Copy>(
     a: &MatRef<'_, T>,
     b: &MatRef<'_, T>,
     c: &MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
-) -> Result<(), Error>
-where
-    T: Copy,
-{
+) -> Result<(), Error> {
+    validate_views(a, b, c, parallelism)?;
+    if let Some(bias) = epilogue.bias {
+        if bias.len() != b.cols() {
+            return Err(Error::LengthMismatch {
+                what: "gemm: bias (one per column of C)",
+                expected: b.cols(),
+                actual: bias.len(),
+            });
+        }
+        if overlaps(byte_range(c.as_ref().as_slice()), byte_range(bias)) {
+            return Err(Error::Aliasing { input: "bias" });
+        }
+    }
+    Ok(())
+}
+
+/// The checks every GEMM (float or integer) makes before any work: shapes
+/// agree, the output's elements are distinct in memory, the output does not
+/// overlap an input, the thread count is not zero.
+pub(crate) fn validate_views<TA: Copy, TB: Copy, O: Copy>(
+    a: &MatRef<'_, TA>,
+    b: &MatRef<'_, TB>,
+    c: &MatMut<'_, O>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     if b.rows() != k {
         return Err(Error::ShapeMismatch {
@@ -308,15 +330,6 @@ where
             left: vec![c.rows(), c.cols()],
             right: vec![m, n],
         });
-    }
-    if let Some(bias) = epilogue.bias {
-        if bias.len() != n {
-            return Err(Error::LengthMismatch {
-                what: "gemm: bias (one per column of C)",
-                expected: n,
-                actual: bias.len(),
-            });
-        }
     }
     if parallelism == Parallelism::Threads(0) {
         return Err(Error::InvalidParameter {
@@ -357,11 +370,6 @@ where
     }
     if overlaps(out, byte_range(b.as_slice())) {
         return Err(Error::Aliasing { input: "B" });
-    }
-    if let Some(bias) = epilogue.bias {
-        if overlaps(out, byte_range(bias)) {
-            return Err(Error::Aliasing { input: "bias" });
-        }
     }
     Ok(())
 }

@@ -1,0 +1,206 @@
+//! Quantize and dequantize: scalar definition, SIMD fast paths, tensors.
+
+use super::{check_scale_zp, QInt, QuantParams};
+use crate::convert::check_len;
+use crate::tensor::Tensor;
+use crate::Error;
+
+/// One value, the definition: NaN → `zp`; otherwise
+/// `clamp(round_half_even(x / scale) + zp, qmin, qmax)`.
+#[inline(always)]
+pub(crate) fn quantize_one(x: f32, scale: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
+    if x.is_nan() {
+        return zp;
+    }
+    let v = (x / scale).round_ties_even() + zp as f32;
+    v.clamp(qmin as f32, qmax as f32) as i32
+}
+
+/// One value: `(q − zp) · scale`, one rounding.
+#[inline(always)]
+pub(crate) fn dequantize_one(q: i32, scale: f32, zp: i32) -> f32 {
+    (q - zp) as f32 * scale
+}
+
+/// Quantizes `src` into `dst` (same length) with one scale and zero point:
+/// round half to even, saturating; NaN becomes the zero point.
+pub fn quantize<Q: QInt>(
+    src: &[f32],
+    dst: &mut [Q],
+    scale: f32,
+    zero_point: i32,
+) -> Result<(), Error> {
+    check_len("quant::quantize", src.len(), dst.len())?;
+    check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
+    quantize_dispatch(src, dst, scale, zero_point, crate::cpu::has_avx2_fma_f16c());
+    Ok(())
+}
+
+/// Dequantizes `src` into `dst` (same length): `(q − zero_point)·scale`.
+pub fn dequantize<Q: QInt>(
+    src: &[Q],
+    dst: &mut [f32],
+    scale: f32,
+    zero_point: i32,
+) -> Result<(), Error> {
+    check_len("quant::dequantize", src.len(), dst.len())?;
+    check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
+    dequantize_dispatch(src, dst, scale, zero_point, crate::cpu::has_avx2_fma_f16c());
+    Ok(())
+}
+
+pub(crate) fn quantize_dispatch<Q: QInt>(
+    src: &[f32],
+    dst: &mut [Q],
+    scale: f32,
+    zp: i32,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C.
+        return unsafe { super::x86_avx2::quantize(src, dst, scale, zp) };
+    }
+    let _ = simd;
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = Q::from_i32_clamped(quantize_one(x, scale, zp, Q::QMIN, Q::QMAX));
+    }
+}
+
+pub(crate) fn dequantize_dispatch<Q: QInt>(
+    src: &[Q],
+    dst: &mut [f32],
+    scale: f32,
+    zp: i32,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C.
+        return unsafe { super::x86_avx2::dequantize(src, dst, scale, zp) };
+    }
+    let _ = simd;
+    for (d, &q) in dst.iter_mut().zip(src) {
+        *d = dequantize_one(q.to_i32(), scale, zp);
+    }
+}
+
+/// The scalar definitions, element by element; the fast paths equal them
+/// bit for bit.
+pub mod reference {
+    use super::*;
+
+    /// Scalar [`super::quantize`].
+    pub fn quantize<Q: QInt>(
+        src: &[f32],
+        dst: &mut [Q],
+        scale: f32,
+        zero_point: i32,
+    ) -> Result<(), Error> {
+        check_len("quant::reference::quantize", src.len(), dst.len())?;
+        check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
+        quantize_dispatch(src, dst, scale, zero_point, false);
+        Ok(())
+    }
+
+    /// Scalar [`super::dequantize`].
+    pub fn dequantize<Q: QInt>(
+        src: &[Q],
+        dst: &mut [f32],
+        scale: f32,
+        zero_point: i32,
+    ) -> Result<(), Error> {
+        check_len("quant::reference::dequantize", src.len(), dst.len())?;
+        check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
+        dequantize_dispatch(src, dst, scale, zero_point, false);
+        Ok(())
+    }
+}
+
+/// Runs `f(channel, range)` over the contiguous runs of a row-major tensor
+/// of `shape` that share one channel along `axis` (one run, channel 0, when
+/// `axis` is `None`).
+fn for_each_channel_run(
+    shape: &[usize],
+    axis: Option<usize>,
+    channels: usize,
+    mut f: impl FnMut(usize, std::ops::Range<usize>),
+) -> Result<(), Error> {
+    let numel: usize = shape.iter().product();
+    let Some(axis) = axis else {
+        f(0, 0..numel);
+        return Ok(());
+    };
+    if axis >= shape.len() {
+        return Err(Error::InvalidParameter {
+            name: "axis",
+            value: axis.to_string(),
+            requirement: "less than the tensor's rank",
+        });
+    }
+    if shape[axis] != channels {
+        return Err(Error::LengthMismatch {
+            what: "quantization parameters (one per channel along the axis)",
+            expected: shape[axis],
+            actual: channels,
+        });
+    }
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    for o in 0..outer {
+        for c in 0..channels {
+            let start = (o * channels + c) * inner;
+            f(c, start..start + inner);
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes a tensor with per-tensor or per-channel parameters (the
+/// channel axis must have one entry per scale).
+pub fn quantize_tensor<Q: QInt>(t: &Tensor<f32>, params: &QuantParams) -> Result<Tensor<Q>, Error> {
+    check_storage::<Q>(params)?;
+    let mut out = vec![Q::zeroed(); t.len()];
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    for_each_channel_run(t.shape(), params.axis(), params.scales().len(), |c, r| {
+        quantize_dispatch(
+            &t.as_slice()[r.clone()],
+            &mut out[r],
+            params.scale(c),
+            params.zero_point(c),
+            simd,
+        )
+    })?;
+    Tensor::from_vec(t.shape(), out)
+}
+
+/// Dequantizes a tensor with per-tensor or per-channel parameters.
+pub fn dequantize_tensor<Q: QInt>(
+    t: &Tensor<Q>,
+    params: &QuantParams,
+) -> Result<Tensor<f32>, Error> {
+    check_storage::<Q>(params)?;
+    let mut out = vec![0.0f32; t.len()];
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    for_each_channel_run(t.shape(), params.axis(), params.scales().len(), |c, r| {
+        dequantize_dispatch(
+            &t.as_slice()[r.clone()],
+            &mut out[r],
+            params.scale(c),
+            params.zero_point(c),
+            simd,
+        )
+    })?;
+    Tensor::from_vec(t.shape(), out)
+}
+
+fn check_storage<Q: QInt>(params: &QuantParams) -> Result<(), Error> {
+    if params.range() != (Q::QMIN, Q::QMAX) {
+        return Err(Error::InvalidParameter {
+            name: "QuantParams",
+            value: format!("{:?}", params.range()),
+            requirement: "made for the tensor's storage type (i8 or u8)",
+        });
+    }
+    Ok(())
+}

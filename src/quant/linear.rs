@@ -1,0 +1,139 @@
+//! A dynamically quantized linear layer (PyTorch's `quantized.dynamic.Linear`
+//! scheme, with per-row activation parameters).
+
+use super::gemm::{qgemm, QEpilogue};
+use super::{quantize, QuantParams, Scheme};
+use crate::gemm::Parallelism;
+use crate::tensor::{MatMut, MatRef, Tensor};
+use crate::Error;
+
+/// `y = x·Wᵀ + bias` with int8 arithmetic: weights quantized once,
+/// symmetric i8 per output channel; each call quantizes every row of `x`
+/// (affine u8 from that row's min/max), runs the exact integer GEMM and
+/// dequantizes with the per-row and per-channel scales.
+///
+/// ```
+/// use mixprec::quant::DynamicQuantLinear;
+/// use mixprec::{gemm::Parallelism, Tensor};
+/// let w = Tensor::from_fn(&[3, 4], |ix| (ix[0] as f32 - 1.0) * 0.5 + ix[1] as f32 * 0.1)?;
+/// let layer = DynamicQuantLinear::new(&w, Some(&[0.1, 0.0, -0.1]))?;
+/// let x = Tensor::from_vec(&[1, 4], vec![1.0, -2.0, 0.5, 3.0])?;
+/// let y = layer.forward(&x, Parallelism::Serial)?;
+/// assert_eq!(y.shape(), &[1, 3]);
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DynamicQuantLinear {
+    weight: Vec<i8>,
+    weight_scales: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl DynamicQuantLinear {
+    /// Quantizes `weight` (`[out_features, in_features]`, f32) per output
+    /// channel, symmetric i8. Non-finite weights are an error.
+    pub fn new(weight: &Tensor<f32>, bias: Option<&[f32]>) -> Result<Self, Error> {
+        let w = weight.as_mat()?;
+        let (out_features, in_features) = (w.rows(), w.cols());
+        if let Some(b) = bias {
+            if b.len() != out_features {
+                return Err(Error::LengthMismatch {
+                    what: "DynamicQuantLinear bias (one per output feature)",
+                    expected: out_features,
+                    actual: b.len(),
+                });
+            }
+        }
+        let mut q = vec![0i8; out_features * in_features];
+        let mut scales = Vec::with_capacity(out_features);
+        for (o, row) in weight
+            .as_slice()
+            .chunks(in_features.max(1))
+            .enumerate()
+            .take(out_features)
+        {
+            let (lo, hi) = row
+                .iter()
+                .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let p = QuantParams::from_range::<i8>(lo, hi, Scheme::Symmetric)?;
+            quantize(
+                row,
+                &mut q[o * in_features..(o + 1) * in_features],
+                p.scale(0),
+                0,
+            )?;
+            scales.push(p.scale(0));
+        }
+        Ok(Self {
+            weight: q,
+            weight_scales: scales,
+            bias: bias.map(<[f32]>::to_vec),
+            in_features,
+            out_features,
+        })
+    }
+
+    /// `[batch, in_features]` → `[batch, out_features]`. Non-finite
+    /// activations are an error (their range has no finite scale).
+    pub fn forward(&self, x: &Tensor<f32>, parallelism: Parallelism) -> Result<Tensor<f32>, Error> {
+        let xm = x.as_mat()?;
+        if xm.cols() != self.in_features {
+            return Err(Error::ShapeMismatch {
+                what: "DynamicQuantLinear::forward: x must be [batch, in_features]",
+                left: x.shape().to_vec(),
+                right: vec![xm.rows(), self.in_features],
+            });
+        }
+        let batch = xm.rows();
+        let mut xq = vec![0u8; batch * self.in_features];
+        let mut scales = Vec::with_capacity(batch);
+        let mut zps = Vec::with_capacity(batch);
+        for (r, row) in x
+            .as_slice()
+            .chunks(self.in_features.max(1))
+            .enumerate()
+            .take(batch)
+        {
+            let (lo, hi) = row
+                .iter()
+                .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let p = QuantParams::from_range::<u8>(lo, hi, Scheme::Affine)?;
+            quantize(
+                row,
+                &mut xq[r * self.in_features..(r + 1) * self.in_features],
+                p.scale(0),
+                p.zero_point(0),
+            )?;
+            scales.push(p.scale(0));
+            zps.push(p.zero_point(0));
+        }
+        let mut y = Tensor::<f32>::zeros(&[batch, self.out_features])?;
+        let w = MatRef::from_row_major(&self.weight, self.out_features, self.in_features)?;
+        qgemm(
+            MatRef::from_row_major(&xq, batch, self.in_features)?,
+            &zps,
+            w.t(),
+            &[0],
+            MatMut::from_row_major(y.as_mut_slice(), batch, self.out_features)?,
+            &QEpilogue::Dequantize {
+                a_scales: &scales,
+                b_scales: &self.weight_scales,
+                bias: self.bias.as_deref(),
+            },
+            parallelism,
+        )?;
+        Ok(y)
+    }
+
+    /// Scale of each output channel's weights.
+    pub fn weight_scales(&self) -> &[f32] {
+        &self.weight_scales
+    }
+
+    /// The quantized weights, `[out_features, in_features]` row-major.
+    pub fn weight_q(&self) -> &[i8] {
+        &self.weight
+    }
+}

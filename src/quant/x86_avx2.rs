@@ -1,0 +1,151 @@
+//! AVX2 kernels of the quantization module: quantize/dequantize and the
+//! exact integer micro-kernel (`vpmaddwd` on i16 pairs: no `vpmaddubsw`
+//! saturation, every product and pair sum exact in i32).
+
+use super::gemm::IntKernel;
+use super::QInt;
+use std::arch::x86_64::*;
+
+/// Quantize with AVX2: the same operations as `convert::quantize_one`
+/// (IEEE division, round half to even, float add of the zero point, clamp,
+/// NaN → zero point), eight lanes at a time.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize<Q: QInt>(src: &[f32], dst: &mut [Q], scale: f32, zp: i32) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 8;
+    let (s, z) = (_mm256_set1_ps(scale), _mm256_set1_ps(zp as f32));
+    let (lo, hi) = (
+        _mm256_set1_ps(Q::QMIN as f32),
+        _mm256_set1_ps(Q::QMAX as f32),
+    );
+    let zi = _mm256_set1_epi32(zp);
+    let mut out = [0i32; 8];
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= n.
+        let x = unsafe { _mm256_loadu_ps(src.as_ptr().add(i)) };
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_div_ps(x, s),
+        );
+        let v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, z), lo), hi);
+        let q = _mm256_cvttps_epi32(v);
+        let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+        let q = _mm256_blendv_epi8(q, zi, nan);
+        // SAFETY: `out` holds 8 i32.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, q) };
+        for (d, &v) in dst[i..i + 8].iter_mut().zip(&out) {
+            *d = Q::from_i32_clamped(v);
+        }
+        i += 8;
+    }
+    for (d, &x) in dst[body..n].iter_mut().zip(&src[body..n]) {
+        *d = Q::from_i32_clamped(super::convert::quantize_one(x, scale, zp, Q::QMIN, Q::QMAX));
+    }
+}
+
+/// Dequantize with AVX2: `(q − zp) as f32 · scale`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize<Q: QInt>(src: &[Q], dst: &mut [f32], scale: f32, zp: i32) {
+    let n = src.len().min(dst.len());
+    let body = n - n % 8;
+    let s = _mm256_set1_ps(scale);
+    let zi = _mm256_set1_epi32(zp);
+    let signed = Q::QMIN < 0;
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 8 <= n, 8 bytes read from `src`, 8 floats written.
+        unsafe {
+            let bytes = _mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i);
+            let q = if signed {
+                _mm256_cvtepi8_epi32(bytes)
+            } else {
+                _mm256_cvtepu8_epi32(bytes)
+            };
+            let x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zi)), s);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), x);
+        }
+        i += 8;
+    }
+    for (d, &q) in dst[body..n].iter_mut().zip(&src[body..n]) {
+        *d = super::convert::dequantize_one(q.to_i32(), scale, zp);
+    }
+}
+
+/// 6 rows × 16 columns of i32 sums; per k-pair two `vpmaddwd` per row.
+pub(crate) struct Avx2Int;
+
+const MR: usize = 6;
+const NR: usize = 16;
+
+impl IntKernel for Avx2Int {
+    const MR: usize = MR;
+    const NR: usize = NR;
+
+    fn tile(pairs: usize, a: &[i16], b: &[i16], acc: &mut [i32], ld: usize, first: bool) {
+        assert!(a.len() >= 2 * pairs * MR && b.len() >= 2 * pairs * NR);
+        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        // SAFETY: the driver selects this kernel only when the CPU has AVX2;
+        // the asserts bound every access.
+        unsafe { tile_madd(pairs, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
+    }
+}
+
+/// # Safety
+/// AVX2; `a` has `2·pairs·6` i16, `b` has `2·pairs·16`, `acc` has 6 rows of
+/// 16 i32 at stride `ld`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_madd(
+    pairs: usize,
+    a: *const i16,
+    b: *const i16,
+    acc: *mut i32,
+    ld: usize,
+    first: bool,
+) {
+    let mut p = [[_mm256_setzero_si256(); 2]; MR];
+    #[inline(always)]
+    fn step(p: &mut [[__m256i; 2]; MR], a: *const i16, b: *const i16) {
+        // SAFETY: the caller passes one k-pair of each panel.
+        unsafe {
+            let b0 = _mm256_loadu_si256(b as *const __m256i);
+            let b1 = _mm256_loadu_si256(b.add(16) as *const __m256i);
+            for (r, pr) in p.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32((a.add(2 * r) as *const i32).read_unaligned());
+                pr[0] = _mm256_add_epi32(pr[0], _mm256_madd_epi16(av, b0));
+                pr[1] = _mm256_add_epi32(pr[1], _mm256_madd_epi16(av, b1));
+            }
+        }
+    }
+    let (mut a, mut b) = (a, b);
+    for _ in 0..pairs / 2 {
+        // SAFETY: two more k-pairs remain in both panels.
+        unsafe {
+            step(&mut p, a, b);
+            step(&mut p, a.add(2 * MR), b.add(2 * NR));
+            a = a.add(4 * MR);
+            b = b.add(4 * NR);
+        }
+    }
+    if pairs % 2 == 1 {
+        step(&mut p, a, b);
+    }
+    for (r, pr) in p.iter().enumerate() {
+        // SAFETY: row r < 6 of the accumulator block, 16 i32.
+        unsafe {
+            let dst = acc.add(r * ld) as *mut __m256i;
+            let (s0, s1) = if first {
+                (_mm256_setzero_si256(), _mm256_setzero_si256())
+            } else {
+                (_mm256_loadu_si256(dst), _mm256_loadu_si256(dst.add(1)))
+            };
+            _mm256_storeu_si256(dst, _mm256_add_epi32(s0, pr[0]));
+            _mm256_storeu_si256(dst.add(1), _mm256_add_epi32(s1, pr[1]));
+        }
+    }
+}

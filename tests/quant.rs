@@ -1,0 +1,475 @@
+//! int8 quantization and the integer GEMM.
+
+use mixprec::gemm::Parallelism;
+use mixprec::quant::observer::{
+    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver,
+};
+use mixprec::quant::requant::{
+    multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul,
+};
+use mixprec::quant::{
+    self, max_k, qgemm, qgemm_portable, qgemm_reference, DynamicQuantLinear, QEpilogue, QInt,
+    QuantParams, Scheme,
+};
+use mixprec::{Error, MatMut, MatRef, Tensor};
+use proptest::prelude::*;
+
+/// A matrix stored (maybe transposed, maybe padded) for strided views.
+fn store<T: Copy>(
+    rows: usize,
+    cols: usize,
+    t: bool,
+    pad: usize,
+    mut f: impl FnMut() -> T,
+) -> (Vec<T>, usize, usize, usize) {
+    let (outer, inner) = if t { (cols, rows) } else { (rows, cols) };
+    (
+        (0..outer * (inner + pad)).map(|_| f()).collect(),
+        outer,
+        inner,
+        inner + pad,
+    )
+}
+
+fn view<T: Copy>(s: &(Vec<T>, usize, usize, usize), t: bool) -> MatRef<'_, T> {
+    let v = MatRef::new(&s.0, s.1, s.2, s.3, 1).unwrap();
+    if t {
+        v.t()
+    } else {
+        v
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    pad: usize,
+    threads: usize,
+    seed: u64,
+    per_row: bool,
+    per_col: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        0usize..70,
+        0usize..70,
+        prop_oneof![0usize..20, 0usize..300],
+        any::<(bool, bool)>(),
+        0usize..3,
+        1usize..4,
+        any::<u64>(),
+        any::<(bool, bool)>(),
+    )
+        .prop_map(
+            |(m, n, k, (ta, tb), pad, threads, seed, (per_row, per_col))| Case {
+                m,
+                n,
+                k,
+                ta,
+                tb,
+                pad,
+                threads,
+                seed,
+                per_row,
+                per_col,
+            },
+        )
+}
+
+fn check_exact<A: QInt + std::fmt::Debug>(cs: &Case, to_a: fn(u64) -> A) {
+    let mut rng = mixprec::convert::StochasticRng::new(cs.seed);
+    let sa = store(cs.m, cs.k, cs.ta, cs.pad, || to_a(rng.next_u64()));
+    let sb = store(cs.k, cs.n, cs.tb, cs.pad, || rng.next_u64() as i8);
+    let span_a = A::QMAX - A::QMIN + 1;
+    let za: Vec<i32> = (0..if cs.per_row { cs.m.max(1) } else { 1 })
+        .map(|_| A::QMIN + (rng.next_u64() % span_a as u64) as i32)
+        .collect();
+    let zb: Vec<i32> = (0..if cs.per_col { cs.n.max(1) } else { 1 })
+        .map(|_| (rng.next_u64() % 256) as i32 - 128)
+        .collect();
+    let za = if cs.m == 0 { vec![0] } else { za };
+    let zb = if cs.n == 0 { vec![0] } else { zb };
+    let (a, b) = (view(&sa, cs.ta), view(&sb, cs.tb));
+    // The i64 oracle, written here.
+    let mut want = vec![0i64; cs.m * cs.n];
+    for i in 0..cs.m {
+        for j in 0..cs.n {
+            let z_a = za[if za.len() == 1 { 0 } else { i }] as i64;
+            let z_b = zb[if zb.len() == 1 { 0 } else { j }] as i64;
+            want[i * cs.n + j] = (0..cs.k)
+                .map(|k| {
+                    (a.get(i, k).unwrap().to_i32() as i64 - z_a)
+                        * (b.get(k, j).unwrap() as i64 - z_b)
+                })
+                .sum();
+        }
+    }
+    let par = if cs.threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(cs.threads)
+    };
+    for which in 0..3 {
+        let mut c = vec![7i32; cs.m * cs.n];
+        let cv = MatMut::from_row_major(&mut c, cs.m, cs.n).unwrap();
+        match which {
+            0 => qgemm(a, &za, b, &zb, cv, &QEpilogue::I32, par).unwrap(),
+            1 => qgemm_portable(a, &za, b, &zb, cv, &QEpilogue::I32, par).unwrap(),
+            _ => qgemm_reference(a, &za, b, &zb, cv, &QEpilogue::I32).unwrap(),
+        }
+        let got: Vec<i64> = c.iter().map(|&v| v as i64).collect();
+        assert_eq!(got, want, "path {which}: {cs:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn i8_gemm_equals_i64_reference(cs in case()) {
+        check_exact::<i8>(&cs, |r| r as i8);
+    }
+
+    #[test]
+    fn u8_gemm_equals_i64_reference(cs in case()) {
+        check_exact::<u8>(&cs, |r| r as u8);
+    }
+
+    #[test]
+    fn requantized_output_equals_reference(cs in case(), mult in 1i32.., shift in -31i32..=30, zp in -128i32..=127) {
+        let mut rng = mixprec::convert::StochasticRng::new(cs.seed);
+        let sa = store(cs.m, cs.k, cs.ta, cs.pad, || rng.next_u64() as u8);
+        let sb = store(cs.k, cs.n, cs.tb, cs.pad, || rng.next_u64() as i8);
+        let bias: Vec<i32> = (0..cs.n).map(|_| rng.next_u64() as i32 >> 8).collect();
+        let mults = [mult];
+        let shifts = [shift];
+        let epi = QEpilogue::Requantize { bias: Some(&bias), multipliers: &mults, shifts: &shifts, zero_point: zp };
+        let mut fast = vec![0i8; cs.m * cs.n];
+        let mut slow = vec![0i8; cs.m * cs.n];
+        let par = Parallelism::Threads(cs.threads);
+        qgemm(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
+        qgemm_reference(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut slow, cs.m, cs.n).unwrap(), &epi).unwrap();
+        prop_assert_eq!(fast, slow);
+    }
+
+    /// Requantization against an independent model in i128 arithmetic:
+    /// round(x·m / 2^31) half away from zero (saturating the MIN·MIN case),
+    /// then x / 2^e rounded half away from zero.
+    #[test]
+    fn requantization_matches_model(x in any::<i32>(), m in any::<i32>(), e in 0u32..32) {
+        let model_high = |a: i32, b: i32| -> i32 {
+            if a == i32::MIN && b == i32::MIN { return i32::MAX; }
+            let p = a as i128 * b as i128;
+            let q = (p.abs() + (1i128 << 30)) >> 31; // |p|/2^31 rounded half up
+            (if p < 0 { -q } else { q }) as i32
+        };
+        prop_assert_eq!(saturating_rounding_doubling_high_mul(x, m), model_high(x, m));
+        let d = 1i128 << e;
+        let model_div = {
+            let v = x as i128;
+            let q = (v.abs() * 2 + d) / (2 * d); // half away from zero
+            (if v < 0 { -q } else { q }) as i32
+        };
+        prop_assert_eq!(rounding_divide_by_pot(x, e), model_div);
+    }
+
+    #[test]
+    fn quantize_fast_equals_reference(xs in prop::collection::vec(prop_oneof![any::<u32>().prop_map(f32::from_bits), -300.0f32..300.0], 0..70), off in 0usize..8, scale in 0.001f32..10.0, zp in -128i32..=127) {
+        let xs = &xs[off.min(xs.len())..];
+        let (mut a, mut b) = (vec![0i8; xs.len()], vec![0i8; xs.len()]);
+        quant::quantize(xs, &mut a, scale, zp).unwrap();
+        quant::reference::quantize(xs, &mut b, scale, zp).unwrap();
+        prop_assert_eq!(&a, &b);
+        let (mut fa, mut fb) = (vec![0.0f32; xs.len()], vec![0.0f32; xs.len()]);
+        quant::dequantize(&a, &mut fa, scale, zp).unwrap();
+        quant::reference::dequantize(&a, &mut fb, scale, zp).unwrap();
+        prop_assert_eq!(fa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), fb.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        let zu = zp + 128;
+        let (mut ua, mut ub) = (vec![0u8; xs.len()], vec![0u8; xs.len()]);
+        quant::quantize(xs, &mut ua, scale, zu).unwrap();
+        quant::reference::quantize(xs, &mut ub, scale, zu).unwrap();
+        prop_assert_eq!(ua, ub);
+    }
+
+    /// Inside the representable range the round trip is within scale/2 (plus
+    /// the one rounding of the multiply, u·|x̂| with u = 2^-24); outside it
+    /// saturates to the range's end.
+    #[test]
+    fn round_trip_error(x in -500.0f32..500.0, scale in 0.01f32..2.0, zp in 0i32..=255) {
+        let mut q = [0u8; 1];
+        quant::quantize(&[x], &mut q, scale, zp).unwrap();
+        let mut back = [0.0f32; 1];
+        quant::dequantize(&q, &mut back, scale, zp).unwrap();
+        let (lo, hi) = ((0 - zp) as f32 * scale, (255 - zp) as f32 * scale);
+        if x >= lo && x <= hi {
+            let bound = scale as f64 / 2.0 * (1.0 + 1e-6) + back[0].abs() as f64 * 2f64.powi(-24);
+            prop_assert!(((back[0] - x) as f64).abs() <= bound, "x={} back={} scale={}", x, back[0], scale);
+        } else {
+            prop_assert_eq!(q[0], if x < lo { 0 } else { 255 });
+        }
+    }
+}
+
+#[test]
+fn requantization_edge_cases() {
+    assert_eq!(
+        saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+        i32::MAX
+    );
+    assert_eq!(
+        saturating_rounding_doubling_high_mul(i32::MIN, i32::MAX),
+        -i32::MAX
+    );
+    assert_eq!(rounding_divide_by_pot(5, 1), 3); // 2.5 → 3
+    assert_eq!(rounding_divide_by_pot(-5, 1), -3); // -2.5 → -3
+    assert_eq!(rounding_divide_by_pot(i32::MIN, 31), -1);
+    assert_eq!(rounding_divide_by_pot(i32::MAX, 31), 1);
+    assert_eq!(quantize_multiplier(1.0).unwrap(), (1 << 30, 1));
+    assert_eq!(quantize_multiplier(0.5).unwrap(), (1 << 30, 0));
+    // A fraction that rounds up to 2^31 is halved, the shift incremented.
+    assert_eq!(
+        quantize_multiplier(1.0 - 2f64.powi(-40)).unwrap(),
+        (1 << 30, 1)
+    );
+    assert_eq!(quantize_multiplier(1e-20).unwrap(), (0, 0));
+    assert!(quantize_multiplier(0.0).is_err() && quantize_multiplier(f64::NAN).is_err());
+    let (m, s) = quantize_multiplier(0.0123).unwrap();
+    assert_eq!(multiply_by_quantized_multiplier(10_000, m, s), 123);
+    let (m, s) = quantize_multiplier(3.0).unwrap();
+    assert_eq!(multiply_by_quantized_multiplier(7, m, s), 21);
+}
+
+#[test]
+fn k_past_the_i32_limit_is_an_error() {
+    assert_eq!(max_k::<i8>(0, 0), 131_071);
+    assert_eq!(max_k::<u8>(0, 0), 65_793);
+    let k = max_k::<i8>(0, 0) + 1;
+    let a = vec![0i8; k];
+    let mut c = [0i32; 1];
+    let err = qgemm(
+        MatRef::from_row_major(&a, 1, k).unwrap(),
+        &[0],
+        MatRef::from_row_major(&a, k, 1).unwrap(),
+        &[0],
+        MatMut::from_row_major(&mut c, 1, 1).unwrap(),
+        &QEpilogue::I32,
+        Parallelism::Serial,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("131072"), "{err}");
+    // At the limit, the worst case is exact: all -128 · -128.
+    let k = max_k::<i8>(0, 0);
+    let a = vec![-128i8; k];
+    qgemm(
+        MatRef::from_row_major(&a, 1, k).unwrap(),
+        &[0],
+        MatRef::from_row_major(&a, k, 1).unwrap(),
+        &[0],
+        MatMut::from_row_major(&mut c, 1, 1).unwrap(),
+        &QEpilogue::I32,
+        Parallelism::Serial,
+    )
+    .unwrap();
+    assert_eq!(c[0] as i64, 16384 * k as i64);
+}
+
+#[test]
+fn bad_parameters_are_typed_errors() {
+    for s in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(
+            matches!(
+                QuantParams::per_tensor::<i8>(s, 0),
+                Err(Error::InvalidParameter { name: "scale", .. })
+            ),
+            "{s}"
+        );
+    }
+    assert!(matches!(
+        QuantParams::per_tensor::<i8>(1.0, 128),
+        Err(Error::InvalidParameter {
+            name: "zero_point",
+            ..
+        })
+    ));
+    assert!(matches!(
+        QuantParams::per_tensor::<u8>(1.0, -1),
+        Err(Error::InvalidParameter {
+            name: "zero_point",
+            ..
+        })
+    ));
+    assert!(matches!(
+        QuantParams::per_channel::<i8>(vec![1.0, 2.0], vec![0], 0),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let p = QuantParams::per_channel::<i8>(vec![1.0, 2.0], vec![0, 0], 1).unwrap();
+    let t = Tensor::<f32>::zeros(&[2, 3]).unwrap();
+    assert!(matches!(
+        quant::quantize_tensor::<i8>(&t, &p),
+        Err(Error::LengthMismatch {
+            expected: 3,
+            actual: 2,
+            ..
+        })
+    ));
+    assert!(
+        quant::quantize_tensor::<u8>(&t, &QuantParams::per_tensor::<i8>(1.0, 0).unwrap()).is_err()
+    );
+    let mut q = [0i8; 1];
+    assert!(quant::quantize(&[1.0], &mut q, 0.0, 0).is_err());
+}
+
+#[test]
+fn pytorch_observer_formulas() {
+    // Affine u8 over [-1, 2]: scale 3/255, zero point 0 - round(-1/scale) = 85.
+    let p = QuantParams::from_range::<u8>(-1.0, 2.0, Scheme::Affine).unwrap();
+    assert_eq!(p.scale(0), 3.0 / 255.0);
+    assert_eq!(p.zero_point(0), 85);
+    // The range always includes 0.
+    let p = QuantParams::from_range::<u8>(1.0, 2.0, Scheme::Affine).unwrap();
+    assert_eq!((p.scale(0), p.zero_point(0)), (2.0 / 255.0, 0));
+    // Symmetric: i8 zero point 0, u8 zero point 128.
+    let p = QuantParams::from_range::<u8>(-3.0, 1.0, Scheme::Symmetric).unwrap();
+    assert_eq!((p.scale(0), p.zero_point(0)), (3.0 / 127.5, 128));
+    // An all-zero range gets the minimum scale, not zero.
+    assert_eq!(
+        QuantParams::from_range::<i8>(0.0, 0.0, Scheme::Affine)
+            .unwrap()
+            .scale(0),
+        f32::EPSILON
+    );
+    assert!(QuantParams::from_range::<i8>(2.0, 1.0, Scheme::Affine).is_err());
+    // Power of two: 1.0 ≤ 127·2^-6 = 1.98, 1.0 > 127·2^-7.
+    assert_eq!(
+        QuantParams::power_of_two::<i8>(-1.0, 0.5).unwrap().scale(0),
+        2f32.powi(-6)
+    );
+}
+
+#[test]
+fn observers() {
+    let mut mm = MinMaxObserver::new();
+    assert!(mm.qparams::<i8>(Scheme::Affine).is_err(), "no data yet");
+    mm.observe(&[f32::NAN]);
+    assert_eq!(mm.range(), None);
+    let mut ma = MovingAverageMinMaxObserver::new();
+    ma.observe(&[-1.0, 1.0]);
+    ma.observe(&[-3.0, 5.0]);
+    assert_eq!(ma.range(), Some((-1.0 + 0.01 * -2.0, 1.0 + 0.01 * 4.0)));
+    assert!(MovingAverageMinMaxObserver::with_constant(0.0).is_err());
+
+    let mut pc = PerChannelMinMaxObserver::new(0);
+    pc.observe(&Tensor::from_vec(&[2, 3], vec![1.0, -2.0, 3.0, 0.5, 0.25, -0.5]).unwrap())
+        .unwrap();
+    let p = pc.qparams::<i8>(Scheme::Symmetric).unwrap();
+    assert_eq!(p.scales(), &[3.0 / 127.5, 0.5 / 127.5]);
+    assert_eq!(p.axis(), Some(0));
+    assert!(pc.observe(&Tensor::<f32>::zeros(&[3, 3]).unwrap()).is_err());
+
+    // Histogram: 200k values uniform in [-1, 1) and one outlier at 1.5.
+    // Clipping the outlier at ~1 costs 0.25 in squared error but shrinks the
+    // rounding error of every other value by (1.5/1)^2: the L2-optimal range
+    // clips, and its measured L2 error beats the min/max range's.
+    let mut h = HistogramObserver::new();
+    let mut rng = mixprec::convert::StochasticRng::new(1);
+    let mut x: Vec<f32> = (0..200_000)
+        .map(|_| (rng.next_u64() >> 40) as f32 / 8388608.0 - 1.0)
+        .collect();
+    x.push(1.5);
+    h.observe(&x[..100_000]);
+    h.observe(&x[100_000..]);
+    let p = h.qparams::<i8>(Scheme::Affine).unwrap();
+    let full = QuantParams::from_range::<i8>(-1.0, 1.5, Scheme::Affine).unwrap();
+    let top = (127 - p.zero_point(0)) as f32 * p.scale(0);
+    assert!(
+        top < 1.4,
+        "histogram range top {top} should clip the outlier"
+    );
+    let l2 = |p: &QuantParams| {
+        let mut q = vec![0i8; x.len()];
+        quant::quantize(&x, &mut q, p.scale(0), p.zero_point(0)).unwrap();
+        let mut y = vec![0.0f32; x.len()];
+        quant::dequantize(&q, &mut y, p.scale(0), p.zero_point(0)).unwrap();
+        x.iter()
+            .zip(&y)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+    };
+    assert!(l2(&p) < l2(&full), "{} vs {}", l2(&p), l2(&full));
+}
+
+#[test]
+fn per_channel_tensor_round_trip() {
+    let t = Tensor::from_fn(&[3, 4], |ix| (ix[0] as f32 + 1.0) * (ix[1] as f32 - 1.5)).unwrap();
+    let mut obs = PerChannelMinMaxObserver::new(0);
+    obs.observe(&t).unwrap();
+    let p = obs.qparams::<i8>(Scheme::Symmetric).unwrap();
+    let q = quant::quantize_tensor::<i8>(&t, &p).unwrap();
+    let back = quant::dequantize_tensor(&q, &p).unwrap();
+    for (i, (a, b)) in t.as_slice().iter().zip(back.as_slice()).enumerate() {
+        assert!((a - b).abs() <= p.scale(i / 4) / 2.0 * 1.0001, "{a} vs {b}");
+    }
+}
+
+#[test]
+#[allow(clippy::needless_range_loop)]
+fn dequantized_gemm_and_dynamic_linear_error_bound() {
+    let (batch, inf, outf) = (5, 300, 7);
+    let mut rng = mixprec::convert::StochasticRng::new(42);
+    let mut val = || (rng.next_u64() >> 40) as f32 / 16777216.0 * 2.0 - 1.0;
+    let w = Tensor::from_fn(&[outf, inf], |_| val()).unwrap();
+    let x = Tensor::from_fn(&[batch, inf], |_| val() * 3.0).unwrap();
+    let bias: Vec<f32> = (0..outf).map(|i| i as f32 * 0.1).collect();
+    let layer = DynamicQuantLinear::new(&w, Some(&bias)).unwrap();
+    let y = layer.forward(&x, Parallelism::Threads(2)).unwrap();
+    // Bound: with x̂ = x + δx, |δx| ≤ s_x/2, and ŵ = w + δw, |δw| ≤ s_w/2:
+    // |x̂ŵ − xw| ≤ Σ_k (|x_k|·s_w/2 + |ŵ_k|·s_x/2), plus f32 rounding of the
+    // f32 reference and the dequantize step (a few ulps of Σ|x||w|).
+    for m in 0..batch {
+        let xr = &x.as_slice()[m * inf..(m + 1) * inf];
+        let (lo, hi) = xr
+            .iter()
+            .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        let sx = QuantParams::from_range::<u8>(lo, hi, Scheme::Affine)
+            .unwrap()
+            .scale(0) as f64;
+        for n in 0..outf {
+            let wr = &w.as_slice()[n * inf..(n + 1) * inf];
+            let sw = layer.weight_scales()[n] as f64;
+            let exact: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>()
+                + bias[n] as f64;
+            let bound: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| {
+                    (a as f64).abs() * sw / 2.0 + ((b as f64).abs() + sw / 2.0) * sx / 2.0
+                })
+                .sum::<f64>()
+                + 1e-5
+                    * xr.iter()
+                        .zip(wr)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum::<f64>();
+            let got = y.as_slice()[m * outf + n] as f64;
+            assert!(
+                (got - exact).abs() <= bound,
+                "({m},{n}): {got} vs {exact}, bound {bound}"
+            );
+        }
+    }
+    // The layer's error is far below the bound's worst case on average:
+    // check it is at least small in absolute terms.
+    assert!(layer
+        .forward(&Tensor::<f32>::zeros(&[2, 5]).unwrap(), Parallelism::Serial)
+        .is_err());
+}
