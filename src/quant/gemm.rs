@@ -571,7 +571,8 @@ fn serial<A: QInt, O: QOutput, K: IntKernel>(
 }
 
 /// Packs rows `i0..i0 + mb` of A as i16 `a − za[row]`, MR-row panels of
-/// k-pairs; zero padding past `mb` rows and past K.
+/// k-pairs (`panel[t·MR + r] = [a(r, 2t), a(r, 2t+1)]`); zero padding past
+/// `mb` rows and past K.
 fn pack_a<A: QInt>(
     a: &MatRef<'_, A>,
     za: &[i32],
@@ -583,31 +584,53 @@ fn pack_a<A: QInt>(
 ) {
     let k = a.cols();
     let pairs = k.div_ceil(2);
+    let (rs, cs, data) = (a.row_stride(), a.col_stride(), a.as_slice());
     for (q, panel) in dst.chunks_exact_mut(2 * pairs * mr).enumerate() {
         for r in 0..mr {
             let i = q * mr + r;
+            let slots = panel[2 * r..].chunks_mut(2 * mr).take(pairs);
             if i >= mb {
-                for t in 0..pairs {
-                    panel[2 * (t * mr + r)] = 0;
-                    panel[2 * (t * mr + r) + 1] = 0;
+                for slot in slots {
+                    slot[..2].fill(0);
                 }
                 continue;
             }
             let z = pick(za, global_i0 + i);
-            for kk in 0..2 * pairs {
-                let v = if kk < k {
-                    (a.at(i0 + i, kk).to_i32() - z) as i16
+            let start = (i0 + i) * rs;
+            let value = |kk: usize| {
+                if kk < k {
+                    (data[start + kk * cs].to_i32() - z) as i16
                 } else {
                     0
-                };
-                panel[2 * ((kk / 2) * mr + r) + kk % 2] = v;
+                }
+            };
+            if cs == 1 {
+                // Contiguous row: read it pairwise.
+                let row = &data[start..start + k];
+                let mut pairs_in = row.chunks_exact(2);
+                let mut slots = slots;
+                // `pairs_in` first: zip stops on it without consuming a slot.
+                for (pr, slot) in (&mut pairs_in).zip(&mut slots) {
+                    slot[0] = (pr[0].to_i32() - z) as i16;
+                    slot[1] = (pr[1].to_i32() - z) as i16;
+                }
+                if let (Some(slot), [last]) = (slots.next(), pairs_in.remainder()) {
+                    slot[0] = (last.to_i32() - z) as i16;
+                    slot[1] = 0;
+                }
+            } else {
+                for (t, slot) in slots.enumerate() {
+                    slot[0] = value(2 * t);
+                    slot[1] = value(2 * t + 1);
+                }
             }
         }
     }
 }
 
 /// Packs columns `j0..j0 + nb` of B as i16 `b − zb[col]`, NR-column panels
-/// of k-pairs; zero padding past `nb` columns and past K.
+/// of k-pairs (`panel[t·NR + j] = [b(2t, j), b(2t+1, j)]`); zero padding
+/// past `nb` columns and past K.
 fn pack_b(
     b: &MatRef<'_, i8>,
     zb: &[i32],
@@ -619,18 +642,39 @@ fn pack_b(
 ) {
     let k = b.rows();
     let pairs = k.div_ceil(2);
+    let (rs, cs, data) = (b.row_stride(), b.col_stride(), b.as_slice());
+    let zero_of = |j: usize| pick(zb, global_j0 + j);
     for (p, panel) in dst.chunks_exact_mut(2 * pairs * nr).enumerate() {
-        for r in 0..nr {
-            let j = p * nr + r;
-            let z = if j < nb { pick(zb, global_j0 + j) } else { 0 };
-            for kk in 0..2 * pairs {
-                let v = if j < nb && kk < k {
-                    (b.at(kk, j0 + j) as i32 - z) as i16
-                } else {
-                    0
-                };
-                panel[2 * ((kk / 2) * nr + r) + kk % 2] = v;
+        let live = nr.min(nb - p * nr);
+        for t in 0..pairs {
+            let slot = &mut panel[2 * t * nr..2 * (t + 1) * nr];
+            let (k0, k1) = (2 * t, 2 * t + 1);
+            if cs == 1 {
+                // Two contiguous row segments, interleaved.
+                let row0 = &data[k0 * rs + j0 + p * nr..][..live];
+                let has1 = k1 < k;
+                for (r, &v0) in row0.iter().enumerate() {
+                    let z = zero_of(p * nr + r);
+                    let v1 = if has1 {
+                        data[k1 * rs + j0 + p * nr + r] as i32 - z
+                    } else {
+                        0
+                    };
+                    slot[2 * r] = (v0 as i32 - z) as i16;
+                    slot[2 * r + 1] = v1 as i16;
+                }
+            } else {
+                for r in 0..live {
+                    let (j, z) = (j0 + p * nr + r, zero_of(p * nr + r));
+                    slot[2 * r] = (data[k0 * rs + j * cs] as i32 - z) as i16;
+                    slot[2 * r + 1] = if k1 < k {
+                        (data[k1 * rs + j * cs] as i32 - z) as i16
+                    } else {
+                        0
+                    };
+                }
             }
+            slot[2 * live..].fill(0);
         }
     }
 }
