@@ -7,7 +7,8 @@ use crate::Error;
 
 /// A small, fast, seedable generator (SplitMix64, Steele, Lea & Flood 2014)
 /// for stochastic rounding. The same seed gives the same stream on every
-/// platform; each rounded element consumes one 64-bit output.
+/// platform; rounding to bf16 consumes one 64-bit output per four elements
+/// (16 bits each), the other formats one per element.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StochasticRng {
     state: u64,
@@ -63,7 +64,24 @@ pub fn narrow_stochastic<T: FloatElement>(
     let bits = |x: f32, rng: &mut StochasticRng| {
         narrow_bits(x, fmt, Rounding::Stochastic(rng.next_u64()), Overflow::Ieee)
     };
-    if T::DTYPE.size_bytes() == 1 {
+    if T::DTYPE == crate::DType::BF16 {
+        // bf16 drops exactly 16 bits everywhere (its exponent range is
+        // f32's), so 16 random bits per element give exact probabilities:
+        // one 64-bit draw serves four elements. Same result as
+        // `narrow_bits` with those 16 bits.
+        let dst: &mut [u16] = bytemuck::cast_slice_mut(dst);
+        for (d4, x4) in dst.chunks_mut(4).zip(src.chunks(4)) {
+            let r = rng.next_u64();
+            for (j, (d, &x)) in d4.iter_mut().zip(x4).enumerate() {
+                let bits = x.to_bits();
+                *d = if bits & 0x7FFF_FFFF > 0x7F80_0000 {
+                    fmt.nan_bits(bits) as u16
+                } else {
+                    ((bits + ((r >> (16 * j)) as u32 & 0xFFFF)) >> 16) as u16
+                };
+            }
+        }
+    } else if T::DTYPE.size_bytes() == 1 {
         let dst: &mut [u8] = bytemuck::cast_slice_mut(dst);
         for (d, &x) in dst.iter_mut().zip(src) {
             *d = bits(x, rng) as u8;
