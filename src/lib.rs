@@ -26,6 +26,7 @@ pub mod dtype;
 mod error;
 pub mod gemm;
 pub mod quant;
+pub mod systolic;
 pub mod tensor;
 
 pub use cpu::active_isa;

@@ -251,7 +251,29 @@ pub fn reference<T: FloatElement, O: FloatElement>(
     epilogue: &Epilogue<'_>,
 ) -> Result<(), Error> {
     validate(&a, &b, &c, epilogue, Parallelism::Serial)?;
-    reference::run(a, b, c, epilogue);
+    reference::run(a, b, c, epilogue, ARRAY_ROWS);
+    Ok(())
+}
+
+/// The contract's loops for an array of another height: K-tiles of
+/// `tile_height` instead of [`ARRAY_ROWS`]. A weight-stationary array with
+/// `tile_height` rows ([`crate::systolic::simulate`]) computes exactly this.
+pub fn reference_with_tile_height<T: FloatElement, O: FloatElement>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    tile_height: usize,
+) -> Result<(), Error> {
+    validate(&a, &b, &c, epilogue, Parallelism::Serial)?;
+    if tile_height == 0 {
+        return Err(Error::InvalidParameter {
+            name: "tile_height",
+            value: "0".into(),
+            requirement: "at least 1",
+        });
+    }
+    reference::run(a, b, c, epilogue, tile_height);
     Ok(())
 }
 

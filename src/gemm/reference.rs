@@ -1,7 +1,7 @@
 //! The systolic numerics contract as plain loops: the definition every fast
 //! GEMM path must match bit for bit.
 
-use super::{Epilogue, ARRAY_ROWS};
+use super::Epilogue;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
 
@@ -18,20 +18,22 @@ use crate::tensor::{MatMut, MatRef};
 ///     c[m,n] = round(epilogue(acc, c[m,n]))
 /// ```
 ///
+/// with K-tiles of `tile_height` (the crate's engine: [`super::ARRAY_ROWS`]).
 /// Inputs are checked by the public [`super::reference()`] before this runs.
 pub(crate) fn run<T: FloatElement, O: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     mut c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
+    tile_height: usize,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     for i in 0..m {
         for j in 0..n {
             let mut acc = 0.0f32;
-            for k0 in (0..k).step_by(ARRAY_ROWS) {
+            for k0 in (0..k).step_by(tile_height) {
                 let mut p = 0.0f32;
-                for kk in k0..(k0 + ARRAY_ROWS).min(k) {
+                for kk in k0..(k0 + tile_height).min(k) {
                     p = a.at(i, kk).to_f32().mul_add(b.at(kk, j).to_f32(), p);
                 }
                 acc += p;

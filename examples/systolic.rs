@@ -1,0 +1,303 @@
+//! What a systolic array does with a GEMM: cycles, utilization, mapping
+//! efficiency, traffic; or utilization against batch size for one layer.
+//!
+//! ```text
+//! cargo run --release --example systolic -- --m 8 --k 1024 --n 1024
+//! cargo run --release --example systolic -- --m 1,8,128 --k 1024 --n 1024 --dataflow ws --array 128x128 --mode tpu --csv
+//! cargo run --release --example systolic -- --sweep-batch --k 1024 --n 1024 --svg utilization.svg
+//! ```
+
+use mixprec::systolic::{analyze, ArrayConfig, Dataflow, Mode, Report};
+use std::fmt::Write as _;
+
+struct Args {
+    m: Vec<usize>,
+    k: usize,
+    n: usize,
+    dataflow: Dataflow,
+    rows: usize,
+    cols: usize,
+    mode: Mode,
+    csv: bool,
+    sweep: bool,
+    svg: Option<String>,
+    buffers: [u64; 3],
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: systolic [--m M[,M..]] [--k K] [--n N] [--dataflow ws|os|is] [--array RxC]\n\
+         \x20               [--mode scalesim|tpu] [--csv] [--buffers A,B,C (elements)]\n\
+         \x20               [--sweep-batch [--svg FILE]]"
+    );
+    std::process::exit(2)
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        m: vec![8],
+        k: 1024,
+        n: 1024,
+        dataflow: Dataflow::WeightStationary,
+        rows: 128,
+        cols: 128,
+        mode: Mode::ScaleSim,
+        csv: false,
+        sweep: false,
+        svg: None,
+        buffers: [u64::MAX; 3],
+    };
+    let mut it = std::env::args().skip(1);
+    let num = |s: Option<String>, what: &str| -> Result<usize, String> {
+        s.ok_or(format!("{what} needs a value"))?
+            .parse::<usize>()
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--m" => {
+                let v = it.next().ok_or("--m needs a value")?;
+                a.m = v
+                    .split(',')
+                    .map(|x| x.parse::<usize>().map_err(|e| format!("--m: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--k" => a.k = num(it.next(), "--k")?,
+            "--n" => a.n = num(it.next(), "--n")?,
+            "--dataflow" => {
+                a.dataflow = it
+                    .next()
+                    .ok_or("--dataflow needs a value")?
+                    .parse()
+                    .map_err(|e| format!("{e}"))?
+            }
+            "--mode" => {
+                a.mode = it
+                    .next()
+                    .ok_or("--mode needs a value")?
+                    .parse()
+                    .map_err(|e| format!("{e}"))?
+            }
+            "--array" => {
+                let v = it.next().ok_or("--array needs RxC")?;
+                let (r, c) = v.split_once('x').ok_or("--array needs RxC")?;
+                a.rows = r.parse().map_err(|e| format!("--array: {e}"))?;
+                a.cols = c.parse().map_err(|e| format!("--array: {e}"))?;
+            }
+            "--buffers" => {
+                let v = it.next().ok_or("--buffers needs A,B,C")?;
+                let parts: Vec<u64> = v
+                    .split(',')
+                    .map(|x| x.parse::<u64>().map_err(|e| format!("--buffers: {e}")))
+                    .collect::<Result<_, _>>()?;
+                a.buffers = parts
+                    .try_into()
+                    .map_err(|_| "--buffers needs three sizes".to_string())?;
+            }
+            "--csv" => a.csv = true,
+            "--sweep-batch" => a.sweep = true,
+            "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file name")?),
+            "-h" | "--help" => usage(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} {}x{} array, {} mode: M={} K={} N={}",
+        r.config.dataflow.name(),
+        r.config.rows,
+        r.config.cols,
+        if r.mode == Mode::Tpu {
+            "tpu"
+        } else {
+            "scalesim"
+        },
+        r.m,
+        r.k,
+        r.n
+    );
+    println!("  folds                 {}", r.folds);
+    println!("  cycles                {}", r.cycles);
+    println!("  utilization           {:.2} %", r.utilization_pct);
+    println!("  mapping efficiency    {:.2} %", r.mapping_efficiency_pct);
+    println!(
+        "  compute utilization   {:.2} %  (per fold, SCALE-Sim's definition)",
+        r.compute_utilization_pct
+    );
+    println!(
+        "  buffer traffic        A reads {}, B reads {}, C writes {}, C reads {}",
+        r.buffer.a_reads, r.buffer.b_reads, r.buffer.c_writes, r.buffer.c_reads
+    );
+    println!(
+        "  off-chip traffic      A reads {}, B reads {}, C writes {}, C reads {}",
+        r.offchip.a_reads, r.offchip.b_reads, r.offchip.c_writes, r.offchip.c_reads
+    );
+}
+
+fn svg_chart(points: &[(usize, f64, f64)], title: &str) -> String {
+    let (w, h, left, bottom, top) = (760.0, 420.0, 70.0, 50.0, 40.0);
+    let plot_w = w - left - 30.0;
+    let plot_h = h - bottom - top;
+    let max_m = points.iter().map(|p| p.0).max().unwrap_or(1) as f64;
+    let x = |m: usize| left + (m as f64).log2() / max_m.log2().max(1.0) * plot_w;
+    let y = |pct: f64| top + plot_h * (1.0 - pct / 100.0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+        w / 2.0
+    );
+    for pct in [0.0, 25.0, 50.0, 75.0, 100.0] {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{pct}%</text>"##,
+            left + plot_w,
+            left - 6.0,
+            y(pct) + 4.0,
+            yy = y(pct)
+        );
+    }
+    let mut m = 1usize;
+    while m as f64 <= max_m {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx}" x2="{xx}" y1="{top}" y2="{}" stroke="#eee"/><text x="{xx}" y="{}" text-anchor="middle">{m}</text>"##,
+            top + plot_h,
+            top + plot_h + 16.0,
+            xx = x(m)
+        );
+        m *= 4;
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">batch size M (log scale)</text>"#,
+        left + plot_w / 2.0,
+        h - 10.0
+    );
+    for (idx, colour, label) in [
+        (1, "#1f77b4", "SCALE-Sim accounting"),
+        (2, "#d62728", "TPU-like (double-buffered weights)"),
+    ] {
+        let path: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "{}{:.1},{:.1}",
+                    if i == 0 { "M" } else { "L" },
+                    x(p.0),
+                    y(if idx == 1 { p.1 } else { p.2 })
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="1.5"/>"#,
+            path.join(" ")
+        );
+        let ly = top + 14.0 + 16.0 * (idx as f64 - 1.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{label}</text>"#,
+            left + 10.0,
+            left + 30.0,
+            left + 36.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            usage()
+        }
+    };
+    let cfg = match ArrayConfig::new(args.rows, args.cols, args.dataflow) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        }
+    };
+    let run = |m: usize, mode: Mode| analyze(&cfg, m, args.k, args.n, mode, args.buffers);
+    if args.sweep {
+        let batches: Vec<usize> = (1..=4096).collect();
+        let shown =
+            |m: usize| m.is_power_of_two() || (m % cfg.cols == 1 && m > 1 && m <= 4 * cfg.cols + 1);
+        let mut points = Vec::new();
+        println!(
+            "batch sweep: {} {}x{} array, layer K={} N={}",
+            cfg.dataflow.name(),
+            cfg.rows,
+            cfg.cols,
+            args.k,
+            args.n
+        );
+        println!(
+            "{:>6} {:>12} {:>10} {:>12} {:>10}",
+            "M", "cycles", "util %", "tpu cycles", "tpu util %"
+        );
+        for &m in &batches {
+            let (Ok(a), Ok(b)) = (run(m, Mode::ScaleSim), run(m, Mode::Tpu)) else {
+                continue;
+            };
+            if shown(m) {
+                println!(
+                    "{m:>6} {:>12} {:>10.2} {:>12} {:>10.2}",
+                    a.cycles, a.utilization_pct, b.cycles, b.utilization_pct
+                );
+            }
+            points.push((m, a.utilization_pct, b.utilization_pct));
+        }
+        if let Some(path) = &args.svg {
+            let title = format!(
+                "{}x{} {} array, {}x{} layer: utilization vs batch",
+                cfg.rows,
+                cfg.cols,
+                cfg.dataflow.name(),
+                args.k,
+                args.n
+            );
+            if let Err(e) = std::fs::write(path, svg_chart(&points, &title)) {
+                eprintln!("error: writing {path}: {e}");
+                std::process::exit(1)
+            }
+            println!("wrote {path}");
+        }
+        return;
+    }
+    if args.csv {
+        println!("dataflow,M,K,N,cycles,util_pct,mapping_eff_pct");
+    }
+    for &m in &args.m {
+        match run(m, args.mode) {
+            Ok(r) if args.csv => println!(
+                "{},{},{},{},{},{:.4},{:.4}",
+                cfg.dataflow.name(),
+                m,
+                args.k,
+                args.n,
+                r.cycles,
+                r.utilization_pct,
+                r.mapping_efficiency_pct
+            ),
+            Ok(r) => print_report(&r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }
+        }
+    }
+}
