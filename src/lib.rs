@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod amp;
 pub mod convert;
 mod cpu;
 pub mod dtype;

@@ -1,0 +1,268 @@
+//! Layers with explicit forward and backward passes, in a working precision
+//! `T` (f32, f16 or bf16) with f32 master weights, f32 accumulation and f32
+//! gradients of the weights.
+
+use crate::convert::{narrow, narrow_stochastic, widen, StochasticRng};
+use crate::dtype::FloatElement;
+use crate::gemm::{gemm, Activation, Epilogue, Parallelism};
+use crate::tensor::{MatMut, MatRef};
+use crate::Error;
+
+/// How master weights are rounded into the working copy after each step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkingRounding {
+    /// Round to nearest, ties to even.
+    NearestEven,
+    /// Stochastic rounding with this generator's stream (useful for bf16,
+    /// whose 8-bit significand swallows small updates).
+    Stochastic(StochasticRng),
+}
+
+/// `y = activation(x·Wᵀ + b)` for a batch of rows `x`.
+///
+/// Forward and both backward products run through the GEMM engine with f32
+/// accumulation; the bias and ReLU are applied in its epilogue (GELU is
+/// applied after it, since its backward needs the pre-activation).
+#[derive(Clone, Debug)]
+pub struct Linear<T> {
+    in_features: usize,
+    out_features: usize,
+    activation: Activation,
+    master_w: Vec<f32>,
+    master_b: Vec<f32>,
+    w: Vec<T>,
+    grad_w: Vec<f32>,
+    grad_b: Vec<f32>,
+    saved_x: Vec<T>,
+    saved: Vec<T>,
+    batch: usize,
+}
+
+fn gelu_grad(z: f32) -> f32 {
+    // d/dz of 0.5 z (1 + tanh(c (z + a z³))).
+    let (c, a) = (0.797_884_6_f32, 0.044_715_f32);
+    let inner = c * (z + a * z * z * z);
+    let t = inner.tanh();
+    0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * c * (1.0 + 3.0 * a * z * z)
+}
+
+impl<T: FloatElement> Linear<T> {
+    /// A layer initialised like PyTorch's `nn.Linear`
+    /// (`U(−1/√in, 1/√in)` for weights and bias), times `init_scale`.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        activation: Activation,
+        init_scale: f32,
+        rng: &mut StochasticRng,
+    ) -> Result<Self, Error> {
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::EmptyDimension {
+                what: "Linear",
+                shape: vec![out_features, in_features],
+            });
+        }
+        let bound = init_scale / (in_features as f32).sqrt();
+        let mut uniform = || ((rng.next_u64() >> 40) as f32 / 16_777_216.0 * 2.0 - 1.0) * bound;
+        let master_w: Vec<f32> = (0..in_features * out_features).map(|_| uniform()).collect();
+        let master_b: Vec<f32> = (0..out_features).map(|_| uniform()).collect();
+        let mut layer = Self {
+            in_features,
+            out_features,
+            activation,
+            w: vec![T::zeroed(); master_w.len()],
+            grad_w: vec![0.0; master_w.len()],
+            grad_b: vec![0.0; out_features],
+            master_w,
+            master_b,
+            saved_x: Vec::new(),
+            saved: Vec::new(),
+            batch: 0,
+        };
+        layer.refresh(&mut WorkingRounding::NearestEven)?;
+        Ok(layer)
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// The f32 master weights `[out, in]` and bias.
+    pub fn masters(&self) -> (&[f32], &[f32]) {
+        (&self.master_w, &self.master_b)
+    }
+
+    /// Mutable masters (for tests and custom initialisation); call
+    /// [`Linear::refresh`] afterwards.
+    pub fn masters_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.master_w, &mut self.master_b)
+    }
+
+    /// Gradients of the last backward pass (f32, as scaled by the loss scale
+    /// until unscaled).
+    pub fn grads(&self) -> (&[f32], &[f32]) {
+        (&self.grad_w, &self.grad_b)
+    }
+
+    /// Mutable gradients (for unscaling and clipping).
+    pub fn grads_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.grad_w, &mut self.grad_b)
+    }
+
+    /// Masters and their gradients, for an optimizer.
+    pub fn params_and_grads(&mut self) -> [(&mut [f32], &[f32]); 2] {
+        [
+            (&mut self.master_w, &self.grad_w),
+            (&mut self.master_b, &self.grad_b),
+        ]
+    }
+
+    /// Rounds the masters into the working copy.
+    pub fn refresh(&mut self, rounding: &mut WorkingRounding) -> Result<(), Error> {
+        match rounding {
+            WorkingRounding::NearestEven => narrow(&self.master_w, &mut self.w),
+            WorkingRounding::Stochastic(rng) => narrow_stochastic(&self.master_w, &mut self.w, rng),
+        }
+    }
+
+    /// Forward pass over `batch` rows of `x` (`[batch, in]`, row-major).
+    pub fn forward(&mut self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
+        let (i, o) = (self.in_features, self.out_features);
+        let xv = MatRef::from_row_major(x, batch, i)?;
+        let wt = MatRef::from_row_major(&self.w, o, i)?.t();
+        let mut y = vec![T::zeroed(); batch * o];
+        let fused = match self.activation {
+            Activation::Gelu => Activation::Identity,
+            a => a,
+        };
+        gemm(
+            xv,
+            wt,
+            MatMut::from_row_major(&mut y, batch, o)?,
+            &Epilogue::new().bias(&self.master_b).activation(fused),
+            par,
+        )?;
+        self.saved_x = x.to_vec();
+        self.batch = batch;
+        if self.activation == Activation::Gelu {
+            self.saved = y.clone();
+            for v in y.iter_mut() {
+                *v = T::from_f32(Activation::Gelu.apply(v.to_f32()));
+            }
+        } else {
+            self.saved = y.clone();
+        }
+        Ok(y)
+    }
+
+    /// Backward pass: from `dy` (`[batch, out]`) computes the weight and
+    /// bias gradients (f32, overwritten) and returns `dx` in f32
+    /// (`[batch, in]`); the caller rounds it to the working type.
+    pub fn backward(&mut self, dy: &[T], par: Parallelism) -> Result<Vec<f32>, Error> {
+        let (i, o, b) = (self.in_features, self.out_features, self.batch);
+        if dy.len() != b * o {
+            return Err(Error::LengthMismatch {
+                what: "Linear::backward (dy)",
+                expected: b * o,
+                actual: dy.len(),
+            });
+        }
+        let dz: Vec<T> = match self.activation {
+            Activation::Identity => dy.to_vec(),
+            Activation::Relu => dy
+                .iter()
+                .zip(&self.saved)
+                .map(|(&g, &y)| if y.to_f32() > 0.0 { g } else { T::zeroed() })
+                .collect(),
+            Activation::Gelu => dy
+                .iter()
+                .zip(&self.saved)
+                .map(|(&g, &z)| T::from_f32(g.to_f32() * gelu_grad(z.to_f32())))
+                .collect(),
+        };
+        let dzv = MatRef::from_row_major(&dz, b, o)?;
+        // dW = dzᵀ · x
+        gemm(
+            dzv.t(),
+            MatRef::from_row_major(&self.saved_x, b, i)?,
+            MatMut::from_row_major(&mut self.grad_w, o, i)?,
+            &Epilogue::new(),
+            par,
+        )?;
+        // db = column sums of dz, in f32, rows in order.
+        let mut wide = vec![0.0f32; dz.len()];
+        widen(&dz, &mut wide)?;
+        self.grad_b.fill(0.0);
+        for row in wide.chunks(o) {
+            for (g, &v) in self.grad_b.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+        // dx = dz · W
+        let mut dx = vec![0.0f32; b * i];
+        gemm(
+            dzv,
+            MatRef::from_row_major(&self.w, o, i)?,
+            MatMut::from_row_major(&mut dx, b, i)?,
+            &Epilogue::new(),
+            par,
+        )?;
+        Ok(dx)
+    }
+}
+
+/// Mean softmax cross-entropy of `logits` (`[batch, classes]`, any working
+/// type, computed in f32) against integer labels; returns the loss and
+/// `dL/dlogits` in f32 (`(softmax − onehot)/batch`).
+///
+/// ```
+/// use mixprec::amp::softmax_cross_entropy;
+/// let (loss, grad) = softmax_cross_entropy(&[0.0f32, 0.0], &[1], 2)?;
+/// assert!((loss - std::f32::consts::LN_2).abs() < 1e-6);
+/// assert_eq!(grad, vec![0.5, -0.5]);
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+pub fn softmax_cross_entropy<T: FloatElement>(
+    logits: &[T],
+    labels: &[u8],
+    classes: usize,
+) -> Result<(f32, Vec<f32>), Error> {
+    if classes == 0 || logits.len() != labels.len() * classes {
+        return Err(Error::LengthMismatch {
+            what: "softmax_cross_entropy (logits = batch × classes)",
+            expected: labels.len() * classes,
+            actual: logits.len(),
+        });
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(Error::InvalidParameter {
+            name: "label",
+            value: bad.to_string(),
+            requirement: "less than the number of classes",
+        });
+    }
+    let batch = labels.len();
+    let mut grad = vec![0.0f32; logits.len()];
+    let mut loss = 0.0f64;
+    for (r, &label) in labels.iter().enumerate() {
+        let row: Vec<f32> = logits[r * classes..(r + 1) * classes]
+            .iter()
+            .map(|v| v.to_f32())
+            .collect();
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        loss += (sum.ln() - (row[label as usize] - max)) as f64;
+        for (c, g) in grad[r * classes..(r + 1) * classes].iter_mut().enumerate() {
+            let onehot = if c == label as usize { 1.0 } else { 0.0 };
+            *g = (exps[c] / sum - onehot) / batch as f32;
+        }
+    }
+    Ok(((loss / batch as f64) as f32, grad))
+}

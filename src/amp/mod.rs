@@ -1,0 +1,388 @@
+//! Mixed-precision training: the three techniques of Micikevicius et al.
+//! (2018) — an f32 master copy of the weights, loss scaling, and f16/bf16
+//! products accumulated in f32 — packaged for a downstream crate.
+//!
+//! * [`Precision`]: `F32`, `Bf16` (no scaling needed: f32's exponent range),
+//!   `F16` with a dynamic [`LossScaler`], and `F16NoScale` (kept on purpose,
+//!   to show small gradients vanish).
+//! * [`LossScaler`]: PyTorch `GradScaler` semantics; [`has_non_finite`] is
+//!   its one-pass overflow check (AVX2 where available).
+//! * [`Linear`], [`Mlp`], [`softmax_cross_entropy`]: explicit forward and
+//!   backward passes through the GEMM engine.
+//! * [`Sgd`], [`AdamW`]: optimizers on the f32 masters.
+//! * [`train_step`]: one step of the whole recipe.
+//!
+//! ```
+//! use mixprec::amp::{train_step, Mlp, Precision, Sgd};
+//! use mixprec::gemm::{Activation, Parallelism};
+//! use mixprec::{convert::StochasticRng, f16};
+//! let mut rng = StochasticRng::new(1);
+//! let mut mlp = Mlp::<f16>::new(&[4, 8, 3], Activation::Relu, 1.0, &mut rng)?;
+//! let mut opt = Sgd::new(0.1, 0.9, 0.0)?;
+//! let mut scaler = Precision::F16.scaler();
+//! let x: Vec<f16> = (0..8).map(|i| f16::from_f32(i as f32 * 0.1)).collect();
+//! let out = train_step(&mut mlp, &mut opt, &mut scaler, &x, &[0, 2], 1.0, Parallelism::Serial)?;
+//! assert!(out.loss.is_finite() && !out.skipped);
+//! # Ok::<(), mixprec::Error>(())
+//! ```
+
+mod layers;
+mod optim;
+mod scaler;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+
+pub use layers::{softmax_cross_entropy, Linear, WorkingRounding};
+pub use optim::{AdamW, Optimizer, Sgd};
+pub use scaler::{LossScaler, ScalerState};
+
+use crate::convert::narrow;
+use crate::convert::StochasticRng;
+use crate::dtype::FloatElement;
+use crate::gemm::{Activation, Parallelism};
+use crate::Error;
+
+/// A training precision policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Everything in f32.
+    F32,
+    /// bf16 weights and activations, f32 masters and accumulation; no loss
+    /// scaling (bf16 has f32's exponent range).
+    Bf16,
+    /// f16 weights and activations, f32 masters and accumulation, dynamic
+    /// loss scaling.
+    F16,
+    /// f16 without loss scaling: small gradients flush to zero.
+    F16NoScale,
+}
+
+impl Precision {
+    /// All policies, in table order.
+    pub const ALL: [Precision; 4] = [
+        Precision::F32,
+        Precision::Bf16,
+        Precision::F16,
+        Precision::F16NoScale,
+    ];
+
+    /// The command-line name: `f32`, `bf16`, `f16`, `f16-noscale`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+            Precision::F16NoScale => "f16-noscale",
+        }
+    }
+
+    /// The loss scaler the policy uses: dynamic for `F16`, a fixed scale of
+    /// 1 (overflow still skips the step) otherwise.
+    pub fn scaler(self) -> LossScaler {
+        match self {
+            Precision::F16 => LossScaler::dynamic(),
+            _ => LossScaler::fixed(1.0).unwrap_or_else(|_| LossScaler::dynamic()),
+        }
+    }
+
+    /// Bytes of one working-precision value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            _ => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::InvalidParameter {
+                name: "precision",
+                value: format!("{s:?}"),
+                requirement: "one of f32, bf16, f16, f16-noscale",
+            })
+    }
+}
+
+/// True when any value is inf or NaN: one pass, AVX2 where available.
+///
+/// ```
+/// assert!(mixprec::amp::has_non_finite(&[1.0, f32::NAN]));
+/// assert!(!mixprec::amp::has_non_finite(&[1.0, f32::MAX]));
+/// ```
+pub fn has_non_finite(x: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { x86_avx2::has_non_finite(x) };
+    }
+    x.iter().any(|v| !v.is_finite())
+}
+
+/// A multilayer perceptron of [`Linear`] layers: the hidden layers use one
+/// activation, the last layer none (it produces logits).
+#[derive(Clone, Debug)]
+pub struct Mlp<T> {
+    layers: Vec<Linear<T>>,
+    rounding: WorkingRounding,
+}
+
+impl<T: FloatElement> Mlp<T> {
+    /// Layers of widths `sizes` (`[in, hidden…, out]`), PyTorch's default
+    /// initialisation times `init_scale`.
+    pub fn new(
+        sizes: &[usize],
+        activation: Activation,
+        init_scale: f32,
+        rng: &mut StochasticRng,
+    ) -> Result<Self, Error> {
+        if sizes.len() < 2 {
+            return Err(Error::InvalidParameter {
+                name: "Mlp sizes",
+                value: format!("{sizes:?}"),
+                requirement: "at least [in, out]",
+            });
+        }
+        let last = sizes.len() - 2;
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                Linear::new(
+                    w[0],
+                    w[1],
+                    if i == last {
+                        Activation::Identity
+                    } else {
+                        activation
+                    },
+                    init_scale,
+                    rng,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            layers,
+            rounding: WorkingRounding::NearestEven,
+        })
+    }
+
+    /// Use stochastic rounding when refreshing the working copies.
+    pub fn with_rounding(mut self, rounding: WorkingRounding) -> Self {
+        self.rounding = rounding;
+        self
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Linear<T>] {
+        &self.layers
+    }
+
+    /// Mutable layers.
+    pub fn layers_mut(&mut self) -> &mut [Linear<T>] {
+        &mut self.layers
+    }
+
+    /// Logits for `x` (`[batch, in]`).
+    pub fn forward(&mut self, x: &[T], par: Parallelism) -> Result<Vec<T>, Error> {
+        let batch = x.len() / self.layers[0].in_features();
+        if batch * self.layers[0].in_features() != x.len() {
+            return Err(Error::LengthMismatch {
+                what: "Mlp::forward (x = batch × in)",
+                expected: batch * self.layers[0].in_features(),
+                actual: x.len(),
+            });
+        }
+        let mut h = x.to_vec();
+        for layer in &mut self.layers {
+            h = layer.forward(&h, batch, par)?;
+        }
+        Ok(h)
+    }
+
+    /// Back-propagates `dlogits`; `observe` sees every activation gradient
+    /// in f32 (times the loss scale) before it is rounded to the working type.
+    pub fn backward(
+        &mut self,
+        dlogits: &[T],
+        par: Parallelism,
+        observe: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), Error> {
+        let mut g = dlogits.to_vec();
+        for (idx, layer) in self.layers.iter_mut().enumerate().rev() {
+            let dx = layer.backward(&g, par)?;
+            if idx > 0 {
+                observe(&dx);
+                g = vec![T::zeroed(); dx.len()];
+                narrow(&dx, &mut g)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rounds every layer's masters into its working copy.
+    pub fn refresh(&mut self) -> Result<(), Error> {
+        let mut rounding = std::mem::replace(&mut self.rounding, WorkingRounding::NearestEven);
+        let result = self
+            .layers
+            .iter_mut()
+            .try_for_each(|l| l.refresh(&mut rounding));
+        self.rounding = rounding;
+        result
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.in_features() * l.out_features() + l.out_features())
+            .sum()
+    }
+}
+
+/// What one [`train_step`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// Mean cross-entropy of the batch (times the loss weight), in f32.
+    pub loss: f32,
+    /// True when the gradients overflowed and the update was skipped.
+    pub skipped: bool,
+    /// The loss scale used for this step.
+    pub scale: f32,
+}
+
+/// One mixed-precision training step: forward in the working type, the
+/// loss in f32, `dL/dlogits × loss_weight × scale` rounded to the working
+/// type, backward (f32 accumulation, f32 weight gradients), unscale and
+/// overflow check, scaler update, and — unless the step overflowed — the
+/// optimizer step on the f32 masters and a refresh of the working copies.
+///
+/// `loss_weight` multiplies the loss (1.0 normally; a small weight models a
+/// weak learning signal, as an auxiliary loss term has).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<T: FloatElement, O: Optimizer>(
+    mlp: &mut Mlp<T>,
+    opt: &mut O,
+    scaler: &mut LossScaler,
+    x: &[T],
+    labels: &[u8],
+    loss_weight: f32,
+    par: Parallelism,
+) -> Result<StepOutcome, Error> {
+    train_step_observed(mlp, opt, scaler, x, labels, loss_weight, par, &mut |_| {})
+}
+
+/// [`train_step`] with an observer of the (scaled, f32) activation gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_observed<T: FloatElement, O: Optimizer>(
+    mlp: &mut Mlp<T>,
+    opt: &mut O,
+    scaler: &mut LossScaler,
+    x: &[T],
+    labels: &[u8],
+    loss_weight: f32,
+    par: Parallelism,
+    observe: &mut dyn FnMut(&[f32]),
+) -> Result<StepOutcome, Error> {
+    let classes = mlp.layers.last().map_or(0, |l| l.out_features());
+    let logits = mlp.forward(x, par)?;
+    let (loss, mut dlogits) = softmax_cross_entropy(&logits, labels, classes)?;
+    let scale = scaler.scale();
+    let factor = loss_weight * scale;
+    for g in dlogits.iter_mut() {
+        *g *= factor;
+    }
+    observe(&dlogits);
+    let mut dlog_t = vec![T::zeroed(); dlogits.len()];
+    narrow(&dlogits, &mut dlog_t)?;
+    mlp.backward(&dlog_t, par, observe)?;
+    let mut found_inf = false;
+    for layer in &mut mlp.layers {
+        let (gw, gb) = layer.grads_mut();
+        found_inf |= scaler.unscale(gw);
+        found_inf |= scaler.unscale(gb);
+    }
+    let step = scaler.update(found_inf);
+    if step {
+        let mut slot = 0;
+        for layer in &mut mlp.layers {
+            for (p, g) in layer.params_and_grads() {
+                opt.step(slot, p, g);
+                slot += 1;
+            }
+        }
+        opt.finish_step();
+        mlp.refresh()?;
+    }
+    Ok(StepOutcome {
+        loss: loss * loss_weight,
+        skipped: !step,
+        scale,
+    })
+}
+
+/// Magnitudes of activation gradients in log2 buckets, and how many would
+/// be lost in f16: rounded to zero without scaling, or with the loss scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradHistogram {
+    /// `counts[i]` holds values with `floor(log2 |g|) == MIN_LOG2 + i`.
+    pub counts: Vec<u64>,
+    /// Exact zeros.
+    pub zeros: u64,
+    /// All values seen.
+    pub total: u64,
+    /// Non-zero values that round to zero in f16 unscaled (|g| ≤ 2^-25).
+    pub lost_unscaled: u64,
+    /// Non-zero values that round to zero in f16 times the loss scale.
+    pub lost_scaled: u64,
+    /// Values that overflow f16 times the loss scale (|g·s| ≥ 65520).
+    pub overflow_scaled: u64,
+}
+
+impl Default for GradHistogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; (Self::MAX_LOG2 - Self::MIN_LOG2 + 1) as usize],
+            zeros: 0,
+            total: 0,
+            lost_unscaled: 0,
+            lost_scaled: 0,
+            overflow_scaled: 0,
+        }
+    }
+}
+
+impl GradHistogram {
+    /// Lowest bucket (values below land in it).
+    pub const MIN_LOG2: i32 = -40;
+    /// Highest bucket (values above land in it).
+    pub const MAX_LOG2: i32 = 16;
+
+    /// Adds true (unscaled) gradient values, judged against `scale`.
+    pub fn add(&mut self, grads: &[f32], scale: f32) {
+        let tiny = 2f32.powi(-25);
+        for &g in grads {
+            self.total += 1;
+            let a = g.abs();
+            if a == 0.0 || !a.is_finite() {
+                self.zeros += u64::from(a == 0.0);
+                continue;
+            }
+            let b = (a.log2().floor() as i32).clamp(Self::MIN_LOG2, Self::MAX_LOG2);
+            self.counts[(b - Self::MIN_LOG2) as usize] += 1;
+            self.lost_unscaled += u64::from(a <= tiny);
+            let s = a * scale;
+            self.lost_scaled += u64::from(s <= tiny);
+            self.overflow_scaled += u64::from(s >= 65520.0);
+        }
+    }
+}
+
+/// A deterministic generator seeded for reproducible training.
+pub fn rng(seed: u64) -> StochasticRng {
+    StochasticRng::new(seed)
+}
