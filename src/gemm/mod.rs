@@ -215,15 +215,26 @@ pub fn gemm<T: FloatElement, O: FloatElement>(
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
-    validate(&a, &b, &c, epilogue, parallelism)?;
-    driver::run(
+    gemm_on(
         a,
         b,
         c,
         epilogue,
         parallelism,
         crate::cpu::has_avx2_fma_f16c(),
-    );
+    )
+}
+
+fn gemm_on<T: FloatElement, O: FloatElement>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    validate(&a, &b, &c, epilogue, parallelism)?;
+    driver::run(a, b, c, epilogue, parallelism, simd);
     Ok(())
 }
 
@@ -237,9 +248,7 @@ pub fn gemm_portable<T: FloatElement, O: FloatElement>(
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
-    validate(&a, &b, &c, epilogue, parallelism)?;
-    driver::run(a, b, c, epilogue, parallelism, false);
-    Ok(())
+    gemm_on(a, b, c, epilogue, parallelism, false)
 }
 
 /// The contract as plain loops (see the module docs): the definition of the
@@ -250,9 +259,7 @@ pub fn reference<T: FloatElement, O: FloatElement>(
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
 ) -> Result<(), Error> {
-    validate(&a, &b, &c, epilogue, Parallelism::Serial)?;
-    reference::run(a, b, c, epilogue, ARRAY_ROWS);
-    Ok(())
+    reference_with_tile_height(a, b, c, epilogue, ARRAY_ROWS)
 }
 
 /// The contract's loops for an array of another height: K-tiles of

@@ -30,10 +30,14 @@ pub fn quantize<Q: QInt>(
     scale: f32,
     zero_point: i32,
 ) -> Result<(), Error> {
-    check_len("quant::quantize", src.len(), dst.len())?;
-    check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
-    quantize_dispatch(src, dst, scale, zero_point, crate::cpu::has_avx2_fma_f16c());
-    Ok(())
+    quantize_checked(
+        "quant::quantize",
+        src,
+        dst,
+        scale,
+        zero_point,
+        crate::cpu::has_avx2_fma_f16c(),
+    )
 }
 
 /// Dequantizes `src` into `dst` (same length): `(q − zero_point)·scale`.
@@ -43,10 +47,14 @@ pub fn dequantize<Q: QInt>(
     scale: f32,
     zero_point: i32,
 ) -> Result<(), Error> {
-    check_len("quant::dequantize", src.len(), dst.len())?;
-    check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
-    dequantize_dispatch(src, dst, scale, zero_point, crate::cpu::has_avx2_fma_f16c());
-    Ok(())
+    dequantize_checked(
+        "quant::dequantize",
+        src,
+        dst,
+        scale,
+        zero_point,
+        crate::cpu::has_avx2_fma_f16c(),
+    )
 }
 
 pub(crate) fn quantize_dispatch<Q: QInt>(
@@ -97,10 +105,14 @@ pub mod reference {
         scale: f32,
         zero_point: i32,
     ) -> Result<(), Error> {
-        check_len("quant::reference::quantize", src.len(), dst.len())?;
-        check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
-        quantize_dispatch(src, dst, scale, zero_point, false);
-        Ok(())
+        quantize_checked(
+            "quant::reference::quantize",
+            src,
+            dst,
+            scale,
+            zero_point,
+            false,
+        )
     }
 
     /// Scalar [`super::dequantize`].
@@ -110,11 +122,43 @@ pub mod reference {
         scale: f32,
         zero_point: i32,
     ) -> Result<(), Error> {
-        check_len("quant::reference::dequantize", src.len(), dst.len())?;
-        check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
-        dequantize_dispatch(src, dst, scale, zero_point, false);
-        Ok(())
+        dequantize_checked(
+            "quant::reference::dequantize",
+            src,
+            dst,
+            scale,
+            zero_point,
+            false,
+        )
     }
+}
+
+fn quantize_checked<Q: QInt>(
+    what: &'static str,
+    src: &[f32],
+    dst: &mut [Q],
+    scale: f32,
+    zero_point: i32,
+    simd: bool,
+) -> Result<(), Error> {
+    check_len(what, src.len(), dst.len())?;
+    check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
+    quantize_dispatch(src, dst, scale, zero_point, simd);
+    Ok(())
+}
+
+fn dequantize_checked<Q: QInt>(
+    what: &'static str,
+    src: &[Q],
+    dst: &mut [f32],
+    scale: f32,
+    zero_point: i32,
+    simd: bool,
+) -> Result<(), Error> {
+    check_len(what, src.len(), dst.len())?;
+    check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
+    dequantize_dispatch(src, dst, scale, zero_point, simd);
+    Ok(())
 }
 
 /// Runs `f(channel, range)` over the contiguous runs of a row-major tensor

@@ -311,16 +311,7 @@ pub fn qgemm<A: QInt, O: QOutput>(
     epilogue: &QEpilogue<'_>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
-    validate(
-        &a,
-        a_zero_points,
-        &b,
-        b_zero_points,
-        &c,
-        epilogue,
-        parallelism,
-    )?;
-    run(
+    qgemm_on(
         a,
         a_zero_points,
         b,
@@ -329,14 +320,11 @@ pub fn qgemm<A: QInt, O: QOutput>(
         epilogue,
         parallelism,
         crate::cpu::has_avx2_fma_f16c(),
-    );
-    Ok(())
+    )
 }
 
-/// [`qgemm`] forced onto the portable kernel, for testing the fallback.
-#[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
-pub fn qgemm_portable<A: QInt, O: QOutput>(
+fn qgemm_on<A: QInt, O: QOutput>(
     a: MatRef<'_, A>,
     a_zero_points: &[i32],
     b: MatRef<'_, i8>,
@@ -344,6 +332,7 @@ pub fn qgemm_portable<A: QInt, O: QOutput>(
     c: MatMut<'_, O>,
     epilogue: &QEpilogue<'_>,
     parallelism: Parallelism,
+    simd: bool,
 ) -> Result<(), Error> {
     validate(
         &a,
@@ -362,9 +351,33 @@ pub fn qgemm_portable<A: QInt, O: QOutput>(
         c,
         epilogue,
         parallelism,
-        false,
+        simd,
     );
     Ok(())
+}
+
+/// [`qgemm`] forced onto the portable kernel, for testing the fallback.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm_portable<A: QInt, O: QOutput>(
+    a: MatRef<'_, A>,
+    a_zero_points: &[i32],
+    b: MatRef<'_, i8>,
+    b_zero_points: &[i32],
+    c: MatMut<'_, O>,
+    epilogue: &QEpilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    qgemm_on(
+        a,
+        a_zero_points,
+        b,
+        b_zero_points,
+        c,
+        epilogue,
+        parallelism,
+        false,
+    )
 }
 
 /// The definition, as plain loops: the sum in i64 (exact; it fits i32 by
