@@ -23,6 +23,7 @@ fn benches(c: &mut Criterion) {
         g.throughput(Throughput::Elements((n * n * n) as u64));
         g.sample_size(if n >= 1024 { 10 } else { 20 });
         let au = bytes(n * n, 1);
+        let a7: Vec<u8> = au.iter().map(|&v| v & 0x7F).collect();
         let ai: Vec<i8> = au.iter().map(|&v| v as i8).collect();
         let bi: Vec<i8> = bytes(n * n, 2).iter().map(|&v| v as i8).collect();
         let af: Vec<f32> = ai.iter().map(|&v| v as f32).collect();
@@ -35,6 +36,20 @@ fn benches(c: &mut Criterion) {
                 qgemm(
                     MatRef::from_row_major(black_box(&au), n, n).unwrap(),
                     &[128],
+                    MatRef::from_row_major(&bi, n, n).unwrap(),
+                    &[0],
+                    MatMut::from_row_major(&mut ci, n, n).unwrap(),
+                    &QEpilogue::I32,
+                    Parallelism::Serial,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mixprec_u7xi8_i32", &id), |b| {
+            b.iter(|| {
+                qgemm(
+                    MatRef::from_row_major(black_box(&a7), n, n).unwrap(),
+                    &[64],
                     MatRef::from_row_major(&bi, n, n).unwrap(),
                     &[0],
                     MatMut::from_row_major(&mut ci, n, n).unwrap(),

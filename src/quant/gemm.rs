@@ -411,22 +411,53 @@ pub fn qgemm_reference<A: QInt, O: QOutput>(
     Ok(())
 }
 
-/// An integer micro-kernel over K-pairs: `acc (+)= Σ_t a_pair·b_pair` for an
-/// `MR × NR` block, operands as i16 pairs (k, k+1) interleaved.
+/// An integer micro-kernel: `acc (+)= Σ a·b` for an `MR × NR` block over
+/// groups of `GROUP` consecutive k, operands packed as `Packed` values.
+///
+/// Packed layouts: A panel `[(t·MR + r)·GROUP + g] = pack_a(a[r, t·GROUP + g])`,
+/// B panel `[(t·NR + j)·GROUP + g] = pack_b(b[t·GROUP + g, j])`, zero past
+/// the edges.
 pub(crate) trait IntKernel {
     const MR: usize;
     const NR: usize;
-    /// `a`: for each pair t, MR pairs (row r at `2r`); `b`: for each pair t,
-    /// NR pairs (column j at `2j`); `acc` rows at stride `ld`.
-    fn tile(pairs: usize, a: &[i16], b: &[i16], acc: &mut [i32], ld: usize, first: bool);
+    /// Consecutive k values combined by one instruction (2 or 4).
+    const GROUP: usize;
+    /// True when the zero points are subtracted while packing; false when
+    /// raw values are multiplied and row/column-sum corrections applied.
+    const SUBTRACTS_ZERO_POINTS: bool;
+    /// The packed element type.
+    type Packed: Copy + Default;
+    /// A value of A with its zero point `z`, packed.
+    fn pack_a(v: i32, z: i32) -> Self::Packed;
+    /// A value of B with its zero point `z`, packed.
+    fn pack_b(v: i32, z: i32) -> Self::Packed;
+    /// `groups` k-groups of both panels into the accumulator block (rows at
+    /// stride `ld`); `first` stores instead of adding.
+    fn tile(
+        groups: usize,
+        a: &[Self::Packed],
+        b: &[Self::Packed],
+        acc: &mut [i32],
+        ld: usize,
+        first: bool,
+    );
 }
 
-/// Portable integer kernel: 4×8, plain i32 arithmetic (exact).
+/// Portable integer kernel: 4×8 over k-pairs, plain i32 arithmetic (exact).
 struct PortableInt;
 
 impl IntKernel for PortableInt {
     const MR: usize = 4;
     const NR: usize = 8;
+    const GROUP: usize = 2;
+    const SUBTRACTS_ZERO_POINTS: bool = true;
+    type Packed = i16;
+    fn pack_a(v: i32, z: i32) -> i16 {
+        (v - z) as i16
+    }
+    fn pack_b(v: i32, z: i32) -> i16 {
+        (v - z) as i16
+    }
     fn tile(pairs: usize, a: &[i16], b: &[i16], acc: &mut [i32], ld: usize, first: bool) {
         let mut p = [[0i32; 8]; 4];
         for (ak, bk) in a
@@ -462,20 +493,96 @@ fn run<A: QInt, O: QOutput>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
+        if A::QMIN == 0 && fits_seven_bits(&a) {
+            return run_with::<A, O, super::x86_avx2::Avx2U7>(
+                a,
+                za,
+                b,
+                zb,
+                c,
+                epilogue,
+                parallelism,
+            );
+        }
         return run_with::<A, O, super::x86_avx2::Avx2Int>(a, za, b, zb, c, epilogue, parallelism);
     }
     let _ = simd;
     run_with::<A, O, PortableInt>(a, za, b, zb, c, epilogue, parallelism)
 }
 
+/// True when every value of a u8 A is at most 127: then `vpmaddubsw` pair
+/// sums (at most 2·127·128 = 32512) cannot saturate, so the faster u8×i8
+/// kernel is exact. Dynamic quantization with a 7-bit range (PyTorch's
+/// `reduce_range`) always gives such activations.
+#[cfg(target_arch = "x86_64")]
+fn fits_seven_bits<A: QInt>(a: &MatRef<'_, A>) -> bool {
+    if a.rows() == 0 || a.cols() == 0 {
+        return true;
+    }
+    if a.col_stride() == 1 || a.cols() == 1 {
+        let data = a.as_slice();
+        (0..a.rows()).all(|i| {
+            data[i * a.row_stride()..][..a.cols()]
+                .iter()
+                .all(|v| v.to_i32() <= 127)
+        })
+    } else {
+        (0..a.rows()).all(|i| (0..a.cols()).all(|kk| a.at(i, kk).to_i32() <= 127))
+    }
+}
+
 const MC: usize = 96;
 const NC: usize = 512;
 
+/// Packing buffers (one pair per packed type), the accumulator block and
+/// the sums for zero-point corrections, kept per thread.
 #[derive(Default)]
 struct IntWorkspace {
-    a: Vec<i16>,
-    b: Vec<i16>,
+    a16: Vec<i16>,
+    b16: Vec<i16>,
+    a8: Vec<u8>,
+    b8: Vec<u8>,
     acc: Vec<i32>,
+    row_sums: Vec<i32>,
+    col_sums: Vec<i32>,
+}
+
+/// The buffers one packed type uses, borrowed from the workspace.
+struct Buffers<'w, P> {
+    a: &'w mut Vec<P>,
+    b: &'w mut Vec<P>,
+    acc: &'w mut Vec<i32>,
+    row_sums: &'w mut Vec<i32>,
+    col_sums: &'w mut Vec<i32>,
+}
+
+/// The packing buffers of one packed type.
+trait PackBuffers<P> {
+    fn buffers(&mut self) -> Buffers<'_, P>;
+}
+
+impl PackBuffers<i16> for IntWorkspace {
+    fn buffers(&mut self) -> Buffers<'_, i16> {
+        Buffers {
+            a: &mut self.a16,
+            b: &mut self.b16,
+            acc: &mut self.acc,
+            row_sums: &mut self.row_sums,
+            col_sums: &mut self.col_sums,
+        }
+    }
+}
+
+impl PackBuffers<u8> for IntWorkspace {
+    fn buffers(&mut self) -> Buffers<'_, u8> {
+        Buffers {
+            a: &mut self.a8,
+            b: &mut self.b8,
+            acc: &mut self.acc,
+            row_sums: &mut self.row_sums,
+            col_sums: &mut self.col_sums,
+        }
+    }
 }
 
 thread_local! {
@@ -498,7 +605,9 @@ fn run_with<A: QInt, O: QOutput, K: IntKernel>(
     c: MatMut<'_, O>,
     epilogue: &QEpilogue<'_>,
     parallelism: Parallelism,
-) {
+) where
+    IntWorkspace: PackBuffers<K::Packed>,
+{
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     if m == 0 || n == 0 {
         return;
@@ -532,15 +641,12 @@ fn serial<A: QInt, O: QOutput, K: IntKernel>(
     (row0, col0): (usize, usize),
     epilogue: &QEpilogue<'_>,
     ws: &mut IntWorkspace,
-) {
+) where
+    IntWorkspace: PackBuffers<K::Packed>,
+{
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
-    let pairs = k.div_ceil(2);
-    let IntWorkspace {
-        a: a_buf,
-        b: b_buf,
-        acc: acc_buf,
-    } = ws;
-    if pairs == 0 {
+    let groups = k.div_ceil(K::GROUP);
+    if groups == 0 {
         // K = 0: every sum is 0.
         for i in 0..m {
             for j in 0..n {
@@ -549,145 +655,162 @@ fn serial<A: QInt, O: QOutput, K: IntKernel>(
         }
         return;
     }
+    let Buffers {
+        a: a_buf,
+        b: b_buf,
+        acc: acc_buf,
+        row_sums: row_buf,
+        col_sums: col_buf,
+    } = <IntWorkspace as PackBuffers<K::Packed>>::buffers(ws);
+    let tile_groups = ARRAY_ROWS / K::GROUP;
     for jc in (0..n).step_by(NC) {
         let nb = NC.min(n - jc);
         let nb_pad = nb.div_ceil(K::NR) * K::NR;
-        let packed_b = grow(b_buf, nb_pad * 2 * pairs);
-        pack_b(&b, zb, col0 + jc, jc, nb, K::NR, packed_b);
+        let packed_b = grow(b_buf, nb_pad * K::GROUP * groups);
+        let col_sums = grow(col_buf, nb);
+        let sums = (!K::SUBTRACTS_ZERO_POINTS).then_some(&mut col_sums[..]);
+        pack::<i8, K::Packed>(
+            &b.t(),
+            zb,
+            col0 + jc,
+            jc,
+            nb,
+            K::NR,
+            K::GROUP,
+            packed_b,
+            K::pack_b,
+            sums,
+        );
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
             let mb_pad = mb.div_ceil(K::MR) * K::MR;
-            let packed_a = grow(a_buf, mb_pad * 2 * pairs);
-            pack_a(&a, za, row0 + ic, ic, mb, K::MR, packed_a);
+            let packed_a = grow(a_buf, mb_pad * K::GROUP * groups);
+            let row_sums = grow(row_buf, mb);
+            let sums = (!K::SUBTRACTS_ZERO_POINTS).then_some(&mut row_sums[..]);
+            pack::<A, K::Packed>(
+                &a,
+                za,
+                row0 + ic,
+                ic,
+                mb,
+                K::MR,
+                K::GROUP,
+                packed_a,
+                K::pack_a,
+                sums,
+            );
             let acc = grow(acc_buf, mb_pad * nb_pad);
-            // K-tiles of ARRAY_ROWS (an even number, so pairs never straddle tiles).
-            for t0 in (0..pairs).step_by(ARRAY_ROWS / 2) {
-                let tp = (ARRAY_ROWS / 2).min(pairs - t0);
-                for (p, b_panel) in packed_b.chunks_exact(2 * pairs * K::NR).enumerate() {
-                    let b_tile = &b_panel[2 * t0 * K::NR..2 * (t0 + tp) * K::NR];
-                    for (q, a_panel) in packed_a.chunks_exact(2 * pairs * K::MR).enumerate() {
-                        let a_tile = &a_panel[2 * t0 * K::MR..2 * (t0 + tp) * K::MR];
+            // K-tiles of ARRAY_ROWS (a multiple of every group size).
+            for t0 in (0..groups).step_by(tile_groups) {
+                let tg = tile_groups.min(groups - t0);
+                for (p, b_panel) in packed_b.chunks_exact(K::GROUP * groups * K::NR).enumerate() {
+                    let b_tile = &b_panel[K::GROUP * t0 * K::NR..K::GROUP * (t0 + tg) * K::NR];
+                    for (q, a_panel) in packed_a.chunks_exact(K::GROUP * groups * K::MR).enumerate()
+                    {
+                        let a_tile = &a_panel[K::GROUP * t0 * K::MR..K::GROUP * (t0 + tg) * K::MR];
                         let at = q * K::MR * nb_pad + p * K::NR;
-                        K::tile(tp, a_tile, b_tile, &mut acc[at..], nb_pad, t0 == 0);
+                        K::tile(tg, a_tile, b_tile, &mut acc[at..], nb_pad, t0 == 0);
                     }
                 }
             }
+            let (rs, cs) = (c.row_stride(), c.col_stride());
+            let out = c.as_mut_slice();
             for i in 0..mb {
-                for j in 0..nb {
-                    let v =
-                        O::from_acc(acc[i * nb_pad + j], row0 + ic + i, col0 + jc + j, epilogue);
-                    c.set(ic + i, jc + j, v);
+                let acc_row = &acc[i * nb_pad..i * nb_pad + nb];
+                let start = (ic + i) * rs + jc * cs;
+                let z_a = pick(za, row0 + ic + i);
+                for (j, &v) in acc_row.iter().enumerate() {
+                    let v = if K::SUBTRACTS_ZERO_POINTS {
+                        v
+                    } else {
+                        // Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb, exact mod 2^32.
+                        let z_b = pick(zb, col0 + jc + j);
+                        v.wrapping_sub(z_b.wrapping_mul(row_sums[i]))
+                            .wrapping_sub(z_a.wrapping_mul(col_sums[j]))
+                            .wrapping_add((k as i32).wrapping_mul(z_a).wrapping_mul(z_b))
+                    };
+                    out[start + j * cs] = O::from_acc(v, row0 + ic + i, col0 + jc + j, epilogue);
                 }
             }
         }
     }
 }
 
-/// Packs rows `i0..i0 + mb` of A as i16 `a − za[row]`, MR-row panels of
-/// k-pairs (`panel[t·MR + r] = [a(r, 2t), a(r, 2t+1)]`); zero padding past
-/// `mb` rows and past K.
-fn pack_a<A: QInt>(
-    a: &MatRef<'_, A>,
-    za: &[i32],
+/// Packs `len` rows (from `i0`) of `src` into `unit`-row panels of
+/// `group`-long k-groups: `panel[(t·unit + r)·group + g] =
+/// f(src[i0 + q·unit + r, t·group + g], z[row])`, zero past the edges. B is
+/// packed through its transpose. Fast paths for either unit stride.
+#[allow(clippy::too_many_arguments)]
+fn pack<S: QInt, P: Copy + Default>(
+    src: &MatRef<'_, S>,
+    zero_points: &[i32],
     global_i0: usize,
     i0: usize,
-    mb: usize,
-    mr: usize,
-    dst: &mut [i16],
+    len: usize,
+    unit: usize,
+    group: usize,
+    dst: &mut [P],
+    f: impl Fn(i32, i32) -> P,
+    mut sums: Option<&mut [i32]>,
 ) {
-    let k = a.cols();
-    let pairs = k.div_ceil(2);
-    let (rs, cs, data) = (a.row_stride(), a.col_stride(), a.as_slice());
-    for (q, panel) in dst.chunks_exact_mut(2 * pairs * mr).enumerate() {
-        for r in 0..mr {
-            let i = q * mr + r;
-            let slots = panel[2 * r..].chunks_mut(2 * mr).take(pairs);
-            if i >= mb {
-                for slot in slots {
-                    slot[..2].fill(0);
-                }
-                continue;
-            }
-            let z = pick(za, global_i0 + i);
-            let start = (i0 + i) * rs;
-            let value = |kk: usize| {
-                if kk < k {
-                    (data[start + kk * cs].to_i32() - z) as i16
-                } else {
-                    0
-                }
-            };
-            if cs == 1 {
-                // Contiguous row: read it pairwise.
-                let row = &data[start..start + k];
-                let mut pairs_in = row.chunks_exact(2);
-                let mut slots = slots;
-                // `pairs_in` first: zip stops on it without consuming a slot.
-                for (pr, slot) in (&mut pairs_in).zip(&mut slots) {
-                    slot[0] = (pr[0].to_i32() - z) as i16;
-                    slot[1] = (pr[1].to_i32() - z) as i16;
-                }
-                if let (Some(slot), [last]) = (slots.next(), pairs_in.remainder()) {
-                    slot[0] = (last.to_i32() - z) as i16;
-                    slot[1] = 0;
-                }
-            } else {
-                for (t, slot) in slots.enumerate() {
-                    slot[0] = value(2 * t);
-                    slot[1] = value(2 * t + 1);
+    let k = src.cols();
+    let groups = k.div_ceil(group);
+    let (rs, cs, data) = (src.row_stride(), src.col_stride(), src.as_slice());
+    dst.fill(P::default());
+    if let Some(s) = sums.as_deref_mut() {
+        s.fill(0);
+    }
+    let panel_len = group * groups * unit;
+    let panels = len.div_ceil(unit);
+    if rs == 1 && len > 1 {
+        // Columns contiguous (B row-major, seen through its transpose):
+        // walk k outer, rows inner, no divisions in the loops.
+        let zs: Vec<i32> = (0..len).map(|i| pick(zero_points, global_i0 + i)).collect();
+        // Panel by panel, so the writes of one panel are contiguous.
+        for q in 0..panels {
+            let rows = unit.min(len - q * unit);
+            let zq = &zs[q * unit..q * unit + rows];
+            for t in 0..groups {
+                let base = q * panel_len + t * unit * group;
+                for g in 0..group.min(k - t * group) {
+                    let kk = t * group + g;
+                    let seg = &data[i0 + kk * cs + q * unit..i0 + kk * cs + q * unit + rows];
+                    for (r, (&v, &z)) in seg.iter().zip(zq).enumerate() {
+                        dst[base + r * group + g] = f(v.to_i32(), z);
+                    }
+                    if let Some(s) = sums.as_deref_mut() {
+                        for (acc, &v) in s[q * unit..q * unit + rows].iter_mut().zip(seg) {
+                            *acc = acc.wrapping_add(v.to_i32());
+                        }
+                    }
                 }
             }
         }
+        return;
     }
-}
-
-/// Packs columns `j0..j0 + nb` of B as i16 `b − zb[col]`, NR-column panels
-/// of k-pairs (`panel[t·NR + j] = [b(2t, j), b(2t+1, j)]`); zero padding
-/// past `nb` columns and past K.
-fn pack_b(
-    b: &MatRef<'_, i8>,
-    zb: &[i32],
-    global_j0: usize,
-    j0: usize,
-    nb: usize,
-    nr: usize,
-    dst: &mut [i16],
-) {
-    let k = b.rows();
-    let pairs = k.div_ceil(2);
-    let (rs, cs, data) = (b.row_stride(), b.col_stride(), b.as_slice());
-    let zero_of = |j: usize| pick(zb, global_j0 + j);
-    for (p, panel) in dst.chunks_exact_mut(2 * pairs * nr).enumerate() {
-        let live = nr.min(nb - p * nr);
-        for t in 0..pairs {
-            let slot = &mut panel[2 * t * nr..2 * (t + 1) * nr];
-            let (k0, k1) = (2 * t, 2 * t + 1);
-            if cs == 1 {
-                // Two contiguous row segments, interleaved.
-                let row0 = &data[k0 * rs + j0 + p * nr..][..live];
-                let has1 = k1 < k;
-                for (r, &v0) in row0.iter().enumerate() {
-                    let z = zero_of(p * nr + r);
-                    let v1 = if has1 {
-                        data[k1 * rs + j0 + p * nr + r] as i32 - z
+    for q in 0..panels {
+        for r in 0..unit.min(len - q * unit) {
+            let i = q * unit + r;
+            let z = pick(zero_points, global_i0 + i);
+            let start = (i0 + i) * rs;
+            let mut sum = 0i32;
+            for t in 0..groups {
+                let base = q * panel_len + (t * unit + r) * group;
+                for g in 0..group.min(k - t * group) {
+                    let kk = t * group + g;
+                    let v = if cs == 1 {
+                        data[start + kk]
                     } else {
-                        0
-                    };
-                    slot[2 * r] = (v0 as i32 - z) as i16;
-                    slot[2 * r + 1] = v1 as i16;
-                }
-            } else {
-                for r in 0..live {
-                    let (j, z) = (j0 + p * nr + r, zero_of(p * nr + r));
-                    slot[2 * r] = (data[k0 * rs + j * cs] as i32 - z) as i16;
-                    slot[2 * r + 1] = if k1 < k {
-                        (data[k1 * rs + j * cs] as i32 - z) as i16
-                    } else {
-                        0
-                    };
+                        data[start + kk * cs]
+                    }
+                    .to_i32();
+                    dst[base + g] = f(v, z);
+                    sum = sum.wrapping_add(v);
                 }
             }
-            slot[2 * live..].fill(0);
+            if let Some(s) = sums.as_deref_mut() {
+                s[i] = sum;
+            }
         }
     }
 }

@@ -2,7 +2,10 @@
 //! scheme, with per-row activation parameters).
 
 use super::gemm::{qgemm, QEpilogue};
-use super::{quantize, QuantParams, Scheme};
+use super::{quantize, scale_zp_from_range, QuantParams, Scheme};
+
+/// Largest quantized activation: 7 bits.
+pub const ACTIVATION_QMAX: i32 = 127;
 use crate::gemm::Parallelism;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
@@ -99,15 +102,14 @@ impl DynamicQuantLinear {
             let (lo, hi) = row
                 .iter()
                 .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
-            let p = QuantParams::from_range::<u8>(lo, hi, Scheme::Affine)?;
-            quantize(
-                row,
-                &mut xq[r * self.in_features..(r + 1) * self.in_features],
-                p.scale(0),
-                p.zero_point(0),
-            )?;
-            scales.push(p.scale(0));
-            zps.push(p.zero_point(0));
+            let (scale, zp) = scale_zp_from_range(lo, hi, 0, ACTIVATION_QMAX, Scheme::Affine)?;
+            let q = &mut xq[r * self.in_features..(r + 1) * self.in_features];
+            quantize(row, q, scale, zp)?;
+            for v in q.iter_mut() {
+                *v = (*v).min(ACTIVATION_QMAX as u8);
+            }
+            scales.push(scale);
+            zps.push(zp);
         }
         let mut y = Tensor::<f32>::zeros(&[batch, self.out_features])?;
         let w = MatRef::from_row_major(&self.weight, self.out_features, self.in_features)?;

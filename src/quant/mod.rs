@@ -50,7 +50,7 @@ mod x86_avx2;
 
 pub use convert::{dequantize, dequantize_tensor, quantize, quantize_tensor, reference};
 pub use gemm::{max_k, qgemm, qgemm_portable, qgemm_reference, QEpilogue, QOutput};
-pub use linear::DynamicQuantLinear;
+pub use linear::{DynamicQuantLinear, ACTIVATION_QMAX};
 
 use crate::dtype::Element;
 use crate::Error;

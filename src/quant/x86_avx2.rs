@@ -86,6 +86,17 @@ const NR: usize = 16;
 impl IntKernel for Avx2Int {
     const MR: usize = MR;
     const NR: usize = NR;
+    const GROUP: usize = 2;
+    const SUBTRACTS_ZERO_POINTS: bool = true;
+    type Packed = i16;
+
+    fn pack_a(v: i32, z: i32) -> i16 {
+        (v - z) as i16
+    }
+
+    fn pack_b(v: i32, z: i32) -> i16 {
+        (v - z) as i16
+    }
 
     fn tile(pairs: usize, a: &[i16], b: &[i16], acc: &mut [i32], ld: usize, first: bool) {
         assert!(a.len() >= 2 * pairs * MR && b.len() >= 2 * pairs * NR);
@@ -134,6 +145,90 @@ unsafe fn tile_madd(
     }
     if pairs % 2 == 1 {
         step(&mut p, a, b);
+    }
+    for (r, pr) in p.iter().enumerate() {
+        // SAFETY: row r < 6 of the accumulator block, 16 i32.
+        unsafe {
+            let dst = acc.add(r * ld) as *mut __m256i;
+            let (s0, s1) = if first {
+                (_mm256_setzero_si256(), _mm256_setzero_si256())
+            } else {
+                (_mm256_loadu_si256(dst), _mm256_loadu_si256(dst.add(1)))
+            };
+            _mm256_storeu_si256(dst, _mm256_add_epi32(s0, pr[0]));
+            _mm256_storeu_si256(dst.add(1), _mm256_add_epi32(s1, pr[1]));
+        }
+    }
+}
+
+/// 6 rows × 16 columns of i32 sums from u8 A values ≤ 127 and i8 B values:
+/// per group of four k, one `vpmaddubsw` (u8·i8 pair sums in i16, at most
+/// 2·127·128 = 32512: never saturating) and one `vpmaddwd` by ones (to i32)
+/// per 8 columns. Raw values are multiplied; the driver applies the
+/// zero-point corrections. Only chosen when every A value is ≤ 127.
+pub(crate) struct Avx2U7;
+
+impl IntKernel for Avx2U7 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const GROUP: usize = 4;
+    const SUBTRACTS_ZERO_POINTS: bool = false;
+    type Packed = u8;
+
+    fn pack_a(v: i32, _z: i32) -> u8 {
+        v as u8
+    }
+
+    fn pack_b(v: i32, _z: i32) -> u8 {
+        v as i8 as u8
+    }
+
+    fn tile(quads: usize, a: &[u8], b: &[u8], acc: &mut [i32], ld: usize, first: bool) {
+        assert!(a.len() >= 4 * quads * MR && b.len() >= 4 * quads * NR);
+        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        // SAFETY: the driver selects this kernel only when the CPU has AVX2;
+        // the asserts bound every access.
+        unsafe { tile_maddubs(quads, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
+    }
+}
+
+/// # Safety
+/// AVX2; `a` has `4·quads·6` bytes, `b` has `4·quads·16`, `acc` has 6 rows
+/// of 16 i32 at stride `ld`; every byte of `a` is at most 127.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_maddubs(
+    quads: usize,
+    a: *const u8,
+    b: *const u8,
+    acc: *mut i32,
+    ld: usize,
+    first: bool,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut p = [[_mm256_setzero_si256(); 2]; MR];
+    #[inline(always)]
+    fn step(p: &mut [[__m256i; 2]; MR], a: *const u8, b: *const u8, ones: __m256i) {
+        // SAFETY: the caller passes one k-quad of each panel.
+        unsafe {
+            let b0 = _mm256_loadu_si256(b as *const __m256i);
+            let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
+            for (r, pr) in p.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32((a.add(4 * r) as *const i32).read_unaligned());
+                pr[0] =
+                    _mm256_add_epi32(pr[0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
+                pr[1] =
+                    _mm256_add_epi32(pr[1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+            }
+        }
+    }
+    let (mut a, mut b) = (a, b);
+    for _ in 0..quads {
+        step(&mut p, a, b, ones);
+        // SAFETY: advancing within the panels (one quad each).
+        unsafe {
+            a = a.add(4 * MR);
+            b = b.add(4 * NR);
+        }
     }
     for (r, pr) in p.iter().enumerate() {
         // SAFETY: row r < 6 of the accumulator block, 16 i32.
