@@ -5,10 +5,15 @@
 //! driver mirrors the float engine: K-tiles of [`crate::gemm::ARRAY_ROWS`],
 //! packed panels, threads over M or N.
 //!
-//! Zero points are subtracted while packing: the operands are widened to
-//! i16 anyway (for `vpmaddwd`), and `a − za`, `b − zb` fit in i16, so the
-//! row- and column-sum corrections gemmlowp applies after an 8-bit product
-//! are not needed; the result is the same exact integer.
+//! Two exact kernels, chosen at run time: the general one widens both
+//! operands to i16 with the zero points subtracted while packing (`a − za`
+//! and `b − zb` fit in i16) and uses `vpmaddwd`, so no correction terms are
+//! needed; when A is u8 and every value is ≤ 127 (7-bit activations), raw
+//! bytes go through `vpmaddubsw` (pair sums at most 2·127·128 = 32512, so
+//! its i16 saturation never triggers) and the zero points are applied
+//! afterwards with gemmlowp's row- and column-sum corrections,
+//! `Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb`, exact modulo 2^32 and
+//! therefore exact within the K limit.
 
 use super::requant::requantize;
 use super::QInt;
