@@ -146,19 +146,8 @@ unsafe fn tile_madd(
     if pairs % 2 == 1 {
         step(&mut p, a, b);
     }
-    for (r, pr) in p.iter().enumerate() {
-        // SAFETY: row r < 6 of the accumulator block, 16 i32.
-        unsafe {
-            let dst = acc.add(r * ld) as *mut __m256i;
-            let (s0, s1) = if first {
-                (_mm256_setzero_si256(), _mm256_setzero_si256())
-            } else {
-                (_mm256_loadu_si256(dst), _mm256_loadu_si256(dst.add(1)))
-            };
-            _mm256_storeu_si256(dst, _mm256_add_epi32(s0, pr[0]));
-            _mm256_storeu_si256(dst.add(1), _mm256_add_epi32(s1, pr[1]));
-        }
-    }
+    // SAFETY: per this function's contract, `acc` has 6 rows of 16 i32.
+    unsafe { store_block(&p, acc, ld, first) }
 }
 
 /// 6 rows × 16 columns of i32 sums from u8 A values ≤ 127 and i8 B values:
@@ -230,6 +219,17 @@ unsafe fn tile_maddubs(
             b = b.add(4 * NR);
         }
     }
+    // SAFETY: per this function's contract, `acc` has 6 rows of 16 i32.
+    unsafe { store_block(&p, acc, ld, first) }
+}
+
+/// `acc[r·ld ..][..16] = (first ? 0 : acc) + p[r]` for the 6 rows (wrapping).
+///
+/// # Safety
+/// AVX2; `acc` has 6 rows of 16 i32 at stride `ld`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_block(p: &[[__m256i; 2]; MR], acc: *mut i32, ld: usize, first: bool) {
     for (r, pr) in p.iter().enumerate() {
         // SAFETY: row r < 6 of the accumulator block, 16 i32.
         unsafe {
