@@ -2,7 +2,9 @@
 //!
 //! A TPU-style matrix unit's numerics on the CPU: bf16, f16 and OCP FP8 number
 //! formats with fast, exactly specified conversions; tensors and strided matrix
-//! views of them.
+//! views; a GEMM engine tiled like a 128×128 systolic array whose results are
+//! specified to the bit; int8 quantization with an exact integer GEMM; a model
+//! of the systolic array; and loss-scaled mixed-precision training.
 //!
 //! ```
 //! use mixprec::{bf16, Tensor};
@@ -17,6 +19,10 @@
 //! * [`dtype`]: the formats ([`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`]), [`DType`], [`Element`].
 //! * [`convert`]: slice conversions, SIMD-accelerated, bit-identical to a scalar reference.
 //! * [`tensor`]: [`Tensor`], [`MatRef`], [`MatMut`].
+//! * [`gemm`]: the bit-exact, systolic-tiled GEMM and its reference loops.
+//! * [`quant`]: quantization parameters, observers, the integer GEMM, requantization.
+//! * [`systolic`]: cycle-stepped simulation and analytical model of the array.
+//! * [`amp`]: loss scaling, f32 master weights, layers, optimizers, `train_step`.
 
 #![warn(missing_docs)]
 
