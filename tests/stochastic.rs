@@ -140,3 +140,50 @@ fn unbiased_f16() {
         check_unbiased::<f16>(x, 100 + i as u64);
     }
 }
+
+/// The bf16 stream, specified: SplitMix64 outputs in order, each giving four
+/// consecutive elements 16 bits (low bits first); `(bits + r) >> 16`; NaN by
+/// the NaN rule. The dispatched (SIMD) path must produce exactly this, for
+/// every length (tails) and from any generator state.
+#[test]
+fn bf16_stream_is_the_documented_one() {
+    fn splitmix(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    for len in [0usize, 1, 3, 4, 15, 16, 17, 33, 64, 1000] {
+        for seed in [0u64, 1, u64::MAX, 0x1234_5678_9ABC_DEF0] {
+            let xs: Vec<f32> = (0..len)
+                .map(|i| match i % 7 {
+                    0 => f32::NAN,
+                    1 => -f32::from_bits(0x7F80_0001),
+                    2 => f32::INFINITY,
+                    _ => (i as f32 * 0.731).sin() * 1e3,
+                })
+                .collect();
+            let mut rng = StochasticRng::new(seed);
+            let mut got = vec![bf16::ZERO; len];
+            narrow_stochastic(&xs, &mut got, &mut rng).unwrap();
+            let mut state = seed;
+            let mut want = Vec::with_capacity(len);
+            for chunk in xs.chunks(4) {
+                let r = splitmix(&mut state);
+                for (j, x) in chunk.iter().enumerate() {
+                    let bits = x.to_bits();
+                    want.push(if bits & 0x7FFF_FFFF > 0x7F80_0000 {
+                        ((bits >> 16) | 0x40) as u16
+                    } else {
+                        ((bits + ((r >> (16 * j)) as u32 & 0xFFFF)) >> 16) as u16
+                    });
+                }
+            }
+            let got: Vec<u16> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "len {len} seed {seed:#x}");
+            // The generator continues where the stream left off.
+            assert_eq!(rng.next_u64(), splitmix(&mut state), "len {len}");
+        }
+    }
+}

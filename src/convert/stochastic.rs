@@ -11,7 +11,7 @@ use crate::Error;
 /// (16 bits each), the other formats one per element.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StochasticRng {
-    state: u64,
+    pub(crate) state: u64,
 }
 
 impl StochasticRng {
@@ -20,9 +20,12 @@ impl StochasticRng {
         Self { state: seed }
     }
 
+    /// The golden-ratio increment of the state per output.
+    pub(crate) const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(Self::GAMMA);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -70,7 +73,14 @@ pub fn narrow_stochastic<T: FloatElement>(
         // one 64-bit draw serves four elements. Same result as
         // `narrow_bits` with those 16 bits.
         let dst: &mut [u16] = bytemuck::cast_slice_mut(dst);
-        for (d4, x4) in dst.chunks_mut(4).zip(src.chunks(4)) {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::has_avx2_fma_f16c() {
+            // SAFETY: the CPU has AVX2 (checked above).
+            done = unsafe { super::x86_avx2::stochastic_bf16(src, dst, &mut rng.state) };
+        }
+        // The rest (and everything on other CPUs): the same stream, scalar.
+        for (d4, x4) in dst[done..].chunks_mut(4).zip(src[done..].chunks(4)) {
             let r = rng.next_u64();
             for (j, (d, &x)) in d4.iter_mut().zip(x4).enumerate() {
                 let bits = x.to_bits();

@@ -241,3 +241,77 @@ pub(crate) unsafe fn widen_fp8(src: &[u8], dst: &mut [f32], fmt: Format) {
     }
     widen_bits_slice(&src[body..n], &mut dst[body..n], fmt);
 }
+
+/// 64-bit lane-wise multiply by a constant (AVX2 has no `vpmullq`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul64_const(a: __m256i, c: u64) -> __m256i {
+    let c_lo = _mm256_set1_epi64x((c & 0xFFFF_FFFF) as i64);
+    let c_hi = _mm256_set1_epi64x((c >> 32) as i64);
+    let lo = _mm256_mul_epu32(a, c_lo);
+    let cross = _mm256_add_epi64(
+        _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), c_lo),
+        _mm256_mul_epu32(a, c_hi),
+    );
+    _mm256_add_epi64(lo, _mm256_slli_epi64::<32>(cross))
+}
+
+/// Stochastic rounding f32 → bf16, sixteen elements per step: four
+/// SplitMix64 outputs (the same stream as `StochasticRng::next_u64`, four
+/// states advanced at once) give each element its 16 random bits in order;
+/// then `(bits + r) >> 16`, NaNs by the NaN rule. Returns how many elements
+/// were done (a multiple of 16) and advances `state` past the outputs used.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn stochastic_bf16(src: &[f32], dst: &mut [u16], state: &mut u64) -> usize {
+    use crate::convert::StochasticRng;
+    let n = src.len().min(dst.len());
+    let body = n - n % 16;
+    let g = StochasticRng::GAMMA;
+    let mut lanes = _mm256_setr_epi64x(
+        state.wrapping_add(g) as i64,
+        state.wrapping_add(g.wrapping_mul(2)) as i64,
+        state.wrapping_add(g.wrapping_mul(3)) as i64,
+        state.wrapping_add(g.wrapping_mul(4)) as i64,
+    );
+    let step = _mm256_set1_epi64x(g.wrapping_mul(4) as i64);
+    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let inf = _mm256_set1_epi32(0x7F80_0000);
+    let quiet = _mm256_set1_epi32(0x0040);
+    let mut i = 0;
+    while i < body {
+        let mut z = lanes;
+        z = mul64_const(
+            _mm256_xor_si256(z, _mm256_srli_epi64::<30>(z)),
+            0xBF58_476D_1CE4_E5B9,
+        );
+        z = mul64_const(
+            _mm256_xor_si256(z, _mm256_srli_epi64::<27>(z)),
+            0x94D0_49BB_1331_11EB,
+        );
+        z = _mm256_xor_si256(z, _mm256_srli_epi64::<31>(z));
+        // 16 random u16 in element order, widened to u32 in two halves.
+        let r_lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(z));
+        let r_hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(z));
+        let round = |x: __m256i, r: __m256i| {
+            let sum = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, r));
+            let nan = _mm256_or_si256(_mm256_srli_epi32::<16>(x), quiet);
+            let is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs_mask), inf);
+            _mm256_blendv_epi8(sum, nan, is_nan)
+        };
+        // SAFETY: i + 16 <= n, within both slices.
+        unsafe {
+            let a = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+            let b = _mm256_loadu_si256(src.as_ptr().add(i + 8) as *const __m256i);
+            let packed = _mm256_packus_epi32(round(a, r_lo), round(b, r_hi));
+            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, ordered);
+        }
+        lanes = _mm256_add_epi64(lanes, step);
+        i += 16;
+    }
+    *state = state.wrapping_add(g.wrapping_mul((body / 4) as u64));
+    body
+}
