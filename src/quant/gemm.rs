@@ -780,8 +780,9 @@ fn pack<S: QInt, P: Copy + Default>(
                 for g in 0..group.min(k - t * group) {
                     let kk = t * group + g;
                     let seg = &data[i0 + kk * cs + q * unit..i0 + kk * cs + q * unit + rows];
-                    for (r, (&v, &z)) in seg.iter().zip(zq).enumerate() {
-                        dst[base + r * group + g] = f(v.to_i32(), z);
+                    let targets = dst[base + g..].iter_mut().step_by(group);
+                    for (d, (&v, &z)) in targets.zip(seg.iter().zip(zq)) {
+                        *d = f(v.to_i32(), z);
                     }
                     if let Some(s) = sums.as_deref_mut() {
                         for (acc, &v) in s[q * unit..q * unit + rows].iter_mut().zip(seg) {
@@ -799,18 +800,23 @@ fn pack<S: QInt, P: Copy + Default>(
             let z = pick(zero_points, global_i0 + i);
             let start = (i0 + i) * rs;
             let mut sum = 0i32;
-            for t in 0..groups {
-                let base = q * panel_len + (t * unit + r) * group;
-                for g in 0..group.min(k - t * group) {
-                    let kk = t * group + g;
-                    let v = if cs == 1 {
-                        data[start + kk]
-                    } else {
-                        data[start + kk * cs]
+            // Slot t of this row starts at panel + (t·unit + r)·group.
+            let slots =
+                dst[q * panel_len + r * group..(q + 1) * panel_len].chunks_mut(unit * group);
+            if cs == 1 {
+                for (slot, chunk) in slots.zip(data[start..start + k].chunks(group)) {
+                    for (d, &v) in slot.iter_mut().zip(chunk) {
+                        *d = f(v.to_i32(), z);
+                        sum = sum.wrapping_add(v.to_i32());
                     }
-                    .to_i32();
-                    dst[base + g] = f(v, z);
-                    sum = sum.wrapping_add(v);
+                }
+            } else {
+                for (t, slot) in slots.enumerate().take(groups) {
+                    for (g, d) in slot.iter_mut().enumerate().take(group.min(k - t * group)) {
+                        let v = data[start + (t * group + g) * cs].to_i32();
+                        *d = f(v, z);
+                        sum = sum.wrapping_add(v);
+                    }
                 }
             }
             if let Some(s) = sums.as_deref_mut() {
