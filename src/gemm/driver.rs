@@ -255,8 +255,10 @@ fn serial_direct_b<T: FloatElement, O: FloatElement, K: Kernel>(
         let mb_pad = round_up(mb, K::MR);
         let packed_a = grow(a_buf, mb_pad * k);
         pack_a::<T, K>(&a, ic, mb, packed_a, tmp, simd);
-        for jc in (0..n).step_by(NC) {
-            let nb = NC.min(n - jc);
+        // Few rows: sweep whole rows of B (long sequential streams).
+        let nc = if mb <= 32 { n.clamp(1, 8192) } else { NC };
+        for jc in (0..n).step_by(nc) {
+            let nb = nc.min(n - jc);
             let acc = grow(acc_buf, mb_pad * nb);
             acc.fill(0.0);
             for k0 in (0..k).step_by(ARRAY_ROWS) {
