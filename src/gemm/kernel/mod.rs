@@ -78,6 +78,11 @@ pub(crate) fn epilogue_rows_body(
     cols: usize,
     col0: usize,
 ) {
+    if epilogue.bias.is_none() && ld_acc == cols && ld_out == cols {
+        // Both blocks contiguous and nothing depends on the column: one pass.
+        let n = rows * cols;
+        return epilogue_row_body(epilogue, &acc[..n], &mut out[..n], col0);
+    }
     for i in 0..rows {
         epilogue_row_body(
             epilogue,
