@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mixprec::gemm::{gemm, Epilogue, Parallelism};
-use mixprec::quant::{qgemm, DynamicQuantLinear, QEpilogue};
+use mixprec::quant::{qgemm, DynamicQuantLinear, QEpilogue, QInt};
 use mixprec::{MatMut, MatRef, Tensor};
 use std::hint::black_box;
 use std::time::Duration;
@@ -15,6 +15,20 @@ use std::time::Duration;
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut r = mixprec::convert::StochasticRng::new(seed);
     (0..n).map(|_| r.next_u64() as u8).collect()
+}
+
+/// `C = (A − za)·B` exactly, i32 out, n×n, single thread.
+fn int_gemm<A: QInt>(a: &[A], za: i32, b: &[i8], c: &mut [i32], n: usize) {
+    qgemm(
+        MatRef::from_row_major(a, n, n).unwrap(),
+        &[za],
+        MatRef::from_row_major(b, n, n).unwrap(),
+        &[0],
+        MatMut::from_row_major(c, n, n).unwrap(),
+        &QEpilogue::I32,
+        Parallelism::Serial,
+    )
+    .unwrap()
 }
 
 fn benches(c: &mut Criterion) {
@@ -32,46 +46,13 @@ fn benches(c: &mut Criterion) {
         let mut cf = vec![0.0f32; n * n];
         let id = n.to_string();
         g.bench_function(BenchmarkId::new("mixprec_u8xi8_i32", &id), |b| {
-            b.iter(|| {
-                qgemm(
-                    MatRef::from_row_major(black_box(&au), n, n).unwrap(),
-                    &[128],
-                    MatRef::from_row_major(&bi, n, n).unwrap(),
-                    &[0],
-                    MatMut::from_row_major(&mut ci, n, n).unwrap(),
-                    &QEpilogue::I32,
-                    Parallelism::Serial,
-                )
-                .unwrap()
-            })
+            b.iter(|| int_gemm(black_box(&au), 128, &bi, &mut ci, n))
         });
         g.bench_function(BenchmarkId::new("mixprec_u7xi8_i32", &id), |b| {
-            b.iter(|| {
-                qgemm(
-                    MatRef::from_row_major(black_box(&a7), n, n).unwrap(),
-                    &[64],
-                    MatRef::from_row_major(&bi, n, n).unwrap(),
-                    &[0],
-                    MatMut::from_row_major(&mut ci, n, n).unwrap(),
-                    &QEpilogue::I32,
-                    Parallelism::Serial,
-                )
-                .unwrap()
-            })
+            b.iter(|| int_gemm(black_box(&a7), 64, &bi, &mut ci, n))
         });
         g.bench_function(BenchmarkId::new("mixprec_i8xi8_i32", &id), |b| {
-            b.iter(|| {
-                qgemm(
-                    MatRef::from_row_major(black_box(&ai), n, n).unwrap(),
-                    &[0],
-                    MatRef::from_row_major(&bi, n, n).unwrap(),
-                    &[0],
-                    MatMut::from_row_major(&mut ci, n, n).unwrap(),
-                    &QEpilogue::I32,
-                    Parallelism::Serial,
-                )
-                .unwrap()
-            })
+            b.iter(|| int_gemm(black_box(&ai), 0, &bi, &mut ci, n))
         });
         g.bench_function(BenchmarkId::new("mixprec_f32", &id), |b| {
             b.iter(|| {

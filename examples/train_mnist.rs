@@ -241,15 +241,6 @@ fn run<T: FloatElement>(
     } else {
         Box::new(Sgd::new(o.lr / o.loss_weight, 0.9, 0.0)?)
     };
-    struct Dyn<'a>(&'a mut dyn Optimizer);
-    impl Optimizer for Dyn<'_> {
-        fn step(&mut self, slot: usize, p: &mut [f32], g: &[f32]) {
-            self.0.step(slot, p, g)
-        }
-        fn finish_step(&mut self) {
-            self.0.finish_step()
-        }
-    }
     let mut scaler: LossScaler = precision.scaler();
     let n = train.y.len();
     let mut order: Vec<usize> = (0..n).collect();
@@ -285,7 +276,7 @@ fn run<T: FloatElement>(
             };
             let out = train_step_observed(
                 &mut mlp,
-                &mut Dyn(opt.as_mut()),
+                opt.as_mut(),
                 &mut scaler,
                 &xt,
                 &yb,

@@ -150,13 +150,13 @@ impl<T: FloatElement> Linear<T> {
         )?;
         self.saved_x = x.to_vec();
         self.batch = batch;
+        // Saved for backward: the output (ReLU, identity) or, for GELU, the
+        // pre-activation, which is what `y` holds until GELU is applied.
+        self.saved = y.clone();
         if self.activation == Activation::Gelu {
-            self.saved = y.clone();
             for v in y.iter_mut() {
                 *v = T::from_f32(Activation::Gelu.apply(v.to_f32()));
             }
-        } else {
-            self.saved = y.clone();
         }
         Ok(y)
     }

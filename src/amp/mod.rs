@@ -264,7 +264,7 @@ pub struct StepOutcome {
 /// `loss_weight` multiplies the loss (1.0 normally; a small weight models a
 /// weak learning signal, as an auxiliary loss term has).
 #[allow(clippy::too_many_arguments)]
-pub fn train_step<T: FloatElement, O: Optimizer>(
+pub fn train_step<T: FloatElement, O: Optimizer + ?Sized>(
     mlp: &mut Mlp<T>,
     opt: &mut O,
     scaler: &mut LossScaler,
@@ -278,7 +278,7 @@ pub fn train_step<T: FloatElement, O: Optimizer>(
 
 /// [`train_step`] with an observer of the (scaled, f32) activation gradients.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step_observed<T: FloatElement, O: Optimizer>(
+pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
     mlp: &mut Mlp<T>,
     opt: &mut O,
     scaler: &mut LossScaler,
@@ -380,9 +380,4 @@ impl GradHistogram {
             self.overflow_scaled += u64::from(s >= 65520.0);
         }
     }
-}
-
-/// A deterministic generator seeded for reproducible training.
-pub fn rng(seed: u64) -> StochasticRng {
-    StochasticRng::new(seed)
 }

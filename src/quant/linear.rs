@@ -4,6 +4,12 @@
 use super::gemm::{qgemm, QEpilogue};
 use super::{quantize, scale_zp_from_range, QuantParams, Scheme};
 
+/// `(min(row ∪ {0}), max(row ∪ {0}))`.
+fn range_with_zero(row: &[f32]) -> (f32, f32) {
+    row.iter()
+        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)))
+}
+
 /// Largest quantized activation: 7 bits.
 pub const ACTIVATION_QMAX: i32 = 127;
 use crate::gemm::Parallelism;
@@ -57,9 +63,7 @@ impl DynamicQuantLinear {
             .enumerate()
             .take(out_features)
         {
-            let (lo, hi) = row
-                .iter()
-                .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let (lo, hi) = range_with_zero(row);
             let p = QuantParams::from_range::<i8>(lo, hi, Scheme::Symmetric)?;
             quantize(
                 row,
@@ -99,9 +103,7 @@ impl DynamicQuantLinear {
             .enumerate()
             .take(batch)
         {
-            let (lo, hi) = row
-                .iter()
-                .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let (lo, hi) = range_with_zero(row);
             let (scale, zp) = scale_zp_from_range(lo, hi, 0, ACTIVATION_QMAX, Scheme::Affine)?;
             let q = &mut xq[r * self.in_features..(r + 1) * self.in_features];
             quantize(row, q, scale, zp)?;
