@@ -107,9 +107,9 @@ fn parse() -> Result<Args, String> {
 fn print_report(r: &Report) {
     println!(
         "{} {}x{} array, {} mode: M={} K={} N={}",
-        r.config.dataflow.name(),
-        r.config.rows,
-        r.config.cols,
+        r.config.dataflow().name(),
+        r.config.rows(),
+        r.config.cols(),
         if r.mode == Mode::Tpu {
             "tpu"
         } else {
@@ -235,13 +235,13 @@ fn main() {
     if args.sweep {
         let batches: Vec<usize> = (1..=4096).collect();
         let shown =
-            |m: usize| m.is_power_of_two() || (m % cfg.cols == 1 && m > 1 && m <= 4 * cfg.cols + 1);
+            |m: usize| m.is_power_of_two() || (m % cfg.cols() == 1 && m > 1 && m <= 4 * cfg.cols() + 1);
         let mut points = Vec::new();
         println!(
             "batch sweep: {} {}x{} array, layer K={} N={}",
-            cfg.dataflow.name(),
-            cfg.rows,
-            cfg.cols,
+            cfg.dataflow().name(),
+            cfg.rows(),
+            cfg.cols(),
             args.k,
             args.n
         );
@@ -264,9 +264,9 @@ fn main() {
         if let Some(path) = &args.svg {
             let title = format!(
                 "{}x{} {} array, {}x{} layer: utilization vs batch",
-                cfg.rows,
-                cfg.cols,
-                cfg.dataflow.name(),
+                cfg.rows(),
+                cfg.cols(),
+                cfg.dataflow().name(),
                 args.k,
                 args.n
             );
@@ -285,7 +285,7 @@ fn main() {
         match run(m, args.mode) {
             Ok(r) if args.csv => println!(
                 "{},{},{},{},{},{:.4},{:.4}",
-                cfg.dataflow.name(),
+                cfg.dataflow().name(),
                 m,
                 args.k,
                 args.n,

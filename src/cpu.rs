@@ -25,7 +25,7 @@ pub(crate) fn has_avx2_fma_f16c() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> u8 {
-    if std::env::var_os("MIXPREC_FORCE_PORTABLE").is_some() {
+    if force_portable(std::env::var_os("MIXPREC_FORCE_PORTABLE").as_deref()) {
         return PORTABLE;
     }
     if is_x86_feature_detected!("avx2")
@@ -35,6 +35,32 @@ fn detect() -> u8 {
         AVX2
     } else {
         PORTABLE
+    }
+}
+
+/// Whether `MIXPREC_FORCE_PORTABLE` asks for the portable kernels: any
+/// value except unset, empty, `0` and `false` (any case) does.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn force_portable(value: Option<&std::ffi::OsStr>) -> bool {
+    match value.map(|v| v.to_string_lossy().trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) => !(v.is_empty() || v == "0" || v == "false"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::force_portable;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn force_portable_values() {
+        for off in [None, Some(""), Some("0"), Some("false"), Some("FALSE"), Some(" 0 ")] {
+            assert!(!force_portable(off.map(OsStr::new)), "{off:?}");
+        }
+        for on in ["1", "true", "yes", "portable"] {
+            assert!(force_portable(Some(OsStr::new(on))), "{on}");
+        }
     }
 }
 

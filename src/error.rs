@@ -73,6 +73,16 @@ pub enum Error {
         /// Which input the output overlaps.
         input: &'static str,
     },
+    /// The reduction length K is past the limit below which an integer
+    /// GEMM's i32 sums are exact.
+    KTooLarge {
+        /// Which operation.
+        what: &'static str,
+        /// The K that was passed.
+        k: usize,
+        /// The largest K that is exact for these operand types and zero points.
+        max_k: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -117,6 +127,11 @@ impl fmt::Display for Error {
             Error::Aliasing { input } => {
                 write!(f, "the output overlaps input {input} in memory")
             }
+            Error::KTooLarge { what, k, max_k } => write!(
+                f,
+                "{what}: K = {k} is past the largest K ({max_k}) whose i32 sums are exact \
+                 for these operand types and zero points"
+            ),
         }
     }
 }

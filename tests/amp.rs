@@ -2,11 +2,11 @@
 
 use mixprec::amp::{
     has_non_finite, softmax_cross_entropy, train_step, AdamW, Linear, LossScaler, Mlp, Optimizer,
-    Precision, Sgd, WorkingRounding,
+    Precision, ScalerState, Sgd, WorkingRounding,
 };
 use mixprec::convert::StochasticRng;
 use mixprec::gemm::{Activation, Parallelism};
-use mixprec::{bf16, f16, FloatElement};
+use mixprec::{bf16, f16, Error, FloatElement};
 use proptest::prelude::*;
 
 /// An independent model of PyTorch's `_amp_update_scale_`.
@@ -52,10 +52,33 @@ proptest! {
             prop_assert_eq!(s.scale() as f64, m.scale, "step {}", i);
             prop_assert!(s.scale().is_finite());
             if i == seq.len() / 2 {
-                s = LossScaler::from_state(s.state());
+                s = LossScaler::from_state(s.state()).unwrap();
             }
         }
         prop_assert_eq!(s.skipped_steps(), skipped);
+    }
+
+    /// Factors that are not powers of two (1.1, 0.9): PyTorch keeps them as
+    /// doubles and stores `(scale · factor)` rounded once to the f32 scale.
+    /// The model here is a plain transcription of `_amp_update_scale_`.
+    #[test]
+    fn scaler_double_factors_follow_pytorch(seq in prop::collection::vec(prop::bool::weighted(0.3), 0..300), interval in 1u32..5, growth in 1.01f64..3.0, backoff in 0.05f64..0.99) {
+        let mut s = LossScaler::dynamic_with(65536.0, growth, backoff, interval, (f32::MIN_POSITIVE, f32::MAX)).unwrap();
+        let (mut scale, mut tracker) = (65536.0f32, 0u32);
+        for &inf in &seq {
+            s.update(inf);
+            if inf {
+                scale = ((scale as f64 * backoff) as f32).max(f32::MIN_POSITIVE);
+                tracker = 0;
+            } else if tracker + 1 == interval {
+                let grown = (scale as f64 * growth) as f32;
+                if grown.is_finite() { scale = grown; }
+                tracker = 0;
+            } else {
+                tracker += 1;
+            }
+            prop_assert_eq!(s.scale().to_bits(), scale.to_bits());
+        }
     }
 
     #[test]
@@ -94,6 +117,55 @@ fn scaler_defaults_and_errors() {
     let mut g = vec![8.0f32, 16.0];
     assert!(!fixed.unscale(&mut g));
     assert_eq!(g, [1.0, 2.0]);
+    // 1.1 in double vs f32 gives another scale after one growth.
+    let mut s = LossScaler::dynamic_with(3.0, 1.1, 0.5, 1, (1.0, f32::MAX)).unwrap();
+    s.update(false);
+    assert_eq!(s.scale(), 3.3f32); // 3.2999999523: 3 · 1.1 in double, rounded once
+    assert_ne!(s.scale(), 3.0f32 * 1.1f32); // 3.3000001907 with an f32 factor
+}
+
+/// PyTorch's order: the overflow check sees the scaled gradients, and the
+/// reciprocal is formed in double. With scale 0.25 a finite scaled
+/// gradient of f32::MAX overflows when unscaled and is not reported, as in
+/// `_amp_foreach_non_finite_check_and_unscale_`.
+#[test]
+fn unscale_checks_before_unscaling() {
+    let s = LossScaler::fixed(0.25).unwrap();
+    let mut g = vec![f32::MAX, 1.0];
+    assert!(!s.unscale(&mut g));
+    assert_eq!(g, [f32::INFINITY, 4.0]);
+    // inv_scale = (1/3 in double) rounded to f32, then one f32 multiply.
+    let s = LossScaler::fixed(3.0).unwrap();
+    let mut g = vec![0.7f32];
+    s.unscale(&mut g);
+    assert_eq!(g[0], 0.7f32 * (1.0f64 / 3.0) as f32);
+}
+
+/// `from_state` makes the checks `dynamic_with` makes.
+#[test]
+fn scaler_state_is_validated() {
+    let good = LossScaler::dynamic().state();
+    assert!(LossScaler::from_state(good).is_ok());
+    let bad = [
+        ScalerState { scale: f32::NAN, ..good },
+        ScalerState { scale: 0.0, ..good },
+        ScalerState { scale: f32::INFINITY, ..good },
+        ScalerState { growth_factor: f64::NAN, ..good },
+        ScalerState { growth_factor: 1.0, ..good },
+        ScalerState { backoff_factor: 1.0, ..good },
+        ScalerState { backoff_factor: -0.5, ..good },
+        ScalerState { growth_interval: 0, ..good },
+        ScalerState { growth_tracker: 2000, ..good },
+        ScalerState { min_scale: 1e6, ..good },
+        ScalerState { max_scale: 1.0, ..good },
+        ScalerState { skipped_steps: 5, steps: 4, ..good },
+    ];
+    for st in bad {
+        assert!(
+            matches!(LossScaler::from_state(st), Err(Error::InvalidParameter { .. })),
+            "{st:?}"
+        );
+    }
 }
 
 /// f64 forward of `y = act(x·Wᵀ + b)`, for finite differences.
@@ -293,11 +365,14 @@ fn overflowing_steps_are_skipped_and_masters_untouched() {
 fn optimizers_follow_their_formulas() {
     let mut p = vec![1.0f32, -2.0];
     let mut sgd = Sgd::new(0.1, 0.9, 0.01).unwrap();
-    sgd.step(0, &mut p, &[0.5, 0.5]);
+    sgd.step(0, &mut p, &[0.5, 0.5]).unwrap();
+    assert!(sgd.step(0, &mut p, &[0.5]).is_err(), "one gradient per parameter");
+    assert!(sgd.step(5, &mut p, &[0.5, 0.5]).is_err(), "slots are dense");
+    assert!(sgd.step(0, &mut [1.0], &[0.5]).is_err(), "a slot keeps its length");
     assert_eq!(p, [1.0 - 0.1 * (0.5 + 0.01), -2.0 - 0.1 * (0.5 - 0.02)]);
     let mut q = vec![1.0f32];
     let mut adam = AdamW::new(0.01, 0.1).unwrap();
-    adam.step(0, &mut q, &[0.2]);
+    adam.step(0, &mut q, &[0.2]).unwrap();
     adam.finish_step();
     // First step: m̂ = g, v̂ = g², update = lr·g/(|g| + eps) ≈ lr; decay lr·wd·p first.
     let expected = (1.0 - 0.01 * 0.1) - 0.01 * 0.2 / (0.2 + 1e-8);

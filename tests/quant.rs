@@ -5,12 +5,13 @@ use mixprec::quant::observer::{
     HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver,
 };
 use mixprec::quant::requant::{
+    self, RequantRounding,
     multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 };
 use mixprec::quant::{
     self, max_k, qgemm, qgemm_portable, qgemm_reference, DynamicQuantLinear, QEpilogue, QInt,
-    QuantParams, Scheme,
+    QuantParams, QuantRounding, Scheme,
 };
 use mixprec::{Error, MatMut, MatRef, Tensor};
 use proptest::prelude::*;
@@ -149,14 +150,15 @@ proptest! {
     }
 
     #[test]
-    fn requantized_output_equals_reference(cs in case(), mult in 1i32.., shift in -31i32..=30, zp in -128i32..=127) {
+    fn requantized_output_equals_reference(cs in case(), mult in 1i32.., shift in -31i32..=30, zp in -128i32..=127, single in any::<bool>()) {
+        let rounding = if single { RequantRounding::Single } else { RequantRounding::Double };
         let mut rng = mixprec::convert::StochasticRng::new(cs.seed);
         let sa = store(cs.m, cs.k, cs.ta, cs.pad, || rng.next_u64() as u8);
         let sb = store(cs.k, cs.n, cs.tb, cs.pad, || rng.next_u64() as i8);
         let bias: Vec<i32> = (0..cs.n).map(|_| rng.next_u64() as i32 >> 8).collect();
         let mults = [mult];
         let shifts = [shift];
-        let epi = QEpilogue::Requantize { bias: Some(&bias), multipliers: &mults, shifts: &shifts, zero_point: zp };
+        let epi = QEpilogue::Requantize { rounding, bias: Some(&bias), multipliers: &mults, shifts: &shifts, zero_point: zp };
         let mut fast = vec![0i8; cs.m * cs.n];
         let mut slow = vec![0i8; cs.m * cs.n];
         let par = Parallelism::Threads(cs.threads);
@@ -183,7 +185,35 @@ proptest! {
             let q = (v.abs() * 2 + d) / (2 * d); // half away from zero
             (if v < 0 { -q } else { q }) as i32
         };
-        prop_assert_eq!(rounding_divide_by_pot(x, e), model_div);
+        prop_assert_eq!(rounding_divide_by_pot(x, e).unwrap(), model_div);
+    }
+
+    /// TFLite's single-rounding form against an i128 model:
+    /// floor((x·m + 2^(30−shift)) / 2^(31−shift)), saturated to i32.
+    #[test]
+    fn single_rounding_matches_model(x in any::<i32>(), m in 0i32.., shift in -31i32..=30) {
+        let t = 31 - shift;
+        let v = (x as i128 * m as i128 + (1i128 << (t - 1))).div_euclid(1i128 << t);
+        let model = v.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
+        prop_assert_eq!(multiply_by_quantized_multiplier(x, m, shift, RequantRounding::Single).unwrap(), model);
+    }
+
+    /// Both quantization rules: SIMD equals the scalar reference, and the
+    /// reciprocal rule equals its definition `rne(x · (1/scale)) + zp`.
+    #[test]
+    fn quantize_rules_fast_equal_reference(xs in prop::collection::vec(prop_oneof![any::<u32>().prop_map(f32::from_bits), -300.0f32..300.0], 0..70), scale in 0.001f32..10.0, zp in -128i32..=127) {
+        for rule in [QuantRounding::Divide, QuantRounding::MultiplyByReciprocal] {
+            let (mut a, mut b) = (vec![0i8; xs.len()], vec![0i8; xs.len()]);
+            quant::quantize_with(&xs, &mut a, scale, zp, rule).unwrap();
+            quant::reference::quantize_with(&xs, &mut b, scale, zp, rule).unwrap();
+            prop_assert_eq!(&a, &b);
+            let inv = 1.0f32 / scale;
+            for (&x, &q) in xs.iter().zip(&a) {
+                let t = match rule { QuantRounding::Divide => x / scale, QuantRounding::MultiplyByReciprocal => x * inv };
+                let want = if x.is_nan() { zp } else { ((t.round_ties_even() + zp as f32).clamp(-128.0, 127.0)) as i32 };
+                prop_assert_eq!(q as i32, want, "x={} rule={:?}", x, rule);
+            }
+        }
     }
 
     #[test]
@@ -233,10 +263,14 @@ fn requantization_edge_cases() {
         saturating_rounding_doubling_high_mul(i32::MIN, i32::MAX),
         -i32::MAX
     );
-    assert_eq!(rounding_divide_by_pot(5, 1), 3); // 2.5 → 3
-    assert_eq!(rounding_divide_by_pot(-5, 1), -3); // -2.5 → -3
-    assert_eq!(rounding_divide_by_pot(i32::MIN, 31), -1);
-    assert_eq!(rounding_divide_by_pot(i32::MAX, 31), 1);
+    // gemmlowp rounds SRDHM ties toward +inf: -0.5 -> 0, 0.5 -> 1.
+    assert_eq!(saturating_rounding_doubling_high_mul(-(1 << 30), 1), 0);
+    assert_eq!(saturating_rounding_doubling_high_mul(1 << 30, 1), 1);
+    assert_eq!(rounding_divide_by_pot(5, 1).unwrap(), 3); // 2.5 → 3
+    assert_eq!(rounding_divide_by_pot(-5, 1).unwrap(), -3); // -2.5 → -3
+    assert_eq!(rounding_divide_by_pot(i32::MIN, 31).unwrap(), -1);
+    assert_eq!(rounding_divide_by_pot(i32::MAX, 31).unwrap(), 1);
+    assert!(rounding_divide_by_pot(1, 32).is_err());
     assert_eq!(quantize_multiplier(1.0).unwrap(), (1 << 30, 1));
     assert_eq!(quantize_multiplier(0.5).unwrap(), (1 << 30, 0));
     // A fraction that rounds up to 2^31 is halved, the shift incremented.
@@ -246,10 +280,27 @@ fn requantization_edge_cases() {
     );
     assert_eq!(quantize_multiplier(1e-20).unwrap(), (0, 0));
     assert!(quantize_multiplier(0.0).is_err() && quantize_multiplier(f64::NAN).is_err());
+    let dbl = RequantRounding::Double;
     let (m, s) = quantize_multiplier(0.0123).unwrap();
-    assert_eq!(multiply_by_quantized_multiplier(10_000, m, s), 123);
+    assert_eq!(multiply_by_quantized_multiplier(10_000, m, s, dbl).unwrap(), 123);
     let (m, s) = quantize_multiplier(3.0).unwrap();
-    assert_eq!(multiply_by_quantized_multiplier(7, m, s), 21);
+    assert_eq!(multiply_by_quantized_multiplier(7, m, s, dbl).unwrap(), 21);
+    // The two TFLite definitions differ on a tie: -1.5 (x = -6, M = 0.25).
+    let (m, s) = quantize_multiplier(0.25).unwrap();
+    assert_eq!(multiply_by_quantized_multiplier(-6, m, s, dbl).unwrap(), -2);
+    let single = RequantRounding::Single;
+    assert_eq!(multiply_by_quantized_multiplier(-6, m, s, single).unwrap(), -1);
+    // Shifts outside [-31, 30] and negative multipliers are errors (they
+    // panicked in debug and wrapped in release before).
+    for bad_shift in [31, 32, -32, i32::MIN, i32::MAX] {
+        assert!(multiply_by_quantized_multiplier(12_800, 1, bad_shift, dbl).is_err());
+        assert!(multiply_by_quantized_multiplier(12_800, 1, bad_shift, single).is_err());
+    }
+    assert!(multiply_by_quantized_multiplier(1, -1, 0, dbl).is_err());
+    // requantize: qmin > qmax is an error, not a clamp panic.
+    assert!(requant::requantize(5, 1 << 30, 0, 0, (10, -10), dbl).is_err());
+    assert_eq!(requant::requantize(1000, 1 << 30, 0, 3, (-128, 127), dbl).unwrap(), 127);
+    assert_eq!(requant::requantize(-6, 1 << 30, -1, 0, (-128, 127), single).unwrap(), -1);
 }
 
 #[test]
@@ -336,25 +387,25 @@ fn bad_parameters_are_typed_errors() {
 fn pytorch_observer_formulas() {
     // Affine u8 over [-1, 2]: scale 3/255, zero point 0 - round(-1/scale) = 85.
     let p = QuantParams::from_range::<u8>(-1.0, 2.0, Scheme::Affine).unwrap();
-    assert_eq!(p.scale(0), 3.0 / 255.0);
-    assert_eq!(p.zero_point(0), 85);
+    assert_eq!(p.scale(0), Some(3.0 / 255.0));
+    assert_eq!(p.zero_point(0), Some(85));
     // The range always includes 0.
     let p = QuantParams::from_range::<u8>(1.0, 2.0, Scheme::Affine).unwrap();
-    assert_eq!((p.scale(0), p.zero_point(0)), (2.0 / 255.0, 0));
+    assert_eq!((p.scale(0), p.zero_point(0)), (Some(2.0 / 255.0), Some(0)));
     // Symmetric: i8 zero point 0, u8 zero point 128.
     let p = QuantParams::from_range::<u8>(-3.0, 1.0, Scheme::Symmetric).unwrap();
-    assert_eq!((p.scale(0), p.zero_point(0)), (3.0 / 127.5, 128));
+    assert_eq!((p.scale(0), p.zero_point(0)), (Some(3.0 / 127.5), Some(128)));
     // An all-zero range gets the minimum scale, not zero.
     assert_eq!(
         QuantParams::from_range::<i8>(0.0, 0.0, Scheme::Affine)
             .unwrap()
-            .scale(0),
+            .scale(0).unwrap(),
         f32::EPSILON
     );
     assert!(QuantParams::from_range::<i8>(2.0, 1.0, Scheme::Affine).is_err());
     // Power of two: 1.0 ≤ 127·2^-6 = 1.98, 1.0 > 127·2^-7.
     assert_eq!(
-        QuantParams::power_of_two::<i8>(-1.0, 0.5).unwrap().scale(0),
+        QuantParams::power_of_two::<i8>(-1.0, 0.5).unwrap().scale(0).unwrap(),
         2f32.powi(-6)
     );
 }
@@ -393,16 +444,16 @@ fn observers() {
     h.observe(&x[100_000..]);
     let p = h.qparams::<i8>(Scheme::Affine).unwrap();
     let full = QuantParams::from_range::<i8>(-1.0, 1.5, Scheme::Affine).unwrap();
-    let top = (127 - p.zero_point(0)) as f32 * p.scale(0);
+    let top = (127 - p.zero_point(0).unwrap()) as f32 * p.scale(0).unwrap();
     assert!(
         top < 1.4,
         "histogram range top {top} should clip the outlier"
     );
     let l2 = |p: &QuantParams| {
         let mut q = vec![0i8; x.len()];
-        quant::quantize(&x, &mut q, p.scale(0), p.zero_point(0)).unwrap();
+        quant::quantize(&x, &mut q, p.scale(0).unwrap(), p.zero_point(0).unwrap()).unwrap();
         let mut y = vec![0.0f32; x.len()];
-        quant::dequantize(&q, &mut y, p.scale(0), p.zero_point(0)).unwrap();
+        quant::dequantize(&q, &mut y, p.scale(0).unwrap(), p.zero_point(0).unwrap()).unwrap();
         x.iter()
             .zip(&y)
             .map(|(a, b)| ((a - b) as f64).powi(2))
@@ -420,7 +471,7 @@ fn per_channel_tensor_round_trip() {
     let q = quant::quantize_tensor::<i8>(&t, &p).unwrap();
     let back = quant::dequantize_tensor(&q, &p).unwrap();
     for (i, (a, b)) in t.as_slice().iter().zip(back.as_slice()).enumerate() {
-        assert!((a - b).abs() <= p.scale(i / 4) / 2.0 * 1.0001, "{a} vs {b}");
+        assert!((a - b).abs() <= p.scale(i / 4).unwrap() / 2.0 * 1.0001, "{a} vs {b}");
     }
 }
 
@@ -445,7 +496,7 @@ fn dequantized_gemm_and_dynamic_linear_error_bound() {
             .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
         let sx = QuantParams::from_range::<u8>(lo, hi, Scheme::Affine)
             .unwrap()
-            .scale(0) as f64;
+            .scale(0).unwrap() as f64;
         for n in 0..outf {
             let wr = &w.as_slice()[n * inf..(n + 1) * inf];
             let sw = layer.weight_scales()[n] as f64;

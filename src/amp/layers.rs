@@ -49,6 +49,13 @@ fn gelu_grad(z: f32) -> f32 {
 impl<T: FloatElement> Linear<T> {
     /// A layer initialised like PyTorch's `nn.Linear`
     /// (`U(−1/√in, 1/√in)` for weights and bias), times `init_scale`.
+    ///
+    /// # Errors
+    /// * [`Error::EmptyDimension`] when either width is 0;
+    /// * [`Error::ShapeOverflow`] when `in × out` overflows;
+    /// * [`Error::InvalidParameter`] unless `init_scale` is finite and > 0
+    ///   and the initial bound `init_scale/√in` is finite in `T` (an
+    ///   infinite working weight would poison every step).
     pub fn new(
         in_features: usize,
         out_features: usize,
@@ -62,9 +69,18 @@ impl<T: FloatElement> Linear<T> {
                 shape: vec![out_features, in_features],
             });
         }
+        let numel = crate::error::checked_numel(&[out_features, in_features])?;
         let bound = init_scale / (in_features as f32).sqrt();
+        if !(init_scale.is_finite() && init_scale > 0.0 && T::from_f32(bound).to_f32().is_finite())
+        {
+            return Err(Error::InvalidParameter {
+                name: "init_scale",
+                value: format!("{init_scale:e}"),
+                requirement: "finite, > 0, and init_scale/sqrt(in_features) finite in the working type",
+            });
+        }
         let mut uniform = || ((rng.next_u64() >> 40) as f32 / 16_777_216.0 * 2.0 - 1.0) * bound;
-        let master_w: Vec<f32> = (0..in_features * out_features).map(|_| uniform()).collect();
+        let master_w: Vec<f32> = (0..numel).map(|_| uniform()).collect();
         let master_b: Vec<f32> = (0..out_features).map(|_| uniform()).collect();
         let mut layer = Self {
             in_features,
@@ -132,11 +148,16 @@ impl<T: FloatElement> Linear<T> {
     }
 
     /// Forward pass over `batch` rows of `x` (`[batch, in]`, row-major).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `x` is not `batch × in`;
+    /// [`Error::ShapeOverflow`] when `batch × out` overflows;
+    /// `Threads(0)` as [`gemm`] reports it.
     pub fn forward(&mut self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
         let (i, o) = (self.in_features, self.out_features);
         let xv = MatRef::from_row_major(x, batch, i)?;
         let wt = MatRef::from_row_major(&self.w, o, i)?.t();
-        let mut y = vec![T::zeroed(); batch * o];
+        let mut y = vec![T::zeroed(); crate::error::checked_numel(&[batch, o])?];
         let fused = match self.activation {
             Activation::Gelu => Activation::Identity,
             a => a,
@@ -161,11 +182,16 @@ impl<T: FloatElement> Linear<T> {
         Ok(y)
     }
 
-    /// Backward pass: from `dy` (`[batch, out]`) computes the weight and
-    /// bias gradients (f32, overwritten) and returns `dx` in f32
-    /// (`[batch, in]`); the caller rounds it to the working type.
+    /// Backward pass: from `dy` (`[batch, out]`, the batch of the last
+    /// forward pass) computes the weight and bias gradients (f32,
+    /// overwritten) and returns `dx` in f32 (`[batch, in]`); the caller
+    /// rounds it to the working type.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `dy` is not `batch × out`.
     pub fn backward(&mut self, dy: &[T], par: Parallelism) -> Result<Vec<f32>, Error> {
         let (i, o, b) = (self.in_features, self.out_features, self.batch);
+        // b × o and b × i were allocated by the last forward pass.
         if dy.len() != b * o {
             return Err(Error::LengthMismatch {
                 what: "Linear::backward (dy)",
@@ -219,7 +245,8 @@ impl<T: FloatElement> Linear<T> {
 
 /// Mean softmax cross-entropy of `logits` (`[batch, classes]`, any working
 /// type, computed in f32) against integer labels; returns the loss and
-/// `dL/dlogits` in f32 (`(softmax − onehot)/batch`).
+/// `dL/dlogits` in f32 (`(softmax − onehot)/batch`). NaN or infinite
+/// logits give a NaN or infinite loss, as IEEE 754 arithmetic does.
 ///
 /// ```
 /// use mixprec::amp::softmax_cross_entropy;
@@ -228,15 +255,28 @@ impl<T: FloatElement> Linear<T> {
 /// assert_eq!(grad, vec![0.5, -0.5]);
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// * [`Error::EmptyDimension`] for an empty batch (a mean over nothing)
+///   or 0 classes;
+/// * [`Error::LengthMismatch`] when `logits` is not `labels.len() × classes`;
+/// * [`Error::InvalidParameter`] for a label ≥ `classes`.
 pub fn softmax_cross_entropy<T: FloatElement>(
     logits: &[T],
     labels: &[u8],
     classes: usize,
 ) -> Result<(f32, Vec<f32>), Error> {
-    if classes == 0 || logits.len() != labels.len() * classes {
+    if labels.is_empty() || classes == 0 {
+        return Err(Error::EmptyDimension {
+            what: "softmax_cross_entropy (batch, classes)",
+            shape: vec![labels.len(), classes],
+        });
+    }
+    let expected = crate::error::checked_numel(&[labels.len(), classes])?;
+    if logits.len() != expected {
         return Err(Error::LengthMismatch {
             what: "softmax_cross_entropy (logits = batch × classes)",
-            expected: labels.len() * classes,
+            expected,
             actual: logits.len(),
         });
     }

@@ -134,6 +134,11 @@ pub struct Mlp<T> {
 impl<T: FloatElement> Mlp<T> {
     /// Layers of widths `sizes` (`[in, hidden…, out]`), PyTorch's default
     /// initialisation times `init_scale`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for fewer than two sizes, and the errors
+    /// of [`Linear::new`] (a zero width; an `init_scale` that is not
+    /// finite and > 0, or whose initial weights overflow `T`).
     pub fn new(
         sizes: &[usize],
         activation: Activation,
@@ -188,6 +193,9 @@ impl<T: FloatElement> Mlp<T> {
     }
 
     /// Logits for `x` (`[batch, in]`).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `x.len()` is not a multiple of `in`.
     pub fn forward(&mut self, x: &[T], par: Parallelism) -> Result<Vec<T>, Error> {
         let batch = x.len() / self.layers[0].in_features();
         if batch * self.layers[0].in_features() != x.len() {
@@ -263,6 +271,15 @@ pub struct StepOutcome {
 ///
 /// `loss_weight` multiplies the loss (1.0 normally; a small weight models a
 /// weak learning signal, as an auxiliary loss term has).
+///
+/// # Errors
+/// * [`Error::EmptyDimension`] for an empty batch (no labels);
+/// * [`Error::InvalidParameter`] unless `loss_weight` is finite and > 0;
+/// * [`Error::LengthMismatch`] when `x` is not `labels.len() × in`;
+/// * the errors of [`softmax_cross_entropy`] and of the optimizer's step.
+///
+/// Nothing is changed (masters, optimizer state, scaler) when an error is
+/// returned before the backward pass, which covers every input check.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: FloatElement, O: Optimizer + ?Sized>(
     mlp: &mut Mlp<T>,
@@ -288,6 +305,28 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
     par: Parallelism,
     observe: &mut dyn FnMut(&[f32]),
 ) -> Result<StepOutcome, Error> {
+    if labels.is_empty() {
+        return Err(Error::EmptyDimension {
+            what: "train_step (batch)",
+            shape: vec![0, mlp.layers[0].in_features()],
+        });
+    }
+    if !(loss_weight.is_finite() && loss_weight > 0.0) {
+        return Err(Error::InvalidParameter {
+            name: "loss_weight",
+            value: format!("{loss_weight:e}"),
+            requirement: "finite and > 0",
+        });
+    }
+    let in_features = mlp.layers[0].in_features();
+    let expected = crate::error::checked_numel(&[labels.len(), in_features])?;
+    if x.len() != expected {
+        return Err(Error::LengthMismatch {
+            what: "train_step (x = batch × in, one label per row)",
+            expected,
+            actual: x.len(),
+        });
+    }
     let classes = mlp.layers.last().map_or(0, |l| l.out_features());
     let logits = mlp.forward(x, par)?;
     let (loss, mut dlogits) = softmax_cross_entropy(&logits, labels, classes)?;
@@ -311,7 +350,7 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
         let mut slot = 0;
         for layer in &mut mlp.layers {
             for (p, g) in layer.params_and_grads() {
-                opt.step(slot, p, g);
+                opt.step(slot, p, g)?;
                 slot += 1;
             }
         }
@@ -362,18 +401,24 @@ impl GradHistogram {
     /// Highest bucket (values above land in it).
     pub const MAX_LOG2: i32 = 16;
 
-    /// Adds true (unscaled) gradient values, judged against `scale`.
+    /// Adds true (unscaled) gradient values, judged against `scale`. (If
+    /// `counts` was given another length by hand, it is first reset to the
+    /// right number of zeroed buckets.)
     pub fn add(&mut self, grads: &[f32], scale: f32) {
         let tiny = 2f32.powi(-25);
+        let buckets = (Self::MAX_LOG2 - Self::MIN_LOG2 + 1) as usize;
+        if self.counts.len() != buckets {
+            self.counts = vec![0; buckets];
+        }
         for &g in grads {
-            self.total += 1;
+            self.total = self.total.saturating_add(1);
             let a = g.abs();
             if a == 0.0 || !a.is_finite() {
                 self.zeros += u64::from(a == 0.0);
                 continue;
             }
             let b = (a.log2().floor() as i32).clamp(Self::MIN_LOG2, Self::MAX_LOG2);
-            self.counts[(b - Self::MIN_LOG2) as usize] += 1;
+            self.counts[(b - Self::MIN_LOG2) as usize] += 1; // b is clamped to the buckets
             self.lost_unscaled += u64::from(a <= tiny);
             let s = a * scale;
             self.lost_scaled += u64::from(s <= tiny);

@@ -5,49 +5,85 @@ use crate::Error;
 /// A parameter update rule on f32 masters.
 pub trait Optimizer {
     /// Updates `params` (one tensor, identified by `slot`) with `grads`.
-    /// Each distinct tensor passes its own `slot` (0, 1, 2…) every step.
-    fn step(&mut self, slot: usize, params: &mut [f32], grads: &[f32]);
+    /// Each distinct tensor passes its own `slot` every step; slots are
+    /// numbered 0, 1, 2… in the order they are first seen.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `grads` and `params` differ in length,
+    /// or a slot's tensor changes length; [`Error::InvalidParameter`] for a
+    /// slot past the next unused one.
+    fn step(&mut self, slot: usize, params: &mut [f32], grads: &[f32]) -> Result<(), Error>;
     /// Marks the end of one optimizer step over all tensors.
     fn finish_step(&mut self) {}
 }
 
-fn state_for(states: &mut Vec<Vec<f32>>, slot: usize, len: usize) -> &mut Vec<f32> {
-    if states.len() <= slot {
-        states.resize_with(slot + 1, Vec::new);
+/// The state vector of `slot`, created (zeros) on first use.
+fn state_for(states: &mut Vec<Vec<f32>>, slot: usize, len: usize) -> Result<&mut [f32], Error> {
+    if slot == states.len() {
+        states.push(vec![0.0; len]);
     }
-    let s = &mut states[slot];
+    let Some(s) = states.get_mut(slot) else {
+        return Err(Error::InvalidParameter {
+            name: "optimizer slot",
+            value: slot.to_string(),
+            requirement: "at most the number of slots seen so far (slots are 0, 1, 2...)",
+        });
+    };
     if s.len() != len {
-        *s = vec![0.0; len];
+        return Err(Error::LengthMismatch {
+            what: "optimizer slot state (the tensor's length changed)",
+            expected: s.len(),
+            actual: len,
+        });
     }
-    s
+    Ok(s)
+}
+
+fn check_grads(params: &[f32], grads: &[f32]) -> Result<(), Error> {
+    if params.len() != grads.len() {
+        return Err(Error::LengthMismatch {
+            what: "optimizer step (one gradient per parameter)",
+            expected: params.len(),
+            actual: grads.len(),
+        });
+    }
+    Ok(())
+}
+
+fn check_lr_wd(name: &'static str, lr: f32, weight_decay: f32) -> Result<(), Error> {
+    if !(lr.is_finite() && lr > 0.0 && weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(Error::InvalidParameter {
+            name,
+            value: format!("lr {lr:e}, weight_decay {weight_decay:e}"),
+            requirement: "lr finite and > 0, weight_decay finite and >= 0",
+        });
+    }
+    Ok(())
 }
 
 /// SGD with momentum and (coupled) weight decay, as PyTorch's `SGD`:
 /// `g += wd·p; v = μ·v + g; p -= lr·v`.
 #[derive(Clone, Debug)]
 pub struct Sgd {
-    /// Learning rate.
-    pub lr: f32,
-    /// Momentum μ.
-    pub momentum: f32,
-    /// Weight decay.
-    pub weight_decay: f32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
     velocity: Vec<Vec<f32>>,
 }
 
 impl Sgd {
-    /// SGD with these settings (all finite, lr > 0, momentum in [0, 1)).
+    /// SGD with these settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless lr is finite and > 0, momentum in
+    /// [0, 1) and weight decay finite and ≥ 0.
     pub fn new(lr: f32, momentum: f32, weight_decay: f32) -> Result<Self, Error> {
-        if !(lr.is_finite()
-            && lr > 0.0
-            && (0.0..1.0).contains(&momentum)
-            && weight_decay.is_finite()
-            && weight_decay >= 0.0)
-        {
+        check_lr_wd("Sgd", lr, weight_decay)?;
+        if !(0.0..1.0).contains(&momentum) {
             return Err(Error::InvalidParameter {
-                name: "Sgd",
-                value: format!("lr {lr:e}, momentum {momentum:e}, weight_decay {weight_decay:e}"),
-                requirement: "lr > 0, momentum in [0, 1), weight_decay >= 0, all finite",
+                name: "Sgd momentum",
+                value: format!("{momentum:e}"),
+                requirement: "in [0, 1)",
             });
         }
         Ok(Self {
@@ -57,17 +93,44 @@ impl Sgd {
             velocity: Vec::new(),
         })
     }
+
+    /// Learning rate.
+    pub fn lr(&self) -> f32 {
+        self.lr
+    }
+
+    /// Momentum μ.
+    pub fn momentum(&self) -> f32 {
+        self.momentum
+    }
+
+    /// Weight decay.
+    pub fn weight_decay(&self) -> f32 {
+        self.weight_decay
+    }
+
+    /// Changes the learning rate (a schedule).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `lr` is finite and > 0.
+    pub fn set_lr(&mut self, lr: f32) -> Result<(), Error> {
+        check_lr_wd("Sgd", lr, self.weight_decay)?;
+        self.lr = lr;
+        Ok(())
+    }
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self, slot: usize, params: &mut [f32], grads: &[f32]) {
+    fn step(&mut self, slot: usize, params: &mut [f32], grads: &[f32]) -> Result<(), Error> {
+        check_grads(params, grads)?;
         let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
-        let v = state_for(&mut self.velocity, slot, params.len());
+        let v = state_for(&mut self.velocity, slot, params.len())?;
         for ((p, &g), v) in params.iter_mut().zip(grads).zip(v.iter_mut()) {
             let g = g + wd * *p;
             *v = mu * *v + g;
             *p -= lr * *v;
         }
+        Ok(())
     }
 }
 
@@ -75,29 +138,23 @@ impl Optimizer for Sgd {
 /// decay `p -= lr·wd·p`, then the bias-corrected Adam update.
 #[derive(Clone, Debug)]
 pub struct AdamW {
-    /// Learning rate.
-    pub lr: f32,
-    /// β1, β2.
-    pub betas: (f32, f32),
-    /// ε.
-    pub eps: f32,
-    /// Decoupled weight decay.
-    pub weight_decay: f32,
-    t: i32,
+    lr: f32,
+    betas: (f32, f32),
+    eps: f32,
+    weight_decay: f32,
+    t: u64,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
 }
 
 impl AdamW {
     /// AdamW with PyTorch's defaults for betas (0.9, 0.999) and eps 1e-8.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless lr is finite and > 0 and weight
+    /// decay finite and ≥ 0.
     pub fn new(lr: f32, weight_decay: f32) -> Result<Self, Error> {
-        if !(lr.is_finite() && lr > 0.0 && weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(Error::InvalidParameter {
-                name: "AdamW",
-                value: format!("lr {lr:e}, weight_decay {weight_decay:e}"),
-                requirement: "lr > 0, weight_decay >= 0, both finite",
-            });
-        }
+        check_lr_wd("AdamW", lr, weight_decay)?;
         Ok(Self {
             lr,
             betas: (0.9, 0.999),
@@ -108,17 +165,73 @@ impl AdamW {
             v: Vec::new(),
         })
     }
+
+    /// The same optimizer with other betas and eps.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless both betas are in [0, 1) and eps
+    /// is finite and > 0.
+    pub fn with_betas_eps(mut self, betas: (f32, f32), eps: f32) -> Result<Self, Error> {
+        let ok = |b: f32| (0.0..1.0).contains(&b);
+        if !(ok(betas.0) && ok(betas.1) && eps.is_finite() && eps > 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "AdamW betas, eps",
+                value: format!("({:e}, {:e}), {eps:e}", betas.0, betas.1),
+                requirement: "betas in [0, 1), eps finite and > 0",
+            });
+        }
+        self.betas = betas;
+        self.eps = eps;
+        Ok(self)
+    }
+
+    /// Learning rate.
+    pub fn lr(&self) -> f32 {
+        self.lr
+    }
+
+    /// β1, β2.
+    pub fn betas(&self) -> (f32, f32) {
+        self.betas
+    }
+
+    /// ε.
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
+    /// Decoupled weight decay.
+    pub fn weight_decay(&self) -> f32 {
+        self.weight_decay
+    }
+
+    /// Steps finished so far.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// Changes the learning rate (a schedule).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `lr` is finite and > 0.
+    pub fn set_lr(&mut self, lr: f32) -> Result<(), Error> {
+        check_lr_wd("AdamW", lr, self.weight_decay)?;
+        self.lr = lr;
+        Ok(())
+    }
 }
 
 impl Optimizer for AdamW {
-    fn step(&mut self, slot: usize, params: &mut [f32], grads: &[f32]) {
-        let t = self.t + 1;
+    fn step(&mut self, slot: usize, params: &mut [f32], grads: &[f32]) -> Result<(), Error> {
+        check_grads(params, grads)?;
+        // Past 2^31 steps the bias corrections are 1 to f32 precision anyway.
+        let t = self.t.saturating_add(1).min(i32::MAX as u64) as i32;
         let (b1, b2) = self.betas;
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         let (lr, eps, wd) = (self.lr, self.eps, self.weight_decay);
         let len = params.len();
-        state_for(&mut self.m, slot, len);
-        state_for(&mut self.v, slot, len);
+        state_for(&mut self.m, slot, len)?;
+        state_for(&mut self.v, slot, len)?;
         let (m, v) = (&mut self.m[slot], &mut self.v[slot]);
         for (((p, &g), m), v) in params
             .iter_mut()
@@ -131,9 +244,10 @@ impl Optimizer for AdamW {
             *v = b2 * *v + (1.0 - b2) * g * g;
             *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
         }
+        Ok(())
     }
 
     fn finish_step(&mut self) {
-        self.t += 1;
+        self.t = self.t.saturating_add(1);
     }
 }

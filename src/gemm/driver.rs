@@ -66,7 +66,7 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 fn round_up(x: usize, to: usize) -> usize {
-    x.div_ceil(to) * to
+    x.div_ceil(to).saturating_mul(to)
 }
 
 pub(crate) fn run<T: FloatElement, O: FloatElement>(
@@ -105,11 +105,13 @@ fn run_with<T: FloatElement, O: FloatElement, K: Kernel>(
 }
 
 /// How many parts an M×N×K product is split into: 1 below
-/// `PARALLEL_MIN_WORK` multiply-adds, else the requested thread count.
+/// `PARALLEL_MIN_WORK` multiply-adds, else the requested thread count, but
+/// never more parts than there are elements of C (so any `Threads(t)`,
+/// `usize::MAX` included, is safe to split).
 pub(crate) fn task_count(m: usize, n: usize, k: usize, parallelism: Parallelism) -> usize {
     let threads = match parallelism {
         Parallelism::Serial => 1,
-        Parallelism::Threads(t) => t,
+        Parallelism::Threads(t) => t.min(m.saturating_mul(n)).max(1),
     };
     let work = m.saturating_mul(n).saturating_mul(k.max(1));
     if work < PARALLEL_MIN_WORK {
@@ -138,7 +140,9 @@ pub(crate) fn par_split<O: Copy + Send>(
     let by_rows = m > 1 && (n == 1 || c.row_stride() >= c.col_stride());
     let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let left_tasks = tasks / 2;
-    let at = round_up(len * left_tasks / tasks.max(1), unit);
+    // In u128: `len · left_tasks` may exceed usize for a large `tasks`.
+    let share = (len as u128 * left_tasks as u128 / tasks.max(1) as u128) as usize;
+    let at = round_up(share, unit);
     if tasks <= 1 || at == 0 || at >= len {
         return work((row0, col0), c);
     }

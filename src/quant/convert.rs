@@ -5,14 +5,49 @@ use crate::convert::check_len;
 use crate::tensor::Tensor;
 use crate::Error;
 
-/// One value, the definition: NaN → `zp`; otherwise
-/// `clamp(round_half_even(x / scale) + zp, qmin, qmax)`.
+/// How `x / scale` is formed before rounding.
+///
+/// The two rules differ on some inputs: `x · (1/scale)` rounds twice (the
+/// reciprocal, then the product), so a quotient next to a half-way point
+/// can land on the other side of it. With scale 0.390419 (f32
+/// 0x3EC7E500) and x = 11.126942 (0x413207F4), division gives exactly 28.5
+/// (→ 28, ties to even) and the reciprocal 28.500002 (→ 29).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QuantRounding {
+    /// `round_half_even(x / scale)`: the correctly rounded quotient, then
+    /// the integer rounding. The crate's default, and TFLite's reference.
+    #[default]
+    Divide,
+    /// `nearbyint(x · (1.0f32 / scale))`, the reciprocal computed once in
+    /// f32: what PyTorch's `quantize_per_tensor` (FBGEMM) computes. Needs a
+    /// finite reciprocal.
+    MultiplyByReciprocal,
+}
+
+/// `x / scale` under `rule`; `inv` is `1.0 / scale` in f32.
 #[inline(always)]
-pub(crate) fn quantize_one(x: f32, scale: f32, zp: i32, qmin: i32, qmax: i32) -> i32 {
+pub(crate) fn scaled(x: f32, scale: f32, inv: f32, rule: QuantRounding) -> f32 {
+    match rule {
+        QuantRounding::Divide => x / scale,
+        QuantRounding::MultiplyByReciprocal => x * inv,
+    }
+}
+
+/// One value, the definition: NaN → `zp`; otherwise
+/// `clamp(round_half_even(x / scale) + zp, qmin, qmax)`, with `x / scale`
+/// formed as `rule` says.
+#[inline(always)]
+pub(crate) fn quantize_one(
+    x: f32,
+    scale: f32,
+    zp: i32,
+    (qmin, qmax): (i32, i32),
+    rule: QuantRounding,
+) -> i32 {
     if x.is_nan() {
         return zp;
     }
-    let v = (x / scale).round_ties_even() + zp as f32;
+    let v = scaled(x, scale, 1.0 / scale, rule).round_ties_even() + zp as f32;
     v.clamp(qmin as f32, qmax as f32) as i32
 }
 
@@ -23,12 +58,44 @@ pub(crate) fn dequantize_one(q: i32, scale: f32, zp: i32) -> f32 {
 }
 
 /// Quantizes `src` into `dst` (same length) with one scale and zero point:
-/// round half to even, saturating; NaN becomes the zero point.
+/// `round_half_even(x / scale) + zero_point`, saturating; NaN becomes the
+/// zero point. Uses [`QuantRounding::Divide`]; [`quantize_with`] offers
+/// PyTorch's reciprocal form.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when the lengths differ;
+/// [`Error::InvalidParameter`] for a scale that is not finite and > 0 or a
+/// zero point outside `Q`'s range.
 pub fn quantize<Q: QInt>(
     src: &[f32],
     dst: &mut [Q],
     scale: f32,
     zero_point: i32,
+) -> Result<(), Error> {
+    quantize_with(src, dst, scale, zero_point, QuantRounding::Divide)
+}
+
+/// [`quantize`] with an explicit [`QuantRounding`].
+///
+/// ```
+/// use mixprec::quant::{quantize_with, QuantRounding};
+/// let (x, scale) = ([f32::from_bits(0x4132_07F4)], f32::from_bits(0x3EC7_E500));
+/// let (mut by_div, mut by_inv) = ([0i8], [0i8]);
+/// quantize_with(&x, &mut by_div, scale, 0, QuantRounding::Divide)?;
+/// quantize_with(&x, &mut by_inv, scale, 0, QuantRounding::MultiplyByReciprocal)?;
+/// assert_eq!((by_div[0], by_inv[0]), (28, 29));
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`quantize`]; with [`QuantRounding::MultiplyByReciprocal`] also a
+/// scale whose f32 reciprocal overflows.
+pub fn quantize_with<Q: QInt>(
+    src: &[f32],
+    dst: &mut [Q],
+    scale: f32,
+    zero_point: i32,
+    rule: QuantRounding,
 ) -> Result<(), Error> {
     quantize_checked(
         "quant::quantize",
@@ -36,11 +103,15 @@ pub fn quantize<Q: QInt>(
         dst,
         scale,
         zero_point,
+        rule,
         crate::cpu::has_avx2_fma_f16c(),
     )
 }
 
 /// Dequantizes `src` into `dst` (same length): `(q − zero_point)·scale`.
+///
+/// # Errors
+/// As [`quantize`].
 pub fn dequantize<Q: QInt>(
     src: &[Q],
     dst: &mut [f32],
@@ -62,16 +133,17 @@ pub(crate) fn quantize_dispatch<Q: QInt>(
     dst: &mut [Q],
     scale: f32,
     zp: i32,
+    rule: QuantRounding,
     simd: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C.
-        return unsafe { super::x86_avx2::quantize(src, dst, scale, zp) };
+        return unsafe { super::x86_avx2::quantize(src, dst, scale, zp, rule) };
     }
     let _ = simd;
     for (d, &x) in dst.iter_mut().zip(src) {
-        *d = Q::from_i32_clamped(quantize_one(x, scale, zp, Q::QMIN, Q::QMAX));
+        *d = Q::from_i32_clamped(quantize_one(x, scale, zp, (Q::QMIN, Q::QMAX), rule));
     }
 }
 
@@ -99,11 +171,28 @@ pub mod reference {
     use super::*;
 
     /// Scalar [`super::quantize`].
+    ///
+    /// # Errors
+    /// As [`super::quantize`].
     pub fn quantize<Q: QInt>(
         src: &[f32],
         dst: &mut [Q],
         scale: f32,
         zero_point: i32,
+    ) -> Result<(), Error> {
+        quantize_with(src, dst, scale, zero_point, QuantRounding::Divide)
+    }
+
+    /// Scalar [`super::quantize_with`].
+    ///
+    /// # Errors
+    /// As [`super::quantize_with`].
+    pub fn quantize_with<Q: QInt>(
+        src: &[f32],
+        dst: &mut [Q],
+        scale: f32,
+        zero_point: i32,
+        rule: QuantRounding,
     ) -> Result<(), Error> {
         quantize_checked(
             "quant::reference::quantize",
@@ -111,11 +200,15 @@ pub mod reference {
             dst,
             scale,
             zero_point,
+            rule,
             false,
         )
     }
 
     /// Scalar [`super::dequantize`].
+    ///
+    /// # Errors
+    /// As [`super::dequantize`].
     pub fn dequantize<Q: QInt>(
         src: &[Q],
         dst: &mut [f32],
@@ -139,11 +232,25 @@ fn quantize_checked<Q: QInt>(
     dst: &mut [Q],
     scale: f32,
     zero_point: i32,
+    rule: QuantRounding,
     simd: bool,
 ) -> Result<(), Error> {
     check_len(what, src.len(), dst.len())?;
     check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
-    quantize_dispatch(src, dst, scale, zero_point, simd);
+    check_rule(scale, rule)?;
+    quantize_dispatch(src, dst, scale, zero_point, rule, simd);
+    Ok(())
+}
+
+/// The reciprocal rule needs `1/scale` finite.
+fn check_rule(scale: f32, rule: QuantRounding) -> Result<(), Error> {
+    if rule == QuantRounding::MultiplyByReciprocal && !(1.0 / scale).is_finite() {
+        return Err(Error::InvalidParameter {
+            name: "scale",
+            value: format!("{scale:e}"),
+            requirement: "large enough that 1/scale is finite in f32 (QuantRounding::MultiplyByReciprocal)",
+        });
+    }
     Ok(())
 }
 
@@ -210,8 +317,9 @@ pub fn quantize_tensor<Q: QInt>(t: &Tensor<f32>, params: &QuantParams) -> Result
         quantize_dispatch(
             &t.as_slice()[r.clone()],
             &mut out[r],
-            params.scale(c),
-            params.zero_point(c),
+            params.scales()[c],
+            params.zero_points()[c],
+            QuantRounding::Divide,
             simd,
         )
     })?;
@@ -230,8 +338,8 @@ pub fn dequantize_tensor<Q: QInt>(
         dequantize_dispatch(
             &t.as_slice()[r.clone()],
             &mut out[r],
-            params.scale(c),
-            params.zero_point(c),
+            params.scales()[c],
+            params.zero_points()[c],
             simd,
         )
     })?;

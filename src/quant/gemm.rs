@@ -15,7 +15,7 @@
 //! `Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb`, exact modulo 2^32 and
 //! therefore exact within the K limit.
 
-use super::requant::requantize;
+use super::requant::{check_multiplier, requantize_unchecked, RequantRounding};
 use super::QInt;
 use crate::dtype::Element;
 use crate::gemm::driver::{par_split, task_count};
@@ -45,6 +45,9 @@ pub enum QEpilogue<'a> {
     /// bias[n], multiplier, shift), qmin, qmax)` (the bias add saturates);
     /// see [`super::requant`]. Multipliers and shifts: 1 or N.
     Requantize {
+        /// Which of TFLite's two rounding definitions
+        /// ([`RequantRounding::Double`] is gemmlowp's).
+        rounding: RequantRounding,
         /// Optional i32 bias (in units of `scale_a·scale_b`), length N.
         bias: Option<&'a [i32]>,
         /// Q31 multipliers from [`super::requant::quantize_multiplier`].
@@ -115,6 +118,7 @@ macro_rules! q8_output {
             fn from_acc(acc: i32, _: usize, col: usize, e: &QEpilogue<'_>) -> Self {
                 match e {
                     QEpilogue::Requantize {
+                        rounding,
                         bias,
                         multipliers,
                         shifts,
@@ -124,13 +128,15 @@ macro_rules! q8_output {
                             Some(b) => acc.saturating_add(b[col]),
                             None => acc,
                         };
-                        let q = requantize(
+                        // Multipliers and shifts were checked by `validate`.
+                        let q = requantize_unchecked(
                             v,
                             pick(multipliers, col),
                             pick(shifts, col),
                             *zero_point,
                             <$t as QInt>::QMIN,
                             <$t as QInt>::QMAX,
+                            *rounding,
                         );
                         <$t as QInt>::from_i32_clamped(q)
                     }
@@ -147,14 +153,25 @@ q8_output!(i8);
 q8_output!(u8);
 
 /// The largest K whose sums are exact in i32 for these zero points:
-/// `i32::MAX / (max|a − za| · max|b − zb|)`. For zero points 0 that is
-/// 131071 for i8×i8 and 65793 for u8×i8.
+/// `i32::MAX / (max|a − za| · max|b − zb|)` over A's storage range and
+/// i8's. For zero points 0 that is 131071 for i8×i8 and 65793 for u8×i8.
+/// Defined for every zero point (those outside the storage range give a
+/// smaller limit; [`qgemm`] rejects them anyway).
+///
+/// ```
+/// use mixprec::quant::max_k;
+/// assert_eq!(max_k::<i8>(0, 0), 131_071);
+/// assert_eq!(max_k::<u8>(0, 0), 65_793);
+/// assert_eq!(max_k::<u8>(128, 0), 131_071);
+/// ```
 pub fn max_k<A: QInt>(a_zero_point: i32, b_zero_point: i32) -> usize {
-    let span_a = (A::QMAX - a_zero_point).max(a_zero_point - A::QMIN).max(1) as i64;
-    let span_b = (i8::QMAX - b_zero_point)
-        .max(b_zero_point - i8::QMIN)
-        .max(1) as i64;
-    (i32::MAX as i64 / (span_a * span_b)) as usize
+    let span = |qmin: i32, qmax: i32, z: i32| {
+        let (qmin, qmax, z) = (qmin as i64, qmax as i64, z as i64);
+        (qmax - z).max(z - qmin).max(1)
+    };
+    let span_a = span(A::QMIN, A::QMAX, a_zero_point);
+    let span_b = span(i8::QMIN, i8::QMAX, b_zero_point);
+    (i32::MAX as i64 / span_a.saturating_mul(span_b)) as usize
 }
 
 fn check_len(what: &'static str, v_len: usize, one_or: usize) -> Result<(), Error> {
@@ -200,10 +217,10 @@ fn validate<A: QInt, O: QOutput>(
         .min()
         .unwrap_or(worst_a);
     if k > limit {
-        return Err(Error::InvalidParameter {
-            name: "K",
-            value: k.to_string(),
-            requirement: "at most max_k(zero points) so that i32 sums cannot overflow (131071 for i8×i8 with zero points 0)",
+        return Err(Error::KTooLarge {
+            what: "qgemm",
+            k,
+            max_k: limit,
         });
     }
     if !O::accepts(epilogue) {
@@ -236,6 +253,7 @@ fn validate<A: QInt, O: QOutput>(
             }
         }
         QEpilogue::Requantize {
+            rounding: _,
             bias,
             multipliers,
             shifts,
@@ -249,19 +267,8 @@ fn validate<A: QInt, O: QOutput>(
                     actual: shifts.len(),
                 });
             }
-            if let Some(&bad) = shifts.iter().find(|s| !(-31..=30).contains(*s)) {
-                return Err(Error::InvalidParameter {
-                    name: "shift",
-                    value: bad.to_string(),
-                    requirement: "in -31..=30",
-                });
-            }
-            if let Some(&bad) = multipliers.iter().find(|&&m| m < 0) {
-                return Err(Error::InvalidParameter {
-                    name: "multiplier",
-                    value: bad.to_string(),
-                    requirement: ">= 0",
-                });
+            for (&m, &s) in multipliers.iter().zip(shifts.iter()) {
+                check_multiplier(m, s)?;
             }
             let (lo, hi) = if O::DTYPE == crate::DType::U8 {
                 (0, 255)

@@ -3,6 +3,7 @@
 
 use super::gemm::{qgemm, QEpilogue};
 use super::{quantize, scale_zp_from_range, QuantParams, Scheme};
+use crate::amp::has_non_finite;
 
 /// `(min(row ∪ {0}), max(row ∪ {0}))`.
 fn range_with_zero(row: &[f32]) -> (f32, f32) {
@@ -12,6 +13,26 @@ fn range_with_zero(row: &[f32]) -> (f32, f32) {
 
 /// Largest quantized activation: 7 bits.
 pub const ACTIVATION_QMAX: i32 = 127;
+
+/// The most input features a [`DynamicQuantLinear`] accepts: the integer
+/// GEMM's exact-sum limit for its operands (u8 activations whose zero point
+/// may be 0, symmetric i8 weights with zero point 0), `max_k::<u8>(0, 0)`
+/// = 65,793.
+pub const MAX_IN_FEATURES: usize = 65_793;
+
+/// The first non-finite value of `x`, for an error message.
+fn non_finite_error(what: &'static str, x: &[f32]) -> Error {
+    let (i, v) = x
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map_or((0, f32::NAN), |(i, &v)| (i, v));
+    Error::InvalidParameter {
+        name: what,
+        value: format!("{v} at flat index {i}"),
+        requirement: "finite (a NaN or infinity has no quantized value)",
+    }
+}
 use crate::gemm::Parallelism;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
@@ -42,10 +63,36 @@ pub struct DynamicQuantLinear {
 
 impl DynamicQuantLinear {
     /// Quantizes `weight` (`[out_features, in_features]`, f32) per output
-    /// channel, symmetric i8. Non-finite weights are an error.
+    /// channel, symmetric i8.
+    ///
+    /// # Errors
+    /// * [`Error::RankMismatch`] when `weight` is not rank 2;
+    /// * [`Error::EmptyDimension`] when either dimension is 0;
+    /// * [`Error::KTooLarge`] when `in_features` > [`MAX_IN_FEATURES`];
+    /// * [`Error::InvalidParameter`] for a NaN or infinite weight or bias;
+    /// * [`Error::LengthMismatch`] for a bias whose length is not `out_features`.
     pub fn new(weight: &Tensor<f32>, bias: Option<&[f32]>) -> Result<Self, Error> {
         let w = weight.as_mat()?;
         let (out_features, in_features) = (w.rows(), w.cols());
+        if out_features == 0 || in_features == 0 {
+            return Err(Error::EmptyDimension {
+                what: "DynamicQuantLinear weight [out_features, in_features]",
+                shape: vec![out_features, in_features],
+            });
+        }
+        if in_features > MAX_IN_FEATURES {
+            return Err(Error::KTooLarge {
+                what: "DynamicQuantLinear (in_features)",
+                k: in_features,
+                max_k: MAX_IN_FEATURES,
+            });
+        }
+        if has_non_finite(weight.as_slice()) {
+            return Err(non_finite_error("DynamicQuantLinear weight", weight.as_slice()));
+        }
+        if let Some(b) = bias.filter(|b| has_non_finite(b)) {
+            return Err(non_finite_error("DynamicQuantLinear bias", b));
+        }
         if let Some(b) = bias {
             if b.len() != out_features {
                 return Err(Error::LengthMismatch {
@@ -65,13 +112,9 @@ impl DynamicQuantLinear {
         {
             let (lo, hi) = range_with_zero(row);
             let p = QuantParams::from_range::<i8>(lo, hi, Scheme::Symmetric)?;
-            quantize(
-                row,
-                &mut q[o * in_features..(o + 1) * in_features],
-                p.scale(0),
-                0,
-            )?;
-            scales.push(p.scale(0));
+            let scale = p.scales()[0];
+            quantize(row, &mut q[o * in_features..(o + 1) * in_features], scale, 0)?;
+            scales.push(scale);
         }
         Ok(Self {
             weight: q,
@@ -82,10 +125,22 @@ impl DynamicQuantLinear {
         })
     }
 
-    /// `[batch, in_features]` → `[batch, out_features]`. Non-finite
-    /// activations are an error (their range has no finite scale).
+    /// `[batch, in_features]` → `[batch, out_features]`. A batch of 0 rows
+    /// gives an empty `[0, out_features]` output.
+    ///
+    /// # Errors
+    /// * [`Error::RankMismatch`] when `x` is not rank 2;
+    /// * [`Error::ShapeMismatch`] when `x` has not `in_features` columns;
+    /// * [`Error::InvalidParameter`] for a NaN or infinite activation (its
+    ///   row's range has no finite scale), or `Threads(0)`.
     pub fn forward(&self, x: &Tensor<f32>, parallelism: Parallelism) -> Result<Tensor<f32>, Error> {
         let xm = x.as_mat()?;
+        if has_non_finite(x.as_slice()) {
+            return Err(non_finite_error(
+                "DynamicQuantLinear::forward activation",
+                x.as_slice(),
+            ));
+        }
         if xm.cols() != self.in_features {
             return Err(Error::ShapeMismatch {
                 what: "DynamicQuantLinear::forward: x must be [batch, in_features]",

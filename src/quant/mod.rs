@@ -22,13 +22,15 @@
 //!
 //! ```text
 //! q = NaN → zero_point; otherwise clamp(round(x / scale) + zero_point, qmin, qmax)
+//!     (x / scale formed as QuantRounding says: a division by default,
+//!      or PyTorch/FBGEMM's x · (1/scale))
 //! x̂ = (q − zero_point) · scale          (one rounding)
 //! ```
 //!
 //! ```
 //! use mixprec::quant::{quantize, dequantize, QuantParams, Scheme};
 //! let p = QuantParams::from_range::<u8>(-1.0, 3.0, Scheme::Affine)?;
-//! let (s, z) = (p.scale(0), p.zero_point(0));
+//! let (s, z) = (p.scales()[0], p.zero_points()[0]);
 //! assert_eq!(z, 64); // 0 - round(-1 / (4/255))
 //! let x = [-1.0f32, 0.0, 0.5, 3.0, 9.0];
 //! let mut q = [0u8; 5];
@@ -48,9 +50,12 @@ pub mod requant;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 
-pub use convert::{dequantize, dequantize_tensor, quantize, quantize_tensor, reference};
+pub use convert::{
+    dequantize, dequantize_tensor, quantize, quantize_tensor, quantize_with, reference,
+    QuantRounding,
+};
 pub use gemm::{max_k, qgemm, qgemm_portable, qgemm_reference, QEpilogue, QOutput};
-pub use linear::{DynamicQuantLinear, ACTIVATION_QMAX};
+pub use linear::{DynamicQuantLinear, ACTIVATION_QMAX, MAX_IN_FEATURES};
 
 use crate::dtype::Element;
 use crate::Error;
@@ -186,7 +191,7 @@ impl QuantParams {
     /// ```
     /// use mixprec::quant::{QuantParams, Scheme};
     /// let p = QuantParams::from_range::<i8>(-2.0, 6.0, Scheme::Symmetric)?;
-    /// assert_eq!((p.scale(0), p.zero_point(0)), (6.0 / 127.5, 0));
+    /// assert_eq!((p.scale(0), p.zero_point(0)), (Some(6.0 / 127.5), Some(0)));
     /// assert!(QuantParams::from_range::<i8>(f32::NAN, 1.0, Scheme::Affine).is_err());
     /// # Ok::<(), mixprec::Error>(())
     /// ```
@@ -227,7 +232,7 @@ impl QuantParams {
     /// ```
     /// use mixprec::quant::QuantParams;
     /// let p = QuantParams::power_of_two::<i8>(-3.0, 1.5)?;
-    /// assert_eq!(p.scale(0), 2f32.powi(-5)); // 3 ≤ 127/32 = 3.97, but 3 > 127/64
+    /// assert_eq!(p.scale(0), Some(2f32.powi(-5))); // 3 ≤ 127/32 = 3.97, but 3 > 127/64
     /// # Ok::<(), mixprec::Error>(())
     /// ```
     pub fn power_of_two<Q: QInt>(min: f32, max: f32) -> Result<Self, Error> {
@@ -248,14 +253,20 @@ impl QuantParams {
         Self::per_tensor::<Q>(2f32.powi(-f), zp)
     }
 
-    /// Scale of channel `c` (of the only channel when per tensor).
-    pub fn scale(&self, c: usize) -> f32 {
-        self.scales[if self.axis.is_some() { c } else { 0 }]
+    /// Scale of channel `c` (of the only channel when per tensor, for any
+    /// `c`); `None` past the last channel.
+    pub fn scale(&self, c: usize) -> Option<f32> {
+        self.scales
+            .get(if self.axis.is_some() { c } else { 0 })
+            .copied()
     }
 
-    /// Zero point of channel `c` (of the only channel when per tensor).
-    pub fn zero_point(&self, c: usize) -> i32 {
-        self.zero_points[if self.axis.is_some() { c } else { 0 }]
+    /// Zero point of channel `c` (of the only channel when per tensor, for
+    /// any `c`); `None` past the last channel.
+    pub fn zero_point(&self, c: usize) -> Option<i32> {
+        self.zero_points
+            .get(if self.axis.is_some() { c } else { 0 })
+            .copied()
     }
 
     /// All scales (one when per tensor).

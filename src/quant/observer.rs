@@ -34,7 +34,7 @@ fn no_data() -> Error {
 /// obs.observe(&[2.0, f32::NAN]);
 /// assert_eq!(obs.range(), Some((-1.0, 2.0)));
 /// let p = obs.qparams::<u8>(Scheme::Affine)?;
-/// assert_eq!(p.zero_point(0), 85);
+/// assert_eq!(p.zero_point(0), Some(85));
 /// # Ok::<(), mixprec::Error>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -232,7 +232,7 @@ impl PerChannelMinMaxObserver {
 /// x.push(1.5);
 /// obs.observe(&x);
 /// let p = obs.qparams::<i8>(Scheme::Affine)?;
-/// assert!(((127 - p.zero_point(0)) as f32) * p.scale(0) < 1.4);
+/// assert!(((127 - p.zero_points()[0]) as f32) * p.scales()[0] < 1.4);
 /// # Ok::<(), mixprec::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -243,7 +243,7 @@ pub struct HistogramObserver {
 
 impl Default for HistogramObserver {
     fn default() -> Self {
-        Self::with_bins(2048)
+        Self::with_bins_unchecked(2048)
     }
 }
 
@@ -253,10 +253,27 @@ impl HistogramObserver {
         Self::default()
     }
 
-    /// `bins` bins (at least 1).
-    pub fn with_bins(bins: usize) -> Self {
+    /// The most bins [`HistogramObserver::with_bins`] accepts (2^20).
+    pub const MAX_BINS: usize = 1 << 20;
+
+    /// An observer with `bins` bins.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `bins` is in `1..=MAX_BINS`.
+    pub fn with_bins(bins: usize) -> Result<Self, Error> {
+        if !(1..=Self::MAX_BINS).contains(&bins) {
+            return Err(Error::InvalidParameter {
+                name: "bins",
+                value: bins.to_string(),
+                requirement: "in 1..=2^20",
+            });
+        }
+        Ok(Self::with_bins_unchecked(bins))
+    }
+
+    fn with_bins_unchecked(bins: usize) -> Self {
         Self {
-            counts: vec![0.0; bins.max(1)],
+            counts: vec![0.0; bins],
             range: None,
         }
     }

@@ -3,7 +3,7 @@
 //! saturation, every product and pair sum exact in i32).
 
 use super::gemm::IntKernel;
-use super::QInt;
+use super::{QInt, QuantRounding};
 use std::arch::x86_64::*;
 
 /// Quantize with AVX2: the same operations as `convert::quantize_one`
@@ -13,10 +13,18 @@ use std::arch::x86_64::*;
 /// # Safety
 /// The CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize<Q: QInt>(src: &[f32], dst: &mut [Q], scale: f32, zp: i32) {
+pub(crate) unsafe fn quantize<Q: QInt>(
+    src: &[f32],
+    dst: &mut [Q],
+    scale: f32,
+    zp: i32,
+    rule: QuantRounding,
+) {
     let n = src.len().min(dst.len());
     let body = n - n % 8;
     let (s, z) = (_mm256_set1_ps(scale), _mm256_set1_ps(zp as f32));
+    let inv = _mm256_set1_ps(1.0 / scale);
+    let by_reciprocal = rule == QuantRounding::MultiplyByReciprocal;
     let (lo, hi) = (
         _mm256_set1_ps(Q::QMIN as f32),
         _mm256_set1_ps(Q::QMAX as f32),
@@ -27,9 +35,12 @@ pub(crate) unsafe fn quantize<Q: QInt>(src: &[f32], dst: &mut [Q], scale: f32, z
     while i < body {
         // SAFETY: i + 8 <= n.
         let x = unsafe { _mm256_loadu_ps(src.as_ptr().add(i)) };
-        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_div_ps(x, s),
-        );
+        let q = if by_reciprocal {
+            _mm256_mul_ps(x, inv)
+        } else {
+            _mm256_div_ps(x, s)
+        };
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(q);
         let v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, z), lo), hi);
         let q = _mm256_cvttps_epi32(v);
         let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
@@ -42,7 +53,13 @@ pub(crate) unsafe fn quantize<Q: QInt>(src: &[f32], dst: &mut [Q], scale: f32, z
         i += 8;
     }
     for (d, &x) in dst[body..n].iter_mut().zip(&src[body..n]) {
-        *d = Q::from_i32_clamped(super::convert::quantize_one(x, scale, zp, Q::QMIN, Q::QMAX));
+        *d = Q::from_i32_clamped(super::convert::quantize_one(
+            x,
+            scale,
+            zp,
+            (Q::QMIN, Q::QMAX),
+            rule,
+        ));
     }
 }
 

@@ -71,7 +71,7 @@ mod model;
 mod sim;
 
 pub use model::{analyze, Mode, Report, Traffic};
-pub use sim::{simulate, SimResult};
+pub use sim::{simulate, SimResult, MAX_SIMULATED_PES};
 
 use crate::Error;
 
@@ -113,23 +113,30 @@ impl std::str::FromStr for Dataflow {
     }
 }
 
-/// An array of `rows × cols` PEs running one dataflow.
+/// An array of `rows × cols` PEs running one dataflow. The fields are
+/// private so that every value has passed [`ArrayConfig::new`]'s checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArrayConfig {
-    /// PE rows (the array height; 128 in the TPU).
-    pub rows: usize,
-    /// PE columns.
-    pub cols: usize,
-    /// The dataflow.
-    pub dataflow: Dataflow,
+    rows: usize,
+    cols: usize,
+    dataflow: Dataflow,
 }
 
 impl ArrayConfig {
-    /// An array of `rows × cols` PEs; both must be at least 1.
+    /// An array of `rows × cols` PEs.
+    ///
+    /// # Errors
+    /// [`Error::EmptyDimension`] when either is 0; [`Error::ShapeOverflow`]
+    /// when `rows × cols` does not fit in `u64`.
     pub fn new(rows: usize, cols: usize, dataflow: Dataflow) -> Result<Self, Error> {
         if rows == 0 || cols == 0 {
             return Err(Error::EmptyDimension {
                 what: "ArrayConfig",
+                shape: vec![rows, cols],
+            });
+        }
+        if (rows as u64).checked_mul(cols as u64).is_none() {
+            return Err(Error::ShapeOverflow {
                 shape: vec![rows, cols],
             });
         }
@@ -149,14 +156,47 @@ impl ArrayConfig {
         }
     }
 
-    /// `(folds, cycles per fold)` of the SCALE-Sim accounting, for M×K×N.
-    pub(crate) fn folds(&self, m: usize, k: usize, n: usize) -> (u64, u64) {
+    /// PE rows (the array height; 128 in the TPU).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// PE columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The dataflow.
+    pub fn dataflow(&self) -> Dataflow {
+        self.dataflow
+    }
+
+    /// The same array with another dataflow.
+    pub fn with_dataflow(self, dataflow: Dataflow) -> Self {
+        Self { dataflow, ..self }
+    }
+
+    /// `(folds, cycles per fold)` of the SCALE-Sim accounting, for M×K×N;
+    /// `None` when a count does not fit in `u64`.
+    pub(crate) fn folds(&self, m: usize, k: usize, n: usize) -> Option<(u64, u64)> {
         let (r, c) = (self.rows as u64, self.cols as u64);
         let (m, k, n) = (m as u64, k as u64, n as u64);
-        match self.dataflow {
-            Dataflow::WeightStationary => (k.div_ceil(r) * n.div_ceil(c), 2 * r + c + m - 2),
-            Dataflow::OutputStationary => (m.div_ceil(r) * n.div_ceil(c), r + c + k - 2),
-            Dataflow::InputStationary => (k.div_ceil(r) * m.div_ceil(c), 2 * r + c + n - 2),
-        }
+        // Each dimension is at least 1 (checked by the callers), so the
+        // subtractions cannot go below zero.
+        let (folds, per_fold) = match self.dataflow {
+            Dataflow::WeightStationary => (
+                k.div_ceil(r).checked_mul(n.div_ceil(c))?,
+                (2 * r as u128 + c as u128 + m as u128 - 2).try_into().ok()?,
+            ),
+            Dataflow::OutputStationary => (
+                m.div_ceil(r).checked_mul(n.div_ceil(c))?,
+                (r as u128 + c as u128 + k as u128 - 2).try_into().ok()?,
+            ),
+            Dataflow::InputStationary => (
+                k.div_ceil(r).checked_mul(m.div_ceil(c))?,
+                (2 * r as u128 + c as u128 + n as u128 - 2).try_into().ok()?,
+            ),
+        };
+        Some((folds, per_fold))
     }
 }

@@ -78,24 +78,11 @@ pub struct Report {
     pub offchip: Traffic,
 }
 
-/// Used rows and columns of the tiles along one dimension of size `len`
-/// cut into pieces of `tile`: `(full tiles, size of the last partial tile)`.
-fn tiles(len: u64, tile: u64) -> (u64, u64) {
-    (len / tile, len % tile)
-}
-
-/// Σ over tiles of the used size, divided by the tile size, summed over
-/// folds: used to average per-fold occupancy. Returns Σ_i used_i.
-fn sum_used(len: u64, tile: u64) -> u64 {
-    let (full, rest) = tiles(len, tile);
-    full * tile + rest
-}
-
 /// Analyzes `C[M×N] = A[M×K]·B[K×N]` on `config`. `buffer_elems` gives the
 /// capacity, in elements, of the on-chip buffers for A, B and C (use
 /// `u64::MAX` for unbounded); off-chip traffic assumes each operand is read
 /// once when the part that is reused across folds fits in its buffer, and
-/// once per reuse otherwise. Errors on an empty dimension.
+/// once per reuse otherwise.
 ///
 /// ```
 /// use mixprec::systolic::{analyze, ArrayConfig, Dataflow, Mode};
@@ -105,8 +92,13 @@ fn sum_used(len: u64, tile: u64) -> u64 {
 /// assert!(batch8.utilization_pct < 2.1);
 /// let batch1024 = analyze(&tpu, 1024, 1024, 1024, Mode::Tpu, [u64::MAX; 3])?;
 /// assert!(batch1024.utilization_pct > 99.0);
+/// assert!(analyze(&tpu, usize::MAX, 2, 2, Mode::ScaleSim, [u64::MAX; 3]).is_err());
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::EmptyDimension`] when M, K or N is 0; [`Error::ShapeOverflow`]
+/// when a count (MACs, cycles, traffic) does not fit in `u64`.
 pub fn analyze(
     config: &ArrayConfig,
     m: usize,
@@ -121,62 +113,89 @@ pub fn analyze(
             shape: vec![m, k, n],
         });
     }
-    let (r, c) = (config.rows as u64, config.cols as u64);
+    analyze_checked(config, m, k, n, mode, buffer_elems).ok_or_else(|| Error::ShapeOverflow {
+        shape: vec![m, k, n],
+    })
+}
+
+/// `a · b` and `a · b · c` in u64, `None` on overflow.
+fn mul(a: u64, b: u64) -> Option<u64> {
+    a.checked_mul(b)
+}
+
+fn mul3(a: u64, b: u64, c: u64) -> Option<u64> {
+    a.checked_mul(b)?.checked_mul(c)
+}
+
+/// [`analyze`] for non-empty dimensions; `None` when a count overflows u64.
+fn analyze_checked(
+    config: &ArrayConfig,
+    m: usize,
+    k: usize,
+    n: usize,
+    mode: Mode,
+    buffer_elems: [u64; 3],
+) -> Option<Report> {
+    let (r, c) = (config.rows() as u64, config.cols() as u64);
     let (mu, ku, nu) = (m as u64, k as u64, n as u64);
-    let (folds, per_fold) = config.folds(m, k, n);
+    let (folds, per_fold) = config.folds(m, k, n)?;
     // Stationary tile dimensions (rows of the array, columns of the array),
     // the streamed length T, and the fold counts along each.
-    let (rows_len, cols_len, t) = match config.dataflow {
+    let (rows_len, cols_len, t) = match config.dataflow() {
         Dataflow::WeightStationary => (ku, nu, mu),
         Dataflow::OutputStationary => (mu, nu, ku),
         Dataflow::InputStationary => (ku, mu, nu),
     };
     let (row_folds, col_folds) = (rows_len.div_ceil(r), cols_len.div_ceil(c));
+    // r, c >= 1, so r + c - 2 cannot underflow; folds >= 1 and per_fold >= 1.
+    let fill_drain = r.checked_add(c)? - 2;
     let cycles = match mode {
-        Mode::ScaleSim => folds * per_fold - 1,
+        Mode::ScaleSim => mul(folds, per_fold)? - 1,
         Mode::Tpu => {
             let load = r;
-            load + folds * t.max(load) + (r + c - 2)
+            load.checked_add(mul(folds, t.max(load))?)?
+                .checked_add(fill_drain)?
         }
     };
-    let macs = mu * ku * nu;
-    let pes = (r * c) as f64;
+    let macs = mul3(mu, ku, nu)?;
+    let pes = (r as f64) * (c as f64);
     let utilization_pct = macs as f64 * 100.0 / (pes * cycles as f64);
     // Average occupancy over folds: Σ_folds rows_used·cols_used / (F·R·C).
-    let used = sum_used(rows_len, r) * sum_used(cols_len, c);
+    // Σ over tiles of the used size along a dimension is the dimension itself.
+    let used = mul(rows_len, cols_len)?;
     let mapping_efficiency_pct = used as f64 * 100.0 / (folds as f64 * pes);
     // SCALE-Sim's per-fold compute utilization: mac_used·T / (R·C·fold_cycles)
     // with fold_cycles = 2R + 2C + T − 3 (WS, IS) or R + C + T − 2 (OS).
-    let fold_cycles = match config.dataflow {
-        Dataflow::OutputStationary => r + c + t - 2,
-        _ => 2 * r + 2 * c + t - 3,
+    let fold_cycles = match config.dataflow() {
+        Dataflow::OutputStationary => fill_drain.checked_add(t)?,
+        _ => mul(2, r)?.checked_add(mul(2, c)?)?.checked_add(t)? - 3,
     };
     let compute_utilization_pct =
         used as f64 * t as f64 * 100.0 / (folds as f64 * pes * fold_cycles as f64);
     // Buffer traffic: every fold streams its streamed operand in full and
     // loads its stationary tile once.
-    let buffer = match config.dataflow {
+    let buffer = match config.dataflow() {
         Dataflow::WeightStationary => Traffic {
-            a_reads: col_folds * mu * ku,
-            b_reads: ku * nu,
-            c_writes: row_folds * mu * nu,
-            c_reads: (row_folds - 1) * mu * nu,
+            a_reads: mul3(col_folds, mu, ku)?,
+            b_reads: mul(ku, nu)?,
+            c_writes: mul3(row_folds, mu, nu)?,
+            c_reads: mul3(row_folds - 1, mu, nu)?,
         },
         Dataflow::OutputStationary => Traffic {
-            a_reads: col_folds * mu * ku,
-            b_reads: row_folds * ku * nu,
-            c_writes: mu * nu,
+            a_reads: mul3(col_folds, mu, ku)?,
+            b_reads: mul3(row_folds, ku, nu)?,
+            c_writes: mul(mu, nu)?,
             c_reads: 0,
         },
         Dataflow::InputStationary => Traffic {
-            a_reads: mu * ku,
-            b_reads: col_folds * ku * nu,
-            c_writes: row_folds * mu * nu,
-            c_reads: (row_folds - 1) * mu * nu,
+            a_reads: mul(mu, ku)?,
+            b_reads: mul3(col_folds, ku, nu)?,
+            c_writes: mul3(row_folds, mu, nu)?,
+            c_reads: mul3(row_folds - 1, mu, nu)?,
         },
     };
     let [a_buf, b_buf, c_buf] = buffer_elems;
-    let (a_total, b_total, c_total) = (mu * ku, ku * nu, mu * nu);
+    let (a_total, b_total, c_total) = (mul(mu, ku)?, mul(ku, nu)?, mul(mu, nu)?);
     let offchip = Traffic {
         a_reads: if a_total <= a_buf {
             a_total
@@ -195,7 +214,7 @@ pub fn analyze(
         },
         c_reads: if c_total <= c_buf { 0 } else { buffer.c_reads },
     };
-    Ok(Report {
+    Some(Report {
         config: *config,
         mode,
         m,

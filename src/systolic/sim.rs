@@ -17,6 +17,10 @@ pub struct SimResult {
     pub macs: u64,
 }
 
+/// The most PEs [`simulate`] models (2^24, a 4096×4096 array): each PE's
+/// registers live in memory.
+pub const MAX_SIMULATED_PES: usize = 1 << 24;
+
 /// An operand on its way through the array: the index of the streamed
 /// element it belongs to (a row of A for WS, a column of B for IS, a k for
 /// OS) and its value.
@@ -29,7 +33,8 @@ type Token = Option<(usize, f32)>;
 /// stationary tile shifts it in from the top, one array row per cycle.
 ///
 /// Practical up to about 10⁸ PE-cycles (a 16×16 array and modest problems;
-/// a 128×128 array with small M). Errors on mismatched shapes.
+/// a 128×128 array with small M). NaN and infinity travel through the PEs
+/// as IEEE 754 says.
 ///
 /// ```
 /// use mixprec::systolic::{simulate, analyze, ArrayConfig, Dataflow, Mode};
@@ -43,6 +48,12 @@ type Token = Option<(usize, f32)>;
 /// assert_eq!(sim.cycles, model.cycles + 1); // SCALE-Sim reports the last cycle's index
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when A's columns and B's rows differ;
+/// [`Error::InvalidParameter`] when the array has more than
+/// [`MAX_SIMULATED_PES`] PEs (each holds registers in memory);
+/// [`Error::ShapeOverflow`] when M·N overflows.
 pub fn simulate<T: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
@@ -56,13 +67,20 @@ pub fn simulate<T: FloatElement>(
             right: vec![b.rows(), n],
         });
     }
-    let mut out = vec![0.0f32; m * n];
-    let (r, c) = (config.rows, config.cols);
+    let (r, c) = (config.rows(), config.cols());
+    if r.saturating_mul(c) > MAX_SIMULATED_PES {
+        return Err(Error::InvalidParameter {
+            name: "simulated array size (PEs)",
+            value: format!("{r}x{c}"),
+            requirement: "at most 2^24 PEs (MAX_SIMULATED_PES)",
+        });
+    }
+    let mut out = vec![0.0f32; crate::error::checked_numel(&[m, n])?];
     let av = |i: usize, kk: usize| a.at(i, kk).to_f32();
     let bv = |kk: usize, j: usize| b.at(kk, j).to_f32();
     let mut cycles = 0u64;
     let mut macs = 0u64;
-    match config.dataflow {
+    match config.dataflow() {
         Dataflow::WeightStationary => {
             for n0 in (0..n).step_by(c) {
                 for k0 in (0..k).step_by(r) {
@@ -144,7 +162,9 @@ fn stream_fold(
             *h = stationary(source_row, col);
         }
     }
-    debug_assert!((0..rows * cols).all(|i| held[i] == stationary(i / cols, i % cols)));
+    // The tile shifted in is the tile (bit patterns: NaN compares unequal).
+    let bits = |v: Option<f32>| v.map(f32::to_bits);
+    debug_assert!((0..rows * cols).all(|i| bits(held[i]) == bits(stationary(i / cols, i % cols))));
     // Stream.
     let mut operand: Vec<Token> = vec![None; rows * cols];
     let mut psum: Vec<Token> = vec![None; rows * cols];
