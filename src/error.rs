@@ -147,3 +147,17 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize, Error> {
             shape: shape.to_vec(),
         })
 }
+
+/// Number of elements of `shape` for a buffer of `T`: [`Error::ShapeOverflow`]
+/// unless both the count and its byte size fit (`isize::MAX` bytes, Rust's
+/// allocation limit).
+pub(crate) fn checked_len_of<T>(shape: &[usize]) -> Result<usize, Error> {
+    let numel = checked_numel(shape)?;
+    numel
+        .checked_mul(std::mem::size_of::<T>().max(1))
+        .filter(|&b| b <= isize::MAX as usize)
+        .map(|_| numel)
+        .ok_or_else(|| Error::ShapeOverflow {
+            shape: shape.to_vec(),
+        })
+}

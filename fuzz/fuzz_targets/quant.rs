@@ -31,6 +31,12 @@ fuzz_target!(|data: &[u8]| {
         quant::reference::dequantize(&a, &mut fb, scale, zp).unwrap();
         assert_eq!(fa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), fb.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
+    let rule = quant::QuantRounding::MultiplyByReciprocal;
+    let fast = quant::quantize_with(&xs, &mut a, scale, zp, rule);
+    assert_eq!(fast, quant::reference::quantize_with(&xs, &mut b, scale, zp, rule));
+    if fast.is_ok() {
+        assert_eq!(a, b);
+    }
     let (mut ua, mut ub) = (vec![0u8; xs.len()], vec![0u8; xs.len()]);
     let fast = quant::quantize(&xs, &mut ua, scale, zp);
     assert_eq!(fast, quant::reference::quantize(&xs, &mut ub, scale, zp));
@@ -39,18 +45,28 @@ fuzz_target!(|data: &[u8]| {
     let (lo, hi) = (f32_at(data, 8), f32_at(data, 12));
     for scheme in [Scheme::Affine, Scheme::Symmetric] {
         if let Ok(p) = QuantParams::from_range::<i8>(lo, hi, scheme) {
-            assert!(p.scale(0).is_finite() && p.scale(0) > 0.0);
-            assert!((-128..=127).contains(&p.zero_point(0)));
+            let (s, z) = (p.scales()[0], p.zero_points()[0]);
+            assert!(s.is_finite() && s > 0.0);
+            assert!((-128..=127).contains(&z));
         }
         let _ = QuantParams::from_range::<u8>(lo, hi, scheme);
     }
     let _ = QuantParams::power_of_two::<i8>(lo, hi);
 
+    let rounding = if zp & 1 == 0 {
+        requant::RequantRounding::Double
+    } else {
+        requant::RequantRounding::Single
+    };
     if let Ok((m, shift)) = requant::quantize_multiplier(f32_at(data, 16) as f64) {
         for &x in &xs {
-            let v = requant::requantize(x.to_bits() as i32, m, shift, zp.clamp(-128, 127), -128, 127);
+            let v = requant::requantize(x.to_bits() as i32, m, shift, zp.clamp(-128, 127), (-128, 127), rounding)
+                .expect("quantize_multiplier's output is always a valid multiplier and shift");
             assert!((-128..=127).contains(&v));
         }
     }
-    let _ = requant::multiply_by_quantized_multiplier(zp, i32_at(data, 20), (i32_at(data, 24) % 31).abs() * -1);
+    // Any multiplier, shift and range: a value or a typed error, never a panic.
+    let _ = requant::multiply_by_quantized_multiplier(zp, i32_at(data, 20), i32_at(data, 24), rounding);
+    let _ = requant::requantize(zp, i32_at(data, 20), i32_at(data, 24), zp, (i32_at(data, 28), i32_at(data, 32)), rounding);
+    let _ = requant::rounding_divide_by_pot(zp, i32_at(data, 24) as u32);
 });

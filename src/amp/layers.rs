@@ -69,7 +69,7 @@ impl<T: FloatElement> Linear<T> {
                 shape: vec![out_features, in_features],
             });
         }
-        let numel = crate::error::checked_numel(&[out_features, in_features])?;
+        let numel = crate::error::checked_len_of::<f32>(&[out_features, in_features])?;
         let bound = init_scale / (in_features as f32).sqrt();
         if !(init_scale.is_finite() && init_scale > 0.0 && T::from_f32(bound).to_f32().is_finite())
         {
@@ -157,7 +157,7 @@ impl<T: FloatElement> Linear<T> {
         let (i, o) = (self.in_features, self.out_features);
         let xv = MatRef::from_row_major(x, batch, i)?;
         let wt = MatRef::from_row_major(&self.w, o, i)?.t();
-        let mut y = vec![T::zeroed(); crate::error::checked_numel(&[batch, o])?];
+        let mut y = vec![T::zeroed(); crate::error::checked_len_of::<f32>(&[batch, o])?];
         let fused = match self.activation {
             Activation::Gelu => Activation::Identity,
             a => a,

@@ -163,7 +163,8 @@ impl<'a> Epilogue<'a> {
     /// The epilogue of one element, in f32, each step rounded once:
     /// `y = alpha * acc; if beta != 0 { y = fma(beta, c_old, y) };
     /// if bias { y = y + bias[col] }; y = activation(y)`; finally a NaN
-    /// becomes the canonical quiet NaN (`f32::NAN`, positive).
+    /// becomes the canonical quiet NaN (`f32::NAN`, positive). A `col`
+    /// past the bias's end adds no bias.
     ///
     /// IEEE 754 leaves the sign and payload of a NaN made by an invalid
     /// operation (∞ − ∞, 0 × ∞) to the hardware: x86 gives a negative NaN, a
@@ -175,8 +176,10 @@ impl<'a> Epilogue<'a> {
         if self.beta != 0.0 {
             y = self.beta.mul_add(c_old, y);
         }
-        if let Some(bias) = self.bias {
-            y += bias[col];
+        // `gemm` checks the bias length; a direct caller passing a column
+        // past its end gets no bias rather than a panic.
+        if let Some(&b) = self.bias.and_then(|bias| bias.get(col)) {
+            y += b;
         }
         let y = self.activation.apply(y);
         if y.is_nan() {

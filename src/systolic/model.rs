@@ -63,7 +63,9 @@ pub struct Report {
     pub cycles: u64,
     /// Multiply-adds: M·K·N.
     pub macs: u64,
-    /// MACs / (PEs × cycles), in percent.
+    /// MACs / (PEs × cycles), in percent (cycles taken as at least 1). In
+    /// [`Mode::ScaleSim`] `cycles` is the last cycle's 0-based index, as
+    /// SCALE-Sim reports it, so this may exceed 100 % by one cycle's share.
     pub utilization_pct: f64,
     /// Fraction of PEs holding a useful stationary operand, averaged over
     /// folds, in percent.
@@ -159,7 +161,9 @@ fn analyze_checked(
     };
     let macs = mul3(mu, ku, nu)?;
     let pes = (r as f64) * (c as f64);
-    let utilization_pct = macs as f64 * 100.0 / (pes * cycles as f64);
+    // A 1-cycle problem in SCALE-Sim mode reports cycle index 0: count it
+    // as one cycle rather than divide by zero.
+    let utilization_pct = macs as f64 * 100.0 / (pes * cycles.max(1) as f64);
     // Average occupancy over folds: Σ_folds rows_used·cols_used / (F·R·C).
     // Σ over tiles of the used size along a dimension is the dimension itself.
     let used = mul(rows_len, cols_len)?;
