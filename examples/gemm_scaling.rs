@@ -7,16 +7,47 @@ use mixprec::gemm::{gemm, Epilogue, Parallelism};
 use mixprec::{MatMut, MatRef};
 use std::time::Instant;
 
-fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let n = args.first().copied().unwrap_or(2048);
-    let max_threads = args
+const USAGE: &str = "usage: gemm_scaling [N] [MAX_THREADS]\n\
+    times an N×N×N f32 GEMM (default 2048) at 1, 2, 4 … MAX_THREADS threads\n\
+    (default: the machine's parallelism) and checks every result's bits";
+
+/// `[n, max_threads]` from the command line; an error for anything else.
+fn parse() -> Result<(usize, usize), String> {
+    let mut nums = Vec::new();
+    for a in std::env::args().skip(1) {
+        if a == "-h" || a == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let v: usize = a
+            .parse()
+            .map_err(|_| format!("unexpected argument {a:?}\n{USAGE}"))?;
+        nums.push(v);
+    }
+    if nums.len() > 2 {
+        return Err(format!("at most two numbers, got {}\n{USAGE}", nums.len()));
+    }
+    let n = nums.first().copied().unwrap_or(2048);
+    let max_threads = nums
         .get(1)
         .copied()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |p| p.get()));
+    if n == 0 || n > 32_768 || max_threads == 0 {
+        return Err(format!(
+            "N must be in 1..=32768 and MAX_THREADS at least 1 (got {n}, {max_threads})"
+        ));
+    }
+    Ok((n, max_threads))
+}
+
+fn main() {
+    let (n, max_threads) = match parse() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        }
+    };
     let mut rng = mixprec::convert::StochasticRng::new(1);
     let a: Vec<f32> = (0..n * n)
         .map(|_| (rng.next_u64() >> 40) as f32 / 16_777_216.0 - 0.5)

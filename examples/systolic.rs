@@ -22,15 +22,23 @@ struct Args {
     sweep: bool,
     svg: Option<String>,
     buffers: [u64; 3],
+    /// Flags given on the command line (to refuse ones the mode ignores).
+    given: Vec<String>,
 }
 
-fn usage() -> ! {
-    eprintln!(
+fn usage(code: i32) -> ! {
+    let text =
         "usage: systolic [--m M[,M..]] [--k K] [--n N] [--dataflow ws|os|is] [--array RxC]\n\
          \x20               [--mode scalesim|tpu] [--csv] [--buffers A,B,C (elements)]\n\
-         \x20               [--sweep-batch [--svg FILE]]"
-    );
-    std::process::exit(2)
+         \x20               [--sweep-batch [--svg FILE] [--csv]]\n\
+         --sweep-batch analyzes M = 1..4096 in both modes (so --m and --mode do not apply);\n\
+         with --csv it prints every point as CSV, with --svg it also writes a chart.";
+    if code == 0 {
+        println!("{text}");
+    } else {
+        eprintln!("{text}");
+    }
+    std::process::exit(code)
 }
 
 fn parse() -> Result<Args, String> {
@@ -46,6 +54,7 @@ fn parse() -> Result<Args, String> {
         sweep: false,
         svg: None,
         buffers: [u64::MAX; 3],
+        given: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     let num = |s: Option<String>, what: &str| -> Result<usize, String> {
@@ -54,6 +63,10 @@ fn parse() -> Result<Args, String> {
             .map_err(|e| format!("{what}: {e}"))
     };
     while let Some(flag) = it.next() {
+        if a.given.contains(&flag) {
+            return Err(format!("{flag} given twice"));
+        }
+        a.given.push(flag.clone());
         match flag.as_str() {
             "--m" => {
                 let v = it.next().ok_or("--m needs a value")?;
@@ -97,9 +110,21 @@ fn parse() -> Result<Args, String> {
             "--csv" => a.csv = true,
             "--sweep-batch" => a.sweep = true,
             "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file name")?),
-            "-h" | "--help" => usage(),
-            other => return Err(format!("unknown argument {other:?}")),
+            "-h" | "--help" => usage(0),
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
+    }
+    let given = |f: &str| a.given.iter().any(|g| g == f);
+    if a.sweep {
+        for ignored in ["--m", "--mode"] {
+            if given(ignored) {
+                return Err(format!(
+                    "{ignored} does not apply to --sweep-batch (it sweeps M = 1..4096 in both modes)"
+                ));
+            }
+        }
+    } else if given("--svg") {
+        return Err("--svg writes the --sweep-batch chart; add --sweep-batch".into());
     }
     Ok(a)
 }
@@ -221,7 +246,7 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
-            usage()
+            usage(2)
         }
     };
     let cfg = match ArrayConfig::new(args.rows, args.cols, args.dataflow) {
@@ -234,26 +259,46 @@ fn main() {
     let run = |m: usize, mode: Mode| analyze(&cfg, m, args.k, args.n, mode, args.buffers);
     if args.sweep {
         let batches: Vec<usize> = (1..=4096).collect();
-        let shown =
-            |m: usize| m.is_power_of_two() || (m % cfg.cols() == 1 && m > 1 && m <= 4 * cfg.cols() + 1);
+        let shown = |m: usize| {
+            m.is_power_of_two() || (m % cfg.cols() == 1 && m > 1 && m <= 4 * cfg.cols() + 1)
+        };
         let mut points = Vec::new();
-        println!(
-            "batch sweep: {} {}x{} array, layer K={} N={}",
-            cfg.dataflow().name(),
-            cfg.rows(),
-            cfg.cols(),
-            args.k,
-            args.n
-        );
-        println!(
-            "{:>6} {:>12} {:>10} {:>12} {:>10}",
-            "M", "cycles", "util %", "tpu cycles", "tpu util %"
-        );
+        if args.csv {
+            println!("dataflow,M,K,N,cycles,util_pct,tpu_cycles,tpu_util_pct");
+        } else {
+            println!(
+                "batch sweep: {} {}x{} array, layer K={} N={}",
+                cfg.dataflow().name(),
+                cfg.rows(),
+                cfg.cols(),
+                args.k,
+                args.n
+            );
+            println!(
+                "{:>6} {:>12} {:>10} {:>12} {:>10}",
+                "M", "cycles", "util %", "tpu cycles", "tpu util %"
+            );
+        }
         for &m in &batches {
-            let (Ok(a), Ok(b)) = (run(m, Mode::ScaleSim), run(m, Mode::Tpu)) else {
-                continue;
+            let (a, b) = match (run(m, Mode::ScaleSim), run(m, Mode::Tpu)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: M = {m}: {e}");
+                    std::process::exit(2)
+                }
             };
-            if shown(m) {
+            if args.csv {
+                println!(
+                    "{},{m},{},{},{},{:.4},{},{:.4}",
+                    cfg.dataflow().name(),
+                    args.k,
+                    args.n,
+                    a.cycles,
+                    a.utilization_pct,
+                    b.cycles,
+                    b.utilization_pct
+                );
+            } else if shown(m) {
                 println!(
                     "{m:>6} {:>12} {:>10.2} {:>12} {:>10.2}",
                     a.cycles, a.utilization_pct, b.cycles, b.utilization_pct
@@ -274,7 +319,7 @@ fn main() {
                 eprintln!("error: writing {path}: {e}");
                 std::process::exit(1)
             }
-            println!("wrote {path}");
+            eprintln!("wrote {path}");
         }
         return;
     }

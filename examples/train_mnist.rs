@@ -3,13 +3,15 @@
 //! ```text
 //! cargo run --release --example train_mnist                       # f32, bundled 8×8 digits
 //! cargo run --release --example train_mnist -- --precision all    # the side-by-side table
-//! cargo run --release --example train_mnist -- --data ../shared/data --precision all   # MNIST IDX files
+//! cargo run --release --example train_mnist -- --data DIR --precision all   # MNIST IDX files in DIR
 //! cargo run --release --example train_mnist -- --precision all --loss-weight 1e-5 --grad-histogram
 //! ```
 //!
 //! The bundled set is the UCI optical digits (1797 images of 8×8, CC BY 4.0,
 //! E. Alpaydin, C. Kaynak); `--data DIR` reads MNIST IDX files
-//! (`*images-idx3-ubyte[.gz]`, `*labels-idx1-ubyte[.gz]`) from DIR.
+//! (`PREFIXimages-idx3-ubyte[.gz]` with `PREFIXlabels-idx1-ubyte[.gz]`) from
+//! DIR. With the standard layout (`train-*` and `t10k-*`) the t10k files are
+//! the test set; with one pair, 20 % of it is held out.
 
 use mixprec::amp::{
     train_step_observed, AdamW, GradHistogram, LossScaler, Mlp, Optimizer, Precision, Sgd,
@@ -17,7 +19,7 @@ use mixprec::amp::{
 use mixprec::convert::{narrow, StochasticRng};
 use mixprec::gemm::{Activation, Parallelism};
 use mixprec::{bf16, f16, FloatElement};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::time::Instant;
 
 const DIGITS_CSV: &str = include_str!("../data/optdigits.csv");
@@ -28,18 +30,48 @@ struct Data {
     features: usize,
 }
 
-fn digits() -> Data {
+/// Parses the digits CSV: 64 pixels in 0..=16 and a label in 0..=9 per
+/// line; any other field is an error naming its line and column.
+fn parse_digits(csv: &str) -> Result<Data, String> {
     let mut x = Vec::new();
     let mut y = Vec::new();
-    for line in DIGITS_CSV.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Vec<f32> = line
-            .split(',')
-            .map(|t| t.trim().parse::<f32>().unwrap_or(0.0))
-            .collect();
-        x.extend(v[..64].iter().map(|p| p / 16.0));
-        y.push(v[64] as u8);
+    for (i, line) in csv
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != 65 {
+            return Err(format!(
+                "digits CSV line {}: {} fields, expected 65 (64 pixels and a label)",
+                i + 1,
+                fields.len()
+            ));
+        }
+        for (j, f) in fields.iter().enumerate() {
+            let v: u8 = f.parse().map_err(|_| {
+                format!(
+                    "digits CSV line {}, field {}: {f:?} is not a whole number",
+                    i + 1,
+                    j + 1
+                )
+            })?;
+            let max = if j == 64 { 9 } else { 16 };
+            if v > max {
+                return Err(format!(
+                    "digits CSV line {}, field {}: {v} is above {max}",
+                    i + 1,
+                    j + 1
+                ));
+            }
+            if j == 64 {
+                y.push(v);
+            } else {
+                x.push(v as f32 / 16.0);
+            }
+        }
     }
-    Data { x, y, features: 64 }
+    Ok(Data { x, y, features: 64 })
 }
 
 fn read_maybe_gz(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
@@ -53,37 +85,121 @@ fn read_maybe_gz(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn mnist(dir: &str) -> Result<Data, String> {
-    let find = |tag: &str| -> Result<std::path::PathBuf, String> {
-        std::fs::read_dir(dir)
-            .map_err(|e| format!("{dir}: {e}"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.contains(tag))
-            })
-            .ok_or(format!("no *{tag}* file in {dir}"))
+/// The `(images, labels)` file pairs in `dir`, by prefix: `train-` from
+/// `train-images-idx3-ubyte.gz` and `train-labels-idx1-ubyte.gz`, and so on.
+fn idx_pairs(dir: &str) -> Result<Vec<(String, std::path::PathBuf, std::path::PathBuf)>, String> {
+    let names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{dir}: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    let prefix_of = |p: &std::path::Path, tag: &str| -> Option<String> {
+        let name = p.file_name()?.to_str()?;
+        let at = name.find(tag)?;
+        let rest = &name[at + tag.len()..];
+        (rest.is_empty() || rest == ".gz").then(|| name[..at].to_string())
     };
-    let images = read_maybe_gz(&find("images-idx3-ubyte")?).map_err(|e| e.to_string())?;
-    let labels = read_maybe_gz(&find("labels-idx1-ubyte")?).map_err(|e| e.to_string())?;
-    let be =
-        |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
-    if images.len() < 16 || be(&images, 0) != 2051 || labels.len() < 8 || be(&labels, 0) != 2049 {
-        return Err("not MNIST IDX files (bad magic numbers)".into());
+    let mut pairs = Vec::new();
+    for img in &names {
+        let Some(prefix) = prefix_of(img, "images-idx3-ubyte") else {
+            continue;
+        };
+        let label = names
+            .iter()
+            .find(|l| prefix_of(l, "labels-idx1-ubyte").as_deref() == Some(prefix.as_str()))
+            .ok_or(format!(
+                "{}: no matching {prefix}labels-idx1-ubyte[.gz] in {dir}",
+                img.display()
+            ))?;
+        pairs.push((prefix, img.clone(), label.clone()));
     }
-    let (n, rows, cols) = (be(&images, 4), be(&images, 8), be(&images, 12));
-    if be(&labels, 4) != n || images.len() < 16 + n * rows * cols || labels.len() < 8 + n {
-        return Err("IDX files disagree on the number of images or are truncated".into());
+    pairs.sort();
+    Ok(pairs)
+}
+
+/// Reads one IDX image/label pair, checking magic numbers, sizes (without
+/// overflow) and labels (0..=9).
+fn read_idx(images: &std::path::Path, labels: &std::path::Path) -> Result<Data, String> {
+    let what = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let img = read_maybe_gz(images).map_err(|e| what(images, e))?;
+    let lab = read_maybe_gz(labels).map_err(|e| what(labels, e))?;
+    let be = |b: &[u8], at: usize| -> usize {
+        b.get(at..at + 4)
+            .map_or(0, |w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize)
+    };
+    if img.len() < 16 || be(&img, 0) != 2051 || lab.len() < 8 || be(&lab, 0) != 2049 {
+        return Err(format!(
+            "{} / {}: not MNIST IDX files (bad magic numbers)",
+            images.display(),
+            labels.display()
+        ));
+    }
+    let (n, rows, cols) = (be(&img, 4), be(&img, 8), be(&img, 12));
+    let features = rows.checked_mul(cols).filter(|&f| f > 0).ok_or(format!(
+        "{}: image size {rows}x{cols} is invalid",
+        images.display()
+    ))?;
+    let pixels = n
+        .checked_mul(features)
+        .and_then(|p| p.checked_add(16))
+        .ok_or(format!(
+            "{}: {n} images of {rows}x{cols} overflow",
+            images.display()
+        ))?;
+    if be(&lab, 4) != n {
+        return Err(format!(
+            "{} holds {n} images but {} holds {} labels",
+            images.display(),
+            labels.display(),
+            be(&lab, 4)
+        ));
+    }
+    if img.len() < pixels || lab.len() < 8 + n {
+        return Err(format!(
+            "{} / {}: truncated ({} and {} bytes for {n} images)",
+            images.display(),
+            labels.display(),
+            img.len(),
+            lab.len()
+        ));
+    }
+    let y = lab[8..8 + n].to_vec();
+    if let Some((i, &bad)) = y.iter().enumerate().find(|(_, &l)| l > 9) {
+        return Err(format!(
+            "{}: label {bad} of image {i} is not a digit",
+            labels.display()
+        ));
     }
     Ok(Data {
-        x: images[16..16 + n * rows * cols]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect(),
-        y: labels[8..8 + n].to_vec(),
-        features: rows * cols,
+        x: img[16..pixels].iter().map(|&p| p as f32 / 255.0).collect(),
+        y,
+        features,
     })
+}
+
+/// `(train, Some(test))` for the standard `train-*`/`t10k-*` layout, or
+/// `(all, None)` for a folder with one pair.
+fn mnist(dir: &str) -> Result<(Data, Option<Data>), String> {
+    let pairs = idx_pairs(dir)?;
+    let find = |p: &str| pairs.iter().find(|(prefix, _, _)| prefix == p);
+    match (find("train-"), find("t10k-"), pairs.as_slice()) {
+        (Some(train), Some(test), _) => Ok((
+            read_idx(&train.1, &train.2)?,
+            Some(read_idx(&test.1, &test.2)?),
+        )),
+        (_, _, [one]) => Ok((read_idx(&one.1, &one.2)?, None)),
+        (_, _, []) => Err(format!(
+            "no MNIST IDX files (*images-idx3-ubyte[.gz] with *labels-idx1-ubyte[.gz]) in {dir}"
+        )),
+        _ => Err(format!(
+            "{dir} holds several IDX pairs ({}) and not the standard train-/t10k- layout; \
+             put one pair in a folder of its own",
+            pairs
+                .iter()
+                .map(|(p, _, _)| format!("{p}*"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 #[derive(Clone)]
@@ -138,7 +254,13 @@ fn parse() -> Result<Opts, String> {
             }
             "--batch" => o.batch = val()?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--lr" => o.lr = val()?.parse().map_err(|e| format!("--lr: {e}"))?,
-            "--optimizer" => o.adamw = val()? == "adamw",
+            "--optimizer" => {
+                o.adamw = match val()?.as_str() {
+                    "sgd" => false,
+                    "adamw" => true,
+                    other => return Err(format!("--optimizer: {other:?} is not sgd or adamw")),
+                }
+            }
             "--loss-weight" => {
                 o.loss_weight = val()?.parse().map_err(|e| format!("--loss-weight: {e}"))?
             }
@@ -162,8 +284,11 @@ fn parse() -> Result<Opts, String> {
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    if o.batch == 0 || o.epochs == 0 || o.loss_weight.is_nan() || o.loss_weight <= 0.0 {
-        return Err("--batch, --epochs and --loss-weight must be positive".into());
+    if o.batch == 0 || o.epochs == 0 || !(o.loss_weight.is_finite() && o.loss_weight > 0.0) {
+        return Err("--batch, --epochs and --loss-weight must be positive (and finite)".into());
+    }
+    if o.hidden.contains(&0) || o.threads == 0 {
+        return Err("--hidden widths and --threads must be at least 1".into());
     }
     Ok(o)
 }
@@ -249,6 +374,7 @@ fn run<T: FloatElement>(
     let started = Instant::now();
     let mut accuracy_now = 0.0;
     let steps = n.div_ceil(o.batch);
+    let progress = !quiet && std::io::stderr().is_terminal();
     for epoch in 1..=o.epochs {
         for i in (1..n).rev() {
             order.swap(i, (shuffle.next_u64() % (i as u64 + 1)) as usize);
@@ -288,22 +414,41 @@ fn run<T: FloatElement>(
                 loss_sum += (out.loss / o.loss_weight) as f64;
                 count += 1;
             }
-            if !quiet && (s % 8 == 0 || s + 1 == steps) {
-                eprint!("\r  epoch {epoch:>3}/{} {}", o.epochs, bar(s + 1, steps));
+            if progress && (s % 8 == 0 || s + 1 == steps) {
+                eprint!(
+                    "\r  {:<12} epoch {epoch:>3}/{} {}",
+                    precision.name(),
+                    o.epochs,
+                    bar(s + 1, steps)
+                );
                 let _ = std::io::stderr().flush();
             }
         }
         accuracy_now = accuracy(&mut mlp, &test.x, &test.y, test.features, par)?;
         if !quiet {
-            eprint!("\r{}\r", " ".repeat(60));
+            if progress {
+                eprint!("\r{}\r", " ".repeat(72));
+            }
+            // An epoch whose every loss was NaN or infinite prints NaN, not 0.
+            let mean_loss = if count == 0 {
+                f64::NAN
+            } else {
+                loss_sum / count as f64
+            };
             println!(
                 "{:<12} epoch {epoch:>3}  loss {:.4}  test acc {:.2}%  loss scale {:<8}  skipped {}",
                 precision.name(),
-                loss_sum / count.max(1) as f64,
+                mean_loss,
                 accuracy_now * 100.0,
                 scaler.scale(),
                 scaler.skipped_steps()
             );
+            if count == 0 {
+                eprintln!(
+                    "warning: {} epoch {epoch}: every batch's loss was NaN or infinite",
+                    precision.name()
+                );
+            }
         }
     }
     let secs = started.elapsed().as_secs_f64() / o.epochs as f64;
@@ -372,24 +517,45 @@ fn main() {
             std::process::exit(2)
         }
     };
-    let data = match &o.data {
-        None => digits(),
-        Some(dir) => match mnist(dir) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::exit(2)
-            }
-        },
+    let loaded = match &o.data {
+        None => parse_digits(DIGITS_CSV).map(|d| (d, None)),
+        Some(dir) => mnist(dir),
     };
-    // Held-out split: a seeded shuffle, 20 % for test.
+    let (data, given_test) = match loaded {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        }
+    };
+    // At least one image to train on and one to test on.
+    let min_images = if given_test.is_some() { 1 } else { 5 };
+    if data.y.len() < min_images || given_test.as_ref().is_some_and(|t| t.y.is_empty()) {
+        eprintln!(
+            "error: too few images ({} to train{}); need at least {min_images} to train and 1 to test",
+            data.y.len(),
+            given_test
+                .as_ref()
+                .map_or(String::new(), |t| format!(", {} to test", t.y.len()))
+        );
+        std::process::exit(2)
+    }
+    if let Some(t) = given_test.as_ref().filter(|t| t.features != data.features) {
+        eprintln!(
+            "error: train images have {} pixels, test images {}",
+            data.features, t.features
+        );
+        std::process::exit(2)
+    }
+    // Held-out split: a seeded shuffle, 20 % for test (unless the folder
+    // has its own test files).
     let n = data.y.len();
     let mut idx: Vec<usize> = (0..n).collect();
     let mut r = StochasticRng::new(7);
     for i in (1..n).rev() {
         idx.swap(i, (r.next_u64() % (i as u64 + 1)) as usize);
     }
-    let n_test = n / 5;
+    let n_test = if given_test.is_some() { 0 } else { n / 5 };
     let pick = |ids: &[usize]| Data {
         x: ids
             .iter()
@@ -402,7 +568,10 @@ fn main() {
         y: ids.iter().map(|&i| data.y[i]).collect(),
         features: data.features,
     };
-    let (test, train) = (pick(&idx[..n_test]), pick(&idx[n_test..]));
+    let (test, train) = match given_test {
+        Some(t) => (t, pick(&idx)),
+        None => (pick(&idx[..n_test]), pick(&idx[n_test..])),
+    };
     println!(
         "{}: {} train / {} test images of {} pixels; MLP {}-{}-10, {} epochs, batch {}, {} lr {}, loss weight {}",
         if o.data.is_some() { "MNIST" } else { "UCI digits (bundled)" },

@@ -48,22 +48,6 @@ fn force_portable(value: Option<&std::ffi::OsStr>) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::force_portable;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn force_portable_values() {
-        for off in [None, Some(""), Some("0"), Some("false"), Some("FALSE"), Some(" 0 ")] {
-            assert!(!force_portable(off.map(OsStr::new)), "{off:?}");
-        }
-        for on in ["1", "true", "yes", "portable"] {
-            assert!(force_portable(Some(OsStr::new(on))), "{on}");
-        }
-    }
-}
-
 #[cfg(not(target_arch = "x86_64"))]
 fn detect() -> u8 {
     PORTABLE
@@ -76,5 +60,28 @@ pub fn active_isa() -> &'static str {
         "avx2+fma+f16c"
     } else {
         "portable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::force_portable;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn force_portable_values() {
+        for off in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("false"),
+            Some("FALSE"),
+            Some(" 0 "),
+        ] {
+            assert!(!force_portable(off.map(OsStr::new)), "{off:?}");
+        }
+        for on in ["1", "true", "yes", "portable"] {
+            assert!(force_portable(Some(OsStr::new(on))), "{on}");
+        }
     }
 }

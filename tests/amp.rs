@@ -147,22 +147,59 @@ fn scaler_state_is_validated() {
     let good = LossScaler::dynamic().state();
     assert!(LossScaler::from_state(good).is_ok());
     let bad = [
-        ScalerState { scale: f32::NAN, ..good },
+        ScalerState {
+            scale: f32::NAN,
+            ..good
+        },
         ScalerState { scale: 0.0, ..good },
-        ScalerState { scale: f32::INFINITY, ..good },
-        ScalerState { growth_factor: f64::NAN, ..good },
-        ScalerState { growth_factor: 1.0, ..good },
-        ScalerState { backoff_factor: 1.0, ..good },
-        ScalerState { backoff_factor: -0.5, ..good },
-        ScalerState { growth_interval: 0, ..good },
-        ScalerState { growth_tracker: 2000, ..good },
-        ScalerState { min_scale: 1e6, ..good },
-        ScalerState { max_scale: 1.0, ..good },
-        ScalerState { skipped_steps: 5, steps: 4, ..good },
+        ScalerState {
+            scale: f32::INFINITY,
+            ..good
+        },
+        ScalerState {
+            growth_factor: f64::NAN,
+            ..good
+        },
+        ScalerState {
+            growth_factor: 1.0,
+            ..good
+        },
+        ScalerState {
+            backoff_factor: 1.0,
+            ..good
+        },
+        ScalerState {
+            backoff_factor: -0.5,
+            ..good
+        },
+        ScalerState {
+            growth_interval: 0,
+            ..good
+        },
+        ScalerState {
+            growth_tracker: 2000,
+            ..good
+        },
+        ScalerState {
+            min_scale: 1e6,
+            ..good
+        },
+        ScalerState {
+            max_scale: 1.0,
+            ..good
+        },
+        ScalerState {
+            skipped_steps: 5,
+            steps: 4,
+            ..good
+        },
     ];
     for st in bad {
         assert!(
-            matches!(LossScaler::from_state(st), Err(Error::InvalidParameter { .. })),
+            matches!(
+                LossScaler::from_state(st),
+                Err(Error::InvalidParameter { .. })
+            ),
             "{st:?}"
         );
     }
@@ -366,9 +403,15 @@ fn optimizers_follow_their_formulas() {
     let mut p = vec![1.0f32, -2.0];
     let mut sgd = Sgd::new(0.1, 0.9, 0.01).unwrap();
     sgd.step(0, &mut p, &[0.5, 0.5]).unwrap();
-    assert!(sgd.step(0, &mut p, &[0.5]).is_err(), "one gradient per parameter");
+    assert!(
+        sgd.step(0, &mut p, &[0.5]).is_err(),
+        "one gradient per parameter"
+    );
     assert!(sgd.step(5, &mut p, &[0.5, 0.5]).is_err(), "slots are dense");
-    assert!(sgd.step(0, &mut [1.0], &[0.5]).is_err(), "a slot keeps its length");
+    assert!(
+        sgd.step(0, &mut [1.0], &[0.5]).is_err(),
+        "a slot keeps its length"
+    );
     assert_eq!(p, [1.0 - 0.1 * (0.5 + 0.01), -2.0 - 0.1 * (0.5 - 0.02)]);
     let mut q = vec![1.0f32];
     let mut adam = AdamW::new(0.01, 0.1).unwrap();

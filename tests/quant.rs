@@ -5,9 +5,8 @@ use mixprec::quant::observer::{
     HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver,
 };
 use mixprec::quant::requant::{
-    self, RequantRounding,
-    multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
-    saturating_rounding_doubling_high_mul,
+    self, multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul, RequantRounding,
 };
 use mixprec::quant::{
     self, max_k, qgemm, qgemm_portable, qgemm_reference, DynamicQuantLinear, QEpilogue, QInt,
@@ -282,14 +281,20 @@ fn requantization_edge_cases() {
     assert!(quantize_multiplier(0.0).is_err() && quantize_multiplier(f64::NAN).is_err());
     let dbl = RequantRounding::Double;
     let (m, s) = quantize_multiplier(0.0123).unwrap();
-    assert_eq!(multiply_by_quantized_multiplier(10_000, m, s, dbl).unwrap(), 123);
+    assert_eq!(
+        multiply_by_quantized_multiplier(10_000, m, s, dbl).unwrap(),
+        123
+    );
     let (m, s) = quantize_multiplier(3.0).unwrap();
     assert_eq!(multiply_by_quantized_multiplier(7, m, s, dbl).unwrap(), 21);
     // The two TFLite definitions differ on a tie: -1.5 (x = -6, M = 0.25).
     let (m, s) = quantize_multiplier(0.25).unwrap();
     assert_eq!(multiply_by_quantized_multiplier(-6, m, s, dbl).unwrap(), -2);
     let single = RequantRounding::Single;
-    assert_eq!(multiply_by_quantized_multiplier(-6, m, s, single).unwrap(), -1);
+    assert_eq!(
+        multiply_by_quantized_multiplier(-6, m, s, single).unwrap(),
+        -1
+    );
     // Shifts outside [-31, 30] and negative multipliers are errors (they
     // panicked in debug and wrapped in release before).
     for bad_shift in [31, 32, -32, i32::MIN, i32::MAX] {
@@ -299,8 +304,14 @@ fn requantization_edge_cases() {
     assert!(multiply_by_quantized_multiplier(1, -1, 0, dbl).is_err());
     // requantize: qmin > qmax is an error, not a clamp panic.
     assert!(requant::requantize(5, 1 << 30, 0, 0, (10, -10), dbl).is_err());
-    assert_eq!(requant::requantize(1000, 1 << 30, 0, 3, (-128, 127), dbl).unwrap(), 127);
-    assert_eq!(requant::requantize(-6, 1 << 30, -1, 0, (-128, 127), single).unwrap(), -1);
+    assert_eq!(
+        requant::requantize(1000, 1 << 30, 0, 3, (-128, 127), dbl).unwrap(),
+        127
+    );
+    assert_eq!(
+        requant::requantize(-6, 1 << 30, -1, 0, (-128, 127), single).unwrap(),
+        -1
+    );
 }
 
 #[test]
@@ -394,18 +405,25 @@ fn pytorch_observer_formulas() {
     assert_eq!((p.scale(0), p.zero_point(0)), (Some(2.0 / 255.0), Some(0)));
     // Symmetric: i8 zero point 0, u8 zero point 128.
     let p = QuantParams::from_range::<u8>(-3.0, 1.0, Scheme::Symmetric).unwrap();
-    assert_eq!((p.scale(0), p.zero_point(0)), (Some(3.0 / 127.5), Some(128)));
+    assert_eq!(
+        (p.scale(0), p.zero_point(0)),
+        (Some(3.0 / 127.5), Some(128))
+    );
     // An all-zero range gets the minimum scale, not zero.
     assert_eq!(
         QuantParams::from_range::<i8>(0.0, 0.0, Scheme::Affine)
             .unwrap()
-            .scale(0).unwrap(),
+            .scale(0)
+            .unwrap(),
         f32::EPSILON
     );
     assert!(QuantParams::from_range::<i8>(2.0, 1.0, Scheme::Affine).is_err());
     // Power of two: 1.0 ≤ 127·2^-6 = 1.98, 1.0 > 127·2^-7.
     assert_eq!(
-        QuantParams::power_of_two::<i8>(-1.0, 0.5).unwrap().scale(0).unwrap(),
+        QuantParams::power_of_two::<i8>(-1.0, 0.5)
+            .unwrap()
+            .scale(0)
+            .unwrap(),
         2f32.powi(-6)
     );
 }
@@ -471,7 +489,10 @@ fn per_channel_tensor_round_trip() {
     let q = quant::quantize_tensor::<i8>(&t, &p).unwrap();
     let back = quant::dequantize_tensor(&q, &p).unwrap();
     for (i, (a, b)) in t.as_slice().iter().zip(back.as_slice()).enumerate() {
-        assert!((a - b).abs() <= p.scale(i / 4).unwrap() / 2.0 * 1.0001, "{a} vs {b}");
+        assert!(
+            (a - b).abs() <= p.scale(i / 4).unwrap() / 2.0 * 1.0001,
+            "{a} vs {b}"
+        );
     }
 }
 
@@ -496,7 +517,8 @@ fn dequantized_gemm_and_dynamic_linear_error_bound() {
             .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
         let sx = QuantParams::from_range::<u8>(lo, hi, Scheme::Affine)
             .unwrap()
-            .scale(0).unwrap() as f64;
+            .scale(0)
+            .unwrap() as f64;
         for n in 0..outf {
             let wr = &w.as_slice()[n * inf..(n + 1) * inf];
             let sw = layer.weight_scales()[n] as f64;

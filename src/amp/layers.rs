@@ -76,7 +76,8 @@ impl<T: FloatElement> Linear<T> {
             return Err(Error::InvalidParameter {
                 name: "init_scale",
                 value: format!("{init_scale:e}"),
-                requirement: "finite, > 0, and init_scale/sqrt(in_features) finite in the working type",
+                requirement:
+                    "finite, > 0, and init_scale/sqrt(in_features) finite in the working type",
             });
         }
         let mut uniform = || ((rng.next_u64() >> 40) as f32 / 16_777_216.0 * 2.0 - 1.0) * bound;

@@ -248,7 +248,8 @@ fn check_rule(scale: f32, rule: QuantRounding) -> Result<(), Error> {
         return Err(Error::InvalidParameter {
             name: "scale",
             value: format!("{scale:e}"),
-            requirement: "large enough that 1/scale is finite in f32 (QuantRounding::MultiplyByReciprocal)",
+            requirement:
+                "large enough that 1/scale is finite in f32 (QuantRounding::MultiplyByReciprocal)",
         });
     }
     Ok(())

@@ -88,7 +88,10 @@ impl DynamicQuantLinear {
             });
         }
         if has_non_finite(weight.as_slice()) {
-            return Err(non_finite_error("DynamicQuantLinear weight", weight.as_slice()));
+            return Err(non_finite_error(
+                "DynamicQuantLinear weight",
+                weight.as_slice(),
+            ));
         }
         if let Some(b) = bias.filter(|b| has_non_finite(b)) {
             return Err(non_finite_error("DynamicQuantLinear bias", b));
@@ -113,7 +116,12 @@ impl DynamicQuantLinear {
             let (lo, hi) = range_with_zero(row);
             let p = QuantParams::from_range::<i8>(lo, hi, Scheme::Symmetric)?;
             let scale = p.scales()[0];
-            quantize(row, &mut q[o * in_features..(o + 1) * in_features], scale, 0)?;
+            quantize(
+                row,
+                &mut q[o * in_features..(o + 1) * in_features],
+                scale,
+                0,
+            )?;
             scales.push(scale);
         }
         Ok(Self {

@@ -186,7 +186,9 @@ impl ArrayConfig {
         let (folds, per_fold) = match self.dataflow {
             Dataflow::WeightStationary => (
                 k.div_ceil(r).checked_mul(n.div_ceil(c))?,
-                (2 * r as u128 + c as u128 + m as u128 - 2).try_into().ok()?,
+                (2 * r as u128 + c as u128 + m as u128 - 2)
+                    .try_into()
+                    .ok()?,
             ),
             Dataflow::OutputStationary => (
                 m.div_ceil(r).checked_mul(n.div_ceil(c))?,
@@ -194,7 +196,9 @@ impl ArrayConfig {
             ),
             Dataflow::InputStationary => (
                 k.div_ceil(r).checked_mul(m.div_ceil(c))?,
-                (2 * r as u128 + c as u128 + n as u128 - 2).try_into().ok()?,
+                (2 * r as u128 + c as u128 + n as u128 - 2)
+                    .try_into()
+                    .ok()?,
             ),
         };
         Some((folds, per_fold))
