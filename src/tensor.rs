@@ -25,6 +25,10 @@ impl<T: Element> Tensor<T> {
     /// assert!(matches!(Tensor::from_vec(&[2, 3], vec![0i8; 5]), Err(Error::LengthMismatch { .. })));
     /// # Ok::<(), Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] when the shape's element count overflows;
+    /// [`Error::LengthMismatch`] when `data` does not hold exactly that many.
     pub fn from_vec(shape: &[usize], data: Vec<T>) -> Result<Self, Error> {
         let numel = checked_numel(shape)?;
         if numel != data.len() {
@@ -41,6 +45,9 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A tensor of `shape` filled with zero bits (0 for every format).
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] when the element or byte count overflows.
     pub fn zeros(shape: &[usize]) -> Result<Self, Error> {
         let numel = checked_numel(shape)?;
         checked_bytes::<T>(shape, numel)?;
@@ -59,6 +66,9 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(t.as_slice(), &[0, 1, 2, 10, 11, 12]);
     /// # Ok::<(), mixprec::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] when the element or byte count overflows.
     pub fn from_fn(shape: &[usize], mut f: impl FnMut(&[usize]) -> T) -> Result<Self, Error> {
         let numel = checked_numel(shape)?;
         checked_bytes::<T>(shape, numel)?;
@@ -127,6 +137,10 @@ impl<T: Element> Tensor<T> {
 
     /// A tensor of `shape` copied from raw bytes (native endianness), which
     /// need not be aligned.
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] when the byte count overflows;
+    /// [`Error::LengthMismatch`] when `bytes` is not exactly that long.
     pub fn from_bytes(shape: &[usize], bytes: &[u8]) -> Result<Self, Error> {
         let numel = checked_numel(shape)?;
         let expected = checked_bytes::<T>(shape, numel)?;
@@ -143,6 +157,10 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The same elements under a new shape with the same element count.
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] or [`Error::LengthMismatch`] when the new shape
+    /// does not hold the same number of elements.
     pub fn reshape(self, shape: &[usize]) -> Result<Self, Error> {
         let numel = checked_numel(shape)?;
         if numel != self.data.len() {
@@ -159,12 +177,18 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A borrowed view of a rank-2 tensor.
+    ///
+    /// # Errors
+    /// [`Error::RankMismatch`] unless the tensor has rank 2.
     pub fn as_mat(&self) -> Result<MatRef<'_, T>, Error> {
         let (rows, cols) = self.dims2()?;
         MatRef::from_row_major(&self.data, rows, cols)
     }
 
     /// A mutable borrowed view of a rank-2 tensor.
+    ///
+    /// # Errors
+    /// [`Error::RankMismatch`] unless the tensor has rank 2.
     pub fn as_mat_mut(&mut self) -> Result<MatMut<'_, T>, Error> {
         let (rows, cols) = self.dims2()?;
         MatMut::from_row_major(&mut self.data, rows, cols)
@@ -262,6 +286,10 @@ pub struct MatRef<'a, T> {
 
 impl<'a, T: Copy> MatRef<'a, T> {
     /// A view with explicit strides; an error if it reaches past `data`.
+    ///
+    /// # Errors
+    /// [`Error::ViewOutOfBounds`] when the last element (or the index
+    /// arithmetic reaching it) lies past `data`.
     pub fn new(
         data: &'a [T],
         rows: usize,
@@ -280,6 +308,10 @@ impl<'a, T: Copy> MatRef<'a, T> {
     }
 
     /// A contiguous row-major view; `data.len()` must be `rows * cols`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] when `rows × cols` overflows;
+    /// [`Error::LengthMismatch`] when `data.len()` is not `rows × cols`.
     pub fn from_row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self, Error> {
         let numel = checked_numel(&[rows, cols])?;
         if numel != data.len() {
@@ -371,6 +403,10 @@ impl<'a, T: Copy> MatMut<'a, T> {
     /// A view with explicit strides; an error if it reaches past `data`.
     /// Strides that make two indices share an element are allowed here, but
     /// the GEMM rejects such an output.
+    ///
+    /// # Errors
+    /// [`Error::ViewOutOfBounds`] when the last element (or the index
+    /// arithmetic reaching it) lies past `data`.
     pub fn new(
         data: &'a mut [T],
         rows: usize,
@@ -389,6 +425,10 @@ impl<'a, T: Copy> MatMut<'a, T> {
     }
 
     /// A contiguous row-major view; `data.len()` must be `rows * cols`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeOverflow`] when `rows × cols` overflows;
+    /// [`Error::LengthMismatch`] when `data.len()` is not `rows × cols`.
     pub fn from_row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self, Error> {
         let numel = checked_numel(&[rows, cols])?;
         if numel != data.len() {

@@ -141,6 +141,10 @@ impl<T: FloatElement> Linear<T> {
     }
 
     /// Rounds the masters into the working copy.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] only if the masters were resized, which the
+    /// layer's API does not allow; in practice infallible.
     pub fn refresh(&mut self, rounding: &mut WorkingRounding) -> Result<(), Error> {
         match rounding {
             WorkingRounding::NearestEven => narrow(&self.master_w, &mut self.w),

@@ -214,6 +214,10 @@ impl<T: FloatElement> Mlp<T> {
 
     /// Back-propagates `dlogits`; `observe` sees every activation gradient
     /// in f32 (times the loss scale) before it is rounded to the working type.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `dlogits` is not `batch × out` of the
+    /// last forward pass.
     pub fn backward(
         &mut self,
         dlogits: &[T],
@@ -233,6 +237,9 @@ impl<T: FloatElement> Mlp<T> {
     }
 
     /// Rounds every layer's masters into its working copy.
+    ///
+    /// # Errors
+    /// As [`Linear::refresh`].
     pub fn refresh(&mut self) -> Result<(), Error> {
         let mut rounding = std::mem::replace(&mut self.rounding, WorkingRounding::NearestEven);
         let result = self
@@ -294,6 +301,9 @@ pub fn train_step<T: FloatElement, O: Optimizer + ?Sized>(
 }
 
 /// [`train_step`] with an observer of the (scaled, f32) activation gradients.
+///
+/// # Errors
+/// As [`train_step`].
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
     mlp: &mut Mlp<T>,

@@ -67,6 +67,9 @@ pub(crate) fn check_len(what: &'static str, src: usize, dst: usize) -> Result<()
 
 /// Rounds each f32 of `src` into `dst` (same length), ties to even; overflow to
 /// ±infinity, or NaN for E4M3.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
 pub fn narrow<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> {
     check_len("convert::narrow", src.len(), dst.len())?;
     narrow_dispatch(src, dst, Overflow::Ieee, crate::cpu::has_avx2_fma_f16c());
@@ -82,6 +85,9 @@ pub fn narrow<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> 
 /// assert_eq!(y.map(|v| v.to_f32()), [448.0, -448.0, 0.3125]);
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
 pub fn narrow_saturating<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> {
     check_len("convert::narrow_saturating", src.len(), dst.len())?;
     narrow_dispatch(
@@ -94,6 +100,9 @@ pub fn narrow_saturating<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<
 }
 
 /// Widens each element of `src` into `dst` (same length), exactly.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
 pub fn widen<T: FloatElement>(src: &[T], dst: &mut [f32]) -> Result<(), Error> {
     check_len("convert::widen", src.len(), dst.len())?;
     widen_dispatch(src, dst, crate::cpu::has_avx2_fma_f16c());
@@ -162,6 +171,9 @@ pub mod reference {
     use super::*;
 
     /// Scalar [`super::narrow`].
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
     pub fn narrow<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> {
         check_len("convert::reference::narrow", src.len(), dst.len())?;
         narrow_dispatch(src, dst, Overflow::Ieee, false);
@@ -169,6 +181,9 @@ pub mod reference {
     }
 
     /// Scalar [`super::narrow_saturating`].
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
     pub fn narrow_saturating<T: FloatElement>(src: &[f32], dst: &mut [T]) -> Result<(), Error> {
         check_len(
             "convert::reference::narrow_saturating",
@@ -180,6 +195,9 @@ pub mod reference {
     }
 
     /// Scalar [`super::widen`].
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
     pub fn widen<T: FloatElement>(src: &[T], dst: &mut [f32]) -> Result<(), Error> {
         check_len("convert::reference::widen", src.len(), dst.len())?;
         widen_dispatch(src, dst, false);

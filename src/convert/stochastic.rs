@@ -53,6 +53,9 @@ impl StochasticRng {
 /// assert!((2300..2700).contains(&ups));
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when `src` and `dst` differ in length.
 pub fn narrow_stochastic<T: FloatElement>(
     src: &[f32],
     dst: &mut [T],

@@ -211,6 +211,16 @@ pub enum Parallelism {
 /// whose strides make two elements share memory, an output overlapping an
 /// input, `Threads(0)`. Empty dimensions are valid; K = 0 gives the epilogue
 /// of zero.
+///
+/// # Errors
+/// * [`Error::ShapeMismatch`] when A is not M×K, B K×N and C M×N;
+/// * [`Error::LengthMismatch`] for a bias whose length is not N;
+/// * [`Error::Aliasing`] when C overlaps A or B, or its strides make two
+///   elements share memory;
+/// * [`Error::InvalidParameter`] for `Threads(0)`.
+///
+/// Non-finite values (in A, B, C or alpha/beta) are not errors: they
+/// propagate as IEEE 754 says (a NaN result is the canonical quiet NaN).
 pub fn gemm<T: FloatElement, O: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
@@ -243,6 +253,9 @@ fn gemm_on<T: FloatElement, O: FloatElement>(
 
 /// [`gemm`] forced onto the portable kernel (what CPUs without AVX2 run), for
 /// testing the fallback on any machine.
+///
+/// # Errors
+/// As [`gemm`].
 #[doc(hidden)]
 pub fn gemm_portable<T: FloatElement, O: FloatElement>(
     a: MatRef<'_, T>,
@@ -256,6 +269,9 @@ pub fn gemm_portable<T: FloatElement, O: FloatElement>(
 
 /// The contract as plain loops (see the module docs): the definition of the
 /// result, and the oracle of the tests. Slow; same checks as [`gemm`].
+///
+/// # Errors
+/// As [`gemm`].
 pub fn reference<T: FloatElement, O: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
@@ -268,6 +284,9 @@ pub fn reference<T: FloatElement, O: FloatElement>(
 /// The contract's loops for an array of another height: K-tiles of
 /// `tile_height` instead of [`ARRAY_ROWS`]. A weight-stationary array with
 /// `tile_height` rows ([`crate::systolic::simulate`]) computes exactly this.
+///
+/// # Errors
+/// As [`gemm`], and [`Error::InvalidParameter`] for a tile height of 0.
 pub fn reference_with_tile_height<T: FloatElement, O: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
@@ -297,6 +316,9 @@ pub fn reference_with_tile_height<T: FloatElement, O: FloatElement>(
 /// assert_eq!(c.as_slice(), &[5.0, 11.0, 11.0, 25.0]);
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// As [`gemm`]; [`Error::ShapeOverflow`] when M·N overflows.
 pub fn matmul<T: FloatElement>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,

@@ -310,6 +310,12 @@ fn for_each_channel_run(
 
 /// Quantizes a tensor with per-tensor or per-channel parameters (the
 /// channel axis must have one entry per scale).
+///
+/// # Errors
+/// * [`Error::InvalidParameter`] when `params` were made for the other
+///   storage type, or the channel axis is past the tensor's rank;
+/// * [`Error::LengthMismatch`] when the axis does not have one entry per
+///   channel.
 pub fn quantize_tensor<Q: QInt>(t: &Tensor<f32>, params: &QuantParams) -> Result<Tensor<Q>, Error> {
     check_storage::<Q>(params)?;
     let mut out = vec![Q::zeroed(); t.len()];
@@ -328,6 +334,9 @@ pub fn quantize_tensor<Q: QInt>(t: &Tensor<f32>, params: &QuantParams) -> Result
 }
 
 /// Dequantizes a tensor with per-tensor or per-channel parameters.
+///
+/// # Errors
+/// As [`quantize_tensor`].
 pub fn dequantize_tensor<Q: QInt>(
     t: &Tensor<Q>,
     params: &QuantParams,

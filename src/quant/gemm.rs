@@ -313,6 +313,17 @@ fn validate<A: QInt, O: QOutput>(
 /// assert_eq!(c, [2, -4, -128 + 381, 256 + 508]);
 /// # Ok::<(), mixprec::Error>(())
 /// ```
+///
+/// # Errors
+/// * [`Error::ShapeMismatch`], [`Error::Aliasing`] and `Threads(0)` as
+///   [`crate::gemm::gemm`];
+/// * [`Error::LengthMismatch`] for zero points, scales, multipliers, shifts
+///   or bias of the wrong length;
+/// * [`Error::InvalidParameter`] for a zero point outside its storage
+///   range, a scale that is not finite and > 0, a negative multiplier, a
+///   shift outside −31..=30, or an epilogue that does not produce `O`;
+/// * [`Error::KTooLarge`] for K above [`max_k`] of the zero points (the
+///   message names that limit).
 #[allow(clippy::too_many_arguments)]
 pub fn qgemm<A: QInt, O: QOutput>(
     a: MatRef<'_, A>,
@@ -369,6 +380,9 @@ fn qgemm_on<A: QInt, O: QOutput>(
 }
 
 /// [`qgemm`] forced onto the portable kernel, for testing the fallback.
+///
+/// # Errors
+/// As [`qgemm`].
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub fn qgemm_portable<A: QInt, O: QOutput>(
@@ -394,6 +408,9 @@ pub fn qgemm_portable<A: QInt, O: QOutput>(
 
 /// The definition, as plain loops: the sum in i64 (exact; it fits i32 by
 /// the K limit), then the epilogue. Same checks as [`qgemm`].
+///
+/// # Errors
+/// As [`qgemm`].
 pub fn qgemm_reference<A: QInt, O: QOutput>(
     a: MatRef<'_, A>,
     a_zero_points: &[i32],

@@ -147,6 +147,10 @@ pub(crate) fn check_scale_zp(
 
 impl QuantParams {
     /// One scale and zero point for the whole tensor.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless the scale is finite and > 0 and the
+    /// zero point within `Q`'s range.
     pub fn per_tensor<Q: QInt>(scale: f32, zero_point: i32) -> Result<Self, Error> {
         check_scale_zp(scale, zero_point, Q::QMIN, Q::QMAX)?;
         Ok(Self {
@@ -159,6 +163,10 @@ impl QuantParams {
     }
 
     /// One scale and zero point per index along `axis`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when the lists are empty or differ in length;
+    /// [`Error::InvalidParameter`] as [`QuantParams::per_tensor`] for any channel.
     pub fn per_channel<Q: QInt>(
         scales: Vec<f32>,
         zero_points: Vec<i32>,
@@ -195,12 +203,20 @@ impl QuantParams {
     /// assert!(QuantParams::from_range::<i8>(f32::NAN, 1.0, Scheme::Affine).is_err());
     /// # Ok::<(), mixprec::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless both ends are finite with
+    /// `min <= max` and the resulting scale is finite.
     pub fn from_range<Q: QInt>(min: f32, max: f32, scheme: Scheme) -> Result<Self, Error> {
         let (s, z) = scale_zp_from_range(min, max, Q::QMIN, Q::QMAX, scheme)?;
         Self::per_tensor::<Q>(s, z)
     }
 
     /// Per-channel parameters from per-channel ranges.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `mins` and `maxs` differ in length or are
+    /// empty; otherwise as [`QuantParams::from_range`] for each channel.
     pub fn from_ranges<Q: QInt>(
         mins: &[f32],
         maxs: &[f32],
@@ -235,6 +251,9 @@ impl QuantParams {
     /// assert_eq!(p.scale(0), Some(2f32.powi(-5))); // 3 ≤ 127/32 = 3.97, but 3 > 127/64
     /// # Ok::<(), mixprec::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless both ends are finite with `min <= max`.
     pub fn power_of_two<Q: QInt>(min: f32, max: f32) -> Result<Self, Error> {
         check_range(min, max)?;
         let zp = symmetric_zero_point(Q::QMIN, Q::QMAX);

@@ -64,6 +64,10 @@ impl MinMaxObserver {
     }
 
     /// Parameters for the range seen so far.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when nothing (or only NaN) was observed, or
+    /// the range is not finite (see [`QuantParams::from_range`]).
     pub fn qparams<Q: QInt>(&self, scheme: Scheme) -> Result<QuantParams, Error> {
         let (lo, hi) = self.range.ok_or_else(no_data)?;
         QuantParams::from_range::<Q>(lo, hi, scheme)
@@ -95,6 +99,9 @@ impl MovingAverageMinMaxObserver {
     }
 
     /// An observer with averaging constant `c` in (0, 1].
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `c` is in (0, 1].
     pub fn with_constant(c: f32) -> Result<Self, Error> {
         if !(c > 0.0 && c <= 1.0) {
             return Err(Error::InvalidParameter {
@@ -126,6 +133,10 @@ impl MovingAverageMinMaxObserver {
     }
 
     /// Parameters for the averaged range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when nothing (or only NaN) was observed, or
+    /// the range is not finite (see [`QuantParams::from_range`]).
     pub fn qparams<Q: QInt>(&self, scheme: Scheme) -> Result<QuantParams, Error> {
         let (lo, hi) = self.range.ok_or_else(no_data)?;
         QuantParams::from_range::<Q>(lo, hi, scheme)
@@ -153,6 +164,11 @@ impl PerChannelMinMaxObserver {
 
     /// Folds a tensor into the per-channel ranges. Errors when the axis is
     /// out of range or the channel count changes between calls.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the axis is past the tensor's rank;
+    /// [`Error::LengthMismatch`] when the channel count differs from earlier
+    /// batches.
     pub fn observe(&mut self, t: &Tensor<f32>) -> Result<(), Error> {
         let shape = t.shape();
         if self.axis >= shape.len() {
@@ -186,6 +202,10 @@ impl PerChannelMinMaxObserver {
     }
 
     /// Per-channel parameters along the axis.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when nothing (or only NaN) was observed, or
+    /// the range is not finite (see [`QuantParams::from_range`]).
     pub fn qparams<Q: QInt>(&self, scheme: Scheme) -> Result<QuantParams, Error> {
         if self.mins.is_empty() {
             return Err(no_data());
@@ -351,6 +371,10 @@ impl HistogramObserver {
     }
 
     /// Parameters whose clipping range minimises the estimated L2 error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when nothing (or only NaN) was observed, or
+    /// the range is not finite (see [`QuantParams::from_range`]).
     pub fn qparams<Q: QInt>(&self, scheme: Scheme) -> Result<QuantParams, Error> {
         let (lo, hi) = self.range.ok_or_else(no_data)?;
         if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
