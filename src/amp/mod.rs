@@ -280,13 +280,15 @@ pub struct StepOutcome {
 /// weak learning signal, as an auxiliary loss term has).
 ///
 /// # Errors
-/// * [`Error::EmptyDimension`] for an empty batch (no labels);
 /// * [`Error::InvalidParameter`] unless `loss_weight` is finite and > 0;
-/// * [`Error::LengthMismatch`] when `x` is not `labels.len() × in`;
-/// * the errors of [`softmax_cross_entropy`] and of the optimizer's step.
+/// * [`Error::LengthMismatch`] when `x` is not a whole number of rows
+///   ([`Mlp::forward`]) or not one row per label;
+/// * [`Error::EmptyDimension`] for an empty batch, and the other errors of
+///   [`softmax_cross_entropy`] (a label past the classes);
+/// * the errors of the optimizer's step.
 ///
-/// Nothing is changed (masters, optimizer state, scaler) when an error is
-/// returned before the backward pass, which covers every input check.
+/// Every input check fails before the backward pass, so the masters, the
+/// optimizer state and the scaler are unchanged by an error.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: FloatElement, O: Optimizer + ?Sized>(
     mlp: &mut Mlp<T>,
@@ -315,12 +317,6 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
     par: Parallelism,
     observe: &mut dyn FnMut(&[f32]),
 ) -> Result<StepOutcome, Error> {
-    if labels.is_empty() {
-        return Err(Error::EmptyDimension {
-            what: "train_step (batch)",
-            shape: vec![0, mlp.layers[0].in_features()],
-        });
-    }
     if !(loss_weight.is_finite() && loss_weight > 0.0) {
         return Err(Error::InvalidParameter {
             name: "loss_weight",
@@ -328,15 +324,7 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
             requirement: "finite and > 0",
         });
     }
-    let in_features = mlp.layers[0].in_features();
-    let expected = crate::error::checked_numel(&[labels.len(), in_features])?;
-    if x.len() != expected {
-        return Err(Error::LengthMismatch {
-            what: "train_step (x = batch × in, one label per row)",
-            expected,
-            actual: x.len(),
-        });
-    }
+    // The forward pass checks `x`, the loss checks the batch against it.
     let classes = mlp.layers.last().map_or(0, |l| l.out_features());
     let logits = mlp.forward(x, par)?;
     let (loss, mut dlogits) = softmax_cross_entropy(&logits, labels, classes)?;

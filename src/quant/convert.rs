@@ -24,15 +24,6 @@ pub enum QuantRounding {
     MultiplyByReciprocal,
 }
 
-/// `x / scale` under `rule`; `inv` is `1.0 / scale` in f32.
-#[inline(always)]
-pub(crate) fn scaled(x: f32, scale: f32, inv: f32, rule: QuantRounding) -> f32 {
-    match rule {
-        QuantRounding::Divide => x / scale,
-        QuantRounding::MultiplyByReciprocal => x * inv,
-    }
-}
-
 /// One value, the definition: NaN → `zp`; otherwise
 /// `clamp(round_half_even(x / scale) + zp, qmin, qmax)`, with `x / scale`
 /// formed as `rule` says.
@@ -47,7 +38,12 @@ pub(crate) fn quantize_one(
     if x.is_nan() {
         return zp;
     }
-    let v = scaled(x, scale, 1.0 / scale, rule).round_ties_even() + zp as f32;
+    // The reciprocal is loop-invariant: after inlining it is formed once.
+    let quotient = match rule {
+        QuantRounding::Divide => x / scale,
+        QuantRounding::MultiplyByReciprocal => x * (1.0 / scale),
+    };
+    let v = quotient.round_ties_even() + zp as f32;
     v.clamp(qmin as f32, qmax as f32) as i32
 }
 

@@ -3,12 +3,27 @@
 
 use super::gemm::{qgemm, QEpilogue};
 use super::{quantize, scale_zp_from_range, QuantParams, Scheme};
-use crate::amp::has_non_finite;
 
-/// `(min(row ∪ {0}), max(row ∪ {0}))`.
-fn range_with_zero(row: &[f32]) -> (f32, f32) {
-    row.iter()
-        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)))
+/// `(min(row ∪ {0}), max(row ∪ {0}))` in one pass; when the row holds a NaN
+/// or an infinity (its range has no finite scale, and `min`/`max` would
+/// skip a NaN) an error naming `what`, row `r` and the first such column.
+fn range_with_zero(what: &'static str, r: usize, row: &[f32]) -> Result<(f32, f32), Error> {
+    let (lo, hi, nan) = row.iter().fold((0.0f32, 0.0f32, false), |(l, h, nan), &v| {
+        (l.min(v), h.max(v), nan | v.is_nan())
+    });
+    if !nan && lo.is_finite() && hi.is_finite() {
+        return Ok((lo, hi));
+    }
+    let (c, v) = row
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map_or((0, f32::NAN), |(c, &v)| (c, v));
+    Err(Error::InvalidParameter {
+        name: what,
+        value: format!("{v} at row {r}, column {c}"),
+        requirement: "finite (a NaN or infinity has no quantized value)",
+    })
 }
 
 /// Largest quantized activation: 7 bits.
@@ -20,19 +35,6 @@ pub const ACTIVATION_QMAX: i32 = 127;
 /// = 65,793.
 pub const MAX_IN_FEATURES: usize = 65_793;
 
-/// The first non-finite value of `x`, for an error message.
-fn non_finite_error(what: &'static str, x: &[f32]) -> Error {
-    let (i, v) = x
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !v.is_finite())
-        .map_or((0, f32::NAN), |(i, &v)| (i, v));
-    Error::InvalidParameter {
-        name: what,
-        value: format!("{v} at flat index {i}"),
-        requirement: "finite (a NaN or infinity has no quantized value)",
-    }
-}
 use crate::gemm::Parallelism;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
@@ -87,16 +89,8 @@ impl DynamicQuantLinear {
                 max_k: MAX_IN_FEATURES,
             });
         }
-        if has_non_finite(weight.as_slice()) {
-            return Err(non_finite_error(
-                "DynamicQuantLinear weight",
-                weight.as_slice(),
-            ));
-        }
-        if let Some(b) = bias.filter(|b| has_non_finite(b)) {
-            return Err(non_finite_error("DynamicQuantLinear bias", b));
-        }
         if let Some(b) = bias {
+            range_with_zero("DynamicQuantLinear bias", 0, b)?;
             if b.len() != out_features {
                 return Err(Error::LengthMismatch {
                     what: "DynamicQuantLinear bias (one per output feature)",
@@ -113,7 +107,7 @@ impl DynamicQuantLinear {
             .enumerate()
             .take(out_features)
         {
-            let (lo, hi) = range_with_zero(row);
+            let (lo, hi) = range_with_zero("DynamicQuantLinear weight", o, row)?;
             let p = QuantParams::from_range::<i8>(lo, hi, Scheme::Symmetric)?;
             let scale = p.scales()[0];
             quantize(
@@ -143,12 +137,6 @@ impl DynamicQuantLinear {
     ///   row's range has no finite scale), or `Threads(0)`.
     pub fn forward(&self, x: &Tensor<f32>, parallelism: Parallelism) -> Result<Tensor<f32>, Error> {
         let xm = x.as_mat()?;
-        if has_non_finite(x.as_slice()) {
-            return Err(non_finite_error(
-                "DynamicQuantLinear::forward activation",
-                x.as_slice(),
-            ));
-        }
         if xm.cols() != self.in_features {
             return Err(Error::ShapeMismatch {
                 what: "DynamicQuantLinear::forward: x must be [batch, in_features]",
@@ -166,7 +154,7 @@ impl DynamicQuantLinear {
             .enumerate()
             .take(batch)
         {
-            let (lo, hi) = range_with_zero(row);
+            let (lo, hi) = range_with_zero("DynamicQuantLinear::forward activation", r, row)?;
             let (scale, zp) = scale_zp_from_range(lo, hi, 0, ACTIVATION_QMAX, Scheme::Affine)?;
             let q = &mut xq[r * self.in_features..(r + 1) * self.in_features];
             quantize(row, q, scale, zp)?;

@@ -181,26 +181,16 @@ impl ArrayConfig {
     pub(crate) fn folds(&self, m: usize, k: usize, n: usize) -> Option<(u64, u64)> {
         let (r, c) = (self.rows as u64, self.cols as u64);
         let (m, k, n) = (m as u64, k as u64, n as u64);
-        // Each dimension is at least 1 (checked by the callers), so the
-        // subtractions cannot go below zero.
-        let (folds, per_fold) = match self.dataflow {
-            Dataflow::WeightStationary => (
-                k.div_ceil(r).checked_mul(n.div_ceil(c))?,
-                (2 * r as u128 + c as u128 + m as u128 - 2)
-                    .try_into()
-                    .ok()?,
-            ),
-            Dataflow::OutputStationary => (
-                m.div_ceil(r).checked_mul(n.div_ceil(c))?,
-                (r as u128 + c as u128 + k as u128 - 2).try_into().ok()?,
-            ),
-            Dataflow::InputStationary => (
-                k.div_ceil(r).checked_mul(m.div_ceil(c))?,
-                (2 * r as u128 + c as u128 + n as u128 - 2)
-                    .try_into()
-                    .ok()?,
-            ),
+        // (folds along the array's rows) · (along its columns), and the
+        // stationary-load rows (R for WS/IS, 0 for OS) + R + C + T − 2;
+        // every term is at least 1, so the subtraction cannot underflow.
+        let (row_folds, col_folds, load, t) = match self.dataflow {
+            Dataflow::WeightStationary => (k.div_ceil(r), n.div_ceil(c), r, m),
+            Dataflow::OutputStationary => (m.div_ceil(r), n.div_ceil(c), 0, k),
+            Dataflow::InputStationary => (k.div_ceil(r), m.div_ceil(c), r, n),
         };
+        let folds = row_folds.checked_mul(col_folds)?;
+        let per_fold = load.checked_add(r)?.checked_add(c)?.checked_add(t)? - 2;
         Some((folds, per_fold))
     }
 }

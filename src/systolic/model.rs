@@ -120,11 +120,7 @@ pub fn analyze(
     })
 }
 
-/// `a · b` and `a · b · c` in u64, `None` on overflow.
-fn mul(a: u64, b: u64) -> Option<u64> {
-    a.checked_mul(b)
-}
-
+/// `a · b · c` in u64, `None` on overflow.
 fn mul3(a: u64, b: u64, c: u64) -> Option<u64> {
     a.checked_mul(b)?.checked_mul(c)
 }
@@ -152,10 +148,10 @@ fn analyze_checked(
     // r, c >= 1, so r + c - 2 cannot underflow; folds >= 1 and per_fold >= 1.
     let fill_drain = r.checked_add(c)? - 2;
     let cycles = match mode {
-        Mode::ScaleSim => mul(folds, per_fold)? - 1,
+        Mode::ScaleSim => folds.checked_mul(per_fold)? - 1,
         Mode::Tpu => {
             let load = r;
-            load.checked_add(mul(folds, t.max(load))?)?
+            load.checked_add(folds.checked_mul(t.max(load))?)?
                 .checked_add(fill_drain)?
         }
     };
@@ -166,13 +162,18 @@ fn analyze_checked(
     let utilization_pct = macs as f64 * 100.0 / (pes * cycles.max(1) as f64);
     // Average occupancy over folds: Σ_folds rows_used·cols_used / (F·R·C).
     // Σ over tiles of the used size along a dimension is the dimension itself.
-    let used = mul(rows_len, cols_len)?;
+    let used = rows_len.checked_mul(cols_len)?;
     let mapping_efficiency_pct = used as f64 * 100.0 / (folds as f64 * pes);
     // SCALE-Sim's per-fold compute utilization: mac_used·T / (R·C·fold_cycles)
     // with fold_cycles = 2R + 2C + T − 3 (WS, IS) or R + C + T − 2 (OS).
     let fold_cycles = match config.dataflow() {
         Dataflow::OutputStationary => fill_drain.checked_add(t)?,
-        _ => mul(2, r)?.checked_add(mul(2, c)?)?.checked_add(t)? - 3,
+        _ => {
+            r.checked_mul(2)?
+                .checked_add(c.checked_mul(2)?)?
+                .checked_add(t)?
+                - 3
+        }
     };
     let compute_utilization_pct =
         used as f64 * t as f64 * 100.0 / (folds as f64 * pes * fold_cycles as f64);
@@ -181,25 +182,29 @@ fn analyze_checked(
     let buffer = match config.dataflow() {
         Dataflow::WeightStationary => Traffic {
             a_reads: mul3(col_folds, mu, ku)?,
-            b_reads: mul(ku, nu)?,
+            b_reads: ku.checked_mul(nu)?,
             c_writes: mul3(row_folds, mu, nu)?,
             c_reads: mul3(row_folds - 1, mu, nu)?,
         },
         Dataflow::OutputStationary => Traffic {
             a_reads: mul3(col_folds, mu, ku)?,
             b_reads: mul3(row_folds, ku, nu)?,
-            c_writes: mul(mu, nu)?,
+            c_writes: mu.checked_mul(nu)?,
             c_reads: 0,
         },
         Dataflow::InputStationary => Traffic {
-            a_reads: mul(mu, ku)?,
+            a_reads: mu.checked_mul(ku)?,
             b_reads: mul3(col_folds, ku, nu)?,
             c_writes: mul3(row_folds, mu, nu)?,
             c_reads: mul3(row_folds - 1, mu, nu)?,
         },
     };
     let [a_buf, b_buf, c_buf] = buffer_elems;
-    let (a_total, b_total, c_total) = (mul(mu, ku)?, mul(ku, nu)?, mul(mu, nu)?);
+    let (a_total, b_total, c_total) = (
+        mu.checked_mul(ku)?,
+        ku.checked_mul(nu)?,
+        mu.checked_mul(nu)?,
+    );
     let offchip = Traffic {
         a_reads: if a_total <= a_buf {
             a_total
