@@ -73,6 +73,17 @@ pub enum Error {
         /// Which input the output overlaps.
         input: &'static str,
     },
+    /// An index or range lies outside a view or tensor (or starts after it ends).
+    IndexOutOfRange {
+        /// What was indexed.
+        what: &'static str,
+        /// First index asked for.
+        start: usize,
+        /// One past the last index asked for.
+        end: usize,
+        /// Length of the dimension.
+        len: usize,
+    },
     /// The reduction length K is past the limit below which an integer
     /// GEMM's i32 sums are exact.
     KTooLarge {
@@ -99,6 +110,12 @@ impl fmt::Display for Error {
             Error::ShapeMismatch { what, left, right } => {
                 write!(f, "{what}: shapes do not agree: {left:?} vs {right:?}")
             }
+            Error::IndexOutOfRange {
+                what,
+                start,
+                end,
+                len,
+            } => write!(f, "{what}: range {start}..{end} is not inside 0..{len}"),
             Error::ShapeOverflow { shape } => {
                 write!(f, "shape {shape:?}: element count overflows usize")
             }

@@ -23,8 +23,17 @@
 //! * [`quant`]: quantization parameters, observers, the integer GEMM, requantization.
 //! * [`systolic`]: cycle-stepped simulation and analytical model of the array.
 //! * [`amp`]: loss scaling, f32 master weights, layers, optimizers, `train_step`.
+//! * `testing` (feature `proptest`): proptest strategies for every format,
+//!   matrices and tensors; the contract's error bounds; checkers with
+//!   readable reports, for dependents' own property tests.
+//!
+//! Cargo features, all off by default:
+//! * `proptest`: the `testing` module.
+//! * `arbitrary`: `arbitrary::Arbitrary` for [`F8E4M3`], [`F8E5M2`] and
+//!   [`DType`], for fuzzing (the `half` types have it upstream).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod amp;
 pub mod convert;
@@ -35,6 +44,9 @@ pub mod gemm;
 pub mod quant;
 pub mod systolic;
 pub mod tensor;
+#[cfg(feature = "proptest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
+pub mod testing;
 
 pub use cpu::active_isa;
 pub use dtype::{bf16, f16, DType, Element, FloatElement, F8E4M3, F8E5M2};

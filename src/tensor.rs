@@ -7,6 +7,7 @@
 use crate::dtype::{Element, FloatElement};
 use crate::error::checked_numel;
 use crate::Error;
+use std::ops::{Bound, Range, RangeBounds};
 
 /// An owned, contiguous, row-major tensor of any rank.
 #[derive(Clone, Debug, PartialEq)]
@@ -515,79 +516,298 @@ impl<'a, T: Copy> MatMut<'a, T> {
     }
 }
 
+/// Resolves a range over a dimension of length `len`, or says which range
+/// was asked for.
+fn resolve(
+    what: &'static str,
+    range: impl RangeBounds<usize>,
+    len: usize,
+) -> Result<Range<usize>, Error> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => Some(s),
+        Bound::Excluded(&s) => s.checked_add(1),
+        Bound::Unbounded => Some(0),
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => Some(len),
+    };
+    match (start, end) {
+        (Some(start), Some(end)) if start <= end && end <= len => Ok(start..end),
+        (start, end) => Err(Error::IndexOutOfRange {
+            what,
+            start: start.unwrap_or(usize::MAX),
+            end: end.unwrap_or(usize::MAX),
+            len,
+        }),
+    }
+}
+
+/// The layout of a sub-view: where it starts in the parent's elements and
+/// how many elements it spans.
+fn sub_layout(
+    (rs, cs): (usize, usize),
+    rows: &Range<usize>,
+    cols: &Range<usize>,
+) -> (usize, usize) {
+    let (r, c) = (rows.len(), cols.len());
+    if r == 0 || c == 0 {
+        return (0, 0);
+    }
+    // Inside the parent view, so none of this overflows and it ends inside
+    // the parent's slice.
+    let start = rows.start * rs + cols.start * cs;
+    (start, (r - 1) * rs + (c - 1) * cs + 1)
+}
+
+/// Whether rows `[0, at)` and `[at, rows)` of a view occupy disjoint,
+/// consecutive element ranges (each row ends before the next starts).
+fn rows_separable(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    rows <= 1 || cols == 0 || (cols == 1 && rs >= 1) || rs >= cs.saturating_mul(cols)
+}
+
+fn not_separable(what: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Error {
+    Error::InvalidParameter {
+        name: what,
+        value: format!("a {rows}×{cols} mutable view with strides ({rs}, {cs})"),
+        requirement: "parts that do not interleave in memory: split a mutable view \
+                      along its outer dimension (rows of a row-major view, columns of a \
+                      column-major one), or split a shared MatRef, which always works",
+    }
+}
+
 impl<'a, T: Copy> MatRef<'a, T> {
     /// The `rows × cols` sub-view starting at (r0, c0). The crate only asks
     /// for ranges inside the view (an internal invariant, asserted).
     pub(crate) fn sub(&self, r0: usize, rows: usize, c0: usize, cols: usize) -> Self {
-        match self.submatrix(r0, rows, c0, cols) {
-            Some(v) => v,
-            None => panic!(
-                "internal: sub-view ({r0}+{rows}, {c0}+{cols}) outside a {}x{} view",
-                self.rows, self.cols
-            ),
+        match self.slice(r0..r0 + rows, c0..c0 + cols) {
+            Ok(v) => v,
+            Err(e) => panic!("internal: {e}"),
         }
     }
 
-    /// The `rows × cols` sub-view starting at (r0, c0), or `None` if it does
-    /// not fit.
-    pub(crate) fn submatrix(&self, r0: usize, rows: usize, c0: usize, cols: usize) -> Option<Self> {
-        if r0 + rows > self.rows || c0 + cols > self.cols {
-            return None;
-        }
-        if rows == 0 || cols == 0 {
-            return Some(Self {
-                data: &self.data[..0],
-                rows,
-                cols,
-                ..*self
-            });
-        }
-        let start = r0 * self.row_stride + c0 * self.col_stride;
-        Self::new(
-            &self.data[start..],
-            rows,
-            cols,
-            self.row_stride,
-            self.col_stride,
-        )
-        .ok()
+    /// The sub-view of rows `rows` and columns `cols` (any ranges: `2..5`,
+    /// `..`, `1..=3`), sharing the strides. No copy.
+    ///
+    /// ```
+    /// use mixprec::MatRef;
+    /// let data: Vec<f32> = (0..12).map(|x| x as f32).collect();
+    /// let a = MatRef::from_row_major(&data, 3, 4)?;
+    /// let s = a.slice(1..3, 2..)?; // rows 1-2, columns 2-3
+    /// assert_eq!((s.rows(), s.cols()), (2, 2));
+    /// assert_eq!(s.get(0, 0), Some(6.0));
+    /// assert!(a.slice(0..4, ..).is_err());
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when a range reaches past the view or
+    /// starts after it ends.
+    pub fn slice(
+        self,
+        rows: impl RangeBounds<usize>,
+        cols: impl RangeBounds<usize>,
+    ) -> Result<Self, Error> {
+        let rows = resolve("MatRef::slice rows", rows, self.rows)?;
+        let cols = resolve("MatRef::slice columns", cols, self.cols)?;
+        let (start, span) = sub_layout((self.row_stride, self.col_stride), &rows, &cols);
+        Ok(Self {
+            data: &self.data[start..start + span],
+            rows: rows.len(),
+            cols: cols.len(),
+            ..self
+        })
+    }
+
+    /// The `rows × cols` sub-view whose top-left element is `(row0, col0)`:
+    /// [`Self::slice`] with start and length.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when it does not fit inside the view.
+    pub fn submatrix(
+        self,
+        row0: usize,
+        col0: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, Error> {
+        self.slice(span_range(row0, rows), span_range(col0, cols))
+    }
+
+    /// Row `i` as a `1 × cols` view.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `i >= rows`.
+    pub fn row(self, i: usize) -> Result<Self, Error> {
+        self.slice(span_range(i, 1), ..)
+    }
+
+    /// Column `j` as a `rows × 1` view.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `j >= cols`.
+    pub fn col(self, j: usize) -> Result<Self, Error> {
+        self.slice(.., span_range(j, 1))
+    }
+
+    /// Rows `[0, at)` and `[at, rows)`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `at > rows`.
+    pub fn split_at_row(self, at: usize) -> Result<(Self, Self), Error> {
+        Ok((self.slice(..at, ..)?, self.slice(at.., ..)?))
+    }
+
+    /// Columns `[0, at)` and `[at, cols)`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `at > cols`.
+    pub fn split_at_col(self, at: usize) -> Result<(Self, Self), Error> {
+        Ok((self.slice(.., ..at)?, self.slice(.., at..)?))
     }
 }
 
+/// `start..start + len`, saturating (an overflowing end is out of range anyway).
+fn span_range(start: usize, len: usize) -> Range<usize> {
+    start..start.saturating_add(len)
+}
+
 impl<'a, T: Copy> MatMut<'a, T> {
-    /// Splits into rows `[0, at)` and `[at, rows)`; gives the view back when
-    /// the rows are not separable in memory (the row stride does not clear a row).
+    /// The sub-view of rows `rows` and columns `cols`, as [`MatRef::slice`].
+    /// Consumes the view; call [`Self::reborrow`] first to keep it.
+    ///
+    /// ```
+    /// use mixprec::MatMut;
+    /// let mut data = vec![0.0f32; 6];
+    /// let mut c = MatMut::from_row_major(&mut data, 2, 3)?;
+    /// c.reborrow().slice(.., 1..)?.set(1, 1, 5.0);
+    /// assert_eq!(c.get(1, 2), Some(5.0));
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when a range reaches past the view or
+    /// starts after it ends.
+    pub fn slice(
+        self,
+        rows: impl RangeBounds<usize>,
+        cols: impl RangeBounds<usize>,
+    ) -> Result<Self, Error> {
+        let rows = resolve("MatMut::slice rows", rows, self.rows)?;
+        let cols = resolve("MatMut::slice columns", cols, self.cols)?;
+        let (start, span) = sub_layout((self.row_stride, self.col_stride), &rows, &cols);
+        Ok(Self {
+            data: &mut self.data[start..start + span],
+            rows: rows.len(),
+            cols: cols.len(),
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        })
+    }
+
+    /// The `rows × cols` sub-view whose top-left element is `(row0, col0)`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when it does not fit inside the view.
+    pub fn submatrix(
+        self,
+        row0: usize,
+        col0: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, Error> {
+        self.slice(span_range(row0, rows), span_range(col0, cols))
+    }
+
+    /// Row `i` as a `1 × cols` view.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `i >= rows`.
+    pub fn row(self, i: usize) -> Result<Self, Error> {
+        self.slice(span_range(i, 1), ..)
+    }
+
+    /// Column `j` as a `rows × 1` view.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `j >= cols`.
+    pub fn col(self, j: usize) -> Result<Self, Error> {
+        self.slice(.., span_range(j, 1))
+    }
+
+    /// Rows `[0, at)` and `[at, rows)` as two mutable views, for example to
+    /// hand each half to a thread.
+    ///
+    /// ```
+    /// use mixprec::MatMut;
+    /// let mut data = vec![0.0f32; 6];
+    /// let c = MatMut::from_row_major(&mut data, 3, 2)?;
+    /// let (mut top, mut bottom) = c.split_at_row(1)?;
+    /// top.set(0, 0, 1.0);
+    /// bottom.set(1, 1, 2.0);
+    /// assert_eq!(data, [1.0, 0.0, 0.0, 0.0, 0.0, 2.0]);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `at > rows`;
+    /// [`Error::InvalidParameter`] when rows interleave in memory (a
+    /// column-major view, whose row halves cannot be two disjoint slices:
+    /// split its columns, or use [`MatRef::split_at_row`]).
+    pub fn split_at_row(self, at: usize) -> Result<(Self, Self), Error> {
+        let (rows, cols, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        resolve("MatMut::split_at_row", ..at, rows)?;
+        if !rows_separable(rows, cols, rs, cs) {
+            return Err(not_separable("MatMut::split_at_row", rows, cols, rs, cs));
+        }
+        let cut = if at == rows || cols == 0 {
+            self.data.len()
+        } else {
+            at * rs
+        };
+        let (first, second) = self.data.split_at_mut(cut);
+        // Each part borrows exactly the elements it spans.
+        let part = |data: &'a mut [T], rows: usize| {
+            let (_, span) = sub_layout((rs, cs), &(0..rows), &(0..cols));
+            MatMut {
+                data: &mut data[..span],
+                rows,
+                cols,
+                row_stride: rs,
+                col_stride: cs,
+            }
+        };
+        Ok((part(first, at), part(second, rows - at)))
+    }
+
+    /// Columns `[0, at)` and `[at, cols)`, as [`Self::split_at_row`].
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `at > cols`;
+    /// [`Error::InvalidParameter`] when columns interleave in memory (a
+    /// row-major view with more than one row).
+    pub fn split_at_col(self, at: usize) -> Result<(Self, Self), Error> {
+        let (rows, cols, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        resolve("MatMut::split_at_col", ..at, cols)?;
+        if !rows_separable(cols, rows, cs, rs) {
+            return Err(not_separable("MatMut::split_at_col", rows, cols, rs, cs));
+        }
+        let (left, right) = self.t().split_at_row(at)?;
+        Ok((left.t(), right.t()))
+    }
+
+    /// Splits into rows `[0, at)` and `[at, rows)` for the GEMM's thread
+    /// split; gives the view back when it cannot.
     pub(crate) fn split_rows(self, at: usize) -> Result<(Self, Self), Self> {
         let (rows, cols, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
-        let cut = at.saturating_mul(rs);
-        if at > rows
-            || (cols > 1 && rows > 1 && rs < cs.saturating_mul(cols))
-            || cut > self.data.len()
-        {
+        if at > rows || !rows_separable(rows, cols, rs, cs) {
             return Err(self);
         }
-        // Check both halves before giving up `self`.
-        let top_ok = check_view(at, cols, rs, cs, cut).is_ok();
-        let bottom_ok = check_view(rows - at, cols, rs, cs, self.data.len() - cut).is_ok();
-        if !(top_ok && bottom_ok) {
-            return Err(self);
+        match self.split_at_row(at) {
+            Ok(halves) => Ok(halves),
+            Err(_) => unreachable!("internal: split_at_row refused a checked split"),
         }
-        let (first, second) = self.data.split_at_mut(cut);
-        let top = MatMut {
-            data: first,
-            rows: at,
-            cols,
-            row_stride: rs,
-            col_stride: cs,
-        };
-        let bottom = MatMut {
-            data: second,
-            rows: rows - at,
-            cols,
-            row_stride: rs,
-            col_stride: cs,
-        };
-        Ok((top, bottom))
     }
 
     /// Splits into columns `[0, at)` and `[at, cols)`, like [`Self::split_rows`].

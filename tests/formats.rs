@@ -6,6 +6,7 @@
 
 use mixprec::convert::{self, reference};
 use mixprec::{bf16, f16, FloatElement, F8E4M3, F8E5M2};
+use mixprec::testing::{any_bits, near_rounding_boundary, specials};
 use proptest::prelude::*;
 
 /// A format described by its fields, with its positive finite values in f64.
@@ -345,11 +346,17 @@ fn from_f64_rounds_once() {
     assert_eq!(F8E5M2::from_f64(y).to_f32(), -1.25);
 }
 
-/// Random f32 bit patterns, with extra weight on specials.
+/// Random f32 bit patterns, with extra weight on specials and on inputs
+/// within 3 ulps of each format's rounding boundaries (ties, underflow,
+/// overflow): the crate's own `testing` strategies.
 fn any_f32() -> impl Strategy<Value = f32> {
     prop_oneof![
-        8 => any::<u32>().prop_map(f32::from_bits),
-        1 => prop::sample::select(vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 448.0, 464.0, 65504.0, 65520.0]),
+        8 => any_bits::<f32>(),
+        1 => specials::<f32>(),
+        1 => near_rounding_boundary::<f16>(3),
+        1 => near_rounding_boundary::<bf16>(3),
+        1 => near_rounding_boundary::<F8E4M3>(3),
+        1 => near_rounding_boundary::<F8E5M2>(3),
         2 => (-20.0f32..20.0).prop_map(|e| e.exp2()),
     ]
 }

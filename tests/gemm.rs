@@ -1,8 +1,13 @@
 //! The GEMM engine against the contract's reference loops (bit for bit) and
 //! against an f64 product (error bound).
 
-use mixprec::gemm::{self, Activation, Epilogue, Parallelism, ARRAY_ROWS};
+use mixprec::gemm::{self, Activation, Epilogue, Parallelism};
+use mixprec::testing::{
+    check_bits_eq, check_gemm_within_bound, check_slice_bits_eq, gemm_shapes, mixed,
+    strided_matrix, StridedMatrix,
+};
 use mixprec::{bf16, f16, Error, FloatElement, MatMut, MatRef, F8E4M3};
+use mixprec::{Tensor, F8E5M2};
 use proptest::prelude::*;
 
 /// A matrix stored with padding and optionally transposed, so views have
@@ -238,16 +243,9 @@ fn large_threaded_bits_equal_reference() {
     });
 }
 
-/// γ(n) = n·u / (1 − n·u).
-fn gamma(n: usize, u: f64) -> f64 {
-    let nu = n as f64 * u;
-    nu / (1.0 - nu)
-}
-
-/// |C − C_exact| ≤ γ(ARRAY_ROWS + ⌈K/ARRAY_ROWS⌉)·(|A||B|) elementwise with
-/// u = 2^-24, where C_exact is the f64 product of the (already rounded)
-/// inputs. The chain within a tile has at most 128 roundings and the tile
-/// sums at most ⌈K/128⌉ more, hence the bound (Higham, Thm 3.1 style).
+/// |C − A·B| within the contract's bound γ(min(K,128) + ⌈K/128⌉)·|A||B|
+/// (u = 2^-24), against the exact product of the (already rounded) inputs:
+/// the crate's own `testing::check_gemm_within_bound`.
 fn check_bound<T: FloatElement>(m: usize, n: usize, k: usize, seed: u64) {
     let mut g = value_gen(seed, false);
     let a = Stored::<T>::new(m, k, false, 0, &mut g);
@@ -261,24 +259,12 @@ fn check_bound<T: FloatElement>(m: usize, n: usize, k: usize, seed: u64) {
         Parallelism::Threads(2),
     )
     .unwrap();
-    let bound = gamma(ARRAY_ROWS + k.div_ceil(ARRAY_ROWS), 2f64.powi(-24));
-    let (av, bv) = (a.view(), b.view());
-    for i in 0..m {
-        for j in 0..n {
-            let (mut exact, mut abs) = (0.0f64, 0.0f64);
-            for kk in 0..k {
-                let p =
-                    av.get(i, kk).unwrap().to_f32() as f64 * bv.get(kk, j).unwrap().to_f32() as f64;
-                exact += p;
-                abs += p.abs();
-            }
-            let err = (c[i * n + j] as f64 - exact).abs();
-            assert!(
-                err <= bound * abs,
-                "({i},{j}) K={k}: error {err:e} > {:e}",
-                bound * abs
-            );
-        }
+    if let Err(report) = check_gemm_within_bound(
+        a.view(),
+        b.view(),
+        MatRef::from_row_major(&c, m, n).unwrap(),
+    ) {
+        panic!("K={k}: {report}");
     }
 }
 
@@ -430,4 +416,126 @@ fn matmul_convenience() {
     let c = gemm::matmul(m, m.t(), Parallelism::Threads(2)).unwrap();
     assert_eq!(c.shape(), &[2, 2]);
     assert_eq!(c.as_slice(), &[5.0, 14.0, 14.0, 50.0]);
+}
+
+/// The operands of a mixed-type case and the thread count.
+type MixedCase<TA, TB, O> = (
+    StridedMatrix<TA>,
+    StridedMatrix<TB>,
+    StridedMatrix<O>,
+    usize,
+);
+
+fn mixed_case<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+) -> impl Strategy<Value = MixedCase<TA, TB, O>> {
+    gemm_shapes(40, 3).prop_flat_map(|(m, k, n)| {
+        (
+            strided_matrix(m, k, mixed::<TA>()).unwrap(),
+            strided_matrix(k, n, mixed::<TB>()).unwrap(),
+            strided_matrix(m, n, mixed::<O>()).unwrap(),
+            1usize..4,
+        )
+    })
+}
+
+fn widened<T: FloatElement>(m: MatRef<'_, T>) -> Tensor<f32> {
+    Tensor::from_fn(&[m.rows(), m.cols()], |ix| {
+        m.get(ix[0], ix[1]).unwrap().to_f32()
+    })
+    .unwrap()
+}
+
+/// The contract for mixed operands: `gemm_mixed` (dispatched and portable,
+/// any thread count) gives the bits of `reference` on the operands widened
+/// to f32, and of `reference_mixed`.
+fn check_mixed<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    (a, b, c, threads): MixedCase<TA, TB, O>,
+) -> Result<(), TestCaseError> {
+    let (wa, wb) = (widened(a.view()), widened(b.view()));
+    let epilogue = Epilogue::new().alpha(0.75).beta(0.5);
+    let par = if threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(threads)
+    };
+    let mut want = c.clone();
+    gemm::reference(wa.as_mat()?, wb.as_mat()?, want.view_mut(), &epilogue)?;
+    let mut fast = c.clone();
+    gemm::gemm_mixed(a.view(), b.view(), fast.view_mut(), &epilogue, par)?;
+    check_bits_eq(fast.view(), want.view())?;
+    // Nothing outside the output view was touched (padding, offset).
+    check_slice_bits_eq(fast.storage(), want.storage())?;
+    let mut portable = c.clone();
+    gemm::gemm_portable(a.view(), b.view(), portable.view_mut(), &epilogue, par)?;
+    check_bits_eq(portable.view(), want.view())?;
+    let mut mixed_ref = c;
+    gemm::reference_mixed(a.view(), b.view(), mixed_ref.view_mut(), &epilogue)?;
+    check_bits_eq(mixed_ref.view(), want.view())?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn mixed_e4m3_e5m2(case in mixed_case::<F8E4M3, F8E5M2, f32>()) {
+        check_mixed(case)?;
+    }
+
+    #[test]
+    fn mixed_e5m2_e4m3(case in mixed_case::<F8E5M2, F8E4M3, bf16>()) {
+        check_mixed(case)?;
+    }
+
+    #[test]
+    fn mixed_bf16_f32(case in mixed_case::<bf16, f32, f32>()) {
+        check_mixed(case)?;
+    }
+
+    #[test]
+    fn mixed_f32_bf16(case in mixed_case::<f32, bf16, f16>()) {
+        check_mixed(case)?;
+    }
+
+    #[test]
+    fn mixed_f16_bf16(case in mixed_case::<f16, bf16, f32>()) {
+        check_mixed(case)?;
+    }
+}
+
+#[test]
+fn mixed_large_skinny_and_threaded() {
+    // Skinny with a large B (the path that reads B in place) and blocks
+    // crossing MC/NC edges, for bf16 activations × f32 weights and back.
+    for (m, n, k) in [(3, 1030, 300), (130, 600, 260)] {
+        let a: Vec<bf16> = (0..m * k)
+            .map(|i| bf16::from_f32(((i % 37) as f32 - 18.0) / 7.0))
+            .collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 41) as f32 - 20.0) / 9.0).collect();
+        let (av, bv) = (
+            MatRef::from_row_major(&a, m, k).unwrap(),
+            MatRef::from_row_major(&b, k, n).unwrap(),
+        );
+        let (wa, wb) = (widened(av), widened(bv));
+        let mut want = vec![0.0f32; m * n];
+        gemm::reference(
+            wa.as_mat().unwrap(),
+            wb.as_mat().unwrap(),
+            MatMut::from_row_major(&mut want, m, n).unwrap(),
+            &Epilogue::new(),
+        )
+        .unwrap();
+        for threads in [1, 2, 5] {
+            let mut got = vec![0.0f32; m * n];
+            gemm::gemm_mixed(
+                av,
+                bv,
+                MatMut::from_row_major(&mut got, m, n).unwrap(),
+                &Epilogue::new(),
+                Parallelism::Threads(threads),
+            )
+            .unwrap();
+            check_slice_bits_eq(&got, &want).unwrap();
+        }
+    }
 }

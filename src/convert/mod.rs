@@ -109,6 +109,48 @@ pub fn widen<T: FloatElement>(src: &[T], dst: &mut [f32]) -> Result<(), Error> {
     Ok(())
 }
 
+/// `src` rounded into a new `Vec<T>`, as [`narrow`] (ties to even;
+/// overflow to ±infinity, or NaN for E4M3).
+///
+/// ```
+/// use mixprec::{bf16, convert};
+/// let w: Vec<bf16> = convert::narrow_vec(&[1.0f32, 0.1, -3.0e38]);
+/// assert_eq!(w[1], bf16::from_f32(0.1));
+/// assert_eq!(convert::widen_vec(&w)[0], 1.0);
+/// ```
+pub fn narrow_vec<T: FloatElement>(src: &[f32]) -> Vec<T> {
+    let mut dst = vec![T::default(); src.len()];
+    narrow_dispatch(
+        src,
+        &mut dst,
+        Overflow::Ieee,
+        crate::cpu::has_avx2_fma_f16c(),
+    );
+    dst
+}
+
+/// `src` widened exactly into a new `Vec<f32>`, as [`widen`].
+pub fn widen_vec<T: FloatElement>(src: &[T]) -> Vec<f32> {
+    let mut dst = vec![0.0f32; src.len()];
+    widen_dispatch(src, &mut dst, crate::cpu::has_avx2_fma_f16c());
+    dst
+}
+
+/// Each element of `src` rounded to `D` in a new `Vec<D>`: widened exactly
+/// to f32, then rounded once to nearest, ties to even (so an f16 → E4M3
+/// conversion rounds once, like a direct one).
+///
+/// ```
+/// use mixprec::{convert, f16, F8E4M3};
+/// let x = [f16::from_f32(0.3), f16::from_f32(500.0)];
+/// let y: Vec<F8E4M3> = convert::cast_vec(&x);
+/// assert_eq!(y[0].to_f32(), 0.3125);
+/// assert!(y[1].is_nan()); // past E4M3's MAX = 448: NaN (no infinity)
+/// ```
+pub fn cast_vec<S: FloatElement, D: FloatElement>(src: &[S]) -> Vec<D> {
+    narrow_vec(&widen_vec(src))
+}
+
 pub(crate) fn narrow_dispatch<T: FloatElement>(
     src: &[f32],
     dst: &mut [T],

@@ -22,8 +22,22 @@ macro_rules! fp8_type {
         #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
         pub struct $name(u8);
 
+        /// Any bit pattern (NaNs and, for E5M2, infinities included), one
+        /// byte of input each.
+        #[cfg(feature = "arbitrary")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "arbitrary")))]
+        impl<'a> arbitrary::Arbitrary<'a> for $name {
+            fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+                Ok(Self(u8::arbitrary(u)?))
+            }
+
+            fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+                (1, Some(1))
+            }
+        }
+
         impl $name {
-            const FORMAT: Format = $fmt;
+            pub(crate) const FORMAT: Format = $fmt;
             /// Positive zero.
             pub const ZERO: Self = Self(0);
             /// One.

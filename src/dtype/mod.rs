@@ -102,6 +102,18 @@ impl FromStr for DType {
     }
 }
 
+#[cfg(feature = "arbitrary")]
+#[cfg_attr(docsrs, doc(cfg(feature = "arbitrary")))]
+impl<'a> arbitrary::Arbitrary<'a> for DType {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(*u.choose(&DType::ALL)?)
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        (1, Some(1))
+    }
+}
+
 /// A type that can be a tensor element: plain old data tied to one [`DType`].
 pub trait Element:
     bytemuck::Pod + Default + fmt::Debug + PartialEq + Send + Sync + 'static
@@ -114,15 +126,67 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// A floating-point element: exact widening to `f32` and rounding from it.
+/// A floating-point element: exact widening to `f32`, rounding from it, and
+/// the format's constants, so generic code can ask a format for its range.
 ///
 /// Sealed: implemented for `f32`, [`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`].
 /// The slice conversions in [`crate::convert`] are generic over this trait.
+///
+/// ```
+/// use mixprec::{bf16, FloatElement, F8E4M3, F8E5M2};
+/// fn range<T: FloatElement>() -> (f32, f32) {
+///     (T::MIN_POSITIVE_SUBNORMAL.to_f32(), T::MAX.to_f32())
+/// }
+/// assert_eq!(range::<F8E4M3>(), (2f32.powi(-9), 448.0));
+/// assert_eq!(range::<F8E5M2>(), (2f32.powi(-16), 57344.0));
+/// assert_eq!(bf16::UNIT_ROUNDOFF, 2f64.powi(-8));
+/// assert!(!F8E4M3::HAS_INFINITY && F8E5M2::HAS_INFINITY);
+/// ```
 pub trait FloatElement: Element + sealed::Sealed {
+    /// Width of the format in bits.
+    const BITS: u32;
+    /// Stored fraction bits (the implicit leading bit not counted): the
+    /// precision is `MANTISSA_BITS + 1` significant bits.
+    const MANTISSA_BITS: u32;
+    /// Exponent bits.
+    const EXPONENT_BITS: u32;
+    /// True when the format has ±infinity (false for E4M3, whose overflow
+    /// and infinite inputs give NaN, or ±MAX when saturating).
+    const HAS_INFINITY: bool;
+    /// The largest finite value.
+    const MAX: Self;
+    /// The smallest positive normal value.
+    const MIN_POSITIVE: Self;
+    /// The smallest positive subnormal value.
+    const MIN_POSITIVE_SUBNORMAL: Self;
+    /// The distance from 1.0 to the next larger value: `2^-MANTISSA_BITS`.
+    const EPSILON: Self;
+    /// The unit roundoff `u = 2^-(MANTISSA_BITS + 1)` of rounding to nearest
+    /// into this format: `|fl(x) - x| <= u·|x|` for `x` in the normal range
+    /// (2^-24 for f32, 2^-11 for f16, 2^-8 for bf16, 2^-4 for E4M3, 2^-3
+    /// for E5M2).
+    const UNIT_ROUNDOFF: f64;
+    /// A quiet NaN.
+    const NAN: Self;
+
     /// The exact value as `f32`.
     fn to_f32(self) -> f32;
     /// `x` rounded to nearest, ties to even (overflow to infinity, or NaN for E4M3).
     fn from_f32(x: f32) -> Self;
+    /// The bit pattern, zero-extended to `u32`.
+    fn to_raw_bits(self) -> u32;
+    /// The value with this bit pattern; bits above [`Self::BITS`] are ignored.
+    ///
+    /// ```
+    /// use mixprec::{FloatElement, F8E5M2};
+    /// assert_eq!(F8E5M2::from_raw_bits(0x17C).to_f32(), f32::INFINITY);
+    /// ```
+    fn from_raw_bits(bits: u32) -> Self;
+}
+
+/// `2^-(man_bits + 1)`, exactly.
+const fn unit_roundoff(man_bits: u32) -> f64 {
+    1.0 / (1u64 << (man_bits + 1)) as f64
 }
 
 macro_rules! element {
@@ -135,11 +199,27 @@ macro_rules! element {
         element!($t, $d);
         impl sealed::Sealed for $t {}
         impl FloatElement for $t {
+            const BITS: u32 = 8;
+            const MANTISSA_BITS: u32 = <$t>::FORMAT.man_bits;
+            const EXPONENT_BITS: u32 = <$t>::FORMAT.exp_bits;
+            const HAS_INFINITY: bool = <$t>::FORMAT.ieee_specials;
+            const MAX: Self = <$t>::MAX;
+            const MIN_POSITIVE: Self = <$t>::MIN_POSITIVE;
+            const MIN_POSITIVE_SUBNORMAL: Self = <$t>::MIN_POSITIVE_SUBNORMAL;
+            const EPSILON: Self = <$t>::EPSILON;
+            const UNIT_ROUNDOFF: f64 = unit_roundoff(<$t>::FORMAT.man_bits);
+            const NAN: Self = <$t>::NAN;
             fn to_f32(self) -> f32 {
                 <$t>::to_f32(self)
             }
             fn from_f32(x: f32) -> Self {
                 <$t>::from_f32(x)
+            }
+            fn to_raw_bits(self) -> u32 {
+                self.to_bits() as u32
+            }
+            fn from_raw_bits(bits: u32) -> Self {
+                <$t>::from_bits(bits as u8)
             }
         }
     };
@@ -157,6 +237,22 @@ macro_rules! half_float {
     ($t:ty, $fmt:expr) => {
         impl sealed::Sealed for $t {}
         impl FloatElement for $t {
+            const BITS: u32 = 16;
+            const MANTISSA_BITS: u32 = $fmt.man_bits;
+            const EXPONENT_BITS: u32 = $fmt.exp_bits;
+            const HAS_INFINITY: bool = true;
+            const MAX: Self = <$t>::MAX;
+            const MIN_POSITIVE: Self = <$t>::MIN_POSITIVE;
+            const MIN_POSITIVE_SUBNORMAL: Self = <$t>::MIN_POSITIVE_SUBNORMAL;
+            const EPSILON: Self = <$t>::EPSILON;
+            const UNIT_ROUNDOFF: f64 = unit_roundoff($fmt.man_bits);
+            const NAN: Self = <$t>::NAN;
+            fn to_raw_bits(self) -> u32 {
+                self.to_bits() as u32
+            }
+            fn from_raw_bits(bits: u32) -> Self {
+                <$t>::from_bits(bits as u16)
+            }
             fn to_f32(self) -> f32 {
                 format::widen_bits(self.to_bits() as u32, $fmt)
             }
@@ -180,6 +276,22 @@ impl Element for f32 {
 }
 impl sealed::Sealed for f32 {}
 impl FloatElement for f32 {
+    const BITS: u32 = 32;
+    const MANTISSA_BITS: u32 = 23;
+    const EXPONENT_BITS: u32 = 8;
+    const HAS_INFINITY: bool = true;
+    const MAX: Self = f32::MAX;
+    const MIN_POSITIVE: Self = f32::MIN_POSITIVE;
+    const MIN_POSITIVE_SUBNORMAL: Self = f32::from_bits(1);
+    const EPSILON: Self = f32::EPSILON;
+    const UNIT_ROUNDOFF: f64 = unit_roundoff(23);
+    const NAN: Self = f32::NAN;
+    fn to_raw_bits(self) -> u32 {
+        self.to_bits()
+    }
+    fn from_raw_bits(bits: u32) -> Self {
+        f32::from_bits(bits)
+    }
     fn to_f32(self) -> f32 {
         self
     }

@@ -69,9 +69,9 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to).saturating_mul(to)
 }
 
-pub(crate) fn run<T: FloatElement, O: FloatElement>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -79,14 +79,14 @@ pub(crate) fn run<T: FloatElement, O: FloatElement>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return run_with::<T, O, Avx2>(a, b, c, epilogue, parallelism, simd);
+        return run_with::<TA, TB, O, Avx2>(a, b, c, epilogue, parallelism, simd);
     }
-    run_with::<T, O, Portable>(a, b, c, epilogue, parallelism, simd)
+    run_with::<TA, TB, O, Portable>(a, b, c, epilogue, parallelism, simd)
 }
 
-fn run_with<T: FloatElement, O: FloatElement, K: Kernel>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -100,7 +100,7 @@ fn run_with<T: FloatElement, O: FloatElement, K: Kernel>(
     par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
         let a = a.sub(r0, c_part.rows(), 0, k);
         let b = b.sub(0, k, c0, c_part.cols());
-        with_workspace(|ws| serial::<T, O, K>(a, b, c_part, c0, epilogue, ws, simd))
+        with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, c0, epilogue, ws, simd))
     });
 }
 
@@ -168,9 +168,9 @@ pub(crate) fn par_split<O: Copy + Send>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     mut c: MatMut<'_, O>,
     col0: usize,
     epilogue: &Epilogue<'_>,
@@ -181,8 +181,8 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
     let b_elements = k.saturating_mul(n);
     let skinny = (m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
-    if skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<T>() {
-        return serial_direct_b::<T, O, K>(a, b, c, col0, epilogue, ws, simd);
+    if skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<TB>() {
+        return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd);
     }
     let Workspace {
         a: a_buf,
@@ -195,12 +195,12 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
         let nb = NC.min(n - jc);
         let nb_pad = round_up(nb, K::NR);
         let packed_b = grow(b_buf, nb_pad * k);
-        pack_b::<T, K>(&b, jc, nb, packed_b, tmp, simd);
+        pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
             let mb_pad = round_up(mb, K::MR);
             let packed_a = grow(a_buf, mb_pad * k);
-            pack_a::<T, K>(&a, ic, mb, packed_a, tmp, simd);
+            pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
             let acc = grow(acc_buf, mb_pad * nb_pad);
             if k == 0 {
                 acc.fill(0.0); // no K-tile writes it: the epilogue of zero
@@ -236,9 +236,9 @@ fn serial<T: FloatElement, O: FloatElement, K: Kernel>(
 /// by the kernel instead of packed, since packing it would cost as much
 /// memory traffic as the whole product.
 #[allow(clippy::too_many_arguments)]
-fn serial_direct_b<T: FloatElement, O: FloatElement, K: Kernel>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     mut c: MatMut<'_, O>,
     col0: usize,
     epilogue: &Epilogue<'_>,
@@ -258,7 +258,7 @@ fn serial_direct_b<T: FloatElement, O: FloatElement, K: Kernel>(
         let mb = MC.min(m - ic);
         let mb_pad = round_up(mb, K::MR);
         let packed_a = grow(a_buf, mb_pad * k);
-        pack_a::<T, K>(&a, ic, mb, packed_a, tmp, simd);
+        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
         // Few rows: sweep whole rows of B (long sequential streams).
         let nc = if mb <= 32 { n.clamp(1, 8192) } else { NC };
         for jc in (0..n).step_by(nc) {

@@ -228,6 +228,44 @@ pub fn gemm<T: FloatElement, O: FloatElement>(
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
+    gemm_mixed(a, b, c, epilogue, parallelism)
+}
+
+/// [`gemm`] with operands of two different types: E4M3 activations × E5M2
+/// gradients (the FP8 training pairing), bf16 weights × f32 activations,
+/// f16 × bf16, and so on.
+///
+/// The contract is unchanged: each operand is widened exactly to f32, so the
+/// result has the bits of [`reference()`] on the widened operands (and of
+/// [`reference_mixed`]). The speed is that of the same-type call: the
+/// operands are widened while they are packed, as for one type.
+///
+/// ```
+/// use mixprec::gemm::{gemm_mixed, Epilogue, Parallelism};
+/// use mixprec::{convert, MatMut, MatRef, F8E4M3, F8E5M2};
+/// let x: Vec<F8E4M3> = convert::narrow_vec(&[1.0, 2.0, 0.5, -1.0]);
+/// let dy: Vec<F8E5M2> = convert::narrow_vec(&[0.25, 1.0, -2.0, 4.0]);
+/// let mut dw = [0.0f32; 4];
+/// gemm_mixed(
+///     MatRef::from_row_major(&x, 2, 2)?.t(), // xᵀ: 2×2
+///     MatRef::from_row_major(&dy, 2, 2)?,
+///     MatMut::from_row_major(&mut dw, 2, 2)?,
+///     &Epilogue::new(),
+///     Parallelism::Serial,
+/// )?;
+/// assert_eq!(dw, [-0.75, 3.0, 2.5, -2.0]);
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`gemm`].
+pub fn gemm_mixed<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
     gemm_on(
         a,
         b,
@@ -238,9 +276,9 @@ pub fn gemm<T: FloatElement, O: FloatElement>(
     )
 }
 
-fn gemm_on<T: FloatElement, O: FloatElement>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+fn gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -257,9 +295,9 @@ fn gemm_on<T: FloatElement, O: FloatElement>(
 /// # Errors
 /// As [`gemm`].
 #[doc(hidden)]
-pub fn gemm_portable<T: FloatElement, O: FloatElement>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+pub fn gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -279,6 +317,22 @@ pub fn reference<T: FloatElement, O: FloatElement>(
     epilogue: &Epilogue<'_>,
 ) -> Result<(), Error> {
     reference_with_tile_height(a, b, c, epilogue, ARRAY_ROWS)
+}
+
+/// [`reference()`] with operands of two types, the oracle of
+/// [`gemm_mixed`]: the same loops, each operand widened exactly to f32.
+///
+/// # Errors
+/// As [`gemm`].
+pub fn reference_mixed<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), Error> {
+    validate(&a, &b, &c, epilogue, Parallelism::Serial)?;
+    reference::run(a, b, c, epilogue, ARRAY_ROWS);
+    Ok(())
 }
 
 /// The contract's loops for an array of another height: K-tiles of
@@ -338,9 +392,9 @@ pub(crate) fn overlaps(x: (usize, usize), y: (usize, usize)) -> bool {
     x.0 < y.1 && y.0 < x.1 && x.0 < x.1 && y.0 < y.1
 }
 
-fn validate<T: Copy, O: Copy>(
-    a: &MatRef<'_, T>,
-    b: &MatRef<'_, T>,
+fn validate<TA: Copy, TB: Copy, O: Copy>(
+    a: &MatRef<'_, TA>,
+    b: &MatRef<'_, TB>,
     c: &MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,

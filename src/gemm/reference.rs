@@ -20,9 +20,9 @@ use crate::tensor::{MatMut, MatRef};
 ///
 /// with K-tiles of `tile_height` (the crate's engine: [`super::ARRAY_ROWS`]).
 /// Inputs are checked by the public [`super::reference()`] before this runs.
-pub(crate) fn run<T: FloatElement, O: FloatElement>(
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
     mut c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     tile_height: usize,
