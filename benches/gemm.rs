@@ -2,11 +2,12 @@
 //! would pick instead, and this core's FMA peak, in one run.
 //!
 //! `cargo bench --bench gemm` (default build flags). Set `MIXPREC_BENCH_QUICK=1`
-//! to run only n ≤ 512 and the skinny shapes.
+//! to run only n ≤ 512 and the skinny shapes. `cargo bench --bench gemm --
+//! 'peak|gemm_mixed'` runs the mixed-operand group beside the FMA peak.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mixprec::gemm::{gemm, Epilogue, Parallelism};
-use mixprec::{bf16, f16, FloatElement, MatMut, MatRef};
+use mixprec::gemm::{gemm, gemm_mixed, Epilogue, Parallelism};
+use mixprec::{bf16, f16, FloatElement, MatMut, MatRef, F8E4M3, F8E5M2};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -281,6 +282,76 @@ fn shape_group(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)],
     g.finish();
 }
 
+/// One call of `gemm_mixed` (f32 output).
+#[allow(clippy::too_many_arguments)]
+fn ours_mixed<TA: FloatElement, TB: FloatElement>(
+    a: &[TA],
+    b: &[TB],
+    c: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    gemm_mixed(
+        MatRef::from_row_major(a, m, k).unwrap(),
+        MatRef::from_row_major(b, k, n).unwrap(),
+        MatMut::from_row_major(c, m, n).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )
+    .unwrap();
+}
+
+/// Mixed operand types beside the same-type calls they must keep up with
+/// (goal: ≥ 95 %), and beside what a user would do without them: widen
+/// the narrow operand to f32 first, then an f32 GEMM.
+fn mixed_group(c: &mut Criterion, shapes: &[(usize, usize, usize)]) {
+    let mut g = c.benchmark_group("gemm_mixed");
+    for &(m, n, k) in shapes {
+        let id = format!("{m}x{n}x{k}");
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        g.sample_size(10);
+        let (a32, b32) = (values::<f32>(m * k, 1), values::<f32>(k * n, 2));
+        let (abf, bbf) = (values::<bf16>(m * k, 1), values::<bf16>(k * n, 2));
+        let (a16, b16) = (values::<f16>(m * k, 1), values::<f16>(k * n, 2));
+        let (a43, b43) = (values::<F8E4M3>(m * k, 1), values::<F8E4M3>(k * n, 2));
+        let b52 = values::<F8E5M2>(k * n, 2);
+        let mut c32 = vec![0.0f32; m * n];
+        let mut run = |name: &str, f: &mut dyn FnMut(&mut [f32])| {
+            g.bench_function(BenchmarkId::new(name, &id), |bch| bch.iter(|| f(&mut c32)));
+        };
+        run("f32xf32", &mut |c| {
+            ours_mixed(black_box(&a32), &b32, c, m, n, k)
+        });
+        run("f32xbf16", &mut |c| {
+            ours_mixed(black_box(&a32), &bbf, c, m, n, k)
+        });
+        run("widen_bf16_then_f32xf32", &mut |c| {
+            let wide = mixprec::convert::widen_vec(black_box(&bbf));
+            ours_mixed(&a32, &wide, c, m, n, k)
+        });
+        run("bf16xbf16", &mut |c| {
+            ours_mixed(black_box(&abf), &bbf, c, m, n, k)
+        });
+        run("bf16xf32", &mut |c| {
+            ours_mixed(black_box(&abf), &b32, c, m, n, k)
+        });
+        run("f16xf16", &mut |c| {
+            ours_mixed(black_box(&a16), &b16, c, m, n, k)
+        });
+        run("f16xbf16", &mut |c| {
+            ours_mixed(black_box(&a16), &bbf, c, m, n, k)
+        });
+        run("e4m3xe4m3", &mut |c| {
+            ours_mixed(black_box(&a43), &b43, c, m, n, k)
+        });
+        run("e4m3xe5m2", &mut |c| {
+            ours_mixed(black_box(&a43), &b52, c, m, n, k)
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let quick = std::env::var_os("MIXPREC_BENCH_QUICK").is_some();
     peak_fma(c);
@@ -298,6 +369,7 @@ fn benches(c: &mut Criterion) {
         &[(1, 4096, 4096), (8, 4096, 4096), (32, 4096, 4096)],
         false,
     );
+    mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
 }
 
 criterion_group! {

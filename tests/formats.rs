@@ -5,8 +5,8 @@
 //! binary search: nothing is shared with the crate's integer rounding code.
 
 use mixprec::convert::{self, reference};
-use mixprec::{bf16, f16, FloatElement, F8E4M3, F8E5M2};
 use mixprec::testing::{any_bits, near_rounding_boundary, specials};
+use mixprec::{bf16, f16, FloatElement, F8E4M3, F8E5M2};
 use proptest::prelude::*;
 
 /// A format described by its fields, with its positive finite values in f64.
