@@ -562,9 +562,11 @@ fn sub_layout(
 }
 
 /// Whether rows `[0, at)` and `[at, rows)` of a view occupy disjoint,
-/// consecutive element ranges (each row ends before the next starts).
+/// consecutive element ranges for every `at`: each row's last element,
+/// `(cols - 1)·cs` past its first, comes before the next row's first, `rs`
+/// past it.
 fn rows_separable(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    rows <= 1 || cols == 0 || (cols == 1 && rs >= 1) || rs >= cs.saturating_mul(cols)
+    rows <= 1 || cols == 0 || rs > (cols - 1).saturating_mul(cs)
 }
 
 fn not_separable(what: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Error {
@@ -632,7 +634,9 @@ impl<'a, T: Copy> MatRef<'a, T> {
         rows: usize,
         cols: usize,
     ) -> Result<Self, Error> {
-        self.slice(span_range(row0, rows), span_range(col0, cols))
+        let rows = span_range("MatRef::submatrix rows", row0, rows)?;
+        let cols = span_range("MatRef::submatrix columns", col0, cols)?;
+        self.slice(rows, cols)
     }
 
     /// Row `i` as a `1 × cols` view.
@@ -640,7 +644,7 @@ impl<'a, T: Copy> MatRef<'a, T> {
     /// # Errors
     /// [`Error::IndexOutOfRange`] when `i >= rows`.
     pub fn row(self, i: usize) -> Result<Self, Error> {
-        self.slice(span_range(i, 1), ..)
+        self.slice(span_range("MatRef::row", i, 1)?, ..)
     }
 
     /// Column `j` as a `rows × 1` view.
@@ -648,7 +652,7 @@ impl<'a, T: Copy> MatRef<'a, T> {
     /// # Errors
     /// [`Error::IndexOutOfRange`] when `j >= cols`.
     pub fn col(self, j: usize) -> Result<Self, Error> {
-        self.slice(.., span_range(j, 1))
+        self.slice(.., span_range("MatRef::col", j, 1)?)
     }
 
     /// Rows `[0, at)` and `[at, rows)`.
@@ -668,9 +672,17 @@ impl<'a, T: Copy> MatRef<'a, T> {
     }
 }
 
-/// `start..start + len`, saturating (an overflowing end is out of range anyway).
-fn span_range(start: usize, len: usize) -> Range<usize> {
-    start..start.saturating_add(len)
+/// `start..start + len`; an end past `usize::MAX` is out of any range.
+fn span_range(what: &'static str, start: usize, len: usize) -> Result<Range<usize>, Error> {
+    match start.checked_add(len) {
+        Some(end) => Ok(start..end),
+        None => Err(Error::IndexOutOfRange {
+            what,
+            start,
+            end: usize::MAX,
+            len: usize::MAX,
+        }),
+    }
 }
 
 impl<'a, T: Copy> MatMut<'a, T> {
@@ -717,7 +729,9 @@ impl<'a, T: Copy> MatMut<'a, T> {
         rows: usize,
         cols: usize,
     ) -> Result<Self, Error> {
-        self.slice(span_range(row0, rows), span_range(col0, cols))
+        let rows = span_range("MatMut::submatrix rows", row0, rows)?;
+        let cols = span_range("MatMut::submatrix columns", col0, cols)?;
+        self.slice(rows, cols)
     }
 
     /// Row `i` as a `1 × cols` view.
@@ -725,7 +739,7 @@ impl<'a, T: Copy> MatMut<'a, T> {
     /// # Errors
     /// [`Error::IndexOutOfRange`] when `i >= rows`.
     pub fn row(self, i: usize) -> Result<Self, Error> {
-        self.slice(span_range(i, 1), ..)
+        self.slice(span_range("MatMut::row", i, 1)?, ..)
     }
 
     /// Column `j` as a `rows × 1` view.
@@ -733,7 +747,7 @@ impl<'a, T: Copy> MatMut<'a, T> {
     /// # Errors
     /// [`Error::IndexOutOfRange`] when `j >= cols`.
     pub fn col(self, j: usize) -> Result<Self, Error> {
-        self.slice(.., span_range(j, 1))
+        self.slice(.., span_range("MatMut::col", j, 1)?)
     }
 
     /// Rows `[0, at)` and `[at, rows)` as two mutable views, for example to

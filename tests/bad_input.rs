@@ -186,6 +186,79 @@ proptest! {
         }
     }
 
+    /// Sub-views with any indices (`usize::MAX` included) over views with
+    /// any strides (0 and huge included): a typed error, or a view whose
+    /// elements are the parent's.
+    #[test]
+    fn subviews_any_input(len in 0usize..40, rows in nasty_dim(), cols in nasty_dim(), rs in nasty_usize(),
+                          cs in nasty_usize(), i in nasty_usize(), j in nasty_usize(), n in nasty_usize()) {
+        let mut data: Vec<f32> = (0..len).map(|x| x as f32).collect();
+        if let Ok(v) = MatRef::new(&data, rows, cols, rs, cs) {
+            let s = no_panic("MatRef::slice", || v.slice(i..n, j..))?;
+            if let Ok(s) = s {
+                prop_assert!(i <= n && n <= rows && j <= cols);
+                prop_assert_eq!(s.get(0, 0), v.get(i, j).filter(|_| n > i));
+            }
+            no_panic("MatRef::slice inclusive", || v.slice(..=i, j..=n))?.ok();
+            no_panic("MatRef::submatrix", || v.submatrix(i, j, n, n))?.ok();
+            prop_assert_eq!(no_panic("MatRef::row", || v.row(i))?.is_ok(), i < rows);
+            prop_assert_eq!(no_panic("MatRef::col", || v.col(j))?.is_ok(), j < cols);
+            prop_assert_eq!(no_panic("MatRef::split_at_row", || v.split_at_row(i))?.is_ok(), i <= rows);
+            prop_assert_eq!(no_panic("MatRef::split_at_col", || v.split_at_col(j))?.is_ok(), j <= cols);
+        }
+        if let Ok(m) = MatMut::new(&mut data, rows, cols, rs, cs) {
+            let (r2, c2, rs2, cs2) = (m.rows(), m.cols(), m.row_stride(), m.col_stride());
+            let ok = no_panic("MatMut::split_at_row", || m.split_at_row(i).map(|(a, b)| (a.rows(), b.rows())))?;
+            if let Ok((a, b)) = ok {
+                prop_assert_eq!((a, b), (i, r2 - i));
+            }
+            let m = MatMut::new(&mut data, r2, c2, rs2, cs2).unwrap();
+            no_panic("MatMut::split_at_col", || m.split_at_col(j).map(|(a, b)| (a.cols(), b.cols())))?.ok();
+            let m = MatMut::new(&mut data, r2, c2, rs2, cs2).unwrap();
+            if let Ok(Ok(mut s)) = no_panic("MatMut::slice", || m.slice(i..n, j..)) {
+                no_panic("MatMut::set in slice", || s.set(0, 0, -1.0))?;
+            }
+            let m = MatMut::new(&mut data, r2, c2, rs2, cs2).unwrap();
+            no_panic("MatMut::row", || m.row(i).map(|r| r.cols()))?.ok();
+        }
+    }
+
+    /// The `testing` helpers take any parameters without panicking.
+    #[test]
+    fn testing_helpers_any_input(lo in nasty_f32(), hi in nasty_f32(), n in nasty_usize(), u in nasty_f32(),
+                                 r in nasty_usize(), c in nasty_usize()) {
+        use mixprec::testing;
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        if let Ok(s) = no_panic("normal_in", || testing::normal_in::<F8E4M3>(lo, hi))? {
+            let v = s.new_tree(&mut runner).unwrap().current().to_f32();
+            prop_assert!(v >= lo && v <= hi, "{} outside [{}, {}]", v, lo, hi);
+        }
+        no_panic("normal_in f32", || testing::normal_in::<f32>(lo, hi))?.ok();
+        no_panic("gamma", || testing::gamma(n, u as f64))?;
+        no_panic("conversion_error_bound", || testing::conversion_error_bound::<bf16>(lo))?;
+        no_panic("ulp_distance", || testing::ulp_distance(lo, hi))?;
+        let small = (r % 1000, c % 1000);
+        no_panic("strided_matrix", || testing::strided_matrix(r, c, testing::finite::<f16>()).map(|_| ()))?.ok();
+        no_panic("strided_matrix small", || testing::strided_matrix(small.0, small.1, testing::finite::<f16>()).map(|_| ()))?.ok();
+        no_panic("gemm_shapes", || {
+            testing::gemm_shapes(n, r).new_tree(&mut TestRunner::deterministic()).map(|t| t.current())
+        })?.ok();
+        no_panic("tensor_shapes", || {
+            testing::tensor_shapes(n, r).new_tree(&mut TestRunner::deterministic()).map(|t| t.current())
+        })?.ok();
+        no_panic("near_rounding_boundary", || {
+            testing::near_rounding_boundary::<F8E5M2>(n as u32).new_tree(&mut TestRunner::deterministic()).map(|t| t.current())
+        })?.ok();
+        let one = [1.0f32];
+        if let Ok(a) = MatRef::new(&one, r % 5, c % 5, 0, 0) {
+            no_panic("gemm_error_bound", || testing::gemm_error_bound(a, a.t()))?.ok();
+            no_panic("check_gemm_within_bound", || testing::check_gemm_within_bound(a, a.t(), a))?.ok();
+            no_panic("check_bits_eq", || testing::check_bits_eq(a, a.t()))?.ok();
+        }
+    }
+
     /// GEMM: bad shapes, bias lengths, thread counts (`usize::MAX`
     /// included) and non-finite epilogue parameters give a typed error or
     /// the reference's bits.

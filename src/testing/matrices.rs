@@ -170,7 +170,10 @@ pub fn tensor_shapes(
             raw.into_iter()
                 .map(|r| {
                     let budget = max_numel / product.max(1);
-                    let d = r % (budget + 1);
+                    let d = match budget.checked_add(1) {
+                        Some(choices) => r % choices,
+                        None => r,
+                    };
                     product = product.saturating_mul(d.max(1));
                     d
                 })
@@ -185,6 +188,8 @@ pub fn tensor<T: Element>(
     max_numel: usize,
     elements: impl Strategy<Value = T> + Clone + 'static,
 ) -> impl Strategy<Value = Tensor<T>> + Clone {
+    // A Vec holds at most isize::MAX bytes.
+    let max_numel = max_numel.min(isize::MAX as usize / std::mem::size_of::<T>().max(1));
     tensor_shapes(max_rank, max_numel).prop_flat_map(move |shape| {
         // The shapes strategy keeps the product within `max_numel`.
         let numel = checked_numel(&shape).unwrap_or(0);
