@@ -2,7 +2,7 @@
 //! precision policy, side by side. `cargo bench --bench train_step`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mixprec::amp::{train_step, Mlp, Precision, Sgd};
+use mixprec::amp::{train_step, Loss, Mlp, Precision, Sgd};
 use mixprec::convert::{narrow, StochasticRng};
 use mixprec::gemm::{Activation, Parallelism};
 use mixprec::{bf16, f16, FloatElement};
@@ -21,7 +21,7 @@ fn bench_policy<T: FloatElement>(c: &mut Criterion, p: Precision) {
         .collect();
     let mut x = vec![T::zeroed(); x32.len()];
     narrow(&x32, &mut x).unwrap();
-    let labels: Vec<u8> = (0..BATCH).map(|i| (i % 10) as u8).collect();
+    let labels: Vec<u32> = (0..BATCH).map(|i| (i % 10) as u32).collect();
     let macs: usize = SIZES.windows(2).map(|w| w[0] * w[1]).sum::<usize>() * BATCH * 3;
     let mut g = c.benchmark_group("train_step");
     g.throughput(Throughput::Elements(macs as u64));
@@ -32,7 +32,7 @@ fn bench_policy<T: FloatElement>(c: &mut Criterion, p: Precision) {
                 &mut opt,
                 &mut scaler,
                 &x,
-                &labels,
+                Loss::CrossEntropy { labels: &labels },
                 1.0,
                 Parallelism::Serial,
             )

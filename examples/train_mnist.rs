@@ -14,7 +14,7 @@
 //! the test set; with one pair, 20 % of it is held out.
 
 use mixprec::amp::{
-    train_step_observed, AdamW, GradHistogram, LossScaler, Mlp, Optimizer, Precision, Sgd,
+    train_step_observed, AdamW, GradHistogram, Loss, LossScaler, Mlp, Optimizer, Precision, Sgd,
 };
 use mixprec::convert::{narrow, StochasticRng};
 use mixprec::gemm::{Activation, Parallelism};
@@ -389,7 +389,7 @@ fn run<T: FloatElement>(
                         .copied()
                 })
                 .collect();
-            let yb: Vec<u8> = idx.iter().map(|&i| train.y[i]).collect();
+            let yb: Vec<u32> = idx.iter().map(|&i| u32::from(train.y[i])).collect();
             let mut xt = vec![T::zeroed(); xb.len()];
             narrow(&xb, &mut xt)?;
             let scale = scaler.scale();
@@ -405,7 +405,7 @@ fn run<T: FloatElement>(
                 opt.as_mut(),
                 &mut scaler,
                 &xt,
-                &yb,
+                Loss::CrossEntropy { labels: &yb },
                 o.loss_weight,
                 par,
                 &mut observe,

@@ -1,8 +1,8 @@
 //! Mixed-precision training: the loss scaler, gradients, and training parity.
 
 use mixprec::amp::{
-    has_non_finite, softmax_cross_entropy, train_step, AdamW, Linear, LossScaler, Mlp, Optimizer,
-    Precision, ScalerState, Sgd, WorkingRounding,
+    has_non_finite, softmax_cross_entropy, train_step, AdamW, Linear, Loss, LossScaler, Mlp,
+    Optimizer, Precision, ScalerState, Sgd, WorkingRounding,
 };
 use mixprec::convert::StochasticRng;
 use mixprec::gemm::{Activation, Parallelism};
@@ -357,7 +357,7 @@ fn overflowing_steps_are_skipped_and_masters_untouched() {
         &mut opt,
         &mut scaler,
         &x,
-        &[0, 2],
+        Loss::CrossEntropy { labels: &[0, 2] },
         1.0,
         Parallelism::Serial,
     )
@@ -378,7 +378,7 @@ fn overflowing_steps_are_skipped_and_masters_untouched() {
         &mut opt,
         &mut scaler,
         &x,
-        &[0, 2],
+        Loss::CrossEntropy { labels: &[0, 2] },
         1.0,
         Parallelism::Serial,
     )
@@ -423,13 +423,13 @@ fn optimizers_follow_their_formulas() {
     assert!(Sgd::new(-1.0, 0.0, 0.0).is_err());
 }
 
-fn digits() -> (Vec<f32>, Vec<u8>) {
+fn digits() -> (Vec<f32>, Vec<u32>) {
     let text = include_str!("../data/optdigits.csv");
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for line in text.lines().filter(|l| !l.is_empty()) {
         let v: Vec<f32> = line.split(',').map(|t| t.trim().parse().unwrap()).collect();
         x.extend(v[..64].iter().map(|p| p / 16.0));
-        y.push(v[64] as u8);
+        y.push(v[64] as u32);
     }
     (x, y)
 }
@@ -455,7 +455,9 @@ fn train_and_test<T: FloatElement>(p: Precision, loss_weight: f32) -> (f64, f32,
                 &mut opt,
                 &mut scaler,
                 &xb,
-                &y[b * 50..(b + 1) * 50],
+                Loss::CrossEntropy {
+                    labels: &y[b * 50..(b + 1) * 50],
+                },
                 loss_weight,
                 Parallelism::Serial,
             )

@@ -15,8 +15,8 @@
 //! are small.
 
 use mixprec::amp::{
-    has_non_finite, softmax_cross_entropy, train_step, AdamW, GradHistogram, Linear, LossScaler,
-    Mlp, Optimizer, ScalerState, Sgd,
+    has_non_finite, softmax_cross_entropy, train_step, AdamW, GradHistogram, Linear, Loss,
+    LossScaler, Mlp, Optimizer, ScalerState, Sgd,
 };
 use mixprec::convert::{self, StochasticRng};
 use mixprec::gemm::{self, Activation, Epilogue, Parallelism};
@@ -548,11 +548,11 @@ proptest! {
         if let (Ok(mut mlp), Ok(mut opt)) = (mlp, Sgd::new(0.1, 0.9, 0.0)) {
             let inp = sizes[0];
             let xb: Vec<bf16> = x.iter().copied().cycle().take(batch * inp).map(bf16::from_f32).collect();
-            let lb: Vec<u8> = labels.iter().copied().cycle().take(batch).collect();
+            let lb: Vec<u32> = labels.iter().copied().cycle().take(batch).map(u32::from).collect();
             let classes = *sizes.last().unwrap();
             let before: Vec<u32> = mlp.layers().iter().flat_map(|l| bits(l.masters().0)).collect();
             let mut scaler = LossScaler::dynamic();
-            let out = no_panic("train_step", || train_step(&mut mlp, &mut opt, &mut scaler, &xb, &lb, lw, Parallelism::Serial))?;
+            let out = no_panic("train_step", || train_step(&mut mlp, &mut opt, &mut scaler, &xb, Loss::CrossEntropy { labels: &lb }, lw, Parallelism::Serial))?;
             let expect_ok = !lb.is_empty() && lw.is_finite() && lw > 0.0 && lb.iter().all(|&l| (l as usize) < classes);
             prop_assert_eq!(out.is_ok(), expect_ok, "{:?}", out);
             let after: Vec<u32> = mlp.layers().iter().flat_map(|l| bits(l.masters().0)).collect();
@@ -669,7 +669,7 @@ fn named_defects_are_fixed() {
             &mut opt,
             &mut scaler,
             &x,
-            &[1],
+            Loss::CrossEntropy { labels: &[1] },
             lw,
             Parallelism::Serial
         )
@@ -680,7 +680,7 @@ fn named_defects_are_fixed() {
         &mut opt,
         &mut scaler,
         &[],
-        &[],
+        Loss::CrossEntropy { labels: &[] },
         1.0,
         Parallelism::Serial
     )

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mixprec::amp::{train_step, LossScaler, Mlp, Sgd};
+use mixprec::amp::{train_step, Loss, LossScaler, Mlp, Sgd};
 use mixprec::convert::StochasticRng;
 use mixprec::gemm::{Activation, Parallelism};
 use mixprec::f16;
@@ -25,11 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let mut scaler = LossScaler::dynamic_with(2f32.powi((data[1] % 40) as i32), 2.0, 0.5, 1 + data[2] as u32 % 4, (1e-3, 1e30))
         .unwrap_or_else(|_| LossScaler::dynamic());
     let batch = (data[3] % 4) as usize;
-    let labels: Vec<u8> = data.iter().skip(4).take(batch).map(|&b| b % 3).collect();
+    let labels: Vec<u32> = data.iter().skip(4).take(batch).map(|&b| u32::from(b % 3)).collect();
     let x: Vec<f16> = (0..batch * 3 + (data[4] % 2) as usize).map(|i| f16::from_f32(f(8 + i))).collect();
     let loss_weight = f(5);
     let before: Vec<Vec<f32>> = mlp.layers().iter().map(|l| l.masters().0.to_vec()).collect();
-    let out = train_step(&mut mlp, &mut opt, &mut scaler, &x, &labels, loss_weight, Parallelism::Serial);
+    let out = train_step(&mut mlp, &mut opt, &mut scaler, &x, Loss::CrossEntropy { labels: &labels }, loss_weight, Parallelism::Serial);
     let after: Vec<Vec<f32>> = mlp.layers().iter().map(|l| l.masters().0.to_vec()).collect();
     let same = |a: &Vec<Vec<f32>>, b: &Vec<Vec<f32>>| a.iter().flatten().map(|v| v.to_bits()).eq(b.iter().flatten().map(|v| v.to_bits()));
     match out {

@@ -152,13 +152,10 @@ impl<T: FloatElement> Linear<T> {
         }
     }
 
-    /// Forward pass over `batch` rows of `x` (`[batch, in]`, row-major).
-    ///
-    /// # Errors
-    /// [`Error::LengthMismatch`] when `x` is not `batch × in`;
-    /// [`Error::ShapeOverflow`] when `batch × out` overflows;
-    /// `Threads(0)` as [`gemm`] reports it.
-    pub fn forward(&mut self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
+    /// `x·Wᵀ + b` with the activation fused in the GEMM epilogue, except
+    /// GELU, which the caller applies (its backward needs the
+    /// pre-activation this returns).
+    fn affine(&self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
         let (i, o) = (self.in_features, self.out_features);
         let xv = MatRef::from_row_major(x, batch, i)?;
         let wt = MatRef::from_row_major(&self.w, o, i)?.t();
@@ -174,16 +171,43 @@ impl<T: FloatElement> Linear<T> {
             &Epilogue::new().bias(&self.master_b).activation(fused),
             par,
         )?;
-        self.saved_x = x.to_vec();
-        self.batch = batch;
-        // Saved for backward: the output (ReLU, identity) or, for GELU, the
-        // pre-activation, which is what `y` holds until GELU is applied.
-        self.saved = y.clone();
+        Ok(y)
+    }
+
+    fn apply_gelu(&self, y: &mut [T]) {
         if self.activation == Activation::Gelu {
             for v in y.iter_mut() {
                 *v = T::from_f32(Activation::Gelu.apply(v.to_f32()));
             }
         }
+    }
+
+    /// Inference: the output of [`Linear::forward`] without saving anything
+    /// for a backward pass, so the layer can be shared (`&self`).
+    ///
+    /// # Errors
+    /// As [`Linear::forward`].
+    pub fn infer(&self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
+        let mut y = self.affine(x, batch, par)?;
+        self.apply_gelu(&mut y);
+        Ok(y)
+    }
+
+    /// Forward pass over `batch` rows of `x` (`[batch, in]`, row-major),
+    /// saving what [`Linear::backward`] needs.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `x` is not `batch × in`;
+    /// [`Error::ShapeOverflow`] when `batch × out` overflows;
+    /// `Threads(0)` as [`gemm`] reports it.
+    pub fn forward(&mut self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
+        let mut y = self.affine(x, batch, par)?;
+        self.saved_x = x.to_vec();
+        self.batch = batch;
+        // Saved for backward: the output (ReLU, identity) or, for GELU, the
+        // pre-activation, which is what `y` holds until GELU is applied.
+        self.saved = y.clone();
+        self.apply_gelu(&mut y);
         Ok(y)
     }
 

@@ -8,12 +8,15 @@
 //! * [`LossScaler`]: PyTorch `GradScaler` semantics; [`has_non_finite`] is
 //!   its one-pass overflow check (AVX2 where available).
 //! * [`Linear`], [`Mlp`], [`softmax_cross_entropy`]: explicit forward and
-//!   backward passes through the GEMM engine.
+//!   backward passes through the GEMM engine; [`Mlp::infer`] for inference
+//!   on a shared model.
+//! * [`Loss`]: cross-entropy (`u32` labels), mean squared error, and
+//!   knowledge distillation, each with its gradient.
 //! * [`Sgd`], [`AdamW`]: optimizers on the f32 masters.
 //! * [`train_step`]: one step of the whole recipe.
 //!
 //! ```
-//! use mixprec::amp::{train_step, Mlp, Precision, Sgd};
+//! use mixprec::amp::{train_step, Loss, Mlp, Precision, Sgd};
 //! use mixprec::gemm::{Activation, Parallelism};
 //! use mixprec::{convert::StochasticRng, f16};
 //! let mut rng = StochasticRng::new(1);
@@ -21,18 +24,21 @@
 //! let mut opt = Sgd::new(0.1, 0.9, 0.0)?;
 //! let mut scaler = Precision::F16.scaler();
 //! let x: Vec<f16> = (0..8).map(|i| f16::from_f32(i as f32 * 0.1)).collect();
-//! let out = train_step(&mut mlp, &mut opt, &mut scaler, &x, &[0, 2], 1.0, Parallelism::Serial)?;
+//! let labels = Loss::CrossEntropy { labels: &[0, 2] };
+//! let out = train_step(&mut mlp, &mut opt, &mut scaler, &x, labels, 1.0, Parallelism::Serial)?;
 //! assert!(out.loss.is_finite() && !out.skipped);
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
 mod layers;
+mod loss;
 mod optim;
 mod scaler;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 
 pub use layers::{softmax_cross_entropy, Linear, WorkingRounding};
+pub use loss::Loss;
 pub use optim::{AdamW, Optimizer, Sgd};
 pub use scaler::{LossScaler, ScalerState};
 
@@ -192,22 +198,56 @@ impl<T: FloatElement> Mlp<T> {
         &mut self.layers
     }
 
-    /// Logits for `x` (`[batch, in]`).
+    /// The number of rows of `x`, checked to be whole.
+    fn batch_of(&self, x: &[T], what: &'static str) -> Result<usize, Error> {
+        let width = self.layers[0].in_features();
+        let batch = x.len() / width;
+        if batch * width != x.len() {
+            return Err(Error::LengthMismatch {
+                what,
+                expected: batch * width,
+                actual: x.len(),
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Logits for `x` (`[batch, in]`), saving activations for
+    /// [`Mlp::backward`].
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] when `x.len()` is not a multiple of `in`.
     pub fn forward(&mut self, x: &[T], par: Parallelism) -> Result<Vec<T>, Error> {
-        let batch = x.len() / self.layers[0].in_features();
-        if batch * self.layers[0].in_features() != x.len() {
-            return Err(Error::LengthMismatch {
-                what: "Mlp::forward (x = batch × in)",
-                expected: batch * self.layers[0].in_features(),
-                actual: x.len(),
-            });
-        }
+        let batch = self.batch_of(x, "Mlp::forward (x = batch × in)")?;
         let mut h = x.to_vec();
         for layer in &mut self.layers {
             h = layer.forward(&h, batch, par)?;
+        }
+        Ok(h)
+    }
+
+    /// Logits for `x` (`[batch, in]`) without saving anything: inference
+    /// on a shared model (`&self`, so one model can serve several threads).
+    /// The same bits as [`Mlp::forward`].
+    ///
+    /// ```
+    /// use mixprec::amp::Mlp;
+    /// use mixprec::gemm::{Activation, Parallelism};
+    /// use mixprec::{bf16, convert::StochasticRng};
+    /// let mlp = Mlp::<bf16>::new(&[3, 4, 2], Activation::Relu, 1.0, &mut StochasticRng::new(7))?;
+    /// let x = [bf16::from_f32(0.5); 6]; // a batch of 2
+    /// let logits = mlp.infer(&x, Parallelism::Serial)?;
+    /// assert_eq!(logits.len(), 4);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `x.len()` is not a multiple of `in`.
+    pub fn infer(&self, x: &[T], par: Parallelism) -> Result<Vec<T>, Error> {
+        let batch = self.batch_of(x, "Mlp::infer (x = batch × in)")?;
+        let mut h = x.to_vec();
+        for layer in &self.layers {
+            h = layer.infer(&h, batch, par)?;
         }
         Ok(h)
     }
@@ -262,7 +302,7 @@ impl<T: FloatElement> Mlp<T> {
 /// What one [`train_step`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepOutcome {
-    /// Mean cross-entropy of the batch (times the loss weight), in f32.
+    /// The batch-mean loss (times the loss weight), in f32.
     pub loss: f32,
     /// True when the gradients overflowed and the update was skipped.
     pub skipped: bool,
@@ -271,8 +311,8 @@ pub struct StepOutcome {
 }
 
 /// One mixed-precision training step: forward in the working type, the
-/// loss in f32, `dL/dlogits × loss_weight × scale` rounded to the working
-/// type, backward (f32 accumulation, f32 weight gradients), unscale and
+/// [`Loss`] (computed in f64, its gradient in f32),
+/// `dL/doutputs × loss_weight × scale` rounded to the working type, backward (f32 accumulation, f32 weight gradients), unscale and
 /// overflow check, scaler update, and — unless the step overflowed — the
 /// optimizer step on the f32 masters and a refresh of the working copies.
 ///
@@ -282,9 +322,9 @@ pub struct StepOutcome {
 /// # Errors
 /// * [`Error::InvalidParameter`] unless `loss_weight` is finite and > 0;
 /// * [`Error::LengthMismatch`] when `x` is not a whole number of rows
-///   ([`Mlp::forward`]) or not one row per label;
+///   ([`Mlp::forward`]) or the loss's labels or targets do not match them;
 /// * [`Error::EmptyDimension`] for an empty batch, and the other errors of
-///   [`softmax_cross_entropy`] (a label past the classes);
+///   [`Loss::evaluate`] (a label past the classes, a bad temperature);
 /// * the errors of the optimizer's step.
 ///
 /// Every input check fails before the backward pass, so the masters, the
@@ -295,11 +335,11 @@ pub fn train_step<T: FloatElement, O: Optimizer + ?Sized>(
     opt: &mut O,
     scaler: &mut LossScaler,
     x: &[T],
-    labels: &[u8],
+    loss: Loss<'_>,
     loss_weight: f32,
     par: Parallelism,
 ) -> Result<StepOutcome, Error> {
-    train_step_observed(mlp, opt, scaler, x, labels, loss_weight, par, &mut |_| {})
+    train_step_observed(mlp, opt, scaler, x, loss, loss_weight, par, &mut |_| {})
 }
 
 /// [`train_step`] with an observer of the (scaled, f32) activation gradients.
@@ -312,7 +352,7 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
     opt: &mut O,
     scaler: &mut LossScaler,
     x: &[T],
-    labels: &[u8],
+    loss: Loss<'_>,
     loss_weight: f32,
     par: Parallelism,
     observe: &mut dyn FnMut(&[f32]),
@@ -325,9 +365,9 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
         });
     }
     // The forward pass checks `x`, the loss checks the batch against it.
-    let classes = mlp.layers.last().map_or(0, |l| l.out_features());
-    let logits = mlp.forward(x, par)?;
-    let (loss, mut dlogits) = softmax_cross_entropy(&logits, labels, classes)?;
+    let width = mlp.layers.last().map_or(0, |l| l.out_features());
+    let outputs = mlp.forward(x, par)?;
+    let (loss, mut dlogits) = loss.evaluate(&outputs, width)?;
     let scale = scaler.scale();
     let factor = loss_weight * scale;
     for g in dlogits.iter_mut() {
