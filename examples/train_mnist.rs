@@ -5,7 +5,15 @@
 //! cargo run --release --example train_mnist -- --precision all    # the side-by-side table
 //! cargo run --release --example train_mnist -- --data DIR --precision all   # MNIST IDX files in DIR
 //! cargo run --release --example train_mnist -- --precision all --loss-weight 1e-5 --grad-histogram
+//! cargo run --release --example train_mnist -- --precision f16 --epochs 10 --checkpoint ck.json
+//! cargo run --release --example train_mnist -- --precision f16 --epochs 30 --resume ck.json
 //! ```
+//!
+//! `--checkpoint FILE` writes the whole run (f32 masters and working
+//! weights, optimizer moments, loss-scaler state, the shuffling RNG and
+//! order, the gradient histogram) after every epoch; `--resume FILE`
+//! continues it, bit-identical to a run that was never interrupted. Both
+//! need one precision and the same settings as the run that wrote the file.
 //!
 //! The bundled set is the UCI optical digits (1797 images of 8×8, CC BY 4.0,
 //! E. Alpaydin, C. Kaynak); `--data DIR` reads MNIST IDX files
@@ -19,6 +27,7 @@ use mixprec::amp::{
 use mixprec::convert::{narrow, StochasticRng};
 use mixprec::gemm::{Activation, Parallelism};
 use mixprec::{bf16, f16, FloatElement};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{IsTerminal, Read, Write};
 use std::time::Instant;
 
@@ -216,6 +225,67 @@ struct Opts {
     data: Option<String>,
     histogram: bool,
     threads: usize,
+    checkpoint: Option<String>,
+    resume: Option<String>,
+}
+
+/// The optimizer of a run, as a value that serializes.
+#[derive(Clone, Serialize, Deserialize)]
+enum Opt {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+impl Optimizer for Opt {
+    fn step(
+        &mut self,
+        slot: usize,
+        params: &mut [f32],
+        grads: &[f32],
+    ) -> Result<(), mixprec::Error> {
+        match self {
+            Opt::Sgd(o) => o.step(slot, params, grads),
+            Opt::AdamW(o) => o.step(slot, params, grads),
+        }
+    }
+    fn finish_step(&mut self) {
+        match self {
+            Opt::Sgd(o) => o.finish_step(),
+            Opt::AdamW(o) => o.finish_step(),
+        }
+    }
+}
+
+/// The settings a checkpoint must agree with to be resumed (all but
+/// `--epochs`, `--threads` and the output flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RunKey {
+    precision: Precision,
+    sizes: Vec<usize>,
+    batch: usize,
+    lr: f32,
+    adamw: bool,
+    loss_weight: f32,
+    init_scale: f32,
+    seed: u64,
+    train_images: usize,
+}
+
+/// Everything that carries over from one epoch to the next.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "T: Serialize",
+    deserialize = "T: DeserializeOwned + FloatElement"
+))]
+struct Checkpoint<T> {
+    key: RunKey,
+    epochs_done: usize,
+    mlp: Mlp<T>,
+    opt: Opt,
+    scaler: LossScaler,
+    shuffle: StochasticRng,
+    order: Vec<usize>,
+    histogram: GradHistogram,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -232,6 +302,8 @@ fn parse() -> Result<Opts, String> {
         data: None,
         histogram: false,
         threads: 1,
+        checkpoint: None,
+        resume: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -271,11 +343,16 @@ fn parse() -> Result<Opts, String> {
             "--data" => o.data = Some(val()?),
             "--threads" => o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--grad-histogram" => o.histogram = true,
+            "--checkpoint" => o.checkpoint = Some(val()?),
+            "--resume" => o.resume = Some(val()?),
             "-h" | "--help" => {
                 println!(
                     "train_mnist [--precision f32|bf16|f16|f16-noscale|all] [--epochs N] [--hidden A,B,..]\n\
                      \x20           [--batch N] [--lr X] [--optimizer sgd|adamw] [--loss-weight W]\n\
                      \x20           [--init-scale S] [--seed N] [--data DIR] [--threads N] [--grad-histogram]\n\
+                     \x20           [--checkpoint FILE] [--resume FILE]\n\
+                     --checkpoint writes the run's whole state after every epoch; --resume continues\n\
+                     it bit-identically (one precision, the same settings).\n\
                      --loss-weight multiplies the loss (a weaker learning signal); with SGD the\n\
                      learning rate is divided by it, so f32 training is unchanged."
                 );
@@ -289,6 +366,9 @@ fn parse() -> Result<Opts, String> {
     }
     if o.hidden.contains(&0) || o.threads == 0 {
         return Err("--hidden widths and --threads must be at least 1".into());
+    }
+    if (o.checkpoint.is_some() || o.resume.is_some()) && o.precisions.len() != 1 {
+        return Err("--checkpoint and --resume need a single --precision".into());
     }
     Ok(o)
 }
@@ -304,7 +384,7 @@ struct RunResult {
 }
 
 fn accuracy<T: FloatElement>(
-    mlp: &mut Mlp<T>,
+    mlp: &Mlp<T>,
     x: &[f32],
     y: &[u8],
     features: usize,
@@ -314,7 +394,7 @@ fn accuracy<T: FloatElement>(
     for (xb, yb) in x.chunks(256 * features).zip(y.chunks(256)) {
         let mut xt = vec![T::zeroed(); xb.len()];
         narrow(xb, &mut xt)?;
-        let logits = mlp.forward(&xt, par)?;
+        let logits = mlp.infer(&xt, par)?;
         let classes = logits.len() / yb.len();
         for (row, &label) in logits.chunks(classes).zip(yb) {
             let best = row
@@ -343,14 +423,49 @@ fn bar(done: usize, total: usize) -> String {
     )
 }
 
+fn write_checkpoint<T: Serialize>(path: &str, ck: &Checkpoint<T>) -> Result<(), String> {
+    let text = serde_json::to_string(ck).map_err(|e| format!("--checkpoint {path}: {e}"))?;
+    // Write then rename, so an interrupted write leaves the last checkpoint.
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("--checkpoint {path}: {e}"))
+}
+
+fn read_checkpoint<T: DeserializeOwned + FloatElement>(
+    path: &str,
+    key: &RunKey,
+) -> Result<Checkpoint<T>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--resume {path}: {e}"))?;
+    let ck: Checkpoint<T> =
+        serde_json::from_str(&text).map_err(|e| format!("--resume {path}: {e}"))?;
+    if &ck.key != key {
+        return Err(format!(
+            "--resume {path}: the checkpoint was written with other settings:\n  file: {:?}\n  now:  {key:?}",
+            ck.key
+        ));
+    }
+    if ck.order.len() != key.train_images {
+        return Err(format!(
+            "--resume {path}: the shuffle order does not match the data"
+        ));
+    }
+    Ok(ck)
+}
+
+/// A run's failure: a library error or a checkpoint problem.
+fn fail(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 #[allow(clippy::too_many_arguments)]
-fn run<T: FloatElement>(
+fn run<T: FloatElement + Serialize + DeserializeOwned>(
     precision: Precision,
     o: &Opts,
     train: &Data,
     test: &Data,
     quiet: bool,
-) -> Result<RunResult, mixprec::Error> {
+) -> Result<RunResult, String> {
     let par = if o.threads > 1 {
         Parallelism::Threads(o.threads)
     } else {
@@ -360,22 +475,55 @@ fn run<T: FloatElement>(
     let mut sizes = vec![train.features];
     sizes.extend(&o.hidden);
     sizes.push(10);
-    let mut mlp = Mlp::<T>::new(&sizes, Activation::Relu, o.init_scale, &mut rng)?;
-    let mut opt: Box<dyn Optimizer> = if o.adamw {
-        Box::new(AdamW::new(o.lr, 0.01)?)
-    } else {
-        Box::new(Sgd::new(o.lr / o.loss_weight, 0.9, 0.0)?)
+    let key = RunKey {
+        precision,
+        sizes: sizes.clone(),
+        batch: o.batch,
+        lr: o.lr,
+        adamw: o.adamw,
+        loss_weight: o.loss_weight,
+        init_scale: o.init_scale,
+        seed: o.seed,
+        train_images: train.y.len(),
     };
-    let mut scaler: LossScaler = precision.scaler();
+    let start = match &o.resume {
+        Some(path) => read_checkpoint::<T>(path, &key)?,
+        None => Checkpoint {
+            key,
+            epochs_done: 0,
+            mlp: Mlp::<T>::new(&sizes, Activation::Relu, o.init_scale, &mut rng).map_err(fail)?,
+            opt: if o.adamw {
+                Opt::AdamW(AdamW::new(o.lr, 0.01).map_err(fail)?)
+            } else {
+                Opt::Sgd(Sgd::new(o.lr / o.loss_weight, 0.9, 0.0).map_err(fail)?)
+            },
+            scaler: precision.scaler(),
+            shuffle: StochasticRng::new(o.seed ^ 0x5eed),
+            order: (0..train.y.len()).collect(),
+            histogram: GradHistogram::default(),
+        },
+    };
+    let Checkpoint {
+        key,
+        epochs_done,
+        mut mlp,
+        mut opt,
+        mut scaler,
+        mut shuffle,
+        mut order,
+        histogram: mut hist,
+    } = start;
+    if epochs_done >= o.epochs {
+        return Err(format!(
+            "the checkpoint has {epochs_done} epochs done; ask for more with --epochs"
+        ));
+    }
     let n = train.y.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut shuffle = StochasticRng::new(o.seed ^ 0x5eed);
-    let mut hist = GradHistogram::default();
     let started = Instant::now();
     let mut accuracy_now = 0.0;
     let steps = n.div_ceil(o.batch);
     let progress = !quiet && std::io::stderr().is_terminal();
-    for epoch in 1..=o.epochs {
+    for epoch in epochs_done + 1..=o.epochs {
         for i in (1..n).rev() {
             order.swap(i, (shuffle.next_u64() % (i as u64 + 1)) as usize);
         }
@@ -391,7 +539,7 @@ fn run<T: FloatElement>(
                 .collect();
             let yb: Vec<u32> = idx.iter().map(|&i| u32::from(train.y[i])).collect();
             let mut xt = vec![T::zeroed(); xb.len()];
-            narrow(&xb, &mut xt)?;
+            narrow(&xb, &mut xt).map_err(fail)?;
             let scale = scaler.scale();
             let record = o.histogram;
             let mut observe = |g: &[f32]| {
@@ -402,14 +550,15 @@ fn run<T: FloatElement>(
             };
             let out = train_step_observed(
                 &mut mlp,
-                opt.as_mut(),
+                &mut opt,
                 &mut scaler,
                 &xt,
                 Loss::CrossEntropy { labels: &yb },
                 o.loss_weight,
                 par,
                 &mut observe,
-            )?;
+            )
+            .map_err(fail)?;
             if out.loss.is_finite() {
                 loss_sum += (out.loss / o.loss_weight) as f64;
                 count += 1;
@@ -424,7 +573,7 @@ fn run<T: FloatElement>(
                 let _ = std::io::stderr().flush();
             }
         }
-        accuracy_now = accuracy(&mut mlp, &test.x, &test.y, test.features, par)?;
+        accuracy_now = accuracy(&mlp, &test.x, &test.y, test.features, par).map_err(fail)?;
         if !quiet {
             if progress {
                 eprint!("\r{}\r", " ".repeat(72));
@@ -450,8 +599,21 @@ fn run<T: FloatElement>(
                 );
             }
         }
+        if let Some(path) = &o.checkpoint {
+            let ck = Checkpoint {
+                key: key.clone(),
+                epochs_done: epoch,
+                mlp: mlp.clone(),
+                opt: opt.clone(),
+                scaler: scaler.clone(),
+                shuffle: shuffle.clone(),
+                order: order.clone(),
+                histogram: hist.clone(),
+            };
+            write_checkpoint(path, &ck)?;
+        }
     }
-    let secs = started.elapsed().as_secs_f64() / o.epochs as f64;
+    let secs = started.elapsed().as_secs_f64() / (o.epochs - epochs_done) as f64;
     let params = mlp.num_params();
     let widths: usize = sizes.iter().sum();
     let bytes = precision.bytes();

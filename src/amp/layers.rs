@@ -10,6 +10,7 @@ use crate::Error;
 
 /// How master weights are rounded into the working copy after each step.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum WorkingRounding {
     /// Round to nearest, ties to even.
     NearestEven,
@@ -23,7 +24,22 @@ pub enum WorkingRounding {
 /// Forward and both backward products run through the GEMM engine with f32
 /// accumulation; the bias and ReLU are applied in its epilogue (GELU is
 /// applied after it, since its backward needs the pre-activation).
+///
+/// With the `serde` feature a layer serializes its shape, activation, f32
+/// masters and working copy; the gradients and the activations saved for
+/// backward are per-step scratch and are not saved.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        try_from = "serde_impl::LinearState<T>",
+        bound(
+            serialize = "T: serde::Serialize",
+            deserialize = "T: serde::Deserialize<'de> + FloatElement"
+        )
+    )
+)]
 pub struct Linear<T> {
     in_features: usize,
     out_features: usize,
@@ -31,10 +47,15 @@ pub struct Linear<T> {
     master_w: Vec<f32>,
     master_b: Vec<f32>,
     w: Vec<T>,
+    #[cfg_attr(feature = "serde", serde(skip))]
     grad_w: Vec<f32>,
+    #[cfg_attr(feature = "serde", serde(skip))]
     grad_b: Vec<f32>,
+    #[cfg_attr(feature = "serde", serde(skip))]
     saved_x: Vec<T>,
+    #[cfg_attr(feature = "serde", serde(skip))]
     saved: Vec<T>,
+    #[cfg_attr(feature = "serde", serde(skip))]
     batch: usize,
 }
 
@@ -334,4 +355,65 @@ pub fn softmax_cross_entropy<T: FloatElement>(
         }
     }
     Ok(((loss / batch as f64) as f32, grad))
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::Linear;
+    use crate::dtype::FloatElement;
+    use crate::gemm::Activation;
+    use crate::Error;
+
+    /// The serialized fields of [`Linear`], checked on the way in.
+    #[derive(serde::Deserialize)]
+    #[serde(bound(deserialize = "T: serde::Deserialize<'de> + FloatElement"))]
+    pub(super) struct LinearState<T> {
+        in_features: usize,
+        out_features: usize,
+        activation: Activation,
+        master_w: Vec<f32>,
+        master_b: Vec<f32>,
+        w: Vec<T>,
+    }
+
+    impl<T: FloatElement> TryFrom<LinearState<T>> for Linear<T> {
+        type Error = Error;
+
+        fn try_from(s: LinearState<T>) -> Result<Self, Error> {
+            let (i, o) = (s.in_features, s.out_features);
+            if i == 0 || o == 0 {
+                return Err(Error::EmptyDimension {
+                    what: "Linear",
+                    shape: vec![o, i],
+                });
+            }
+            let numel = crate::error::checked_len_of::<f32>(&[o, i])?;
+            for (what, expected, actual) in [
+                ("Linear master weights (out × in)", numel, s.master_w.len()),
+                ("Linear working weights (out × in)", numel, s.w.len()),
+                ("Linear bias (out)", o, s.master_b.len()),
+            ] {
+                if expected != actual {
+                    return Err(Error::LengthMismatch {
+                        what,
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            Ok(Linear {
+                in_features: i,
+                out_features: o,
+                activation: s.activation,
+                master_w: s.master_w,
+                master_b: s.master_b,
+                w: s.w,
+                grad_w: vec![0.0; numel],
+                grad_b: vec![0.0; o],
+                saved_x: Vec::new(),
+                saved: Vec::new(),
+                batch: 0,
+            })
+        }
+    }
 }

@@ -50,6 +50,7 @@ use crate::Error;
 
 /// A training precision policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Precision {
     /// Everything in f32.
     F32,
@@ -131,7 +132,22 @@ pub fn has_non_finite(x: &[f32]) -> bool {
 
 /// A multilayer perceptron of [`Linear`] layers: the hidden layers use one
 /// activation, the last layer none (it produces logits).
+///
+/// With the `serde` feature an `Mlp` serializes its layers (f32 masters
+/// and working copies) and its rounding state, everything a resumed run
+/// needs to continue bit-identically; deserializing checks the shapes.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        try_from = "serde_impl::MlpState<T>",
+        bound(
+            serialize = "T: serde::Serialize",
+            deserialize = "T: serde::Deserialize<'de> + FloatElement"
+        )
+    )
+)]
 pub struct Mlp<T> {
     layers: Vec<Linear<T>>,
     rounding: WorkingRounding,
@@ -405,6 +421,7 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
 /// Magnitudes of activation gradients in log2 buckets, and how many would
 /// be lost in f16: rounded to zero without scaling, or with the loss scale.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GradHistogram {
     /// `counts[i]` holds values with `floor(log2 |g|) == MIN_LOG2 + i`.
     pub counts: Vec<u64>,
@@ -461,6 +478,48 @@ impl GradHistogram {
             let s = a * scale;
             self.lost_scaled += u64::from(s <= tiny);
             self.overflow_scaled += u64::from(s >= 65520.0);
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::{Linear, Mlp, WorkingRounding};
+    use crate::dtype::FloatElement;
+    use crate::Error;
+
+    /// The serialized fields of [`Mlp`], checked on the way in.
+    #[derive(serde::Deserialize)]
+    #[serde(bound(deserialize = "T: serde::Deserialize<'de> + FloatElement"))]
+    pub(super) struct MlpState<T> {
+        layers: Vec<Linear<T>>,
+        rounding: WorkingRounding,
+    }
+
+    impl<T: FloatElement> TryFrom<MlpState<T>> for Mlp<T> {
+        type Error = Error;
+
+        fn try_from(s: MlpState<T>) -> Result<Self, Error> {
+            if s.layers.is_empty() {
+                return Err(Error::InvalidParameter {
+                    name: "Mlp layers",
+                    value: "none".into(),
+                    requirement: "at least one layer",
+                });
+            }
+            for pair in s.layers.windows(2) {
+                if pair[0].out_features() != pair[1].in_features() {
+                    return Err(Error::ShapeMismatch {
+                        what: "Mlp layers (each layer's output feeds the next)",
+                        left: vec![pair[0].out_features(), pair[0].in_features()],
+                        right: vec![pair[1].out_features(), pair[1].in_features()],
+                    });
+                }
+            }
+            Ok(Mlp {
+                layers: s.layers,
+                rounding: s.rounding,
+            })
         }
     }
 }

@@ -63,7 +63,12 @@ fn check_lr_wd(name: &'static str, lr: f32, weight_decay: f32) -> Result<(), Err
 
 /// SGD with momentum and (coupled) weight decay, as PyTorch's `SGD`:
 /// `g += wd·p; v = μ·v + g; p -= lr·v`.
+///
+/// With the `serde` feature it serializes its settings and momentum
+/// buffers; deserializing makes the checks of [`Sgd::new`].
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "serde_impl::SgdState"))]
 pub struct Sgd {
     lr: f32,
     momentum: f32,
@@ -136,7 +141,13 @@ impl Optimizer for Sgd {
 
 /// AdamW (Loshchilov & Hutter), as PyTorch's `AdamW`: decoupled weight
 /// decay `p -= lr·wd·p`, then the bias-corrected Adam update.
+///
+/// With the `serde` feature it serializes its settings, step count and
+/// moment buffers; deserializing makes the checks of [`AdamW::new`] and
+/// [`AdamW::with_betas_eps`] and checks that the moments agree in shape.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "serde_impl::AdamWState"))]
 pub struct AdamW {
     lr: f32,
     betas: (f32, f32),
@@ -249,5 +260,62 @@ impl Optimizer for AdamW {
 
     fn finish_step(&mut self) {
         self.t = self.t.saturating_add(1);
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::{AdamW, Sgd};
+    use crate::Error;
+
+    /// The serialized fields of [`Sgd`], checked on the way in.
+    #[derive(serde::Deserialize)]
+    pub(super) struct SgdState {
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        velocity: Vec<Vec<f32>>,
+    }
+
+    impl TryFrom<SgdState> for Sgd {
+        type Error = Error;
+
+        fn try_from(s: SgdState) -> Result<Self, Error> {
+            let mut sgd = Sgd::new(s.lr, s.momentum, s.weight_decay)?;
+            sgd.velocity = s.velocity;
+            Ok(sgd)
+        }
+    }
+
+    /// The serialized fields of [`AdamW`], checked on the way in.
+    #[derive(serde::Deserialize)]
+    pub(super) struct AdamWState {
+        lr: f32,
+        betas: (f32, f32),
+        eps: f32,
+        weight_decay: f32,
+        t: u64,
+        m: Vec<Vec<f32>>,
+        v: Vec<Vec<f32>>,
+    }
+
+    impl TryFrom<AdamWState> for AdamW {
+        type Error = Error;
+
+        fn try_from(s: AdamWState) -> Result<Self, Error> {
+            let mut adam = AdamW::new(s.lr, s.weight_decay)?.with_betas_eps(s.betas, s.eps)?;
+            let shape = |x: &[Vec<f32>]| x.iter().map(Vec::len).collect::<Vec<_>>();
+            if shape(&s.m) != shape(&s.v) {
+                return Err(Error::ShapeMismatch {
+                    what: "AdamW moments (m and v, one buffer per slot)",
+                    left: shape(&s.m),
+                    right: shape(&s.v),
+                });
+            }
+            adam.t = s.t;
+            adam.m = s.m;
+            adam.v = s.v;
+            Ok(adam)
+        }
     }
 }

@@ -5,6 +5,7 @@ use crate::Error;
 /// The complete state of a [`LossScaler`], to save and restore (e.g. with a
 /// checkpoint).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ScalerState {
     /// Current scale.
     pub scale: f32,
@@ -58,7 +59,15 @@ pub struct ScalerState {
 /// assert_eq!(s.scale(), 32768.0);
 /// assert_eq!(s.skipped_steps(), 1);
 /// ```
+///
+/// With the `serde` feature it serializes as its [`ScalerState`];
+/// deserializing goes through [`LossScaler::from_state`] and its checks.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(into = "ScalerState", try_from = "ScalerState")
+)]
 pub struct LossScaler {
     st: ScalerState,
 }
@@ -250,5 +259,20 @@ impl LossScaler {
             );
         }
         Ok(Self { st })
+    }
+}
+
+impl From<LossScaler> for ScalerState {
+    fn from(s: LossScaler) -> Self {
+        s.st
+    }
+}
+
+impl TryFrom<ScalerState> for LossScaler {
+    type Error = Error;
+
+    /// [`LossScaler::from_state`].
+    fn try_from(state: ScalerState) -> Result<Self, Error> {
+        LossScaler::from_state(state)
     }
 }

@@ -10,6 +10,7 @@ use crate::Error;
 /// platform; rounding to bf16 consumes one 64-bit output per four elements
 /// (16 bits each), the other formats one per element.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StochasticRng {
     pub(crate) state: u64,
 }

@@ -22,6 +22,25 @@ macro_rules! fp8_type {
         #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
         pub struct $name(u8);
 
+        /// Serialized as its bit pattern (a `u8`): exact for every value,
+        /// NaN included.
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_u8(self.0)
+            }
+        }
+
+        /// Deserialized from its bit pattern (a `u8`).
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                u8::deserialize(d).map(Self)
+            }
+        }
+
         /// Any bit pattern (NaNs and, for E5M2, infinities included), one
         /// byte of input each.
         #[cfg(feature = "arbitrary")]

@@ -13,23 +13,34 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The element types the crate knows, named as safetensors names them.
+///
+/// With the `serde` feature it serializes as its [`DType::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DType {
     /// IEEE binary32.
+    #[cfg_attr(feature = "serde", serde(rename = "f32"))]
     F32,
     /// IEEE binary16.
+    #[cfg_attr(feature = "serde", serde(rename = "f16"))]
     F16,
     /// bfloat16.
+    #[cfg_attr(feature = "serde", serde(rename = "bf16"))]
     BF16,
     /// OCP FP8 E4M3 ("fn": no infinity).
+    #[cfg_attr(feature = "serde", serde(rename = "f8_e4m3"))]
     F8E4M3,
     /// OCP FP8 E5M2.
+    #[cfg_attr(feature = "serde", serde(rename = "f8_e5m2"))]
     F8E5M2,
     /// Signed 8-bit integer.
+    #[cfg_attr(feature = "serde", serde(rename = "i8"))]
     I8,
     /// Unsigned 8-bit integer (affine-quantized activations).
+    #[cfg_attr(feature = "serde", serde(rename = "u8"))]
     U8,
     /// Signed 32-bit integer.
+    #[cfg_attr(feature = "serde", serde(rename = "i32"))]
     I32,
 }
 

@@ -72,6 +72,7 @@ pub const ARRAY_ROWS: usize = 128;
 
 /// The activation applied last in the epilogue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Activation {
     /// `y`.
     #[default]

@@ -102,6 +102,8 @@ impl QInt for u8 {
 
 /// How a real range maps onto the integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Scheme {
     /// Asymmetric: `scale = (max − min)/(qmax − qmin)`, zero point where 0 lands.
     Affine,
@@ -112,7 +114,13 @@ pub enum Scheme {
 
 /// Scale(s) and zero point(s) of a quantized tensor, per tensor or per
 /// channel along one axis, for one storage type's range.
+///
+/// With the `serde` feature it serializes as its scales, zero points, axis
+/// and storage range; deserializing makes the checks of
+/// [`QuantParams::per_channel`].
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "serde_impl::QuantParamsState"))]
 pub struct QuantParams {
     scales: Vec<f32>,
     zero_points: Vec<i32>,
@@ -358,4 +366,56 @@ pub(crate) fn scale_zp_from_range(
         });
     }
     Ok((scale, zp))
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::{check_scale_zp, QuantParams};
+    use crate::Error;
+
+    /// The serialized fields of [`QuantParams`], checked on the way in.
+    #[derive(serde::Deserialize)]
+    pub(super) struct QuantParamsState {
+        scales: Vec<f32>,
+        zero_points: Vec<i32>,
+        axis: Option<usize>,
+        qmin: i32,
+        qmax: i32,
+    }
+
+    impl TryFrom<QuantParamsState> for QuantParams {
+        type Error = Error;
+
+        fn try_from(s: QuantParamsState) -> Result<Self, Error> {
+            if s.qmin > s.qmax {
+                return Err(Error::InvalidParameter {
+                    name: "QuantParams range",
+                    value: format!("[{}, {}]", s.qmin, s.qmax),
+                    requirement: "qmin <= qmax",
+                });
+            }
+            let expected = if s.axis.is_none() {
+                1
+            } else {
+                s.scales.len().max(1)
+            };
+            if s.scales.len() != expected || s.zero_points.len() != expected {
+                return Err(Error::LengthMismatch {
+                    what: "QuantParams (one scale and zero point per channel, one without an axis)",
+                    expected,
+                    actual: s.zero_points.len().min(s.scales.len()),
+                });
+            }
+            for (&scale, &zp) in s.scales.iter().zip(&s.zero_points) {
+                check_scale_zp(scale, zp, s.qmin, s.qmax)?;
+            }
+            Ok(QuantParams {
+                scales: s.scales,
+                zero_points: s.zero_points,
+                axis: s.axis,
+                qmin: s.qmin,
+                qmax: s.qmax,
+            })
+        }
+    }
 }
