@@ -84,6 +84,22 @@ pub enum Error {
         /// Length of the dimension.
         len: usize,
     },
+    /// A tensor has another element type than the one asked for.
+    DTypeMismatch {
+        /// Which tensor.
+        what: String,
+        /// The type asked for.
+        expected: crate::DType,
+        /// The type it has.
+        actual: crate::DType,
+    },
+    /// A file (or byte buffer) is not a valid instance of its format.
+    InvalidFile {
+        /// The format, e.g. `"safetensors"`.
+        format: &'static str,
+        /// What is wrong, with the offending values.
+        detail: String,
+    },
     /// The reduction length K is past the limit below which an integer
     /// GEMM's i32 sums are exact.
     KTooLarge {
@@ -116,6 +132,12 @@ impl fmt::Display for Error {
                 end,
                 len,
             } => write!(f, "{what}: range {start}..{end} is not inside 0..{len}"),
+            Error::DTypeMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(f, "{what}: element type is {actual}, expected {expected}"),
+            Error::InvalidFile { format, detail } => write!(f, "invalid {format} data: {detail}"),
             Error::ShapeOverflow { shape } => {
                 write!(f, "shape {shape:?}: element count overflows usize")
             }

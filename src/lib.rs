@@ -42,6 +42,9 @@ pub mod dtype;
 mod error;
 pub mod gemm;
 pub mod quant;
+#[cfg(feature = "safetensors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
+pub mod safetensors;
 pub mod systolic;
 pub mod tensor;
 #[cfg(feature = "proptest")]

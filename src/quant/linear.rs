@@ -2,7 +2,7 @@
 //! scheme, with per-row activation parameters).
 
 use super::gemm::{qgemm, QEpilogue};
-use super::{quantize, scale_zp_from_range, QuantParams, Scheme};
+use super::{quantize, scale_zp_from_range, QInt, QuantParams, Scheme};
 
 /// `(min(row ∪ {0}), max(row ∪ {0}))` in one pass; when the row holds a NaN
 /// or an infinity (its range has no finite scale, and `min`/`max` would
@@ -190,5 +190,90 @@ impl DynamicQuantLinear {
     /// The quantized weights, `[out_features, in_features]` row-major.
     pub fn weight_q(&self) -> &[i8] {
         &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The weights' parameters: symmetric i8 per output channel (axis 0),
+    /// zero points 0, for saving beside [`Self::weight_q`].
+    pub fn weight_params(&self) -> QuantParams {
+        QuantParams {
+            scales: self.weight_scales.clone(),
+            zero_points: vec![0; self.out_features],
+            axis: Some(0),
+            qmin: i8::QMIN,
+            qmax: i8::QMAX,
+        }
+    }
+
+    /// A layer from weights quantized already (for example loaded from a
+    /// file): `[out_features, in_features]` i8 with per-output-channel
+    /// parameters along axis 0, zero points 0 (the layer's scheme). The
+    /// result computes exactly what the layer that saved them computed.
+    ///
+    /// # Errors
+    /// * the shape errors of [`DynamicQuantLinear::new`];
+    /// * [`Error::InvalidParameter`] unless `params` is per channel on axis
+    ///   0 with one scale per output feature, zero points 0 and the i8 range;
+    /// * [`Error::LengthMismatch`] or [`Error::InvalidParameter`] for the bias
+    ///   as [`DynamicQuantLinear::new`].
+    pub fn from_quantized(
+        weight: &Tensor<i8>,
+        params: &QuantParams,
+        bias: Option<&[f32]>,
+    ) -> Result<Self, Error> {
+        let w = weight.as_mat()?;
+        let (out_features, in_features) = (w.rows(), w.cols());
+        if out_features == 0 || in_features == 0 {
+            return Err(Error::EmptyDimension {
+                what: "DynamicQuantLinear weight [out_features, in_features]",
+                shape: vec![out_features, in_features],
+            });
+        }
+        if in_features > MAX_IN_FEATURES {
+            return Err(Error::KTooLarge {
+                what: "DynamicQuantLinear (in_features)",
+                k: in_features,
+                max_k: MAX_IN_FEATURES,
+            });
+        }
+        if params.axis() != Some(0)
+            || params.scales().len() != out_features
+            || params.zero_points().iter().any(|&z| z != 0)
+            || params.range() != (i8::QMIN, i8::QMAX)
+        {
+            return Err(Error::InvalidParameter {
+                name: "DynamicQuantLinear weight params",
+                value: format!(
+                    "axis {:?}, {} scales, zero points {:?}, range {:?}",
+                    params.axis(),
+                    params.scales().len(),
+                    params.zero_points(),
+                    params.range()
+                ),
+                requirement:
+                    "per channel on axis 0, one scale per output feature, zero points 0, i8",
+            });
+        }
+        if let Some(b) = bias {
+            range_with_zero("DynamicQuantLinear bias", 0, b)?;
+            if b.len() != out_features {
+                return Err(Error::LengthMismatch {
+                    what: "DynamicQuantLinear bias (one per output feature)",
+                    expected: out_features,
+                    actual: b.len(),
+                });
+            }
+        }
+        Ok(Self {
+            weight: weight.as_slice().to_vec(),
+            weight_scales: params.scales().to_vec(),
+            bias: bias.map(<[f32]>::to_vec),
+            in_features,
+            out_features,
+        })
     }
 }

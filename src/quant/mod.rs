@@ -328,7 +328,7 @@ fn check_range(min: f32, max: f32) -> Result<(), Error> {
     Ok(())
 }
 
-fn symmetric_zero_point(qmin: i32, qmax: i32) -> i32 {
+pub(crate) fn symmetric_zero_point(qmin: i32, qmax: i32) -> i32 {
     if qmin < 0 {
         0
     } else {

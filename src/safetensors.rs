@@ -1,0 +1,432 @@
+//! Reading and writing tensors in the [safetensors] format (feature
+//! `safetensors`), through the `safetensors` crate.
+//!
+//! [`Safetensors`] is an in-memory file: named tensors of every [`DType`]
+//! (F32, F16, BF16, F8_E4M3, F8_E5M2, I8, U8, I32) and string metadata.
+//! Loading checks the header (offsets, lengths, overflow: the
+//! `safetensors` crate's validation), then each tensor's dtype, shape and
+//! byte length, and returns typed errors: a malformed file is never a
+//! panic.
+//!
+//! # Quantized tensors
+//!
+//! [`Safetensors::insert_quantized`] stores an integer tensor and its
+//! [`QuantParams`] under this metadata key convention (all values text, so
+//! any safetensors reader sees them):
+//!
+//! | key | value |
+//! |---|---|
+//! | `mixprec.quant.<name>.scales` | comma-separated f32, shortest round-trip decimal (exact) |
+//! | `mixprec.quant.<name>.zero_points` | comma-separated integers |
+//! | `mixprec.quant.<name>.axis` | channel axis, or `none` for per-tensor |
+//! | `mixprec.quant.<name>.range` | `qmin,qmax` of the storage type |
+//! | `mixprec.quant.<name>.scheme` | `symmetric` when every zero point is the storage type's symmetric one, else `affine` (informative) |
+//!
+//! ```
+//! use mixprec::quant::{QuantParams, Scheme};
+//! use mixprec::safetensors::Safetensors;
+//! use mixprec::{bf16, Tensor};
+//! let w = Tensor::from_vec(&[2, 2], vec![1.0f32, -0.5, 0.25, 2.0])?;
+//! let q = Tensor::from_vec(&[2, 2], vec![64i8, -32, 16, 127])?;
+//! let params = QuantParams::per_channel::<i8>(vec![1.0 / 64.0, 2.0 / 127.0], vec![0, 0], 0)?;
+//!
+//! let mut file = Safetensors::new();
+//! file.insert("w", w.to_dtype::<bf16>())?;
+//! file.insert_quantized("w_q", q.clone(), &params)?;
+//! let bytes = file.to_bytes()?;
+//!
+//! let back = Safetensors::from_bytes(&bytes)?;
+//! assert_eq!(back.tensor::<bf16>("w")?.to_dtype::<f32>(), w);
+//! assert_eq!(back.quantized::<i8>("w_q")?, (q, params));
+//! assert!(back.tensor::<f32>("w").is_err()); // stored as bf16
+//! # Ok::<(), mixprec::Error>(())
+//! ```
+//!
+//! [safetensors]: https://github.com/huggingface/safetensors
+
+use crate::dtype::{DType, Element};
+use crate::quant::{QInt, QuantParams};
+use crate::tensor::Tensor;
+use crate::Error;
+use ::safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+const FORMAT: &str = "safetensors";
+const QUANT_PREFIX: &str = "mixprec.quant.";
+
+fn invalid(detail: impl Into<String>) -> Error {
+    Error::InvalidFile {
+        format: FORMAT,
+        detail: detail.into(),
+    }
+}
+
+fn to_st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::F8E4M3 => Dtype::F8_E4M3,
+        DType::F8E5M2 => Dtype::F8_E5M2,
+        DType::I8 => Dtype::I8,
+        DType::U8 => Dtype::U8,
+        DType::I32 => Dtype::I32,
+    }
+}
+
+fn from_st_dtype(d: Dtype) -> Option<DType> {
+    Some(match d {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F8_E4M3 => DType::F8E4M3,
+        Dtype::F8_E5M2 => DType::F8E5M2,
+        Dtype::I8 => DType::I8,
+        Dtype::U8 => DType::U8,
+        Dtype::I32 => DType::I32,
+        _ => return None,
+    })
+}
+
+/// One stored tensor: its dtype, shape and little-endian bytes.
+#[derive(Clone, Debug, PartialEq)]
+struct Stored {
+    dtype: DType,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Stored {
+    fn dtype(&self) -> Dtype {
+        to_st_dtype(self.dtype)
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Native-endian element bytes to little-endian (safetensors' byte order),
+/// or back: the same swap.
+fn swap_to_le(bytes: &mut [u8], size: usize) {
+    if cfg!(target_endian = "big") && size > 1 {
+        for chunk in bytes.chunks_exact_mut(size) {
+            chunk.reverse();
+        }
+    }
+}
+
+/// Named tensors and metadata: a safetensors file in memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Safetensors {
+    tensors: BTreeMap<String, Stored>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Safetensors {
+    /// An empty file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the tensor `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for the name `__metadata__`, which the
+    /// format reserves.
+    pub fn insert<T: Element>(
+        &mut self,
+        name: impl Into<String>,
+        tensor: Tensor<T>,
+    ) -> Result<(), Error> {
+        let name = name.into();
+        if name == "__metadata__" {
+            return Err(Error::InvalidParameter {
+                name: "tensor name",
+                value: name,
+                requirement: "not __metadata__ (reserved by safetensors)",
+            });
+        }
+        let shape = tensor.shape().to_vec();
+        let mut bytes = tensor.as_bytes().to_vec();
+        swap_to_le(&mut bytes, T::DTYPE.size_bytes());
+        self.tensors.insert(
+            name,
+            Stored {
+                dtype: T::DTYPE,
+                shape,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds an integer tensor and its quantization parameters (see the
+    /// module docs for the metadata keys).
+    ///
+    /// # Errors
+    /// As [`Safetensors::insert`]; [`Error::InvalidParameter`] when the
+    /// parameters are for another storage type than `Q`, or per channel on
+    /// an axis the tensor lacks or with another channel count.
+    pub fn insert_quantized<Q: QInt>(
+        &mut self,
+        name: impl Into<String>,
+        tensor: Tensor<Q>,
+        params: &QuantParams,
+    ) -> Result<(), Error> {
+        let name = name.into();
+        check_params_fit(&name, tensor.shape(), params, (Q::QMIN, Q::QMAX))?;
+        self.insert(name.clone(), tensor)?;
+        let list = |v: Vec<String>| v.join(",");
+        let key = |k: &str| format!("{QUANT_PREFIX}{name}.{k}");
+        let sym = crate::quant::symmetric_zero_point(Q::QMIN, Q::QMAX);
+        self.metadata.insert(
+            key("scales"),
+            list(params.scales().iter().map(|s| s.to_string()).collect()),
+        );
+        self.metadata.insert(
+            key("zero_points"),
+            list(params.zero_points().iter().map(|z| z.to_string()).collect()),
+        );
+        self.metadata.insert(
+            key("axis"),
+            params.axis().map_or("none".into(), |a| a.to_string()),
+        );
+        self.metadata
+            .insert(key("range"), format!("{},{}", Q::QMIN, Q::QMAX));
+        let scheme = if params.zero_points().iter().all(|&z| z == sym) {
+            "symmetric"
+        } else {
+            "affine"
+        };
+        self.metadata.insert(key("scheme"), scheme.into());
+        Ok(())
+    }
+
+    /// Sets a metadata entry.
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.metadata.insert(key.into(), value.into());
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The dtype and shape of tensor `name`, if present.
+    pub fn info(&self, name: &str) -> Option<(DType, &[usize])> {
+        self.tensors.get(name).map(|s| (s.dtype, &s.shape[..]))
+    }
+
+    /// A copy of tensor `name` as `Tensor<T>`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when there is no such tensor;
+    /// [`Error::DTypeMismatch`] when it is stored as another type.
+    pub fn tensor<T: Element>(&self, name: &str) -> Result<Tensor<T>, Error> {
+        let stored = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::InvalidParameter {
+                name: "tensor name",
+                value: name.to_string(),
+                requirement: "a tensor of the file",
+            })?;
+        if stored.dtype != T::DTYPE {
+            return Err(Error::DTypeMismatch {
+                what: format!("safetensors tensor {name:?}"),
+                expected: T::DTYPE,
+                actual: stored.dtype,
+            });
+        }
+        let mut bytes = stored.bytes.clone();
+        swap_to_le(&mut bytes, T::DTYPE.size_bytes());
+        Tensor::from_bytes(&stored.shape, &bytes)
+    }
+
+    /// Integer tensor `name` and the parameters stored with it by
+    /// [`Safetensors::insert_quantized`] (or by any writer following the
+    /// key convention).
+    ///
+    /// # Errors
+    /// As [`Safetensors::tensor`]; [`Error::InvalidFile`] when a metadata
+    /// key is missing or does not parse; the errors of
+    /// [`QuantParams::per_tensor`]/[`QuantParams::per_channel`] for
+    /// parameters that break their rules, and [`Error::InvalidParameter`]
+    /// when they do not fit the tensor or `Q`.
+    pub fn quantized<Q: QInt>(&self, name: &str) -> Result<(Tensor<Q>, QuantParams), Error> {
+        let tensor = self.tensor::<Q>(name)?;
+        let get = |k: &str| {
+            let key = format!("{QUANT_PREFIX}{name}.{k}");
+            self.metadata
+                .get(&key)
+                .ok_or_else(|| invalid(format!("missing metadata key {key:?}")))
+        };
+        let parse_list = |k: &str| -> Result<Vec<String>, Error> {
+            Ok(get(k)?.split(',').map(|t| t.trim().to_string()).collect())
+        };
+        let bad = |k: &str, v: &str| {
+            invalid(format!(
+                "metadata {QUANT_PREFIX}{name}.{k}: cannot parse {v:?}"
+            ))
+        };
+        let scales = parse_list("scales")?
+            .iter()
+            .map(|t| t.parse::<f32>().map_err(|_| bad("scales", t)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let zero_points = parse_list("zero_points")?
+            .iter()
+            .map(|t| t.parse::<i32>().map_err(|_| bad("zero_points", t)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let axis = match get("axis")?.as_str() {
+            "none" => None,
+            t => Some(t.parse::<usize>().map_err(|_| bad("axis", t))?),
+        };
+        let range = format!("{},{}", Q::QMIN, Q::QMAX);
+        if let Ok(r) = get("range") {
+            if r.replace(' ', "") != range {
+                return Err(Error::InvalidParameter {
+                    name: "quantized tensor range",
+                    value: format!("{r} for {name:?}"),
+                    requirement: "the range of the storage type asked for",
+                });
+            }
+        }
+        let params = match axis {
+            None => {
+                if scales.len() != 1 || zero_points.len() != 1 {
+                    return Err(invalid(format!(
+                        "{name:?}: per-tensor parameters need one scale and zero point, got {} and {}",
+                        scales.len(),
+                        zero_points.len()
+                    )));
+                }
+                QuantParams::per_tensor::<Q>(scales[0], zero_points[0])?
+            }
+            Some(a) => QuantParams::per_channel::<Q>(scales, zero_points, a)?,
+        };
+        check_params_fit(name, tensor.shape(), &params, (Q::QMIN, Q::QMAX))?;
+        Ok((tensor, params))
+    }
+
+    /// The file's bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFile`] if the `safetensors` crate refuses to write
+    /// it (its header would not fit).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        let metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        ::safetensors::serialize(
+            self.tensors.iter(),
+            (!metadata.is_empty()).then_some(metadata),
+        )
+        .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Parses a file's bytes, copying the tensors out.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFile`] for a truncated or malformed header, offsets
+    /// that overflow or overlap, a tensor whose byte length does not match
+    /// its shape and dtype, or a dtype the crate does not have (F64, BOOL…).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| invalid(e.to_string()))?;
+        let file = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
+        let mut out = Safetensors::new();
+        if let Some(m) = meta.metadata() {
+            out.metadata = m.clone().into_iter().collect();
+        }
+        for (name, view) in file.iter() {
+            out.tensors
+                .insert(name.to_string(), stored_from_view(name, &view)?);
+        }
+        Ok(out)
+    }
+
+    /// Reads a file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFile`] when it cannot be read (the message names the
+    /// path and the I/O error), and the errors of [`Safetensors::from_bytes`].
+    pub fn read(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Writes the file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidFile`] when it cannot be written (path and I/O error).
+    pub fn write(&self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_bytes()?)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+fn stored_from_view(name: &str, view: &TensorView<'_>) -> Result<Stored, Error> {
+    let dtype = from_st_dtype(view.dtype()).ok_or_else(|| {
+        invalid(format!(
+            "tensor {name:?}: dtype {:?} is not supported",
+            view.dtype()
+        ))
+    })?;
+    let shape = view.shape().to_vec();
+    let numel = crate::error::checked_numel(&shape)
+        .map_err(|_| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
+    let expected = numel
+        .checked_mul(dtype.size_bytes())
+        .ok_or_else(|| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
+    if view.data().len() != expected {
+        return Err(invalid(format!(
+            "tensor {name:?}: {} bytes for shape {shape:?} of {dtype} (needs {expected})",
+            view.data().len()
+        )));
+    }
+    Ok(Stored {
+        dtype,
+        shape,
+        bytes: view.data().to_vec(),
+    })
+}
+
+/// Checks that `params` (for storage range `range`) describe a tensor of `shape`.
+fn check_params_fit(
+    name: &str,
+    shape: &[usize],
+    params: &QuantParams,
+    range: (i32, i32),
+) -> Result<(), Error> {
+    if params.range() != range {
+        return Err(Error::InvalidParameter {
+            name: "quantization parameters",
+            value: format!("range {:?} for {name:?}", params.range()),
+            requirement: "the range of the tensor's storage type",
+        });
+    }
+    if let Some(axis) = params.axis() {
+        if shape.get(axis) != Some(&params.scales().len()) {
+            return Err(Error::InvalidParameter {
+                name: "quantization parameters",
+                value: format!(
+                    "{} channels on axis {axis} of {name:?}, shape {shape:?}",
+                    params.scales().len()
+                ),
+                requirement: "one scale per index along the axis",
+            });
+        }
+    }
+    Ok(())
+}

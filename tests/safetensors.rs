@@ -1,0 +1,244 @@
+//! safetensors (feature `safetensors`): every dtype round-trips bit for
+//! bit, quantized tensors keep their parameters, a file written by the
+//! Python `safetensors` package (scripts/make_safetensors_fixture.py) reads
+//! with the values ml_dtypes gave it, and malformed files are typed errors.
+
+use mixprec::quant::{QuantParams, Scheme};
+use mixprec::safetensors::Safetensors;
+use mixprec::testing::{any_bits, tensor};
+use mixprec::{bf16, f16, DType, Element, Error, FloatElement, Tensor, F8E4M3, F8E5M2};
+use proptest::prelude::*;
+
+fn float_bits<T: FloatElement>(t: &Tensor<T>) -> Vec<u32> {
+    t.as_slice().iter().map(|x| x.to_raw_bits()).collect()
+}
+
+fn round_trip_float<T: FloatElement>(t: Tensor<T>) -> Result<(), TestCaseError> {
+    let mut file = Safetensors::new();
+    file.insert("t", t.clone())?;
+    let back = Safetensors::from_bytes(&file.to_bytes()?)?;
+    prop_assert_eq!(back.info("t"), Some((T::DTYPE, t.shape())));
+    let got = back.tensor::<T>("t")?;
+    prop_assert_eq!(got.shape(), t.shape());
+    prop_assert_eq!(float_bits(&got), float_bits(&t));
+    Ok(())
+}
+
+fn round_trip_int<T: Element>(t: Tensor<T>) -> Result<(), TestCaseError> {
+    let mut file = Safetensors::new();
+    file.insert("t", t.clone())?;
+    let back = Safetensors::from_bytes(&file.to_bytes()?)?;
+    prop_assert_eq!(back.tensor::<T>("t")?, t);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every bit pattern (NaN payloads included) of every float dtype, any
+    /// shape of rank 0–3 (empty dimensions included).
+    #[test]
+    fn every_dtype_round_trips(
+        a in tensor(3, 40, any_bits::<f32>()),
+        b in tensor(3, 40, any_bits::<f16>()),
+        c in tensor(3, 40, any_bits::<bf16>()),
+        d in tensor(3, 40, any_bits::<F8E4M3>()),
+        e in tensor(3, 40, any_bits::<F8E5M2>()),
+        f in tensor(3, 40, any::<i8>()),
+        g in tensor(3, 40, any::<u8>()),
+        h in tensor(3, 40, any::<i32>()),
+    ) {
+        round_trip_float(a)?;
+        round_trip_float(b)?;
+        round_trip_float(c)?;
+        round_trip_float(d)?;
+        round_trip_float(e)?;
+        round_trip_int(f)?;
+        round_trip_int(g)?;
+        round_trip_int(h)?;
+    }
+
+    /// Per-tensor and per-channel parameters survive exactly (scales are
+    /// written as shortest round-trip decimals).
+    #[test]
+    fn quantized_round_trips(scales in prop::collection::vec(1e-30f32..1e30, 1..5), zp in -128i32..128) {
+        let c = scales.len();
+        let q = Tensor::from_fn(&[3, c], |ix| (ix[0] * 7 + ix[1]) as i8).unwrap();
+        let per_channel = QuantParams::per_channel::<i8>(scales.clone(), vec![zp; c], 1)?;
+        let per_tensor = QuantParams::per_tensor::<u8>(scales[0], zp + 128)?;
+        let qu = Tensor::from_fn(&[2, 2], |ix| (ix[0] * 100 + ix[1]) as u8).unwrap();
+        let mut file = Safetensors::new();
+        file.insert_quantized("a", q.clone(), &per_channel)?;
+        file.insert_quantized("b", qu.clone(), &per_tensor)?;
+        let back = Safetensors::from_bytes(&file.to_bytes()?)?;
+        prop_assert_eq!(back.quantized::<i8>("a")?, (q, per_channel));
+        prop_assert_eq!(back.quantized::<u8>("b")?, (qu, per_tensor));
+    }
+}
+
+#[test]
+fn reads_a_file_written_by_python_safetensors() {
+    let file =
+        Safetensors::from_bytes(include_bytes!("fixtures/python_written.safetensors")).unwrap();
+    assert_eq!(
+        file.metadata().get("format").map(String::as_str),
+        Some("np")
+    );
+    let f32s = file.tensor::<f32>("f32").unwrap();
+    assert_eq!(f32s.shape(), &[2, 3]);
+    assert_eq!(f32s.as_slice(), &[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]);
+    // Rounded by ml_dtypes/numpy in Python, by mixprec here: the same bits.
+    let check = |name: &str, dtype: DType, want: Vec<u32>, got: Vec<u32>| {
+        assert_eq!(file.info(name).unwrap().0, dtype);
+        assert_eq!(got, want, "{name}");
+    };
+    let bits = |v: &[f32], f: &dyn Fn(f32) -> u32| v.iter().map(|&x| f(x)).collect::<Vec<u32>>();
+    let f16v = [0.1, -2.5, 65504.0, f32::INFINITY];
+    check(
+        "f16",
+        DType::F16,
+        bits(&f16v, &|x| f16::from_f32(x).to_bits() as u32),
+        float_bits(&file.tensor::<f16>("f16").unwrap()),
+    );
+    let bf16v = [1.0, 0.1, -3.5, 2f32.powi(-130)];
+    let bft = file.tensor::<bf16>("bf16").unwrap();
+    assert_eq!(bft.shape(), &[2, 2]);
+    check(
+        "bf16",
+        DType::BF16,
+        bits(&bf16v, &|x| bf16::from_f32(x).to_bits() as u32),
+        float_bits(&bft),
+    );
+    let e4 = [448.0, -(2f32.powi(-9)), 0.3, f32::NAN, 0.0];
+    let e4t = float_bits(&file.tensor::<F8E4M3>("f8_e4m3").unwrap());
+    // ml_dtypes writes NaN as 0x7F (S.1111.111), as mixprec does.
+    check(
+        "f8_e4m3",
+        DType::F8E4M3,
+        bits(&e4, &|x| F8E4M3::from_f32(x).to_bits() as u32),
+        e4t,
+    );
+    let e5 = [57344.0, f32::INFINITY, -(2f32.powi(-16)), 0.3];
+    check(
+        "f8_e5m2",
+        DType::F8E5M2,
+        bits(&e5, &|x| F8E5M2::from_f32(x).to_bits() as u32),
+        float_bits(&file.tensor::<F8E5M2>("f8_e5m2").unwrap()),
+    );
+    assert_eq!(file.tensor::<i8>("i8").unwrap().as_slice(), &[-128, 0, 127]);
+    assert_eq!(file.tensor::<u8>("u8").unwrap().as_slice(), &[0, 128, 255]);
+    assert_eq!(
+        file.tensor::<i32>("i32").unwrap().as_slice(),
+        &[i32::MIN, 0, i32::MAX]
+    );
+    let (q, p) = file.quantized::<i8>("q").unwrap();
+    assert_eq!(q.as_slice(), &[2, -4, 127, -128, 0, 8]);
+    assert_eq!(
+        p,
+        QuantParams::per_channel::<i8>(vec![0.5, 0.25], vec![0, 0], 0).unwrap()
+    );
+    // Asked for the wrong type: a typed error naming both.
+    let e = file.tensor::<f32>("bf16").unwrap_err();
+    assert_eq!(
+        e,
+        Error::DTypeMismatch {
+            what: "safetensors tensor \"bf16\"".into(),
+            expected: DType::F32,
+            actual: DType::BF16
+        }
+    );
+    assert!(file.quantized::<u8>("q").is_err());
+    assert!(file.tensor::<f32>("missing").is_err());
+}
+
+/// A file from a JSON header and data bytes.
+fn raw(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+fn invalid(bytes: &[u8]) -> String {
+    match Safetensors::from_bytes(bytes) {
+        Err(e @ Error::InvalidFile { .. }) => e.to_string(),
+        other => panic!("expected InvalidFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_files_are_typed_errors() {
+    let good = raw(
+        r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
+    Safetensors::from_bytes(&good).unwrap();
+    // Truncated anywhere: header length, header, data.
+    for cut in [0, 4, 8, 20, good.len() - 1] {
+        invalid(&good[..cut]);
+    }
+    // A header length that overflows (u64::MAX) or points past the end.
+    let mut huge = good.clone();
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    invalid(&huge);
+    let mut past = good.clone();
+    past[..8].copy_from_slice(&1_000_000u64.to_le_bytes());
+    invalid(&past);
+    // Offsets that do not match shape × dtype, overflow, or overlap.
+    invalid(&raw(
+        r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    ));
+    invalid(&raw(
+        r#"{"x":{"dtype":"F32","shape":[18446744073709551615, 2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    ));
+    invalid(&raw(
+        r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}}"#,
+        &[0; 8],
+    ));
+    invalid(&raw(
+        r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+        &[0; 12],
+    ));
+    // Not JSON; a dtype mixprec does not have.
+    invalid(&raw("{not json", &[]));
+    let msg = invalid(&raw(
+        r#"{"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    ));
+    assert!(msg.contains("F64"), "{msg}");
+    // Quantization metadata that does not parse or breaks the rules.
+    let q = |scales: &str, axis: &str| {
+        let header = format!(
+            r#"{{"__metadata__":{{"mixprec.quant.q.scales":"{scales}","mixprec.quant.q.zero_points":"0,0","mixprec.quant.q.axis":"{axis}","mixprec.quant.q.range":"-128,127"}},"q":{{"dtype":"I8","shape":[2,1],"data_offsets":[0,2]}}}}"#
+        );
+        Safetensors::from_bytes(&raw(&header, &[1, 2]))
+            .unwrap()
+            .quantized::<i8>("q")
+    };
+    q("0.5,0.25", "0").unwrap();
+    assert!(matches!(q("0.5,zero", "0"), Err(Error::InvalidFile { .. })));
+    assert!(matches!(
+        q("0.5,-1", "0"),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        q("0.5,NaN", "0"),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(q("0.5,0.25", "1").is_err()); // 2 channels on an axis of length 1
+    assert!(q("0.5,0.25", "none").is_err());
+}
+
+#[test]
+fn parameters_must_fit_the_tensor() {
+    let q = Tensor::from_vec(&[2, 3], vec![0i8; 6]).unwrap();
+    let mut file = Safetensors::new();
+    let three = QuantParams::per_channel::<i8>(vec![1.0; 3], vec![0; 3], 0).unwrap();
+    assert!(file.insert_quantized("q", q.clone(), &three).is_err());
+    let u8_params = QuantParams::from_range::<u8>(0.0, 1.0, Scheme::Affine).unwrap();
+    assert!(file.insert_quantized("q", q.clone(), &u8_params).is_err());
+    assert!(file.insert("__metadata__", q).is_err());
+    assert_eq!(file.names().count(), 0);
+}
