@@ -41,6 +41,9 @@ mod cpu;
 pub mod dtype;
 mod error;
 pub mod gemm;
+#[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
+pub mod ndarray_interop;
 pub mod quant;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]

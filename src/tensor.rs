@@ -514,6 +514,12 @@ impl<'a, T: Copy> MatMut<'a, T> {
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         self.data
     }
+
+    /// The elements the view spans, for the view's whole lifetime.
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn into_slice(self) -> &'a mut [T] {
+        self.data
+    }
 }
 
 /// Resolves a range over a dimension of length `len`, or says which range
