@@ -31,57 +31,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{IsTerminal, Read, Write};
 use std::time::Instant;
 
-const DIGITS_CSV: &str = include_str!("../data/optdigits.csv");
-
-struct Data {
-    x: Vec<f32>,
-    y: Vec<u8>,
-    features: usize,
-}
-
-/// Parses the digits CSV: 64 pixels in 0..=16 and a label in 0..=9 per
-/// line; any other field is an error naming its line and column.
-fn parse_digits(csv: &str) -> Result<Data, String> {
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for (i, line) in csv
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != 65 {
-            return Err(format!(
-                "digits CSV line {}: {} fields, expected 65 (64 pixels and a label)",
-                i + 1,
-                fields.len()
-            ));
-        }
-        for (j, f) in fields.iter().enumerate() {
-            let v: u8 = f.parse().map_err(|_| {
-                format!(
-                    "digits CSV line {}, field {}: {f:?} is not a whole number",
-                    i + 1,
-                    j + 1
-                )
-            })?;
-            let max = if j == 64 { 9 } else { 16 };
-            if v > max {
-                return Err(format!(
-                    "digits CSV line {}, field {}: {v} is above {max}",
-                    i + 1,
-                    j + 1
-                ));
-            }
-            if j == 64 {
-                y.push(v);
-            } else {
-                x.push(v as f32 / 16.0);
-            }
-        }
-    }
-    Ok(Data { x, y, features: 64 })
-}
+mod common;
+use common::{accuracy, holdout_split, parse_digits, Data, DIGITS_CSV};
 
 fn read_maybe_gz(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let raw = std::fs::read(path)?;
@@ -383,36 +334,6 @@ struct RunResult {
     histogram: GradHistogram,
 }
 
-fn accuracy<T: FloatElement>(
-    mlp: &Mlp<T>,
-    x: &[f32],
-    y: &[u8],
-    features: usize,
-    par: Parallelism,
-) -> Result<f64, mixprec::Error> {
-    let mut correct = 0usize;
-    for (xb, yb) in x.chunks(256 * features).zip(y.chunks(256)) {
-        let mut xt = vec![T::zeroed(); xb.len()];
-        narrow(xb, &mut xt)?;
-        let logits = mlp.infer(&xt, par)?;
-        let classes = logits.len() / yb.len();
-        for (row, &label) in logits.chunks(classes).zip(yb) {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |b, (i, v)| {
-                    if v.to_f32() > b.1 {
-                        (i, v.to_f32())
-                    } else {
-                        b
-                    }
-                });
-            correct += usize::from(best.0 == label as usize);
-        }
-    }
-    Ok(correct as f64 / y.len() as f64)
-}
-
 fn bar(done: usize, total: usize) -> String {
     let width = 30;
     let filled = done * width / total.max(1);
@@ -711,28 +632,9 @@ fn main() {
     }
     // Held-out split: a seeded shuffle, 20 % for test (unless the folder
     // has its own test files).
-    let n = data.y.len();
-    let mut idx: Vec<usize> = (0..n).collect();
-    let mut r = StochasticRng::new(7);
-    for i in (1..n).rev() {
-        idx.swap(i, (r.next_u64() % (i as u64 + 1)) as usize);
-    }
-    let n_test = if given_test.is_some() { 0 } else { n / 5 };
-    let pick = |ids: &[usize]| Data {
-        x: ids
-            .iter()
-            .flat_map(|&i| {
-                data.x[i * data.features..(i + 1) * data.features]
-                    .iter()
-                    .copied()
-            })
-            .collect(),
-        y: ids.iter().map(|&i| data.y[i]).collect(),
-        features: data.features,
-    };
-    let (test, train) = match given_test {
-        Some(t) => (t, pick(&idx)),
-        None => (pick(&idx[..n_test]), pick(&idx[n_test..])),
+    let (train, test) = match given_test {
+        Some(t) => (holdout_split(&data, 0).0, t),
+        None => holdout_split(&data, 5),
     };
     println!(
         "{}: {} train / {} test images of {} pixels; MLP {}-{}-10, {} epochs, batch {}, {} lr {}, loss weight {}",

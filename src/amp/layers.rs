@@ -121,6 +121,75 @@ impl<T: FloatElement> Linear<T> {
         Ok(layer)
     }
 
+    /// A layer with these f32 master weights (`[out, in]`, row-major) and
+    /// bias (`[out]`); the working copy is rounded from them (nearest
+    /// even). Loading weights saved from a layer's working copy gives that
+    /// working copy back bit for bit: widening is exact and rounding an
+    /// exact value returns it.
+    ///
+    /// ```
+    /// use mixprec::amp::Linear;
+    /// use mixprec::{bf16, gemm::Activation, gemm::Parallelism, Tensor};
+    /// let w = Tensor::from_vec(&[2, 3], vec![0.5f32, -1.0, 0.25, 1.0, 0.0, -0.5])?;
+    /// let layer = Linear::<bf16>::from_weights(&w, vec![0.0, 1.0], Activation::Relu)?;
+    /// let y = layer.infer(&[bf16::ONE; 3], 1, Parallelism::Serial)?;
+    /// assert_eq!(y, [bf16::ZERO, bf16::from_f32(1.5)]);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::RankMismatch`] when `weight` is not rank 2;
+    /// [`Error::EmptyDimension`] for a zero width;
+    /// [`Error::LengthMismatch`] for a bias whose length is not `out`.
+    pub fn from_weights(
+        weight: &crate::tensor::Tensor<f32>,
+        bias: Vec<f32>,
+        activation: Activation,
+    ) -> Result<Self, Error> {
+        let w = weight.as_mat()?;
+        let (out_features, in_features) = (w.rows(), w.cols());
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::EmptyDimension {
+                what: "Linear",
+                shape: vec![out_features, in_features],
+            });
+        }
+        if bias.len() != out_features {
+            return Err(Error::LengthMismatch {
+                what: "Linear::from_weights bias (one per output)",
+                expected: out_features,
+                actual: bias.len(),
+            });
+        }
+        let numel = weight.len();
+        let mut layer = Self {
+            in_features,
+            out_features,
+            activation,
+            master_w: weight.as_slice().to_vec(),
+            master_b: bias,
+            w: vec![T::zeroed(); numel],
+            grad_w: vec![0.0; numel],
+            grad_b: vec![0.0; out_features],
+            saved_x: Vec::new(),
+            saved: Vec::new(),
+            batch: 0,
+        };
+        layer.refresh(&mut WorkingRounding::NearestEven)?;
+        Ok(layer)
+    }
+
+    /// The activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// The working copy of the weights (`[out, in]`, type `T`), what the
+    /// forward pass multiplies by.
+    pub fn working_weights(&self) -> &[T] {
+        &self.w
+    }
+
     /// Input width.
     pub fn in_features(&self) -> usize {
         self.in_features

@@ -198,6 +198,35 @@ impl<T: FloatElement> Mlp<T> {
         })
     }
 
+    /// An MLP of these layers, in order (for example built with
+    /// [`Linear::from_weights`] from loaded tensors).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for no layers; [`Error::ShapeMismatch`]
+    /// when a layer's input width is not the previous layer's output width.
+    pub fn from_layers(layers: Vec<Linear<T>>) -> Result<Self, Error> {
+        if layers.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "Mlp layers",
+                value: "none".into(),
+                requirement: "at least one layer",
+            });
+        }
+        for pair in layers.windows(2) {
+            if pair[0].out_features() != pair[1].in_features() {
+                return Err(Error::ShapeMismatch {
+                    what: "Mlp layers (each layer's output feeds the next)",
+                    left: vec![pair[0].out_features(), pair[0].in_features()],
+                    right: vec![pair[1].out_features(), pair[1].in_features()],
+                });
+            }
+        }
+        Ok(Self {
+            layers,
+            rounding: WorkingRounding::NearestEven,
+        })
+    }
+
     /// Use stochastic rounding when refreshing the working copies.
     pub fn with_rounding(mut self, rounding: WorkingRounding) -> Self {
         self.rounding = rounding;
@@ -500,26 +529,7 @@ mod serde_impl {
         type Error = Error;
 
         fn try_from(s: MlpState<T>) -> Result<Self, Error> {
-            if s.layers.is_empty() {
-                return Err(Error::InvalidParameter {
-                    name: "Mlp layers",
-                    value: "none".into(),
-                    requirement: "at least one layer",
-                });
-            }
-            for pair in s.layers.windows(2) {
-                if pair[0].out_features() != pair[1].in_features() {
-                    return Err(Error::ShapeMismatch {
-                        what: "Mlp layers (each layer's output feeds the next)",
-                        left: vec![pair[0].out_features(), pair[0].in_features()],
-                        right: vec![pair[1].out_features(), pair[1].in_features()],
-                    });
-                }
-            }
-            Ok(Mlp {
-                layers: s.layers,
-                rounding: s.rounding,
-            })
+            Ok(Mlp::from_layers(s.layers)?.with_rounding(s.rounding))
         }
     }
 }
