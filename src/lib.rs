@@ -27,10 +27,18 @@
 //!   matrices and tensors; the contract's error bounds; checkers with
 //!   readable reports, for dependents' own property tests.
 //!
-//! Cargo features, all off by default:
-//! * `proptest`: the `testing` module.
+//! Cargo features, all off by default (docs.rs shows them all):
+//! * `proptest`: the `testing` module (see its example of a dependent's
+//!   property test).
 //! * `arbitrary`: `arbitrary::Arbitrary` for [`F8E4M3`], [`F8E5M2`] and
 //!   [`DType`], for fuzzing (the `half` types have it upstream).
+//! * `serde`: `Serialize`/`Deserialize` for the formats, [`DType`],
+//!   `QuantParams`, `LossScaler`, the optimizers, `Mlp` and the RNG, with
+//!   the constructors' checks on the way in (checkpoints resume
+//!   bit-identically; see `examples/train_mnist.rs --checkpoint`).
+//! * `safetensors`: the `safetensors` module (read and write every
+//!   [`DType`], quantized tensors with their parameters).
+//! * `ndarray`: the `ndarray_interop` module (zero-copy views both ways).
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
