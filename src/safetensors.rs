@@ -2,7 +2,8 @@
 //! `safetensors`), through the `safetensors` crate.
 //!
 //! [`Safetensors`] is an in-memory file: named tensors of every [`DType`]
-//! (F32, F16, BF16, F8_E4M3, F8_E5M2, I8, U8, I32) and string metadata.
+//! stored a byte or more per element (F32, F16, BF16, F8_E4M3, F8_E5M2,
+//! F8_E8M0, I8, U8, I32; not yet the packed FP6/FP4) and string metadata.
 //! Loading checks the header (offsets, lengths, overflow: the
 //! `safetensors` crate's validation), then each tensor's dtype, shape and
 //! byte length, and returns typed errors: a malformed file is never a
@@ -62,8 +63,11 @@ fn invalid(detail: impl Into<String>) -> Error {
     }
 }
 
-fn to_st_dtype(d: DType) -> Dtype {
-    match d {
+/// The safetensors dtype of a `DType` stored one element per byte or
+/// wider; `None` for FP6/FP4, which safetensors stores packed (a layout this
+/// module does not write yet: writers disagree on the element order).
+fn to_st_dtype(d: DType) -> Option<Dtype> {
+    Some(match d {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::BF16 => Dtype::BF16,
@@ -72,7 +76,9 @@ fn to_st_dtype(d: DType) -> Dtype {
         DType::I8 => Dtype::I8,
         DType::U8 => Dtype::U8,
         DType::I32 => Dtype::I32,
-    }
+        DType::F8E8M0 => Dtype::F8_E8M0,
+        DType::F6E2M3 | DType::F6E3M2 | DType::F4E2M1 => return None,
+    })
 }
 
 fn from_st_dtype(d: Dtype) -> Option<DType> {
@@ -85,6 +91,7 @@ fn from_st_dtype(d: Dtype) -> Option<DType> {
         Dtype::I8 => DType::I8,
         Dtype::U8 => DType::U8,
         Dtype::I32 => DType::I32,
+        Dtype::F8_E8M0 => DType::F8E8M0,
         _ => return None,
     })
 }
@@ -99,7 +106,8 @@ struct Stored {
 
 impl View for &Stored {
     fn dtype(&self) -> Dtype {
-        to_st_dtype(self.dtype)
+        // `insert` stores only dtypes that have a safetensors twin.
+        to_st_dtype(self.dtype).unwrap_or(Dtype::U8)
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -139,13 +147,23 @@ impl Safetensors {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for the name `__metadata__`, which the
-    /// format reserves.
+    /// format reserves, and for FP6/FP4 tensors (safetensors stores them
+    /// packed; not supported yet: store `pack_fp4`/`pack_fp6` bytes as U8
+    /// with your own metadata meanwhile).
     pub fn insert<T: Element>(
         &mut self,
         name: impl Into<String>,
         tensor: Tensor<T>,
     ) -> Result<(), Error> {
         let name = name.into();
+        if to_st_dtype(T::DTYPE).is_none() {
+            return Err(Error::InvalidParameter {
+                name: "safetensors tensor dtype",
+                value: format!("{} for {name:?}", T::DTYPE),
+                requirement: "a dtype stored one element per byte or wider (FP6/FP4 are packed in \
+                              safetensors, not supported yet)",
+            });
+        }
         if name == "__metadata__" {
             return Err(Error::InvalidParameter {
                 name: "tensor name",

@@ -71,7 +71,7 @@ fn constants_are_the_formats_values() {
         assert_eq!(T::EPSILON.to_f32(), eps, "{dtype} EPSILON");
         assert_eq!(T::UNIT_ROUNDOFF, u, "{dtype} u");
         assert_eq!(f64::from(eps), 2.0 * u, "{dtype}: EPSILON = 2u");
-        assert!(T::NAN.to_f32().is_nan());
+        assert!(T::NAN.is_none_or(|n| n.to_f32().is_nan()));
     }
     let p = |e: i32| 2f32.powi(e);
     check::<f32>(
@@ -150,7 +150,9 @@ fn exhaustive<T: FloatElement>() {
         Some(sorted.len() as u64 - 1)
     );
     assert_eq!(ulp_distance(T::from_f32(0.0), T::from_f32(-0.0)), Some(0));
-    assert_eq!(ulp_distance(T::NAN, T::MAX), None);
+    if let Some(nan) = T::NAN {
+        assert_eq!(ulp_distance(nan, T::MAX), None);
+    }
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub(crate) fn format_of<T: FloatElement>() -> Option<Format> {
         DType::BF16 => Some(Format::BF16),
         DType::F8E4M3 => Some(Format::E4M3),
         DType::F8E5M2 => Some(Format::E5M2),
+        DType::F6E2M3 => Some(Format::E2M3),
+        DType::F6E3M2 => Some(Format::E3M2),
+        DType::F4E2M1 => Some(Format::E2M1),
         _ => None,
     }
 }
@@ -175,7 +178,7 @@ pub(crate) fn narrow_dispatch<T: FloatElement>(
         return;
     }
     let _ = simd;
-    if fmt.exp_bits + fmt.man_bits == 7 {
+    if T::DTYPE.size_bytes() == 1 {
         reference_impl::narrow_bits_slice::<u8>(src, bytemuck::cast_slice_mut(dst), fmt, overflow);
     } else {
         reference_impl::narrow_bits_slice::<u16>(src, bytemuck::cast_slice_mut(dst), fmt, overflow);
@@ -200,7 +203,7 @@ pub(crate) fn widen_dispatch<T: FloatElement>(src: &[T], dst: &mut [f32], simd: 
         return;
     }
     let _ = simd;
-    if fmt.exp_bits + fmt.man_bits == 7 {
+    if T::DTYPE.size_bytes() == 1 {
         reference_impl::widen_bits_slice::<u8>(bytemuck::cast_slice(src), dst, fmt);
     } else {
         reference_impl::widen_bits_slice::<u16>(bytemuck::cast_slice(src), dst, fmt);

@@ -157,7 +157,7 @@ fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
     let out = _mm256_min_epi32(out, set(over_bits as i32));
     // NaN inputs land above MAX too; only where the overflow code is not the
     // format's NaN do they need their own code.
-    let out = if fmt.ieee_specials || overflow == Overflow::Saturate {
+    let out = if !fmt.finite_only && (fmt.ieee_specials || overflow == Overflow::Saturate) {
         let nan = if fmt.ieee_specials {
             let payload = _mm256_srl_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), shift);
             _mm256_or_si256(
@@ -171,7 +171,20 @@ fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
     } else {
         out
     };
-    let sign = _mm256_and_si256(_mm256_srli_epi32::<24>(x), set(0x80));
+    // The sign moves from bit 31 to the format's top bit.
+    let width = fmt.exp_bits + fmt.man_bits;
+    let sign_bit = fmt.sign_bit() as i32;
+    let sign = _mm256_and_si256(
+        _mm256_srl_epi32(x, _mm_cvtsi32_si128(31 - width as i32)),
+        set(sign_bit),
+    );
+    if fmt.finite_only {
+        // No NaN: a NaN input becomes a zero of the opposite sign.
+        let is_nan = _mm256_cmpgt_epi32(abs, set(0x7F80_0000));
+        let out = _mm256_andnot_si256(is_nan, out);
+        let sign = _mm256_xor_si256(sign, _mm256_and_si256(is_nan, set(sign_bit)));
+        return _mm256_or_si256(out, sign);
+    }
     _mm256_or_si256(out, sign)
 }
 
@@ -212,13 +225,16 @@ pub(crate) unsafe fn widen_fp8(src: &[u8], dst: &mut [f32], fmt: Format) {
     let rebias = set((127 - fmt.bias) << 23);
     let sub_scale = _mm256_set1_ps(f32::from_bits(((128 - fmt.bias - man) as u32) << 23));
     let special = set(fmt.inf_or_nan_bits() as i32);
+    let sign_bit = set(fmt.sign_bit() as i32);
+    let magnitude = set(fmt.sign_bit() as i32 - 1);
+    let sign_shift = _mm_cvtsi32_si128(31 - (fmt.exp_bits + fmt.man_bits) as i32);
     let mut i = 0;
     while i < body {
         // SAFETY: i + 8 <= n, within both slices.
         unsafe {
             let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i));
-            let sign = _mm256_slli_epi32::<24>(_mm256_and_si256(b, set(0x80)));
-            let abs = _mm256_and_si256(b, set(0x7F));
+            let sign = _mm256_sll_epi32(_mm256_and_si256(b, sign_bit), sign_shift);
+            let abs = _mm256_and_si256(b, magnitude);
             let normal = _mm256_add_epi32(_mm256_sllv_epi32(abs, set(23 - man)), rebias);
             let sub = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(abs), sub_scale));
             let mut x = _mm256_blendv_epi8(normal, sub, _mm256_cmpgt_epi32(min_normal, abs));
@@ -226,7 +242,9 @@ pub(crate) unsafe fn widen_fp8(src: &[u8], dst: &mut [f32], fmt: Format) {
                 _mm256_sllv_epi32(_mm256_and_si256(abs, set((1 << man) - 1)), set(23 - man)),
                 set(0x7FC0_0000),
             );
-            if fmt.ieee_specials {
+            if fmt.finite_only {
+                // Every pattern is a number.
+            } else if fmt.ieee_specials {
                 x = _mm256_blendv_epi8(x, set(0x7F80_0000), _mm256_cmpeq_epi32(abs, special));
                 x = _mm256_blendv_epi8(x, nan, _mm256_cmpgt_epi32(abs, special));
             } else {

@@ -15,6 +15,12 @@ pub(crate) struct Format {
     /// IEEE-style specials: the all-ones exponent holds infinities and NaNs.
     /// When false (E4M3 "fn"), only S.1111.111 is NaN and there is no infinity.
     pub ieee_specials: bool,
+    /// No NaN and no infinity at all (the MX FP6 and FP4 formats): every
+    /// pattern is finite, overflow and infinities saturate to ±MAX in both
+    /// overflow modes, and a NaN input becomes a zero whose sign is the
+    /// opposite of the NaN's (what ml_dtypes 0.6 does). Implies
+    /// `!ieee_specials`.
+    pub finite_only: bool,
 }
 
 /// How an f32 is rounded into a narrow format.
@@ -42,24 +48,53 @@ impl Format {
         man_bits: 10,
         bias: 15,
         ieee_specials: true,
+        finite_only: false,
     };
     pub const BF16: Format = Format {
         exp_bits: 8,
         man_bits: 7,
         bias: 127,
         ieee_specials: true,
+        finite_only: false,
     };
     pub const E4M3: Format = Format {
         exp_bits: 4,
         man_bits: 3,
         bias: 7,
         ieee_specials: false,
+        finite_only: false,
     };
     pub const E5M2: Format = Format {
         exp_bits: 5,
         man_bits: 2,
         bias: 15,
         ieee_specials: true,
+        finite_only: false,
+    };
+
+    /// MX FP6 E2M3: bias 1, max 7.5, no NaN or infinity.
+    pub const E2M3: Format = Format {
+        exp_bits: 2,
+        man_bits: 3,
+        bias: 1,
+        ieee_specials: false,
+        finite_only: true,
+    };
+    /// MX FP6 E3M2: bias 3, max 28, no NaN or infinity.
+    pub const E3M2: Format = Format {
+        exp_bits: 3,
+        man_bits: 2,
+        bias: 3,
+        ieee_specials: false,
+        finite_only: true,
+    };
+    /// MX FP4 E2M1: bias 1, max 6, no NaN or infinity.
+    pub const E2M1: Format = Format {
+        exp_bits: 2,
+        man_bits: 1,
+        bias: 1,
+        ieee_specials: false,
+        finite_only: true,
     };
 
     pub const fn sign_bit(self) -> u32 {
@@ -68,7 +103,9 @@ impl Format {
 
     /// Bits of the largest finite value (positive).
     pub const fn max_bits(self) -> u32 {
-        if self.ieee_specials {
+        if self.finite_only {
+            self.sign_bit() - 1
+        } else if self.ieee_specials {
             (((1 << self.exp_bits) - 1) << self.man_bits) - 1
         } else {
             self.sign_bit() - 2
@@ -76,8 +113,11 @@ impl Format {
     }
 
     /// Bits of +infinity, or of the positive NaN where the format has no infinity.
+    /// For a finite-only format: MAX (its overflow code in every mode).
     pub const fn inf_or_nan_bits(self) -> u32 {
-        if self.ieee_specials {
+        if self.finite_only {
+            self.max_bits()
+        } else if self.ieee_specials {
             ((1 << self.exp_bits) - 1) << self.man_bits
         } else {
             self.sign_bit() - 1
@@ -89,7 +129,10 @@ impl Format {
     /// whose only NaN is S.1111.111, just the sign.
     pub const fn nan_bits(self, f32_bits: u32) -> u32 {
         let sign = (f32_bits >> 31) << (self.exp_bits + self.man_bits);
-        if self.ieee_specials {
+        if self.finite_only {
+            // No NaN: a zero with the opposite sign (ml_dtypes 0.6).
+            sign ^ self.sign_bit()
+        } else if self.ieee_specials {
             let quiet = 1 << (self.man_bits - 1);
             let payload = (f32_bits & 0x007F_FFFF) >> (23 - self.man_bits);
             sign | self.inf_or_nan_bits() | quiet | payload
@@ -173,7 +216,9 @@ pub(crate) const fn widen_bits(bits: u32, fmt: Format) -> f32 {
     let exp = abs >> fmt.man_bits;
     let man = abs & man_mask;
     let exp_max = (1 << fmt.exp_bits) - 1;
-    let is_nan = if fmt.ieee_specials {
+    let is_nan = if fmt.finite_only {
+        false
+    } else if fmt.ieee_specials {
         exp == exp_max && man != 0
     } else {
         abs == fmt.sign_bit() - 1

@@ -4,9 +4,11 @@
 
 pub(crate) mod format;
 mod fp8;
+mod mx;
 
 pub use fp8::{F8E4M3, F8E5M2};
 pub use half::{bf16, f16};
+pub use mx::{pack_fp4, pack_fp6, unpack_fp4, unpack_fp6, F4E2M1, F6E2M3, F6E3M2, F8E8M0};
 
 use crate::Error;
 use std::fmt;
@@ -17,6 +19,7 @@ use std::str::FromStr;
 /// With the `serde` feature it serializes as its [`DType::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum DType {
     /// IEEE binary32.
     #[cfg_attr(feature = "serde", serde(rename = "f32"))]
@@ -42,11 +45,23 @@ pub enum DType {
     /// Signed 32-bit integer.
     #[cfg_attr(feature = "serde", serde(rename = "i32"))]
     I32,
+    /// MX scale E8M0: an unsigned power of two (safetensors `F8_E8M0`).
+    #[cfg_attr(feature = "serde", serde(rename = "f8_e8m0"))]
+    F8E8M0,
+    /// MX FP6 E2M3 (safetensors `F6_E2M3`), stored one per byte.
+    #[cfg_attr(feature = "serde", serde(rename = "f6_e2m3"))]
+    F6E2M3,
+    /// MX FP6 E3M2 (safetensors `F6_E3M2`), stored one per byte.
+    #[cfg_attr(feature = "serde", serde(rename = "f6_e3m2"))]
+    F6E3M2,
+    /// FP4 E2M1 (safetensors `F4`), stored one per byte.
+    #[cfg_attr(feature = "serde", serde(rename = "f4"))]
+    F4E2M1,
 }
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 8] = [
+    pub const ALL: [DType; 12] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -55,14 +70,26 @@ impl DType {
         DType::I8,
         DType::U8,
         DType::I32,
+        DType::F8E8M0,
+        DType::F6E2M3,
+        DType::F6E3M2,
+        DType::F4E2M1,
     ];
 
-    /// Size of one element in bytes.
+    /// Size of one element in bytes, as the crate stores it (FP6 and FP4
+    /// take a byte each; see [`pack_fp4`] and [`pack_fp6`] for packed storage).
     pub const fn size_bytes(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::F8E4M3 | DType::F8E5M2 | DType::I8 | DType::U8 => 1,
+            DType::F8E4M3
+            | DType::F8E5M2
+            | DType::I8
+            | DType::U8
+            | DType::F8E8M0
+            | DType::F6E2M3
+            | DType::F6E3M2
+            | DType::F4E2M1 => 1,
         }
     }
 
@@ -83,6 +110,10 @@ impl DType {
             DType::I8 => "i8",
             DType::U8 => "u8",
             DType::I32 => "i32",
+            DType::F8E8M0 => "f8_e8m0",
+            DType::F6E2M3 => "f6_e2m3",
+            DType::F6E3M2 => "f6_e3m2",
+            DType::F4E2M1 => "f4",
         }
     }
 
@@ -108,7 +139,8 @@ impl FromStr for DType {
             .ok_or_else(|| Error::InvalidParameter {
                 name: "dtype",
                 value: format!("{s:?}"),
-                requirement: "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, u8, i32",
+                requirement:
+                    "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, u8, i32, f8_e8m0, f6_e2m3, f6_e3m2, f4",
             })
     }
 }
@@ -140,8 +172,10 @@ mod sealed {
 /// A floating-point element: exact widening to `f32`, rounding from it, and
 /// the format's constants, so generic code can ask a format for its range.
 ///
-/// Sealed: implemented for `f32`, [`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`].
-/// The slice conversions in [`crate::convert`] are generic over this trait.
+/// Sealed: implemented for `f32`, [`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`],
+/// and the MX element formats [`F6E2M3`], [`F6E3M2`], [`F4E2M1`] (which saturate:
+/// [`FloatElement::from_f32`] clamps to ±MAX). The slice conversions in
+/// [`crate::convert`] are generic over this trait.
 ///
 /// ```
 /// use mixprec::{bf16, FloatElement, F8E4M3, F8E5M2};
@@ -177,12 +211,13 @@ pub trait FloatElement: Element + sealed::Sealed {
     /// (2^-24 for f32, 2^-11 for f16, 2^-8 for bf16, 2^-4 for E4M3, 2^-3
     /// for E5M2).
     const UNIT_ROUNDOFF: f64;
-    /// A quiet NaN.
-    const NAN: Self;
+    /// A quiet NaN, or `None` for the formats without one (MX FP6, FP4).
+    const NAN: Option<Self>;
 
     /// The exact value as `f32`.
     fn to_f32(self) -> f32;
-    /// `x` rounded to nearest, ties to even (overflow to infinity, or NaN for E4M3).
+    /// `x` rounded to nearest, ties to even (overflow to infinity, or NaN for
+    /// E4M3, or ±MAX for the MX FP6/FP4 formats, which have neither).
     fn from_f32(x: f32) -> Self;
     /// The bit pattern, zero-extended to `u32`.
     fn to_raw_bits(self) -> u32;
@@ -219,7 +254,7 @@ macro_rules! element {
             const MIN_POSITIVE_SUBNORMAL: Self = <$t>::MIN_POSITIVE_SUBNORMAL;
             const EPSILON: Self = <$t>::EPSILON;
             const UNIT_ROUNDOFF: f64 = unit_roundoff(<$t>::FORMAT.man_bits);
-            const NAN: Self = <$t>::NAN;
+            const NAN: Option<Self> = Some(<$t>::NAN);
             fn to_f32(self) -> f32 {
                 <$t>::to_f32(self)
             }
@@ -240,9 +275,45 @@ element!(f16, DType::F16);
 element!(bf16, DType::BF16);
 element!(F8E4M3, DType::F8E4M3, float);
 element!(F8E5M2, DType::F8E5M2, float);
+element!(F8E8M0, DType::F8E8M0);
 element!(i8, DType::I8);
 element!(u8, DType::U8);
 element!(i32, DType::I32);
+
+macro_rules! small_float_element {
+    ($t:ty, $d:expr, $bits:expr) => {
+        element!($t, $d);
+        impl sealed::Sealed for $t {}
+        impl FloatElement for $t {
+            const BITS: u32 = $bits;
+            const MANTISSA_BITS: u32 = <$t>::FORMAT.man_bits;
+            const EXPONENT_BITS: u32 = <$t>::FORMAT.exp_bits;
+            const HAS_INFINITY: bool = false;
+            const MAX: Self = <$t>::MAX;
+            const MIN_POSITIVE: Self = <$t>::MIN_POSITIVE;
+            const MIN_POSITIVE_SUBNORMAL: Self = <$t>::MIN_POSITIVE_SUBNORMAL;
+            const EPSILON: Self = <$t>::EPSILON;
+            const UNIT_ROUNDOFF: f64 = unit_roundoff(<$t>::FORMAT.man_bits);
+            const NAN: Option<Self> = None;
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+            fn to_raw_bits(self) -> u32 {
+                self.to_bits() as u32
+            }
+            fn from_raw_bits(bits: u32) -> Self {
+                <$t>::from_bits(bits as u8)
+            }
+        }
+    };
+}
+
+small_float_element!(F6E2M3, DType::F6E2M3, 6);
+small_float_element!(F6E3M2, DType::F6E3M2, 6);
+small_float_element!(F4E2M1, DType::F4E2M1, 4);
 
 macro_rules! half_float {
     ($t:ty, $fmt:expr) => {
@@ -257,7 +328,7 @@ macro_rules! half_float {
             const MIN_POSITIVE_SUBNORMAL: Self = <$t>::MIN_POSITIVE_SUBNORMAL;
             const EPSILON: Self = <$t>::EPSILON;
             const UNIT_ROUNDOFF: f64 = unit_roundoff($fmt.man_bits);
-            const NAN: Self = <$t>::NAN;
+            const NAN: Option<Self> = Some(<$t>::NAN);
             fn to_raw_bits(self) -> u32 {
                 self.to_bits() as u32
             }
@@ -296,7 +367,7 @@ impl FloatElement for f32 {
     const MIN_POSITIVE_SUBNORMAL: Self = f32::from_bits(1);
     const EPSILON: Self = f32::EPSILON;
     const UNIT_ROUNDOFF: f64 = unit_roundoff(23);
-    const NAN: Self = f32::NAN;
+    const NAN: Option<Self> = Some(f32::NAN);
     fn to_raw_bits(self) -> u32 {
         self.to_bits()
     }

@@ -213,8 +213,9 @@ fn midpoint_above<T: FloatElement>(mag: u32) -> f32 {
 }
 
 /// The special values of `T`: ±0, ±MAX, ±MIN_POSITIVE, ±MIN_POSITIVE_SUBNORMAL,
-/// ±∞ where the format has them, and NaNs (quiet and signalling, both signs,
-/// smallest and largest payloads; for E4M3 its two NaN patterns).
+/// ±∞ where the format has them, and NaNs where it has them (quiet and
+/// signalling, both signs, smallest and largest payloads; for E4M3 its two
+/// NaN patterns; none for the MX FP6/FP4 formats).
 pub fn specials<T: FloatElement>() -> impl Strategy<Value = T> + Clone {
     select(special_values::<T>())
 }
@@ -232,8 +233,8 @@ fn special_values<T: FloatElement>() -> Vec<T> {
         let quiet = 1 << (T::MANTISSA_BITS - 1);
         let all_payload = (1 << T::MANTISSA_BITS) - 1;
         bits.extend([inf, inf | quiet, inf | 1, inf | all_payload]);
-    } else {
-        bits.push(max_bits::<T>() + 1); // E4M3: S.1111.111
+    } else if let Some(nan) = T::NAN {
+        bits.push(nan.to_raw_bits()); // E4M3: S.1111.111
     }
     let negatives: Vec<u32> = bits.iter().map(|b| b | s).collect();
     bits.extend(negatives);

@@ -1,0 +1,224 @@
+//! The MX element formats (FP6 E2M3/E3M2, FP4 E2M1, the E8M0 scale)
+//! against ml_dtypes 0.6, from the fixtures of scripts/make_mx_fixtures.py:
+//! every element pattern widened, and f32 inputs at and around every
+//! rounding midpoint narrowed, bit for bit. Then the SIMD paths against the
+//! scalar reference, packing, and stochastic rounding.
+
+use flate2::read::GzDecoder;
+use mixprec::convert::{self, StochasticRng};
+use mixprec::dtype::{pack_fp4, pack_fp6, unpack_fp4, unpack_fp6};
+use mixprec::{FloatElement, F4E2M1, F6E2M3, F6E3M2, F8E8M0};
+use std::io::Read;
+
+struct Fixture {
+    /// (element bits, f32 bits of its value)
+    widen: Vec<(u8, u32)>,
+    /// (f32 input bits, element bits)
+    narrow: Vec<(u32, u8)>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let path = format!(
+        "{}/tests/fixtures/mx_{name}.bin.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let raw = std::fs::read(&path).unwrap();
+    let mut bytes = Vec::new();
+    GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+    let n = u32_at(0) as usize;
+    let widen = (0..n)
+        .map(|i| (bytes[4 + 5 * i], u32_at(5 + 5 * i)))
+        .collect();
+    let at = 4 + 5 * n;
+    let m = u32_at(at) as usize;
+    let narrow = (0..m)
+        .map(|i| (u32_at(at + 4 + 5 * i), bytes[at + 8 + 5 * i]))
+        .collect();
+    Fixture { widen, narrow }
+}
+
+fn same_f32(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// A small float against its fixture: every pattern, every input; the
+/// slice conversions (SIMD where available) and the scalar reference too.
+fn check_small<T: FloatElement>(name: &str, patterns: usize) {
+    let f = fixture(name);
+    assert_eq!(f.widen.len(), patterns);
+    for &(b, want) in &f.widen {
+        let got = T::from_raw_bits(b.into()).to_f32();
+        assert_eq!(got.to_bits(), want, "{name}: widen {b:#04x}");
+    }
+    let xs: Vec<f32> = f.narrow.iter().map(|&(x, _)| f32::from_bits(x)).collect();
+    let want: Vec<u32> = f.narrow.iter().map(|&(_, y)| y.into()).collect();
+    let scalar: Vec<u32> = xs.iter().map(|&x| T::from_f32(x).to_raw_bits()).collect();
+    for ((x, w), s) in xs.iter().zip(&want).zip(&scalar) {
+        assert_eq!(s, w, "{name}: narrow {x:e} ({:#010x})", x.to_bits());
+    }
+    // Slices: dispatched (SIMD) and reference, every offset for the tails.
+    for offset in 0..9 {
+        let src = &xs[offset..];
+        let mut fast = vec![T::default(); src.len()];
+        let mut slow = vec![T::default(); src.len()];
+        convert::narrow(src, &mut fast).unwrap();
+        convert::reference::narrow(src, &mut slow).unwrap();
+        let bits = |v: &[T]| v.iter().map(|x| x.to_raw_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast), want[offset..], "{name}: SIMD narrow");
+        assert_eq!(bits(&slow), want[offset..], "{name}: reference narrow");
+        // Saturating is the same for formats without infinity.
+        convert::narrow_saturating(src, &mut fast).unwrap();
+        assert_eq!(bits(&fast), want[offset..], "{name}: narrow_saturating");
+    }
+    // Widening every pattern, with garbage in the unused high bits, which
+    // is ignored.
+    let all: Vec<T> = (0..256u32)
+        .map(|b| bytemuck::cast::<u8, T>(b as u8))
+        .collect();
+    let mut fast = vec![0.0f32; all.len()];
+    let mut slow = vec![0.0f32; all.len()];
+    convert::widen(&all, &mut fast).unwrap();
+    convert::reference::widen(&all, &mut slow).unwrap();
+    for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+        assert!(same_f32(*a, *b), "{name}: widen {i:#04x}");
+        let low = f.widen[i % patterns].1;
+        assert_eq!(
+            a.to_bits(),
+            low,
+            "{name}: high bits of {i:#04x} not ignored"
+        );
+    }
+}
+
+#[test]
+fn fp6_e2m3_matches_ml_dtypes() {
+    check_small::<F6E2M3>("e2m3", 64);
+}
+
+#[test]
+fn fp6_e3m2_matches_ml_dtypes() {
+    check_small::<F6E3M2>("e3m2", 64);
+}
+
+#[test]
+fn fp4_e2m1_matches_ml_dtypes() {
+    check_small::<F4E2M1>("e2m1", 16);
+    let values: Vec<f32> = (0..16u8).map(|b| F4E2M1::from_bits(b).to_f32()).collect();
+    assert_eq!(
+        values,
+        [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+    );
+}
+
+#[test]
+fn e8m0_matches_ml_dtypes() {
+    let f = fixture("e8m0");
+    assert_eq!(f.widen.len(), 256);
+    for &(b, want) in &f.widen {
+        let got = F8E8M0::from_bits(b).to_f32();
+        assert!(
+            same_f32(got, f32::from_bits(want)),
+            "widen {b:#04x}: {got:e}"
+        );
+    }
+    assert!(f.narrow.len() > 9000);
+    for &(x, want) in &f.narrow {
+        let got = F8E8M0::from_f32(f32::from_bits(x)).to_bits();
+        assert_eq!(got, want, "narrow {:e} ({x:#010x})", f32::from_bits(x));
+    }
+}
+
+#[test]
+fn constants_and_worked_values() {
+    assert_eq!(
+        (
+            F6E2M3::MAX.to_f32(),
+            F6E3M2::MAX.to_f32(),
+            F4E2M1::MAX.to_f32()
+        ),
+        (7.5, 28.0, 6.0)
+    );
+    assert_eq!(
+        (
+            F6E2M3::MIN_POSITIVE_SUBNORMAL.to_f32(),
+            F6E3M2::MIN_POSITIVE_SUBNORMAL.to_f32(),
+            F4E2M1::MIN_POSITIVE_SUBNORMAL.to_f32()
+        ),
+        (0.125, 0.0625, 0.5)
+    );
+    assert_eq!(
+        (
+            F6E2M3::UNIT_ROUNDOFF,
+            F6E3M2::UNIT_ROUNDOFF,
+            F4E2M1::UNIT_ROUNDOFF
+        ),
+        (2f64.powi(-4), 2f64.powi(-3), 2f64.powi(-2))
+    );
+    assert!(F4E2M1::NAN.is_none() && !F4E2M1::HAS_INFINITY);
+    // No NaN: ml_dtypes turns NaN into a zero of the opposite sign.
+    assert_eq!(F4E2M1::from_f32(f32::NAN).to_bits(), 0x8);
+    assert_eq!(F6E3M2::from_f32(-f32::NAN).to_bits(), 0x00);
+    assert_eq!(F6E2M3::from_f32(f32::INFINITY), F6E2M3::MAX);
+    assert_eq!(F8E8M0::from_f32(2f32.powi(-130)), F8E8M0::MIN_POSITIVE);
+    assert!(F8E8M0::from_f32(-1.0).is_nan() && F8E8M0::from_f32(f32::MAX).is_nan());
+    assert_eq!(F8E8M0::from_exponent(127), F8E8M0::MAX);
+    assert!(F8E8M0::from_exponent(128).is_nan());
+    assert_eq!(F8E8M0::from_f32(0.75).exponent(), Some(0)); // tie: up
+}
+
+#[test]
+fn packing_round_trips() {
+    let mut rng = StochasticRng::new(3);
+    for n in 0..40usize {
+        let v: Vec<F4E2M1> = (0..n)
+            .map(|_| F4E2M1::from_bits(rng.next_u64() as u8))
+            .collect();
+        let p = pack_fp4(&v);
+        assert_eq!(p.len(), n.div_ceil(2));
+        let back = unpack_fp4(&p, n).unwrap();
+        assert!(back.iter().zip(&v).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let bits: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8 & 0x3F).collect();
+        let p6 = pack_fp6(&bits);
+        assert_eq!(p6.len(), (6 * n).div_ceil(8));
+        assert_eq!(unpack_fp6(&p6, n).unwrap(), bits);
+    }
+    // The documented orders: FP4 low nibble first; FP6 little-endian 6-bit fields.
+    assert_eq!(
+        pack_fp4(&[F4E2M1::from_bits(0x1), F4E2M1::from_bits(0xA)]),
+        [0xA1]
+    );
+    assert_eq!(pack_fp6(&[0x01, 0x02, 0x03, 0x3F]), [0x81, 0x30, 0xFC]);
+    assert!(unpack_fp4(&[0], 3).is_err() && unpack_fp6(&[0, 0], 3).is_err());
+    assert!(unpack_fp6(&[], usize::MAX).is_err());
+}
+
+#[test]
+fn stochastic_rounding_picks_a_neighbour_without_bias() {
+    fn check<T: FloatElement>(x: f32) {
+        let src = vec![x; 40_000];
+        let mut dst = vec![T::default(); src.len()];
+        convert::narrow_stochastic(&src, &mut dst, &mut StochasticRng::new(9)).unwrap();
+        let down = T::from_raw_bits(T::from_f32(x).to_raw_bits());
+        let vals: Vec<f32> = dst.iter().map(|v| v.to_f32()).collect();
+        let (lo, hi) = vals
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(
+            hi - lo <= 2.0 * (down.to_f32().abs() * 0.5).max(1.0),
+            "{lo} {hi}"
+        );
+        let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / vals.len() as f64;
+        // Binomial: the mean is within 5 standard deviations of x.
+        let sd = ((hi - lo) as f64 / 2.0) / (vals.len() as f64).sqrt();
+        assert!(
+            (mean - x as f64).abs() <= 5.0 * sd + 1e-12,
+            "{x}: mean {mean}"
+        );
+    }
+    for x in [0.3f32, 2.6, 5.1, -0.7] {
+        check::<F4E2M1>(x);
+        check::<F6E2M3>(x);
+        check::<F6E3M2>(x);
+    }
+}
