@@ -44,6 +44,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod amp;
+pub mod block_scaled;
 pub mod convert;
 mod cpu;
 pub mod dtype;

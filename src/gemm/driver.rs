@@ -501,3 +501,139 @@ fn pack_b<T: FloatElement, K: Kernel>(
         }
     }
 }
+
+/// The block-scaled driver: the loops of [`serial`] with K stepped in
+/// scaling blocks of `block` values (16, 32 or 128; each divides
+/// [`ARRAY_ROWS`], so a block never straddles a K-tile) and the kernel's
+/// scaled accumulate `acc = fma(p, fl(s_a · s_b), acc)` once per block.
+/// `a` is `M × K` (rows = lines of A), `b` is `K × N` (the transpose of B's
+/// `N × K` lines); `scale_a(row, block)` and `scale_b(col, block)` give
+/// the f32 scales of the whole matrices.
+pub(crate) struct ScaledOperands<'s, TA, TB> {
+    pub a: MatRef<'s, TA>,
+    pub b: MatRef<'s, TB>,
+    pub block: usize,
+    pub scale_a: &'s (dyn Fn(usize, usize) -> f32 + Sync),
+    pub scale_b: &'s (dyn Fn(usize, usize) -> f32 + Sync),
+}
+
+pub(crate) fn run_block_scaled<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    ops: &ScaledOperands<'_, TA, TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return run_block_scaled_with::<TA, TB, O, Avx2>(ops, c, epilogue, parallelism, simd);
+    }
+    run_block_scaled_with::<TA, TB, O, Portable>(ops, c, epilogue, parallelism, simd)
+}
+
+fn run_block_scaled_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    ops: &ScaledOperands<'_, TA, TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    let (m, n, k) = (ops.a.rows(), ops.b.cols(), ops.a.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let tasks = task_count(m, n, k, parallelism);
+    par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
+        with_workspace(|ws| {
+            serial_block_scaled::<TA, TB, O, K>(ops, (r0, c0), c_part, epilogue, ws, simd)
+        })
+    });
+}
+
+fn serial_block_scaled<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    ops: &ScaledOperands<'_, TA, TB>,
+    (r0, c0): (usize, usize),
+    mut c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let (m, n, k) = (c.rows(), c.cols(), ops.a.cols());
+    let a = ops.a.sub(r0, m, 0, k);
+    let b = ops.b.sub(0, k, c0, n);
+    let block = ops.block;
+    let Workspace {
+        a: a_buf,
+        b: b_buf,
+        acc: acc_buf,
+        row: row_buf,
+        tmp,
+    } = ws;
+    let mut sa = vec![1.0f32; K::MR];
+    let mut sb = vec![1.0f32; K::NR];
+    for jc in (0..n).step_by(NC) {
+        let nb = NC.min(n - jc);
+        let nb_pad = round_up(nb, K::NR);
+        let packed_b = grow(b_buf, nb_pad * k);
+        pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
+        for ic in (0..m).step_by(MC) {
+            let mb = MC.min(m - ic);
+            let mb_pad = round_up(mb, K::MR);
+            let packed_a = grow(a_buf, mb_pad * k);
+            pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
+            let acc = grow(acc_buf, mb_pad * nb_pad);
+            if k == 0 {
+                acc.fill(0.0);
+            }
+            for (blk, k0) in (0..k).step_by(block).enumerate() {
+                let kt = block.min(k - k0);
+                for (p, b_panel) in packed_b.chunks_exact(k * K::NR).enumerate() {
+                    let b_tile = &b_panel[k0 * K::NR..(k0 + kt) * K::NR];
+                    for (j, s) in sb.iter_mut().enumerate() {
+                        let col = jc + p * K::NR + j;
+                        // Padding columns: scale 1 (their products are 0).
+                        *s = if col < nb + jc && col < n {
+                            (ops.scale_b)(c0 + col, blk)
+                        } else {
+                            1.0
+                        };
+                    }
+                    for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
+                        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
+                        for (i, s) in sa.iter_mut().enumerate() {
+                            let row = ic + q * K::MR + i;
+                            *s = if row < ic + mb {
+                                (ops.scale_a)(r0 + row, blk)
+                            } else {
+                                1.0
+                            };
+                        }
+                        let at = q * K::MR * nb_pad + p * K::NR;
+                        K::tile_scaled(
+                            kt,
+                            a_tile,
+                            b_tile,
+                            &mut acc[at..],
+                            nb_pad,
+                            blk == 0,
+                            &sa,
+                            &sb,
+                        );
+                    }
+                }
+            }
+            let row = grow(row_buf, nb);
+            write_block::<O, K>(
+                &mut c,
+                (ic, jc),
+                acc,
+                nb_pad,
+                (mb, nb),
+                row,
+                c0,
+                epilogue,
+                simd,
+            );
+        }
+    }
+}

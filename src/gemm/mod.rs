@@ -58,6 +58,7 @@
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
+mod block;
 pub(crate) mod driver;
 pub(crate) mod kernel;
 mod reference;
@@ -65,6 +66,7 @@ mod reference;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
+pub use block::{block_gemm, block_gemm_portable, block_gemm_reference};
 
 /// Height of the systolic array: the K-tile of the contract. Every K-tile
 /// holds at most this many values of k.

@@ -26,6 +26,22 @@ pub(crate) trait Kernel {
     /// for the first K-tile (`first`), +0.0 (so the block needs no zeroing).
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool);
 
+    /// The block-scaled form of [`Kernel::tile`]: the same chains `p` over
+    /// one scaling block of `kt` steps, then
+    /// `acc[r * ld + c] = fma(p, fl(sa[r] · sb[c]), start)` (the
+    /// block-scaled contract's accumulate), `start` as in `tile`.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_scaled(
+        kt: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+        sa: &[f32],
+        sb: &[f32],
+    );
+
     /// True when [`Kernel::tile_direct`] can read B of type `T` unpacked.
     fn reads_direct<T: FloatElement>() -> bool {
         false

@@ -29,6 +29,34 @@ impl Kernel for Portable {
         }
     }
 
+    fn tile_scaled(
+        kt: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+        sa: &[f32],
+        sb: &[f32],
+    ) {
+        let (a, b) = (&a[..kt * Self::MR], &b[..kt * Self::NR]);
+        let mut p = [[0.0f32; 8]; 4];
+        for (ak, bk) in a.chunks_exact(Self::MR).zip(b.chunks_exact(Self::NR)) {
+            for (row, &av) in p.iter_mut().zip(ak) {
+                for (pv, &bv) in row.iter_mut().zip(bk) {
+                    *pv = av.mul_add(bv, *pv);
+                }
+            }
+        }
+        for (r, row) in p.iter().enumerate() {
+            let dst = &mut acc[r * ld..r * ld + Self::NR];
+            for ((d, &v), &s) in dst.iter_mut().zip(row).zip(&sb[..Self::NR]) {
+                let start = if first { 0.0 } else { *d };
+                *d = v.mul_add(sa[r] * s, start);
+            }
+        }
+    }
+
     fn epilogue_rows(
         epilogue: &Epilogue<'_>,
         acc: &[f32],

@@ -26,6 +26,35 @@ impl Kernel for Avx2 {
         unsafe { tile_avx2(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
     }
 
+    #[inline]
+    fn tile_scaled(
+        kt: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+        sa: &[f32],
+        sb: &[f32],
+    ) {
+        assert!(a.len() >= kt * MR && b.len() >= kt * NR);
+        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        assert!(sa.len() >= MR && sb.len() >= NR);
+        // SAFETY: as in `tile`; the asserts also bound the scale reads.
+        unsafe {
+            tile_scaled_avx2(
+                kt,
+                a.as_ptr(),
+                b.as_ptr(),
+                acc.as_mut_ptr(),
+                ld,
+                first,
+                sa.as_ptr(),
+                sb.as_ptr(),
+            )
+        }
+    }
+
     fn reads_direct<T: FloatElement>() -> bool {
         matches!(T::DTYPE, DType::F32 | DType::F16 | DType::BF16)
     }
@@ -99,18 +128,13 @@ fn epilogue_rows_fma(
     epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
 }
 
+/// The 6×16 block of chains `p` over `kt` steps of the packed panels.
+///
 /// # Safety
-/// `a` has `kt * 6` readable floats, `b` has `kt * 16`, and `acc` has rows
-/// `0..6` of 16 floats at stride `ld`.
+/// `a` has `kt * 6` readable floats, `b` has `kt * 16`.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(
-    kt: usize,
-    a: *const f32,
-    b: *const f32,
-    acc: *mut f32,
-    ld: usize,
-    first: bool,
-) {
+unsafe fn chains_avx2(kt: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
     let mut p = [[_mm256_setzero_ps(); 2]; MR];
     // One step of the chain: p[r][..] = fma(a[r], b[..], p[r][..]).
     #[inline(always)]
@@ -147,6 +171,23 @@ unsafe fn tile_avx2(
             b = b.add(NR);
         }
     }
+    p
+}
+
+/// # Safety
+/// `a` has `kt * 6` readable floats, `b` has `kt * 16`, and `acc` has rows
+/// `0..6` of 16 floats at stride `ld`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(
+    kt: usize,
+    a: *const f32,
+    b: *const f32,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+) {
+    // SAFETY: the caller's contract covers the panels.
+    let p = unsafe { chains_avx2(kt, a, b) };
     for (r, pr) in p.iter().enumerate() {
         // SAFETY: row r < 6 of the accumulator block, 16 floats.
         unsafe {
@@ -159,6 +200,42 @@ unsafe fn tile_avx2(
             };
             _mm256_storeu_ps(dst, _mm256_add_ps(s0, pr[0]));
             _mm256_storeu_ps(dst.add(8), _mm256_add_ps(s1, pr[1]));
+        }
+    }
+}
+
+/// [`tile_avx2`] for one scaling block: `acc = fma(p, sa[r]·sb[c], start)`.
+///
+/// # Safety
+/// As [`tile_avx2`], and `sa` has 6 readable floats, `sb` 16.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_scaled_avx2(
+    kt: usize,
+    a: *const f32,
+    b: *const f32,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+    sa: *const f32,
+    sb: *const f32,
+) {
+    // SAFETY: the caller's contract covers the panels and the scales.
+    unsafe {
+        let p = chains_avx2(kt, a, b);
+        let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
+        for (r, pr) in p.iter().enumerate() {
+            let dst = acc.add(r * ld);
+            let s = _mm256_broadcast_ss(&*sa.add(r));
+            // fl(sa · sb), one rounding, then one FMA into the accumulator.
+            let (s0, s1) = (_mm256_mul_ps(s, sb0), _mm256_mul_ps(s, sb1));
+            let (z0, z1) = if first {
+                (_mm256_setzero_ps(), _mm256_setzero_ps())
+            } else {
+                (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+            };
+            _mm256_storeu_ps(dst, _mm256_fmadd_ps(pr[0], s0, z0));
+            _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(pr[1], s1, z1));
         }
     }
 }

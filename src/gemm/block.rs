@@ -1,0 +1,181 @@
+//! The block-scaled GEMM: the systolic contract with one scale multiply
+//! per block of K (see [`block_gemm`]).
+
+use super::{driver, validate_views, Epilogue, Parallelism};
+use crate::block_scaled::BlockScaled;
+use crate::dtype::FloatElement;
+use crate::tensor::{MatMut, MatRef};
+use crate::Error;
+
+fn check<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    c: &MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    if a.k() != b.k() {
+        return Err(Error::ShapeMismatch {
+            what: "block_gemm: A (M×K) and B (N×K)",
+            left: vec![a.lines(), a.k()],
+            right: vec![b.lines(), b.k()],
+        });
+    }
+    if a.block() != b.block() {
+        return Err(Error::InvalidParameter {
+            name: "block_gemm block sizes",
+            value: format!("A {}, B {}", a.block(), b.block()),
+            requirement: "the same block size along K for A and B",
+        });
+    }
+    validate_views(&a.data_mat(), &b.data_mat().t(), c, parallelism)?;
+    if let Some(bias) = epilogue.bias {
+        if bias.len() != b.lines() {
+            return Err(Error::LengthMismatch {
+                what: "block_gemm: bias (one per column of C)",
+                expected: b.lines(),
+                actual: bias.len(),
+            });
+        }
+        if super::overlaps(
+            super::byte_range(c.as_ref().as_slice()),
+            super::byte_range(bias),
+        ) {
+            return Err(Error::Aliasing { input: "bias" });
+        }
+    }
+    Ok(())
+}
+
+/// `C = epilogue(A · Bᵀ)` for block-scaled operands: A is `M × K`, B is
+/// given as `N × K` (lines = N), C is `M × N`; element types may differ
+/// (E4M3 × E5M2, MXFP4 × MXFP8, …).
+///
+/// # The block-scaled contract
+///
+/// With scaling blocks of S ∈ {16, 32, 128} values along K (S divides 128,
+/// so a block never straddles a K-tile of the array), for each output:
+///
+/// ```text
+/// acc = +0.0f32
+/// for each block [k0, k0 + S), k0 increasing:
+///     p = +0.0f32
+///     for k in the block, increasing:
+///         p = fma(a[m,k] as f32, b[n,k] as f32, p)        // widened exactly
+///     acc = fma(p, fl(s_a[m, block] · s_b[n, block]), acc) // one FMA per block
+/// c[m,n] = round_to_output(epilogue(acc))                  // once
+/// ```
+///
+/// With S = 128 and every scale 1 this is the plain contract of
+/// [`super::gemm`] bit for bit (`fma(p, 1, acc) = acc + p`).
+/// [`block_gemm_reference`] is these loops; every ISA and thread count
+/// returns its bits.
+///
+/// ```
+/// use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+/// use mixprec::gemm::{block_gemm, Epilogue, Parallelism};
+/// use mixprec::{MatMut, MatRef, F4E2M1, F8E4M3};
+/// let x: Vec<f32> = (0..2 * 64).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+/// let w: Vec<f32> = (0..3 * 64).map(|i| ((i % 7) as f32 - 3.0) * 0.5).collect();
+/// let a = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&x, 2, 64)?, MxScaleMode::Floor)?;
+/// let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 3, 64)?, MxScaleMode::Floor)?;
+/// let mut y = [0.0f32; 6];
+/// block_gemm(&a, &b, MatMut::from_row_major(&mut y, 2, 3)?, &Epilogue::new(), Parallelism::Serial)?;
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+///
+/// # Errors
+/// * [`Error::ShapeMismatch`] when A and B differ in K or C is not M×N;
+/// * [`Error::InvalidParameter`] when A and B have different block sizes,
+///   or for `Threads(0)`;
+/// * [`Error::LengthMismatch`] for a bias whose length is not N;
+/// * [`Error::Aliasing`] as [`super::gemm`].
+pub fn block_gemm<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    block_gemm_on(
+        a,
+        b,
+        c,
+        epilogue,
+        parallelism,
+        crate::cpu::has_avx2_fma_f16c(),
+    )
+}
+
+/// [`block_gemm`] forced onto the portable kernel.
+///
+/// # Errors
+/// As [`block_gemm`].
+#[doc(hidden)]
+pub fn block_gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    block_gemm_on(a, b, c, epilogue, parallelism, false)
+}
+
+fn block_gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    check(a, b, &c, epilogue, parallelism)?;
+    let scale_a = |row: usize, blk: usize| a.scales()[a.scale_index(row, blk)];
+    let scale_b = |col: usize, blk: usize| b.scales()[b.scale_index(col, blk)];
+    let ops = driver::ScaledOperands {
+        a: a.data_mat(),
+        b: b.data_mat().t(),
+        block: a.block(),
+        scale_a: &scale_a,
+        scale_b: &scale_b,
+    };
+    driver::run_block_scaled(&ops, c, epilogue, parallelism, simd);
+    Ok(())
+}
+
+/// The block-scaled contract as plain loops (see [`block_gemm`]): the
+/// oracle of its tests.
+///
+/// # Errors
+/// As [`block_gemm`].
+pub fn block_gemm_reference<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    mut c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), Error> {
+    check(a, b, &c, epilogue, Parallelism::Serial)?;
+    let (av, bv): (MatRef<'_, TA>, MatRef<'_, TB>) = (a.data_mat(), b.data_mat());
+    let (m, n, k, s) = (a.lines(), b.lines(), a.k(), a.block());
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for (blk, k0) in (0..k).step_by(s).enumerate() {
+                let mut p = 0.0f32;
+                for kk in k0..k0 + s {
+                    p = av.at(i, kk).to_f32().mul_add(bv.at(j, kk).to_f32(), p);
+                }
+                let scale = a.scales()[a.scale_index(i, blk)] * b.scales()[b.scale_index(j, blk)];
+                acc = p.mul_add(scale, acc);
+            }
+            let old = if epilogue.beta != 0.0 {
+                c.as_ref().at(i, j).to_f32()
+            } else {
+                0.0
+            };
+            c.set(i, j, O::from_f32(epilogue.apply(acc, old, j)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Block-scaled formats and the block-scaled GEMM: every fast path equals
+//! the contract's loops bit for bit; with S = 128 and unit scales it is the
+//! plain GEMM; the result is within the contract's error bound of the f64
+//! product of the dequantized operands; the quantizers follow their rules
+//! on worked examples.
+
+use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
+use mixprec::gemm::{
+    self, block_gemm, block_gemm_portable, block_gemm_reference, Epilogue, Parallelism,
+};
+use mixprec::testing::{check_slice_bits_eq, gamma};
+use mixprec::{
+    Error, FloatElement, MatMut, MatRef, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0,
+};
+use proptest::prelude::*;
+
+fn values(n: usize, seed: u64, specials: bool) -> Vec<f32> {
+    let mut r = mixprec::convert::StochasticRng::new(seed);
+    (0..n)
+        .map(|_| {
+            let u = r.next_u64();
+            match u % 97 {
+                0 if specials => f32::NAN,
+                1 if specials => f32::INFINITY,
+                2 => 0.0,
+                _ => ((u >> 40) as f32 / 16_777_216.0 - 0.5) * 2f32.powi((u % 9) as i32 - 3),
+            }
+        })
+        .collect()
+}
+
+/// Quantizes an `lines × k` matrix with one of the schemes.
+fn quantize<T: mixprec::block_scaled::MxElement>(
+    x: &[f32],
+    lines: usize,
+    k: usize,
+    scheme: u8,
+) -> BlockScaled<T> {
+    let m = MatRef::from_row_major(x, lines, k).unwrap();
+    let mode = if scheme.is_multiple_of(2) {
+        MxScaleMode::Floor
+    } else {
+        MxScaleMode::Ceil
+    };
+    BlockScaled::<T>::mx(m, mode).unwrap()
+}
+
+fn run_all<TA: FloatElement, TB: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    threads: usize,
+    ep: u8,
+) -> Result<(), TestCaseError> {
+    let (m, n) = (a.lines(), b.lines());
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let epilogue = match ep {
+        0 => Epilogue::new(),
+        1 => Epilogue::new().alpha(0.5).beta(2.0),
+        _ => Epilogue::new()
+            .bias(&bias)
+            .activation(gemm::Activation::Relu),
+    };
+    let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+    let mut want = c0.clone();
+    block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n)?, &epilogue)?;
+    let par = if threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(threads)
+    };
+    let mut fast = c0.clone();
+    block_gemm(
+        a,
+        b,
+        MatMut::from_row_major(&mut fast, m, n)?,
+        &epilogue,
+        par,
+    )?;
+    check_slice_bits_eq(&fast, &want)?;
+    let mut portable = c0;
+    block_gemm_portable(
+        a,
+        b,
+        MatMut::from_row_major(&mut portable, m, n)?,
+        &epilogue,
+        par,
+    )?;
+    check_slice_bits_eq(&portable, &want)?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn mx_fast_paths_equal_the_reference(m in 0usize..30, n in 0usize..40, kb in 0usize..10, seed in any::<u64>(),
+                                          scheme in 0u8..4, threads in 1usize..4, ep in 0u8..3) {
+        let k = kb * 32;
+        let (x, w) = (values(m * k, seed, true), values(n * k, seed ^ 1, true));
+        match scheme {
+            0 => run_all(&quantize::<F8E4M3>(&x, m, k, scheme), &quantize::<F8E5M2>(&w, n, k, scheme), threads, ep)?,
+            1 => run_all(&quantize::<F8E5M2>(&x, m, k, scheme), &quantize::<F8E4M3>(&w, n, k, scheme), threads, ep)?,
+            2 => run_all(&quantize::<F4E2M1>(&x, m, k, scheme), &quantize::<F6E3M2>(&w, n, k, scheme), threads, ep)?,
+            _ => run_all(&quantize::<F6E2M3>(&x, m, k, scheme), &quantize::<F4E2M1>(&w, n, k, scheme), threads, ep)?,
+        }
+    }
+
+    #[test]
+    fn nvfp4_and_scaled_fp8_equal_the_reference(m in 0usize..20, n in 0usize..140, kb in 0usize..3, seed in any::<u64>(),
+                                                 ts in any::<bool>(), threads in 1usize..4) {
+        let k = kb * 128;
+        let (x, w) = (values(m * k, seed, false), values(n * k, seed ^ 7, false));
+        let a = BlockScaled::nvfp4(MatRef::from_row_major(&x, m, k)?, ts)?;
+        let b = BlockScaled::nvfp4(MatRef::from_row_major(&w, n, k)?, !ts)?;
+        run_all(&a, &b, threads, 2)?;
+        let a = BlockScaled::<F8E4M3>::fp8(MatRef::from_row_major(&x, m, k)?, Fp8Granularity::Lines1x128, ts)?;
+        let b = BlockScaled::<F8E5M2>::fp8(MatRef::from_row_major(&w, n, k)?, Fp8Granularity::Blocks128x128, false)?;
+        run_all(&a, &b, threads, 0)?;
+        let b = BlockScaled::<F8E4M3>::fp8(MatRef::from_row_major(&w, n, k)?, Fp8Granularity::PerTensor, ts)?;
+        run_all(&a, &b, threads, 1)?;
+    }
+}
+
+#[test]
+fn block_128_with_unit_scales_is_the_plain_contract() {
+    for (m, n, k) in [(7, 33, 256), (64, 130, 384), (1, 5, 128)] {
+        let x: Vec<F8E4M3> = values(m * k, 3, false)
+            .into_iter()
+            .map(F8E4M3::from_f32)
+            .collect();
+        let w: Vec<F8E5M2> = values(n * k, 4, false)
+            .into_iter()
+            .map(F8E5M2::from_f32)
+            .collect();
+        let ones = |lines: usize| vec![1.0f32; lines * (k / 128)];
+        let a = BlockScaled::from_parts(m, k, 128, 1, x.clone(), ones(m)).unwrap();
+        let b = BlockScaled::from_parts(n, k, 128, 1, w.clone(), ones(n)).unwrap();
+        let mut scaled = vec![0.0f32; m * n];
+        block_gemm(
+            &a,
+            &b,
+            MatMut::from_row_major(&mut scaled, m, n).unwrap(),
+            &Epilogue::new(),
+            Parallelism::Threads(2),
+        )
+        .unwrap();
+        let mut plain = vec![0.0f32; m * n];
+        gemm::gemm_mixed(
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            MatRef::from_row_major(&w, n, k).unwrap().t(),
+            MatMut::from_row_major(&mut plain, m, n).unwrap(),
+            &Epilogue::new(),
+            Parallelism::Serial,
+        )
+        .unwrap();
+        check_slice_bits_eq(&scaled, &plain).unwrap();
+    }
+}
+
+/// |C − Σ (a·s_a)(b·s_b)| ≤ γ(S + ⌈K/S⌉ + 1, 2^-24)·Σ|a s_a||b s_b|: each
+/// block's chain rounds at most S times, the scale product once, the
+/// accumulator once per block; the reference is the exact f64 sum of the
+/// products of the dequantized operands (exact in f64: at most 24 + 24
+/// bits, plus powers of two).
+fn check_bound<TA: FloatElement, TB: FloatElement>(a: &BlockScaled<TA>, b: &BlockScaled<TB>) {
+    let (m, n, k, s) = (a.lines(), b.lines(), a.k(), a.block());
+    let mut c = vec![0.0f32; m * n];
+    block_gemm(
+        a,
+        b,
+        MatMut::from_row_major(&mut c, m, n).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Threads(2),
+    )
+    .unwrap();
+    let g = gamma(s + k / s + 1, 2f64.powi(-24));
+    for i in 0..m {
+        for j in 0..n {
+            let (mut exact, mut abs) = (0.0f64, 0.0f64);
+            for kk in 0..k {
+                let x = a.data()[i * k + kk].to_f32() as f64 * a.scale_at(i, kk).unwrap() as f64;
+                let y = b.data()[j * k + kk].to_f32() as f64 * b.scale_at(j, kk).unwrap() as f64;
+                exact += x * y;
+                abs += (x * y).abs();
+            }
+            let err = (c[i * n + j] as f64 - exact).abs();
+            let bound = g * abs + 1e-300 + gamma(k, f64::EPSILON / 2.0) * abs;
+            assert!(err <= bound, "({i},{j}) K={k} S={s}: {err:e} > {bound:e}");
+        }
+    }
+}
+
+#[test]
+fn error_bound_against_the_dequantized_operands() {
+    for (m, n, k) in [(5, 9, 256), (12, 7, 1024)] {
+        let (x, w) = (values(m * k, 11, false), values(n * k, 12, false));
+        let xm = MatRef::from_row_major(&x, m, k).unwrap();
+        let wm = MatRef::from_row_major(&w, n, k).unwrap();
+        check_bound(
+            &BlockScaled::<F8E4M3>::mx(xm, MxScaleMode::Floor).unwrap(),
+            &BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Ceil).unwrap(),
+        );
+        check_bound(
+            &BlockScaled::nvfp4(xm, true).unwrap(),
+            &BlockScaled::nvfp4(wm, false).unwrap(),
+        );
+        check_bound(
+            &BlockScaled::<F8E4M3>::fp8(xm, Fp8Granularity::Lines1x128, false).unwrap(),
+            &BlockScaled::<F8E5M2>::fp8(wm, Fp8Granularity::Blocks128x128, false).unwrap(),
+        );
+    }
+}
+
+fn mx_one_block<T: mixprec::block_scaled::MxElement>(
+    v: &[f32],
+    mode: MxScaleMode,
+) -> BlockScaled<T> {
+    let mut x = v.to_vec();
+    x.resize(32, 0.0);
+    BlockScaled::<T>::mx(MatRef::from_row_major(&x, 1, 32).unwrap(), mode).unwrap()
+}
+
+#[test]
+fn mx_worked_examples() {
+    // FLOOR: amax 6 → ⌊log₂ 6⌋ = 2; MXFP4 emax 2 → X = 2^0: elements as given.
+    let q = mx_one_block::<F4E2M1>(&[6.0, -3.0, 0.5, 0.25], MxScaleMode::Floor);
+    assert_eq!(q.scales()[0], 1.0);
+    assert_eq!(q.e8m0_scales().unwrap()[0].to_bits(), 127);
+    let e: Vec<f32> = q.data()[..4].iter().map(|v| v.to_f32()).collect();
+    assert_eq!(e, [6.0, -3.0, 0.5, 0.0]); // 0.25 is the tie between 0 and 0.5: even → 0
+                                          // FLOOR lets an element exceed the max: amax 7 → X = 1, 7 saturates to 6.
+    let q = mx_one_block::<F4E2M1>(&[7.0], MxScaleMode::Floor);
+    assert_eq!((q.scales()[0], q.data()[0].to_f32()), (1.0, 6.0));
+    // CEIL (RCEIL): X = 2^⌈log₂(7/6)⌉ = 2; 3.5 ties to 4 (even).
+    let q = mx_one_block::<F4E2M1>(&[7.0], MxScaleMode::Ceil);
+    assert_eq!((q.scales()[0], q.data()[0].to_f32()), (2.0, 4.0));
+    // MXFP8 E4M3: amax 448 → ⌊log₂ 448⌋ = 8, emax 8 → X = 1.
+    let q = mx_one_block::<F8E4M3>(&[448.0, 1.0 / 3.0], MxScaleMode::Floor);
+    assert_eq!(q.scales()[0], 1.0);
+    assert_eq!(q.data()[1].to_f32(), 0.34375);
+    // E5M2: amax 1 → 2^(0 − 15); E3M2: amax 1 → 2^-4; E2M3: 2^-2.
+    assert_eq!(
+        mx_one_block::<F8E5M2>(&[1.0], MxScaleMode::Floor).scales()[0],
+        2f32.powi(-15)
+    );
+    assert_eq!(
+        mx_one_block::<F6E3M2>(&[1.0], MxScaleMode::Floor).scales()[0],
+        2f32.powi(-4)
+    );
+    assert_eq!(
+        mx_one_block::<F6E2M3>(&[1.0], MxScaleMode::Floor).scales()[0],
+        2f32.powi(-2)
+    );
+    // A NaN or infinity anywhere in a block: NaN scale (0xFF), and the
+    // whole block dequantizes to NaN.
+    let q = mx_one_block::<F8E4M3>(&[1.0, f32::INFINITY], MxScaleMode::Floor);
+    assert!(q.scales()[0].is_nan());
+    assert!(q.e8m0_scales().unwrap()[0].is_nan());
+    assert!(q
+        .dequantize()
+        .unwrap()
+        .as_slice()
+        .iter()
+        .all(|v| v.is_nan()));
+    // All zero: amax taken as 2^-126 → 2^(−126 − 8) clamps to 2^-127.
+    let q = mx_one_block::<F8E4M3>(&[0.0], MxScaleMode::Floor);
+    assert_eq!(q.e8m0_scales().unwrap()[0], F8E8M0::MIN_POSITIVE);
+    assert!(q.dequantize().unwrap().as_slice().iter().all(|&v| v == 0.0));
+    // The top of f32 with CEIL: ⌈log₂(3.4e38 / 6)⌉ = 126.
+    let q = mx_one_block::<F4E2M1>(&[f32::MAX], MxScaleMode::Ceil);
+    assert_eq!(q.scales()[0], 2f32.powi(126));
+}
+
+#[test]
+fn nvfp4_and_fp8_worked_examples() {
+    let block = |v: &[f32]| {
+        let mut x = v.to_vec();
+        x.resize(16, 0.0);
+        x
+    };
+    // amax 6 → E4M3(6/6) = 1: elements as given.
+    let x = block(&[6.0, 1.5, -0.5]);
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), false).unwrap();
+    assert_eq!(q.scales()[0], 1.0);
+    assert_eq!(q.nvfp4_scales().unwrap().0[0], F8E4M3::ONE);
+    assert_eq!(q.dequantize().unwrap().as_slice()[..3], [6.0, 1.5, -0.5]);
+    // amax 12 → scale 2 → 12/2 = 6, 3/2 = 1.5.
+    let x = block(&[12.0, 3.0]);
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), false).unwrap();
+    assert_eq!((q.scales()[0], q.data()[1].to_f32()), (2.0, 1.5));
+    // With a tensor scale: s_t = 2688 / 2688 = 1 → the same block scales.
+    let x = block(&[2688.0, 3.0]);
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), true).unwrap();
+    assert_eq!(q.nvfp4_scales().unwrap().1, Some(1.0));
+    assert_eq!(q.nvfp4_scales().unwrap().0[0].to_f32(), 448.0);
+    // All zero: the block scale clamps to E4M3's smallest, 2^-9.
+    let x = vec![0.0f32; 16];
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), false).unwrap();
+    assert_eq!(q.scales()[0], 2f32.powi(-9));
+    // Scaled FP8, per tensor: amax 896 → 896/448 = 2; with pow2, 500/448 → 2.
+    let mut x = vec![1.0f32; 128];
+    x[5] = 896.0;
+    let q = BlockScaled::<F8E4M3>::fp8(
+        MatRef::from_row_major(&x, 1, 128).unwrap(),
+        Fp8Granularity::PerTensor,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        (q.scales()[0], q.data()[5].to_f32(), q.data()[0].to_f32()),
+        (2.0, 448.0, 0.5)
+    );
+    x[5] = 500.0;
+    let q = BlockScaled::<F8E4M3>::fp8(
+        MatRef::from_row_major(&x, 1, 128).unwrap(),
+        Fp8Granularity::PerTensor,
+        true,
+    )
+    .unwrap();
+    assert_eq!(q.scales()[0], 2.0);
+    // An all-zero block has scale 1.
+    let z = vec![0.0f32; 256];
+    let q = BlockScaled::<F8E5M2>::fp8(
+        MatRef::from_row_major(&z, 2, 128).unwrap(),
+        Fp8Granularity::Lines1x128,
+        false,
+    )
+    .unwrap();
+    assert_eq!(q.scales(), [1.0, 1.0]);
+    // 128×128: 130 lines use two scale rows.
+    let w = values(130 * 256, 5, false);
+    let q = BlockScaled::<F8E4M3>::fp8(
+        MatRef::from_row_major(&w, 130, 256).unwrap(),
+        Fp8Granularity::Blocks128x128,
+        false,
+    )
+    .unwrap();
+    assert_eq!(q.scales().len(), 4);
+    assert_eq!(q.scale_at(127, 200), Some(q.scales()[1]));
+    assert_eq!(q.scale_at(128, 0), Some(q.scales()[2]));
+}
+
+#[test]
+fn bad_parameters_are_typed_errors() {
+    let x = vec![1.0f32; 48];
+    let m = MatRef::from_row_major(&x, 1, 48).unwrap();
+    assert!(matches!(
+        BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor),
+        Err(Error::InvalidParameter { name: "K", .. })
+    ));
+    assert!(BlockScaled::nvfp4(MatRef::from_row_major(&x[..24], 1, 24).unwrap(), false).is_err());
+    assert!(BlockScaled::<F6E2M3>::fp8(
+        MatRef::from_row_major(&vec![0.0; 128], 1, 128).unwrap(),
+        Fp8Granularity::PerTensor,
+        false
+    )
+    .is_err());
+    let d = vec![F8E4M3::ONE; 64];
+    assert!(matches!(
+        BlockScaled::from_parts(1, 64, 64, 1, d.clone(), vec![1.0]),
+        Err(Error::InvalidParameter {
+            name: "block size",
+            ..
+        })
+    ));
+    assert!(matches!(
+        BlockScaled::from_parts(1, 64, 32, 1, d.clone(), vec![1.0]),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        BlockScaled::from_parts(1, 64, 32, 1, d.clone(), vec![1.0, f32::NAN]),
+        Err(Error::InvalidParameter {
+            name: "block scale",
+            ..
+        })
+    ));
+    assert!(BlockScaled::from_parts(1, 64, 32, 1, d.clone(), vec![1.0, 0.0]).is_err());
+    assert!(BlockScaled::from_parts(1, 64, 32, 0, d.clone(), vec![1.0, 1.0]).is_err());
+    assert!(BlockScaled::from_parts(2, 64, 32, 1, d.clone(), vec![1.0; 4]).is_err());
+    // GEMM: K or block sizes that disagree, an output of the wrong shape.
+    let a = BlockScaled::from_parts(1, 64, 32, 1, d.clone(), vec![1.0, 1.0]).unwrap();
+    let b = BlockScaled::from_parts(1, 64, 16, 1, d.clone(), vec![1.0; 4]).unwrap();
+    let mut c = [0.0f32; 1];
+    assert!(block_gemm(
+        &a,
+        &b,
+        MatMut::from_row_major(&mut c, 1, 1).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial
+    )
+    .is_err());
+    let b = BlockScaled::from_parts(1, 32, 32, 1, d[..32].to_vec(), vec![1.0]).unwrap();
+    assert!(matches!(
+        block_gemm(
+            &a,
+            &b,
+            MatMut::from_row_major(&mut c, 1, 1).unwrap(),
+            &Epilogue::new(),
+            Parallelism::Serial
+        ),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut c2 = [0.0f32; 2];
+    assert!(block_gemm(
+        &a,
+        &a,
+        MatMut::from_row_major(&mut c2, 1, 2).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial
+    )
+    .is_err());
+}
