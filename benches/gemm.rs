@@ -352,6 +352,70 @@ fn mixed_group(c: &mut Criterion, shapes: &[(usize, usize, usize)]) {
     g.finish();
 }
 
+/// One serial `block_gemm` into an f32 `C`.
+fn scaled<TA: FloatElement, TB: FloatElement>(
+    a: &mixprec::block_scaled::BlockScaled<TA>,
+    b: &mixprec::block_scaled::BlockScaled<TB>,
+    out: &mut [f32],
+) {
+    let (m, n) = (a.lines(), b.lines());
+    mixprec::gemm::block_gemm(
+        a,
+        b,
+        MatMut::from_row_major(out, m, n).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )
+    .unwrap();
+}
+
+/// Block-scaled GEMM (`block_gemm`) beside our f32 GEMM: MXFP8, scaled FP8
+/// (1×128 activations × 128×128 weights), MXFP4 and NVFP4 at n = 1024, and
+/// M = 1 with MXFP4 weights against the f32 GEMV.
+fn block_scaled_group(c: &mut Criterion) {
+    use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
+    use mixprec::F4E2M1;
+    let mut g = c.benchmark_group("gemm_block_scaled");
+    g.sample_size(10);
+    for &(m, n, k) in &[(1024usize, 1024usize, 1024usize), (1, 4096, 4096)] {
+        let id = format!("{m}x{n}x{k}");
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let (x, w) = (values::<f32>(m * k, 1), values::<f32>(n * k, 2));
+        let (xm, wm) = (
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            MatRef::from_row_major(&w, n, k).unwrap(),
+        );
+        let mut out = vec![0.0f32; m * n];
+        g.bench_function(BenchmarkId::new("f32", &id), |bch| {
+            bch.iter(|| ours(black_box(&x), &w, &mut out, m, n, k, Parallelism::Serial))
+        });
+        let mxfp4_a = BlockScaled::<F4E2M1>::mx(xm, MxScaleMode::Floor).unwrap();
+        let mxfp4_b = BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor).unwrap();
+        if m > 1 {
+            let mxfp8_a = BlockScaled::<F8E4M3>::mx(xm, MxScaleMode::Floor).unwrap();
+            let mxfp8_b = BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Floor).unwrap();
+            let fp8_a = BlockScaled::<F8E4M3>::fp8(xm, Fp8Granularity::Lines1x128, false).unwrap();
+            let fp8_b =
+                BlockScaled::<F8E4M3>::fp8(wm, Fp8Granularity::Blocks128x128, false).unwrap();
+            let nv_a = BlockScaled::nvfp4(xm, true).unwrap();
+            let nv_b = BlockScaled::nvfp4(wm, true).unwrap();
+            g.bench_function(BenchmarkId::new("mxfp8_e4m3", &id), |bch| {
+                bch.iter(|| scaled(black_box(&mxfp8_a), &mxfp8_b, &mut out))
+            });
+            g.bench_function(BenchmarkId::new("fp8_1x128_x_128x128", &id), |bch| {
+                bch.iter(|| scaled(black_box(&fp8_a), &fp8_b, &mut out))
+            });
+            g.bench_function(BenchmarkId::new("nvfp4", &id), |bch| {
+                bch.iter(|| scaled(black_box(&nv_a), &nv_b, &mut out))
+            });
+        }
+        g.bench_function(BenchmarkId::new("mxfp4", &id), |bch| {
+            bch.iter(|| scaled(black_box(&mxfp4_a), &mxfp4_b, &mut out))
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let quick = std::env::var_os("MIXPREC_BENCH_QUICK").is_some();
     peak_fma(c);
@@ -370,6 +434,7 @@ fn benches(c: &mut Criterion) {
         false,
     );
     mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
+    block_scaled_group(c);
 }
 
 criterion_group! {

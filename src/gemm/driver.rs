@@ -569,56 +569,70 @@ fn serial_block_scaled<TA: FloatElement, TB: FloatElement, O: FloatElement, K: K
         row: row_buf,
         tmp,
     } = ws;
-    let mut sa = vec![1.0f32; K::MR];
-    let mut sb = vec![1.0f32; K::NR];
+    let blocks = k / block.max(1);
+    // Scales packed like the panels: for each block, NR (or MR) values per
+    // panel, padding lines at 1 (their products are 0).
+    let mut sb_packed: Vec<f32> = Vec::new();
+    let mut sa_packed: Vec<f32> = Vec::new();
     for jc in (0..n).step_by(NC) {
         let nb = NC.min(n - jc);
         let nb_pad = round_up(nb, K::NR);
         let packed_b = grow(b_buf, nb_pad * k);
         pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
+        sb_packed.clear();
+        sb_packed.extend((0..blocks).flat_map(|blk| {
+            (0..nb_pad).map(move |j| {
+                if j < nb {
+                    (ops.scale_b)(c0 + jc + j, blk)
+                } else {
+                    1.0
+                }
+            })
+        }));
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
             let mb_pad = round_up(mb, K::MR);
             let packed_a = grow(a_buf, mb_pad * k);
             pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
+            sa_packed.clear();
+            sa_packed.extend((0..blocks).flat_map(|blk| {
+                (0..mb_pad).map(move |i| {
+                    if i < mb {
+                        (ops.scale_a)(r0 + ic + i, blk)
+                    } else {
+                        1.0
+                    }
+                })
+            }));
             let acc = grow(acc_buf, mb_pad * nb_pad);
             if k == 0 {
                 acc.fill(0.0);
             }
-            for (blk, k0) in (0..k).step_by(block).enumerate() {
-                let kt = block.min(k - k0);
+            // K-tiles of the array outermost (panels stay in cache, as in
+            // `serial`); within a tile, each accumulator block takes all
+            // its scaling blocks in a row, so it stays in L1. Blocks are
+            // still visited in increasing k for every output.
+            for t0 in (0..k).step_by(ARRAY_ROWS) {
+                let t1 = (t0 + ARRAY_ROWS).min(k);
                 for (p, b_panel) in packed_b.chunks_exact(k * K::NR).enumerate() {
-                    let b_tile = &b_panel[k0 * K::NR..(k0 + kt) * K::NR];
-                    for (j, s) in sb.iter_mut().enumerate() {
-                        let col = jc + p * K::NR + j;
-                        // Padding columns: scale 1 (their products are 0).
-                        *s = if col < nb + jc && col < n {
-                            (ops.scale_b)(c0 + col, blk)
-                        } else {
-                            1.0
-                        };
-                    }
                     for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
-                        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
-                        for (i, s) in sa.iter_mut().enumerate() {
-                            let row = ic + q * K::MR + i;
-                            *s = if row < ic + mb {
-                                (ops.scale_a)(r0 + row, blk)
-                            } else {
-                                1.0
-                            };
-                        }
                         let at = q * K::MR * nb_pad + p * K::NR;
-                        K::tile_scaled(
-                            kt,
-                            a_tile,
-                            b_tile,
-                            &mut acc[at..],
-                            nb_pad,
-                            blk == 0,
-                            &sa,
-                            &sb,
-                        );
+                        for k0 in (t0..t1).step_by(block) {
+                            let blk = k0 / block;
+                            let kt = block.min(k - k0);
+                            let sb = &sb_packed[blk * nb_pad + p * K::NR..][..K::NR];
+                            let sa = &sa_packed[blk * mb_pad + q * K::MR..][..K::MR];
+                            K::tile_scaled(
+                                kt,
+                                &a_panel[k0 * K::MR..(k0 + kt) * K::MR],
+                                &b_panel[k0 * K::NR..(k0 + kt) * K::NR],
+                                &mut acc[at..],
+                                nb_pad,
+                                blk == 0,
+                                sa,
+                                sb,
+                            );
+                        }
                     }
                 }
             }
