@@ -91,6 +91,37 @@ fn stochastic(c: &mut Criterion, src: &[f32]) {
     g.finish();
 }
 
+/// Block-scaled quantization and dequantization of 16M f32 (4096 × 4096,
+/// scales along rows), bytes moved = 4 read + 1 written per element
+/// (quantize) or 1 read + 4 written (dequantize), beside the copy.
+fn block_scaled(c: &mut Criterion, src: &[f32]) {
+    use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
+    use mixprec::{MatRef, F4E2M1};
+    let m = MatRef::from_row_major(src, 4096, N / 4096).unwrap();
+    let mut g = c.benchmark_group("block_scaled_16M");
+    g.throughput(Throughput::Bytes(5 * N as u64));
+    g.bench_function("quantize_mxfp8_e4m3", |b| {
+        b.iter(|| BlockScaled::<F8E4M3>::mx(black_box(m), MxScaleMode::Floor).unwrap())
+    });
+    g.bench_function("quantize_mxfp4", |b| {
+        b.iter(|| BlockScaled::<F4E2M1>::mx(black_box(m), MxScaleMode::Floor).unwrap())
+    });
+    g.bench_function("quantize_nvfp4", |b| {
+        b.iter(|| BlockScaled::nvfp4(black_box(m), true).unwrap())
+    });
+    g.bench_function("quantize_fp8_1x128", |b| {
+        b.iter(|| {
+            BlockScaled::<F8E4M3>::fp8(black_box(m), Fp8Granularity::Lines1x128, false).unwrap()
+        })
+    });
+    let q = BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor).unwrap();
+    let mut out = vec![0.0f32; N];
+    g.bench_function("dequantize_into_mxfp8_e4m3", |b| {
+        b.iter(|| black_box(&q).dequantize_into(&mut out).unwrap())
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let src = source();
     memcpy_baseline(c);
@@ -103,6 +134,7 @@ fn benches(c: &mut Criterion) {
     widen_group::<F8E4M3>(c, &src, None);
     widen_group::<F8E5M2>(c, &src, None);
     stochastic(c, &src);
+    block_scaled(c, &src);
 }
 
 criterion_group! {

@@ -174,16 +174,24 @@ fn check_shape(lines: usize, k: usize, block: usize, line_group: usize) -> Resul
     Ok(lines.div_ceil(line_group) * (k / block))
 }
 
-/// The largest |x| of a block, or NaN when the block holds a NaN or ±∞.
-fn amax_or_nan(values: impl Iterator<Item = f32>) -> f32 {
-    let mut amax = 0.0f32;
-    for v in values {
-        if !v.is_finite() {
-            return f32::NAN;
-        }
-        amax = amax.max(v.abs());
+/// The largest |x| of a matrix, or NaN when it holds a NaN or ±∞ (by the
+/// bits of |x|, which order NaN and ±∞ last; an integer max).
+fn amax_or_nan(x: MatRef<'_, f32>) -> f32 {
+    let mut bits = 0u32;
+    for l in 0..x.rows() {
+        bits = match x.row(l) {
+            Ok(r) if r.col_stride() == 1 && r.cols() > 0 => r.as_slice()[..r.cols()]
+                .iter()
+                .fold(bits, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF)),
+            Ok(r) => (0..r.cols()).fold(bits, |m, j| m.max(r.at(0, j).to_bits() & 0x7FFF_FFFF)),
+            Err(_) => bits,
+        };
     }
-    amax
+    if bits >= 0x7F80_0000 {
+        f32::NAN
+    } else {
+        f32::from_bits(bits)
+    }
 }
 
 /// 2^e as f32, for e in −149..=127 (subnormals included); +∞ above.
@@ -346,7 +354,17 @@ impl<T: FloatElement> BlockScaled<T> {
     /// [`Error::ShapeOverflow`] only if the shape cannot be allocated.
     pub fn dequantize(&self) -> Result<Tensor<f32>, Error> {
         let mut out = vec![0.0f32; self.data.len()];
-        widen(&self.data, &mut out)?;
+        self.dequantize_into(&mut out)?;
+        Tensor::from_vec(&[self.lines, self.k], out)
+    }
+
+    /// Every element times its scale (one rounding each) into `out`
+    /// (`lines × k`, row-major), without allocating.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `out` is not `lines × k` long.
+    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<(), Error> {
+        widen(&self.data, out)?;
         let nb = self.k / self.block;
         for (line, row) in out.chunks_mut(self.k.max(1)).enumerate().take(self.lines) {
             let srow = &self.scales[(line / self.line_group) * nb..][..nb];
@@ -356,11 +374,12 @@ impl<T: FloatElement> BlockScaled<T> {
                 }
             }
         }
-        Tensor::from_vec(&[self.lines, self.k], out)
+        Ok(())
     }
 
-    /// Quantizes `x` block by block: `scale_of(block values)` gives the
-    /// block's f32 scale; elements are `x / scale` rounded to nearest even
+    /// Quantizes `x` block by block: `scale_of(amax)` gives the block's f32
+    /// scale from the largest |value| of its region (NaN when the region
+    /// holds a NaN or ±∞); elements are `x / scale` rounded to nearest even
     /// and saturated.
     fn quantize_with(
         x: MatRef<'_, f32>,
@@ -372,30 +391,70 @@ impl<T: FloatElement> BlockScaled<T> {
         let (lines, k) = (x.rows(), x.cols());
         let n_scales = check_shape(lines, k, block, line_group)?;
         let nb = k / block;
-        let mut scales = vec![0.0f32; n_scales];
-        // The amax of each scale's region, then its scale.
-        for (g, srow) in scales
-            .chunks_mut(nb.max(1))
-            .enumerate()
-            .take(lines.div_ceil(line_group))
-        {
-            for (b, s) in srow.iter_mut().enumerate() {
-                let lines_here = g * line_group..((g + 1) * line_group).min(lines);
-                let amax = amax_or_nan(
-                    lines_here
-                        .flat_map(|l| (b * block..(b + 1) * block).map(move |kk| x.at(l, kk))),
-                );
-                *s = scale_of(amax);
+        // Lines as slices (copied only from a strided view).
+        let contiguous = x.col_stride() == 1;
+        let mut buf = Vec::new();
+        let mut amax_bits = vec![0u32; n_scales];
+        let mut data = vec![T::default(); lines * k];
+        if k == 0 {
+            let scales = amax_bits.iter().map(|_| scale_of(0.0)).collect();
+            return Ok(Self {
+                lines,
+                k,
+                block,
+                line_group,
+                data,
+                scales,
+                kind,
+            });
+        }
+        macro_rules! row {
+            ($l:expr) => {
+                if contiguous {
+                    &x.as_slice()[$l * x.row_stride()..][..k]
+                } else {
+                    buf.clear();
+                    buf.extend((0..k).map(|kk| x.at($l, kk)));
+                    &buf[..]
+                }
+            };
+        }
+        // amax over each scale's region, by the bits of |x| (NaN and ±∞
+        // have the largest); an integer max, which vectorises.
+        for l in 0..lines {
+            let row: &[f32] = row!(l);
+            let arow = &mut amax_bits[(l / line_group) * nb..][..nb];
+            for (a, blk) in arow.iter_mut().zip(row.chunks_exact(block)) {
+                let m = blk
+                    .iter()
+                    .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+                *a = (*a).max(m);
             }
         }
-        let mut data = vec![T::default(); lines * k];
+        let scales: Vec<f32> = amax_bits
+            .iter()
+            .map(|&b| {
+                scale_of(if b >= 0x7F80_0000 {
+                    f32::NAN
+                } else {
+                    f32::from_bits(b)
+                })
+            })
+            .collect();
         let mut scaled = vec![0.0f32; k];
-        for line in 0..lines {
-            let srow = &scales[(line / line_group) * nb..][..nb];
-            for (kk, v) in scaled.iter_mut().enumerate() {
-                *v = x.at(line, kk) / srow[kk / block];
+        for l in 0..lines {
+            let row: &[f32] = row!(l);
+            let srow = &scales[(l / line_group) * nb..][..nb];
+            for ((dst, src), &s) in scaled
+                .chunks_exact_mut(block)
+                .zip(row.chunks_exact(block))
+                .zip(srow)
+            {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v / s;
+                }
             }
-            narrow_saturating(&scaled, &mut data[line * k..(line + 1) * k])?;
+            narrow_saturating(&scaled, &mut data[l * k..(l + 1) * k])?;
         }
         Ok(Self {
             lines,
@@ -454,7 +513,7 @@ impl BlockScaled<F4E2M1> {
         let (lines, k) = (x.rows(), x.cols());
         check_shape(lines, k, 16, 1)?;
         let s_t = if tensor_scale {
-            let amax = amax_or_nan((0..lines).flat_map(|l| (0..k).map(move |kk| x.at(l, kk))));
+            let amax = amax_or_nan(x);
             let s = amax / (448.0 * 6.0);
             Some(if s > 0.0 { s } else { 1.0 })
         } else {
@@ -511,11 +570,7 @@ impl<T: FloatElement> BlockScaled<T> {
             Fp8Granularity::Blocks128x128 => 128,
         };
         let per_tensor = granularity == Fp8Granularity::PerTensor;
-        let tensor_amax = if per_tensor {
-            amax_or_nan((0..x.rows()).flat_map(|l| (0..x.cols()).map(move |kk| x.at(l, kk))))
-        } else {
-            0.0
-        };
+        let tensor_amax = if per_tensor { amax_or_nan(x) } else { 0.0 };
         let scale = move |amax: f32| -> f32 {
             let amax = if per_tensor { tensor_amax } else { amax };
             if amax.is_nan() {
