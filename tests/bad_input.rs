@@ -223,6 +223,39 @@ proptest! {
         }
     }
 
+    /// Block-scaled matrices and their GEMM with any shape, block, line
+    /// group, scale and value: a typed error or a result, never a panic.
+    #[test]
+    fn block_scaled_any_input(lines in nasty_dim(), k in prop_oneof![0usize..300, Just(usize::MAX)], block in nasty_usize(),
+                              group in nasty_usize(), scale in nasty_f32(), x in floats(0..300), pow2 in any::<bool>()) {
+        use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
+        use mixprec::{F4E2M1, F6E2M3};
+        let (lines, k) = (lines.min(4), k.min(x.len()));
+        let data = vec![F4E2M1::ONE; lines.saturating_mul(k).min(1200)];
+        let n_scales = lines.saturating_mul(k / block.max(1)).min(64);
+        let parts = no_panic("BlockScaled::from_parts", || {
+            BlockScaled::from_parts(lines, k, block, group, data.clone(), vec![scale; n_scales])
+        })?;
+        if let Ok(p) = &parts {
+            prop_assert!([16, 32, 128].contains(&block) && scale.is_finite() && scale > 0.0);
+            no_panic("dequantize", || p.dequantize())?.ok();
+        }
+        let rows = if k == 0 { 0 } else { x.len() / k };
+        if let Ok(m) = MatRef::from_row_major(&x[..rows * k], rows, k) {
+            let a = no_panic("mx", || BlockScaled::<F6E2M3>::mx(m, MxScaleMode::Ceil))?;
+            let b = no_panic("nvfp4", || BlockScaled::nvfp4(m, pow2))?;
+            let f = no_panic("fp8", || BlockScaled::<F8E4M3>::fp8(m, Fp8Granularity::PerTensor, pow2))?;
+            prop_assert_eq!(a.is_ok(), k % 32 == 0);
+            prop_assert_eq!(b.is_ok(), k % 16 == 0);
+            prop_assert_eq!(f.is_ok(), k % 128 == 0);
+            if let (Ok(a), Ok(p)) = (&a, &parts) {
+                let mut c = vec![0.0f32; rows * lines];
+                let cm = MatMut::from_row_major(&mut c, rows, lines).unwrap();
+                no_panic("block_gemm", || gemm::block_gemm(a, p, cm, &Epilogue::new(), Parallelism::Threads(usize::MAX)))?.ok();
+            }
+        }
+    }
+
     /// The `testing` helpers take any parameters without panicking.
     #[test]
     fn testing_helpers_any_input(lo in nasty_f32(), hi in nasty_f32(), n in nasty_usize(), u in nasty_f32(),
