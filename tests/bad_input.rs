@@ -240,7 +240,7 @@ proptest! {
             prop_assert!([16, 32, 128].contains(&block) && scale.is_finite() && scale > 0.0);
             no_panic("dequantize", || p.dequantize())?.ok();
         }
-        let rows = if k == 0 { 0 } else { x.len() / k };
+        let rows = x.len().checked_div(k).unwrap_or(0);
         if let Ok(m) = MatRef::from_row_major(&x[..rows * k], rows, k) {
             let a = no_panic("mx", || BlockScaled::<F6E2M3>::mx(m, MxScaleMode::Ceil))?;
             let b = no_panic("nvfp4", || BlockScaled::nvfp4(m, pow2))?;
