@@ -410,3 +410,160 @@ fn bad_parameters_are_typed_errors() {
     )
     .is_err());
 }
+
+/// The quantizers against a plain transcription of the module docs' rules
+/// (amax per block, the scale rule, `x / scale` saturated and rounded).
+mod plain {
+    use super::*;
+    use mixprec::block_scaled::MxElement;
+
+    fn blocks(lines: usize, k: usize, block: usize, group: usize, x: &[f32]) -> Vec<f32> {
+        // amax (NaN for a region with NaN/±inf) per (line group, block).
+        let nb = k / block;
+        let mut out = vec![0.0f32; lines.div_ceil(group) * nb];
+        for l in 0..lines {
+            for kk in 0..k {
+                let v = x[l * k + kk];
+                let o = &mut out[(l / group) * nb + kk / block];
+                *o = if !v.is_finite() || o.is_nan() {
+                    f32::NAN
+                } else {
+                    o.max(v.abs())
+                };
+            }
+        }
+        out
+    }
+
+    fn elements<T: FloatElement>(
+        x: &[f32],
+        k: usize,
+        block: usize,
+        group: usize,
+        scales: &[f32],
+    ) -> Vec<u32> {
+        let nb = k / block;
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let s = scales[(i / k / group) * nb + (i % k) / block];
+                let mut out = [T::default()];
+                mixprec::convert::narrow_saturating(&[v / s], &mut out).unwrap();
+                out[0].to_raw_bits()
+            })
+            .collect()
+    }
+
+    pub fn mx<T: MxElement>(
+        x: &[f32],
+        lines: usize,
+        k: usize,
+        mode: MxScaleMode,
+    ) -> (Vec<f32>, Vec<u32>) {
+        let scales: Vec<f32> = blocks(lines, k, 32, 1, x)
+            .into_iter()
+            .map(|amax| {
+                if amax.is_nan() {
+                    return f32::NAN;
+                }
+                let amax = if amax == 0.0 { f32::MIN_POSITIVE } else { amax };
+                let e = match mode {
+                    MxScaleMode::Floor => (amax as f64).log2().floor() as i32 - T::EMAX,
+                    MxScaleMode::Ceil => {
+                        let r = amax as f64 / T::MAX.to_f32() as f64;
+                        (0..)
+                            .map(|d| r.log2().floor() as i32 - 1 + d)
+                            .find(|&e| 2f64.powi(e) >= r)
+                            .unwrap()
+                    }
+                };
+                F8E8M0::from_exponent(e.max(-127)).to_f32()
+            })
+            .collect();
+        let e = elements::<T>(x, k, 32, 1, &scales);
+        (scales, e)
+    }
+
+    pub fn fp8<T: FloatElement>(
+        x: &[f32],
+        lines: usize,
+        k: usize,
+        g: Fp8Granularity,
+        pow2: bool,
+    ) -> (Vec<f32>, Vec<u32>) {
+        let group = match g {
+            Fp8Granularity::PerTensor => lines.max(1),
+            Fp8Granularity::Lines1x128 => 1,
+            Fp8Granularity::Blocks128x128 => 128,
+        };
+        let mut amax = blocks(lines, k, 128, group, x);
+        if g == Fp8Granularity::PerTensor {
+            let all = amax.iter().fold(0.0f32, |m, &a| {
+                if a.is_nan() || m.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(a)
+                }
+            });
+            amax.iter_mut().for_each(|a| *a = all);
+        }
+        let scales: Vec<f32> = amax
+            .into_iter()
+            .map(|a| {
+                if a.is_nan() {
+                    f32::NAN
+                } else if a == 0.0 {
+                    1.0
+                } else {
+                    let s = a / T::MAX.to_f32();
+                    if pow2 {
+                        let e = (s as f64).log2().ceil() as i32;
+                        let p = 2f64.powi(e) as f32;
+                        if p / 2.0 >= s {
+                            p / 2.0
+                        } else {
+                            p
+                        }
+                    } else {
+                        s
+                    }
+                }
+            })
+            .collect();
+        let e = elements::<T>(x, k, 128, group, &scales);
+        (scales, e)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn quantizers_follow_their_rules(lines in 0usize..140, kb in 0usize..3, seed in any::<u64>(), specials in any::<bool>(), pow2 in any::<bool>()) {
+        let k = kb * 128;
+        let mut x = values(lines * k, seed, specials);
+        // Some all-zero blocks.
+        if lines > 0 && k > 0 {
+            x[..32].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let m = MatRef::from_row_major(&x, lines, k)?;
+        let bits = |q: &[u32]| q.to_vec();
+        let sbits = |s: &[f32]| s.iter().map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() }).collect::<Vec<_>>();
+        for mode in [MxScaleMode::Floor, MxScaleMode::Ceil] {
+            let q = BlockScaled::<F8E4M3>::mx(m, mode)?;
+            let (s, e) = plain::mx::<F8E4M3>(&x, lines, k, mode);
+            prop_assert_eq!(sbits(q.scales()), sbits(&s));
+            prop_assert_eq!(q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(), bits(&e));
+            let q = BlockScaled::<F4E2M1>::mx(m, mode)?;
+            let (s, e) = plain::mx::<F4E2M1>(&x, lines, k, mode);
+            prop_assert_eq!(sbits(q.scales()), sbits(&s));
+            prop_assert_eq!(q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(), bits(&e));
+        }
+        for g in [Fp8Granularity::PerTensor, Fp8Granularity::Lines1x128, Fp8Granularity::Blocks128x128] {
+            let q = BlockScaled::<F8E5M2>::fp8(m, g, pow2)?;
+            let (s, e) = plain::fp8::<F8E5M2>(&x, lines, k, g, pow2);
+            prop_assert_eq!(sbits(q.scales()), sbits(&s));
+            prop_assert_eq!(q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(), bits(&e));
+        }
+    }
+}
