@@ -394,10 +394,9 @@ impl<T: FloatElement> BlockScaled<T> {
         // Lines as slices (copied only from a strided view).
         let contiguous = x.col_stride() == 1;
         let mut buf = Vec::new();
-        let mut amax_bits = vec![0u32; n_scales];
         let mut data = vec![T::default(); lines * k];
         if k == 0 {
-            let scales = amax_bits.iter().map(|_| scale_of(0.0)).collect();
+            let scales = Vec::new();
             return Ok(Self {
                 lines,
                 k,
@@ -419,42 +418,71 @@ impl<T: FloatElement> BlockScaled<T> {
                 }
             };
         }
-        // amax over each scale's region, by the bits of |x| (NaN and ±∞
-        // have the largest); an integer max, which vectorises.
-        for l in 0..lines {
-            let row: &[f32] = row!(l);
-            let arow = &mut amax_bits[(l / line_group) * nb..][..nb];
-            for (a, blk) in arow.iter_mut().zip(row.chunks_exact(block)) {
-                let m = blk
-                    .iter()
-                    .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
-                *a = (*a).max(m);
-            }
-        }
-        let scales: Vec<f32> = amax_bits
-            .iter()
-            .map(|&b| {
-                scale_of(if b >= 0x7F80_0000 {
-                    f32::NAN
-                } else {
-                    f32::from_bits(b)
-                })
-            })
-            .collect();
+        let mut scales = vec![0.0f32; n_scales];
         let mut scaled = vec![0.0f32; k];
-        for l in 0..lines {
-            let row: &[f32] = row!(l);
-            let srow = &scales[(l / line_group) * nb..][..nb];
-            for ((dst, src), &s) in scaled
+        // `x / s` for one line; a power-of-two scale (MX) whose reciprocal
+        // is a normal f32 multiplies instead: the same exact quotient, so
+        // the same rounding, and far cheaper than a division.
+        let divide = |row: &[f32], srow: &[f32], out: &mut [f32]| {
+            for ((dst, src), &s) in out
                 .chunks_exact_mut(block)
                 .zip(row.chunks_exact(block))
                 .zip(srow)
             {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = v / s;
+                let r = 1.0 / s;
+                if s.to_bits() & 0x007F_FFFF == 0 && s.is_normal() && r.is_normal() {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v * r;
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v / s;
+                    }
                 }
             }
-            narrow_saturating(&scaled, &mut data[l * k..(l + 1) * k])?;
+        };
+        // amax of a block by the bits of |x| (NaN and ±∞ have the largest):
+        // an integer max, which vectorises.
+        let amax_bits = |blk: &[f32]| {
+            blk.iter()
+                .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
+        };
+        let to_amax = |b: u32| {
+            if b >= 0x7F80_0000 {
+                f32::NAN
+            } else {
+                f32::from_bits(b)
+            }
+        };
+        if line_group == 1 {
+            // Each line has its own scales: one pass over the line, which
+            // stays in cache between its amax and its quotients.
+            for l in 0..lines {
+                let row: &[f32] = row!(l);
+                let srow = &mut scales[l * nb..(l + 1) * nb];
+                for (s, blk) in srow.iter_mut().zip(row.chunks_exact(block)) {
+                    *s = scale_of(to_amax(amax_bits(blk)));
+                }
+                divide(row, srow, &mut scaled);
+                narrow_saturating(&scaled, &mut data[l * k..(l + 1) * k])?;
+            }
+        } else {
+            let mut region = vec![0u32; n_scales];
+            for l in 0..lines {
+                let row: &[f32] = row!(l);
+                let arow = &mut region[(l / line_group) * nb..][..nb];
+                for (a, blk) in arow.iter_mut().zip(row.chunks_exact(block)) {
+                    *a = (*a).max(amax_bits(blk));
+                }
+            }
+            for (s, &b) in scales.iter_mut().zip(&region) {
+                *s = scale_of(to_amax(b));
+            }
+            for l in 0..lines {
+                let row: &[f32] = row!(l);
+                divide(row, &scales[(l / line_group) * nb..][..nb], &mut scaled);
+                narrow_saturating(&scaled, &mut data[l * k..(l + 1) * k])?;
+            }
         }
         Ok(Self {
             lines,
