@@ -2,8 +2,10 @@
 //! `safetensors`), through the `safetensors` crate.
 //!
 //! [`Safetensors`] is an in-memory file: named tensors of every [`DType`]
-//! stored a byte or more per element (F32, F16, BF16, F8_E4M3, F8_E5M2,
-//! F8_E8M0, I8, U8, I32; not yet the packed FP6/FP4) and string metadata.
+//! (F32, F16, BF16, F8_E4M3, F8_E5M2, F8_E8M0, I8, U8, I32, and F6_E2M3,
+//! F6_E3M2, F4 packed as the format stores them: FP4 two per byte with
+//! element 0 in the low nibble, FP6 as [`crate::dtype::pack_fp6`]) and
+//! string metadata.
 //! Loading checks the header (offsets, lengths, overflow: the
 //! `safetensors` crate's validation), then each tensor's dtype, shape and
 //! byte length, and returns typed errors: a malformed file is never a
@@ -63,11 +65,9 @@ fn invalid(detail: impl Into<String>) -> Error {
     }
 }
 
-/// The safetensors dtype of a `DType` stored one element per byte or
-/// wider; `None` for FP6/FP4, which safetensors stores packed (a layout this
-/// module does not write yet: writers disagree on the element order).
-fn to_st_dtype(d: DType) -> Option<Dtype> {
-    Some(match d {
+/// The safetensors dtype of a `DType`.
+fn to_st_dtype(d: DType) -> Dtype {
+    match d {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::BF16 => Dtype::BF16,
@@ -77,8 +77,19 @@ fn to_st_dtype(d: DType) -> Option<Dtype> {
         DType::U8 => Dtype::U8,
         DType::I32 => Dtype::I32,
         DType::F8E8M0 => Dtype::F8_E8M0,
-        DType::F6E2M3 | DType::F6E3M2 | DType::F4E2M1 => return None,
-    })
+        DType::F6E2M3 => Dtype::F6_E2M3,
+        DType::F6E3M2 => Dtype::F6_E3M2,
+        DType::F4E2M1 => Dtype::F4,
+    }
+}
+
+/// Bits per element in a safetensors file (FP6 and FP4 are packed there).
+fn file_bits(d: DType) -> usize {
+    match d {
+        DType::F6E2M3 | DType::F6E3M2 => 6,
+        DType::F4E2M1 => 4,
+        d => 8 * d.size_bytes(),
+    }
 }
 
 fn from_st_dtype(d: Dtype) -> Option<DType> {
@@ -92,6 +103,9 @@ fn from_st_dtype(d: Dtype) -> Option<DType> {
         Dtype::U8 => DType::U8,
         Dtype::I32 => DType::I32,
         Dtype::F8_E8M0 => DType::F8E8M0,
+        Dtype::F6_E2M3 => DType::F6E2M3,
+        Dtype::F6_E3M2 => DType::F6E3M2,
+        Dtype::F4 => DType::F4E2M1,
         _ => return None,
     })
 }
@@ -106,8 +120,7 @@ struct Stored {
 
 impl View for &Stored {
     fn dtype(&self) -> Dtype {
-        // `insert` stores only dtypes that have a safetensors twin.
-        to_st_dtype(self.dtype).unwrap_or(Dtype::U8)
+        to_st_dtype(self.dtype)
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -147,21 +160,30 @@ impl Safetensors {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for the name `__metadata__`, which the
-    /// format reserves, and for FP6/FP4 tensors (safetensors stores them
-    /// packed; not supported yet: store `pack_fp4`/`pack_fp6` bytes as U8
-    /// with your own metadata meanwhile).
+    /// format reserves, and for an FP4 tensor with an odd number of
+    /// elements or an FP6 tensor whose count is not a multiple of 4
+    /// (safetensors stores them packed in whole bytes: FP4 two per byte,
+    /// element 0 in the low nibble as NVIDIA's `__nv_fp4x2_e2m1` and torchao
+    /// do; FP6 four per three bytes as [`crate::dtype::pack_fp6`]).
     pub fn insert<T: Element>(
         &mut self,
         name: impl Into<String>,
         tensor: Tensor<T>,
     ) -> Result<(), Error> {
         let name = name.into();
-        if to_st_dtype(T::DTYPE).is_none() {
+        let bits = file_bits(T::DTYPE);
+        let total_bits = tensor
+            .len()
+            .checked_mul(bits)
+            .ok_or_else(|| Error::ShapeOverflow {
+                shape: tensor.shape().to_vec(),
+            })?;
+        if !total_bits.is_multiple_of(8) {
             return Err(Error::InvalidParameter {
-                name: "safetensors tensor dtype",
-                value: format!("{} for {name:?}", T::DTYPE),
-                requirement: "a dtype stored one element per byte or wider (FP6/FP4 are packed in \
-                              safetensors, not supported yet)",
+                name: "safetensors packed tensor",
+                value: format!("{} elements of {} for {name:?}", tensor.len(), T::DTYPE),
+                requirement:
+                    "a whole number of bytes when packed (FP4: even count, FP6: multiple of 4)",
             });
         }
         if name == "__metadata__" {
@@ -174,6 +196,14 @@ impl Safetensors {
         let shape = tensor.shape().to_vec();
         let mut bytes = tensor.as_bytes().to_vec();
         swap_to_le(&mut bytes, T::DTYPE.size_bytes());
+        let bytes = match bits {
+            4 => bytes
+                .chunks(2)
+                .map(|p| (p[0] & 0xF) | (p.get(1).map_or(0, |b| b & 0xF) << 4))
+                .collect(),
+            6 => crate::dtype::pack_fp6(&bytes),
+            _ => bytes,
+        };
         self.tensors.insert(
             name,
             Stored {
@@ -268,7 +298,14 @@ impl Safetensors {
                 actual: stored.dtype,
             });
         }
-        let mut bytes = stored.bytes.clone();
+        let numel = crate::error::checked_numel(&stored.shape)?;
+        let mut bytes = match file_bits(T::DTYPE) {
+            4 => (0..numel)
+                .map(|i| (stored.bytes[i / 2] >> (4 * (i % 2))) & 0xF)
+                .collect(),
+            6 => crate::dtype::unpack_fp6(&stored.bytes, numel)?,
+            _ => stored.bytes.clone(),
+        };
         swap_to_le(&mut bytes, T::DTYPE.size_bytes());
         Tensor::from_bytes(&stored.shape, &bytes)
     }
@@ -404,9 +441,15 @@ fn stored_from_view(name: &str, view: &TensorView<'_>) -> Result<Stored, Error> 
     let shape = view.shape().to_vec();
     let numel = crate::error::checked_numel(&shape)
         .map_err(|_| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
-    let expected = numel
-        .checked_mul(dtype.size_bytes())
+    let bits = numel
+        .checked_mul(file_bits(dtype))
         .ok_or_else(|| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
+    if !bits.is_multiple_of(8) {
+        return Err(invalid(format!(
+            "tensor {name:?}: {numel} elements of {dtype} do not fill whole bytes"
+        )));
+    }
+    let expected = bits / 8;
     if view.data().len() != expected {
         return Err(invalid(format!(
             "tensor {name:?}: {} bytes for shape {shape:?} of {dtype} (needs {expected})",

@@ -242,3 +242,70 @@ fn parameters_must_fit_the_tensor() {
     assert!(file.insert("__metadata__", q).is_err());
     assert_eq!(file.names().count(), 0);
 }
+
+/// The MX formats: E8M0 a byte each; FP4 and FP6 packed as the format
+/// stores them (FP4 element 0 in the low nibble), every pattern round-trips.
+#[test]
+fn mx_formats_round_trip_packed() {
+    use mixprec::{F4E2M1, F6E2M3, F6E3M2, F8E8M0};
+    let fp4 = Tensor::from_fn(&[4, 8], |ix| F4E2M1::from_bits((ix[0] * 8 + ix[1]) as u8)).unwrap();
+    let fp6 = Tensor::from_fn(&[16, 4], |ix| F6E2M3::from_bits((ix[0] * 4 + ix[1]) as u8)).unwrap();
+    let fp6b = Tensor::from_fn(&[64], |ix| F6E3M2::from_bits(63 - ix[0] as u8)).unwrap();
+    let e8 = Tensor::from_fn(&[256], |ix| F8E8M0::from_bits(ix[0] as u8)).unwrap();
+    let mut file = Safetensors::new();
+    file.insert("fp4", fp4.clone()).unwrap();
+    file.insert("fp6", fp6.clone()).unwrap();
+    file.insert("fp6b", fp6b.clone()).unwrap();
+    file.insert("e8", e8.clone()).unwrap();
+    let bytes = file.to_bytes().unwrap();
+    let back = Safetensors::from_bytes(&bytes).unwrap();
+    let b4 = back.tensor::<F4E2M1>("fp4").unwrap();
+    assert!(b4
+        .as_slice()
+        .iter()
+        .zip(fp4.as_slice())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let b6 = back.tensor::<F6E2M3>("fp6").unwrap();
+    assert!(b6
+        .as_slice()
+        .iter()
+        .zip(fp6.as_slice())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let b6b = back.tensor::<F6E3M2>("fp6b").unwrap();
+    assert!(b6b
+        .as_slice()
+        .iter()
+        .zip(fp6b.as_slice())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let be = back.tensor::<F8E8M0>("e8").unwrap();
+    assert!(be
+        .as_slice()
+        .iter()
+        .zip(e8.as_slice())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // On disk: 32 FP4 values in 16 bytes, element 0 in the low nibble.
+    let st = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let raw = st.tensor("fp4").unwrap();
+    assert_eq!(
+        (raw.dtype(), raw.data().len()),
+        (::safetensors::Dtype::F4, 16)
+    );
+    assert_eq!(raw.data()[0], 0x10);
+    assert_eq!(st.tensor("fp6").unwrap().data().len(), 48);
+    // Counts that do not fill whole bytes are refused.
+    assert!(file
+        .insert("odd", Tensor::from_vec(&[3], vec![F4E2M1::ONE; 3]).unwrap())
+        .is_err());
+    assert!(file
+        .insert("six", Tensor::from_vec(&[6], vec![F6E2M3::ONE; 6]).unwrap())
+        .is_err());
+    let bad = raw_header(
+        r#"{"x":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
+        &[0, 0],
+    );
+    assert!(Safetensors::from_bytes(&bad).is_err());
+}
+
+fn raw_header(header: &str, data: &[u8]) -> Vec<u8> {
+    raw(header, data)
+}

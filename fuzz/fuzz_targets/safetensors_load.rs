@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mixprec::safetensors::Safetensors;
-use mixprec::{bf16, f16, DType, F8E4M3, F8E5M2, F8E8M0};
+use mixprec::{bf16, f16, DType, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(file) = Safetensors::from_bytes(data) else {
@@ -26,9 +26,9 @@ fuzz_target!(|data: &[u8]| {
             DType::U8 => file.tensor::<u8>(name).map(|t| t.len()),
             DType::I32 => file.tensor::<i32>(name).map(|t| t.len()),
             DType::F8E8M0 => file.tensor::<F8E8M0>(name).map(|t| t.len()),
-            DType::F6E2M3 | DType::F6E3M2 | DType::F4E2M1 => {
-                unreachable!("safetensors files never load FP6/FP4 (packed) tensors")
-            }
+            DType::F6E2M3 => file.tensor::<F6E2M3>(name).map(|t| t.len()),
+            DType::F6E3M2 => file.tensor::<F6E3M2>(name).map(|t| t.len()),
+            DType::F4E2M1 => file.tensor::<F4E2M1>(name).map(|t| t.len()),
             _ => return,
         }
         .expect("a loaded tensor reads in its own dtype");
