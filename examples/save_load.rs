@@ -14,7 +14,7 @@
 //! bit-identical to the originals (exit status 1 otherwise).
 
 mod common;
-use common::{holdout_split, parse_digits, DIGITS_CSV};
+use common::{correct_predictions, holdout_split, parse_digits, DIGITS_CSV};
 
 use mixprec::amp::{train_step, Linear, Loss, Mlp, Precision, Sgd};
 use mixprec::convert::StochasticRng;
@@ -52,12 +52,7 @@ fn int8_infer(layers: &[DynamicQuantLinear], x: &Tensor<f32>) -> Result<Tensor<f
 }
 
 fn accuracy(logits: &[f32], labels: &[u8]) -> f64 {
-    let right = logits
-        .chunks(10)
-        .zip(labels)
-        .filter(|(row, &y)| (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(y as usize))
-        .count();
-    right as f64 / labels.len() as f64
+    correct_predictions(logits, labels) as f64 / labels.len() as f64
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

@@ -180,13 +180,26 @@ fn amax_or_nan(x: MatRef<'_, f32>) -> f32 {
     let mut bits = 0u32;
     for l in 0..x.rows() {
         bits = match x.row(l) {
-            Ok(r) if r.col_stride() == 1 && r.cols() > 0 => r.as_slice()[..r.cols()]
-                .iter()
-                .fold(bits, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF)),
+            Ok(r) if r.col_stride() == 1 && r.cols() > 0 => {
+                bits.max(amax_bits(&r.as_slice()[..r.cols()]))
+            }
             Ok(r) => (0..r.cols()).fold(bits, |m, j| m.max(r.at(0, j).to_bits() & 0x7FFF_FFFF)),
             Err(_) => bits,
         };
     }
+    to_amax(bits)
+}
+
+/// The largest bits of |x| over `values` (NaN and ±∞ have the largest): an
+/// integer max, which vectorises.
+fn amax_bits(values: &[f32]) -> u32 {
+    values
+        .iter()
+        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
+}
+
+/// The amax those bits stand for, or NaN when they are a NaN's or ±∞'s.
+fn to_amax(bits: u32) -> f32 {
     if bits >= 0x7F80_0000 {
         f32::NAN
     } else {
@@ -439,19 +452,6 @@ impl<T: FloatElement> BlockScaled<T> {
                         *d = v / s;
                     }
                 }
-            }
-        };
-        // amax of a block by the bits of |x| (NaN and ±∞ have the largest):
-        // an integer max, which vectorises.
-        let amax_bits = |blk: &[f32]| {
-            blk.iter()
-                .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
-        };
-        let to_amax = |b: u32| {
-            if b >= 0x7F80_0000 {
-                f32::NAN
-            } else {
-                f32::from_bits(b)
             }
         };
         if line_group == 1 {

@@ -197,10 +197,7 @@ impl Safetensors {
         let mut bytes = tensor.as_bytes().to_vec();
         swap_to_le(&mut bytes, T::DTYPE.size_bytes());
         let bytes = match bits {
-            4 => bytes
-                .chunks(2)
-                .map(|p| (p[0] & 0xF) | (p.get(1).map_or(0, |b| b & 0xF) << 4))
-                .collect(),
+            4 => crate::dtype::pack_fp4(bytemuck::cast_slice(&bytes)),
             6 => crate::dtype::pack_fp6(&bytes),
             _ => bytes,
         };
@@ -300,9 +297,7 @@ impl Safetensors {
         }
         let numel = crate::error::checked_numel(&stored.shape)?;
         let mut bytes = match file_bits(T::DTYPE) {
-            4 => (0..numel)
-                .map(|i| (stored.bytes[i / 2] >> (4 * (i % 2))) & 0xF)
-                .collect(),
+            4 => bytemuck::cast_slice(&crate::dtype::unpack_fp4(&stored.bytes, numel)?).to_vec(),
             6 => crate::dtype::unpack_fp6(&stored.bytes, numel)?,
             _ => stored.bytes.clone(),
         };

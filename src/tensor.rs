@@ -212,19 +212,7 @@ impl<T: FloatElement> Tensor<T> {
     /// narrow formats the value goes through f32, which is exact, so it is
     /// rounded once.
     pub fn to_dtype<U: FloatElement>(&self) -> Tensor<U> {
-        let mut out = vec![U::zeroed(); self.data.len()];
-        const CHUNK: usize = 4096;
-        let mut wide = [0.0f32; CHUNK];
-        for (src, dst) in self.data.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-            let wide = &mut wide[..src.len()];
-            crate::convert::widen_dispatch(src, wide, crate::cpu::has_avx2_fma_f16c());
-            crate::convert::narrow_dispatch(
-                wide,
-                dst,
-                crate::dtype::format::Overflow::Ieee,
-                crate::cpu::has_avx2_fma_f16c(),
-            );
-        }
+        let out = crate::convert::cast_vec(&self.data);
         Tensor {
             shape: self.shape.clone(),
             data: out,
@@ -522,6 +510,45 @@ impl<'a, T: Copy> MatMut<'a, T> {
     }
 }
 
+/// `submatrix`, `row` and `col`: [`MatRef::slice`] / [`MatMut::slice`]
+/// with a start and a length, for either view type (`$t` names it in errors).
+macro_rules! sub_views {
+    ($t:literal) => {
+        /// The `rows × cols` sub-view whose top-left element is `(row0, col0)`:
+        /// `slice` with start and length.
+        ///
+        /// # Errors
+        /// [`Error::IndexOutOfRange`] when it does not fit inside the view.
+        pub fn submatrix(
+            self,
+            row0: usize,
+            col0: usize,
+            rows: usize,
+            cols: usize,
+        ) -> Result<Self, Error> {
+            let rows = span_range(concat!($t, "::submatrix rows"), row0, rows)?;
+            let cols = span_range(concat!($t, "::submatrix columns"), col0, cols)?;
+            self.slice(rows, cols)
+        }
+
+        /// Row `i` as a `1 × cols` view.
+        ///
+        /// # Errors
+        /// [`Error::IndexOutOfRange`] when `i >= rows`.
+        pub fn row(self, i: usize) -> Result<Self, Error> {
+            self.slice(span_range(concat!($t, "::row"), i, 1)?, ..)
+        }
+
+        /// Column `j` as a `rows × 1` view.
+        ///
+        /// # Errors
+        /// [`Error::IndexOutOfRange`] when `j >= cols`.
+        pub fn col(self, j: usize) -> Result<Self, Error> {
+            self.slice(.., span_range(concat!($t, "::col"), j, 1)?)
+        }
+    };
+}
+
 /// Resolves a range over a dimension of length `len`, or says which range
 /// was asked for.
 fn resolve(
@@ -628,38 +655,7 @@ impl<'a, T: Copy> MatRef<'a, T> {
         })
     }
 
-    /// The `rows × cols` sub-view whose top-left element is `(row0, col0)`:
-    /// [`Self::slice`] with start and length.
-    ///
-    /// # Errors
-    /// [`Error::IndexOutOfRange`] when it does not fit inside the view.
-    pub fn submatrix(
-        self,
-        row0: usize,
-        col0: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Self, Error> {
-        let rows = span_range("MatRef::submatrix rows", row0, rows)?;
-        let cols = span_range("MatRef::submatrix columns", col0, cols)?;
-        self.slice(rows, cols)
-    }
-
-    /// Row `i` as a `1 × cols` view.
-    ///
-    /// # Errors
-    /// [`Error::IndexOutOfRange`] when `i >= rows`.
-    pub fn row(self, i: usize) -> Result<Self, Error> {
-        self.slice(span_range("MatRef::row", i, 1)?, ..)
-    }
-
-    /// Column `j` as a `rows × 1` view.
-    ///
-    /// # Errors
-    /// [`Error::IndexOutOfRange`] when `j >= cols`.
-    pub fn col(self, j: usize) -> Result<Self, Error> {
-        self.slice(.., span_range("MatRef::col", j, 1)?)
-    }
+    sub_views!("MatRef");
 
     /// Rows `[0, at)` and `[at, rows)`.
     ///
@@ -724,37 +720,7 @@ impl<'a, T: Copy> MatMut<'a, T> {
         })
     }
 
-    /// The `rows × cols` sub-view whose top-left element is `(row0, col0)`.
-    ///
-    /// # Errors
-    /// [`Error::IndexOutOfRange`] when it does not fit inside the view.
-    pub fn submatrix(
-        self,
-        row0: usize,
-        col0: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Self, Error> {
-        let rows = span_range("MatMut::submatrix rows", row0, rows)?;
-        let cols = span_range("MatMut::submatrix columns", col0, cols)?;
-        self.slice(rows, cols)
-    }
-
-    /// Row `i` as a `1 × cols` view.
-    ///
-    /// # Errors
-    /// [`Error::IndexOutOfRange`] when `i >= rows`.
-    pub fn row(self, i: usize) -> Result<Self, Error> {
-        self.slice(span_range("MatMut::row", i, 1)?, ..)
-    }
-
-    /// Column `j` as a `rows × 1` view.
-    ///
-    /// # Errors
-    /// [`Error::IndexOutOfRange`] when `j >= cols`.
-    pub fn col(self, j: usize) -> Result<Self, Error> {
-        self.slice(.., span_range("MatMut::col", j, 1)?)
-    }
+    sub_views!("MatMut");
 
     /// Rows `[0, at)` and `[at, rows)` as two mutable views, for example to
     /// hand each half to a thread.

@@ -89,6 +89,29 @@ pub fn holdout_split(data: &Data, test_share: usize) -> (Data, Data) {
     (pick(&idx[n_test..]), pick(&idx[..n_test]))
 }
 
+/// How many rows of `logits` (one row per label) have their largest value
+/// (the first, on ties) at the label.
+pub fn correct_predictions<T: FloatElement>(logits: &[T], labels: &[u8]) -> usize {
+    let classes = logits.len() / labels.len().max(1);
+    logits
+        .chunks(classes.max(1))
+        .zip(labels)
+        .filter(|(row, &label)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |b, (i, v)| {
+                    if v.to_f32() > b.1 {
+                        (i, v.to_f32())
+                    } else {
+                        b
+                    }
+                });
+            best.0 == label as usize
+        })
+        .count()
+}
+
 /// Share of `y` that the model's largest logit gets right.
 pub fn accuracy<T: FloatElement>(
     mlp: &Mlp<T>,
@@ -102,20 +125,7 @@ pub fn accuracy<T: FloatElement>(
         let mut xt = vec![T::zeroed(); xb.len()];
         narrow(xb, &mut xt)?;
         let logits = mlp.infer(&xt, par)?;
-        let classes = logits.len() / yb.len();
-        for (row, &label) in logits.chunks(classes).zip(yb) {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |b, (i, v)| {
-                    if v.to_f32() > b.1 {
-                        (i, v.to_f32())
-                    } else {
-                        b
-                    }
-                });
-            correct += usize::from(best.0 == label as usize);
-        }
+        correct += correct_predictions(&logits, yb);
     }
     Ok(correct as f64 / y.len() as f64)
 }

@@ -104,21 +104,13 @@ impl<T: FloatElement> Linear<T> {
         let mut uniform = || ((rng.next_u64() >> 40) as f32 / 16_777_216.0 * 2.0 - 1.0) * bound;
         let master_w: Vec<f32> = (0..numel).map(|_| uniform()).collect();
         let master_b: Vec<f32> = (0..out_features).map(|_| uniform()).collect();
-        let mut layer = Self {
-            in_features,
-            out_features,
+        Self::assemble(
+            (in_features, out_features),
             activation,
-            w: vec![T::zeroed(); master_w.len()],
-            grad_w: vec![0.0; master_w.len()],
-            grad_b: vec![0.0; out_features],
             master_w,
             master_b,
-            saved_x: Vec::new(),
-            saved: Vec::new(),
-            batch: 0,
-        };
-        layer.refresh(&mut WorkingRounding::NearestEven)?;
-        Ok(layer)
+            None,
+        )
     }
 
     /// A layer with these f32 master weights (`[out, in]`, row-major) and
@@ -147,35 +139,63 @@ impl<T: FloatElement> Linear<T> {
         activation: Activation,
     ) -> Result<Self, Error> {
         let w = weight.as_mat()?;
-        let (out_features, in_features) = (w.rows(), w.cols());
+        Self::assemble(
+            (w.cols(), w.rows()),
+            activation,
+            weight.as_slice().to_vec(),
+            bias,
+            None,
+        )
+    }
+
+    /// A layer from its parts, checked: `in × out` non-empty, masters of
+    /// `out × in` and `out`, and the working copy (of `out × in`) or, when
+    /// `None`, the masters rounded to nearest even.
+    pub(crate) fn assemble(
+        (in_features, out_features): (usize, usize),
+        activation: Activation,
+        master_w: Vec<f32>,
+        master_b: Vec<f32>,
+        w: Option<Vec<T>>,
+    ) -> Result<Self, Error> {
         if in_features == 0 || out_features == 0 {
             return Err(Error::EmptyDimension {
                 what: "Linear",
                 shape: vec![out_features, in_features],
             });
         }
-        if bias.len() != out_features {
-            return Err(Error::LengthMismatch {
-                what: "Linear::from_weights bias (one per output)",
-                expected: out_features,
-                actual: bias.len(),
-            });
+        let numel = crate::error::checked_len_of::<f32>(&[out_features, in_features])?;
+        let working = w.as_ref().map_or(numel, Vec::len);
+        for (what, expected, actual) in [
+            ("Linear master weights (out × in)", numel, master_w.len()),
+            ("Linear working weights (out × in)", numel, working),
+            ("Linear bias (one per output)", out_features, master_b.len()),
+        ] {
+            if expected != actual {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected,
+                    actual,
+                });
+            }
         }
-        let numel = weight.len();
+        let refresh = w.is_none();
         let mut layer = Self {
             in_features,
             out_features,
             activation,
-            master_w: weight.as_slice().to_vec(),
-            master_b: bias,
-            w: vec![T::zeroed(); numel],
+            master_w,
+            master_b,
+            w: w.unwrap_or_else(|| vec![T::zeroed(); numel]),
             grad_w: vec![0.0; numel],
             grad_b: vec![0.0; out_features],
             saved_x: Vec::new(),
             saved: Vec::new(),
             batch: 0,
         };
-        layer.refresh(&mut WorkingRounding::NearestEven)?;
+        if refresh {
+            layer.refresh(&mut WorkingRounding::NearestEven)?;
+        }
         Ok(layer)
     }
 
@@ -449,40 +469,13 @@ mod serde_impl {
         type Error = Error;
 
         fn try_from(s: LinearState<T>) -> Result<Self, Error> {
-            let (i, o) = (s.in_features, s.out_features);
-            if i == 0 || o == 0 {
-                return Err(Error::EmptyDimension {
-                    what: "Linear",
-                    shape: vec![o, i],
-                });
-            }
-            let numel = crate::error::checked_len_of::<f32>(&[o, i])?;
-            for (what, expected, actual) in [
-                ("Linear master weights (out × in)", numel, s.master_w.len()),
-                ("Linear working weights (out × in)", numel, s.w.len()),
-                ("Linear bias (out)", o, s.master_b.len()),
-            ] {
-                if expected != actual {
-                    return Err(Error::LengthMismatch {
-                        what,
-                        expected,
-                        actual,
-                    });
-                }
-            }
-            Ok(Linear {
-                in_features: i,
-                out_features: o,
-                activation: s.activation,
-                master_w: s.master_w,
-                master_b: s.master_b,
-                w: s.w,
-                grad_w: vec![0.0; numel],
-                grad_b: vec![0.0; o],
-                saved_x: Vec::new(),
-                saved: Vec::new(),
-                batch: 0,
-            })
+            Linear::assemble(
+                (s.in_features, s.out_features),
+                s.activation,
+                s.master_w,
+                s.master_b,
+                Some(s.w),
+            )
         }
     }
 }

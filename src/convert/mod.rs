@@ -151,7 +151,17 @@ pub fn widen_vec<T: FloatElement>(src: &[T]) -> Vec<f32> {
 /// assert!(y[1].is_nan()); // past E4M3's MAX = 448: NaN (no infinity)
 /// ```
 pub fn cast_vec<S: FloatElement, D: FloatElement>(src: &[S]) -> Vec<D> {
-    narrow_vec(&widen_vec(src))
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    let mut out = vec![D::default(); src.len()];
+    // Through f32 a cache-sized chunk at a time.
+    const CHUNK: usize = 4096;
+    let mut wide = [0.0f32; CHUNK];
+    for (s, d) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        let wide = &mut wide[..s.len()];
+        widen_dispatch(s, wide, simd);
+        narrow_dispatch(wide, d, Overflow::Ieee, simd);
+    }
+    out
 }
 
 pub(crate) fn narrow_dispatch<T: FloatElement>(

@@ -12,8 +12,6 @@
 //! sign. Widening to `f32` is exact.
 
 use super::format::{f64_to_f32_round_odd, narrow_bits, widen_bits, Format, Overflow, Rounding};
-use std::cmp::Ordering;
-use std::fmt;
 
 macro_rules! fp8_type {
     ($name:ident, $fmt:expr, $doc:literal) => {
@@ -142,79 +140,7 @@ macro_rules! fp8_type {
             }
         }
 
-        impl PartialEq for $name {
-            /// IEEE equality: NaN is unequal to everything, +0 == -0.
-            fn eq(&self, other: &Self) -> bool {
-                self.to_f32() == other.to_f32()
-            }
-        }
-
-        impl PartialOrd for $name {
-            /// IEEE ordering: `None` when either side is NaN.
-            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-                self.to_f32().partial_cmp(&other.to_f32())
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&self.to_f32(), f)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.to_f32(), f)
-            }
-        }
-
-        impl From<$name> for f32 {
-            fn from(x: $name) -> f32 {
-                x.to_f32()
-            }
-        }
-
-        impl From<$name> for f64 {
-            fn from(x: $name) -> f64 {
-                x.to_f64()
-            }
-        }
-
-        impl num_traits::ToPrimitive for $name {
-            fn to_i64(&self) -> Option<i64> {
-                num_traits::ToPrimitive::to_i64(&$name::to_f32(*self))
-            }
-            fn to_u64(&self) -> Option<u64> {
-                num_traits::ToPrimitive::to_u64(&$name::to_f32(*self))
-            }
-            fn to_f32(&self) -> Option<f32> {
-                Some($name::to_f32(*self))
-            }
-            fn to_f64(&self) -> Option<f64> {
-                Some($name::to_f64(*self))
-            }
-        }
-
-        impl num_traits::FromPrimitive for $name {
-            fn from_i64(n: i64) -> Option<Self> {
-                Some(Self::from_f64(n as f64))
-            }
-            fn from_u64(n: u64) -> Option<Self> {
-                Some(Self::from_f64(n as f64))
-            }
-            fn from_f32(x: f32) -> Option<Self> {
-                Some($name::from_f32(x))
-            }
-            fn from_f64(x: f64) -> Option<Self> {
-                Some($name::from_f64(x))
-            }
-        }
-
-        impl num_traits::NumCast for $name {
-            fn from<N: num_traits::ToPrimitive>(n: N) -> Option<Self> {
-                n.to_f64().map(Self::from_f64)
-            }
-        }
+        value_traits!($name);
     };
 }
 

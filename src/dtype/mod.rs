@@ -2,6 +2,87 @@
 //! [`F8E4M3`] and [`F8E5M2`], `i8` and `i32`; the [`DType`] tag and the
 //! [`Element`] trait that ties each Rust type to its tag.
 
+/// The value traits every narrow float type implements through `f32`/`f64`:
+/// IEEE comparison, formatting as its value, conversions to f32/f64 and the
+/// `num_traits` casts. One definition for the FP8 and the MX types.
+macro_rules! value_traits {
+    ($name:ident) => {
+        impl PartialEq for $name {
+            /// IEEE equality: NaN is unequal to everything, +0 == -0.
+            fn eq(&self, other: &Self) -> bool {
+                self.to_f32() == other.to_f32()
+            }
+        }
+
+        impl PartialOrd for $name {
+            /// IEEE ordering: `None` when either side is NaN.
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                self.to_f32().partial_cmp(&other.to_f32())
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&self.to_f32(), f)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.to_f32(), f)
+            }
+        }
+
+        impl From<$name> for f32 {
+            fn from(x: $name) -> f32 {
+                x.to_f32()
+            }
+        }
+
+        impl From<$name> for f64 {
+            fn from(x: $name) -> f64 {
+                x.to_f64()
+            }
+        }
+
+        impl num_traits::ToPrimitive for $name {
+            fn to_i64(&self) -> Option<i64> {
+                num_traits::ToPrimitive::to_i64(&$name::to_f32(*self))
+            }
+            fn to_u64(&self) -> Option<u64> {
+                num_traits::ToPrimitive::to_u64(&$name::to_f32(*self))
+            }
+            fn to_f32(&self) -> Option<f32> {
+                Some($name::to_f32(*self))
+            }
+            fn to_f64(&self) -> Option<f64> {
+                Some($name::to_f64(*self))
+            }
+        }
+
+        impl num_traits::FromPrimitive for $name {
+            fn from_i64(n: i64) -> Option<Self> {
+                Some(Self::from_f64(n as f64))
+            }
+            fn from_u64(n: u64) -> Option<Self> {
+                Some(Self::from_f64(n as f64))
+            }
+            fn from_f32(x: f32) -> Option<Self> {
+                Some($name::from_f32(x))
+            }
+            fn from_f64(x: f64) -> Option<Self> {
+                Some($name::from_f64(x))
+            }
+        }
+
+        impl num_traits::NumCast for $name {
+            fn from<N: num_traits::ToPrimitive>(n: N) -> Option<Self> {
+                n.to_f64().map(Self::from_f64)
+            }
+        }
+    };
+}
+
 pub(crate) mod format;
 mod fp8;
 mod mx;

@@ -34,7 +34,6 @@
 //!   [`F8E8M0::from_exponent`]).
 
 use super::format::{f64_to_f32_round_odd, narrow_bits, widen_bits, Format, Overflow, Rounding};
-use std::cmp::Ordering;
 use std::fmt;
 
 macro_rules! small_float {
@@ -103,36 +102,7 @@ macro_rules! small_float {
             }
         }
 
-        impl PartialEq for $name {
-            /// Numeric equality: +0 == −0.
-            fn eq(&self, other: &Self) -> bool {
-                self.to_f32() == other.to_f32()
-            }
-        }
-
-        impl PartialOrd for $name {
-            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-                self.to_f32().partial_cmp(&other.to_f32())
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&self.to_f32(), f)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.to_f32(), f)
-            }
-        }
-
-        impl From<$name> for f32 {
-            fn from(x: $name) -> f32 {
-                x.to_f32()
-            }
-        }
+        value_traits!($name);
     };
 }
 

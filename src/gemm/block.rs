@@ -1,7 +1,7 @@
 //! The block-scaled GEMM: the systolic contract with one scale multiply
 //! per block of K (see [`block_gemm`]).
 
-use super::{driver, validate_views, Epilogue, Parallelism};
+use super::{driver, validate, Epilogue, Parallelism};
 use crate::block_scaled::BlockScaled;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
@@ -28,23 +28,8 @@ fn check<TA: FloatElement, TB: FloatElement, O: FloatElement>(
             requirement: "the same block size along K for A and B",
         });
     }
-    validate_views(&a.data_mat(), &b.data_mat().t(), c, parallelism)?;
-    if let Some(bias) = epilogue.bias {
-        if bias.len() != b.lines() {
-            return Err(Error::LengthMismatch {
-                what: "block_gemm: bias (one per column of C)",
-                expected: b.lines(),
-                actual: bias.len(),
-            });
-        }
-        if super::overlaps(
-            super::byte_range(c.as_ref().as_slice()),
-            super::byte_range(bias),
-        ) {
-            return Err(Error::Aliasing { input: "bias" });
-        }
-    }
-    Ok(())
+    // Shapes, the output's layout and aliasing, bias, threads: as `gemm`.
+    validate(&a.data_mat(), &b.data_mat().t(), c, epilogue, parallelism)
 }
 
 /// `C = epilogue(A · Bᵀ)` for block-scaled operands: A is `M × K`, B is
@@ -133,14 +118,20 @@ fn block_gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     check(a, b, &c, epilogue, parallelism)?;
     let scale_a = |row: usize, blk: usize| a.scales()[a.scale_index(row, blk)];
     let scale_b = |col: usize, blk: usize| b.scales()[b.scale_index(col, blk)];
-    let ops = driver::ScaledOperands {
-        a: a.data_mat(),
-        b: b.data_mat().t(),
+    let scaling = driver::Scaling {
         block: a.block(),
         scale_a: &scale_a,
         scale_b: &scale_b,
     };
-    driver::run_block_scaled(&ops, c, epilogue, parallelism, simd);
+    driver::run(
+        a.data_mat(),
+        b.data_mat().t(),
+        Some(&scaling),
+        c,
+        epilogue,
+        parallelism,
+        simd,
+    );
     Ok(())
 }
 

@@ -69,9 +69,24 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to).saturating_mul(to)
 }
 
+/// Block scaling for the driver (the block-scaled contract of
+/// [`super::block_gemm`]): K is stepped in scaling blocks of `block`
+/// values (16, 32 or 128; each divides [`ARRAY_ROWS`], so a block never
+/// straddles a K-tile) and each block ends with the kernel's scaled
+/// accumulate `acc = fma(p, fl(s_a · s_b), acc)`. `scale_a(row, block)` and
+/// `scale_b(col, block)` give the f32 scales of the whole matrices.
+pub(crate) struct Scaling<'s> {
+    pub block: usize,
+    pub scale_a: &'s (dyn Fn(usize, usize) -> f32 + Sync),
+    pub scale_b: &'s (dyn Fn(usize, usize) -> f32 + Sync),
+}
+
+/// `c = epilogue(a·b)` by the blocked engine; with `scaling`, the
+/// block-scaled contract.
 pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     a: MatRef<'_, TA>,
     b: MatRef<'_, TB>,
+    scaling: Option<&Scaling<'_>>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -79,14 +94,15 @@ pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return run_with::<TA, TB, O, Avx2>(a, b, c, epilogue, parallelism, simd);
+        return run_with::<TA, TB, O, Avx2>(a, b, scaling, c, epilogue, parallelism, simd);
     }
-    run_with::<TA, TB, O, Portable>(a, b, c, epilogue, parallelism, simd)
+    run_with::<TA, TB, O, Portable>(a, b, scaling, c, epilogue, parallelism, simd)
 }
 
 fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     a: MatRef<'_, TA>,
     b: MatRef<'_, TB>,
+    scaling: Option<&Scaling<'_>>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -100,8 +116,18 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
         let a = a.sub(r0, c_part.rows(), 0, k);
         let b = b.sub(0, k, c0, c_part.cols());
-        with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, c0, epilogue, ws, simd))
+        let part = Part {
+            origin: (r0, c0),
+            scaling,
+        };
+        with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
     });
+}
+
+/// Where a part of C sits in the whole product, and its scaling.
+struct Part<'p, 's> {
+    origin: (usize, usize),
+    scaling: Option<&'p Scaling<'s>>,
 }
 
 /// How many parts an M×N×K product is split into: 1 below
@@ -172,18 +198,33 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     a: MatRef<'_, TA>,
     b: MatRef<'_, TB>,
     mut c: MatMut<'_, O>,
-    col0: usize,
+    part: &Part<'_, '_>,
     epilogue: &Epilogue<'_>,
     ws: &mut Workspace,
     simd: bool,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let ((r0, col0), scaling) = (part.origin, part.scaling);
     let b_elements = k.saturating_mul(n);
     let skinny = (m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
-    if skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<TB>() {
+    if scaling.is_none() && skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<TB>() {
         return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd);
     }
+    // Block scales, packed like the panels: for each scaling block, NR (or
+    // MR) values per panel, padding lines at 1 (their products are 0).
+    let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
+    let pack_scales = |dst: &mut Vec<f32>,
+                       scale: &dyn Fn(usize, usize) -> f32,
+                       first: usize,
+                       live: usize,
+                       padded: usize,
+                       blocks: usize| {
+        dst.clear();
+        dst.extend((0..blocks).flat_map(|blk| {
+            (0..padded).map(move |i| if i < live { scale(first + i, blk) } else { 1.0 })
+        }));
+    };
     let Workspace {
         a: a_buf,
         b: b_buf,
@@ -196,11 +237,24 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         let nb_pad = round_up(nb, K::NR);
         let packed_b = grow(b_buf, nb_pad * k);
         pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
+        if let Some(s) = scaling {
+            pack_scales(
+                &mut sb_packed,
+                s.scale_b,
+                col0 + jc,
+                nb,
+                nb_pad,
+                k / s.block,
+            );
+        }
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
             let mb_pad = round_up(mb, K::MR);
             let packed_a = grow(a_buf, mb_pad * k);
             pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
+            if let Some(s) = scaling {
+                pack_scales(&mut sa_packed, s.scale_a, r0 + ic, mb, mb_pad, k / s.block);
+            }
             let acc = grow(acc_buf, mb_pad * nb_pad);
             if k == 0 {
                 acc.fill(0.0); // no K-tile writes it: the epilogue of zero
@@ -211,8 +265,28 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
                     let b_tile = &b_panel[k0 * K::NR..(k0 + kt) * K::NR];
                     for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
                         let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
-                        let at = q * K::MR * nb_pad + p * K::NR;
-                        K::tile(kt, a_tile, b_tile, &mut acc[at..], nb_pad, k0 == 0);
+                        let acc = &mut acc[q * K::MR * nb_pad + p * K::NR..];
+                        let Some(s) = scaling else {
+                            K::tile(kt, a_tile, b_tile, acc, nb_pad, k0 == 0);
+                            continue;
+                        };
+                        // This accumulator block takes the tile's scaling
+                        // blocks in a row (it stays in L1), each in
+                        // increasing k.
+                        for b0 in (0..kt).step_by(s.block) {
+                            let blk = (k0 + b0) / s.block;
+                            let bt = s.block.min(kt - b0);
+                            K::tile_scaled(
+                                bt,
+                                &a_tile[b0 * K::MR..(b0 + bt) * K::MR],
+                                &b_tile[b0 * K::NR..(b0 + bt) * K::NR],
+                                acc,
+                                nb_pad,
+                                blk == 0,
+                                &sa_packed[blk * mb_pad + q * K::MR..][..K::MR],
+                                &sb_packed[blk * nb_pad + p * K::NR..][..K::NR],
+                            );
+                        }
                     }
                 }
             }
@@ -498,156 +572,6 @@ fn pack_b<T: FloatElement, K: Kernel>(
                     }
                 }
             }
-        }
-    }
-}
-
-/// The block-scaled driver: the loops of [`serial`] with K stepped in
-/// scaling blocks of `block` values (16, 32 or 128; each divides
-/// [`ARRAY_ROWS`], so a block never straddles a K-tile) and the kernel's
-/// scaled accumulate `acc = fma(p, fl(s_a · s_b), acc)` once per block.
-/// `a` is `M × K` (rows = lines of A), `b` is `K × N` (the transpose of B's
-/// `N × K` lines); `scale_a(row, block)` and `scale_b(col, block)` give
-/// the f32 scales of the whole matrices.
-pub(crate) struct ScaledOperands<'s, TA, TB> {
-    pub a: MatRef<'s, TA>,
-    pub b: MatRef<'s, TB>,
-    pub block: usize,
-    pub scale_a: &'s (dyn Fn(usize, usize) -> f32 + Sync),
-    pub scale_b: &'s (dyn Fn(usize, usize) -> f32 + Sync),
-}
-
-pub(crate) fn run_block_scaled<TA: FloatElement, TB: FloatElement, O: FloatElement>(
-    ops: &ScaledOperands<'_, TA, TB>,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-    simd: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        return run_block_scaled_with::<TA, TB, O, Avx2>(ops, c, epilogue, parallelism, simd);
-    }
-    run_block_scaled_with::<TA, TB, O, Portable>(ops, c, epilogue, parallelism, simd)
-}
-
-fn run_block_scaled_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
-    ops: &ScaledOperands<'_, TA, TB>,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-    simd: bool,
-) {
-    let (m, n, k) = (ops.a.rows(), ops.b.cols(), ops.a.cols());
-    if m == 0 || n == 0 {
-        return;
-    }
-    let tasks = task_count(m, n, k, parallelism);
-    par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
-        with_workspace(|ws| {
-            serial_block_scaled::<TA, TB, O, K>(ops, (r0, c0), c_part, epilogue, ws, simd)
-        })
-    });
-}
-
-fn serial_block_scaled<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
-    ops: &ScaledOperands<'_, TA, TB>,
-    (r0, c0): (usize, usize),
-    mut c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    ws: &mut Workspace,
-    simd: bool,
-) {
-    let (m, n, k) = (c.rows(), c.cols(), ops.a.cols());
-    let a = ops.a.sub(r0, m, 0, k);
-    let b = ops.b.sub(0, k, c0, n);
-    let block = ops.block;
-    let Workspace {
-        a: a_buf,
-        b: b_buf,
-        acc: acc_buf,
-        row: row_buf,
-        tmp,
-    } = ws;
-    let blocks = k / block.max(1);
-    // Scales packed like the panels: for each block, NR (or MR) values per
-    // panel, padding lines at 1 (their products are 0).
-    let mut sb_packed: Vec<f32> = Vec::new();
-    let mut sa_packed: Vec<f32> = Vec::new();
-    for jc in (0..n).step_by(NC) {
-        let nb = NC.min(n - jc);
-        let nb_pad = round_up(nb, K::NR);
-        let packed_b = grow(b_buf, nb_pad * k);
-        pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
-        sb_packed.clear();
-        sb_packed.extend((0..blocks).flat_map(|blk| {
-            (0..nb_pad).map(move |j| {
-                if j < nb {
-                    (ops.scale_b)(c0 + jc + j, blk)
-                } else {
-                    1.0
-                }
-            })
-        }));
-        for ic in (0..m).step_by(MC) {
-            let mb = MC.min(m - ic);
-            let mb_pad = round_up(mb, K::MR);
-            let packed_a = grow(a_buf, mb_pad * k);
-            pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
-            sa_packed.clear();
-            sa_packed.extend((0..blocks).flat_map(|blk| {
-                (0..mb_pad).map(move |i| {
-                    if i < mb {
-                        (ops.scale_a)(r0 + ic + i, blk)
-                    } else {
-                        1.0
-                    }
-                })
-            }));
-            let acc = grow(acc_buf, mb_pad * nb_pad);
-            if k == 0 {
-                acc.fill(0.0);
-            }
-            // K-tiles of the array outermost (panels stay in cache, as in
-            // `serial`); within a tile, each accumulator block takes all
-            // its scaling blocks in a row, so it stays in L1. Blocks are
-            // still visited in increasing k for every output.
-            for t0 in (0..k).step_by(ARRAY_ROWS) {
-                let t1 = (t0 + ARRAY_ROWS).min(k);
-                for (p, b_panel) in packed_b.chunks_exact(k * K::NR).enumerate() {
-                    for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
-                        let at = q * K::MR * nb_pad + p * K::NR;
-                        for k0 in (t0..t1).step_by(block) {
-                            let blk = k0 / block;
-                            let kt = block.min(k - k0);
-                            let sb = &sb_packed[blk * nb_pad + p * K::NR..][..K::NR];
-                            let sa = &sa_packed[blk * mb_pad + q * K::MR..][..K::MR];
-                            K::tile_scaled(
-                                kt,
-                                &a_panel[k0 * K::MR..(k0 + kt) * K::MR],
-                                &b_panel[k0 * K::NR..(k0 + kt) * K::NR],
-                                &mut acc[at..],
-                                nb_pad,
-                                blk == 0,
-                                sa,
-                                sb,
-                            );
-                        }
-                    }
-                }
-            }
-            let row = grow(row_buf, nb);
-            write_block::<O, K>(
-                &mut c,
-                (ic, jc),
-                acc,
-                nb_pad,
-                (mb, nb),
-                row,
-                c0,
-                epilogue,
-                simd,
-            );
         }
     }
 }

@@ -288,7 +288,7 @@ fn gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     simd: bool,
 ) -> Result<(), Error> {
     validate(&a, &b, &c, epilogue, parallelism)?;
-    driver::run(a, b, c, epilogue, parallelism, simd);
+    driver::run(a, b, None, c, epilogue, parallelism, simd);
     Ok(())
 }
 

@@ -26,6 +26,40 @@ fn range_with_zero(what: &'static str, r: usize, row: &[f32]) -> Result<(f32, f3
     })
 }
 
+/// A weight of `out × in` features: no empty dimension, `in` within
+/// [`MAX_IN_FEATURES`]. Returns `(out, in)`.
+fn check_shape(out_features: usize, in_features: usize) -> Result<(usize, usize), Error> {
+    if out_features == 0 || in_features == 0 {
+        return Err(Error::EmptyDimension {
+            what: "DynamicQuantLinear weight [out_features, in_features]",
+            shape: vec![out_features, in_features],
+        });
+    }
+    if in_features > MAX_IN_FEATURES {
+        return Err(Error::KTooLarge {
+            what: "DynamicQuantLinear (in_features)",
+            k: in_features,
+            max_k: MAX_IN_FEATURES,
+        });
+    }
+    Ok((out_features, in_features))
+}
+
+/// A bias, if any: finite, one per output feature.
+fn check_bias(bias: Option<&[f32]>, out_features: usize) -> Result<(), Error> {
+    if let Some(b) = bias {
+        range_with_zero("DynamicQuantLinear bias", 0, b)?;
+        if b.len() != out_features {
+            return Err(Error::LengthMismatch {
+                what: "DynamicQuantLinear bias (one per output feature)",
+                expected: out_features,
+                actual: b.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Largest quantized activation: 7 bits.
 pub const ACTIVATION_QMAX: i32 = 127;
 
@@ -75,30 +109,8 @@ impl DynamicQuantLinear {
     /// * [`Error::LengthMismatch`] for a bias whose length is not `out_features`.
     pub fn new(weight: &Tensor<f32>, bias: Option<&[f32]>) -> Result<Self, Error> {
         let w = weight.as_mat()?;
-        let (out_features, in_features) = (w.rows(), w.cols());
-        if out_features == 0 || in_features == 0 {
-            return Err(Error::EmptyDimension {
-                what: "DynamicQuantLinear weight [out_features, in_features]",
-                shape: vec![out_features, in_features],
-            });
-        }
-        if in_features > MAX_IN_FEATURES {
-            return Err(Error::KTooLarge {
-                what: "DynamicQuantLinear (in_features)",
-                k: in_features,
-                max_k: MAX_IN_FEATURES,
-            });
-        }
-        if let Some(b) = bias {
-            range_with_zero("DynamicQuantLinear bias", 0, b)?;
-            if b.len() != out_features {
-                return Err(Error::LengthMismatch {
-                    what: "DynamicQuantLinear bias (one per output feature)",
-                    expected: out_features,
-                    actual: b.len(),
-                });
-            }
-        }
+        let (out_features, in_features) = check_shape(w.rows(), w.cols())?;
+        check_bias(bias, out_features)?;
         let mut q = vec![0i8; out_features * in_features];
         let mut scales = Vec::with_capacity(out_features);
         for (o, row) in weight
@@ -226,20 +238,7 @@ impl DynamicQuantLinear {
         bias: Option<&[f32]>,
     ) -> Result<Self, Error> {
         let w = weight.as_mat()?;
-        let (out_features, in_features) = (w.rows(), w.cols());
-        if out_features == 0 || in_features == 0 {
-            return Err(Error::EmptyDimension {
-                what: "DynamicQuantLinear weight [out_features, in_features]",
-                shape: vec![out_features, in_features],
-            });
-        }
-        if in_features > MAX_IN_FEATURES {
-            return Err(Error::KTooLarge {
-                what: "DynamicQuantLinear (in_features)",
-                k: in_features,
-                max_k: MAX_IN_FEATURES,
-            });
-        }
+        let (out_features, in_features) = check_shape(w.rows(), w.cols())?;
         if params.axis() != Some(0)
             || params.scales().len() != out_features
             || params.zero_points().iter().any(|&z| z != 0)
@@ -258,16 +257,7 @@ impl DynamicQuantLinear {
                     "per channel on axis 0, one scale per output feature, zero points 0, i8",
             });
         }
-        if let Some(b) = bias {
-            range_with_zero("DynamicQuantLinear bias", 0, b)?;
-            if b.len() != out_features {
-                return Err(Error::LengthMismatch {
-                    what: "DynamicQuantLinear bias (one per output feature)",
-                    expected: out_features,
-                    actual: b.len(),
-                });
-            }
-        }
+        check_bias(bias, out_features)?;
         Ok(Self {
             weight: weight.as_slice().to_vec(),
             weight_scales: params.scales().to_vec(),
