@@ -5,7 +5,7 @@
 
 use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
 use mixprec::convert::{narrow_stochastic, StochasticRng};
-use mixprec::{bf16, f16, FloatElement, Tensor, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2};
+use mixprec::{bf16, f16, FloatElement, MxInt8, Tensor, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2};
 
 fn report<T: FloatElement>(x: &Tensor<f32>, unit_roundoff: f64) -> Result<(), mixprec::Error> {
     let back = x.to_dtype::<T>().to_dtype::<f32>();
@@ -119,6 +119,11 @@ fn main() -> Result<(), mixprec::Error> {
         "MXFP4",
         4.25,
         BlockScaled::<F4E2M1>::mx(m, mx)?.dequantize()?,
+    );
+    scaled(
+        "MXINT8",
+        8.25,
+        BlockScaled::<MxInt8>::mx(m, mx)?.dequantize()?,
     );
     scaled(
         "NVFP4 (tensor scale)",

@@ -22,6 +22,7 @@
 //! | MXFP6 E2M3 | [`F6E2M3`] | 32 | E8M0 | 6.25 | 0.125 … 7.5 | 2^-4 |
 //! | MXFP6 E3M2 | [`F6E3M2`] | 32 | E8M0 | 6.25 | 0.0625 … 28 | 2^-3 |
 //! | MXFP4 | [`F4E2M1`] | 32 | E8M0 | 4.25 | 0.5 … 6 | 2^-2 |
+//! | MXINT8 | [`MxInt8`] (int8 · 2^-6) | 32 | E8M0 | 8.25 | 2^-6 … 127/64 | 2^-7 (in [1, 2)) |
 //! | NVFP4 | [`F4E2M1`] | 16 | E4M3 (+ f32 per tensor) | 4.5 | 0.5 … 6 | 2^-2 |
 //! | FP8, 1×128 | E4M3/E5M2 | 128 | f32 | 8.25 | as MXFP8 | as MXFP8 |
 //! | FP8, 128×128 | E4M3/E5M2 | 128 × 128 lines | f32 | ≈ 8 | as MXFP8 | as MXFP8 |
@@ -31,7 +32,7 @@
 //! [`crate::dtype::pack_fp4`]/[`crate::dtype::pack_fp6`] for the figures above.)
 //!
 //! **MX** ([`BlockScaled::mx`]): X = 2^(⌊log₂ amax⌋ − emax_elem) with
-//! emax_elem 8 (E4M3), 15 (E5M2), 2 (E2M3), 4 (E3M2), 2 (E2M1)
+//! emax_elem 8 (E4M3), 15 (E5M2), 2 (E2M3), 4 (E3M2), 2 (E2M1), 0 (INT8)
 //! ([`MxScaleMode::Floor`], the OCP MX v1.0 rule), or
 //! X = 2^⌈log₂(amax / max_elem)⌉ ([`MxScaleMode::Ceil`], cuBLAS's RCEIL;
 //! `amax / max_elem` in f64). Exponents below −127 clamp to −127, above 127
@@ -66,7 +67,7 @@
 //! ```
 
 use crate::convert::{narrow_saturating, widen};
-use crate::dtype::{F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
+use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
 use crate::error::checked_numel;
 use crate::tensor::{MatRef, Tensor};
 use crate::{Error, FloatElement};
@@ -109,6 +110,7 @@ mx_element!(F8E5M2, 15);
 mx_element!(F6E2M3, 2);
 mx_element!(F6E3M2, 4);
 mx_element!(F4E2M1, 2);
+mx_element!(MxInt8, 0);
 
 /// The lines that share one scale in scaled FP8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

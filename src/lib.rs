@@ -65,7 +65,7 @@ pub mod testing;
 
 pub use cpu::active_isa;
 pub use dtype::{
-    bf16, f16, DType, Element, FloatElement, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0,
+    bf16, f16, DType, Element, FloatElement, MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0,
 };
 pub use error::Error;
 pub use tensor::{MatMut, MatRef, Tensor};

@@ -80,6 +80,8 @@ fn to_st_dtype(d: DType) -> Dtype {
         DType::F6E2M3 => Dtype::F6_E2M3,
         DType::F6E3M2 => Dtype::F6_E3M2,
         DType::F4E2M1 => Dtype::F4,
+        // No safetensors name: the bytes are the int8 k.
+        DType::MxInt8 => Dtype::I8,
     }
 }
 
@@ -288,7 +290,10 @@ impl Safetensors {
                 value: name.to_string(),
                 requirement: "a tensor of the file",
             })?;
-        if stored.dtype != T::DTYPE {
+        // MXINT8 is stored as I8 (same bytes), so I8 tensors read as it too.
+        let same =
+            stored.dtype == T::DTYPE || (stored.dtype == DType::I8 && T::DTYPE == DType::MxInt8);
+        if !same {
             return Err(Error::DTypeMismatch {
                 what: format!("safetensors tensor {name:?}"),
                 expected: T::DTYPE,

@@ -10,7 +10,7 @@ use mixprec::gemm::{
 };
 use mixprec::testing::{check_slice_bits_eq, gamma};
 use mixprec::{
-    Error, FloatElement, MatMut, MatRef, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0,
+    Error, FloatElement, MatMut, MatRef, MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0,
 };
 use proptest::prelude::*;
 
@@ -94,13 +94,14 @@ proptest! {
 
     #[test]
     fn mx_fast_paths_equal_the_reference(m in 0usize..30, n in 0usize..40, kb in 0usize..10, seed in any::<u64>(),
-                                          scheme in 0u8..4, threads in 1usize..4, ep in 0u8..3) {
+                                          scheme in 0u8..5, threads in 1usize..4, ep in 0u8..3) {
         let k = kb * 32;
         let (x, w) = (values(m * k, seed, true), values(n * k, seed ^ 1, true));
         match scheme {
             0 => run_all(&quantize::<F8E4M3>(&x, m, k, scheme), &quantize::<F8E5M2>(&w, n, k, scheme), threads, ep)?,
             1 => run_all(&quantize::<F8E5M2>(&x, m, k, scheme), &quantize::<F8E4M3>(&w, n, k, scheme), threads, ep)?,
             2 => run_all(&quantize::<F4E2M1>(&x, m, k, scheme), &quantize::<F6E3M2>(&w, n, k, scheme), threads, ep)?,
+            3 => run_all(&quantize::<MxInt8>(&x, m, k, scheme), &quantize::<F8E4M3>(&w, n, k, scheme), threads, ep)?,
             _ => run_all(&quantize::<F6E2M3>(&x, m, k, scheme), &quantize::<F4E2M1>(&w, n, k, scheme), threads, ep)?,
         }
     }
@@ -266,6 +267,17 @@ fn mx_worked_examples() {
     let q = mx_one_block::<F8E4M3>(&[0.0], MxScaleMode::Floor);
     assert_eq!(q.e8m0_scales().unwrap()[0], F8E8M0::MIN_POSITIVE);
     assert!(q.dequantize().unwrap().as_slice().iter().all(|&v| v == 0.0));
+    // MXINT8 (emax 0): amax 3 → X = 2^1; 3 / 2 = 1.5 = 96 · 2^-6, and
+    // 0.01 / 2 = 0.32 · 2^-6 → 0. amax 1.999 → X = 1, 1.999 · 64 = 127.94
+    // rounds to 128, saturates to 127; CEIL gives X = 2 and 63.97 → 64.
+    let q = mx_one_block::<MxInt8>(&[3.0, 0.01, -1.0], MxScaleMode::Floor);
+    assert_eq!(q.scales()[0], 2.0);
+    let k: Vec<i8> = q.data()[..3].iter().map(|v| v.to_i8()).collect();
+    assert_eq!(k, [96, 0, -32]);
+    let q = mx_one_block::<MxInt8>(&[1.999], MxScaleMode::Floor);
+    assert_eq!((q.scales()[0], q.data()[0].to_i8()), (1.0, 127));
+    let q = mx_one_block::<MxInt8>(&[-1.999], MxScaleMode::Ceil);
+    assert_eq!((q.scales()[0], q.data()[0].to_i8()), (2.0, -64));
     // The top of f32 with CEIL: ⌈log₂(3.4e38 / 6)⌉ = 126.
     let q = mx_one_block::<F4E2M1>(&[f32::MAX], MxScaleMode::Ceil);
     assert_eq!(q.scales()[0], 2f32.powi(126));
@@ -558,6 +570,16 @@ proptest! {
             let (s, e) = plain::mx::<F4E2M1>(&x, lines, k, mode);
             prop_assert_eq!(sbits(q.scales()), sbits(&s));
             prop_assert_eq!(q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(), bits(&e));
+            // MXINT8: its elements by their definition, round-half-even(x / X · 64)
+            // clamped to ±127 (NaN blocks: 0).
+            let q = BlockScaled::<MxInt8>::mx(m, mode)?;
+            let (s, _) = plain::mx::<MxInt8>(&x, lines, k, mode);
+            prop_assert_eq!(sbits(q.scales()), sbits(&s));
+            let want: Vec<i8> = x.iter().enumerate().map(|(i, &v)| {
+                let r = f64::from(v / s[(i / k) * (k / 32) + (i % k) / 32]) * 64.0;
+                if r.is_nan() { 0 } else { r.round_ties_even().clamp(-127.0, 127.0) as i8 }
+            }).collect();
+            prop_assert_eq!(q.data().iter().map(|v| v.to_i8()).collect::<Vec<_>>(), want);
         }
         for g in [Fp8Granularity::PerTensor, Fp8Granularity::Lines1x128, Fp8Granularity::Blocks128x128] {
             let q = BlockScaled::<F8E5M2>::fp8(m, g, pow2)?;

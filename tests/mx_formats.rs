@@ -7,7 +7,7 @@
 use flate2::read::GzDecoder;
 use mixprec::convert::{self, StochasticRng};
 use mixprec::dtype::{pack_fp4, pack_fp6, unpack_fp4, unpack_fp6};
-use mixprec::{FloatElement, F4E2M1, F6E2M3, F6E3M2, F8E8M0};
+use mixprec::{FloatElement, MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E8M0};
 use std::io::Read;
 
 struct Fixture {
@@ -221,4 +221,101 @@ fn stochastic_rounding_picks_a_neighbour_without_bias() {
         check::<F6E2M3>(x);
         check::<F6E3M2>(x);
     }
+    for x in [0.3f32, -0.7, 1.23, 0.001] {
+        check::<MxInt8>(x);
+    }
+}
+
+/// MXINT8 (ml_dtypes has no such type): against a direct transcription of
+/// its definition — k · 2^-6 for the two's complement byte k; from f32,
+/// k = round-half-even(x · 64) clamped to ±127, NaN → 0 — on every byte and
+/// on f32 inputs at, next to and between every point of the grid, through
+/// the scalar, SIMD and reference paths.
+#[test]
+fn mxint8_exhaustive_against_its_definition() {
+    let all: Vec<MxInt8> = (0..=255u8).map(MxInt8::from_bits).collect();
+    let want_widen: Vec<f32> = (0..=255u8).map(|b| f32::from(b as i8) / 64.0).collect();
+    for (x, w) in all.iter().zip(&want_widen) {
+        assert_eq!(x.to_f32().to_bits(), w.to_bits(), "{:#04x}", x.to_bits());
+        assert_eq!(FloatElement::to_f32(*x), *w);
+    }
+    assert_eq!(MxInt8::from_bits(0x80).to_f32(), -2.0);
+    for offset in 0..9 {
+        let mut fast = vec![0.0f32; 256 - offset];
+        let mut slow = vec![0.0f32; 256 - offset];
+        convert::widen(&all[offset..], &mut fast).unwrap();
+        convert::reference::widen(&all[offset..], &mut slow).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast), bits(&want_widen[offset..]));
+        assert_eq!(bits(&slow), bits(&want_widen[offset..]));
+    }
+    // Inputs: every grid point k/64 and midpoint (k + 1/2)/64 for |k| <= 130,
+    // each ±3 f32 ulps, plus the specials.
+    let mut xs = vec![
+        0.0f32,
+        -0.0,
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN,
+        1e-45,
+        -1e-45,
+        f32::MIN_POSITIVE,
+        1e30,
+    ];
+    for k in -260i32..=260 {
+        let base = k as f32 / 128.0; // grid points (even k) and midpoints (odd k)
+        for d in -3i32..=3 {
+            let b = base.to_bits() as i64 + i64::from(d);
+            if base != 0.0 && (0..=0xFFFF_FFFF).contains(&b) {
+                xs.push(f32::from_bits(b as u32));
+            }
+        }
+    }
+    let want: Vec<u8> = xs
+        .iter()
+        .map(|&x| {
+            if x.is_nan() {
+                0
+            } else {
+                (f64::from(x) * 64.0).round_ties_even().clamp(-127.0, 127.0) as i8 as u8
+            }
+        })
+        .collect();
+    for (&x, &w) in xs.iter().zip(&want) {
+        assert_eq!(MxInt8::from_f32(x).to_bits(), w, "{x:e}");
+        assert_eq!(MxInt8::from_f64(f64::from(x)).to_bits(), w, "{x:e} as f64");
+    }
+    for offset in 0..9 {
+        let src = &xs[offset..];
+        let mut fast = vec![MxInt8::ZERO; src.len()];
+        let mut slow = vec![MxInt8::ZERO; src.len()];
+        let mut sat = vec![MxInt8::ZERO; src.len()];
+        convert::narrow(src, &mut fast).unwrap();
+        convert::reference::narrow(src, &mut slow).unwrap();
+        convert::narrow_saturating(src, &mut sat).unwrap();
+        let bits = |v: &[MxInt8]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast), want[offset..], "SIMD narrow");
+        assert_eq!(bits(&slow), want[offset..], "reference narrow");
+        assert_eq!(bits(&sat), want[offset..], "narrow_saturating");
+    }
+    // f64 inputs round once: just above a midpoint rounds up.
+    assert_eq!(MxInt8::from_f64((0.5 + 1e-12) / 64.0).to_i8(), 1);
+    // The FloatElement view: a finite-only E1M6 with bias 1.
+    assert_eq!(<MxInt8 as FloatElement>::MAX.to_f32(), 127.0 / 64.0);
+    assert_eq!(<MxInt8 as FloatElement>::MIN_POSITIVE.to_f32(), 1.0);
+    assert_eq!(
+        <MxInt8 as FloatElement>::MIN_POSITIVE_SUBNORMAL.to_f32(),
+        1.0 / 64.0
+    );
+    assert_eq!(<MxInt8 as FloatElement>::EPSILON.to_f32(), 1.0 / 64.0);
+    assert_eq!(MxInt8::UNIT_ROUNDOFF, 2f64.powi(-7));
+    assert!(MxInt8::NAN.is_none() && !MxInt8::HAS_INFINITY);
+    assert_eq!(MxInt8::MIN.to_i8(), -127);
+    assert_eq!(
+        "mxint8".parse::<mixprec::DType>().unwrap(),
+        mixprec::DType::MxInt8
+    );
 }

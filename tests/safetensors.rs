@@ -283,6 +283,27 @@ fn mx_formats_round_trip_packed() {
         .iter()
         .zip(e8.as_slice())
         .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // MXINT8 is stored as I8 (the bytes k) and reads back either way.
+    let mut f2 = Safetensors::new();
+    let mxi = Tensor::from_fn(&[256], |ix| mixprec::MxInt8::from_bits(ix[0] as u8)).unwrap();
+    f2.insert("mxint8", mxi.clone()).unwrap();
+    let b2 = f2.to_bytes().unwrap();
+    let st = ::safetensors::SafeTensors::deserialize(&b2).unwrap();
+    assert_eq!(
+        st.tensor("mxint8").unwrap().dtype(),
+        ::safetensors::Dtype::I8
+    );
+    let back2 = Safetensors::from_bytes(&b2).unwrap();
+    let as_mx = back2.tensor::<mixprec::MxInt8>("mxint8").unwrap();
+    let as_i8 = back2.tensor::<i8>("mxint8").unwrap();
+    for ((a, b), c) in as_mx
+        .as_slice()
+        .iter()
+        .zip(mxi.as_slice())
+        .zip(as_i8.as_slice())
+    {
+        assert_eq!((a.to_bits(), a.to_i8()), (b.to_bits(), *c));
+    }
     // On disk: 32 FP4 values in 16 bytes, element 0 in the low nibble.
     let st = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let raw = st.tensor("fp4").unwrap();

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
 use mixprec::gemm::{block_gemm, block_gemm_reference, Epilogue, Parallelism};
-use mixprec::{FloatElement, MatMut, MatRef, F4E2M1, F6E3M2, F8E4M3, F8E5M2};
+use mixprec::{FloatElement, MatMut, MatRef, MxInt8, F4E2M1, F6E3M2, F8E4M3, F8E5M2};
 
 fn gemm_matches<TA: FloatElement, TB: FloatElement>(a: &BlockScaled<TA>, b: &BlockScaled<TB>, threads: usize) {
     let (m, n) = (a.lines(), b.lines());
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let (m, n) = (data[0] as usize % 9, data[1] as usize % 9);
     let k = (data[2] as usize % 5) * 32 + (data[2] as usize >> 7); // sometimes not a multiple
-    let scheme = data[3] % 5;
+    let scheme = data[3] % 6;
     let vals: Vec<f32> = data[4..]
         .chunks(4)
         .map(|c| {
@@ -75,6 +75,12 @@ fuzz_target!(|data: &[u8]| {
             if let (Ok(a), Ok(b)) = (BlockScaled::nvfp4(xm, true), BlockScaled::nvfp4(wm, false)) {
                 dequantizes(&a);
                 gemm_matches(&a, &b, 1);
+            }
+        }
+        5 => {
+            if let (Ok(a), Ok(b)) = (BlockScaled::<MxInt8>::mx(xm, MxScaleMode::Floor), BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Ceil)) {
+                dequantizes(&a);
+                gemm_matches(&a, &b, 2);
             }
         }
         _ => {

@@ -52,6 +52,7 @@ pub(crate) fn format_of<T: FloatElement>() -> Option<Format> {
         DType::F6E2M3 => Some(Format::E2M3),
         DType::F6E3M2 => Some(Format::E3M2),
         DType::F4E2M1 => Some(Format::E2M1),
+        DType::MxInt8 => Some(Format::MXINT8),
         _ => None,
     }
 }

@@ -188,21 +188,44 @@ fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
     _mm256_or_si256(out, sign)
 }
 
+/// Sign-magnitude codes (one per 32-bit lane) → two's complement in the
+/// format's width, as `format::sign_magnitude_to_twos`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sign_magnitude_to_twos8(v: __m256i, fmt: Format) -> __m256i {
+    let sign_bit = _mm256_set1_epi32(fmt.sign_bit() as i32);
+    let negative = _mm256_cmpeq_epi32(_mm256_and_si256(v, sign_bit), sign_bit);
+    let magnitude = _mm256_andnot_si256(sign_bit, v);
+    let code = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
+    let width_mask = (fmt.sign_bit() << 1) - 1;
+    _mm256_and_si256(code, _mm256_set1_epi32(width_mask as i32))
+}
+
 /// f32 → FP8 bits of `fmt`, round to nearest even.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn narrow_fp8(src: &[f32], dst: &mut [u8], fmt: Format, overflow: Overflow) {
     let n = src.len().min(dst.len());
     let body = n - n % 32;
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // Rounding works in sign-magnitude; MXINT8 then re-encodes.
+    let sm = fmt.sign_magnitude();
+    let round = |x: __m256i| {
+        let v = fp8_round8(x, sm, overflow);
+        if fmt.twos_complement {
+            sign_magnitude_to_twos8(v, fmt)
+        } else {
+            v
+        }
+    };
     let mut i = 0;
     while i < body {
         // SAFETY: i + 32 <= n, within both slices.
         unsafe {
             let p = src.as_ptr().add(i) as *const __m256i;
-            let a = fp8_round8(_mm256_loadu_si256(p), fmt, overflow);
-            let b = fp8_round8(_mm256_loadu_si256(p.add(1)), fmt, overflow);
-            let c = fp8_round8(_mm256_loadu_si256(p.add(2)), fmt, overflow);
-            let d = fp8_round8(_mm256_loadu_si256(p.add(3)), fmt, overflow);
+            let a = round(_mm256_loadu_si256(p));
+            let b = round(_mm256_loadu_si256(p.add(1)));
+            let c = round(_mm256_loadu_si256(p.add(2)));
+            let d = round(_mm256_loadu_si256(p.add(3)));
             let ab = _mm256_packus_epi32(a, b);
             let cd = _mm256_packus_epi32(c, d);
             let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
@@ -219,6 +242,25 @@ pub(crate) unsafe fn narrow_fp8(src: &[f32], dst: &mut [u8], fmt: Format, overfl
 pub(crate) unsafe fn widen_fp8(src: &[u8], dst: &mut [f32], fmt: Format) {
     let n = src.len().min(dst.len());
     let body = n - n % 8;
+    if fmt.twos_complement {
+        // MXINT8 (8 bits wide): k · 2^-6 by an exact conversion and scaling.
+        let step = _mm256_set1_ps(f32::from_bits(
+            ((127 + 1 - fmt.bias - fmt.man_bits as i32) as u32) << 23,
+        ));
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 8 <= n, within both slices.
+            unsafe {
+                let k =
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i));
+                let x = _mm256_mul_ps(_mm256_cvtepi32_ps(k), step);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), x);
+            }
+            i += 8;
+        }
+        widen_bits_slice(&src[body..n], &mut dst[body..n], fmt);
+        return;
+    }
     let set = |v: i32| _mm256_set1_epi32(v);
     let man = fmt.man_bits as i32;
     let min_normal = set(1 << man);

@@ -21,6 +21,11 @@ pub(crate) struct Format {
     /// opposite of the NaN's (what ml_dtypes 0.6 does). Implies
     /// `!ieee_specials`.
     pub finite_only: bool,
+    /// Stored as a two's complement integer rather than sign-magnitude
+    /// (MXINT8: the values of a finite-only E1M6 with bias 1, i.e. k · 2^-6
+    /// for |k| <= 127, held as the int8 k; the byte 0x80 is k = -128,
+    /// -2.0, which no rounding produces).
+    pub twos_complement: bool,
 }
 
 /// How an f32 is rounded into a narrow format.
@@ -49,6 +54,7 @@ impl Format {
         bias: 15,
         ieee_specials: true,
         finite_only: false,
+        twos_complement: false,
     };
     pub const BF16: Format = Format {
         exp_bits: 8,
@@ -56,6 +62,7 @@ impl Format {
         bias: 127,
         ieee_specials: true,
         finite_only: false,
+        twos_complement: false,
     };
     pub const E4M3: Format = Format {
         exp_bits: 4,
@@ -63,6 +70,7 @@ impl Format {
         bias: 7,
         ieee_specials: false,
         finite_only: false,
+        twos_complement: false,
     };
     pub const E5M2: Format = Format {
         exp_bits: 5,
@@ -70,6 +78,7 @@ impl Format {
         bias: 15,
         ieee_specials: true,
         finite_only: false,
+        twos_complement: false,
     };
 
     /// MX FP6 E2M3: bias 1, max 7.5, no NaN or infinity.
@@ -79,6 +88,7 @@ impl Format {
         bias: 1,
         ieee_specials: false,
         finite_only: true,
+        twos_complement: false,
     };
     /// MX FP6 E3M2: bias 3, max 28, no NaN or infinity.
     pub const E3M2: Format = Format {
@@ -87,6 +97,7 @@ impl Format {
         bias: 3,
         ieee_specials: false,
         finite_only: true,
+        twos_complement: false,
     };
     /// MX FP4 E2M1: bias 1, max 6, no NaN or infinity.
     pub const E2M1: Format = Format {
@@ -95,7 +106,26 @@ impl Format {
         bias: 1,
         ieee_specials: false,
         finite_only: true,
+        twos_complement: false,
     };
+
+    /// MXINT8: int8 k standing for k · 2^-6, |k| <= 127 when rounded to.
+    pub const MXINT8: Format = Format {
+        exp_bits: 1,
+        man_bits: 6,
+        bias: 1,
+        ieee_specials: false,
+        finite_only: true,
+        twos_complement: true,
+    };
+
+    /// The same layout stored sign-magnitude (what the rounding works in).
+    pub const fn sign_magnitude(self) -> Format {
+        Format {
+            twos_complement: false,
+            ..self
+        }
+    }
 
     pub const fn sign_bit(self) -> u32 {
         1 << (self.exp_bits + self.man_bits)
@@ -154,6 +184,27 @@ pub(crate) const fn narrow_bits(
     rounding: Rounding,
     overflow: Overflow,
 ) -> u32 {
+    if fmt.twos_complement {
+        let sm = narrow_sign_magnitude(x, fmt.sign_magnitude(), rounding, overflow);
+        return sign_magnitude_to_twos(sm, fmt);
+    }
+    narrow_sign_magnitude(x, fmt, rounding, overflow)
+}
+
+/// The two's complement code (in the format's width) of a sign-magnitude
+/// code; −0 becomes 0.
+pub(crate) const fn sign_magnitude_to_twos(sm: u32, fmt: Format) -> u32 {
+    let width = fmt.exp_bits + fmt.man_bits + 1;
+    let magnitude = sm & (fmt.sign_bit() - 1);
+    let code = if sm & fmt.sign_bit() != 0 {
+        magnitude.wrapping_neg()
+    } else {
+        magnitude
+    };
+    code & ((1 << width) - 1)
+}
+
+const fn narrow_sign_magnitude(x: f32, fmt: Format, rounding: Rounding, overflow: Overflow) -> u32 {
     let bits = x.to_bits();
     let sign = (bits >> 31) << (fmt.exp_bits + fmt.man_bits);
     let abs = bits & 0x7FFF_FFFF;
@@ -210,6 +261,25 @@ pub(crate) const fn narrow_bits(
 /// Widens `bits` of `fmt` to f32, exactly. NaNs become quiet f32 NaNs with the
 /// same sign and the payload in the high mantissa bits.
 pub(crate) const fn widen_bits(bits: u32, fmt: Format) -> f32 {
+    if fmt.twos_complement {
+        // k in the format's width, sign-extended; |k| · 2^-6 through the
+        // sign-magnitude layout, and the one code it lacks (k = −2^(w−1)).
+        let width = fmt.exp_bits + fmt.man_bits + 1;
+        let k = ((bits << (32 - width)) as i32) >> (32 - width);
+        let sm = fmt.sign_magnitude();
+        if k == -(1 << (width - 1)) {
+            // −2^(w−1) · 2^(1 − bias − man) = −2^(exp_bits + 1 − bias).
+            return f32::from_bits(
+                0x8000_0000 | (((fmt.exp_bits as i32 + 1 - fmt.bias + 127) as u32) << 23),
+            );
+        }
+        let code = if k < 0 {
+            sm.sign_bit() | (-k) as u32
+        } else {
+            k as u32
+        };
+        return widen_bits(code, sm);
+    }
     let sign = ((bits >> (fmt.exp_bits + fmt.man_bits)) & 1) << 31;
     let abs = bits & (fmt.sign_bit() - 1);
     let man_mask = (1 << fmt.man_bits) - 1;

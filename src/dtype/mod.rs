@@ -89,7 +89,7 @@ mod mx;
 
 pub use fp8::{F8E4M3, F8E5M2};
 pub use half::{bf16, f16};
-pub use mx::{pack_fp4, pack_fp6, unpack_fp4, unpack_fp6, F4E2M1, F6E2M3, F6E3M2, F8E8M0};
+pub use mx::{pack_fp4, pack_fp6, unpack_fp4, unpack_fp6, MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E8M0};
 
 use crate::Error;
 use std::fmt;
@@ -138,11 +138,15 @@ pub enum DType {
     /// FP4 E2M1 (safetensors `F4`), stored one per byte.
     #[cfg_attr(feature = "serde", serde(rename = "f4"))]
     F4E2M1,
+    /// MXINT8 elements: int8 `k` standing for `k · 2^-6` ([`MxInt8`]).
+    /// Safetensors has no name for it: files store it as `I8`.
+    #[cfg_attr(feature = "serde", serde(rename = "mxint8"))]
+    MxInt8,
 }
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 12] = [
+    pub const ALL: [DType; 13] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -155,6 +159,7 @@ impl DType {
         DType::F6E2M3,
         DType::F6E3M2,
         DType::F4E2M1,
+        DType::MxInt8,
     ];
 
     /// Size of one element in bytes, as the crate stores it (FP6 and FP4
@@ -170,7 +175,8 @@ impl DType {
             | DType::F8E8M0
             | DType::F6E2M3
             | DType::F6E3M2
-            | DType::F4E2M1 => 1,
+            | DType::F4E2M1
+            | DType::MxInt8 => 1,
         }
     }
 
@@ -195,6 +201,7 @@ impl DType {
             DType::F6E2M3 => "f6_e2m3",
             DType::F6E3M2 => "f6_e3m2",
             DType::F4E2M1 => "f4",
+            DType::MxInt8 => "mxint8",
         }
     }
 
@@ -221,7 +228,7 @@ impl FromStr for DType {
                 name: "dtype",
                 value: format!("{s:?}"),
                 requirement:
-                    "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, u8, i32, f8_e8m0, f6_e2m3, f6_e3m2, f4",
+                    "one of f32, f16, bf16, f8_e4m3, f8_e5m2, i8, u8, i32, f8_e8m0, f6_e2m3, f6_e3m2, f4, mxint8",
             })
     }
 }
@@ -254,8 +261,8 @@ mod sealed {
 /// the format's constants, so generic code can ask a format for its range.
 ///
 /// Sealed: implemented for `f32`, [`f16`](struct@f16), [`bf16`], [`F8E4M3`], [`F8E5M2`],
-/// and the MX element formats [`F6E2M3`], [`F6E3M2`], [`F4E2M1`] (which saturate:
-/// [`FloatElement::from_f32`] clamps to ±MAX). The slice conversions in
+/// and the MX element formats [`F6E2M3`], [`F6E3M2`], [`F4E2M1`], [`MxInt8`] (which
+/// saturate: [`FloatElement::from_f32`] clamps to ±MAX). The slice conversions in
 /// [`crate::convert`] are generic over this trait.
 ///
 /// ```
@@ -395,6 +402,7 @@ macro_rules! small_float_element {
 small_float_element!(F6E2M3, DType::F6E2M3, 6);
 small_float_element!(F6E3M2, DType::F6E3M2, 6);
 small_float_element!(F4E2M1, DType::F4E2M1, 4);
+small_float_element!(MxInt8, DType::MxInt8, 8);
 
 macro_rules! half_float {
     ($t:ty, $fmt:expr) => {

@@ -1,5 +1,5 @@
 //! The element formats of OCP Microscaling (MX v1.0) and NVFP4: FP6
-//! (E2M3, E3M2), FP4 (E2M1) and the E8M0 scale.
+//! (E2M3, E3M2), FP4 (E2M1), MXINT8's fixed-point int8 and the E8M0 scale.
 //!
 //! | type        | sign.exp.man | bias | max  | min normal | min subnormal | inf, NaN |
 //! |-------------|--------------|------|------|------------|---------------|----------|
@@ -7,6 +7,7 @@
 //! | [`F6E3M2`]  | 1.3.2        | 3    | 28   | 0.25       | 0.0625        | none     |
 //! | [`F4E2M1`]  | 1.2.1        | 1    | 6    | 1          | 0.5           | none     |
 //! | [`F8E8M0`]  | 0.8.0        | 127  | 2^127 | 2^-127    | –             | 0xFF = NaN |
+//! | [`MxInt8`]  | int8 · 2^-6  | –    | 127/64 | –        | 2^-6          | none       |
 //!
 //! Each value is stored unpacked, one per byte, in the byte's low bits
 //! (FP6: bits 5..0, sign in bit 5; FP4: bits 3..0, sign in bit 3); the high
@@ -131,6 +132,98 @@ small_float!(
      assert_eq!(F4E2M1::from_f32(5.0).to_f32(), 4.0); // tie to even (4 = 0b110)\n\
      assert_eq!(F4E2M1::from_f32(-1e9).to_f32(), -6.0);\n```"
 );
+
+/// The MXINT8 element: an int8 `k` standing for `k · 2^-6` (fixed point in
+/// [−2, 2)), stored as the two's complement byte the OCP MX v1.0 spec
+/// names. Rounding from f32 is to nearest, ties to even, on the 2^-6 grid
+/// and **saturates to the symmetric range ±127 · 2^-6** (±1.984375);
+/// infinities saturate; NaN becomes 0 (there is no NaN). The byte 0x80
+/// (k = −128) is read as −2.0, as two's complement says, but no rounding
+/// produces it.
+///
+/// Its values are those of a finite-only E1M6 float with bias 1 (k ≥ 64 is
+/// the normal binade [1, 2), smaller k the subnormals), which is how
+/// [`crate::FloatElement`] describes it: `MANTISSA_BITS` 6, `EXPONENT_BITS`
+/// 1, unit roundoff 2^-7 in [1, 2). [`crate::FloatElement::to_raw_bits`] is
+/// the stored byte.
+///
+/// ```
+/// use mixprec::MxInt8;
+/// assert_eq!(MxInt8::from_f32(0.5).to_i8(), 32);
+/// assert_eq!(MxInt8::from_f32(-1.0 / 128.0).to_i8(), 0); // tie to even (k = −0.5)
+/// assert_eq!(MxInt8::from_f32(3.0 / 128.0).to_i8(), 2); // tie to even (k = 1.5)
+/// assert_eq!(MxInt8::from_f32(-100.0), MxInt8::MIN); // saturates to −127
+/// assert_eq!(MxInt8::from_i8(-128).to_f32(), -2.0);
+/// ```
+#[repr(transparent)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MxInt8(u8);
+
+impl MxInt8 {
+    pub(crate) const FORMAT: Format = Format::MXINT8;
+    /// Zero.
+    pub const ZERO: Self = Self(0);
+    /// One (k = 64).
+    pub const ONE: Self = Self(64);
+    /// Largest value, 127 · 2^-6.
+    pub const MAX: Self = Self(127);
+    /// Smallest value rounding produces, −127 · 2^-6.
+    pub const MIN: Self = Self(129);
+    /// Smallest positive "normal" value of the E1M6 view: 1.0.
+    pub const MIN_POSITIVE: Self = Self(64);
+    /// Smallest positive value, 2^-6.
+    pub const MIN_POSITIVE_SUBNORMAL: Self = Self(1);
+    /// Difference between one and the next larger value, 2^-6.
+    pub const EPSILON: Self = Self(1);
+
+    /// The element with integer `k` (value `k · 2^-6`).
+    pub const fn from_i8(k: i8) -> Self {
+        Self(k as u8)
+    }
+
+    /// The integer `k` (value `k · 2^-6`).
+    pub const fn to_i8(self) -> i8 {
+        self.0 as i8
+    }
+
+    /// The value with this (two's complement) byte.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+
+    /// The stored byte.
+    pub const fn to_bits(self) -> u8 {
+        self.0
+    }
+
+    /// Rounds `x` to nearest on the 2^-6 grid, ties to even, saturating to
+    /// ±127 · 2^-6; NaN gives 0.
+    pub const fn from_f32(x: f32) -> Self {
+        Self(narrow_bits(x, Self::FORMAT, Rounding::NearestEven, Overflow::Saturate) as u8)
+    }
+
+    /// Rounds `x` with a single rounding (no double rounding through f32).
+    pub fn from_f64(x: f64) -> Self {
+        Self::from_f32(f64_to_f32_round_odd(x))
+    }
+
+    /// The exact value as `f32`.
+    pub const fn to_f32(self) -> f32 {
+        widen_bits(self.0 as u32, Self::FORMAT)
+    }
+
+    /// The exact value as `f64`.
+    pub const fn to_f64(self) -> f64 {
+        self.to_f32() as f64
+    }
+
+    /// True for the negative values.
+    pub const fn is_sign_negative(self) -> bool {
+        self.0 >= 0x80
+    }
+}
+
+value_traits!(MxInt8);
 
 /// The MX scale: an unsigned power of two `2^(bits − 127)`, bits 0..=254;
 /// 0xFF is NaN; no zero, no sign. Rounding from f32 as the module docs say

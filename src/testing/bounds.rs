@@ -55,6 +55,10 @@ fn ordinal<T: FloatElement>(x: T) -> Option<i64> {
         return None;
     }
     let bits = x.to_raw_bits();
+    if T::DTYPE == crate::DType::MxInt8 {
+        // Two's complement: the integer k is the ordinal.
+        return Some(i64::from(bits as u8 as i8));
+    }
     let sign = 1u32 << (T::BITS - 1);
     let magnitude = i64::from(bits & (sign - 1));
     Some(if bits & sign != 0 {

@@ -22,8 +22,21 @@ fn min_normal_bits<T: FloatElement>() -> u32 {
     T::MIN_POSITIVE.to_raw_bits()
 }
 
+/// The value with this sign-magnitude pattern (MXINT8 stores two's
+/// complement; every other format is sign-magnitude already).
+pub(crate) fn from_sign_magnitude<T: FloatElement>(bits: u32) -> T {
+    if T::DTYPE == crate::DType::MxInt8 {
+        T::from_raw_bits(crate::dtype::format::sign_magnitude_to_twos(
+            bits,
+            crate::dtype::format::Format::MXINT8,
+        ))
+    } else {
+        T::from_raw_bits(bits)
+    }
+}
+
 fn with_sign<T: FloatElement>(negative: bool, magnitude: u32) -> T {
-    T::from_raw_bits(if negative {
+    from_sign_magnitude::<T>(if negative {
         magnitude | sign_bit::<T>()
     } else {
         magnitude
@@ -146,8 +159,9 @@ fn magnitudes<T: FloatElement>(lo: f32, hi: f32) -> Option<(u32, u32)> {
 /// f32 inputs within `ulps` f32 steps of the points where rounding from
 /// f32 to `T` changes its result: the midpoint between every pair of
 /// adjacent finite values of `T` (ties), the midpoint between zero and the
-/// smallest subnormal (underflow), and the one just past `MAX` (overflow),
-/// of either sign. Rounding bugs live there.
+/// smallest subnormal (underflow), and the one just past `MAX` (overflow;
+/// not for the formats that saturate, FP6, FP4 and MXINT8, where nothing
+/// changes there), of either sign. Rounding bugs live there.
 ///
 /// For `T = f32` itself, where rounding from f32 is the identity, the values
 /// lie within `ulps` steps of the binade edges ±2^e and ±MAX (where the
@@ -172,7 +186,10 @@ pub fn near_rounding_boundary<T: FloatElement>(ulps: u32) -> impl Strategy<Value
     let ulps = ulps.min(1 << 20) as i64;
     let narrow = T::BITS < 32;
     // f32: binade edges 2^-149 ..= 2^127 (subnormal steps included), and MAX.
-    let points = if narrow {
+    let saturating = T::NAN.is_none() && !T::HAS_INFINITY;
+    let points = if narrow && saturating {
+        max_bits::<T>() - 1
+    } else if narrow {
         max_bits::<T>()
     } else {
         254 + 23 + 1
@@ -238,7 +255,7 @@ fn special_values<T: FloatElement>() -> Vec<T> {
     }
     let negatives: Vec<u32> = bits.iter().map(|b| b | s).collect();
     bits.extend(negatives);
-    bits.into_iter().map(T::from_raw_bits).collect()
+    bits.into_iter().map(from_sign_magnitude::<T>).collect()
 }
 
 /// A mixture for inputs of kernels: mostly finite values, with subnormals,
