@@ -100,19 +100,38 @@ fn block_scaled(c: &mut Criterion, src: &[f32]) {
     let m = MatRef::from_row_major(src, 4096, N / 4096).unwrap();
     let mut g = c.benchmark_group("block_scaled_16M");
     g.throughput(Throughput::Bytes(5 * N as u64));
+    // Into reused buffers (as the copy baseline writes into a reused one);
+    // the allocating constructors add first-touch page faults on top.
+    let mut q8 = BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor).unwrap();
     g.bench_function("quantize_mxfp8_e4m3", |b| {
-        b.iter(|| BlockScaled::<F8E4M3>::mx(black_box(m), MxScaleMode::Floor).unwrap())
+        b.iter(|| {
+            BlockScaled::<F8E4M3>::mx_into(black_box(m), MxScaleMode::Floor, &mut q8).unwrap()
+        })
     });
+    let mut q4 = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
     g.bench_function("quantize_mxfp4", |b| {
-        b.iter(|| BlockScaled::<F4E2M1>::mx(black_box(m), MxScaleMode::Floor).unwrap())
+        b.iter(|| {
+            BlockScaled::<F4E2M1>::mx_into(black_box(m), MxScaleMode::Floor, &mut q4).unwrap()
+        })
     });
+    let mut qn = BlockScaled::nvfp4(m, true).unwrap();
     g.bench_function("quantize_nvfp4", |b| {
-        b.iter(|| BlockScaled::nvfp4(black_box(m), true).unwrap())
+        b.iter(|| BlockScaled::nvfp4_into(black_box(m), true, &mut qn).unwrap())
     });
+    let mut qf = BlockScaled::<F8E4M3>::fp8(m, Fp8Granularity::Lines1x128, false).unwrap();
     g.bench_function("quantize_fp8_1x128", |b| {
         b.iter(|| {
-            BlockScaled::<F8E4M3>::fp8(black_box(m), Fp8Granularity::Lines1x128, false).unwrap()
+            BlockScaled::<F8E4M3>::fp8_into(
+                black_box(m),
+                Fp8Granularity::Lines1x128,
+                false,
+                &mut qf,
+            )
+            .unwrap()
         })
+    });
+    g.bench_function("quantize_mxfp8_e4m3_allocating", |b| {
+        b.iter(|| BlockScaled::<F8E4M3>::mx(black_box(m), MxScaleMode::Floor).unwrap())
     });
     let q = BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor).unwrap();
     let mut out = vec![0.0f32; N];

@@ -66,7 +66,9 @@
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
-use crate::convert::{narrow_saturating, widen};
+use crate::convert::{
+    block_amax_bits, block_reciprocal, narrow_scaled_blocks, quantize_blocks, widen,
+};
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
 use crate::error::checked_numel;
 use crate::tensor::{MatRef, Tensor};
@@ -183,21 +185,16 @@ fn amax_or_nan(x: MatRef<'_, f32>) -> f32 {
     for l in 0..x.rows() {
         bits = match x.row(l) {
             Ok(r) if r.col_stride() == 1 && r.cols() > 0 => {
-                bits.max(amax_bits(&r.as_slice()[..r.cols()]))
+                let mut m = [0u32];
+                let line = &r.as_slice()[..r.cols()];
+                block_amax_bits(line, line.len(), &mut m, crate::cpu::has_avx2_fma_f16c());
+                bits.max(m[0])
             }
             Ok(r) => (0..r.cols()).fold(bits, |m, j| m.max(r.at(0, j).to_bits() & 0x7FFF_FFFF)),
             Err(_) => bits,
         };
     }
     to_amax(bits)
-}
-
-/// The largest bits of |x| over `values` (NaN and ±∞ have the largest): an
-/// integer max, which vectorises.
-fn amax_bits(values: &[f32]) -> u32 {
-    values
-        .iter()
-        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
 }
 
 /// The amax those bits stand for, or NaN when they are a NaN's or ±∞'s.
@@ -392,6 +389,30 @@ impl<T: FloatElement> BlockScaled<T> {
         Ok(())
     }
 
+    /// Runs a quantizer on this matrix's buffers and takes its result; on
+    /// an error the buffers (untouched: quantizers check before writing)
+    /// go back.
+    fn reuse(
+        &mut self,
+        quantize: impl FnOnce(&mut Vec<T>, &mut Vec<f32>) -> Result<Self, Error>,
+    ) -> Result<(), Error> {
+        let (mut data, mut scales) = (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.scales),
+        );
+        match quantize(&mut data, &mut scales) {
+            Ok(q) => {
+                *self = q;
+                Ok(())
+            }
+            Err(e) => {
+                self.data = data;
+                self.scales = scales;
+                Err(e)
+            }
+        }
+    }
+
     /// Quantizes `x` block by block: `scale_of(amax)` gives the block's f32
     /// scale from the largest |value| of its region (NaN when the region
     /// holds a NaN or ±∞); elements are `x / scale` rounded to nearest even
@@ -401,7 +422,9 @@ impl<T: FloatElement> BlockScaled<T> {
         block: usize,
         line_group: usize,
         kind: ScaleKind,
-        scale_of: &mut dyn FnMut(f32) -> f32,
+        mut scale_of: impl FnMut(f32) -> f32,
+        data: &mut Vec<T>,
+        scales: &mut Vec<f32>,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
         let n_scales = check_shape(lines, k, block, line_group)?;
@@ -409,16 +432,20 @@ impl<T: FloatElement> BlockScaled<T> {
         // Lines as slices (copied only from a strided view).
         let contiguous = x.col_stride() == 1;
         let mut buf = Vec::new();
-        let mut data = vec![T::default(); lines * k];
+        // Grown a line at a time just before the line is written, so the
+        // zeroing happens in cache rather than as a pass over memory (and
+        // in the caller's buffers when it lends them).
+        data.clear();
+        data.reserve(lines * k);
+        scales.clear();
         if k == 0 {
-            let scales = Vec::new();
             return Ok(Self {
                 lines,
                 k,
                 block,
                 line_group,
-                data,
-                scales,
+                data: std::mem::take(data),
+                scales: std::mem::take(scales),
                 kind,
             });
         }
@@ -433,48 +460,33 @@ impl<T: FloatElement> BlockScaled<T> {
                 }
             };
         }
-        let mut scales = vec![0.0f32; n_scales];
-        let mut scaled = vec![0.0f32; k];
-        // `x / s` for one line; a power-of-two scale (MX) whose reciprocal
-        // is a normal f32 multiplies instead: the same exact quotient, so
-        // the same rounding, and far cheaper than a division.
-        let divide = |row: &[f32], srow: &[f32], out: &mut [f32]| {
-            for ((dst, src), &s) in out
-                .chunks_exact_mut(block)
-                .zip(row.chunks_exact(block))
-                .zip(srow)
-            {
-                let r = 1.0 / s;
-                if s.to_bits() & 0x007F_FFFF == 0 && s.is_normal() && r.is_normal() {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v * r;
-                    }
-                } else {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v / s;
-                    }
-                }
-            }
-        };
+        let simd = crate::cpu::has_avx2_fma_f16c();
+        scales.resize(n_scales, 0.0);
+        // Per line: the blocks' amax bits and how their quotients are
+        // formed (a power-of-two scale multiplies by its exact reciprocal).
+        let mut amax = vec![0u32; nb];
+        let mut recips = vec![None; nb];
+        let mut scratch = Vec::new();
         if line_group == 1 {
-            // Each line has its own scales: one pass over the line, which
-            // stays in cache between its amax and its quotients.
+            // Each line has its own scales: amax, scales and quotients while
+            // the line is in cache.
             for l in 0..lines {
                 let row: &[f32] = row!(l);
+                data.resize((l + 1) * k, T::default());
                 let srow = &mut scales[l * nb..(l + 1) * nb];
-                for (s, blk) in srow.iter_mut().zip(row.chunks_exact(block)) {
-                    *s = scale_of(to_amax(amax_bits(blk)));
-                }
-                divide(row, srow, &mut scaled);
-                narrow_saturating(&scaled, &mut data[l * k..(l + 1) * k])?;
+                let out = &mut data[l * k..];
+                quantize_blocks(row, block, srow, out, &mut scratch, simd, |bits| {
+                    scale_of(to_amax(bits))
+                });
             }
         } else {
             let mut region = vec![0u32; n_scales];
             for l in 0..lines {
                 let row: &[f32] = row!(l);
+                block_amax_bits(row, block, &mut amax, simd);
                 let arow = &mut region[(l / line_group) * nb..][..nb];
-                for (a, blk) in arow.iter_mut().zip(row.chunks_exact(block)) {
-                    *a = (*a).max(amax_bits(blk));
+                for (a, &b) in arow.iter_mut().zip(&amax) {
+                    *a = (*a).max(b);
                 }
             }
             for (s, &b) in scales.iter_mut().zip(&region) {
@@ -482,8 +494,13 @@ impl<T: FloatElement> BlockScaled<T> {
             }
             for l in 0..lines {
                 let row: &[f32] = row!(l);
-                divide(row, &scales[(l / line_group) * nb..][..nb], &mut scaled);
-                narrow_saturating(&scaled, &mut data[l * k..(l + 1) * k])?;
+                let srow = &scales[(l / line_group) * nb..][..nb];
+                for (r, &s) in recips.iter_mut().zip(srow) {
+                    *r = block_reciprocal(s);
+                }
+                data.resize((l + 1) * k, T::default());
+                let out = &mut data[l * k..];
+                narrow_scaled_blocks(row, block, srow, &recips, out, &mut scratch, simd);
             }
         }
         Ok(Self {
@@ -491,8 +508,8 @@ impl<T: FloatElement> BlockScaled<T> {
             k,
             block,
             line_group,
-            data,
-            scales,
+            data: std::mem::take(data),
+            scales: std::mem::take(scales),
             kind,
         })
     }
@@ -505,30 +522,56 @@ impl<T: MxElement> BlockScaled<T> {
     /// # Errors
     /// [`Error::InvalidParameter`] when k is not a multiple of 32.
     pub fn mx(x: MatRef<'_, f32>, mode: MxScaleMode) -> Result<Self, Error> {
+        Self::mx_in(x, mode, &mut Vec::new(), &mut Vec::new())
+    }
+
+    /// [`Self::mx`] into `out`, reusing its allocations: once they are large
+    /// enough, quantizing allocates nothing (activations, call after call).
+    ///
+    /// # Errors
+    /// As [`Self::mx`]; `out` is then unchanged.
+    pub fn mx_into(x: MatRef<'_, f32>, mode: MxScaleMode, out: &mut Self) -> Result<(), Error> {
+        out.reuse(|d, s| Self::mx_in(x, mode, d, s))
+    }
+
+    fn mx_in(
+        x: MatRef<'_, f32>,
+        mode: MxScaleMode,
+        data: &mut Vec<T>,
+        scales: &mut Vec<f32>,
+    ) -> Result<Self, Error> {
         let max_elem = f64::from(T::MAX.to_f32());
-        Self::quantize_with(x, 32, 1, ScaleKind::E8M0, &mut |amax| {
-            if amax.is_nan() {
-                return f32::NAN;
-            }
-            let amax = if amax == 0.0 { f32::MIN_POSITIVE } else { amax };
-            let e = match mode {
-                MxScaleMode::Floor => floor_log2(amax) - T::EMAX,
-                MxScaleMode::Ceil => {
-                    let r = f64::from(amax) / max_elem;
-                    let e = r.log2().ceil() as i32;
-                    // log2 of an f64 can be off by an ulp: settle on the
-                    // smallest power of two at or above r.
-                    if 2f64.powi(e - 1) >= r {
-                        e - 1
-                    } else if 2f64.powi(e) < r {
-                        e + 1
-                    } else {
-                        e
-                    }
+        Self::quantize_with(
+            x,
+            32,
+            1,
+            ScaleKind::E8M0,
+            |amax| {
+                if amax.is_nan() {
+                    return f32::NAN;
                 }
-            };
-            F8E8M0::from_exponent(e.max(-127)).to_f32()
-        })
+                let amax = if amax == 0.0 { f32::MIN_POSITIVE } else { amax };
+                let e = match mode {
+                    MxScaleMode::Floor => floor_log2(amax) - T::EMAX,
+                    MxScaleMode::Ceil => {
+                        let r = f64::from(amax) / max_elem;
+                        let e = r.log2().ceil() as i32;
+                        // log2 of an f64 can be off by an ulp: settle on the
+                        // smallest power of two at or above r.
+                        if 2f64.powi(e - 1) >= r {
+                            e - 1
+                        } else if 2f64.powi(e) < r {
+                            e + 1
+                        } else {
+                            e
+                        }
+                    }
+                };
+                F8E8M0::from_exponent(e.max(-127)).to_f32()
+            },
+            data,
+            scales,
+        )
     }
 }
 
@@ -540,6 +583,23 @@ impl BlockScaled<F4E2M1> {
     /// # Errors
     /// [`Error::InvalidParameter`] when k is not a multiple of 16.
     pub fn nvfp4(x: MatRef<'_, f32>, tensor_scale: bool) -> Result<Self, Error> {
+        Self::nvfp4_in(x, tensor_scale, &mut Vec::new(), &mut Vec::new())
+    }
+
+    /// [`Self::nvfp4`] into `out`, reusing its allocations.
+    ///
+    /// # Errors
+    /// As [`Self::nvfp4`]; `out` is then unchanged.
+    pub fn nvfp4_into(x: MatRef<'_, f32>, tensor_scale: bool, out: &mut Self) -> Result<(), Error> {
+        out.reuse(|d, s| Self::nvfp4_in(x, tensor_scale, d, s))
+    }
+
+    fn nvfp4_in(
+        x: MatRef<'_, f32>,
+        tensor_scale: bool,
+        data: &mut Vec<F4E2M1>,
+        scales: &mut Vec<f32>,
+    ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
         check_shape(lines, k, 16, 1)?;
         let s_t = if tensor_scale {
@@ -551,23 +611,31 @@ impl BlockScaled<F4E2M1> {
         };
         let (lo, hi) = (F8E4M3::MIN_POSITIVE_SUBNORMAL.to_f32(), 448.0f32);
         let mut block_scales = Vec::new();
-        let mut q = Self::quantize_with(x, 16, 1, ScaleKind::F32, &mut |amax| {
-            let raw = match s_t {
-                Some(s) => amax / 6.0 / s,
-                None => amax / 6.0,
-            };
-            // E4M3 of the block scale, clamped to [2^-9, 448]; NaN stays.
-            let e4 = if raw.is_nan() {
-                F8E4M3::NAN
-            } else {
-                F8E4M3::from_f32_saturating(raw.clamp(lo, hi))
-            };
-            block_scales.push(e4);
-            match s_t {
-                Some(s) => s * e4.to_f32(),
-                None => e4.to_f32(),
-            }
-        })?;
+        let mut q = Self::quantize_with(
+            x,
+            16,
+            1,
+            ScaleKind::F32,
+            |amax| {
+                let raw = match s_t {
+                    Some(s) => amax / 6.0 / s,
+                    None => amax / 6.0,
+                };
+                // E4M3 of the block scale, clamped to [2^-9, 448]; NaN stays.
+                let e4 = if raw.is_nan() {
+                    F8E4M3::NAN
+                } else {
+                    F8E4M3::from_f32_saturating(raw.clamp(lo, hi))
+                };
+                block_scales.push(e4);
+                match s_t {
+                    Some(s) => s * e4.to_f32(),
+                    None => e4.to_f32(),
+                }
+            },
+            data,
+            scales,
+        )?;
         q.kind = ScaleKind::Nvfp4 {
             block_scales,
             tensor_scale: s_t,
@@ -586,6 +654,29 @@ impl<T: FloatElement> BlockScaled<T> {
     /// [`Error::InvalidParameter`] when `T` is not an FP8 format or k is
     /// not a multiple of 128.
     pub fn fp8(x: MatRef<'_, f32>, granularity: Fp8Granularity, pow2: bool) -> Result<Self, Error> {
+        Self::fp8_in(x, granularity, pow2, &mut Vec::new(), &mut Vec::new())
+    }
+
+    /// [`Self::fp8`] into `out`, reusing its allocations.
+    ///
+    /// # Errors
+    /// As [`Self::fp8`]; `out` is then unchanged.
+    pub fn fp8_into(
+        x: MatRef<'_, f32>,
+        granularity: Fp8Granularity,
+        pow2: bool,
+        out: &mut Self,
+    ) -> Result<(), Error> {
+        out.reuse(|d, s| Self::fp8_in(x, granularity, pow2, d, s))
+    }
+
+    fn fp8_in(
+        x: MatRef<'_, f32>,
+        granularity: Fp8Granularity,
+        pow2: bool,
+        data: &mut Vec<T>,
+        scales: &mut Vec<f32>,
+    ) -> Result<Self, Error> {
         if !matches!(T::DTYPE, crate::DType::F8E4M3 | crate::DType::F8E5M2) {
             return Err(Error::InvalidParameter {
                 name: "scaled FP8 element type",
@@ -623,6 +714,6 @@ impl<T: FloatElement> BlockScaled<T> {
                 s
             }
         };
-        Self::quantize_with(x, 128, line_group, ScaleKind::F32, &mut |a| scale(a))
+        Self::quantize_with(x, 128, line_group, ScaleKind::F32, scale, data, scales)
     }
 }

@@ -589,3 +589,53 @@ proptest! {
         }
     }
 }
+
+/// The `_into` quantizers give the allocating ones' bits and reuse the
+/// buffers; on an error the output is left as it was.
+#[test]
+fn quantizing_into_reused_buffers() {
+    let x = values(8 * 256, 5, true);
+    let m = MatRef::from_row_major(&x, 8, 256).unwrap();
+    let bits = |q: &BlockScaled<F8E4M3>| {
+        (
+            q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
+            q.scales().iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+        )
+    };
+    let mut out = BlockScaled::<F8E4M3>::mx(
+        MatRef::from_row_major(&x[..64], 2, 32).unwrap(),
+        MxScaleMode::Ceil,
+    )
+    .unwrap();
+    BlockScaled::mx_into(m, MxScaleMode::Floor, &mut out).unwrap();
+    assert_eq!(
+        bits(&out),
+        bits(&BlockScaled::mx(m, MxScaleMode::Floor).unwrap())
+    );
+    assert_eq!((out.lines(), out.k(), out.block()), (8, 256, 32));
+    BlockScaled::fp8_into(m, Fp8Granularity::Blocks128x128, true, &mut out).unwrap();
+    assert_eq!(
+        bits(&out),
+        bits(&BlockScaled::fp8(m, Fp8Granularity::Blocks128x128, true).unwrap())
+    );
+    assert_eq!(out.line_group(), 128);
+    let before = out.clone();
+    let bad = MatRef::from_row_major(&x[..8 * 48], 8, 48).unwrap();
+    assert!(BlockScaled::mx_into(bad, MxScaleMode::Floor, &mut out).is_err());
+    assert_eq!(bits(&out), bits(&before));
+    let mut nv = BlockScaled::nvfp4(m, false).unwrap();
+    BlockScaled::nvfp4_into(m, true, &mut nv).unwrap();
+    let fresh = BlockScaled::nvfp4(m, true).unwrap();
+    let sbits = |q: &BlockScaled<F4E2M1>| {
+        let (s, t) = q.nvfp4_scales().unwrap();
+        (
+            s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            t.map(f32::to_bits),
+        )
+    };
+    assert_eq!(sbits(&nv), sbits(&fresh));
+    assert_eq!(
+        nv.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        fresh.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}

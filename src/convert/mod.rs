@@ -260,3 +260,118 @@ pub mod reference {
         Ok(())
     }
 }
+
+/// The largest |x| bits of each block of `block` values of `src` (NaN and
+/// ±∞ have the largest bits), into `out` (one per whole block).
+pub(crate) fn block_amax_bits(src: &[f32], block: usize, out: &mut [u32], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && block.is_multiple_of(8) {
+        // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C.
+        unsafe { x86_avx2::block_amax_bits(src, block, out) };
+        return;
+    }
+    let _ = simd;
+    for (blk, o) in src.chunks_exact(block).zip(out.iter_mut()) {
+        *o = blk
+            .iter()
+            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+    }
+}
+
+/// How a block's quotients `x / s` are formed: by the reciprocal when `s`
+/// is a normal power of two whose reciprocal is normal (the same exact
+/// quotient, so the same bits, and far cheaper), else by division.
+#[inline]
+pub(crate) fn block_reciprocal(s: f32) -> Option<f32> {
+    // 2^(e − 127) with e in 1..=253 has the normal reciprocal 2^(127 − e):
+    // exponent field 254 − e (no division needed).
+    let bits = s.to_bits();
+    let e = bits >> 23;
+    (bits & 0x007F_FFFF == 0 && (1..=253).contains(&e)).then(|| f32::from_bits((254 - e) << 23))
+}
+
+/// `dst[i]` = `src[i] / scales[i / block]` (by `recips` where given, see
+/// [`block_reciprocal`]), rounded to nearest even and saturated to `T`.
+/// `scratch` holds the quotients on the portable path. `src.len()` is a
+/// multiple of `block`.
+pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
+    src: &[f32],
+    block: usize,
+    scales: &[f32],
+    recips: &[Option<f32>],
+    dst: &mut [T],
+    scratch: &mut Vec<f32>,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(fmt)) = (simd && fused_ok::<T>(block), format_of::<T>()) {
+        // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C;
+        // `T` is one byte (checked by `fused_ok`).
+        unsafe {
+            x86_avx2::narrow_scaled_blocks(
+                src,
+                block,
+                scales,
+                recips,
+                bytemuck::cast_slice_mut(dst),
+                fmt,
+            )
+        };
+        return;
+    }
+    scratch.clear();
+    for ((blk, &s), rec) in src.chunks_exact(block).zip(scales).zip(recips) {
+        match rec {
+            Some(r) => scratch.extend(blk.iter().map(|&v| v * r)),
+            None => scratch.extend(blk.iter().map(|&v| v / s)),
+        }
+    }
+    narrow_dispatch(scratch, &mut dst[..scratch.len()], Overflow::Saturate, simd);
+}
+
+/// Whether the fused block kernels take `T` (one-byte formats) and `block`.
+fn fused_ok<T: FloatElement>(block: usize) -> bool {
+    T::DTYPE.size_bytes() == 1
+        && format_of::<T>().is_some()
+        && (block == 16 || block.is_multiple_of(32))
+}
+
+/// One line of a block-scaled quantization: per block of `block` values,
+/// `scales[b] = scale_of(amax bits)` and `dst` = the block's quotients
+/// rounded to `T` (as [`narrow_scaled_blocks`]); fused into one pass with
+/// SIMD.
+pub(crate) fn quantize_blocks<T: FloatElement>(
+    src: &[f32],
+    block: usize,
+    scales: &mut [f32],
+    dst: &mut [T],
+    scratch: &mut Vec<f32>,
+    simd: bool,
+    mut scale_of: impl FnMut(u32) -> f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(fmt)) = (simd && fused_ok::<T>(block), format_of::<T>()) {
+        // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C;
+        // `T` is one byte (checked by `fused_ok`).
+        unsafe {
+            x86_avx2::quantize_blocks(
+                src,
+                block,
+                scales,
+                bytemuck::cast_slice_mut(dst),
+                fmt,
+                scale_of,
+            )
+        };
+        return;
+    }
+    let mut recips = Vec::with_capacity(scales.len());
+    for (s, blk) in scales.iter_mut().zip(src.chunks_exact(block)) {
+        *s = scale_of(
+            blk.iter()
+                .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF)),
+        );
+        recips.push(block_reciprocal(*s));
+    }
+    narrow_scaled_blocks(src, block, scales, &recips, dst, scratch, false);
+}

@@ -375,3 +375,132 @@ pub(crate) unsafe fn stochastic_bf16(src: &[f32], dst: &mut [u16], state: &mut u
     *state = state.wrapping_add(g.wrapping_mul((body / 4) as u64));
     body
 }
+
+/// The largest |x| bits of each block of `block` values of `src` (a
+/// multiple of 8; NaN and ±∞ have the largest bits): an integer max.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn block_amax_bits(src: &[f32], block: usize, out: &mut [u32]) {
+    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+    for (blk, o) in src.chunks_exact(block).zip(out.iter_mut()) {
+        let mut m = _mm256_setzero_si256();
+        for v in blk.chunks_exact(8) {
+            // SAFETY: `v` holds 8 f32.
+            let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
+            m = _mm256_max_epu32(m, _mm256_and_si256(x, abs_mask));
+        }
+        let m = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+        *o = _mm_cvtsi128_si32(m) as u32;
+    }
+}
+
+/// One block: `dst[i]` = `src[i] · f` (`mul`) or `src[i] / f`, rounded to
+/// `fmt` (nearest even, saturating). `src.len()` = `dst.len()` is 16 or a
+/// multiple of 32. A macro so that it inlines into its callers' loops
+/// (a `#[target_feature]` function cannot be `inline(always)`; closures do
+/// not inherit the features).
+macro_rules! narrow_block {
+    ($src:expr, $dst:expr, $f:expr, $op:ident, $fmt:expr) => {{
+        let (src, dst, fmt): (&[f32], &mut [u8], Format) = ($src, $dst, $fmt);
+        let sm = fmt.sign_magnitude();
+        let f = _mm256_set1_ps($f);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let n = src.len().min(dst.len());
+        macro_rules! q {
+            ($i:expr) => {{
+                // SAFETY: the loops keep $i + 8 <= n <= src.len().
+                let x = unsafe { _mm256_loadu_ps(src.as_ptr().add($i)) };
+                let v = fp8_round8(_mm256_castps_si256($op(x, f)), sm, Overflow::Saturate);
+                if fmt.twos_complement {
+                    sign_magnitude_to_twos8(v, fmt)
+                } else {
+                    v
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 32 <= n {
+            let ab = _mm256_packus_epi32(q!(i), q!(i + 8));
+            let cd = _mm256_packus_epi32(q!(i + 16), q!(i + 24));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+            // SAFETY: i + 32 <= n <= dst.len().
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes) };
+            i += 32;
+        }
+        if i + 16 <= n {
+            let ab = _mm256_packus_epi32(q!(i), q!(i + 8));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, ab), order);
+            // SAFETY: i + 16 <= n <= dst.len().
+            unsafe {
+                _mm_storeu_si128(
+                    dst.as_mut_ptr().add(i) as *mut __m128i,
+                    _mm256_castsi256_si128(bytes),
+                )
+            };
+        }
+    }};
+}
+
+/// Per block `b` of `block` values: `dst` = `src · recips[b]` where given,
+/// else `src / scales[b]`, rounded to `fmt` (nearest even, saturating): the
+/// scalar quotients and `narrow_bits_slice` fused, same bits. `block` is 16
+/// or a multiple of 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn narrow_scaled_blocks(
+    src: &[f32],
+    block: usize,
+    scales: &[f32],
+    recips: &[Option<f32>],
+    dst: &mut [u8],
+    fmt: Format,
+) {
+    for (((s, d), &scale), recip) in src
+        .chunks_exact(block)
+        .zip(dst.chunks_exact_mut(block))
+        .zip(scales)
+        .zip(recips)
+    {
+        match recip {
+            Some(r) => narrow_block!(s, d, *r, _mm256_mul_ps, fmt),
+            None => narrow_block!(s, d, scale, _mm256_div_ps, fmt),
+        }
+    }
+}
+
+/// One pass over a line: per block of `block` values, its largest |x| bits
+/// (NaN and ±∞ largest), its scale `scale_of(bits)` into `scales`, and its
+/// quotients rounded to `fmt` as [`narrow_scaled_blocks`]. The block is
+/// still in L1 when it is rounded, and the loads of the next overlap the
+/// arithmetic of this one.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_blocks<F: FnMut(u32) -> f32>(
+    src: &[f32],
+    block: usize,
+    scales: &mut [f32],
+    dst: &mut [u8],
+    fmt: Format,
+    mut scale_of: F,
+) {
+    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+    for ((s, d), scale) in src
+        .chunks_exact(block)
+        .zip(dst.chunks_exact_mut(block))
+        .zip(scales.iter_mut())
+    {
+        let mut m = _mm256_setzero_si256();
+        for v in s.chunks_exact(8) {
+            // SAFETY: `v` holds 8 f32.
+            let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
+            m = _mm256_max_epu32(m, _mm256_and_si256(x, abs_mask));
+        }
+        let m = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+        *scale = scale_of(_mm_cvtsi128_si32(m) as u32);
+        match super::block_reciprocal(*scale) {
+            Some(r) => narrow_block!(s, d, r, _mm256_mul_ps, fmt),
+            None => narrow_block!(s, d, *scale, _mm256_div_ps, fmt),
+        }
+    }
+}
