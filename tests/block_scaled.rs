@@ -639,3 +639,41 @@ fn quantizing_into_reused_buffers() {
         fresh.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+
+    /// Few rows, FP4 weights large enough for the small-M path (block sums
+    /// as exact integer dot products from the FP4 codes): the reference's
+    /// bits, for FP4, FP6 E2M3 and MXINT8 activations, blocks of 16 and 32,
+    /// NaN blocks, column tails (N not a multiple of 8), threads and a
+    /// narrow output; M = 5 (the general path) alongside.
+    #[test]
+    fn small_m_fp4_weights_equal_the_reference(m in 1usize..6, n in 96usize..140, kb in 22usize..26,
+                                                seed in any::<u64>(), scheme in 0u8..4, threads in 1usize..4) {
+        let k = kb * 128; // k · n >= 2^18: the small-M path's size
+        let (mut x, mut w) = (values(m * k, seed, false), values(n * k, seed ^ 3, false));
+        // One NaN block in each operand (its outputs are NaN; the rest not).
+        x[(seed as usize) % (m * k)] = f32::NAN;
+        w[(seed as usize >> 20) % (n * k)] = f32::NAN;
+        let xm = MatRef::from_row_major(&x, m, k)?;
+        let b = if scheme == 3 {
+            BlockScaled::nvfp4(MatRef::from_row_major(&w, n, k)?, true)?
+        } else {
+            quantize::<F4E2M1>(&w, n, k, scheme)
+        };
+        match scheme {
+            0 => run_all(&quantize::<F4E2M1>(&x, m, k, scheme), &b, threads, 2)?,
+            1 => run_all(&quantize::<F6E2M3>(&x, m, k, scheme), &b, threads, 1)?,
+            2 => run_all(&quantize::<MxInt8>(&x, m, k, scheme), &b, threads, 0)?,
+            _ => run_all(&BlockScaled::nvfp4(xm, false)?, &b, threads, 2)?,
+        }
+        // A bf16 output through the same path.
+        let a = quantize::<F4E2M1>(&x, m, k, 0);
+        let b = quantize::<F4E2M1>(&w, n, k, 1);
+        let (mut fast, mut want) = (vec![mixprec::bf16::ZERO; m * n], vec![mixprec::bf16::ZERO; m * n]);
+        block_gemm(&a, &b, MatMut::from_row_major(&mut fast, m, n)?, &Epilogue::new(), Parallelism::Serial)?;
+        block_gemm_reference(&a, &b, MatMut::from_row_major(&mut want, m, n)?, &Epilogue::new())?;
+        check_slice_bits_eq(&fast, &want)?;
+    }
+}

@@ -116,12 +116,15 @@ fn block_gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     simd: bool,
 ) -> Result<(), Error> {
     check(a, b, &c, epilogue, parallelism)?;
-    let scale_a = |row: usize, blk: usize| a.scales()[a.scale_index(row, blk)];
-    let scale_b = |col: usize, blk: usize| b.scales()[b.scale_index(col, blk)];
+    let grid = |scales, line_group, k: usize, block: usize| driver::ScaleGrid {
+        scales,
+        line_group,
+        blocks: k / block,
+    };
     let scaling = driver::Scaling {
         block: a.block(),
-        scale_a: &scale_a,
-        scale_b: &scale_b,
+        a: grid(a.scales(), a.line_group(), a.k(), a.block()),
+        b: grid(b.scales(), b.line_group(), b.k(), b.block()),
     };
     driver::run(
         a.data_mat(),

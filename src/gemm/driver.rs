@@ -13,7 +13,7 @@
 use super::kernel::portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::kernel::x86_avx2::Avx2;
-use super::kernel::{tile_direct_scalar, Kernel};
+use super::kernel::{tile_direct_scalar, Fp4Lines, Kernel, FP4_TIMES_2};
 use super::{Epilogue, Parallelism, ARRAY_ROWS};
 use crate::convert::{narrow_dispatch, widen_dispatch};
 use crate::dtype::format::Overflow;
@@ -31,6 +31,8 @@ const NC: usize = 512;
 /// `DIRECT_B_MAX_M_LARGE_B` rows when B is too big for L2. Crossovers
 /// measured on Zen 3; small B is faster packed.
 const DIRECT_B_MAX_M: usize = 32;
+/// Rows up to which block-scaled FP4 products take `serial_exact_small`.
+const EXACT_SMALL_MAX_M: usize = 4;
 const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
 const DIRECT_B_MAX_M_LARGE_B: usize = 96;
 const LARGE_B_ELEMENTS: usize = 1 << 20;
@@ -73,12 +75,44 @@ fn round_up(x: usize, to: usize) -> usize {
 /// [`super::block_gemm`]): K is stepped in scaling blocks of `block`
 /// values (16, 32 or 128; each divides [`ARRAY_ROWS`], so a block never
 /// straddles a K-tile) and each block ends with the kernel's scaled
-/// accumulate `acc = fma(p, fl(s_a · s_b), acc)`. `scale_a(row, block)` and
-/// `scale_b(col, block)` give the f32 scales of the whole matrices.
+/// accumulate `acc = fma(p, fl(s_a · s_b), acc)`. `a` and `b` hold the f32
+/// scales of the whole matrices (A's rows, B's columns), with the element
+/// types' integer view where one exists (`exact_a`, `exact_b`).
 pub(crate) struct Scaling<'s> {
     pub block: usize,
-    pub scale_a: &'s (dyn Fn(usize, usize) -> f32 + Sync),
-    pub scale_b: &'s (dyn Fn(usize, usize) -> f32 + Sync),
+    pub a: ScaleGrid<'s>,
+    pub b: ScaleGrid<'s>,
+}
+
+/// The scales of one operand: line `l` (a row of A, a column of B), block
+/// `blk` has `scales[(l / line_group) · blocks + blk]`.
+pub(crate) struct ScaleGrid<'s> {
+    pub scales: &'s [f32],
+    pub line_group: usize,
+    pub blocks: usize,
+}
+
+impl ScaleGrid<'_> {
+    fn start(&self, line: usize) -> usize {
+        (line / self.line_group) * self.blocks
+    }
+
+    fn at(&self, line: usize, blk: usize) -> f32 {
+        self.scales[self.start(line) + blk]
+    }
+}
+
+/// The factor that makes every value of `T` an integer, and the largest
+/// such integer's magnitude, for the element types whose block sums the
+/// small-M path computes exactly in integers (FP4 E2M1: 2·v ≤ 12; FP6
+/// E2M3: 8·v ≤ 60; MXINT8: 64·v ≤ 128).
+fn integer_view<T: FloatElement>() -> Option<f32> {
+    match T::DTYPE {
+        DType::F4E2M1 => Some(2.0),
+        DType::F6E2M3 => Some(8.0),
+        DType::MxInt8 => Some(64.0),
+        _ => None,
+    }
 }
 
 /// `c = epilogue(a·b)` by the blocked engine; with `scaling`, the
@@ -211,18 +245,30 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     if scaling.is_none() && skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<TB>() {
         return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd);
     }
+    if let Some(s) = scaling {
+        let exact = m <= EXACT_SMALL_MAX_M
+            && skinny
+            && n >= 8
+            && b.row_stride() == 1
+            && TB::DTYPE == DType::F4E2M1
+            && integer_view::<TA>().is_some()
+            && K::has_fp4_dots();
+        if exact {
+            return serial_exact_small::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd);
+        }
+    }
     // Block scales, packed like the panels: for each scaling block, NR (or
     // MR) values per panel, padding lines at 1 (their products are 0).
     let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
     let pack_scales = |dst: &mut Vec<f32>,
-                       scale: &dyn Fn(usize, usize) -> f32,
+                       grid: &ScaleGrid<'_>,
                        first: usize,
                        live: usize,
                        padded: usize,
                        blocks: usize| {
         dst.clear();
         dst.extend((0..blocks).flat_map(|blk| {
-            (0..padded).map(move |i| if i < live { scale(first + i, blk) } else { 1.0 })
+            (0..padded).map(move |i| if i < live { grid.at(first + i, blk) } else { 1.0 })
         }));
     };
     let Workspace {
@@ -240,7 +286,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         if let Some(s) = scaling {
             pack_scales(
                 &mut sb_packed,
-                s.scale_b,
+                &s.b,
                 col0 + jc,
                 nb,
                 nb_pad,
@@ -253,7 +299,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             let packed_a = grow(a_buf, mb_pad * k);
             pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
             if let Some(s) = scaling {
-                pack_scales(&mut sa_packed, s.scale_a, r0 + ic, mb, mb_pad, k / s.block);
+                pack_scales(&mut sa_packed, &s.a, r0 + ic, mb, mb_pad, k / s.block);
             }
             let acc = grow(acc_buf, mb_pad * nb_pad);
             if k == 0 {
@@ -304,6 +350,97 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             );
         }
     }
+}
+
+/// [`serial`] for block-scaled products with few rows, FP4 weights (B's
+/// columns contiguous in k: the `N × K` lines of `block_gemm`) and A in a
+/// format whose values are small integers times a power of two (FP4, FP6
+/// E2M3, MXINT8): each block's chain `p = fma(a, b, p)` from +0.0 is then
+/// exact at every step (every partial sum is a multiple of g = 2^-(log₂ of
+/// both factors) below 128 · 128 · 12 · g < 2^24 · g), so it equals the
+/// integer dot product times g, which the kernel computes with byte
+/// multiplies straight from the FP4 codes; the block accumulate
+/// `acc = fma(p, fl(s_a · s_b), acc)` is the contract's. B is read once,
+/// in place, one byte per weight.
+#[allow(clippy::too_many_arguments)]
+fn serial_exact_small<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    mut c: MatMut<'_, O>,
+    part: &Part<'_, '_>,
+    s: &Scaling<'_>,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let ((r0, col0), block) = (part.origin, s.block);
+    let blocks = k / block;
+    let fa = integer_view::<TA>().unwrap_or(1.0);
+    let g = 1.0 / (fa * 2.0); // a power of two: p = d · g is exact
+    // A's rows as exact integers (|a| and a), and their block scales.
+    let mut a_int = vec![0i8; m * k];
+    let mut a_abs = vec![0u8; m * k];
+    let mut sa = vec![0.0f32; m * blocks];
+    for i in 0..m {
+        for kk in 0..k {
+            let v = (a.at(i, kk).to_f32() * fa) as i32; // exact, in -128..=128
+            a_int[i * k + kk] = v.clamp(-128, 127) as i8;
+            a_abs[i * k + kk] = v.unsigned_abs().min(255) as u8;
+        }
+        for (blk, x) in sa[i * blocks..(i + 1) * blocks].iter_mut().enumerate() {
+            *x = s.a.at(r0 + i, blk);
+        }
+    }
+    let codes: &[u8] = bytemuck::cast_slice(b.as_slice());
+    let ld = b.col_stride();
+    let Workspace {
+        acc: acc_buf,
+        row: row_buf,
+        ..
+    } = ws;
+    let acc = grow(acc_buf, m * n);
+    let main = n / 8 * 8;
+    for j0 in (0..main).step_by(8) {
+        let lines = Fp4Lines {
+            codes: &codes[j0 * ld..],
+            ld,
+            block,
+            blocks,
+            scales: s.b.scales,
+            scale_start: std::array::from_fn(|j| s.b.start(col0 + j0 + j)),
+        };
+        for i in 0..m {
+            let mut out = [0.0f32; 8];
+            let done = K::fp4_dots8(
+                &lines,
+                &a_abs[i * k..],
+                &a_int[i * k..],
+                &sa[i * blocks..],
+                g,
+                &mut out,
+            );
+            debug_assert!(done, "fp4_dots8 chosen only where the kernel has it");
+            acc[i * n + j0..i * n + j0 + 8].copy_from_slice(&out);
+        }
+    }
+    // The last few columns: the same integers and accumulate, in scalar.
+    for j in main..n {
+        let line = &codes[j * ld..j * ld + k];
+        for i in 0..m {
+            let mut sum = 0.0f32;
+            for blk in 0..blocks {
+                let d: i32 = (blk * block..(blk + 1) * block)
+                    .map(|kk| i32::from(a_int[i * k + kk]) * i32::from(FP4_TIMES_2[usize::from(line[kk] & 0x0F)]))
+                    .sum();
+                let p = d as f32 * g;
+                sum = p.mul_add(sa[i * blocks + blk] * s.b.at(col0 + j, blk), sum);
+            }
+            acc[i * n + j] = sum;
+        }
+    }
+    let row = grow(row_buf, n);
+    write_block::<O, K>(&mut c, (0, 0), acc, n, (m, n), row, col0, epilogue, simd);
 }
 
 /// [`serial`] for skinny products (few rows): B (row-major) is read in place

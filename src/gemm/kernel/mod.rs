@@ -13,6 +13,22 @@ pub(crate) mod x86_avx2;
 use super::{Activation, Epilogue};
 use crate::dtype::FloatElement;
 
+/// Eight lines of FP4 codes (one per byte, low nibble) for
+/// [`Kernel::fp4_dots8`]: line `j` starts at `codes[j * ld]` and holds
+/// `blocks · block` codes; its block `blk` has the scale
+/// `scales[scale_start[j] + blk]`.
+pub(crate) struct Fp4Lines<'a> {
+    pub codes: &'a [u8],
+    pub ld: usize,
+    pub block: usize,
+    pub blocks: usize,
+    pub scales: &'a [f32],
+    pub scale_start: [usize; 8],
+}
+
+/// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
+pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
     /// Rows of the register block.
@@ -41,6 +57,22 @@ pub(crate) trait Kernel {
         sa: &[f32],
         sb: &[f32],
     );
+
+    /// Eight outputs of a small-M block-scaled product whose block sums are
+    /// exact in integers (see `driver::serial_exact_small`): for each block
+    /// `blk`, `d_j` = Σ a·b over the block as integers (`a` given as |a| and
+    /// a, `b` as FP4 codes of the eight lines), `p = d_j · g` and
+    /// `out_j = fma(p, fl(sa[blk] · scale_j(blk)), out_j)` from +0.0.
+    /// Returns false when this kernel has no such path (the caller then
+    /// takes the general one).
+    /// True when [`Kernel::fp4_dots8`] is implemented.
+    fn has_fp4_dots() -> bool {
+        false
+    }
+
+    fn fp4_dots8(_lines: &Fp4Lines<'_>, _a_abs: &[u8], _a_int: &[i8], _sa: &[f32], _g: f32, _out: &mut [f32; 8]) -> bool {
+        false
+    }
 
     /// True when [`Kernel::tile_direct`] can read B of type `T` unpacked.
     fn reads_direct<T: FloatElement>() -> bool {

@@ -2,7 +2,7 @@
 //! `vfmadd231ps` per (row, 8 columns, k), which is the contract's
 //! `p = fma(a, b, p)` with one rounding.
 
-use super::{epilogue_rows_body, Kernel};
+use super::{epilogue_rows_body, Fp4Lines, Kernel, FP4_TIMES_2};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
@@ -53,6 +53,31 @@ impl Kernel for Avx2 {
                 sb.as_ptr(),
             )
         }
+    }
+
+    fn has_fp4_dots() -> bool {
+        true
+    }
+
+    fn fp4_dots8(
+        lines: &Fp4Lines<'_>,
+        a_abs: &[u8],
+        a_int: &[i8],
+        sa: &[f32],
+        g: f32,
+        out: &mut [f32; 8],
+    ) -> bool {
+        let len = lines.blocks * lines.block;
+        assert!(lines.block == 16 || lines.block.is_multiple_of(32));
+        assert!(lines.ld >= len && lines.codes.len() >= 7 * lines.ld + len);
+        assert!(a_abs.len() >= len && a_int.len() >= len && sa.len() >= lines.blocks);
+        let last = lines.scale_start.iter().max().copied().unwrap_or(0);
+        assert!(lines.blocks == 0 || last + lines.blocks <= lines.scales.len());
+        // SAFETY: the driver selects this kernel only when the CPU has AVX2
+        // and FMA; the asserts above bound every read (codes of 8 lines,
+        // A's row, the scales of every line and block).
+        unsafe { fp4_dots8_avx2(lines, a_abs.as_ptr(), a_int.as_ptr(), sa.as_ptr(), g, out) };
+        true
     }
 
     fn reads_direct<T: FloatElement>() -> bool {
@@ -329,4 +354,161 @@ unsafe fn tile_direct_avx2<const R: usize>(
             }
         }
     }
+}
+
+/// Σ a·b of 32 byte pairs as eight i32 (four products each): FP4 codes of B
+/// decoded to 2·value by a table lookup, A as |a| (u8) and its sign.
+/// `vpmaddubsw` cannot saturate here: |a| ≤ 128 and |2·b| ≤ 12.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn fp4_dot32(codes: __m256i, a_abs: __m256i, a_int: __m256i, lut: __m256i) -> __m256i {
+    let b = _mm256_shuffle_epi8(lut, _mm256_and_si256(codes, _mm256_set1_epi8(0x0F)));
+    let pairs = _mm256_maddubs_epi16(a_abs, _mm256_sign_epi8(b, a_int));
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// Lane j of the result: the sum of the eight lanes of `v[j]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sum_lanes8(v: &[__m256i; 8]) -> __m256i {
+    let t01 = _mm256_hadd_epi32(v[0], v[1]);
+    let t23 = _mm256_hadd_epi32(v[2], v[3]);
+    let t45 = _mm256_hadd_epi32(v[4], v[5]);
+    let t67 = _mm256_hadd_epi32(v[6], v[7]);
+    let u0 = _mm256_hadd_epi32(t01, t23);
+    let u1 = _mm256_hadd_epi32(t45, t67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(u0, u1),
+        _mm256_permute2x128_si256::<0x31>(u0, u1),
+    )
+}
+
+/// Bytes ahead of the current block that [`fp4_dots8_avx2`] prefetches
+/// on each line (a hint: past the end it fetches nothing useful, harmlessly).
+const PREFETCH_AHEAD: usize = 512;
+
+/// [`Kernel::fp4_dots8`] (bounds checked by the caller).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fp4_dots8_avx2(
+    lines: &Fp4Lines<'_>,
+    a_abs: *const u8,
+    a_int: *const i8,
+    sa: *const f32,
+    g: f32,
+    out: &mut [f32; 8],
+) {
+    let t = FP4_TIMES_2;
+    let lut = _mm256_setr_epi8(
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], t[15], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
+        t[12], t[13], t[14], t[15],
+    );
+    let (block, ld) = (lines.block, lines.ld);
+    let codes = lines.codes.as_ptr();
+    let gv = _mm256_set1_ps(g);
+    let mut acc = _mm256_setzero_ps();
+    let mut sb = [_mm256_setzero_ps(); 8];
+    for blk in 0..lines.blocks {
+        // B's scales for the 8 lines, eight blocks at a time: 8 loads and a
+        // transpose (a gather per block costs more than the block's dots).
+        let within = blk % 8;
+        if within == 0 {
+            let scale = |j: usize, b: usize| lines.scales[lines.scale_start[j] + b];
+            if blk + 8 <= lines.blocks {
+                let rows: [__m256; 8] = std::array::from_fn(|j| {
+                    let row = &lines.scales[lines.scale_start[j] + blk..][..8];
+                    // SAFETY: `row` holds 8 f32.
+                    unsafe { _mm256_loadu_ps(row.as_ptr()) }
+                });
+                sb = transpose8(rows);
+            } else {
+                for (b, v) in sb.iter_mut().enumerate().take(lines.blocks - blk) {
+                    *v = _mm256_setr_ps(
+                        scale(0, blk + b),
+                        scale(1, blk + b),
+                        scale(2, blk + b),
+                        scale(3, blk + b),
+                        scale(4, blk + b),
+                        scale(5, blk + b),
+                        scale(6, blk + b),
+                        scale(7, blk + b),
+                    );
+                }
+            }
+        }
+        let off = blk * block;
+        let mut v = [_mm256_setzero_si256(); 8];
+        for (j, vj) in v.iter_mut().enumerate() {
+            // SAFETY (all loads): off + block <= blocks · block, which the
+            // caller checked against A's row and each line of codes.
+            unsafe {
+                let line = codes.add(j * ld + off);
+                // Eight streams at once are more than the hardware
+                // prefetcher follows well: fetch each line ahead.
+                _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(PREFETCH_AHEAD) as *const i8);
+                if block == 16 {
+                    macro_rules! load {
+                        ($p:expr) => {
+                            _mm256_zextsi128_si256(_mm_loadu_si128($p as *const __m128i))
+                        };
+                    }
+                    *vj = fp4_dot32(load!(line), load!(a_abs.add(off)), load!(a_int.add(off)), lut);
+                } else {
+                    macro_rules! load {
+                        ($p:expr) => {
+                            _mm256_loadu_si256($p as *const __m256i)
+                        };
+                    }
+                    for c in (0..block).step_by(32) {
+                        let d = fp4_dot32(
+                            load!(line.add(c)),
+                            load!(a_abs.add(off + c)),
+                            load!(a_int.add(off + c)),
+                            lut,
+                        );
+                        *vj = _mm256_add_epi32(*vj, d);
+                    }
+                }
+            }
+        }
+        // p = exact sum · g; acc = fma(p, fl(sa · sb), acc).
+        let p = _mm256_mul_ps(_mm256_cvtepi32_ps(sum_lanes8(&v)), gv);
+        // SAFETY: blk < blocks <= sa's length (checked).
+        let s_a = unsafe { *sa.add(blk) };
+        acc = _mm256_fmadd_ps(p, _mm256_mul_ps(_mm256_set1_ps(s_a), sb[within]), acc);
+    }
+    // SAFETY: `out` holds 8 f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+}
+
+/// The 8×8 transpose of eight rows of f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
