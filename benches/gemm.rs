@@ -412,6 +412,22 @@ fn block_scaled_group(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("mxfp4", &id), |bch| {
             bch.iter(|| scaled(black_box(&mxfp4_a), &mxfp4_b, &mut out))
         });
+        if m == 1 {
+            // Weights packed once (`PackedFp4`), as inference holds them.
+            let packed = mixprec::block_scaled::PackedFp4::new(&mxfp4_b);
+            g.bench_function(BenchmarkId::new("mxfp4_packed", &id), |bch| {
+                bch.iter(|| {
+                    mixprec::gemm::block_gemm_packed(
+                        black_box(&mxfp4_a),
+                        &packed,
+                        MatMut::from_row_major(&mut out, m, n).unwrap(),
+                        &Epilogue::new(),
+                        Parallelism::Serial,
+                    )
+                    .unwrap()
+                })
+            });
+        }
     }
     g.finish();
 }

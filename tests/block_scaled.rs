@@ -6,7 +6,8 @@
 
 use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
 use mixprec::gemm::{
-    self, block_gemm, block_gemm_portable, block_gemm_reference, Epilogue, Parallelism,
+    self, block_gemm, block_gemm_packed, block_gemm_packed_portable, block_gemm_portable,
+    block_gemm_reference, Epilogue, Parallelism,
 };
 use mixprec::testing::{check_slice_bits_eq, gamma};
 use mixprec::{
@@ -676,4 +677,152 @@ proptest! {
         block_gemm_reference(&a, &b, MatMut::from_row_major(&mut want, m, n)?, &Epilogue::new())?;
         check_slice_bits_eq(&fast, &want)?;
     }
+}
+
+/// `block_gemm_packed` (and its portable form) against the reference on the
+/// unpacked matrix, for every epilogue; the packing round-trips.
+fn run_packed<TA: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<F4E2M1>,
+    threads: usize,
+    ep: u8,
+) -> Result<(), TestCaseError> {
+    let packed = mixprec::block_scaled::PackedFp4::new(b);
+    let back = packed.to_block_scaled();
+    let bits = |q: &BlockScaled<F4E2M1>| {
+        (
+            q.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            q.scales().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            (q.lines(), q.k(), q.block(), q.line_group()),
+        )
+    };
+    prop_assert_eq!(bits(&back), bits(b));
+    prop_assert_eq!(
+        back.e8m0_scales()
+            .map(|s| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>()),
+        b.e8m0_scales()
+            .map(|s| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    );
+    let (m, n) = (a.lines(), b.lines());
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let epilogue = match ep {
+        0 => Epilogue::new(),
+        1 => Epilogue::new().alpha(0.5).beta(2.0),
+        _ => Epilogue::new()
+            .bias(&bias)
+            .activation(gemm::Activation::Relu),
+    };
+    let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+    let mut want = c0.clone();
+    block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n)?, &epilogue)?;
+    let par = if threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(threads)
+    };
+    let mut fast = c0.clone();
+    block_gemm_packed(
+        a,
+        &packed,
+        MatMut::from_row_major(&mut fast, m, n)?,
+        &epilogue,
+        par,
+    )?;
+    check_slice_bits_eq(&fast, &want)?;
+    let mut portable = c0;
+    block_gemm_packed_portable(
+        a,
+        &packed,
+        MatMut::from_row_major(&mut portable, m, n)?,
+        &epilogue,
+        par,
+    )?;
+    check_slice_bits_eq(&portable, &want)?;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn packed_fp4_equals_the_reference(m in 0usize..7, n in 0usize..40, kb in 0usize..6, seed in any::<u64>(),
+                                       scheme in 0u8..5, threads in 1usize..4, ep in 0u8..3) {
+        let k = kb * 32;
+        let (mut x, mut w) = (values(m * k, seed, false), values(n * k, seed ^ 5, false));
+        if seed % 3 == 0 && m * k > 0 && n * k > 0 {
+            x[(seed as usize >> 8) % (m * k)] = f32::NAN;
+            w[(seed as usize >> 16) % (n * k)] = f32::INFINITY;
+        }
+        let b = if scheme == 4 {
+            BlockScaled::nvfp4(MatRef::from_row_major(&w, n, k)?, true)?
+        } else {
+            quantize::<F4E2M1>(&w, n, k, scheme)
+        };
+        match scheme {
+            0 => run_packed(&quantize::<F4E2M1>(&x, m, k, scheme), &b, threads, ep)?,
+            1 => run_packed(&quantize::<F6E2M3>(&x, m, k, scheme), &b, threads, ep)?,
+            2 => run_packed(&quantize::<MxInt8>(&x, m, k, scheme), &b, threads, ep)?,
+            // E4M3 activations: no integer view, the unpacked path.
+            3 => run_packed(&quantize::<F8E4M3>(&x, m, k, scheme), &b, threads, ep)?,
+            _ => run_packed(&BlockScaled::nvfp4(MatRef::from_row_major(&x, m, k)?, false)?, &b, threads, ep)?,
+        }
+    }
+}
+
+#[test]
+fn packed_fp4_errors() {
+    let w = values(16 * 64, 1, false);
+    let b = BlockScaled::<F4E2M1>::mx(
+        MatRef::from_row_major(&w, 16, 64).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
+    let packed = mixprec::block_scaled::PackedFp4::new(&b);
+    assert_eq!((packed.lines(), packed.k(), packed.block()), (16, 64, 32));
+    assert_eq!(packed.size_bytes(), 16 * 64 / 2 + 4 * 16 * 2);
+    let a = BlockScaled::<F4E2M1>::mx(
+        MatRef::from_row_major(&w[..96], 1, 96).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
+    let mut y = [0.0f32; 16];
+    let r = block_gemm_packed(
+        &a,
+        &packed,
+        MatMut::from_row_major(&mut y, 1, 16).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    );
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+    let a = BlockScaled::nvfp4(MatRef::from_row_major(&w[..64], 1, 64).unwrap(), false).unwrap();
+    let r = block_gemm_packed(
+        &a,
+        &packed,
+        MatMut::from_row_major(&mut y, 1, 16).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    );
+    assert!(matches!(r, Err(Error::InvalidParameter { .. })), "{r:?}");
+    let a = BlockScaled::<F4E2M1>::mx(
+        MatRef::from_row_major(&w[..64], 1, 64).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
+    let mut y2 = [0.0f32; 15];
+    let r = block_gemm_packed(
+        &a,
+        &packed,
+        MatMut::from_row_major(&mut y2, 1, 15).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    );
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+    let r = block_gemm_packed(
+        &a,
+        &packed,
+        MatMut::from_row_major(&mut y, 1, 16).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Threads(0),
+    );
+    assert!(r.is_err());
 }

@@ -2,7 +2,7 @@
 //! per block of K (see [`block_gemm`]).
 
 use super::{driver, validate, Epilogue, Parallelism};
-use crate::block_scaled::BlockScaled;
+use crate::block_scaled::{BlockScaled, PackedFp4};
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
 use crate::Error;
@@ -171,5 +171,94 @@ pub fn block_gemm_reference<TA: FloatElement, TB: FloatElement, O: FloatElement>
             c.set(i, j, O::from_f32(epilogue.apply(acc, old, j)));
         }
     }
+    Ok(())
+}
+
+/// [`block_gemm`] with FP4 weights packed once by [`PackedFp4`] (B is
+/// `N × K`, as there): the same contract and bits. With activations whose
+/// values are small integers times a power of two (FP4 E2M1, FP6 E2M3,
+/// MXINT8: each block's FMA chain is then exact, so it is an integer dot
+/// product) and up to 32 rows, this streams the packed weights once per
+/// row of A, at half a byte per weight, which is what batch-1 inference
+/// needs; with other activation types or more rows it unpacks B and calls
+/// [`block_gemm`].
+///
+/// # Errors
+/// As [`block_gemm`].
+pub fn block_gemm_packed<TA: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &PackedFp4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    packed_on(
+        a,
+        b,
+        c,
+        epilogue,
+        parallelism,
+        crate::cpu::has_avx2_fma_f16c(),
+    )
+}
+
+/// [`block_gemm_packed`] forced onto the portable kernel.
+///
+/// # Errors
+/// As [`block_gemm`].
+#[doc(hidden)]
+pub fn block_gemm_packed_portable<TA: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &PackedFp4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    packed_on(a, b, c, epilogue, parallelism, false)
+}
+
+/// Rows of A up to which [`block_gemm_packed`] streams the packed weights.
+const PACKED_MAX_ROWS: usize = 32;
+
+fn packed_on<TA: FloatElement, O: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &PackedFp4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    // Past a few dozen rows the blocked engine (which reuses each widened
+    // weight across rows) is faster than a stream per row.
+    if !driver::has_integer_view::<TA>() || a.lines() > PACKED_MAX_ROWS {
+        let unpacked = b.to_block_scaled();
+        return block_gemm_on(a, &unpacked, c, epilogue, parallelism, simd);
+    }
+    if a.k() != b.k() {
+        return Err(Error::ShapeMismatch {
+            what: "block_gemm_packed: A (M×K) and B (N×K)",
+            left: vec![a.lines(), a.k()],
+            right: vec![b.lines(), b.k()],
+        });
+    }
+    if a.block() != b.block() {
+        return Err(Error::InvalidParameter {
+            name: "block_gemm_packed block sizes",
+            value: format!("A {}, B {}", a.block(), b.block()),
+            requirement: "the same block size along K for A and B",
+        });
+    }
+    // Shapes, the output's layout, bias, threads: as `gemm`, with a
+    // shape-only K×N view standing for the packed B (it owns its data, so
+    // C cannot alias it).
+    static SHAPE_ONLY: [u8; 1] = [0];
+    let b_shape = MatRef::new(&SHAPE_ONLY, b.k(), b.lines(), 0, 0)?;
+    validate(&a.data_mat(), &b_shape, &c, epilogue, parallelism)?;
+    let grid_a = driver::ScaleGrid {
+        scales: a.scales(),
+        line_group: a.line_group(),
+        blocks: a.k() / a.block(),
+    };
+    driver::run_packed_fp4(a.data_mat(), &grid_a, b, c, epilogue, parallelism, simd);
     Ok(())
 }

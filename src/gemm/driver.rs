@@ -15,6 +15,7 @@ use super::kernel::portable::Portable;
 use super::kernel::x86_avx2::Avx2;
 use super::kernel::{tile_direct_scalar, Fp4Lines, Kernel, FP4_TIMES_2};
 use super::{Epilogue, Parallelism, ARRAY_ROWS};
+use crate::block_scaled::{PackedFp4, PACK_LINES};
 use crate::convert::{narrow_dispatch, widen_dispatch};
 use crate::dtype::format::Overflow;
 use crate::dtype::{DType, FloatElement};
@@ -100,6 +101,12 @@ impl ScaleGrid<'_> {
     fn at(&self, line: usize, blk: usize) -> f32 {
         self.scales[self.start(line) + blk]
     }
+}
+
+/// True when the values of `T` are small integers times a power of two
+/// (the activations of the exact FP4 paths).
+pub(crate) fn has_integer_view<T: FloatElement>() -> bool {
+    integer_view::<T>().is_some()
 }
 
 /// The factor that makes every value of `T` an integer, and the largest
@@ -268,7 +275,13 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
                        blocks: usize| {
         dst.clear();
         dst.extend((0..blocks).flat_map(|blk| {
-            (0..padded).map(move |i| if i < live { grid.at(first + i, blk) } else { 1.0 })
+            (0..padded).map(move |i| {
+                if i < live {
+                    grid.at(first + i, blk)
+                } else {
+                    1.0
+                }
+            })
         }));
     };
     let Workspace {
@@ -284,14 +297,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         let packed_b = grow(b_buf, nb_pad * k);
         pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
         if let Some(s) = scaling {
-            pack_scales(
-                &mut sb_packed,
-                &s.b,
-                col0 + jc,
-                nb,
-                nb_pad,
-                k / s.block,
-            );
+            pack_scales(&mut sb_packed, &s.b, col0 + jc, nb, nb_pad, k / s.block);
         }
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
@@ -376,22 +382,12 @@ fn serial_exact_small<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Ke
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let ((r0, col0), block) = (part.origin, s.block);
     let blocks = k / block;
-    let fa = integer_view::<TA>().unwrap_or(1.0);
-    let g = 1.0 / (fa * 2.0); // a power of two: p = d · g is exact
-    // A's rows as exact integers (|a| and a), and their block scales.
-    let mut a_int = vec![0i8; m * k];
-    let mut a_abs = vec![0u8; m * k];
-    let mut sa = vec![0.0f32; m * blocks];
-    for i in 0..m {
-        for kk in 0..k {
-            let v = (a.at(i, kk).to_f32() * fa) as i32; // exact, in -128..=128
-            a_int[i * k + kk] = v.clamp(-128, 127) as i8;
-            a_abs[i * k + kk] = v.unsigned_abs().min(255) as u8;
-        }
-        for (blk, x) in sa[i * blocks..(i + 1) * blocks].iter_mut().enumerate() {
-            *x = s.a.at(r0 + i, blk);
-        }
-    }
+    let IntegerRows {
+        a_int,
+        a_abs,
+        sa,
+        g,
+    } = IntegerRows::new(&a, &s.a, r0, block);
     let codes: &[u8] = bytemuck::cast_slice(b.as_slice());
     let ld = b.col_stride();
     let Workspace {
@@ -431,7 +427,10 @@ fn serial_exact_small<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Ke
             let mut sum = 0.0f32;
             for blk in 0..blocks {
                 let d: i32 = (blk * block..(blk + 1) * block)
-                    .map(|kk| i32::from(a_int[i * k + kk]) * i32::from(FP4_TIMES_2[usize::from(line[kk] & 0x0F)]))
+                    .map(|kk| {
+                        i32::from(a_int[i * k + kk])
+                            * i32::from(FP4_TIMES_2[usize::from(line[kk] & 0x0F)])
+                    })
                     .sum();
                 let p = d as f32 * g;
                 sum = p.mul_add(sa[i * blocks + blk] * s.b.at(col0 + j, blk), sum);
@@ -441,6 +440,142 @@ fn serial_exact_small<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Ke
     }
     let row = grow(row_buf, n);
     write_block::<O, K>(&mut c, (0, 0), acc, n, (m, n), row, col0, epilogue, simd);
+}
+
+/// A's rows as exact integers for the FP4 paths: `a = v · fa` (|a| ≤ 128;
+/// as i8 and as |a|), each row's block scales, and g = 1 / (fa · 2) (FP4's
+/// factor is 2), a power of two, so `p = d · g` is exact.
+struct IntegerRows {
+    a_int: Vec<i8>,
+    a_abs: Vec<u8>,
+    sa: Vec<f32>,
+    g: f32,
+}
+
+impl IntegerRows {
+    fn new<TA: FloatElement>(
+        a: &MatRef<'_, TA>,
+        grid: &ScaleGrid<'_>,
+        r0: usize,
+        block: usize,
+    ) -> Self {
+        let (m, k) = (a.rows(), a.cols());
+        let blocks = k / block;
+        let fa = integer_view::<TA>().unwrap_or(1.0);
+        let mut a_int = vec![0i8; m * k];
+        let mut a_abs = vec![0u8; m * k];
+        let mut sa = vec![0.0f32; m * blocks];
+        for i in 0..m {
+            for kk in 0..k {
+                let v = (a.at(i, kk).to_f32() * fa) as i32; // exact, in -128..=128
+                a_int[i * k + kk] = v.clamp(-128, 127) as i8;
+                a_abs[i * k + kk] = v.unsigned_abs().min(255) as u8;
+            }
+            for (blk, x) in sa[i * blocks..(i + 1) * blocks].iter_mut().enumerate() {
+                *x = grid.at(r0 + i, blk);
+            }
+        }
+        Self {
+            a_int,
+            a_abs,
+            sa,
+            g: 1.0 / (fa * 2.0),
+        }
+    }
+}
+
+/// `c = epilogue(a · bᵀ)` under the block-scaled contract for FP4 weights
+/// packed by [`PackedFp4`], with A in a format whose values are small
+/// integers times a power of two (see [`serial_exact_small`] for why the
+/// integer block sums are the contract's). Threads split C's columns in
+/// groups of 8 (or its rows).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_packed_fp4<TA: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    grid_a: &ScaleGrid<'_>,
+    b: &PackedFp4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return packed_fp4_with::<TA, O, Avx2>(a, grid_a, b, c, epilogue, parallelism, simd);
+    }
+    packed_fp4_with::<TA, O, Portable>(a, grid_a, b, c, epilogue, parallelism, simd)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    grid_a: &ScaleGrid<'_>,
+    b: &PackedFp4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    let (m, n, k, block) = (a.rows(), b.lines(), b.k(), b.block());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let blocks = k / block;
+    let rows = IntegerRows::new(&a, grid_a, 0, block);
+    let (codes, scales) = b.parts();
+    let tasks = task_count(m, n, k, parallelism);
+    par_split(
+        c,
+        (0, 0),
+        tasks,
+        (1, PACK_LINES),
+        &|(r0, c0), mut c_part| {
+            let (mp, np) = (c_part.rows(), c_part.cols());
+            with_workspace(|ws| {
+                let Workspace {
+                    acc: acc_buf,
+                    row: row_buf,
+                    ..
+                } = ws;
+                let acc = grow(acc_buf, mp * np);
+                // c0 is a multiple of 8: whole groups, the last one perhaps cut.
+                for (gi, j0) in (0..np).step_by(PACK_LINES).enumerate() {
+                    let g = c0 / PACK_LINES + gi;
+                    let group_codes = &codes[g * k * 4..(g + 1) * k * 4];
+                    let group_scales =
+                        &scales[g * blocks * PACK_LINES..(g + 1) * blocks * PACK_LINES];
+                    let live = PACK_LINES.min(np - j0);
+                    for i in 0..mp {
+                        let r = r0 + i;
+                        let mut out = [0.0f32; PACK_LINES];
+                        K::fp4_packed8(
+                            group_codes,
+                            group_scales,
+                            block,
+                            &rows.a_abs[r * k..(r + 1) * k],
+                            &rows.a_int[r * k..(r + 1) * k],
+                            &rows.sa[r * blocks..(r + 1) * blocks],
+                            rows.g,
+                            &mut out,
+                        );
+                        acc[i * np + j0..i * np + j0 + live].copy_from_slice(&out[..live]);
+                    }
+                }
+                let row = grow(row_buf, np);
+                write_block::<O, K>(
+                    &mut c_part,
+                    (0, 0),
+                    acc,
+                    np,
+                    (mp, np),
+                    row,
+                    c0,
+                    epilogue,
+                    simd,
+                );
+            });
+        },
+    );
 }
 
 /// [`serial`] for skinny products (few rows): B (row-major) is read in place

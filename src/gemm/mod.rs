@@ -66,7 +66,10 @@ mod reference;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
-pub use block::{block_gemm, block_gemm_portable, block_gemm_reference};
+pub use block::{
+    block_gemm, block_gemm_packed, block_gemm_packed_portable, block_gemm_portable,
+    block_gemm_reference,
+};
 
 /// Height of the systolic array: the K-tile of the contract. Every K-tile
 /// holds at most this many values of k.

@@ -70,8 +70,52 @@ pub(crate) trait Kernel {
         false
     }
 
-    fn fp4_dots8(_lines: &Fp4Lines<'_>, _a_abs: &[u8], _a_int: &[i8], _sa: &[f32], _g: f32, _out: &mut [f32; 8]) -> bool {
+    fn fp4_dots8(
+        _lines: &Fp4Lines<'_>,
+        _a_abs: &[u8],
+        _a_int: &[i8],
+        _sa: &[f32],
+        _g: f32,
+        _out: &mut [f32; 8],
+    ) -> bool {
         false
+    }
+
+    /// One group of eight lines of a [`crate::block_scaled::PackedFp4`]
+    /// (`codes`: k/8 runs of 32 bytes; `scales`: 8 per block) times one row
+    /// of A given as exact integers (|a| and a): for each block, the
+    /// integer dot products `d_j`, `p = d_j · g` and
+    /// `out_j = fma(p, fl(sa[blk] · scales[8·blk + j]), out_j)` from +0.0.
+    /// Portable form: plain integer loops.
+    #[allow(clippy::too_many_arguments)]
+    fn fp4_packed8(
+        codes: &[u8],
+        scales: &[f32],
+        block: usize,
+        a_abs: &[u8],
+        a_int: &[i8],
+        sa: &[f32],
+        g: f32,
+        out: &mut [f32; 8],
+    ) {
+        let _ = a_abs;
+        let mut acc = [0.0f32; 8];
+        for (blk, &s_a) in sa.iter().enumerate() {
+            let mut d = [0i32; 8];
+            let start = blk * block;
+            for (kk, &av) in a_int.iter().enumerate().skip(start).take(block) {
+                let (q, r) = (kk / 8, kk % 8);
+                for (j, dj) in d.iter_mut().enumerate() {
+                    let code = (codes[q * 32 + 4 * j + r % 4] >> (4 * (r / 4))) & 0x0F;
+                    *dj += i32::from(av) * i32::from(FP4_TIMES_2[usize::from(code)]);
+                }
+            }
+            for (j, (o, &dj)) in acc.iter_mut().zip(&d).enumerate() {
+                let p = dj as f32 * g;
+                *o = p.mul_add(s_a * scales[blk * 8 + j], *o);
+            }
+        }
+        *out = acc;
     }
 
     /// True when [`Kernel::tile_direct`] can read B of type `T` unpacked.

@@ -80,6 +80,38 @@ impl Kernel for Avx2 {
         true
     }
 
+    fn fp4_packed8(
+        codes: &[u8],
+        scales: &[f32],
+        block: usize,
+        a_abs: &[u8],
+        a_int: &[i8],
+        sa: &[f32],
+        g: f32,
+        out: &mut [f32; 8],
+    ) {
+        let blocks = sa.len();
+        let len = blocks * block;
+        assert!(block.is_multiple_of(16) && block <= 128);
+        assert!(codes.len() >= len * 4 && scales.len() >= blocks * 8);
+        assert!(a_abs.len() >= len && a_int.len() >= len);
+        // SAFETY: the driver selects this kernel only when the CPU has AVX2
+        // and FMA; the asserts bound every read.
+        unsafe {
+            fp4_packed8_avx2(
+                codes.as_ptr(),
+                scales.as_ptr(),
+                block,
+                blocks,
+                a_abs.as_ptr(),
+                a_int.as_ptr(),
+                sa.as_ptr(),
+                g,
+                out,
+            )
+        }
+    }
+
     fn reads_direct<T: FloatElement>() -> bool {
         matches!(T::DTYPE, DType::F32 | DType::F16 | DType::BF16)
     }
@@ -452,7 +484,12 @@ unsafe fn fp4_dots8_avx2(
                             _mm256_zextsi128_si256(_mm_loadu_si128($p as *const __m128i))
                         };
                     }
-                    *vj = fp4_dot32(load!(line), load!(a_abs.add(off)), load!(a_int.add(off)), lut);
+                    *vj = fp4_dot32(
+                        load!(line),
+                        load!(a_abs.add(off)),
+                        load!(a_int.add(off)),
+                        lut,
+                    );
                 } else {
                     macro_rules! load {
                         ($p:expr) => {
@@ -511,4 +548,76 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         _mm256_permute2f128_ps::<0x31>(u2, u6),
         _mm256_permute2f128_ps::<0x31>(u3, u7),
     ]
+}
+
+/// [`Kernel::fp4_packed8`] (bounds checked by the caller). Per 8 values of
+/// k, one 32-byte load holds the 8 lines' codes (low nibbles: k to k + 3,
+/// high: k + 4 to k + 7, four bytes per line), so each `vpmaddubsw` lane
+/// pair belongs to one line and no horizontal sums are needed. The i16
+/// pair sums of a 32-value run are added before widening: at most
+/// 8 · 2 · 128 · 12 = 24576 < 2^15.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fp4_packed8_avx2(
+    codes: *const u8,
+    scales: *const f32,
+    block: usize,
+    blocks: usize,
+    a_abs: *const u8,
+    a_int: *const i8,
+    sa: *const f32,
+    g: f32,
+    out: &mut [f32; 8],
+) {
+    let t = FP4_TIMES_2;
+    let lut = _mm256_setr_epi8(
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], t[15], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
+        t[12], t[13], t[14], t[15],
+    );
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let gv = _mm256_set1_ps(g);
+    let mut acc = _mm256_setzero_ps();
+    // SAFETY (all reads): k < blocks · block, whose codes (k/2 bytes per
+    // line, 8 lines), A values and scales the caller checked.
+    unsafe {
+        // Four values of A (as |a| and a) repeated for the eight lines.
+        macro_rules! a4 {
+            ($p:expr) => {
+                _mm256_set1_epi32(($p as *const i32).read_unaligned())
+            };
+        }
+        let run_len = block.min(32);
+        for blk in 0..blocks {
+            let mut d = _mm256_setzero_si256();
+            for run in (0..block).step_by(run_len) {
+                let mut pairs = _mm256_setzero_si256();
+                for q in (0..run_len).step_by(8) {
+                    let k0 = blk * block + run + q;
+                    let v = _mm256_loadu_si256(codes.add(k0 * 4) as *const __m256i);
+                    let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+                    let hi =
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(v), low));
+                    let p_lo = _mm256_maddubs_epi16(
+                        a4!(a_abs.add(k0)),
+                        _mm256_sign_epi8(lo, a4!(a_int.add(k0))),
+                    );
+                    let p_hi = _mm256_maddubs_epi16(
+                        a4!(a_abs.add(k0 + 4)),
+                        _mm256_sign_epi8(hi, a4!(a_int.add(k0 + 4))),
+                    );
+                    pairs = _mm256_add_epi16(pairs, _mm256_add_epi16(p_lo, p_hi));
+                }
+                d = _mm256_add_epi32(d, _mm256_madd_epi16(pairs, ones));
+            }
+            let p = _mm256_mul_ps(_mm256_cvtepi32_ps(d), gv);
+            let s = _mm256_mul_ps(
+                _mm256_set1_ps(*sa.add(blk)),
+                _mm256_loadu_ps(scales.add(blk * 8)),
+            );
+            acc = _mm256_fmadd_ps(p, s, acc);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
 }
