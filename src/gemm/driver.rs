@@ -325,20 +325,18 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
                         // This accumulator block takes the tile's scaling
                         // blocks in a row (it stays in L1), each in
                         // increasing k.
-                        for b0 in (0..kt).step_by(s.block) {
-                            let blk = (k0 + b0) / s.block;
-                            let bt = s.block.min(kt - b0);
-                            K::tile_scaled(
-                                bt,
-                                &a_tile[b0 * K::MR..(b0 + bt) * K::MR],
-                                &b_tile[b0 * K::NR..(b0 + bt) * K::NR],
-                                acc,
-                                nb_pad,
-                                blk == 0,
-                                &sa_packed[blk * mb_pad + q * K::MR..][..K::MR],
-                                &sb_packed[blk * nb_pad + p * K::NR..][..K::NR],
-                            );
-                        }
+                        let blk0 = k0 / s.block;
+                        K::tile_scaled_blocks(
+                            kt,
+                            s.block,
+                            a_tile,
+                            b_tile,
+                            acc,
+                            nb_pad,
+                            k0 == 0,
+                            (&sa_packed[blk0 * mb_pad + q * K::MR..], mb_pad),
+                            (&sb_packed[blk0 * nb_pad + p * K::NR..], nb_pad),
+                        );
                     }
                 }
             }

@@ -58,6 +58,38 @@ pub(crate) trait Kernel {
         sb: &[f32],
     );
 
+    /// The scaling blocks of one K-tile in a row: for each block `i` of
+    /// `block` steps (the last may be shorter), [`Kernel::tile_scaled`] with
+    /// the scales `sa[i * sa_stride..][..MR]`, `sb[i * sb_stride..][..NR]`
+    /// (`first` applies to block 0 only). One call per tile, so the
+    /// accumulate of one block overlaps the chains of the next.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_scaled_blocks(
+        kt: usize,
+        block: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+        (sa, sa_stride): (&[f32], usize),
+        (sb, sb_stride): (&[f32], usize),
+    ) {
+        for (i, b0) in (0..kt).step_by(block.max(1)).enumerate() {
+            let bt = block.min(kt - b0);
+            Self::tile_scaled(
+                bt,
+                &a[b0 * Self::MR..(b0 + bt) * Self::MR],
+                &b[b0 * Self::NR..(b0 + bt) * Self::NR],
+                acc,
+                ld,
+                first && i == 0,
+                &sa[i * sa_stride..][..Self::MR],
+                &sb[i * sb_stride..][..Self::NR],
+            );
+        }
+    }
+
     /// Eight outputs of a small-M block-scaled product whose block sums are
     /// exact in integers (see `driver::serial_exact_small`): for each block
     /// `blk`, `d_j` = Σ a·b over the block as integers (`a` given as |a| and

@@ -55,6 +55,42 @@ impl Kernel for Avx2 {
         }
     }
 
+    fn tile_scaled_blocks(
+        kt: usize,
+        block: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+        (sa, sa_stride): (&[f32], usize),
+        (sb, sb_stride): (&[f32], usize),
+    ) {
+        let blocks = kt.div_ceil(block.max(1));
+        assert!(block > 0 && a.len() >= kt * MR && b.len() >= kt * NR);
+        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        assert!(
+            blocks == 0
+                || (sa.len() >= (blocks - 1) * sa_stride + MR
+                    && sb.len() >= (blocks - 1) * sb_stride + NR)
+        );
+        // SAFETY: AVX2 and FMA present (the driver's choice of kernel); the
+        // asserts bound every block's panels and scales.
+        unsafe {
+            tile_scaled_blocks_avx2(
+                kt,
+                block,
+                a.as_ptr(),
+                b.as_ptr(),
+                acc.as_mut_ptr(),
+                ld,
+                first,
+                (sa.as_ptr(), sa_stride),
+                (sb.as_ptr(), sb_stride),
+            )
+        }
+    }
+
     fn has_fp4_dots() -> bool {
         true
     }
@@ -185,50 +221,53 @@ fn epilogue_rows_fma(
     epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
 }
 
-/// The 6×16 block of chains `p` over `kt` steps of the packed panels.
+/// The 6×16 block of chains `p` over `kt` steps of the packed panels (a
+/// macro so that it inlines into every kernel: a `#[target_feature]`
+/// function cannot be `inline(always)`, and returning the twelve
+/// registers through memory costs as much as a short block's chains).
 ///
-/// # Safety
-/// `a` has `kt * 6` readable floats, `b` has `kt * 16`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn chains_avx2(kt: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
-    let mut p = [[_mm256_setzero_ps(); 2]; MR];
-    // One step of the chain: p[r][..] = fma(a[r], b[..], p[r][..]).
-    #[inline(always)]
-    fn step(p: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32) {
-        // SAFETY: the caller passes pointers to one k-step of each panel.
-        unsafe {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for (r, pr) in p.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(r));
-                pr[0] = _mm256_fmadd_ps(av, b0, pr[0]);
-                pr[1] = _mm256_fmadd_ps(av, b1, pr[1]);
+/// Used inside `unsafe`: `a` has `kt * 6` readable floats, `b` has `kt * 16`.
+macro_rules! chains_avx2 {
+    ($kt:expr, $a:expr, $b:expr) => {{
+        let (kt, a, b): (usize, *const f32, *const f32) = ($kt, $a, $b);
+        let mut p = [[_mm256_setzero_ps(); 2]; MR];
+        // One step of the chain: p[r][..] = fma(a[r], b[..], p[r][..]).
+        #[inline(always)]
+        fn step(p: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32) {
+            // SAFETY: the caller passes pointers to one k-step of each panel.
+            unsafe {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*a.add(r));
+                    pr[0] = _mm256_fmadd_ps(av, b0, pr[0]);
+                    pr[1] = _mm256_fmadd_ps(av, b1, pr[1]);
+                }
             }
         }
-    }
-    let (mut a, mut b) = (a, b);
-    // Unrolled by four (loop overhead costs ~9% otherwise); k stays in order.
-    for _ in 0..kt / 4 {
-        // SAFETY: four more k-steps remain in both panels.
-        unsafe {
-            step(&mut p, a, b);
-            step(&mut p, a.add(MR), b.add(NR));
-            step(&mut p, a.add(2 * MR), b.add(2 * NR));
-            step(&mut p, a.add(3 * MR), b.add(3 * NR));
-            a = a.add(4 * MR);
-            b = b.add(4 * NR);
+        let (mut a, mut b) = (a, b);
+        // Unrolled by four (loop overhead costs ~9% otherwise); k stays in order.
+        for _ in 0..kt / 4 {
+            // SAFETY: four more k-steps remain in both panels.
+            unsafe {
+                step(&mut p, a, b);
+                step(&mut p, a.add(MR), b.add(NR));
+                step(&mut p, a.add(2 * MR), b.add(2 * NR));
+                step(&mut p, a.add(3 * MR), b.add(3 * NR));
+                a = a.add(4 * MR);
+                b = b.add(4 * NR);
+            }
         }
-    }
-    for _ in 0..kt % 4 {
-        // SAFETY: one more k-step remains in both panels.
-        unsafe {
-            step(&mut p, a, b);
-            a = a.add(MR);
-            b = b.add(NR);
+        for _ in 0..kt % 4 {
+            // SAFETY: one more k-step remains in both panels.
+            unsafe {
+                step(&mut p, a, b);
+                a = a.add(MR);
+                b = b.add(NR);
+            }
         }
-    }
-    p
+        p
+    }};
 }
 
 /// # Safety
@@ -243,8 +282,8 @@ unsafe fn tile_avx2(
     ld: usize,
     first: bool,
 ) {
-    // SAFETY: the caller's contract covers the panels.
-    let p = unsafe { chains_avx2(kt, a, b) };
+    // The caller's contract covers the panels (the macro's reads).
+    let p = chains_avx2!(kt, a, b);
     for (r, pr) in p.iter().enumerate() {
         // SAFETY: row r < 6 of the accumulator block, 16 floats.
         unsafe {
@@ -266,6 +305,7 @@ unsafe fn tile_avx2(
 /// # Safety
 /// As [`tile_avx2`], and `sa` has 6 readable floats, `sb` 16.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_scaled_avx2(
     kt: usize,
@@ -277,9 +317,10 @@ unsafe fn tile_scaled_avx2(
     sa: *const f32,
     sb: *const f32,
 ) {
-    // SAFETY: the caller's contract covers the panels and the scales.
+    // The caller's contract covers the panels (the macro's reads).
+    let p = chains_avx2!(kt, a, b);
+    // SAFETY: the caller's contract covers the scales and the accumulator.
     unsafe {
-        let p = chains_avx2(kt, a, b);
         let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
         for (r, pr) in p.iter().enumerate() {
             let dst = acc.add(r * ld);
@@ -293,6 +334,43 @@ unsafe fn tile_scaled_avx2(
             };
             _mm256_storeu_ps(dst, _mm256_fmadd_ps(pr[0], s0, z0));
             _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(pr[1], s1, z1));
+        }
+    }
+}
+
+/// [`Kernel::tile_scaled_blocks`]: the blocks of a K-tile in one function,
+/// so that one block's accumulate overlaps the next block's chains.
+///
+/// # Safety
+/// As [`tile_scaled_avx2`] for every block `i` (panels from step `i·block`,
+/// scales at `i·stride`).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_scaled_blocks_avx2(
+    kt: usize,
+    block: usize,
+    a: *const f32,
+    b: *const f32,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+    (sa, sa_stride): (*const f32, usize),
+    (sb, sb_stride): (*const f32, usize),
+) {
+    for (i, b0) in (0..kt).step_by(block).enumerate() {
+        let bt = block.min(kt - b0);
+        // SAFETY: per this function's contract.
+        unsafe {
+            tile_scaled_avx2(
+                bt,
+                a.add(b0 * MR),
+                b.add(b0 * NR),
+                acc,
+                ld,
+                first && i == 0,
+                sa.add(i * sa_stride),
+                sb.add(i * sb_stride),
+            )
         }
     }
 }
