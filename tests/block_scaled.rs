@@ -301,6 +301,18 @@ fn nvfp4_and_fp8_worked_examples() {
     let x = block(&[12.0, 3.0]);
     let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), false).unwrap();
     assert_eq!((q.scales()[0], q.data()[1].to_f32()), (2.0, 1.5));
+    // NVFP4's definition step by step, with the bits: amax 7 → 7/6 =
+    // 1.1667 → E4M3 1.125 (0x39, step 0.125 in [1, 2)); then 7/1.125 =
+    // 6.22 saturates to 6 (0x7), -1/1.125 = -0.889 → -1 (0xA), 0.3/1.125 =
+    // 0.267 → 0.5 (0x1, above the midpoint 0.25), 5/1.125 = 4.44 → 4 (0x6,
+    // below the midpoint 5).
+    let x = block(&[7.0, -1.0, 0.3, 5.0]);
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), false).unwrap();
+    assert_eq!(q.nvfp4_scales().unwrap().0[0].to_bits(), 0x39);
+    assert_eq!(q.scales()[0], 1.125);
+    let bits: Vec<u8> = q.data()[..4].iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits, [0x7, 0xA, 0x1, 0x6]);
+    assert_eq!(q.dequantize().unwrap().as_slice()[..4], [6.75, -1.125, 0.5625, 4.5]);
     // With a tensor scale: s_t = 2688 / 2688 = 1 → the same block scales.
     let x = block(&[2688.0, 3.0]);
     let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), true).unwrap();

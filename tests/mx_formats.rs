@@ -319,3 +319,77 @@ fn mxint8_exhaustive_against_its_definition() {
         mixprec::DType::MxInt8
     );
 }
+
+/// The encodings the OCP MX v1.0 spec tabulates for each element type
+/// (§5.3: exponent bias, max normal, min normal, max subnormal, min
+/// subnormal, with their bit patterns; §5.4: E8M0; §5.3.3: INT8 with its
+/// implicit 2^-6), checked bit for bit in both directions.
+#[test]
+fn ocp_mx_spec_tables() {
+    fn row<T: FloatElement>(table: &[(u32, f32)]) {
+        for &(bits, value) in table {
+            assert_eq!(
+                T::from_raw_bits(bits).to_f32(),
+                value,
+                "{:?} {bits:#b}",
+                T::DTYPE
+            );
+            assert_eq!(
+                T::from_f32(value).to_raw_bits(),
+                bits,
+                "{:?} {value}",
+                T::DTYPE
+            );
+            // The sign bit gives the negative value.
+            let neg = bits | 1 << (T::BITS - 1);
+            assert_eq!(T::from_raw_bits(neg).to_f32(), -value);
+        }
+    }
+    // FP8 E4M3: bias 7; max normal S.1111.110 = 448, min normal S.0001.000
+    // = 2^-6, max subnormal S.0000.111 = 0.875 · 2^-6, min S.0000.001 = 2^-9.
+    row::<mixprec::F8E4M3>(&[
+        (0b0_1111_110, 448.0),
+        (0b0_0001_000, 2f32.powi(-6)),
+        (0b0_0000_111, 0.875 * 2f32.powi(-6)),
+        (0b0_0000_001, 2f32.powi(-9)),
+    ]);
+    // FP8 E5M2: bias 15; max S.11110.11 = 57344, min normal 2^-14, max
+    // subnormal 0.75 · 2^-14, min 2^-16.
+    row::<mixprec::F8E5M2>(&[
+        (0b0_11110_11, 57344.0),
+        (0b0_00001_00, 2f32.powi(-14)),
+        (0b0_00000_11, 0.75 * 2f32.powi(-14)),
+        (0b0_00000_01, 2f32.powi(-16)),
+    ]);
+    // FP6 E2M3: bias 1; max S.11.111 = 7.5, min normal S.01.000 = 1, max
+    // subnormal S.00.111 = 0.875, min S.00.001 = 0.125.
+    row::<F6E2M3>(&[
+        (0b0_11_111, 7.5),
+        (0b0_01_000, 1.0),
+        (0b0_00_111, 0.875),
+        (0b0_00_001, 0.125),
+    ]);
+    // FP6 E3M2: bias 3; max S.111.11 = 28, min normal S.001.00 = 0.25, max
+    // subnormal S.000.11 = 0.1875, min S.000.01 = 0.0625.
+    row::<F6E3M2>(&[
+        (0b0_111_11, 28.0),
+        (0b0_001_00, 0.25),
+        (0b0_000_11, 0.1875),
+        (0b0_000_01, 0.0625),
+    ]);
+    // FP4 E2M1: bias 1; max S.11.1 = 6, min normal S.01.0 = 1, max (and
+    // min) subnormal S.00.1 = 0.5.
+    row::<F4E2M1>(&[(0b0_11_1, 6.0), (0b0_01_0, 1.0), (0b0_00_1, 0.5)]);
+    // E8M0: bias 127; max 0b1111_1110 = 2^127, min 0b0000_0000 = 2^-127,
+    // NaN 0b1111_1111; 1.0 is 0b0111_1111.
+    assert_eq!(F8E8M0::from_bits(0b1111_1110).to_f32(), 2f32.powi(127));
+    assert_eq!(F8E8M0::from_bits(0).to_f32(), 2f32.powi(-127));
+    assert!(F8E8M0::from_bits(0xFF).is_nan());
+    assert_eq!(F8E8M0::from_f32(1.0).to_bits(), 0b0111_1111);
+    // INT8 (MXINT8 elements): two's complement with an implicit 2^-6; max
+    // 0b0111_1111 = 1 63/64, min 0b1000_0000 = -2, smallest step 2^-6.
+    assert_eq!(MxInt8::from_bits(0b0111_1111).to_f32(), 1.0 + 63.0 / 64.0);
+    assert_eq!(MxInt8::from_bits(0b1000_0000).to_f32(), -2.0);
+    assert_eq!(MxInt8::from_bits(1).to_f32(), 2f32.powi(-6));
+    assert_eq!(MxInt8::from_bits(0xFF).to_f32(), -(2f32.powi(-6)));
+}
