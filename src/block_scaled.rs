@@ -217,6 +217,19 @@ fn pow2_f32(e: i32) -> f32 {
     }
 }
 
+/// The 23 fraction bits of the significand of a finite x > 0, normalised
+/// (x = 2^⌊log₂ x⌋ · (1 + f / 2^23); f32 subnormals included).
+fn significand_fraction(x: f32) -> u32 {
+    let b = x.to_bits() & 0x7FFF_FFFF;
+    if b >> 23 == 0 {
+        // Subnormal: shift the leading one out to bit 23.
+        let shift = b.leading_zeros() - 8;
+        (b << shift) & 0x007F_FFFF
+    } else {
+        b & 0x007F_FFFF
+    }
+}
+
 /// ⌊log₂ x⌋ for a finite x > 0 (f32 subnormals included).
 fn floor_log2(x: f32) -> i32 {
     let b = x.to_bits();
@@ -540,7 +553,7 @@ impl<T: MxElement> BlockScaled<T> {
         data: &mut Vec<T>,
         scales: &mut Vec<f32>,
     ) -> Result<Self, Error> {
-        let max_elem = f64::from(T::MAX.to_f32());
+        let max_frac = significand_fraction(T::MAX.to_f32());
         Self::quantize_with(
             x,
             32,
@@ -551,21 +564,13 @@ impl<T: MxElement> BlockScaled<T> {
                     return f32::NAN;
                 }
                 let amax = if amax == 0.0 { f32::MIN_POSITIVE } else { amax };
+                let e = floor_log2(amax) - T::EMAX;
                 let e = match mode {
-                    MxScaleMode::Floor => floor_log2(amax) - T::EMAX,
-                    MxScaleMode::Ceil => {
-                        let r = f64::from(amax) / max_elem;
-                        let e = r.log2().ceil() as i32;
-                        // log2 of an f64 can be off by an ulp: settle on the
-                        // smallest power of two at or above r.
-                        if 2f64.powi(e - 1) >= r {
-                            e - 1
-                        } else if 2f64.powi(e) < r {
-                            e + 1
-                        } else {
-                            e
-                        }
-                    }
+                    MxScaleMode::Floor => e,
+                    // amax / max_elem = 2^e · (1 + f_a) / (1 + f_max) with the
+                    // significand fractions f: at most 2^e exactly when
+                    // f_a <= f_max, else in (2^e, 2^(e+1)).
+                    MxScaleMode::Ceil => e + i32::from(significand_fraction(amax) > max_frac),
                 };
                 F8E8M0::from_exponent(e.max(-127)).to_f32()
             },

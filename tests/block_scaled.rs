@@ -838,3 +838,46 @@ fn packed_fp4_errors() {
     );
     assert!(r.is_err());
 }
+
+/// The MX scale rules at their edges against the plain transcription:
+/// amax at and next to max_elem · 2^j (where CEIL steps), powers of two
+/// (where FLOOR steps), f32 subnormals and the top of f32.
+#[test]
+fn mx_scale_edges_follow_the_rules() {
+    fn check<T: mixprec::block_scaled::MxElement>() {
+        let max = T::MAX.to_f32();
+        let mut amaxes = vec![f32::MAX, 1e-45, 3e-39, 1.1754942e-38, f32::MIN_POSITIVE];
+        for j in [-140i32, -126, -20, -1, 0, 1, 7, 100, 120] {
+            for base in [max * 2f32.powi(j), 2f32.powi(j)] {
+                if base.is_finite() && base > 0.0 {
+                    let b = base.to_bits();
+                    amaxes.extend([f32::from_bits(b - 1), base, f32::from_bits(b + 1)]);
+                }
+            }
+        }
+        // One block per amax: the amax itself and a smaller value.
+        let mut x = Vec::new();
+        for &a in &amaxes {
+            let mut blk = vec![a * 0.25; 32];
+            blk[7] = -a;
+            x.extend(blk);
+        }
+        let lines = amaxes.len();
+        let m = MatRef::from_row_major(&x, lines, 32).unwrap();
+        for mode in [MxScaleMode::Floor, MxScaleMode::Ceil] {
+            let q = BlockScaled::<T>::mx(m, mode).unwrap();
+            let (s, e) = plain::mx::<T>(&x, lines, 32, mode);
+            let got: Vec<u32> = q.scales().iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = s.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{:?} {mode:?}", T::DTYPE);
+            let data: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
+            assert_eq!(data, e, "{:?} {mode:?}", T::DTYPE);
+        }
+    }
+    check::<F8E4M3>();
+    check::<F8E5M2>();
+    check::<F6E2M3>();
+    check::<F6E3M2>();
+    check::<F4E2M1>();
+    check::<MxInt8>();
+}
