@@ -29,7 +29,9 @@
 //! | FP8, per tensor | E4M3/E5M2 | whole tensor | f32 | ≈ 8 | as MXFP8 | as MXFP8 |
 //!
 //! (Bits in memory: FP6/FP4 are stored a byte each here; pack them with
-//! [`crate::dtype::pack_fp4`]/[`crate::dtype::pack_fp6`] for the figures above.)
+//! [`crate::dtype::pack_fp4`]/[`crate::dtype::pack_fp6`] for the figures
+//! above. FP4 weights for inference at small batch: [`PackedFp4`], two per
+//! byte, with [`crate::gemm::block_gemm_packed`].)
 //!
 //! **MX** ([`BlockScaled::mx`]): X = 2^(⌊log₂ amax⌋ − emax_elem) with
 //! emax_elem 8 (E4M3), 15 (E5M2), 2 (E2M3), 4 (E3M2), 2 (E2M1), 0 (INT8)
