@@ -312,7 +312,10 @@ fn nvfp4_and_fp8_worked_examples() {
     assert_eq!(q.scales()[0], 1.125);
     let bits: Vec<u8> = q.data()[..4].iter().map(|v| v.to_bits()).collect();
     assert_eq!(bits, [0x7, 0xA, 0x1, 0x6]);
-    assert_eq!(q.dequantize().unwrap().as_slice()[..4], [6.75, -1.125, 0.5625, 4.5]);
+    assert_eq!(
+        q.dequantize().unwrap().as_slice()[..4],
+        [6.75, -1.125, 0.5625, 4.5]
+    );
     // With a tensor scale: s_t = 2688 / 2688 = 1 → the same block scales.
     let x = block(&[2688.0, 3.0]);
     let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), true).unwrap();
