@@ -9,8 +9,8 @@ use mixprec::quant::requant::{
     saturating_rounding_doubling_high_mul, RequantRounding,
 };
 use mixprec::quant::{
-    self, max_k, qgemm, qgemm_portable, qgemm_reference, DynamicQuantLinear, QEpilogue, QInt,
-    QuantParams, QuantRounding, Scheme,
+    self, max_k, qgemm, qgemm_packed, qgemm_packed_portable, qgemm_portable, qgemm_reference,
+    DynamicQuantLinear, PackedI8, QEpilogue, QInt, QuantParams, QuantRounding, Scheme,
 };
 use mixprec::{Error, MatMut, MatRef, Tensor};
 use proptest::prelude::*;
@@ -115,12 +115,24 @@ fn check_exact<A: QInt + std::fmt::Debug>(cs: &Case, to_a: fn(u64) -> A) {
     } else {
         Parallelism::Threads(cs.threads)
     };
-    for which in 0..3 {
+    // B pre-packed (its layout and column sums), reusable across calls.
+    let packed = PackedI8::new(b, &zb).unwrap();
+    let b_row_major: Vec<i8> = (0..cs.k * cs.n)
+        .map(|x| b.get(x / cs.n.max(1), x % cs.n.max(1)).unwrap_or(0))
+        .collect();
+    assert_eq!(packed.to_row_major(), b_row_major);
+    let sums: Vec<i32> = (0..cs.n)
+        .map(|j| (0..cs.k).map(|k| b.get(k, j).unwrap() as i32).sum())
+        .collect();
+    assert_eq!(packed.column_sums(), &sums[..]);
+    for which in 0..5 {
         let mut c = vec![7i32; cs.m * cs.n];
         let cv = MatMut::from_row_major(&mut c, cs.m, cs.n).unwrap();
         match which {
             0 => qgemm(a, &za, b, &zb, cv, &QEpilogue::I32, par).unwrap(),
             1 => qgemm_portable(a, &za, b, &zb, cv, &QEpilogue::I32, par).unwrap(),
+            2 => qgemm_packed(a, &za, &packed, cv, &QEpilogue::I32, par).unwrap(),
+            3 => qgemm_packed_portable(a, &za, &packed, cv, &QEpilogue::I32, par).unwrap(),
             _ => qgemm_reference(a, &za, b, &zb, cv, &QEpilogue::I32).unwrap(),
         }
         let got: Vec<i64> = c.iter().map(|&v| v as i64).collect();
@@ -163,7 +175,18 @@ proptest! {
         let par = Parallelism::Threads(cs.threads);
         qgemm(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
         qgemm_reference(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut slow, cs.m, cs.n).unwrap(), &epi).unwrap();
-        prop_assert_eq!(fast, slow);
+        prop_assert_eq!(&fast, &slow);
+        let packed = PackedI8::new(view(&sb, cs.tb), &[-1]).unwrap();
+        qgemm_packed(view(&sa, cs.ta), &[3], &packed, MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
+        prop_assert_eq!(&fast, &slow);
+        // f32 out (dequantize), per-row scales, through the packed path too.
+        let a_scales: Vec<f32> = (0..cs.m.max(1)).map(|i| 0.01 + i as f32 * 0.003).collect();
+        let a_scales = if cs.m == 0 { vec![1.0] } else { a_scales };
+        let epi = QEpilogue::Dequantize { a_scales: &a_scales, b_scales: &[0.02], bias: None };
+        let (mut f1, mut f2) = (vec![0.0f32; cs.m * cs.n], vec![0.0f32; cs.m * cs.n]);
+        qgemm_packed(view(&sa, cs.ta), &[3], &packed, MatMut::from_row_major(&mut f1, cs.m, cs.n).unwrap(), &epi, par).unwrap();
+        qgemm_reference(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut f2, cs.m, cs.n).unwrap(), &epi).unwrap();
+        prop_assert_eq!(f1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), f2.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
 
     /// Requantization against an independent model in i128 arithmetic:

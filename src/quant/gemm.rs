@@ -187,7 +187,7 @@ fn check_len(what: &'static str, v_len: usize, one_or: usize) -> Result<(), Erro
 }
 
 #[allow(clippy::too_many_arguments)]
-fn validate<A: QInt, O: QOutput>(
+pub(super) fn validate<A: QInt, O: QOutput>(
     a: &MatRef<'_, A>,
     a_zero_points: &[i32],
     b: &MatRef<'_, i8>,
@@ -544,7 +544,7 @@ fn run<A: QInt, O: QOutput>(
 /// kernel is exact. Dynamic quantization with a 7-bit range (PyTorch's
 /// `reduce_range`) always gives such activations.
 #[cfg(target_arch = "x86_64")]
-fn fits_seven_bits<A: QInt>(a: &MatRef<'_, A>) -> bool {
+pub(super) fn fits_seven_bits<A: QInt>(a: &MatRef<'_, A>) -> bool {
     if a.rows() == 0 || a.cols() == 0 {
         return true;
     }

@@ -46,6 +46,7 @@ mod convert;
 mod gemm;
 mod linear;
 pub mod observer;
+mod packed;
 pub mod requant;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
@@ -56,6 +57,7 @@ pub use convert::{
 };
 pub use gemm::{max_k, qgemm, qgemm_portable, qgemm_reference, QEpilogue, QOutput};
 pub use linear::{DynamicQuantLinear, ACTIVATION_QMAX, MAX_IN_FEATURES};
+pub use packed::{qgemm_packed, qgemm_packed_portable, PackedI8};
 
 use crate::dtype::Element;
 use crate::Error;

@@ -1,0 +1,311 @@
+//! Pre-packed int8 weights for the integer GEMM at small batch
+//! ([`qgemm_packed`]): the B operand packed once, as fbgemm's
+//! `PackBMatrix` or gemmlowp's prepacked matrices, with its column sums.
+
+use super::gemm::{validate, QEpilogue, QOutput};
+use super::{qgemm, QInt};
+use crate::gemm::driver::{par_split, task_count};
+use crate::gemm::Parallelism;
+use crate::tensor::{MatMut, MatRef};
+use crate::Error;
+
+/// Columns of B per packed group (one AVX2 register of i32 sums).
+const GROUP: usize = 8;
+
+/// Rows of A up to which [`qgemm_packed`] streams the packed weights; past
+/// it the blocked engine, which reuses each weight across rows, is faster.
+const PACKED_MAX_ROWS: usize = 32;
+
+/// An int8 B operand (`K × N`, as [`qgemm`] takes it) packed once for
+/// products with few rows: groups of eight columns, interleaved four
+/// values of k at a time (one 32-byte load holds four k of eight outputs,
+/// so each `vpmaddubsw`/`vpmaddwd` lane belongs to one output), the column
+/// sums `Σ_k b[k, n]` that the zero-point corrections need, and B's zero
+/// points. Reusable across calls and threads; the layout is private.
+///
+/// ```
+/// use mixprec::quant::{qgemm, qgemm_packed, PackedI8, QEpilogue};
+/// use mixprec::gemm::Parallelism;
+/// use mixprec::{MatMut, MatRef};
+/// let b: Vec<i8> = (0..6 * 10).map(|i| (i % 7) as i8 - 3).collect(); // K = 6, N = 10
+/// let a: Vec<u8> = (0..6).map(|i| 100 + i as u8).collect();           // M = 1
+/// let packed = PackedI8::new(MatRef::from_row_major(&b, 6, 10)?, &[0])?;
+/// let (mut c1, mut c2) = ([0i32; 10], [0i32; 10]);
+/// let a = MatRef::from_row_major(&a, 1, 6)?;
+/// qgemm_packed(a, &[128], &packed, MatMut::from_row_major(&mut c1, 1, 10)?, &QEpilogue::I32, Parallelism::Serial)?;
+/// qgemm(a, &[128], MatRef::from_row_major(&b, 6, 10)?, &[0], MatMut::from_row_major(&mut c2, 1, 10)?, &QEpilogue::I32, Parallelism::Serial)?;
+/// assert_eq!(c1, c2);
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedI8 {
+    k: usize,
+    n: usize,
+    /// Per group, per 4 values of k (K rounded up to 4, zero-padded): 32
+    /// bytes; byte `4j + i` is b[4q + i, 8g + j] (padding columns: 0).
+    codes: Vec<i8>,
+    /// Σ_k b[k, n] per column.
+    column_sums: Vec<i32>,
+    zero_points: Vec<i32>,
+}
+
+impl PackedI8 {
+    /// Packs `b` (`K × N`, any strides) with its zero points (1 or N).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for zero points whose count is not 1 or
+    /// N; [`Error::InvalidParameter`] for a zero point outside −128..=127.
+    pub fn new(b: MatRef<'_, i8>, zero_points: &[i32]) -> Result<Self, Error> {
+        let (k, n) = (b.rows(), b.cols());
+        if zero_points.len() != 1 && zero_points.len() != n {
+            return Err(Error::LengthMismatch {
+                what: "PackedI8 zero points (1 or N)",
+                expected: n,
+                actual: zero_points.len(),
+            });
+        }
+        for &z in zero_points {
+            super::check_scale_zp(1.0, z, -128, 127)?;
+        }
+        let k4 = k.div_ceil(4) * 4;
+        let groups = n.div_ceil(GROUP);
+        // k4 · 8 · groups <= (k + 3) · (n + 7): the view's own product
+        // (checked when it was made) plus a little.
+        let len = crate::error::checked_numel(&[k4, groups, GROUP])?;
+        let mut codes = vec![0i8; len];
+        let mut column_sums = vec![0i32; n];
+        for (j, sum) in column_sums.iter_mut().enumerate() {
+            let (g, jj) = (j / GROUP, j % GROUP);
+            for kk in 0..k {
+                let v = b.at(kk, j);
+                codes[(g * k4 / 4 + kk / 4) * 32 + 4 * jj + kk % 4] = v;
+                *sum += i32::from(v);
+            }
+        }
+        Ok(Self {
+            k,
+            n,
+            codes,
+            column_sums,
+            zero_points: zero_points.to_vec(),
+        })
+    }
+
+    /// K (rows of B).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// N (columns of B).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// B's zero points (1 or N).
+    pub fn zero_points(&self) -> &[i32] {
+        &self.zero_points
+    }
+
+    /// `Σ_k b[k, n]` for each column.
+    pub fn column_sums(&self) -> &[i32] {
+        &self.column_sums
+    }
+
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        self.codes.len() + 4 * (self.column_sums.len() + self.zero_points.len())
+    }
+
+    /// B back as a `K × N` row-major matrix.
+    pub fn to_row_major(&self) -> Vec<i8> {
+        let k4 = self.k.div_ceil(4) * 4;
+        let mut out = vec![0i8; self.k * self.n];
+        for j in 0..self.n {
+            let (g, jj) = (j / GROUP, j % GROUP);
+            for kk in 0..self.k {
+                out[kk * self.n + j] = self.codes[(g * k4 / 4 + kk / 4) * 32 + 4 * jj + kk % 4];
+            }
+        }
+        out
+    }
+}
+
+/// [`qgemm`] with B packed once by [`PackedI8`]: the same contract, the
+/// same (exact) results. Up to 32 rows of A it streams the packed weights
+/// once per row (u8 activations ≤ 127 through `vpmaddubsw`, any other i8/u8
+/// through `vpmaddwd` on i16, never saturating), which is what batch-1
+/// inference needs; with more rows it unpacks B and calls [`qgemm`].
+///
+/// # Errors
+/// As [`qgemm`].
+pub fn qgemm_packed<A: QInt, O: QOutput>(
+    a: MatRef<'_, A>,
+    a_zero_points: &[i32],
+    b: &PackedI8,
+    c: MatMut<'_, O>,
+    epilogue: &QEpilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    packed_on(
+        a,
+        a_zero_points,
+        b,
+        c,
+        epilogue,
+        parallelism,
+        crate::cpu::has_avx2_fma_f16c(),
+    )
+}
+
+/// [`qgemm_packed`] forced onto the portable kernel.
+///
+/// # Errors
+/// As [`qgemm`].
+#[doc(hidden)]
+pub fn qgemm_packed_portable<A: QInt, O: QOutput>(
+    a: MatRef<'_, A>,
+    a_zero_points: &[i32],
+    b: &PackedI8,
+    c: MatMut<'_, O>,
+    epilogue: &QEpilogue<'_>,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
+    packed_on(a, a_zero_points, b, c, epilogue, parallelism, false)
+}
+
+fn packed_on<A: QInt, O: QOutput>(
+    a: MatRef<'_, A>,
+    a_zero_points: &[i32],
+    b: &PackedI8,
+    c: MatMut<'_, O>,
+    epilogue: &QEpilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    // A shape-only K×N view stands for the packed B (it owns its data, so C
+    // cannot alias it).
+    static SHAPE_ONLY: [i8; 1] = [0];
+    let b_shape = MatRef::new(&SHAPE_ONLY, b.k, b.n, 0, 0)?;
+    validate(
+        &a,
+        a_zero_points,
+        &b_shape,
+        &b.zero_points,
+        &c,
+        epilogue,
+        parallelism,
+    )?;
+    if a.rows() > PACKED_MAX_ROWS {
+        let unpacked = b.to_row_major();
+        let bm = MatRef::from_row_major(&unpacked, b.k, b.n)?;
+        return qgemm(
+            a,
+            a_zero_points,
+            bm,
+            &b.zero_points,
+            c,
+            epilogue,
+            parallelism,
+        );
+    }
+    run_packed(a, a_zero_points, b, c, epilogue, parallelism, simd);
+    Ok(())
+}
+
+/// How A's rows are given to the kernels.
+enum Rows {
+    /// u8 values ≤ 127 (for `vpmaddubsw`).
+    U7(Vec<u8>),
+    /// Any values, as i16 (for `vpmaddwd`).
+    I16(Vec<i16>),
+}
+
+fn run_packed<A: QInt, O: QOutput>(
+    a: MatRef<'_, A>,
+    za: &[i32],
+    b: &PackedI8,
+    c: MatMut<'_, O>,
+    epilogue: &QEpilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let k4 = k.div_ceil(4) * 4;
+    // A's rows, zero-padded to k4, and their sums.
+    let value = |i: usize, kk: usize| if kk < k { a.at(i, kk).to_i32() } else { 0 };
+    #[cfg(target_arch = "x86_64")]
+    let seven = simd && A::QMIN == 0 && super::gemm::fits_seven_bits(&a);
+    #[cfg(not(target_arch = "x86_64"))]
+    let seven = false;
+    let rows = if seven {
+        Rows::U7((0..m * k4).map(|x| value(x / k4, x % k4) as u8).collect())
+    } else {
+        Rows::I16((0..m * k4).map(|x| value(x / k4, x % k4) as i16).collect())
+    };
+    let row_sums: Vec<i32> = (0..m)
+        .map(|i| (0..k).map(|kk| value(i, kk)).sum())
+        .collect();
+    let pick = |v: &[i32], i: usize| v[if v.len() == 1 { 0 } else { i }];
+    let tasks = task_count(m, n, k, parallelism);
+    par_split(c, (0, 0), tasks, (1, GROUP), &|(r0, c0), mut part| {
+        let (mp, np) = (part.rows(), part.cols());
+        for (gi, j0) in (0..np).step_by(GROUP).enumerate() {
+            let g = c0 / GROUP + gi;
+            let codes = &b.codes[g * k4 * GROUP..(g + 1) * k4 * GROUP];
+            for i in 0..mp {
+                let r = r0 + i;
+                let raw = match &rows {
+                    Rows::U7(v) => dots8_u7(codes, &v[r * k4..(r + 1) * k4], simd),
+                    Rows::I16(v) => dots8_i16(codes, &v[r * k4..(r + 1) * k4], simd),
+                };
+                let zr = pick(za, r);
+                for (jj, &s) in raw.iter().enumerate().take(np - j0) {
+                    let col = c0 + j0 + jj;
+                    let zc = pick(&b.zero_points, col);
+                    // Σ(a − za)(b − zb) = Σab − zb·Σa − za·Σb + K·za·zb,
+                    // exact modulo 2^32, so exact within the K limit.
+                    let acc = s
+                        .wrapping_sub(zc.wrapping_mul(row_sums[r]))
+                        .wrapping_sub(zr.wrapping_mul(b.column_sums[col]))
+                        .wrapping_add((k as i32).wrapping_mul(zr).wrapping_mul(zc));
+                    part.set(i, j0 + jj, O::from_acc(acc, r, col, epilogue));
+                }
+            }
+        }
+    });
+}
+
+/// Σ_k a[k]·b[k, j] (wrapping i32) for the eight columns of one group;
+/// `a` holds u8 values ≤ 127.
+fn dots8_u7(codes: &[i8], a: &[u8], simd: bool) -> [i32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return super::x86_avx2::packed_dots8_u7(codes, a);
+    }
+    let _ = simd;
+    dots8_portable(codes, a.iter().map(|&v| i32::from(v)))
+}
+
+/// As [`dots8_u7`] for any values, given as i16.
+fn dots8_i16(codes: &[i8], a: &[i16], simd: bool) -> [i32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return super::x86_avx2::packed_dots8_i16(codes, a);
+    }
+    let _ = simd;
+    dots8_portable(codes, a.iter().map(|&v| i32::from(v)))
+}
+
+fn dots8_portable(codes: &[i8], a: impl Iterator<Item = i32>) -> [i32; 8] {
+    let mut out = [0i32; 8];
+    for (kk, av) in a.enumerate() {
+        let run = &codes[(kk / 4) * 32..];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = o.wrapping_add(av * i32::from(run[4 * j + kk % 4]));
+        }
+    }
+    out
+}
