@@ -325,6 +325,8 @@ fn mxint8_exhaustive_against_its_definition() {
 /// subnormal, with their bit patterns; §5.4: E8M0; §5.3.3: INT8 with its
 /// implicit 2^-6), checked bit for bit in both directions.
 #[test]
+// The literals are grouped sign.exponent.mantissa, as the spec writes them.
+#[allow(clippy::unusual_byte_groupings)]
 fn ocp_mx_spec_tables() {
     fn row<T: FloatElement>(table: &[(u32, f32)]) {
         for &(bits, value) in table {
