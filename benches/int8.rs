@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mixprec::gemm::{gemm, Epilogue, Parallelism};
-use mixprec::quant::{qgemm, DynamicQuantLinear, QEpilogue, QInt};
+use mixprec::quant::{qgemm, qgemm_packed, DynamicQuantLinear, PackedI8, QEpilogue, QInt};
 use mixprec::{MatMut, MatRef, Tensor};
 use std::hint::black_box;
 use std::time::Duration;
@@ -81,6 +81,8 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
 
+    small_batch(c);
+
     let mut g = c.benchmark_group("dynamic_quant_linear");
     let n = 1024;
     g.throughput(Throughput::Elements((n * n * n) as u64));
@@ -97,6 +99,94 @@ fn benches(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("mixprec", n), |b| {
         b.iter(|| layer.forward(black_box(&x), Parallelism::Serial).unwrap())
     });
+    g.finish();
+}
+
+/// Batch 1–32 against 4096×4096 int8 weights (the shapes of inference),
+/// beside our f32 GEMM of the same shape and a read-only pass over the
+/// weight bytes (the memory limit), in GOP/s (2·M·N·K per second).
+fn small_batch(c: &mut Criterion) {
+    let (k, n) = (4096usize, 4096usize);
+    let bi: Vec<i8> = bytes(k * n, 2).iter().map(|&v| v as i8).collect();
+    let bf: Vec<f32> = bi.iter().map(|&v| v as f32).collect();
+    let packed = PackedI8::new(MatRef::from_row_major(&bi, k, n).unwrap(), &[0]).unwrap();
+    let mut g = c.benchmark_group("int8_small_batch");
+    g.sample_size(10);
+    // The memory limit: one pass summing the weights' bytes.
+    g.throughput(Throughput::Bytes((k * n) as u64));
+    let raw: Vec<u8> = bi.iter().map(|&v| v as u8).collect();
+    g.bench_function("read_weight_bytes", |b| {
+        b.iter(|| {
+            black_box(&raw).chunks_exact(8).fold(0u64, |s, c| {
+                s.wrapping_add(u64::from_le_bytes(c.try_into().unwrap()))
+            })
+        })
+    });
+    for m in [1usize, 8, 32] {
+        let id = format!("{m}x{k}x{n}");
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let au = bytes(m * k, 1);
+        let a7: Vec<u8> = au.iter().map(|&v| v & 0x7F).collect();
+        let af: Vec<f32> = au.iter().map(|&v| v as f32).collect();
+        let mut ci = vec![0i32; m * n];
+        let mut cf = vec![0.0f32; m * n];
+        let packed_run = |a: &[u8], za: i32, ci: &mut [i32]| {
+            qgemm_packed(
+                MatRef::from_row_major(a, m, k).unwrap(),
+                &[za],
+                &packed,
+                MatMut::from_row_major(ci, m, n).unwrap(),
+                &QEpilogue::I32,
+                Parallelism::Serial,
+            )
+            .unwrap()
+        };
+        g.bench_function(BenchmarkId::new("mixprec_f32", &id), |b| {
+            b.iter(|| {
+                gemm(
+                    MatRef::from_row_major(black_box(&af), m, k).unwrap(),
+                    MatRef::from_row_major(&bf, k, n).unwrap(),
+                    MatMut::from_row_major(&mut cf, m, n).unwrap(),
+                    &Epilogue::new(),
+                    Parallelism::Serial,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mixprec_u8xi8_packed", &id), |b| {
+            b.iter(|| packed_run(black_box(&au), 128, &mut ci))
+        });
+        g.bench_function(BenchmarkId::new("mixprec_u7xi8_packed", &id), |b| {
+            b.iter(|| packed_run(black_box(&a7), 64, &mut ci))
+        });
+        g.bench_function(BenchmarkId::new("mixprec_u8xi8_unpacked", &id), |b| {
+            b.iter(|| {
+                qgemm(
+                    MatRef::from_row_major(black_box(&au), m, k).unwrap(),
+                    &[128],
+                    MatRef::from_row_major(&bi, k, n).unwrap(),
+                    &[0],
+                    MatMut::from_row_major(&mut ci, m, n).unwrap(),
+                    &QEpilogue::I32,
+                    Parallelism::Serial,
+                )
+                .unwrap()
+            })
+        });
+    }
+    // The batch-1 layer: DynamicQuantLinear (quantize + packed GEMM +
+    // dequantize) against an f32 GEMM of the same layer.
+    let w = Tensor::from_fn(&[n, k], |ix| {
+        ((ix[0] * 31 + ix[1] * 17) % 255) as f32 / 255.0 - 0.5
+    })
+    .unwrap();
+    let x = Tensor::from_fn(&[1, k], |ix| ((ix[1] * 7) % 251) as f32 / 251.0 - 0.3).unwrap();
+    let layer = DynamicQuantLinear::new(&w, None).unwrap();
+    g.throughput(Throughput::Elements((2 * n * k) as u64));
+    g.bench_function(
+        BenchmarkId::new("dynamic_quant_linear", "1x4096x4096"),
+        |b| b.iter(|| layer.forward(black_box(&x), Parallelism::Serial).unwrap()),
+    );
     g.finish();
 }
 

@@ -120,7 +120,7 @@ fn run(path: &std::path::Path) -> Result<bool, Error> {
         )?;
         file.insert_quantized(
             format!("int8.{i}.weight"),
-            Tensor::from_vec(&shape, q.weight_q().to_vec())?,
+            Tensor::from_vec(&shape, q.weight_q())?,
             &q.weight_params(),
         )?;
     }

@@ -1,7 +1,8 @@
 //! A dynamically quantized linear layer (PyTorch's `quantized.dynamic.Linear`
 //! scheme, with per-row activation parameters).
 
-use super::gemm::{qgemm, QEpilogue};
+use super::gemm::QEpilogue;
+use super::packed::{qgemm_packed, PackedI8};
 use super::{quantize, scale_zp_from_range, QInt, QuantParams, Scheme};
 
 /// `(min(row ∪ {0}), max(row ∪ {0}))` in one pass; when the row holds a NaN
@@ -46,6 +47,14 @@ fn check_shape(out_features: usize, in_features: usize) -> Result<(usize, usize)
 }
 
 /// A bias, if any: finite, one per output feature.
+/// `[out, in]` i8 weights packed as the GEMM's B (`in × out`), zero point 0.
+fn pack_weight(q: &[i8], out_features: usize, in_features: usize) -> Result<PackedI8, Error> {
+    PackedI8::new(
+        MatRef::from_row_major(q, out_features, in_features)?.t(),
+        &[0],
+    )
+}
+
 fn check_bias(bias: Option<&[f32]>, out_features: usize) -> Result<(), Error> {
     if let Some(b) = bias {
         range_with_zero("DynamicQuantLinear bias", 0, b)?;
@@ -90,7 +99,8 @@ use crate::Error;
 /// ```
 #[derive(Clone, Debug)]
 pub struct DynamicQuantLinear {
-    weight: Vec<i8>,
+    /// The weights as the GEMM's B (`in × out`), packed once.
+    weight: PackedI8,
     weight_scales: Vec<f32>,
     bias: Option<Vec<f32>>,
     in_features: usize,
@@ -131,7 +141,7 @@ impl DynamicQuantLinear {
             scales.push(scale);
         }
         Ok(Self {
-            weight: q,
+            weight: pack_weight(&q, out_features, in_features)?,
             weight_scales: scales,
             bias: bias.map(<[f32]>::to_vec),
             in_features,
@@ -177,12 +187,10 @@ impl DynamicQuantLinear {
             zps.push(zp);
         }
         let mut y = Tensor::<f32>::zeros(&[batch, self.out_features])?;
-        let w = MatRef::from_row_major(&self.weight, self.out_features, self.in_features)?;
-        qgemm(
+        qgemm_packed(
             MatRef::from_row_major(&xq, batch, self.in_features)?,
             &zps,
-            w.t(),
-            &[0],
+            &self.weight,
             MatMut::from_row_major(y.as_mut_slice(), batch, self.out_features)?,
             &QEpilogue::Dequantize {
                 a_scales: &scales,
@@ -199,9 +207,13 @@ impl DynamicQuantLinear {
         &self.weight_scales
     }
 
-    /// The quantized weights, `[out_features, in_features]` row-major.
-    pub fn weight_q(&self) -> &[i8] {
-        &self.weight
+    /// The quantized weights, `[out_features, in_features]` row-major
+    /// (unpacked from the layer's packed form into a new vector).
+    pub fn weight_q(&self) -> Vec<i8> {
+        // The packed B is `in × out`: its row-major form transposed.
+        let b = self.weight.to_row_major();
+        let (o, i) = (self.out_features, self.in_features);
+        (0..o * i).map(|x| b[(x % i) * o + x / i]).collect()
     }
 
     /// The bias, if any.
@@ -259,7 +271,7 @@ impl DynamicQuantLinear {
         }
         check_bias(bias, out_features)?;
         Ok(Self {
-            weight: weight.as_slice().to_vec(),
+            weight: pack_weight(weight.as_slice(), out_features, in_features)?,
             weight_scales: params.scales().to_vec(),
             bias: bias.map(<[f32]>::to_vec),
             in_features,

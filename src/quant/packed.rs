@@ -255,48 +255,80 @@ fn run_packed<A: QInt, O: QOutput>(
         for (gi, j0) in (0..np).step_by(GROUP).enumerate() {
             let g = c0 / GROUP + gi;
             let codes = &b.codes[g * k4 * GROUP..(g + 1) * k4 * GROUP];
-            for i in 0..mp {
-                let r = r0 + i;
-                let raw = match &rows {
-                    Rows::U7(v) => dots8_u7(codes, &v[r * k4..(r + 1) * k4], simd),
-                    Rows::I16(v) => dots8_i16(codes, &v[r * k4..(r + 1) * k4], simd),
-                };
-                let zr = pick(za, r);
-                for (jj, &s) in raw.iter().enumerate().take(np - j0) {
-                    let col = c0 + j0 + jj;
-                    let zc = pick(&b.zero_points, col);
-                    // Σ(a − za)(b − zb) = Σab − zb·Σa − za·Σb + K·za·zb,
-                    // exact modulo 2^32, so exact within the K limit.
-                    let acc = s
-                        .wrapping_sub(zc.wrapping_mul(row_sums[r]))
-                        .wrapping_sub(zr.wrapping_mul(b.column_sums[col]))
-                        .wrapping_add((k as i32).wrapping_mul(zr).wrapping_mul(zc));
-                    part.set(i, j0 + jj, O::from_acc(acc, r, col, epilogue));
+            // Rows in fours (each load of weights serves all four), the
+            // rest one at a time.
+            let mut i0 = 0;
+            while i0 < mp {
+                let slab = if mp - i0 >= ROWS { ROWS } else { 1 };
+                let mut raw = [[0i32; 8]; ROWS];
+                match (&rows, slab) {
+                    (Rows::U7(v), ROWS) => {
+                        raw = dots8_u7(
+                            codes,
+                            std::array::from_fn(|t| row_of(v, r0 + i0 + t, k4)),
+                            simd,
+                        )
+                    }
+                    (Rows::I16(v), ROWS) => {
+                        raw = dots8_i16(
+                            codes,
+                            std::array::from_fn(|t| row_of(v, r0 + i0 + t, k4)),
+                            simd,
+                        )
+                    }
+                    (Rows::U7(v), _) => raw[0] = dots8_u7(codes, [row_of(v, r0 + i0, k4)], simd)[0],
+                    (Rows::I16(v), _) => {
+                        raw[0] = dots8_i16(codes, [row_of(v, r0 + i0, k4)], simd)[0]
+                    }
                 }
+                for (t, raw_row) in raw.iter().enumerate().take(slab) {
+                    let (i, r) = (i0 + t, r0 + i0 + t);
+                    let zr = pick(za, r);
+                    for (jj, &s) in raw_row.iter().enumerate().take(np - j0) {
+                        let col = c0 + j0 + jj;
+                        let zc = pick(&b.zero_points, col);
+                        // Σ(a − za)(b − zb) = Σab − zb·Σa − za·Σb + K·za·zb,
+                        // exact modulo 2^32, so exact within the K limit.
+                        let acc = s
+                            .wrapping_sub(zc.wrapping_mul(row_sums[r]))
+                            .wrapping_sub(zr.wrapping_mul(b.column_sums[col]))
+                            .wrapping_add((k as i32).wrapping_mul(zr).wrapping_mul(zc));
+                        part.set(i, j0 + jj, O::from_acc(acc, r, col, epilogue));
+                    }
+                }
+                i0 += slab;
             }
         }
     });
 }
 
-/// Σ_k a[k]·b[k, j] (wrapping i32) for the eight columns of one group;
-/// `a` holds u8 values ≤ 127.
-fn dots8_u7(codes: &[i8], a: &[u8], simd: bool) -> [i32; 8] {
+/// Row `r` (of `k4` values) of A's buffer.
+fn row_of<T>(v: &[T], r: usize, k4: usize) -> &[T] {
+    &v[r * k4..(r + 1) * k4]
+}
+
+/// Rows of A per kernel call.
+const ROWS: usize = 4;
+
+/// Σ_k a_t[k]·b[k, j] (wrapping i32) for the eight columns of one group
+/// and R rows of A; the rows hold u8 values ≤ 127.
+fn dots8_u7<const R: usize>(codes: &[i8], a: [&[u8]; R], simd: bool) -> [[i32; 8]; R] {
     #[cfg(target_arch = "x86_64")]
     if simd {
         return super::x86_avx2::packed_dots8_u7(codes, a);
     }
     let _ = simd;
-    dots8_portable(codes, a.iter().map(|&v| i32::from(v)))
+    a.map(|row| dots8_portable(codes, row.iter().map(|&v| i32::from(v))))
 }
 
 /// As [`dots8_u7`] for any values, given as i16.
-fn dots8_i16(codes: &[i8], a: &[i16], simd: bool) -> [i32; 8] {
+fn dots8_i16<const R: usize>(codes: &[i8], a: [&[i16]; R], simd: bool) -> [[i32; 8]; R] {
     #[cfg(target_arch = "x86_64")]
     if simd {
         return super::x86_avx2::packed_dots8_i16(codes, a);
     }
     let _ = simd;
-    dots8_portable(codes, a.iter().map(|&v| i32::from(v)))
+    a.map(|row| dots8_portable(codes, row.iter().map(|&v| i32::from(v))))
 }
 
 fn dots8_portable(codes: &[i8], a: impl Iterator<Item = i32>) -> [i32; 8] {

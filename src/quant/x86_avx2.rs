@@ -262,84 +262,86 @@ unsafe fn store_block(p: &[[__m256i; 2]; MR], acc: *mut i32, ld: usize, first: b
     }
 }
 
-/// Σ_k a[k]·b[k, j] for the eight columns of a [`super::PackedI8`] group
-/// (`codes`: 32 bytes per 4 values of k), `a` u8 values ≤ 127: one
-/// `vpmaddubsw` per 4 k (pair sums at most 2·127·128, no saturation), then
-/// `vpmaddwd` by ones into i32 lanes, one per column.
-pub(crate) fn packed_dots8_u7(codes: &[i8], a: &[u8]) -> [i32; 8] {
-    let runs = a.len() / 4;
-    assert!(codes.len() >= runs * 32);
+/// Σ_k a_r[k]·b[k, j] for the eight columns of a [`super::PackedI8`] group
+/// (`codes`: 32 bytes per 4 values of k) and R rows of A (u8 values ≤ 127,
+/// `4 · runs` each): per 4 k, one load of the
+/// weights, then per row one `vpmaddubsw` (pair sums at most 2·127·128,
+/// no saturation) and `vpmaddwd` by ones into i32 lanes, one per column.
+pub(crate) fn packed_dots8_u7<const R: usize>(codes: &[i8], rows: [&[u8]; R]) -> [[i32; 8]; R] {
+    let runs = rows[0].len() / 4;
+    assert!(codes.len() >= runs * 32 && rows.iter().all(|r| r.len() >= runs * 4));
     // SAFETY: the driver calls this only when the CPU has AVX2; the assert
-    // bounds the codes, `runs` the values of A.
-    unsafe { packed_dots8_u7_avx2(codes.as_ptr(), a.as_ptr(), runs) }
+    // bounds the codes and every row.
+    unsafe { packed_dots8_u7_avx2(codes.as_ptr(), rows.map(<[u8]>::as_ptr), runs) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn packed_dots8_u7_avx2(codes: *const i8, a: *const u8, runs: usize) -> [i32; 8] {
+unsafe fn packed_dots8_u7_avx2<const R: usize>(
+    codes: *const i8,
+    rows: [*const u8; R],
+    runs: usize,
+) -> [[i32; 8]; R] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_si256(); 4];
-    // SAFETY (all reads): run q < runs reads codes[32q..32q + 32] and a[4q..4q + 4].
+    let mut acc = [_mm256_setzero_si256(); R];
+    // SAFETY (all reads): run q < runs reads codes[32q..32q + 32] and
+    // a_r[4q..4q + 4].
     unsafe {
-        macro_rules! step {
-            ($q:expr, $acc:expr) => {{
-                let q = $q;
-                let b = _mm256_loadu_si256(codes.add(32 * q) as *const __m256i);
+        for q in 0..runs {
+            let b = _mm256_loadu_si256(codes.add(32 * q) as *const __m256i);
+            for (acc_r, &a) in acc.iter_mut().zip(&rows) {
                 let a4 = _mm256_set1_epi32((a.add(4 * q) as *const i32).read_unaligned());
                 let pairs = _mm256_maddubs_epi16(a4, b);
-                $acc = _mm256_add_epi32($acc, _mm256_madd_epi16(pairs, ones));
-            }};
+                *acc_r = _mm256_add_epi32(*acc_r, _mm256_madd_epi16(pairs, ones));
+            }
         }
-        let mut q = 0;
-        while q + 4 <= runs {
-            step!(q, acc[0]);
-            step!(q + 1, acc[1]);
-            step!(q + 2, acc[2]);
-            step!(q + 3, acc[3]);
-            q += 4;
+        let mut out = [[0i32; 8]; R];
+        for (o, v) in out.iter_mut().zip(&acc) {
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, *v);
         }
-        while q < runs {
-            step!(q, acc[0]);
-            q += 1;
-        }
-        let sum = _mm256_add_epi32(
-            _mm256_add_epi32(acc[0], acc[1]),
-            _mm256_add_epi32(acc[2], acc[3]),
-        );
-        let mut out = [0i32; 8];
-        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, sum);
         out
     }
 }
 
 /// As [`packed_dots8_u7`] for any A values given as i16: each 4-k run's
-/// bytes widened to i16 (lines 0–3, then 4–7) and `vpmaddwd` with the four
-/// A values (products at most 255·128, pair sums exact in i32).
-pub(crate) fn packed_dots8_i16(codes: &[i8], a: &[i16]) -> [i32; 8] {
-    let runs = a.len() / 4;
-    assert!(codes.len() >= runs * 32);
+/// bytes widened to i16 once (columns 0–3, then 4–7) and `vpmaddwd` with
+/// each row's four values (products at most 255·128, pair sums exact in
+/// i32).
+pub(crate) fn packed_dots8_i16<const R: usize>(codes: &[i8], rows: [&[i16]; R]) -> [[i32; 8]; R] {
+    let runs = rows[0].len() / 4;
+    assert!(codes.len() >= runs * 32 && rows.iter().all(|r| r.len() >= runs * 4));
     // SAFETY: the driver calls this only when the CPU has AVX2; the assert
-    // bounds the codes, `runs` the values of A.
-    unsafe { packed_dots8_i16_avx2(codes.as_ptr(), a.as_ptr(), runs) }
+    // bounds the codes and every row.
+    unsafe { packed_dots8_i16_avx2(codes.as_ptr(), rows.map(<[i16]>::as_ptr), runs) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn packed_dots8_i16_avx2(codes: *const i8, a: *const i16, runs: usize) -> [i32; 8] {
-    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    // SAFETY (all reads): run q < runs reads codes[32q..32q + 32] and a[4q..4q + 4].
+unsafe fn packed_dots8_i16_avx2<const R: usize>(
+    codes: *const i8,
+    rows: [*const i16; R],
+    runs: usize,
+) -> [[i32; 8]; R] {
+    let mut lo = [_mm256_setzero_si256(); R];
+    let mut hi = [_mm256_setzero_si256(); R];
+    // SAFETY (all reads): run q < runs reads codes[32q..32q + 32] and
+    // a_r[4q..4q + 4].
     unsafe {
         for q in 0..runs {
             let b = _mm256_loadu_si256(codes.add(32 * q) as *const __m256i);
-            let a4 = _mm256_set1_epi64x((a.add(4 * q) as *const i64).read_unaligned());
             let b_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b));
             let b_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(b));
-            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(b_lo, a4));
-            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(b_hi, a4));
+            for r in 0..R {
+                let a4 = _mm256_set1_epi64x((rows[r].add(4 * q) as *const i64).read_unaligned());
+                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(b_lo, a4));
+                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(b_hi, a4));
+            }
         }
-        // lo: two partial sums per column 0–3, hi: per column 4–7.
-        let pairs = _mm256_hadd_epi32(lo, hi); // [c0 c1 c4 c5 | c2 c3 c6 c7]
-        let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs);
-        let mut out = [0i32; 8];
-        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, ordered);
+        let mut out = [[0i32; 8]; R];
+        for r in 0..R {
+            // lo: two partial sums per column 0–3, hi: per column 4–7.
+            let pairs = _mm256_hadd_epi32(lo[r], hi[r]); // [c0 c1 c4 c5 | c2 c3 c6 c7]
+            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs);
+            _mm256_storeu_si256(out[r].as_mut_ptr() as *mut __m256i, ordered);
+        }
         out
     }
 }
