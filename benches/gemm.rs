@@ -449,8 +449,29 @@ fn benches(c: &mut Criterion) {
         &[(1, 4096, 4096), (8, 4096, 4096), (32, 4096, 4096)],
         false,
     );
+    weight_read_limit(c);
     mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
     block_scaled_group(c);
+}
+
+/// The read-only memory limit of the skinny shapes: one pass summing the
+/// bytes of a 4096×4096 weight matrix in f32 and in bf16 (what a GEMV must
+/// at least read), in the same run as `gemm_skinny`.
+fn weight_read_limit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_skinny_memory_limit");
+    g.sample_size(10);
+    for (name, bytes) in [("f32_weights", 4usize << 24), ("bf16_weights", 2 << 24)] {
+        let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(&data)
+                    .iter()
+                    .fold(0u64, |s, &v| s.wrapping_add(v))
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group! {

@@ -32,6 +32,9 @@ const NC: usize = 512;
 /// `DIRECT_B_MAX_M_LARGE_B` rows when B is too big for L2. Crossovers
 /// measured on Zen 3; small B is faster packed.
 const DIRECT_B_MAX_M: usize = 32;
+/// Bytes of B (a K-tile's rows, some columns) that the direct path keeps
+/// in L2 while every panel of A passes over them.
+const DIRECT_B_CHUNK_BYTES: usize = 256 * 1024;
 /// Rows up to which block-scaled FP4 products take `serial_exact_small`.
 const EXACT_SMALL_MAX_M: usize = 4;
 const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
@@ -612,36 +615,53 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
                 let b_tile = &b_data[k0 * ldb + jc..];
-                // Columns in whole NR blocks go to the kernel, the last few
-                // (fewer than NR) to the scalar form of the same chain.
+                // Columns in whole NR blocks go to the kernel, a chunk of
+                // them at a time so that every A panel reads the chunk of
+                // B from L2 (one pass over B from memory per call); the
+                // last few columns (fewer than NR) go to the scalar form
+                // of the same chain. Each accumulator element still gets
+                // one `acc = acc + p` per K-tile.
                 let main = nb / K::NR * K::NR;
-                for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
-                    let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
-                    let rows = K::MR.min(mb - q * K::MR);
-                    let p = grow(p_buf, rows * nb);
-                    p.fill(0.0);
-                    let (p_main, p_tail) = p.split_at_mut(rows * main);
-                    K::tile_direct(kt, rows, a_tile, b_tile, ldb, main, p_main);
-                    if main < nb {
-                        tile_direct_scalar(
-                            K::MR,
-                            kt,
-                            rows,
-                            a_tile,
-                            &b_tile[main..],
-                            ldb,
-                            nb - main,
-                            p_tail,
-                        );
-                    }
-                    // acc = acc + p, once per K-tile.
-                    for r in 0..rows {
-                        let acc_row = &mut acc[(q * K::MR + r) * nb..(q * K::MR + r + 1) * nb];
-                        let sums = p_main[r * main..(r + 1) * main]
-                            .iter()
-                            .chain(&p_tail[r * (nb - main)..(r + 1) * (nb - main)]);
-                        for (s, &v) in acc_row.iter_mut().zip(sums) {
-                            *s += v;
+                // (One panel reuses nothing: it sweeps whole rows of B,
+                // the longest streams.)
+                let chunk = if mb <= K::MR {
+                    nb.max(1)
+                } else {
+                    round_up(DIRECT_B_CHUNK_BYTES / (kt.max(1) * size_of::<TB>()), K::NR).max(K::NR)
+                };
+                for j0 in (0..nb).step_by(chunk) {
+                    let w = chunk.min(nb - j0);
+                    let w_main = w.min(main.saturating_sub(j0));
+                    for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
+                        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
+                        let rows = K::MR.min(mb - q * K::MR);
+                        let p = grow(p_buf, rows * w);
+                        p.fill(0.0);
+                        let (p_main, p_tail) = p.split_at_mut(rows * w_main);
+                        if w_main > 0 {
+                            K::tile_direct(kt, rows, a_tile, &b_tile[j0..], ldb, w_main, p_main);
+                        }
+                        if w_main < w {
+                            tile_direct_scalar(
+                                K::MR,
+                                kt,
+                                rows,
+                                a_tile,
+                                &b_tile[j0 + w_main..],
+                                ldb,
+                                w - w_main,
+                                p_tail,
+                            );
+                        }
+                        // acc = acc + p, once per K-tile.
+                        for r in 0..rows {
+                            let at = (q * K::MR + r) * nb + j0;
+                            let sums = p_main[r * w_main..(r + 1) * w_main]
+                                .iter()
+                                .chain(&p_tail[r * (w - w_main)..(r + 1) * (w - w_main)]);
+                            for (s, &v) in acc[at..at + w].iter_mut().zip(sums) {
+                                *s += v;
+                            }
                         }
                     }
                 }
