@@ -4,11 +4,16 @@
 Usage:
     cargo bench --bench gemm    2>&1 | tee /tmp/gemm.txt
     cargo bench --bench convert 2>&1 | tee /tmp/convert.txt
+    cargo bench --bench int8    2>&1 | tee /tmp/int8.txt
     python3 scripts/bench_table.py gemm /tmp/gemm.txt
     python3 scripts/bench_table.py convert /tmp/convert.txt
+    python3 scripts/bench_table.py int8 /tmp/int8.txt
 
 Criterion's median throughput is used. GEMM throughput is in GFLOP/s
-(2·M·N·K per second); conversion throughput in GiB/s of bytes read + written.
+(2·M·N·K per second); conversion throughput in GiB/s of bytes read + written;
+the int8 small-batch table in GOP/s (2·M·N·K per second) with the ratio to
+our f32 GEMM of the same shape and the share of the read-only memory limit
+(one pass over the weight bytes, same run).
 """
 import re
 import sys
@@ -78,6 +83,37 @@ def convert_table(res):
             print(f"| {name} | {v:.1f} | {v / copy:.0%} | {hs} | {hr} |")
 
 
+def int8_table(res):
+    limit = res.get("int8_small_batch/read_weight_bytes")
+    if limit:
+        print(f"Read-only pass over the 16 MiB of int8 weights: {limit:.1f} GiB/s\n")
+    shapes = []
+    for key in res:
+        parts = key.split("/")
+        if parts[0] == "int8_small_batch" and len(parts) == 3 and parts[2] not in shapes:
+            shapes.append(parts[2])
+    print("| shape (MxKxN) | ours f32 | u7×i8 packed (/ f32) | u8×i8 packed (/ f32) | u8×i8 unpacked (/ f32) | u7 packed: % of memory limit |")
+    print("|---|---|---|---|---|---|")
+    for shape in shapes:
+        get = lambda name: res.get(f"int8_small_batch/{name}/{shape}")
+        ours = get("mixprec_f32")
+        if ours is None:
+            continue
+        own = lambda v: "–" if v is None else f"{v:.1f} ({v / ours:.2f})"
+        u7 = get("mixprec_u7xi8_packed")
+        m, k, n = (int(x) for x in shape.split("x"))
+        # GOP/s → seconds per call → GiB/s of weight bytes streamed.
+        share = "–"
+        if u7 and limit:
+            secs = 2 * m * k * n / (u7 * 1e9)
+            share = f"{(k * n / secs / 2**30) / limit:.0%}"
+        print(f"| {shape} | {ours:.1f} | {own(u7)} | {own(get('mixprec_u8xi8_packed'))} | {own(get('mixprec_u8xi8_unpacked'))} | {share} |")
+    layer = res.get("int8_small_batch/dynamic_quant_linear/1x4096x4096")
+    f32 = res.get("int8_small_batch/mixprec_f32/1x4096x4096")
+    if layer and f32:
+        print(f"\nDynamicQuantLinear, batch 1, 4096 → 4096: {layer:.1f} GOP/s, {layer / f32:.2f}× our f32 GEMM of the layer.")
+
+
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
-    (gemm_table if kind == "gemm" else convert_table)(parse(path))
+    {"gemm": gemm_table, "convert": convert_table, "int8": int8_table}[kind](parse(path))
