@@ -175,6 +175,29 @@ fn check_case<T: FloatElement, O: FloatElement>(cs: &Case) {
         bits(&want),
         "portable path differs: {cs:?}"
     );
+    // B packed once (the same packed value serves every call).
+    let packed = gemm::PackedB::new(b.view()).unwrap();
+    assert_eq!((packed.k(), packed.n()), (cs.k, cs.n));
+    let b_values: Vec<u32> = (0..cs.k * cs.n)
+        .map(|x| {
+            b.view()
+                .get(x / cs.n.max(1), x % cs.n.max(1))
+                .unwrap()
+                .to_f32()
+                .to_bits()
+        })
+        .collect();
+    let unpacked: Vec<u32> = packed.to_row_major().iter().map(|v| v.to_bits()).collect();
+    assert_eq!(unpacked, b_values);
+    let pre = out(&|c| gemm::gemm_packed(a.view(), &packed, c, &epilogue, par).unwrap());
+    assert_eq!(bits(&pre), bits(&want), "pre-packed path differs: {cs:?}");
+    let pre_portable =
+        out(&|c| gemm::gemm_packed_portable(a.view(), &packed, c, &epilogue, par).unwrap());
+    assert_eq!(
+        bits(&pre_portable),
+        bits(&want),
+        "pre-packed portable differs: {cs:?}"
+    );
 }
 
 proptest! {

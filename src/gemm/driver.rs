@@ -138,15 +138,81 @@ pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return run_with::<TA, TB, O, Avx2>(a, b, scaling, c, epilogue, parallelism, simd);
+        return run_with::<TA, TB, O, Avx2>(a, b, scaling, None, c, epilogue, parallelism, simd);
     }
-    run_with::<TA, TB, O, Portable>(a, b, scaling, c, epilogue, parallelism, simd)
+    run_with::<TA, TB, O, Portable>(a, b, scaling, None, c, epilogue, parallelism, simd)
 }
 
+/// Columns per panel of a pre-packed B ([`super::PackedB`]): the AVX2
+/// kernel's NR.
+pub(crate) const PREPACKED_NR: usize = 16;
+
+/// B (`k × n`) as the blocked engine's panels, for [`super::PackedB`]:
+/// panel `p` holds columns `p·NR..` (zero past `n`), widened to f32, for
+/// every k, NR values each: `⌈n/NR⌉ · k · NR` floats.
+pub(crate) fn prepack_b<T: FloatElement>(b: &MatRef<'_, T>, simd: bool) -> Vec<f32> {
+    let (k, n) = (b.rows(), b.cols());
+    let n_pad = round_up(n, PREPACKED_NR);
+    let mut panels = vec![0.0f32; n_pad * k];
+    if n > 0 {
+        let mut tmp = Vec::new();
+        pack_b_nr(b, 0, n, PREPACKED_NR, &mut panels, &mut tmp, simd);
+    }
+    panels
+}
+
+/// `c = epilogue(a·b)` with B given as pre-packed panels (`k × n`, see
+/// [`prepack_b`]): the blocked engine without its packing of B, so the
+/// same bits as [`run`] on the unpacked B. Only for a kernel whose NR is
+/// [`PREPACKED_NR`] (the caller checks [`prepacked_kernel_fits`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_prepacked<TA: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    panels: &[f32],
+    n: usize,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    // A shape-only K×N view stands for B (its strides are 0: no path
+    // reads it).
+    static SHAPE_ONLY: [f32; 1] = [0.0];
+    let Ok(b) = MatRef::new(&SHAPE_ONLY, a.cols(), n, 0, 0) else {
+        return;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return run_with::<TA, f32, O, Avx2>(
+            a,
+            b,
+            None,
+            Some(panels),
+            c,
+            epilogue,
+            parallelism,
+            simd,
+        );
+    }
+    run_with::<TA, f32, O, Portable>(a, b, None, Some(panels), c, epilogue, parallelism, simd)
+}
+
+/// True when the kernel `simd` selects reads [`prepack_b`]'s panels.
+pub(crate) fn prepacked_kernel_fits(simd: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return Avx2::NR == PREPACKED_NR;
+    }
+    let _ = simd;
+    Portable::NR == PREPACKED_NR
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     a: MatRef<'_, TA>,
     b: MatRef<'_, TB>,
     scaling: Option<&Scaling<'_>>,
+    packed_b: Option<&[f32]>,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -163,15 +229,18 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         let part = Part {
             origin: (r0, c0),
             scaling,
+            packed_b,
         };
         with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
     });
 }
 
-/// Where a part of C sits in the whole product, and its scaling.
+/// Where a part of C sits in the whole product, its scaling, and B's
+/// pre-packed panels when B comes packed (all of B's columns).
 struct Part<'p, 's> {
     origin: (usize, usize),
     scaling: Option<&'p Scaling<'s>>,
+    packed_b: Option<&'p [f32]>,
 }
 
 /// How many parts an M×N×K product is split into: 1 below
@@ -252,10 +321,22 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     let b_elements = k.saturating_mul(n);
     let skinny = (m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
-    if scaling.is_none() && skinny && b.col_stride() == 1 && n >= K::NR && K::reads_direct::<TB>() {
+    let prepacked = part.packed_b.is_some();
+    if let Some(panels) = part.packed_b {
+        if skinny && K::NR == PREPACKED_NR && K::reads_direct::<f32>() {
+            return serial_direct_prepacked::<TA, O, K>(a, panels, n, c, col0, epilogue, ws, simd);
+        }
+    }
+    if !prepacked
+        && scaling.is_none()
+        && skinny
+        && b.col_stride() == 1
+        && n >= K::NR
+        && K::reads_direct::<TB>()
+    {
         return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd);
     }
-    if let Some(s) = scaling {
+    if let (Some(s), false) = (scaling, prepacked) {
         let exact = m <= EXACT_SMALL_MAX_M
             && skinny
             && n >= 8
@@ -297,8 +378,18 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     for jc in (0..n).step_by(NC) {
         let nb = NC.min(n - jc);
         let nb_pad = round_up(nb, K::NR);
-        let packed_b = grow(b_buf, nb_pad * k);
-        pack_b::<TB, K>(&b, jc, nb, packed_b, tmp, simd);
+        let packed_b: &[f32] = match part.packed_b {
+            // Pre-packed: this block's panels, as `pack_b` would make them.
+            Some(all) => {
+                let first = (col0 + jc) / K::NR * k * K::NR;
+                &all[first..first + nb_pad * k]
+            }
+            None => {
+                let dst = grow(b_buf, nb_pad * k);
+                pack_b::<TB, K>(&b, jc, nb, dst, tmp, simd);
+                dst
+            }
+        };
         if let Some(s) = scaling {
             pack_scales(&mut sb_packed, &s.b, col0 + jc, nb, nb_pad, k / s.block);
         }
@@ -579,6 +670,65 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
     );
 }
 
+/// [`serial_direct_b`] for a pre-packed B: each panel of NR columns is a
+/// `k × NR` row-major matrix, read in place by the streaming kernel (one
+/// sequential stream per panel), every A panel in turn while its K-tile
+/// of the panel is in L1.
+/// Each accumulator element gets one `acc = acc + p` per K-tile, as
+/// everywhere.
+#[allow(clippy::too_many_arguments)]
+fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    panels: &[f32],
+    n: usize,
+    mut c: MatMut<'_, O>,
+    col0: usize,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let (m, k, nr) = (a.rows(), a.cols(), K::NR);
+    let Workspace {
+        a: a_buf,
+        b: p_buf,
+        acc: acc_buf,
+        row: row_buf,
+        tmp,
+    } = ws;
+    for ic in (0..m).step_by(MC) {
+        let mb = MC.min(m - ic);
+        let mb_pad = round_up(mb, K::MR);
+        let packed_a = grow(a_buf, mb_pad * k);
+        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
+        let acc = grow(acc_buf, mb_pad * n);
+        acc.fill(0.0);
+        // Panel by panel (one sequential stream each), its K-tiles in
+        // increasing order.
+        for pj in 0..n.div_ceil(nr) {
+            let cols = nr.min(n - pj * nr);
+            for k0 in (0..k).step_by(ARRAY_ROWS) {
+                let kt = ARRAY_ROWS.min(k - k0);
+                let panel = &panels[((col0 / nr + pj) * k + k0) * nr..];
+                for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
+                    let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
+                    let rows = K::MR.min(mb - q * K::MR);
+                    let p = grow(p_buf, rows * nr);
+                    p.fill(0.0);
+                    K::tile_direct(kt, rows, a_tile, panel, nr, nr, p);
+                    for r in 0..rows {
+                        let at = (q * K::MR + r) * n + pj * nr;
+                        for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * nr..]) {
+                            *s += v;
+                        }
+                    }
+                }
+            }
+        }
+        let row = grow(row_buf, n);
+        write_block::<O, K>(&mut c, (ic, 0), acc, n, (mb, n), row, col0, epilogue, simd);
+    }
+}
+
 /// [`serial`] for skinny products (few rows): B (row-major) is read in place
 /// by the kernel instead of packed, since packing it would cost as much
 /// memory traffic as the whole product.
@@ -808,7 +958,20 @@ fn pack_b<T: FloatElement, K: Kernel>(
     tmp: &mut Vec<f32>,
     simd: bool,
 ) {
-    let (k, nr) = (b.rows(), K::NR);
+    pack_b_nr(b, j0, nb, K::NR, dst, tmp, simd)
+}
+
+/// [`pack_b`] for panels of `nr` columns.
+fn pack_b_nr<T: FloatElement>(
+    b: &MatRef<'_, T>,
+    j0: usize,
+    nb: usize,
+    nr: usize,
+    dst: &mut [f32],
+    tmp: &mut Vec<f32>,
+    simd: bool,
+) {
+    let k = b.rows();
     let (rs, cs, data) = (b.row_stride(), b.col_stride(), b.as_slice());
     if k == 0 {
         return;

@@ -61,6 +61,7 @@
 mod block;
 pub(crate) mod driver;
 pub(crate) mod kernel;
+mod packed;
 mod reference;
 
 use crate::dtype::FloatElement;
@@ -70,6 +71,7 @@ pub use block::{
     block_gemm, block_gemm_packed, block_gemm_packed_portable, block_gemm_portable,
     block_gemm_reference,
 };
+pub use packed::{gemm_packed, gemm_packed_portable, PackedB};
 
 /// Height of the systolic array: the K-tile of the contract. Every K-tile
 /// holds at most this many values of k.
