@@ -450,8 +450,72 @@ fn benches(c: &mut Criterion) {
         false,
     );
     weight_read_limit(c);
+    prepacked_group(c);
     mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
     block_scaled_group(c);
+}
+
+/// `gemm_packed` (B packed once, `PackedB`) beside `gemm` on the same
+/// weights, f32 and bf16.
+fn prepacked_group(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_prepacked");
+    g.sample_size(10);
+    for &(m, k, n) in &[
+        (256usize, 1024usize, 1024usize),
+        (32, 4096, 4096),
+        (1, 4096, 4096),
+    ] {
+        let id = format!("{m}x{n}x{k}");
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let (a, w) = (values::<f32>(m * k, 1), values::<f32>(k * n, 2));
+        let (a16, w16): (Vec<bf16>, Vec<bf16>) = (
+            a.iter().map(|&v| bf16::from_f32(v)).collect(),
+            w.iter().map(|&v| bf16::from_f32(v)).collect(),
+        );
+        let mut out = vec![0.0f32; m * n];
+        let pf = mixprec::gemm::PackedB::new(MatRef::from_row_major(&w, k, n).unwrap()).unwrap();
+        let pb = mixprec::gemm::PackedB::new(MatRef::from_row_major(&w16, k, n).unwrap()).unwrap();
+        g.bench_function(BenchmarkId::new("f32_gemm", &id), |bch| {
+            bch.iter(|| ours(black_box(&a), &w, &mut out, m, n, k, Parallelism::Serial))
+        });
+        g.bench_function(BenchmarkId::new("f32_packed", &id), |bch| {
+            bch.iter(|| {
+                mixprec::gemm::gemm_packed(
+                    MatRef::from_row_major(black_box(&a), m, k).unwrap(),
+                    &pf,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &Epilogue::new(),
+                    Parallelism::Serial,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("bf16_gemm", &id), |bch| {
+            bch.iter(|| {
+                gemm(
+                    MatRef::from_row_major(black_box(&a16), m, k).unwrap(),
+                    MatRef::from_row_major(&w16, k, n).unwrap(),
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &Epilogue::new(),
+                    Parallelism::Serial,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("bf16_packed", &id), |bch| {
+            bch.iter(|| {
+                mixprec::gemm::gemm_packed(
+                    MatRef::from_row_major(black_box(&a16), m, k).unwrap(),
+                    &pb,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &Epilogue::new(),
+                    Parallelism::Serial,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
 }
 
 /// The read-only memory limit of the skinny shapes: one pass summing the
