@@ -884,3 +884,79 @@ fn mx_scale_edges_follow_the_rules() {
     check::<F4E2M1>();
     check::<MxInt8>();
 }
+
+/// Empty shapes through the packed paths: M = 0, N = 0, K = 0.
+#[test]
+fn packed_paths_with_empty_shapes() {
+    for (m, n, k) in [(0usize, 5usize, 32usize), (3, 0, 32), (3, 5, 0), (0, 0, 0)] {
+        let x = values(m * k, 1, false);
+        let w = values(n * k, 2, false);
+        let a = BlockScaled::<F4E2M1>::mx(
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            MxScaleMode::Floor,
+        )
+        .unwrap();
+        let b = BlockScaled::<F4E2M1>::mx(
+            MatRef::from_row_major(&w, n, k).unwrap(),
+            MxScaleMode::Floor,
+        )
+        .unwrap();
+        let packed = mixprec::block_scaled::PackedFp4::new(&b);
+        let bias = vec![0.5f32; n];
+        let ep = Epilogue::new().bias(&bias);
+        let (mut y1, mut y2) = (vec![9.0f32; m * n], vec![9.0f32; m * n]);
+        block_gemm_packed(
+            &a,
+            &packed,
+            MatMut::from_row_major(&mut y1, m, n).unwrap(),
+            &ep,
+            Parallelism::Threads(2),
+        )
+        .unwrap();
+        block_gemm_reference(&a, &b, MatMut::from_row_major(&mut y2, m, n).unwrap(), &ep).unwrap();
+        assert_eq!(y1, y2, "{m}x{n}x{k}");
+        let bf: Vec<f32> = values(k * n, 3, false);
+        let pb = gemm::PackedB::new(MatRef::from_row_major(&bf, k, n).unwrap()).unwrap();
+        let (mut z1, mut z2) = (vec![9.0f32; m * n], vec![9.0f32; m * n]);
+        gemm::gemm_packed(
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            &pb,
+            MatMut::from_row_major(&mut z1, m, n).unwrap(),
+            &ep,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        gemm::reference(
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            MatRef::from_row_major(&bf, k, n).unwrap(),
+            MatMut::from_row_major(&mut z2, m, n).unwrap(),
+            &ep,
+        )
+        .unwrap();
+        assert_eq!(z1, z2, "float {m}x{n}x{k}");
+        let bi: Vec<i8> = (0..k * n).map(|i| i as i8).collect();
+        let pi = mixprec::quant::PackedI8::new(MatRef::from_row_major(&bi, k, n).unwrap(), &[3])
+            .unwrap();
+        let au: Vec<u8> = (0..m * k).map(|i| i as u8).collect();
+        let (mut c1, mut c2) = (vec![7i32; m * n], vec![7i32; m * n]);
+        mixprec::quant::qgemm_packed(
+            MatRef::from_row_major(&au, m, k).unwrap(),
+            &[5],
+            &pi,
+            MatMut::from_row_major(&mut c1, m, n).unwrap(),
+            &mixprec::quant::QEpilogue::I32,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        mixprec::quant::qgemm_reference(
+            MatRef::from_row_major(&au, m, k).unwrap(),
+            &[5],
+            MatRef::from_row_major(&bi, k, n).unwrap(),
+            &[3],
+            MatMut::from_row_major(&mut c2, m, n).unwrap(),
+            &mixprec::quant::QEpilogue::I32,
+        )
+        .unwrap();
+        assert_eq!(c1, c2, "int {m}x{n}x{k}");
+    }
+}

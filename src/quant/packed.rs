@@ -79,7 +79,7 @@ impl PackedI8 {
             for kk in 0..k {
                 let v = b.at(kk, j);
                 codes[(g * k4 / 4 + kk / 4) * 32 + 4 * jj + kk % 4] = v;
-                *sum += i32::from(v);
+                *sum = sum.wrapping_add(i32::from(v));
             }
         }
         Ok(Self {
@@ -106,7 +106,8 @@ impl PackedI8 {
         &self.zero_points
     }
 
-    /// `Σ_k b[k, n]` for each column.
+    /// `Σ_k b[k, n]` for each column (wrapping in i32, as the corrections
+    /// use it: exact wherever [`qgemm`]'s K limit holds).
     pub fn column_sums(&self) -> &[i32] {
         &self.column_sums
     }
