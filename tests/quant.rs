@@ -576,3 +576,52 @@ fn dequantized_gemm_and_dynamic_linear_error_bound() {
         .forward(&Tensor::<f32>::zeros(&[2, 5]).unwrap(), Parallelism::Serial)
         .is_err());
 }
+
+/// PackedI8 and qgemm_packed refuse what qgemm refuses, with typed errors.
+#[test]
+fn packed_int8_bad_parameters_are_typed_errors() {
+    let b: Vec<i8> = vec![1; 6 * 10];
+    let bm = MatRef::from_row_major(&b, 6, 10).unwrap();
+    assert!(matches!(
+        PackedI8::new(bm, &[0, 0]),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        PackedI8::new(bm, &[200]),
+        Err(Error::InvalidParameter { .. })
+    ));
+    let packed = PackedI8::new(bm, &[0]).unwrap();
+    // Codes: 2 groups × 8 k (6 padded to 8) × 8 columns; 10 sums, 1 zero point.
+    assert_eq!(packed.size_bytes(), 2 * 8 * 8 + 4 * (10 + 1));
+    let a: Vec<u8> = vec![3; 2 * 7];
+    let mut c = vec![0i32; 2 * 10];
+    let r = qgemm_packed(
+        MatRef::from_row_major(&a, 2, 7).unwrap(),
+        &[0],
+        &packed,
+        MatMut::from_row_major(&mut c, 2, 10).unwrap(),
+        &QEpilogue::I32,
+        Parallelism::Serial,
+    );
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+    let a: Vec<u8> = vec![3; 2 * 6];
+    let r = qgemm_packed(
+        MatRef::from_row_major(&a, 2, 6).unwrap(),
+        &[0, 0, 0],
+        &packed,
+        MatMut::from_row_major(&mut c, 2, 10).unwrap(),
+        &QEpilogue::I32,
+        Parallelism::Serial,
+    );
+    assert!(matches!(r, Err(Error::LengthMismatch { .. })), "{r:?}");
+    let mut cf = vec![0.0f32; 2 * 10];
+    let r = qgemm_packed(
+        MatRef::from_row_major(&a, 2, 6).unwrap(),
+        &[0],
+        &packed,
+        MatMut::from_row_major(&mut cf, 2, 10).unwrap(),
+        &QEpilogue::I32,
+        Parallelism::Serial,
+    );
+    assert!(matches!(r, Err(Error::InvalidParameter { .. })), "{r:?}");
+}
