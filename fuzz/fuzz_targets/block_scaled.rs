@@ -2,12 +2,13 @@
 //! quantization returns a typed error or a block-scaled matrix whose
 //! dequantized values are NaN where the scale is and otherwise the
 //! element × scale rounded once; the scaled
-//! GEMM equals `block_gemm_reference` bit for bit.
+//! GEMM equals `block_gemm_reference` bit for bit, and so does the
+//! packed-FP4 GEMM where B is FP4.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
-use mixprec::gemm::{block_gemm, block_gemm_reference, Epilogue, Parallelism};
+use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode, PackedFp4};
+use mixprec::gemm::{block_gemm, block_gemm_packed, block_gemm_reference, Epilogue, Parallelism};
 use mixprec::{FloatElement, MatMut, MatRef, MxInt8, F4E2M1, F6E3M2, F8E4M3, F8E5M2};
 
 fn gemm_matches<TA: FloatElement, TB: FloatElement>(a: &BlockScaled<TA>, b: &BlockScaled<TB>, threads: usize) {
@@ -17,6 +18,20 @@ fn gemm_matches<TA: FloatElement, TB: FloatElement>(a: &BlockScaled<TA>, b: &Blo
     let ep = Epilogue::new();
     let r = block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n).unwrap(), &ep);
     let f = block_gemm(a, b, MatMut::from_row_major(&mut got, m, n).unwrap(), &ep, Parallelism::Threads(threads));
+    assert_eq!(r.is_ok(), f.is_ok());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}
+
+/// [`gemm_matches`] through `PackedFp4` / `block_gemm_packed`.
+fn packed_matches<TA: FloatElement>(a: &BlockScaled<TA>, b: &BlockScaled<F4E2M1>, threads: usize) {
+    let (m, n) = (a.lines(), b.lines());
+    let mut want = vec![0.0f32; m * n];
+    let mut got = vec![0.0f32; m * n];
+    let ep = Epilogue::new();
+    let packed = PackedFp4::new(b);
+    let r = block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n).unwrap(), &ep);
+    let f = block_gemm_packed(a, &packed, MatMut::from_row_major(&mut got, m, n).unwrap(), &ep, Parallelism::Threads(threads));
     assert_eq!(r.is_ok(), f.is_ok());
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&got), bits(&want));
@@ -75,12 +90,16 @@ fuzz_target!(|data: &[u8]| {
             if let (Ok(a), Ok(b)) = (BlockScaled::nvfp4(xm, true), BlockScaled::nvfp4(wm, false)) {
                 dequantizes(&a);
                 gemm_matches(&a, &b, 1);
+                packed_matches(&a, &b, 2);
             }
         }
         5 => {
             if let (Ok(a), Ok(b)) = (BlockScaled::<MxInt8>::mx(xm, MxScaleMode::Floor), BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Ceil)) {
                 dequantizes(&a);
                 gemm_matches(&a, &b, 2);
+            }
+            if let (Ok(a), Ok(b)) = (BlockScaled::<MxInt8>::mx(xm, MxScaleMode::Ceil), BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor)) {
+                packed_matches(&a, &b, 1);
             }
         }
         _ => {
