@@ -48,7 +48,9 @@
 //! scale the block scale is E4M3(amax / 6), clamped to [2^-9, 448]; with
 //! one, s_t = amax_tensor / (448 · 6) and the block scale is
 //! E4M3(amax / 6 / s_t) clamped likewise, used as `fl(s_t · e4m3)`. Elements
-//! are `x / scale`, saturated to ±6, rounded to E2M1.
+//! are `x / scale`, saturated to ±6, rounded to E2M1. A NaN or ±∞ anywhere
+//! in the tensor makes s_t NaN, and with it every block scale (as torchao's
+//! definition computes it); an all-zero tensor has s_t = 1.
 //!
 //! **Scaled FP8** ([`BlockScaled::fp8`]): scale = amax / max_normal in f32
 //! (or, with `pow2`, the power of two at or above it), per tensor, per
@@ -612,7 +614,9 @@ impl BlockScaled<F4E2M1> {
         let s_t = if tensor_scale {
             let amax = amax_or_nan(x);
             let s = amax / (448.0 * 6.0);
-            Some(if s > 0.0 { s } else { 1.0 })
+            // NaN (a NaN or ±∞ in the tensor) propagates to every block;
+            // an all-zero tensor (or one whose scale underflows) takes 1.
+            Some(if s > 0.0 || s.is_nan() { s } else { 1.0 })
         } else {
             None
         };

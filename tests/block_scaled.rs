@@ -321,6 +321,16 @@ fn nvfp4_and_fp8_worked_examples() {
     let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), true).unwrap();
     assert_eq!(q.nvfp4_scales().unwrap().1, Some(1.0));
     assert_eq!(q.nvfp4_scales().unwrap().0[0].to_f32(), 448.0);
+    // A NaN anywhere with a tensor scale: s_t = NaN, so every block is NaN;
+    // without one, only the NaN's block.
+    let mut x = block(&[1.0, 2.0]);
+    x.extend(block(&[f32::NAN]));
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 32).unwrap(), true).unwrap();
+    assert!(q.nvfp4_scales().unwrap().1.unwrap().is_nan());
+    assert!(q.scales().iter().all(|s| s.is_nan()));
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 32).unwrap(), false).unwrap();
+    assert_eq!(q.scales()[0], F8E4M3::from_f32(2.0 / 6.0).to_f32());
+    assert!(q.scales()[1].is_nan());
     // All zero: the block scale clamps to E4M3's smallest, 2^-9.
     let x = vec![0.0f32; 16];
     let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 16).unwrap(), false).unwrap();
