@@ -296,6 +296,29 @@ impl<'a, T: Copy> MatRef<'a, T> {
         })
     }
 
+    /// A `rows × cols` view with strides 0 over one static zero: it stands
+    /// for an operand whose data lives elsewhere (a packed B) when only its
+    /// shape is checked. It borrows nothing a caller holds, so no output can
+    /// alias it.
+    pub(crate) fn shape_only(rows: usize, cols: usize) -> MatRef<'static, T>
+    where
+        T: bytemuck::Pod,
+    {
+        static ZERO: [u64; 1] = [0];
+        let one: &'static [T] = &bytemuck::cast_slice::<u64, T>(&ZERO)[..1];
+        MatRef {
+            data: if rows == 0 || cols == 0 {
+                &one[..0]
+            } else {
+                one
+            },
+            rows,
+            cols,
+            row_stride: 0,
+            col_stride: 0,
+        }
+    }
+
     /// A contiguous row-major view; `data.len()` must be `rows * cols`.
     ///
     /// # Errors

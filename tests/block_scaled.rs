@@ -46,6 +46,33 @@ fn quantize<T: mixprec::block_scaled::MxElement>(
     BlockScaled::<T>::mx(m, mode).unwrap()
 }
 
+/// The bias, epilogues, starting C and parallelism of the GEMM checks.
+fn test_bias(n: usize) -> Vec<f32> {
+    (0..n).map(|j| j as f32 * 0.25 - 1.0).collect()
+}
+
+fn test_epilogue(ep: u8, bias: &[f32]) -> Epilogue<'_> {
+    match ep {
+        0 => Epilogue::new(),
+        1 => Epilogue::new().alpha(0.5).beta(2.0),
+        _ => Epilogue::new()
+            .bias(bias)
+            .activation(gemm::Activation::Relu),
+    }
+}
+
+fn test_c0(len: usize) -> Vec<f32> {
+    (0..len).map(|i| i as f32 * 0.125).collect()
+}
+
+fn test_parallelism(threads: usize) -> Parallelism {
+    if threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(threads)
+    }
+}
+
 fn run_all<TA: FloatElement, TB: FloatElement>(
     a: &BlockScaled<TA>,
     b: &BlockScaled<TB>,
@@ -53,22 +80,12 @@ fn run_all<TA: FloatElement, TB: FloatElement>(
     ep: u8,
 ) -> Result<(), TestCaseError> {
     let (m, n) = (a.lines(), b.lines());
-    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
-    let epilogue = match ep {
-        0 => Epilogue::new(),
-        1 => Epilogue::new().alpha(0.5).beta(2.0),
-        _ => Epilogue::new()
-            .bias(&bias)
-            .activation(gemm::Activation::Relu),
-    };
-    let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+    let bias = test_bias(n);
+    let epilogue = test_epilogue(ep, &bias);
+    let c0 = test_c0(m * n);
     let mut want = c0.clone();
     block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n)?, &epilogue)?;
-    let par = if threads == 1 {
-        Parallelism::Serial
-    } else {
-        Parallelism::Threads(threads)
-    };
+    let par = test_parallelism(threads);
     let mut fast = c0.clone();
     block_gemm(
         a,
@@ -729,22 +746,12 @@ fn run_packed<TA: FloatElement>(
             .map(|s| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
     );
     let (m, n) = (a.lines(), b.lines());
-    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
-    let epilogue = match ep {
-        0 => Epilogue::new(),
-        1 => Epilogue::new().alpha(0.5).beta(2.0),
-        _ => Epilogue::new()
-            .bias(&bias)
-            .activation(gemm::Activation::Relu),
-    };
-    let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+    let bias = test_bias(n);
+    let epilogue = test_epilogue(ep, &bias);
+    let c0 = test_c0(m * n);
     let mut want = c0.clone();
     block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n)?, &epilogue)?;
-    let par = if threads == 1 {
-        Parallelism::Serial
-    } else {
-        Parallelism::Threads(threads)
-    };
+    let par = test_parallelism(threads);
     let mut fast = c0.clone();
     block_gemm_packed(
         a,

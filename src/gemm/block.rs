@@ -249,10 +249,8 @@ fn packed_on<TA: FloatElement, O: FloatElement>(
         });
     }
     // Shapes, the output's layout, bias, threads: as `gemm`, with a
-    // shape-only K×N view standing for the packed B (it owns its data, so
-    // C cannot alias it).
-    static SHAPE_ONLY: [u8; 1] = [0];
-    let b_shape = MatRef::new(&SHAPE_ONLY, b.k(), b.lines(), 0, 0)?;
+    // shape-only K×N view standing for the packed B.
+    let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
     validate(&a.data_mat(), &b_shape, &c, epilogue, parallelism)?;
     let grid_a = driver::ScaleGrid {
         scales: a.scales(),

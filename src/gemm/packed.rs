@@ -137,10 +137,7 @@ fn packed_on<TA: FloatElement, O: FloatElement>(
     parallelism: Parallelism,
     simd: bool,
 ) -> Result<(), Error> {
-    // A shape-only K×N view stands for the packed B (it owns its data, so
-    // C cannot alias it).
-    static SHAPE_ONLY: [f32; 1] = [0.0];
-    let b_shape = MatRef::new(&SHAPE_ONLY, b.k, b.n, 0, 0)?;
+    let b_shape = MatRef::<f32>::shape_only(b.k, b.n);
     validate(&a, &b_shape, &c, epilogue, parallelism)?;
     if driver::prepacked_kernel_fits(simd) {
         driver::run_prepacked(a, &b.panels, b.n, c, epilogue, parallelism, simd);

@@ -183,10 +183,7 @@ fn packed_on<A: QInt, O: QOutput>(
     parallelism: Parallelism,
     simd: bool,
 ) -> Result<(), Error> {
-    // A shape-only K×N view stands for the packed B (it owns its data, so C
-    // cannot alias it).
-    static SHAPE_ONLY: [i8; 1] = [0];
-    let b_shape = MatRef::new(&SHAPE_ONLY, b.k, b.n, 0, 0)?;
+    let b_shape = MatRef::<i8>::shape_only(b.k, b.n);
     validate(
         &a,
         a_zero_points,

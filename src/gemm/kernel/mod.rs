@@ -95,13 +95,7 @@ pub(crate) trait Kernel {
     /// `blk`, `d_j` = Σ a·b over the block as integers (`a` given as |a| and
     /// a, `b` as FP4 codes of the eight lines), `p = d_j · g` and
     /// `out_j = fma(p, fl(sa[blk] · scale_j(blk)), out_j)` from +0.0.
-    /// Returns false when this kernel has no such path (the caller then
-    /// takes the general one).
-    /// True when [`Kernel::fp4_dots8`] is implemented.
-    fn has_fp4_dots() -> bool {
-        false
-    }
-
+    /// Called only where [`Kernel::has_fp4_dots`] is true.
     fn fp4_dots8(
         _lines: &Fp4Lines<'_>,
         _a_abs: &[u8],
@@ -109,7 +103,12 @@ pub(crate) trait Kernel {
         _sa: &[f32],
         _g: f32,
         _out: &mut [f32; 8],
-    ) -> bool {
+    ) {
+    }
+
+    /// True when [`Kernel::fp4_dots8`] is implemented (the driver takes the
+    /// general path otherwise).
+    fn has_fp4_dots() -> bool {
         false
     }
 

@@ -102,7 +102,7 @@ impl Kernel for Avx2 {
         sa: &[f32],
         g: f32,
         out: &mut [f32; 8],
-    ) -> bool {
+    ) {
         let len = lines.blocks * lines.block;
         assert!(lines.block == 16 || lines.block.is_multiple_of(32));
         assert!(lines.ld >= len && lines.codes.len() >= 7 * lines.ld + len);
@@ -113,7 +113,6 @@ impl Kernel for Avx2 {
         // and FMA; the asserts above bound every read (codes of 8 lines,
         // A's row, the scales of every line and block).
         unsafe { fp4_dots8_avx2(lines, a_abs.as_ptr(), a_int.as_ptr(), sa.as_ptr(), g, out) };
-        true
     }
 
     fn fp4_packed8(
