@@ -118,6 +118,12 @@ fn block_scaled(c: &mut Criterion, src: &[f32]) {
     g.bench_function("quantize_nvfp4", |b| {
         b.iter(|| BlockScaled::nvfp4_into(black_box(m), true, &mut qn).unwrap())
     });
+    // Without the tensor scale: one pass (the tensor scale needs the
+    // tensor's amax first, a second read of the source).
+    let mut qn1 = BlockScaled::nvfp4(m, false).unwrap();
+    g.bench_function("quantize_nvfp4_block_scales_only", |b| {
+        b.iter(|| BlockScaled::nvfp4_into(black_box(m), false, &mut qn1).unwrap())
+    });
     let mut qf = BlockScaled::<F8E4M3>::fp8(m, Fp8Granularity::Lines1x128, false).unwrap();
     g.bench_function("quantize_fp8_1x128", |b| {
         b.iter(|| {

@@ -246,6 +246,99 @@ fn floor_log2(x: f32) -> i32 {
     }
 }
 
+/// How a block's scale follows from the bits of its largest |x| (NaN
+/// and ±∞ have the largest bits): the scalar definition of each scheme,
+/// which the fused SIMD quantizer evaluates eight blocks at a time for MX
+/// and NVFP4 (`convert::x86_avx2::quantize_blocks`, same bits).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ScaleRule {
+    /// MX: 2^(⌊log₂ amax⌋ − emax), plus one with `ceil` when amax's
+    /// significand fraction exceeds `max_frac` (the element max's);
+    /// exponents clamp at −127, above 127 the scale is NaN.
+    Mx {
+        emax: i32,
+        ceil: bool,
+        max_frac: u32,
+    },
+    /// NVFP4: the E4M3 of amax / 6 (/ s_t) clamped to [2^-9, 448], times
+    /// the tensor scale s_t where there is one.
+    Nvfp4 { tensor_scale: Option<f32> },
+    /// Scaled FP8: amax / max (the power of two at or above it with
+    /// `pow2`), 1 for an all-zero block; `tensor_amax` replaces the
+    /// block's amax (per-tensor scaling).
+    Fp8 {
+        max: f32,
+        pow2: bool,
+        tensor_amax: Option<f32>,
+    },
+}
+
+impl ScaleRule {
+    /// The block's f32 scale and its code (NVFP4's E4M3 block scale; 0
+    /// for the other schemes).
+    pub(crate) fn scale(&self, amax_bits: u32) -> (f32, u8) {
+        let amax = to_amax(amax_bits);
+        match *self {
+            Self::Mx {
+                emax,
+                ceil,
+                max_frac,
+            } => {
+                if amax.is_nan() {
+                    return (f32::NAN, 0);
+                }
+                let amax = if amax == 0.0 { f32::MIN_POSITIVE } else { amax };
+                // amax / max_elem = 2^e · (1 + f_a) / (1 + f_max) with the
+                // significand fractions f: at most 2^e exactly when
+                // f_a <= f_max, else in (2^e, 2^(e+1)).
+                let e = floor_log2(amax) - emax
+                    + i32::from(ceil && significand_fraction(amax) > max_frac);
+                (F8E8M0::from_exponent(e.max(-127)).to_f32(), 0)
+            }
+            Self::Nvfp4 { tensor_scale } => {
+                let raw = match tensor_scale {
+                    Some(s) => amax / 6.0 / s,
+                    None => amax / 6.0,
+                };
+                // E4M3 of the block scale, clamped to [2^-9, 448]; NaN stays.
+                let (lo, hi) = (F8E4M3::MIN_POSITIVE_SUBNORMAL.to_f32(), 448.0f32);
+                let e4 = if raw.is_nan() {
+                    F8E4M3::NAN
+                } else {
+                    F8E4M3::from_f32_saturating(raw.clamp(lo, hi))
+                };
+                let s = match tensor_scale {
+                    Some(s) => s * e4.to_f32(),
+                    None => e4.to_f32(),
+                };
+                (s, e4.to_bits())
+            }
+            Self::Fp8 {
+                max,
+                pow2,
+                tensor_amax,
+            } => {
+                let amax = tensor_amax.unwrap_or(amax);
+                if amax.is_nan() {
+                    return (f32::NAN, 0);
+                }
+                if amax == 0.0 {
+                    return (1.0, 0);
+                }
+                let s = amax / max;
+                if pow2 && s > 0.0 && s.is_finite() {
+                    // The smallest power of two at or above s.
+                    let e = floor_log2(s);
+                    let p = pow2_f32(e);
+                    (if p == s { p } else { pow2_f32(e + 1) }, 0)
+                } else {
+                    (s, 0)
+                }
+            }
+        }
+    }
+}
+
 impl<T: FloatElement> BlockScaled<T> {
     /// A block-scaled matrix from its parts (for data quantized
     /// elsewhere): `data` is `lines × k` row-major, `scales` one per
@@ -430,18 +523,20 @@ impl<T: FloatElement> BlockScaled<T> {
         }
     }
 
-    /// Quantizes `x` block by block: `scale_of(amax)` gives the block's f32
-    /// scale from the largest |value| of its region (NaN when the region
-    /// holds a NaN or ±∞); elements are `x / scale` rounded to nearest even
-    /// and saturated.
+    /// Quantizes `x` block by block: `rule` gives the block's f32 scale
+    /// from the largest |value| of its region; elements are `x / scale`
+    /// rounded to nearest even and saturated. `codes` (NVFP4) receives the
+    /// rule's code per block (lines with their own scales only).
+    #[allow(clippy::too_many_arguments)]
     fn quantize_with(
         x: MatRef<'_, f32>,
         block: usize,
         line_group: usize,
         kind: ScaleKind,
-        mut scale_of: impl FnMut(f32) -> f32,
+        rule: ScaleRule,
         data: &mut Vec<T>,
         scales: &mut Vec<f32>,
+        codes: Option<&mut Vec<F8E4M3>>,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
         let n_scales = check_shape(lines, k, block, line_group)?;
@@ -452,8 +547,10 @@ impl<T: FloatElement> BlockScaled<T> {
         // Grown a line at a time just before the line is written, so the
         // zeroing happens in cache rather than as a pass over memory (and
         // in the caller's buffers when it lends them).
-        data.clear();
-        data.reserve(lines * k);
+        // A reused buffer keeps its length (every element is written), so
+        // only its growth is zeroed.
+        data.truncate(lines * k);
+        data.reserve(lines * k - data.len());
         scales.clear();
         if k == 0 {
             return Ok(Self {
@@ -487,14 +584,33 @@ impl<T: FloatElement> BlockScaled<T> {
         if line_group == 1 {
             // Each line has its own scales: amax, scales and quotients while
             // the line is in cache.
+            let mut no_codes = Vec::new();
+            let codes = match codes {
+                Some(c) => {
+                    c.clear();
+                    c.resize(n_scales, F8E4M3::default());
+                    c
+                }
+                None => &mut no_codes,
+            };
             for l in 0..lines {
                 let row: &[f32] = row!(l);
-                data.resize((l + 1) * k, T::default());
+                if data.len() < (l + 1) * k {
+                    data.resize((l + 1) * k, T::default());
+                }
                 let srow = &mut scales[l * nb..(l + 1) * nb];
+                let crow = codes.get_mut(l * nb..(l + 1) * nb).unwrap_or_default();
                 let out = &mut data[l * k..];
-                quantize_blocks(row, block, srow, out, &mut scratch, simd, |bits| {
-                    scale_of(to_amax(bits))
-                });
+                quantize_blocks(
+                    row,
+                    block,
+                    srow,
+                    bytemuck::cast_slice_mut(crow),
+                    out,
+                    &mut scratch,
+                    simd,
+                    &rule,
+                );
             }
         } else {
             let mut region = vec![0u32; n_scales];
@@ -507,7 +623,7 @@ impl<T: FloatElement> BlockScaled<T> {
                 }
             }
             for (s, &b) in scales.iter_mut().zip(&region) {
-                *s = scale_of(to_amax(b));
+                *s = rule.scale(b).0;
             }
             for l in 0..lines {
                 let row: &[f32] = row!(l);
@@ -515,7 +631,9 @@ impl<T: FloatElement> BlockScaled<T> {
                 for (r, &s) in recips.iter_mut().zip(srow) {
                     *r = block_reciprocal(s);
                 }
-                data.resize((l + 1) * k, T::default());
+                if data.len() < (l + 1) * k {
+                    data.resize((l + 1) * k, T::default());
+                }
                 let out = &mut data[l * k..];
                 narrow_scaled_blocks(row, block, srow, &recips, out, &mut scratch, simd);
             }
@@ -557,30 +675,12 @@ impl<T: MxElement> BlockScaled<T> {
         data: &mut Vec<T>,
         scales: &mut Vec<f32>,
     ) -> Result<Self, Error> {
-        let max_frac = significand_fraction(T::MAX.to_f32());
-        Self::quantize_with(
-            x,
-            32,
-            1,
-            ScaleKind::E8M0,
-            |amax| {
-                if amax.is_nan() {
-                    return f32::NAN;
-                }
-                let amax = if amax == 0.0 { f32::MIN_POSITIVE } else { amax };
-                let e = floor_log2(amax) - T::EMAX;
-                let e = match mode {
-                    MxScaleMode::Floor => e,
-                    // amax / max_elem = 2^e · (1 + f_a) / (1 + f_max) with the
-                    // significand fractions f: at most 2^e exactly when
-                    // f_a <= f_max, else in (2^e, 2^(e+1)).
-                    MxScaleMode::Ceil => e + i32::from(significand_fraction(amax) > max_frac),
-                };
-                F8E8M0::from_exponent(e.max(-127)).to_f32()
-            },
-            data,
-            scales,
-        )
+        let rule = ScaleRule::Mx {
+            emax: T::EMAX,
+            ceil: mode == MxScaleMode::Ceil,
+            max_frac: significand_fraction(T::MAX.to_f32()),
+        };
+        Self::quantize_with(x, 32, 1, ScaleKind::E8M0, rule, data, scales, None)
     }
 }
 
@@ -620,32 +720,17 @@ impl BlockScaled<F4E2M1> {
         } else {
             None
         };
-        let (lo, hi) = (F8E4M3::MIN_POSITIVE_SUBNORMAL.to_f32(), 448.0f32);
         let mut block_scales = Vec::new();
+        let rule = ScaleRule::Nvfp4 { tensor_scale: s_t };
         let mut q = Self::quantize_with(
             x,
             16,
             1,
             ScaleKind::F32,
-            |amax| {
-                let raw = match s_t {
-                    Some(s) => amax / 6.0 / s,
-                    None => amax / 6.0,
-                };
-                // E4M3 of the block scale, clamped to [2^-9, 448]; NaN stays.
-                let e4 = if raw.is_nan() {
-                    F8E4M3::NAN
-                } else {
-                    F8E4M3::from_f32_saturating(raw.clamp(lo, hi))
-                };
-                block_scales.push(e4);
-                match s_t {
-                    Some(s) => s * e4.to_f32(),
-                    None => e4.to_f32(),
-                }
-            },
+            rule,
             data,
             scales,
+            Some(&mut block_scales),
         )?;
         q.kind = ScaleKind::Nvfp4 {
             block_scales,
@@ -703,29 +788,12 @@ impl<T: FloatElement> BlockScaled<T> {
         };
         let per_tensor = granularity == Fp8Granularity::PerTensor;
         let tensor_amax = if per_tensor { amax_or_nan(x) } else { 0.0 };
-        let scale = move |amax: f32| -> f32 {
-            let amax = if per_tensor { tensor_amax } else { amax };
-            if amax.is_nan() {
-                return f32::NAN;
-            }
-            if amax == 0.0 {
-                return 1.0;
-            }
-            let s = amax / max;
-            if pow2 && s > 0.0 && s.is_finite() {
-                // The smallest power of two at or above s.
-                let e = floor_log2(s);
-                let p = pow2_f32(e);
-                if p == s {
-                    p
-                } else {
-                    pow2_f32(e + 1)
-                }
-            } else {
-                s
-            }
+        let rule = ScaleRule::Fp8 {
+            max,
+            pow2,
+            tensor_amax: per_tensor.then_some(tensor_amax),
         };
-        Self::quantize_with(x, 128, line_group, ScaleKind::F32, scale, data, scales)
+        Self::quantize_with(x, 128, line_group, ScaleKind::F32, rule, data, scales, None)
     }
 }
 

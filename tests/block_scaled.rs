@@ -588,6 +588,147 @@ mod plain {
         let e = elements::<T>(x, k, 128, group, &scales);
         (scales, e)
     }
+
+    /// NVFP4 by its definition: (scales, E4M3 block-scale bits, tensor
+    /// scale, element bits).
+    pub fn nvfp4(
+        x: &[f32],
+        lines: usize,
+        k: usize,
+        tensor: bool,
+    ) -> (Vec<f32>, Vec<u8>, Option<f32>, Vec<u32>) {
+        let amax = blocks(lines, k, 16, 1, x);
+        let s_t = tensor.then(|| {
+            let all = x.iter().fold(0.0f32, |m, &v| {
+                if !v.is_finite() || m.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(v.abs())
+                }
+            });
+            let s = all / (448.0 * 6.0);
+            if s.is_nan() || s > 0.0 {
+                s
+            } else {
+                1.0
+            }
+        });
+        let (mut scales, mut codes) = (Vec::new(), Vec::new());
+        for a in amax {
+            let raw = a / 6.0 / s_t.unwrap_or(1.0);
+            let e4 = if raw.is_nan() {
+                F8E4M3::NAN
+            } else {
+                F8E4M3::from_f32_saturating(raw.clamp(2f32.powi(-9), 448.0))
+            };
+            codes.push(e4.to_bits());
+            scales.push(match s_t {
+                Some(s) => s * e4.to_f32(),
+                None => e4.to_f32(),
+            });
+        }
+        let e = elements::<F4E2M1>(x, k, 16, 1, &scales);
+        (scales, codes, s_t, e)
+    }
+}
+
+/// Blocks whose amax runs over the whole f32 range (subnormal to f32::MAX),
+/// sits at and next to the significands where the MX rules change (1,
+/// the element max's, one ulp above it), or is 0, NaN or ±∞: `lines × k`.
+fn edge_blocks(lines: usize, k: usize, block: usize, seed: u64, max_fracs: &[u32]) -> Vec<f32> {
+    let mut r = mixprec::convert::StochasticRng::new(seed);
+    let mut x = vec![0.0f32; lines * k];
+    for blk in x.chunks_exact_mut(block) {
+        let u = r.next_u64();
+        let frac = match u % 5 {
+            0 => 0,
+            1 => max_fracs[(u >> 8) as usize % max_fracs.len()],
+            2 => max_fracs[(u >> 8) as usize % max_fracs.len()] + 1,
+            _ => (u >> 20) as u32 & 0x007F_FFFF,
+        };
+        let exp = (u >> 40) % 256; // 0 (subnormal) ..= 255 (±∞/NaN)
+        let amax = match (u >> 48) % 16 {
+            0 => 0.0,
+            1 => f32::from_bits((u >> 8) as u32 & 0x007F_FFFF), // subnormal
+            _ if exp == 255 => {
+                if u & 1 == 0 {
+                    f32::NAN
+                } else {
+                    f32::INFINITY
+                }
+            }
+            _ => f32::from_bits(((exp as u32) << 23) | frac),
+        };
+        let at = (u >> 52) as usize % block;
+        for (i, v) in blk.iter_mut().enumerate() {
+            let w = r.next_u64();
+            let t = ((w >> 40) as f32 / 16_777_216.0) * 2.0 - 1.0;
+            *v = if i == at {
+                if w & 1 == 0 {
+                    amax
+                } else {
+                    -amax
+                }
+            } else if amax.is_finite() {
+                amax * t
+            } else {
+                t
+            };
+        }
+    }
+    x
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The quantizers' scales and elements equal the definitions on blocks
+    /// chosen to hit every branch of the scale rules (the SIMD path takes
+    /// eight blocks at a time, so lines run 0 to 20 blocks).
+    #[test]
+    fn quantizer_scale_rules_at_their_edges(lines in 0usize..5, nb in 0usize..21, seed in any::<u64>()) {
+        let sbits = |s: &[f32]| s.iter().map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() }).collect::<Vec<_>>();
+        let fr = |v: f32| v.to_bits() & 0x007F_FFFF;
+        let fracs = [fr(448.0), fr(57344.0), fr(7.5), fr(28.0), fr(6.0), fr(127.0 / 64.0)];
+        let x = edge_blocks(lines, nb * 32, 32, seed, &fracs);
+        let m = MatRef::from_row_major(&x, lines, nb * 32)?;
+        macro_rules! check_mx {
+            ($t:ty) => {
+                for mode in [MxScaleMode::Floor, MxScaleMode::Ceil] {
+                    let q = BlockScaled::<$t>::mx(m, mode)?;
+                    let (s, e) = plain::mx::<$t>(&x, lines, nb * 32, mode);
+                    prop_assert_eq!(sbits(q.scales()), sbits(&s), "{} {:?}", stringify!($t), mode);
+                    prop_assert_eq!(q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(), e);
+                }
+            };
+        }
+        check_mx!(F8E4M3);
+        check_mx!(F8E5M2);
+        check_mx!(F6E2M3);
+        check_mx!(F6E3M2);
+        check_mx!(F4E2M1);
+        // MXINT8's elements are checked against their own definition in
+        // quantizers_follow_their_rules; here its scales.
+        for mode in [MxScaleMode::Floor, MxScaleMode::Ceil] {
+            let q = BlockScaled::<MxInt8>::mx(m, mode)?;
+            prop_assert_eq!(sbits(q.scales()), sbits(&plain::mx::<MxInt8>(&x, lines, nb * 32, mode).0));
+        }
+        let x = edge_blocks(lines, nb * 16, 16, seed ^ 1, &fracs);
+        // Tensor scales from a finite tensor too (most edge tensors hold a NaN or ±∞).
+        let finite: Vec<f32> = x.iter().map(|&v| if v.is_finite() { v } else { 1.5 }).collect();
+        for x in [&x, &finite] {
+            let m = MatRef::from_row_major(x, lines, nb * 16)?;
+            for tensor in [false, true] {
+                let q = BlockScaled::nvfp4(m, tensor)?;
+                let (s, c, t, e) = plain::nvfp4(x, lines, nb * 16, tensor);
+                let (qc, qt) = q.nvfp4_scales().unwrap();
+                prop_assert_eq!(sbits(q.scales()), sbits(&s));
+                prop_assert_eq!(qc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), c);
+                prop_assert_eq!(qt.map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() }), t.map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() }));
+                prop_assert_eq!(q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(), e);
+            }
+        }
+    }
 }
 
 proptest! {

@@ -38,6 +38,7 @@ mod stochastic;
 
 pub use stochastic::{narrow_stochastic, StochasticRng};
 
+use crate::block_scaled::ScaleRule;
 use crate::dtype::format::{Format, Overflow};
 use crate::dtype::{DType, FloatElement};
 use crate::Error;
@@ -337,41 +338,48 @@ fn fused_ok<T: FloatElement>(block: usize) -> bool {
 }
 
 /// One line of a block-scaled quantization: per block of `block` values,
-/// `scales[b] = scale_of(amax bits)` and `dst` = the block's quotients
-/// rounded to `T` (as [`narrow_scaled_blocks`]); fused into one pass with
-/// SIMD.
+/// `(scales[b], codes[b]) = rule.scale(amax bits)` (`codes` may be empty)
+/// and `dst` = the block's quotients rounded to `T` (as
+/// [`narrow_scaled_blocks`]); fused into one pass with SIMD, which also
+/// evaluates MX and NVFP4 rules eight blocks at a time.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn quantize_blocks<T: FloatElement>(
     src: &[f32],
     block: usize,
     scales: &mut [f32],
+    codes: &mut [u8],
     dst: &mut [T],
     scratch: &mut Vec<f32>,
     simd: bool,
-    mut scale_of: impl FnMut(u32) -> f32,
+    rule: &ScaleRule,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let (true, Some(fmt)) = (simd && fused_ok::<T>(block), format_of::<T>()) {
+    if simd && fused_ok::<T>(block) {
         // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C;
         // `T` is one byte (checked by `fused_ok`).
         unsafe {
-            x86_avx2::quantize_blocks(
+            x86_avx2::quantize_blocks::<T>(
                 src,
                 block,
                 scales,
+                codes,
                 bytemuck::cast_slice_mut(dst),
-                fmt,
-                scale_of,
+                rule,
             )
         };
         return;
     }
     let mut recips = Vec::with_capacity(scales.len());
-    for (s, blk) in scales.iter_mut().zip(src.chunks_exact(block)) {
-        *s = scale_of(
+    for (b, (s, blk)) in scales.iter_mut().zip(src.chunks_exact(block)).enumerate() {
+        let (scale, code) = rule.scale(
             blk.iter()
                 .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF)),
         );
-        recips.push(block_reciprocal(*s));
+        *s = scale;
+        if let Some(c) = codes.get_mut(b) {
+            *c = code;
+        }
+        recips.push(block_reciprocal(scale));
     }
     narrow_scaled_blocks(src, block, scales, &recips, dst, scratch, false);
 }

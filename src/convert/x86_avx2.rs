@@ -4,8 +4,10 @@
 //! Every function here requires AVX2, FMA and F16C; callers check
 //! [`crate::cpu::has_avx2_fma_f16c`] first.
 
+use crate::block_scaled::ScaleRule;
 use crate::convert::reference_impl::{narrow_bits_slice, widen_bits_slice};
 use crate::dtype::format::{Format, Overflow};
+use crate::dtype::FloatElement;
 use std::arch::x86_64::*;
 
 /// f32 → f16 bits with F16C's round-to-nearest-even conversion.
@@ -468,25 +470,161 @@ pub(crate) unsafe fn narrow_scaled_blocks(
     }
 }
 
-/// One pass over a line: per block of `block` values, its largest |x| bits
-/// (NaN and ±∞ largest), its scale `scale_of(bits)` into `scales`, and its
-/// quotients rounded to `fmt` as [`narrow_scaled_blocks`]. The block is
-/// still in L1 when it is rounded, and the loads of the next overlap the
-/// arithmetic of this one.
+/// Lane j: the largest (unsigned) lane of `v[j]`: a transpose-and-max
+/// tree, 21 operations for eight horizontal maxima.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_blocks<F: FnMut(u32) -> f32>(
+fn hmax8_epu32(v: [__m256i; 8]) -> __m256i {
+    macro_rules! pair {
+        ($a:expr, $b:expr) => {
+            _mm256_max_epu32(_mm256_unpacklo_epi32($a, $b), _mm256_unpackhi_epi32($a, $b))
+        };
+    }
+    macro_rules! quad {
+        ($a:expr, $b:expr) => {
+            _mm256_max_epu32(_mm256_unpacklo_epi64($a, $b), _mm256_unpackhi_epi64($a, $b))
+        };
+    }
+    // Per 128-bit half: [v0, v1, v2, v3] over that half's lanes.
+    let lo = quad!(pair!(v[0], v[1]), pair!(v[2], v[3]));
+    let hi = quad!(pair!(v[4], v[5]), pair!(v[6], v[7]));
+    _mm256_max_epu32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
+}
+
+/// Eight blocks' scales by an MX or NVFP4 rule from their amax bits, as
+/// [`ScaleRule::scale`] computes them: `(scales, reciprocals, codes)`, a
+/// reciprocal 0 where the quotient needs a division (see
+/// `convert::block_reciprocal`). `None` when a lane needs the scalar rule
+/// (a NaN or ±∞ amax, a subnormal one, an MX exponent above 127) or the
+/// rule is not one of these.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn rule_scales8(amax: __m256i, rule: &ScaleRule) -> Option<(__m256, __m256, __m256i)> {
+    let set = |v: i32| _mm256_set1_epi32(v);
+    match *rule {
+        ScaleRule::Mx {
+            emax,
+            ceil,
+            max_frac,
+        } => {
+            // An all-zero block's amax is taken as f32::MIN_POSITIVE.
+            let v = _mm256_or_si256(
+                amax,
+                _mm256_and_si256(_mm256_cmpeq_epi32(amax, set(0)), set(0x0080_0000)),
+            );
+            let mut bad = _mm256_or_si256(
+                _mm256_cmpgt_epi32(set(0x0080_0000), v),
+                _mm256_cmpgt_epi32(v, set(0x7F7F_FFFF)),
+            );
+            let mut e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(v), set(127 + emax));
+            if ceil {
+                let above =
+                    _mm256_cmpgt_epi32(_mm256_and_si256(v, set(0x007F_FFFF)), set(max_frac as i32));
+                e = _mm256_sub_epi32(e, above);
+            }
+            let e = _mm256_max_epi32(e, set(-127));
+            bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(e, set(127)));
+            if _mm256_movemask_epi8(bad) != 0 {
+                return None;
+            }
+            // 2^e (2^-127 is the subnormal 0x0040_0000).
+            let scale = _mm256_blendv_epi8(
+                _mm256_slli_epi32::<23>(_mm256_add_epi32(e, set(127))),
+                set(0x0040_0000),
+                _mm256_cmpeq_epi32(e, set(-127)),
+            );
+            // 2^-e where both are normal: e in -126..=126.
+            let has_recip = _mm256_and_si256(
+                _mm256_cmpgt_epi32(e, set(-127)),
+                _mm256_cmpgt_epi32(set(127), e),
+            );
+            let recip = _mm256_and_si256(
+                has_recip,
+                _mm256_slli_epi32::<23>(_mm256_sub_epi32(set(127), e)),
+            );
+            Some((
+                _mm256_castsi256_ps(scale),
+                _mm256_castsi256_ps(recip),
+                _mm256_setzero_si256(),
+            ))
+        }
+        ScaleRule::Nvfp4 { tensor_scale } => {
+            let mut bad = _mm256_cmpgt_epi32(amax, set(0x7F7F_FFFF));
+            let mut raw = _mm256_div_ps(_mm256_castsi256_ps(amax), _mm256_set1_ps(6.0));
+            if let Some(s) = tensor_scale {
+                raw = _mm256_div_ps(raw, _mm256_set1_ps(s));
+            }
+            bad = _mm256_or_si256(
+                bad,
+                _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(raw, raw)),
+            );
+            if _mm256_movemask_epi8(bad) != 0 {
+                return None;
+            }
+            // E4M3 of raw clamped to [2^-9, 448].
+            let clamped = _mm256_min_ps(
+                _mm256_max_ps(raw, _mm256_set1_ps(f32::from_bits(0x3B00_0000))),
+                _mm256_set1_ps(448.0),
+            );
+            let code = fp8_round8(
+                _mm256_castps_si256(clamped),
+                Format::E4M3,
+                Overflow::Saturate,
+            );
+            // Its value: (e = 0 ? m : 8 + m) · 2^(max(e, 1) − 10), exact.
+            let e = _mm256_srli_epi32::<3>(code);
+            let sig = _mm256_add_epi32(
+                _mm256_and_si256(code, set(7)),
+                _mm256_and_si256(_mm256_cmpgt_epi32(e, set(0)), set(8)),
+            );
+            let pow =
+                _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_max_epi32(e, set(1)), set(117)));
+            let mut scale = _mm256_mul_ps(_mm256_cvtepi32_ps(sig), _mm256_castsi256_ps(pow));
+            if let Some(s) = tensor_scale {
+                scale = _mm256_mul_ps(_mm256_set1_ps(s), scale);
+            }
+            Some((scale, _mm256_setzero_ps(), code))
+        }
+        ScaleRule::Fp8 { .. } => None,
+    }
+}
+
+/// One pass over a line: per block of `block` values, its largest |x| bits
+/// (NaN and ±∞ largest), its scale and code by `rule` into `scales` and
+/// `codes` (when not empty), and its quotients rounded to `fmt` as
+/// [`narrow_scaled_blocks`]. The block is still in L1 when it is rounded.
+/// Blocks of 16 and 32 go eight at a time, their MX and NVFP4 scales
+/// computed in SIMD ([`rule_scales8`]); the rest one at a time by
+/// [`ScaleRule::scale`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
     src: &[f32],
     block: usize,
     scales: &mut [f32],
+    codes: &mut [u8],
     dst: &mut [u8],
-    fmt: Format,
-    mut scale_of: F,
+    rule: &ScaleRule,
 ) {
+    // A constant per `T`, so the rounding's format tests fold away.
+    let Some(fmt) = super::format_of::<T>() else {
+        return;
+    };
+    let done = match block {
+        // SAFETY: the caller's CPU has AVX2, FMA and F16C.
+        16 => unsafe { quantize_groups8::<T, 16>(src, scales, codes, dst, rule) },
+        // SAFETY: as above.
+        32 => unsafe { quantize_groups8::<T, 32>(src, scales, codes, dst, rule) },
+        _ => 0,
+    };
     let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
-    for ((s, d), scale) in src
+    for (b, (s, d)) in src
         .chunks_exact(block)
         .zip(dst.chunks_exact_mut(block))
-        .zip(scales.iter_mut())
+        .enumerate()
+        .skip(done)
     {
         let mut m = _mm256_setzero_si256();
         for v in s.chunks_exact(8) {
@@ -497,10 +635,118 @@ pub(crate) unsafe fn quantize_blocks<F: FnMut(u32) -> f32>(
         let m = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
         let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
         let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
-        *scale = scale_of(_mm_cvtsi128_si32(m) as u32);
-        match super::block_reciprocal(*scale) {
+        let (scale, code) = rule.scale(_mm_cvtsi128_si32(m) as u32);
+        if let Some(c) = codes.get_mut(b) {
+            *c = code;
+        }
+        if let Some(sc) = scales.get_mut(b) {
+            *sc = scale;
+        }
+        match super::block_reciprocal(scale) {
             Some(r) => narrow_block!(s, d, r, _mm256_mul_ps, fmt),
-            None => narrow_block!(s, d, *scale, _mm256_div_ps, fmt),
+            None => narrow_block!(s, d, scale, _mm256_div_ps, fmt),
         }
     }
+}
+
+/// How many groups ahead [`quantize_groups8`] prefetches its source.
+const PREFETCH_GROUPS: usize = 2;
+
+/// [`quantize_blocks`] for the whole groups of eight blocks of `BLOCK`
+/// (16 or 32) values; returns the number of blocks done.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
+    src: &[f32],
+    scales: &mut [f32],
+    codes: &mut [u8],
+    dst: &mut [u8],
+    rule: &ScaleRule,
+) -> usize {
+    let Some(fmt) = super::format_of::<T>() else {
+        return 0;
+    };
+    if matches!(rule, ScaleRule::Fp8 { .. }) {
+        return 0;
+    }
+    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let groups = (src.len() / BLOCK).min(dst.len() / BLOCK).min(scales.len()) / 8;
+    for g in 0..groups {
+        let (src, dst) = (
+            &src[g * 8 * BLOCK..][..8 * BLOCK],
+            &mut dst[g * 8 * BLOCK..][..8 * BLOCK],
+        );
+        let mut m = [_mm256_setzero_si256(); 8];
+        for ahead in (0..8 * BLOCK).step_by(16) {
+            // A hint only (never faults): the group after next.
+            _mm_prefetch::<_MM_HINT_T0>(
+                src.as_ptr()
+                    .wrapping_add(PREFETCH_GROUPS * 8 * BLOCK + ahead) as *const i8,
+            );
+        }
+        for (mj, blk) in m.iter_mut().zip(src.chunks_exact(BLOCK)) {
+            for v in blk.chunks_exact(8) {
+                // SAFETY: `v` holds 8 f32.
+                let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
+                *mj = _mm256_max_epu32(*mj, _mm256_and_si256(x, abs_mask));
+            }
+        }
+        let amax = hmax8_epu32(m);
+        let (mut sc, mut rc, mut cd) = ([0f32; 8], [0f32; 8], [0i32; 8]);
+        match rule_scales8(amax, rule) {
+            Some((scale, recip, code)) => {
+                // SAFETY: each array holds 8 lanes.
+                unsafe {
+                    _mm256_storeu_ps(sc.as_mut_ptr(), scale);
+                    _mm256_storeu_ps(rc.as_mut_ptr(), recip);
+                    _mm256_storeu_si256(cd.as_mut_ptr() as *mut __m256i, code);
+                }
+            }
+            None => {
+                let mut bits = [0u32; 8];
+                // SAFETY: `bits` holds 8 lanes.
+                unsafe { _mm256_storeu_si256(bits.as_mut_ptr() as *mut __m256i, amax) };
+                for j in 0..8 {
+                    let (s, c) = rule.scale(bits[j]);
+                    (sc[j], cd[j]) = (s, i32::from(c));
+                    rc[j] = super::block_reciprocal(s).unwrap_or(0.0);
+                }
+            }
+        }
+        scales[g * 8..][..8].copy_from_slice(&sc);
+        if let Some(c) = codes.get_mut(g * 8..g * 8 + 8) {
+            for (c, &v) in c.iter_mut().zip(&cd) {
+                *c = v as u8;
+            }
+        }
+        // 32 values at a time (two blocks of 16, or one of 32), each
+        // vector by its block's reciprocal or scale, packed to one store.
+        let sm = fmt.sign_magnitude();
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        macro_rules! q {
+            ($i:expr) => {{
+                let j = $i / BLOCK;
+                // SAFETY: $i + 8 <= 8 · BLOCK = src.len().
+                let x = unsafe { _mm256_loadu_ps(src.as_ptr().add($i)) };
+                let quot = if rc[j] != 0.0 {
+                    _mm256_mul_ps(x, _mm256_set1_ps(rc[j]))
+                } else {
+                    _mm256_div_ps(x, _mm256_set1_ps(sc[j]))
+                };
+                let v = fp8_round8(_mm256_castps_si256(quot), sm, Overflow::Saturate);
+                if fmt.twos_complement {
+                    sign_magnitude_to_twos8(v, fmt)
+                } else {
+                    v
+                }
+            }};
+        }
+        for i in (0..8 * BLOCK).step_by(32) {
+            let ab = _mm256_packus_epi32(q!(i), q!(i + 8));
+            let cd = _mm256_packus_epi32(q!(i + 16), q!(i + 24));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+            // SAFETY: i + 32 <= 8 · BLOCK = dst.len().
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes) };
+        }
+    }
+    groups * 8
 }
