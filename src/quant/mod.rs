@@ -47,6 +47,7 @@ mod gemm;
 mod linear;
 pub mod observer;
 mod packed;
+pub mod ptq;
 pub mod requant;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
@@ -268,18 +269,7 @@ impl QuantParams {
         check_range(min, max)?;
         let zp = symmetric_zero_point(Q::QMIN, Q::QMAX);
         let amax = (min.abs().max(max.abs())) as f64;
-        let room = (Q::QMAX - zp) as f64;
-        let f = if amax == 0.0 {
-            0
-        } else {
-            (room / amax).log2().floor().clamp(-126.0, 126.0) as i32
-        };
-        // Guard the floor against log2 rounding: step down while it does not fit.
-        let mut f = f;
-        while f > -126 && amax > room * 2f64.powi(-f) {
-            f -= 1;
-        }
-        Self::per_tensor::<Q>(2f32.powi(-f), zp)
+        Self::per_tensor::<Q>(power_of_two_scale(amax, (Q::QMAX - zp) as f64), zp)
     }
 
     /// Scale of channel `c` (of the only channel when per tensor, for any
@@ -317,6 +307,23 @@ impl QuantParams {
     pub fn range(&self) -> (i32, i32) {
         (self.qmin, self.qmax)
     }
+}
+
+/// `2^-f` with the largest integer `f` in −126..=126 such that
+/// `amax ≤ room · 2^-f` (f = 0 for amax = 0): the power-of-two scale that
+/// fits `amax` into `room` steps.
+pub(crate) fn power_of_two_scale(amax: f64, room: f64) -> f32 {
+    let f = if amax == 0.0 {
+        0
+    } else {
+        (room / amax).log2().floor().clamp(-126.0, 126.0) as i32
+    };
+    // Guard the floor against log2 rounding: step down while it does not fit.
+    let mut f = f;
+    while f > -126 && amax > room * 2f64.powi(-f) {
+        f -= 1;
+    }
+    2f32.powi(-f)
 }
 
 fn check_range(min: f32, max: f32) -> Result<(), Error> {

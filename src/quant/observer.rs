@@ -376,9 +376,22 @@ impl HistogramObserver {
     /// [`Error::InvalidParameter`] when nothing (or only NaN) was observed, or
     /// the range is not finite (see [`QuantParams::from_range`]).
     pub fn qparams<Q: QInt>(&self, scheme: Scheme) -> Result<QuantParams, Error> {
+        let (clo, chi) = self.clipping_range(Q::QMIN, Q::QMAX, scheme)?;
+        QuantParams::from_range::<Q>(clo, chi, scheme)
+    }
+
+    /// The clipping range with the least estimated L2 error for the
+    /// integer range `[qmin, qmax]` (the observed range itself when it is
+    /// empty or not finite).
+    pub(crate) fn clipping_range(
+        &self,
+        qmin: i32,
+        qmax: i32,
+        scheme: Scheme,
+    ) -> Result<(f32, f32), Error> {
         let (lo, hi) = self.range.ok_or_else(no_data)?;
         if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
-            return QuantParams::from_range::<Q>(lo, hi, scheme);
+            return Ok((lo, hi));
         }
         let bins = self.counts.len();
         let w = (hi - lo) as f64 / bins as f64;
@@ -394,17 +407,16 @@ impl HistogramObserver {
                     (lo as f64 + s as f64 * w) as f32,
                     (lo as f64 + e as f64 * w) as f32,
                 );
-                let Ok((scale, zp)) = scale_zp_from_range(clo, chi, Q::QMIN, Q::QMAX, scheme)
-                else {
+                let Ok((scale, zp)) = scale_zp_from_range(clo, chi, qmin, qmax, scheme) else {
                     continue;
                 };
-                let err = self.l2_error(scale, zp, Q::QMIN, Q::QMAX, lo as f64, w);
+                let err = self.l2_error(scale, zp, qmin, qmax, lo as f64, w);
                 if best.is_none_or(|(b, _, _)| err < b) {
                     best = Some((err, clo, chi));
                 }
             }
         }
         let (_, clo, chi) = best.ok_or_else(no_data)?;
-        QuantParams::from_range::<Q>(clo, chi, scheme)
+        Ok((clo, chi))
     }
 }
