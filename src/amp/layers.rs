@@ -2,6 +2,7 @@
 //! `T` (f32, f16 or bf16) with f32 master weights, f32 accumulation and f32
 //! gradients of the weights.
 
+use super::fp8::{Fp8GradStats, Fp8Recipe, Fp8State};
 use crate::convert::{narrow, narrow_stochastic, widen, StochasticRng};
 use crate::dtype::FloatElement;
 use crate::gemm::{gemm, Activation, Epilogue, Parallelism};
@@ -57,6 +58,20 @@ pub struct Linear<T> {
     saved: Vec<T>,
     #[cfg_attr(feature = "serde", serde(skip))]
     batch: usize,
+    /// FP8 GEMMs ([`super::fp8`]) when set; not serialized.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    fp8: Option<Box<Fp8State>>,
+}
+
+/// `out[j]` = Σ over the rows of `m` (`rows × out.len()`) of `m[r, j]`,
+/// in f32, rows in order (the bias gradient).
+fn column_sums(m: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for row in m.chunks(out.len().max(1)) {
+        for (g, &v) in out.iter_mut().zip(row) {
+            *g += v;
+        }
+    }
 }
 
 fn gelu_grad(z: f32) -> f32 {
@@ -192,6 +207,7 @@ impl<T: FloatElement> Linear<T> {
             saved_x: Vec::new(),
             saved: Vec::new(),
             batch: 0,
+            fp8: None,
         };
         if refresh {
             layer.refresh(&mut WorkingRounding::NearestEven)?;
@@ -202,6 +218,47 @@ impl<T: FloatElement> Linear<T> {
     /// The activation.
     pub fn activation(&self) -> Activation {
         self.activation
+    }
+
+    /// Runs this layer's products on scaled FP8 operands by `recipe` (see
+    /// [`super::fp8`]), or, with `None`, in the working type again. The
+    /// scaling state starts afresh.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a recipe that
+    /// [`Fp8Recipe::validate`] rejects.
+    pub fn set_fp8(&mut self, recipe: Option<Fp8Recipe>) -> Result<(), Error> {
+        self.fp8 = match recipe {
+            Some(r) => Some(Box::new(Fp8State::new(r)?)),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The FP8 recipe, when the layer runs on FP8.
+    pub fn fp8_recipe(&self) -> Option<Fp8Recipe> {
+        self.fp8.as_ref().map(|s| s.recipe())
+    }
+
+    /// The delayed-scaling scales of X, W and dY the next step uses (1
+    /// for tensors that are unscaled or scaled from the current step).
+    pub fn fp8_scales(&self) -> Option<[f32; 3]> {
+        self.fp8.as_ref().map(|s| s.scales())
+    }
+
+    /// Gradient values the FP8 rounding of dY has flushed to zero so far.
+    pub fn fp8_grad_stats(&self) -> Option<Fp8GradStats> {
+        self.fp8.as_ref().map(|s| s.stats)
+    }
+
+    /// Bytes of the working weights and of the activations kept for the
+    /// backward pass (after a forward pass; FP8 layers keep their FP8 X
+    /// and W instead of the working-type input).
+    pub fn footprint_bytes(&self) -> usize {
+        let t = std::mem::size_of::<T>();
+        self.w.len() * t
+            + (self.saved_x.len() + self.saved.len()) * t
+            + self.fp8.as_ref().map_or(0, |s| s.saved_bytes())
     }
 
     /// The working copy of the weights (`[out, in]`, type `T`), what the
@@ -267,6 +324,13 @@ impl<T: FloatElement> Linear<T> {
     /// pre-activation this returns).
     fn affine(&self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
         let (i, o) = (self.in_features, self.out_features);
+        if let Some(st) = &self.fp8 {
+            let (xf, wf) = (self.wide(x)?, self.wide(&self.w)?);
+            let scales = st.clone().forward_scales(&xf, &wf, false);
+            return self
+                .fp8_affine(&xf, &wf, batch, scales, par)
+                .map(|(y, _)| y);
+        }
         let xv = MatRef::from_row_major(x, batch, i)?;
         let wt = MatRef::from_row_major(&self.w, o, i)?.t();
         let mut y = vec![T::zeroed(); crate::error::checked_len_of::<f32>(&[batch, o])?];
@@ -282,6 +346,54 @@ impl<T: FloatElement> Linear<T> {
             par,
         )?;
         Ok(y)
+    }
+
+    /// `x` widened to f32.
+    fn wide(&self, x: &[T]) -> Result<Vec<f32>, Error> {
+        let mut out = vec![0.0f32; x.len()];
+        widen(x, &mut out)?;
+        Ok(out)
+    }
+
+    /// The FP8 forward product (bias and ReLU fused as in [`Self::affine`]),
+    /// rounded to `T`, and the FP8 operands.
+    #[allow(clippy::type_complexity)]
+    fn fp8_affine(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        batch: usize,
+        scales: (f32, f32),
+        par: Parallelism,
+    ) -> Result<
+        (
+            Vec<T>,
+            (
+                crate::block_scaled::BlockScaled<crate::F8E4M3>,
+                crate::block_scaled::BlockScaled<crate::F8E4M3>,
+            ),
+        ),
+        Error,
+    > {
+        let (i, o) = (self.in_features, self.out_features);
+        let n = crate::error::checked_len_of::<f32>(&[batch, o])?;
+        let fused = match self.activation {
+            Activation::Gelu => Activation::Identity,
+            a => a,
+        };
+        let mut yf = vec![0.0f32; n];
+        let operands = Fp8State::forward_product(
+            x,
+            w,
+            (batch, i, o),
+            scales,
+            &Epilogue::new().bias(&self.master_b).activation(fused),
+            par,
+            &mut yf,
+        )?;
+        let mut y = vec![T::zeroed(); n];
+        narrow(&yf, &mut y)?;
+        Ok((y, operands))
     }
 
     fn apply_gelu(&self, y: &mut [T]) {
@@ -311,8 +423,28 @@ impl<T: FloatElement> Linear<T> {
     /// [`Error::ShapeOverflow`] when `batch × out` overflows;
     /// `Threads(0)` as [`gemm`] reports it.
     pub fn forward(&mut self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
-        let mut y = self.affine(x, batch, par)?;
-        self.saved_x = x.to_vec();
+        let mut y = match self.fp8.take() {
+            Some(mut st) => {
+                let result = (|| {
+                    MatRef::from_row_major(x, batch, self.in_features)?;
+                    let (xf, wf) = (self.wide(x)?, self.wide(&self.w)?);
+                    let scales = st.forward_scales(&xf, &wf, true);
+                    let (y, operands) = self.fp8_affine(&xf, &wf, batch, scales, par)?;
+                    st.save(operands);
+                    Ok(y)
+                })();
+                self.fp8 = Some(st);
+                // Backward multiplies by the FP8 X and W the state keeps;
+                // the input itself is not kept.
+                self.saved_x = Vec::new();
+                result?
+            }
+            None => {
+                let y = self.affine(x, batch, par)?;
+                self.saved_x = x.to_vec();
+                y
+            }
+        };
         self.batch = batch;
         // Saved for backward: the output (ReLU, identity) or, for GELU, the
         // pre-activation, which is what `y` holds until GELU is applied.
@@ -351,6 +483,16 @@ impl<T: FloatElement> Linear<T> {
                 .map(|(&g, &z)| T::from_f32(g.to_f32() * gelu_grad(z.to_f32())))
                 .collect(),
         };
+        if let Some(st) = self.fp8.as_mut() {
+            let dzf = {
+                let mut v = vec![0.0f32; dz.len()];
+                widen(&dz, &mut v)?;
+                v
+            };
+            let dx = st.backward(&dzf, (b, i, o), &mut self.grad_w, par)?;
+            column_sums(&dzf, &mut self.grad_b);
+            return Ok(dx);
+        }
         let dzv = MatRef::from_row_major(&dz, b, o)?;
         // dW = dzᵀ · x
         gemm(
@@ -363,12 +505,7 @@ impl<T: FloatElement> Linear<T> {
         // db = column sums of dz, in f32, rows in order.
         let mut wide = vec![0.0f32; dz.len()];
         widen(&dz, &mut wide)?;
-        self.grad_b.fill(0.0);
-        for row in wide.chunks(o) {
-            for (g, &v) in self.grad_b.iter_mut().zip(row) {
-                *g += v;
-            }
-        }
+        column_sums(&wide, &mut self.grad_b);
         // dx = dz · W
         let mut dx = vec![0.0f32; b * i];
         gemm(

@@ -30,6 +30,7 @@
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
+pub mod fp8;
 mod layers;
 mod loss;
 mod optim;
@@ -62,24 +63,77 @@ pub enum Precision {
     F16,
     /// f16 without loss scaling: small gradients flush to zero.
     F16NoScale,
+    /// FP8 GEMMs ([`fp8`]), HYBRID formats (E4M3 forward, E5M2
+    /// gradients), delayed scaling (history 1024, margin 0); f32
+    /// activations between layers and f32 masters.
+    Fp8HybridDelayed,
+    /// As `Fp8HybridDelayed` with current scaling.
+    Fp8HybridCurrent,
+    /// FP8 GEMMs with E4M3 for every tensor, delayed scaling.
+    Fp8E4M3Delayed,
+    /// FP8 GEMMs with E4M3 for every tensor and no scaling at all (scale 1):
+    /// gradients below E4M3's smallest subnormal, 2^-9, flush to zero.
+    Fp8E4M3NoScale,
 }
 
 impl Precision {
     /// All policies, in table order.
-    pub const ALL: [Precision; 4] = [
+    pub const ALL: [Precision; 8] = [
         Precision::F32,
         Precision::Bf16,
         Precision::F16,
         Precision::F16NoScale,
+        Precision::Fp8HybridDelayed,
+        Precision::Fp8HybridCurrent,
+        Precision::Fp8E4M3Delayed,
+        Precision::Fp8E4M3NoScale,
     ];
 
-    /// The command-line name: `f32`, `bf16`, `f16`, `f16-noscale`.
+    /// The command-line name: `f32`, `bf16`, `f16`, `f16-noscale`,
+    /// `fp8-hybrid-delayed`, `fp8-hybrid-current`, `fp8-e4m3`,
+    /// `fp8-e4m3-noscale`.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
             Precision::F16NoScale => "f16-noscale",
+            Precision::Fp8HybridDelayed => "fp8-hybrid-delayed",
+            Precision::Fp8HybridCurrent => "fp8-hybrid-current",
+            Precision::Fp8E4M3Delayed => "fp8-e4m3",
+            Precision::Fp8E4M3NoScale => "fp8-e4m3-noscale",
+        }
+    }
+
+    /// The FP8 recipe of the FP8 policies (their models are `Mlp<f32>`
+    /// with [`Mlp::set_fp8`]).
+    pub fn fp8_recipe(self) -> Option<fp8::Fp8Recipe> {
+        use fp8::{Fp8Format, Fp8Recipe, Fp8Scaling};
+        let (format, scaling) = match self {
+            Precision::Fp8HybridDelayed => (Fp8Format::Hybrid, Fp8Scaling::DELAYED),
+            Precision::Fp8HybridCurrent => (Fp8Format::Hybrid, Fp8Scaling::CURRENT),
+            Precision::Fp8E4M3Delayed => (Fp8Format::E4M3, Fp8Scaling::DELAYED),
+            Precision::Fp8E4M3NoScale => (Fp8Format::E4M3, Fp8Scaling::Unscaled),
+            _ => return None,
+        };
+        Some(Fp8Recipe { format, scaling })
+    }
+
+    /// The smallest positive value of the format the policy's activation
+    /// gradients are rounded to (f32, bf16, f16, E5M2 or E4M3): gradients
+    /// at or below half of it flush to zero.
+    pub fn grad_min_subnormal(self) -> f32 {
+        use crate::dtype::{F8E4M3, F8E5M2};
+        match self {
+            Precision::F32 => f32::from_bits(1),
+            Precision::Bf16 => crate::bf16::from_bits(1).to_f32(),
+            Precision::F16 | Precision::F16NoScale => crate::f16::from_bits(1).to_f32(),
+            Precision::Fp8HybridDelayed | Precision::Fp8HybridCurrent => {
+                F8E5M2::MIN_POSITIVE_SUBNORMAL.to_f32()
+            }
+            Precision::Fp8E4M3Delayed | Precision::Fp8E4M3NoScale => {
+                F8E4M3::MIN_POSITIVE_SUBNORMAL.to_f32()
+            }
         }
     }
 
@@ -92,11 +146,12 @@ impl Precision {
         }
     }
 
-    /// Bytes of one working-precision value.
+    /// Bytes of one value of the precision the products read (FP8: 1).
     pub fn bytes(self) -> usize {
         match self {
             Precision::F32 => 4,
-            _ => 2,
+            Precision::Bf16 | Precision::F16 | Precision::F16NoScale => 2,
+            _ => 1,
         }
     }
 }
@@ -110,7 +165,7 @@ impl std::str::FromStr for Precision {
             .ok_or_else(|| Error::InvalidParameter {
                 name: "precision",
                 value: format!("{s:?}"),
-                requirement: "one of f32, bf16, f16, f16-noscale",
+                requirement: "one of f32, bf16, f16, f16-noscale, fp8-hybrid-delayed, fp8-hybrid-current, fp8-e4m3, fp8-e4m3-noscale",
             })
     }
 }
@@ -333,6 +388,35 @@ impl<T: FloatElement> Mlp<T> {
             .try_for_each(|l| l.refresh(&mut rounding));
         self.rounding = rounding;
         result
+    }
+
+    /// Runs every layer's products on scaled FP8 operands by `recipe`
+    /// ([`fp8`]), or with `None` in the working type again.
+    ///
+    /// # Errors
+    /// As [`Linear::set_fp8`].
+    pub fn set_fp8(&mut self, recipe: Option<fp8::Fp8Recipe>) -> Result<(), Error> {
+        if let Some(r) = recipe {
+            r.validate()?;
+        }
+        self.layers.iter_mut().try_for_each(|l| l.set_fp8(recipe))
+    }
+
+    /// The FP8 gradient statistics of all layers together (`None` unless
+    /// the model runs on FP8).
+    pub fn fp8_grad_stats(&self) -> Option<fp8::Fp8GradStats> {
+        self.layers
+            .iter()
+            .try_fold(fp8::Fp8GradStats::default(), |mut acc, l| {
+                acc.add(&l.fp8_grad_stats()?);
+                Some(acc)
+            })
+    }
+
+    /// Bytes of the working weights and the activations kept for backward,
+    /// over all layers ([`Linear::footprint_bytes`]).
+    pub fn footprint_bytes(&self) -> usize {
+        self.layers.iter().map(Linear::footprint_bytes).sum()
     }
 
     /// Number of parameters.

@@ -1,0 +1,518 @@
+//! FP8 training: the GEMMs of a [`super::Linear`] layer on scaled FP8
+//! operands, as NVIDIA Transformer Engine's recipes run them.
+//!
+//! Each layer holds three scaled tensors: its input X and weight W (E4M3)
+//! and the gradient of its output dY (E5M2 in the [`Fp8Format::Hybrid`]
+//! recipe, E4M3 in [`Fp8Format::E4M3`]). Every product is the block-scaled
+//! GEMM ([`crate::gemm::block_gemm`]) with one scale per tensor, f32
+//! accumulation and the contract's `acc = fma(p, s_a·s_b, acc)` every 16
+//! values of K (K is padded with zeros to a multiple of 16):
+//!
+//! * forward `Y = X·Wᵀ` (E4M3 × E4M3), the bias and ReLU in the epilogue;
+//! * weight gradient `dW = dZᵀ·X` (dY format × E4M3), reusing the FP8 X
+//!   saved by the forward pass (transposed, not re-rounded);
+//! * input gradient `dX = dZ·W` (dY format × E4M3).
+//!
+//! Master weights and the bias gradient stay f32. A tensor's elements are
+//! `x / s` rounded to nearest even and saturated to ±max normal (448 for
+//! E4M3, 57344 for E5M2); `s` is the tensor's dequantization scale:
+//!
+//! * [`Fp8Scaling::Delayed`]: `s = amax_h · 2^margin / max_normal` with
+//!   `amax_h` the largest amax in the tensor's history of the last
+//!   `history` steps ([`DelayedScaling`]); Transformer Engine's
+//!   `scale = max_normal / amax / 2^margin` is its reciprocal;
+//! * [`Fp8Scaling::Current`]: the same from this step's amax;
+//! * [`Fp8Scaling::Unscaled`]: `s = 1` (FP8 as a plain number format).
+//!
+//! An all-zero tensor keeps the previous scale (delayed) or takes 1
+//! (current). A NaN or ±∞ amax (an overflowed gradient) is not recorded:
+//! the history and the scale stay as they were, the overflow is counted,
+//! and the NaN/∞ propagates through the product so that the loss scaler
+//! skips the step ([`DelayedScaling::record`]).
+
+use crate::block_scaled::BlockScaled;
+use crate::convert::narrow_saturating;
+use crate::dtype::{FloatElement, F8E4M3, F8E5M2};
+use crate::gemm::{block_gemm, Epilogue, Parallelism};
+use crate::tensor::{MatMut, MatRef};
+use crate::Error;
+
+/// Which FP8 format each tensor uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fp8Format {
+    /// E4M3 for the forward pass (X, W), E5M2 for gradients (dY): range
+    /// where gradients need it, precision where activations do.
+    Hybrid,
+    /// E4M3 for every tensor.
+    E4M3,
+}
+
+/// How each tensor's scale is chosen (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fp8Scaling {
+    /// From the largest amax of the last `history` steps (Transformer
+    /// Engine's `DelayedScaling`: history 1024, margin 0 by default).
+    Delayed {
+        /// Steps of amax history, at least 1.
+        history: usize,
+        /// Headroom: the scale is 2^margin larger (−64..=64).
+        margin: i32,
+    },
+    /// From this step's amax.
+    Current {
+        /// Headroom as for `Delayed` (−64..=64).
+        margin: i32,
+    },
+    /// Scale 1: the FP8 formats' own range only.
+    Unscaled,
+}
+
+impl Fp8Scaling {
+    /// Transformer Engine's default: delayed, history 1024, margin 0.
+    pub const DELAYED: Self = Self::Delayed {
+        history: 1024,
+        margin: 0,
+    };
+
+    /// Current scaling, margin 0.
+    pub const CURRENT: Self = Self::Current { margin: 0 };
+}
+
+/// An FP8 training recipe: the formats and the scaling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fp8Recipe {
+    /// Formats of X, W (forward) and dY (backward).
+    pub format: Fp8Format,
+    /// How scales are chosen.
+    pub scaling: Fp8Scaling,
+}
+
+impl Fp8Recipe {
+    /// Checks the parameters.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a history of 0 or a margin outside
+    /// −64..=64.
+    pub fn validate(&self) -> Result<(), Error> {
+        let margin = match self.scaling {
+            Fp8Scaling::Delayed { history: 0, .. } => {
+                return Err(Error::InvalidParameter {
+                    name: "Fp8Scaling::Delayed history",
+                    value: "0".into(),
+                    requirement: "at least 1 step",
+                })
+            }
+            Fp8Scaling::Delayed { margin, .. } | Fp8Scaling::Current { margin } => margin,
+            Fp8Scaling::Unscaled => 0,
+        };
+        if !(-64..=64).contains(&margin) {
+            return Err(Error::InvalidParameter {
+                name: "FP8 scaling margin",
+                value: margin.to_string(),
+                requirement: "in -64..=64",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// 2^margin · amax / max_normal, or `None` when that is not a finite
+/// value > 0 (amax 0, NaN or ±∞, or an underflow).
+fn scale_from_amax(amax: f32, margin: i32, max_normal: f32) -> Option<f32> {
+    let s = amax * 2f32.powi(margin) / max_normal;
+    (s.is_finite() && s > 0.0).then_some(s)
+}
+
+/// The delayed-scaling state of one tensor: the amaxes of the last
+/// `history` steps and the scale they give.
+///
+/// ```
+/// use mixprec::amp::fp8::DelayedScaling;
+/// let mut d = DelayedScaling::new(2, 0, 448.0)?;
+/// assert_eq!(d.scale(), 1.0); // nothing recorded yet
+/// d.record(896.0);
+/// assert_eq!(d.scale(), 2.0); // 896 / 448
+/// d.record(44.8);
+/// assert_eq!(d.scale(), 2.0); // the history's max is still 896
+/// d.record(44.8);
+/// assert_eq!(d.scale(), 0.1); // 896 rolled out: 44.8 / 448
+/// d.record(f32::INFINITY);    // an overflow: counted, not recorded
+/// assert_eq!((d.scale(), d.overflows()), (0.1, 1));
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct DelayedScaling {
+    /// Ring buffer of recorded amaxes; `next` is the slot the next one
+    /// overwrites; `filled` how many are valid.
+    history: Vec<f32>,
+    next: usize,
+    filled: usize,
+    margin: i32,
+    max_normal: f32,
+    scale: f32,
+    overflows: u64,
+}
+
+impl DelayedScaling {
+    /// An empty history of `history` steps for a format whose largest
+    /// normal is `max_normal`; the scale starts at 1.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a history of 0, a margin outside
+    /// −64..=64 or a `max_normal` that is not finite and > 0.
+    pub fn new(history: usize, margin: i32, max_normal: f32) -> Result<Self, Error> {
+        Fp8Recipe {
+            format: Fp8Format::E4M3,
+            scaling: Fp8Scaling::Delayed { history, margin },
+        }
+        .validate()?;
+        if !(max_normal.is_finite() && max_normal > 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "max_normal",
+                value: format!("{max_normal:e}"),
+                requirement: "finite and > 0",
+            });
+        }
+        Ok(Self {
+            history: vec![0.0; history],
+            next: 0,
+            filled: 0,
+            margin,
+            max_normal,
+            scale: 1.0,
+            overflows: 0,
+        })
+    }
+
+    /// The scale the next quantization uses (elements are `x / scale`).
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// Records one step's amax and recomputes the scale from the history:
+    /// the amax enters the history (the oldest leaves once it is full), and
+    /// the scale becomes `max(history) · 2^margin / max_normal` when that
+    /// is finite and > 0 (else it stays). A NaN or ±∞ amax is not recorded
+    /// and changes nothing but [`Self::overflows`]; a negative one counts
+    /// as its magnitude.
+    pub fn record(&mut self, amax: f32) {
+        if !amax.is_finite() {
+            self.overflows += 1;
+            return;
+        }
+        self.history[self.next] = amax.abs();
+        self.next = (self.next + 1) % self.history.len();
+        self.filled = (self.filled + 1).min(self.history.len());
+        let m = self.history[..self.filled]
+            .iter()
+            .fold(0.0f32, |m, &a| m.max(a));
+        if let Some(s) = scale_from_amax(m, self.margin, self.max_normal) {
+            self.scale = s;
+        }
+    }
+
+    /// The recorded amaxes, oldest first.
+    pub fn history(&self) -> Vec<f32> {
+        let len = self.history.len();
+        let start = (self.next + len - self.filled) % len;
+        (0..self.filled)
+            .map(|i| self.history[(start + i) % len])
+            .collect()
+    }
+
+    /// How many non-finite amaxes were seen (and not recorded).
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+}
+
+/// The scale state of one tensor of a layer.
+#[derive(Clone, Debug, PartialEq)]
+enum TensorScale {
+    Delayed(DelayedScaling),
+    Current { margin: i32, max_normal: f32 },
+    Unscaled,
+}
+
+impl TensorScale {
+    fn new(scaling: Fp8Scaling, max_normal: f32) -> Result<Self, Error> {
+        Ok(match scaling {
+            Fp8Scaling::Delayed { history, margin } => {
+                Self::Delayed(DelayedScaling::new(history, margin, max_normal)?)
+            }
+            Fp8Scaling::Current { margin } => Self::Current { margin, max_normal },
+            Fp8Scaling::Unscaled => Self::Unscaled,
+        })
+    }
+
+    /// The scale for a tensor whose amax is `amax` (recorded when `record`).
+    fn take(&mut self, amax: f32, record: bool) -> f32 {
+        match self {
+            Self::Delayed(d) => {
+                let s = d.scale();
+                if record {
+                    d.record(amax);
+                }
+                s
+            }
+            Self::Current { margin, max_normal } => {
+                scale_from_amax(amax, *margin, *max_normal).unwrap_or(1.0)
+            }
+            Self::Unscaled => 1.0,
+        }
+    }
+
+    fn peek(&self, amax: f32) -> f32 {
+        self.clone().take(amax, false)
+    }
+}
+
+/// How many gradient values the FP8 rounding flushed to zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fp8GradStats {
+    /// Gradient values quantized (dY of every layer, every step).
+    pub values: u64,
+    /// Of those, non-zero ones.
+    pub nonzero: u64,
+    /// Non-zero values that round to zero in the gradient format at scale 1
+    /// (no scaling).
+    pub flushed_unscaled: u64,
+    /// Non-zero values that rounded to zero with the scale used.
+    pub flushed_scaled: u64,
+}
+
+impl Fp8GradStats {
+    /// Adds another count.
+    pub fn add(&mut self, o: &Self) {
+        self.values += o.values;
+        self.nonzero += o.nonzero;
+        self.flushed_unscaled += o.flushed_unscaled;
+        self.flushed_scaled += o.flushed_scaled;
+    }
+}
+
+/// A layer's FP8 state: the recipe, the three tensors' scales, the FP8
+/// input and weight saved by the forward pass, and gradient statistics.
+#[derive(Clone, Debug)]
+pub(crate) struct Fp8State {
+    recipe: Fp8Recipe,
+    x: TensorScale,
+    w: TensorScale,
+    dy: TensorScale,
+    /// X (batch × in, K padded) and W (out × in) as quantized by the
+    /// last forward pass, for the backward products.
+    saved_x: Option<BlockScaled<F8E4M3>>,
+    saved_w: Option<BlockScaled<F8E4M3>>,
+    pub(crate) stats: Fp8GradStats,
+}
+
+/// K of every FP8 operand is padded to a multiple of this block.
+const BLOCK: usize = 16;
+
+/// The largest |x| (NaN when any value is NaN or ±∞).
+fn amax(x: &[f32]) -> f32 {
+    let mut m = 0.0f32;
+    for &v in x {
+        if !v.is_finite() {
+            return f32::NAN;
+        }
+        m = m.max(v.abs());
+    }
+    m
+}
+
+/// `x` (`lines × k`, any strides) as FP8 elements `x / s` (nearest even,
+/// saturating) with K padded with zeros to a multiple of 16, one scale `s`
+/// for the whole tensor.
+fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockScaled<T>, Error> {
+    let (lines, k) = (x.rows(), x.cols());
+    let kp = k.next_multiple_of(BLOCK).max(BLOCK);
+    let n = crate::error::checked_numel(&[lines, kp])?;
+    let mut q = vec![0.0f32; n];
+    for l in 0..lines {
+        for kk in 0..k {
+            q[l * kp + kk] = x.at(l, kk) / s;
+        }
+    }
+    let mut data = vec![T::zeroed(); n];
+    narrow_saturating(&q, &mut data)?;
+    BlockScaled::from_parts(lines, kp, BLOCK, 1, data, vec![s; lines * (kp / BLOCK)])
+}
+
+/// The transpose of a per-tensor-scaled FP8 matrix whose real width is
+/// `k` (its padding dropped, the new K padded): the same elements, moved.
+fn transpose<T: FloatElement>(m: &BlockScaled<T>, k: usize) -> Result<BlockScaled<T>, Error> {
+    let (lines, kp) = (m.lines(), m.k());
+    let s = m.scales().first().copied().unwrap_or(1.0);
+    let lp = lines.next_multiple_of(BLOCK).max(BLOCK);
+    let n = crate::error::checked_numel(&[k, lp])?;
+    let mut data = vec![T::zeroed(); n];
+    let src = m.data();
+    for l in 0..lines {
+        for kk in 0..k {
+            data[kk * lp + l] = src[l * kp + kk];
+        }
+    }
+    BlockScaled::from_parts(k, lp, BLOCK, 1, data, vec![s; k * (lp / BLOCK)])
+}
+
+impl Fp8State {
+    pub(crate) fn new(recipe: Fp8Recipe) -> Result<Self, Error> {
+        recipe.validate()?;
+        let (e4, e5) = (F8E4M3::MAX.to_f32(), F8E5M2::MAX.to_f32());
+        let dy_max = match recipe.format {
+            Fp8Format::Hybrid => e5,
+            Fp8Format::E4M3 => e4,
+        };
+        Ok(Self {
+            recipe,
+            x: TensorScale::new(recipe.scaling, e4)?,
+            w: TensorScale::new(recipe.scaling, e4)?,
+            dy: TensorScale::new(recipe.scaling, dy_max)?,
+            saved_x: None,
+            saved_w: None,
+            stats: Fp8GradStats::default(),
+        })
+    }
+
+    pub(crate) fn recipe(&self) -> Fp8Recipe {
+        self.recipe
+    }
+
+    /// The current scales of X, W and dY (what the next step uses under
+    /// delayed scaling; 1 for unscaled; for current scaling, the last
+    /// tensor's is not kept, so 1).
+    pub(crate) fn scales(&self) -> [f32; 3] {
+        let of = |t: &TensorScale| match t {
+            TensorScale::Delayed(d) => d.scale(),
+            _ => 1.0,
+        };
+        [of(&self.x), of(&self.w), of(&self.dy)]
+    }
+
+    /// Bytes of the FP8 copies held for the backward pass.
+    pub(crate) fn saved_bytes(&self) -> usize {
+        self.saved_x.as_ref().map_or(0, |m| m.data().len())
+            + self.saved_w.as_ref().map_or(0, |m| m.data().len())
+    }
+
+    /// The scales of X and W for tensors with these amaxes: recorded
+    /// (a training step) or only looked at (inference).
+    pub(crate) fn forward_scales(&mut self, x: &[f32], w: &[f32], record: bool) -> (f32, f32) {
+        let (ax, aw) = (amax(x), amax(w));
+        if record {
+            (self.x.take(ax, true), self.w.take(aw, true))
+        } else {
+            (self.x.peek(ax), self.w.peek(aw))
+        }
+    }
+
+    /// `x·Wᵀ` (`batch × out`) with `epilogue` into `out`, on X and W
+    /// quantized with the scales `(sx, sw)`; returns the FP8 operands.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_product(
+        x: &[f32],
+        w: &[f32],
+        (batch, i, o): (usize, usize, usize),
+        (sx, sw): (f32, f32),
+        epilogue: &Epilogue<'_>,
+        par: Parallelism,
+        out: &mut [f32],
+    ) -> Result<(BlockScaled<F8E4M3>, BlockScaled<F8E4M3>), Error> {
+        let xq = quantize_scaled::<F8E4M3>(MatRef::from_row_major(x, batch, i)?, sx)?;
+        let wq = quantize_scaled::<F8E4M3>(MatRef::from_row_major(w, o, i)?, sw)?;
+        block_gemm(
+            &xq,
+            &wq,
+            MatMut::from_row_major(out, batch, o)?,
+            epilogue,
+            par,
+        )?;
+        Ok((xq, wq))
+    }
+
+    /// Keeps the forward pass's FP8 operands for [`Self::backward`].
+    pub(crate) fn save(&mut self, (xq, wq): (BlockScaled<F8E4M3>, BlockScaled<F8E4M3>)) {
+        self.saved_x = Some(xq);
+        self.saved_w = Some(wq);
+    }
+
+    /// The weight and input gradients from `dz` (`batch × out`, the
+    /// gradient at the pre-activation) on FP8 operands: `grad_w` (`out ×
+    /// in`) = dZᵀ·X, returns dX (`batch × in`) = dZ·W.
+    pub(crate) fn backward(
+        &mut self,
+        dz: &[f32],
+        (batch, i, o): (usize, usize, usize),
+        grad_w: &mut [f32],
+        par: Parallelism,
+    ) -> Result<Vec<f32>, Error> {
+        let (Some(xq), Some(wq)) = (self.saved_x.as_ref(), self.saved_w.as_ref()) else {
+            return Err(Error::InvalidParameter {
+                name: "Linear::backward",
+                value: "no FP8 forward pass saved".into(),
+                requirement: "a training forward pass first",
+            });
+        };
+        let a = amax(dz);
+        let s = self.dy.take(a, true);
+        let dzv = MatRef::from_row_major(dz, batch, o)?;
+        let mut dx = vec![0.0f32; crate::error::checked_numel(&[batch, i])?];
+        // X and W transposed (K = batch for dW, K = out for dX): the same
+        // FP8 elements, no second rounding.
+        let xt = transpose(xq, i)?;
+        let wt = transpose(wq, i)?;
+        macro_rules! products {
+            ($t:ty) => {{
+                let dzq = quantize_scaled::<$t>(dzv, s)?;
+                let dzt = quantize_scaled::<$t>(dzv.t(), s)?;
+                self.count(dz, &dzq);
+                block_gemm(
+                    &dzt,
+                    &xt,
+                    MatMut::from_row_major(grad_w, o, i)?,
+                    &Epilogue::new(),
+                    par,
+                )?;
+                block_gemm(
+                    &dzq,
+                    &wt,
+                    MatMut::from_row_major(&mut dx, batch, i)?,
+                    &Epilogue::new(),
+                    par,
+                )?;
+            }};
+        }
+        match self.recipe.format {
+            Fp8Format::Hybrid => products!(F8E5M2),
+            Fp8Format::E4M3 => products!(F8E4M3),
+        }
+        Ok(dx)
+    }
+
+    /// Counts the gradient values `dz` that the rounding flushed to zero
+    /// (in `q`, with the scale used) and that it would flush at scale 1.
+    fn count<T: FloatElement>(&mut self, dz: &[f32], q: &BlockScaled<T>) {
+        let kp = q.k();
+        let cols = dz.len() / q.lines().max(1);
+        let half_min = T::MIN_POSITIVE_SUBNORMAL.to_f32() / 2.0;
+        let st = &mut self.stats;
+        for (l, row) in dz.chunks(cols.max(1)).enumerate() {
+            for (kk, &g) in row.iter().enumerate() {
+                st.values += 1;
+                if g == 0.0 || g.is_nan() {
+                    continue;
+                }
+                st.nonzero += 1;
+                // Round to nearest even: |g| ≤ half the smallest subnormal
+                // goes to zero (the tie, to the even zero).
+                if g.abs() <= half_min {
+                    st.flushed_unscaled += 1;
+                }
+                if q.data()[l * kp + kk].to_f32() == 0.0 {
+                    st.flushed_scaled += 1;
+                }
+            }
+        }
+    }
+}
