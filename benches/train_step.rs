@@ -1,5 +1,6 @@
 //! One training step of the MLP (784-512-256-10 shapes, batch 64) per
-//! precision policy, side by side. `cargo bench --bench train_step`
+//! precision policy (f32, bf16, f16, and FP8 on the block-scaled GEMM),
+//! side by side. `cargo bench --bench train_step`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mixprec::amp::{train_step, Loss, Mlp, Precision, Sgd};
@@ -14,6 +15,8 @@ const BATCH: usize = 64;
 fn bench_policy<T: FloatElement>(c: &mut Criterion, p: Precision) {
     let mut rng = StochasticRng::new(1);
     let mut mlp = Mlp::<T>::new(&SIZES, Activation::Relu, 1.0, &mut rng).unwrap();
+    // FP8 policies: f32 activations, FP8 products on the block-scaled GEMM.
+    mlp.set_fp8(p.fp8_recipe()).unwrap();
     let mut opt = Sgd::new(0.01, 0.9, 0.0).unwrap();
     let mut scaler = p.scaler();
     let x32: Vec<f32> = (0..BATCH * SIZES[0])
@@ -47,6 +50,9 @@ fn benches(c: &mut Criterion) {
     bench_policy::<bf16>(c, Precision::Bf16);
     bench_policy::<f16>(c, Precision::F16);
     bench_policy::<f16>(c, Precision::F16NoScale);
+    bench_policy::<f32>(c, Precision::Fp8HybridDelayed);
+    bench_policy::<f32>(c, Precision::Fp8HybridCurrent);
+    bench_policy::<f32>(c, Precision::Fp8E4M3NoScale);
 }
 
 criterion_group! {

@@ -71,7 +71,7 @@
 //! ```
 
 use crate::convert::{
-    block_amax_bits, block_reciprocal, narrow_scaled_blocks, quantize_blocks, widen,
+    amax_bits, block_amax_bits, block_reciprocal, narrow_scaled_blocks, quantize_blocks, widen,
 };
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
 use crate::error::checked_numel;
@@ -185,14 +185,12 @@ fn check_shape(lines: usize, k: usize, block: usize, line_group: usize) -> Resul
 /// The largest |x| of a matrix, or NaN when it holds a NaN or ±∞ (by the
 /// bits of |x|, which order NaN and ±∞ last; an integer max).
 fn amax_or_nan(x: MatRef<'_, f32>) -> f32 {
+    let simd = crate::cpu::has_avx2_fma_f16c();
     let mut bits = 0u32;
     for l in 0..x.rows() {
         bits = match x.row(l) {
             Ok(r) if r.col_stride() == 1 && r.cols() > 0 => {
-                let mut m = [0u32];
-                let line = &r.as_slice()[..r.cols()];
-                block_amax_bits(line, line.len(), &mut m, crate::cpu::has_avx2_fma_f16c());
-                bits.max(m[0])
+                bits.max(amax_bits(&r.as_slice()[..r.cols()], simd))
             }
             Ok(r) => (0..r.cols()).fold(bits, |m, j| m.max(r.at(0, j).to_bits() & 0x7FFF_FFFF)),
             Err(_) => bits,
@@ -202,7 +200,7 @@ fn amax_or_nan(x: MatRef<'_, f32>) -> f32 {
 }
 
 /// The amax those bits stand for, or NaN when they are a NaN's or ±∞'s.
-fn to_amax(bits: u32) -> f32 {
+pub(crate) fn to_amax(bits: u32) -> f32 {
     if bits >= 0x7F80_0000 {
         f32::NAN
     } else {

@@ -4,9 +4,10 @@
 //! Each layer holds three scaled tensors: its input X and weight W (E4M3)
 //! and the gradient of its output dY (E5M2 in the [`Fp8Format::Hybrid`]
 //! recipe, E4M3 in [`Fp8Format::E4M3`]). Every product is the block-scaled
-//! GEMM ([`crate::gemm::block_gemm`]) with one scale per tensor, f32
-//! accumulation and the contract's `acc = fma(p, s_a·s_b, acc)` every 16
-//! values of K (K is padded with zeros to a multiple of 16):
+//! GEMM ([`crate::gemm::block_gemm`]) with one scale per tensor and f32
+//! accumulation; K is padded with zeros to a multiple of 16 and the
+//! contract's `acc = fma(p, s_a·s_b, acc)` runs every 128, 32 or 16 values
+//! of K (the largest that divides the padded K):
 //!
 //! * forward `Y = X·Wᵀ` (E4M3 × E4M3), the bias and ReLU in the epilogue;
 //! * weight gradient `dW = dZᵀ·X` (dY format × E4M3), reusing the FP8 X
@@ -31,7 +32,7 @@
 //! skips the step ([`DelayedScaling::record`]).
 
 use crate::block_scaled::BlockScaled;
-use crate::convert::narrow_saturating;
+use crate::convert::{amax_bits, block_reciprocal, narrow_scaled_blocks};
 use crate::dtype::{FloatElement, F8E4M3, F8E5M2};
 use crate::gemm::{block_gemm, Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -306,54 +307,86 @@ pub(crate) struct Fp8State {
     pub(crate) stats: Fp8GradStats,
 }
 
-/// K of every FP8 operand is padded to a multiple of this block.
-const BLOCK: usize = 16;
+/// K of every FP8 operand is padded with zeros to a multiple of 16; the
+/// scaling block is then the largest of 128, 32 and 16 that divides the
+/// padded K (the scales are all equal, so the block only sets how often
+/// the contract's `fma(p, s_a·s_b, acc)` runs: a fixed function of K, so
+/// results do not depend on anything else).
+fn padded_k_and_block(k: usize) -> (usize, usize) {
+    let kp = k.next_multiple_of(16).max(16);
+    let block = [128, 32, 16]
+        .into_iter()
+        .find(|b| kp.is_multiple_of(*b))
+        .unwrap_or(16);
+    (kp, block)
+}
 
 /// The largest |x| (NaN when any value is NaN or ±∞).
 fn amax(x: &[f32]) -> f32 {
-    let mut m = 0.0f32;
-    for &v in x {
-        if !v.is_finite() {
-            return f32::NAN;
-        }
-        m = m.max(v.abs());
-    }
-    m
+    crate::block_scaled::to_amax(amax_bits(x, crate::cpu::has_avx2_fma_f16c()))
 }
 
 /// `x` (`lines × k`, any strides) as FP8 elements `x / s` (nearest even,
-/// saturating) with K padded with zeros to a multiple of 16, one scale `s`
-/// for the whole tensor.
+/// saturating) with K padded with zeros ([`padded_k_and_block`]), one
+/// scale `s` for the whole tensor.
 fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockScaled<T>, Error> {
     let (lines, k) = (x.rows(), x.cols());
-    let kp = k.next_multiple_of(BLOCK).max(BLOCK);
+    let (kp, block) = padded_k_and_block(k);
     let n = crate::error::checked_numel(&[lines, kp])?;
-    let mut q = vec![0.0f32; n];
-    for l in 0..lines {
-        for kk in 0..k {
-            q[l * kp + kk] = x.at(l, kk) / s;
-        }
-    }
+    let simd = crate::cpu::has_avx2_fma_f16c();
     let mut data = vec![T::zeroed(); n];
-    narrow_saturating(&q, &mut data)?;
-    BlockScaled::from_parts(lines, kp, BLOCK, 1, data, vec![s; lines * (kp / BLOCK)])
+    let blocks = n / block;
+    let (scales, recips) = (vec![s; blocks], vec![block_reciprocal(s); blocks]);
+    let mut scratch = Vec::new();
+    if x.col_stride() == 1 && k == kp && x.row_stride() == k {
+        // Contiguous, nothing to pad: straight from the caller's values.
+        narrow_scaled_blocks(
+            &x.as_slice()[..n],
+            block,
+            &scales,
+            &recips,
+            &mut data,
+            &mut scratch,
+            simd,
+        );
+    } else {
+        let mut buf = vec![0.0f32; n];
+        for l in 0..lines {
+            let row = &mut buf[l * kp..l * kp + k];
+            match x.row(l) {
+                Ok(r) if r.col_stride() == 1 => row.copy_from_slice(&r.as_slice()[..k]),
+                _ => row
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(kk, v)| *v = x.at(l, kk)),
+            }
+        }
+        narrow_scaled_blocks(&buf, block, &scales, &recips, &mut data, &mut scratch, simd);
+    }
+    BlockScaled::from_parts(lines, kp, block, 1, data, scales)
 }
 
 /// The transpose of a per-tensor-scaled FP8 matrix whose real width is
-/// `k` (its padding dropped, the new K padded): the same elements, moved.
+/// `k` (its padding dropped, the new K padded): the same elements, moved
+/// in 16 × 16 tiles.
 fn transpose<T: FloatElement>(m: &BlockScaled<T>, k: usize) -> Result<BlockScaled<T>, Error> {
     let (lines, kp) = (m.lines(), m.k());
     let s = m.scales().first().copied().unwrap_or(1.0);
-    let lp = lines.next_multiple_of(BLOCK).max(BLOCK);
+    let (lp, block) = padded_k_and_block(lines);
     let n = crate::error::checked_numel(&[k, lp])?;
     let mut data = vec![T::zeroed(); n];
     let src = m.data();
-    for l in 0..lines {
-        for kk in 0..k {
-            data[kk * lp + l] = src[l * kp + kk];
+    const TILE: usize = 16;
+    for l0 in (0..lines).step_by(TILE) {
+        for k0 in (0..k).step_by(TILE) {
+            for l in l0..(l0 + TILE).min(lines) {
+                for kk in k0..(k0 + TILE).min(k) {
+                    data[kk * lp + l] = src[l * kp + kk];
+                }
+            }
         }
     }
-    BlockScaled::from_parts(k, lp, BLOCK, 1, data, vec![s; k * (lp / BLOCK)])
+    BlockScaled::from_parts(k, lp, block, 1, data, vec![s; n / block])
 }
 
 impl Fp8State {
@@ -466,7 +499,7 @@ impl Fp8State {
             ($t:ty) => {{
                 let dzq = quantize_scaled::<$t>(dzv, s)?;
                 let dzt = quantize_scaled::<$t>(dzv.t(), s)?;
-                self.count(dz, &dzq);
+                self.count::<$t>(dz, s);
                 block_gemm(
                     &dzt,
                     &xt,
@@ -491,28 +524,22 @@ impl Fp8State {
     }
 
     /// Counts the gradient values `dz` that the rounding flushed to zero
-    /// (in `q`, with the scale used) and that it would flush at scale 1.
-    fn count<T: FloatElement>(&mut self, dz: &[f32], q: &BlockScaled<T>) {
-        let kp = q.k();
-        let cols = dz.len() / q.lines().max(1);
+    /// with the scale `s` used (the quotient `dz / s`, as the quantizer
+    /// forms it, at or below half the format's smallest subnormal: round
+    /// to nearest even sends it to zero) and that would flush at scale 1.
+    fn count<T: FloatElement>(&mut self, dz: &[f32], s: f32) {
         let half_min = T::MIN_POSITIVE_SUBNORMAL.to_f32() / 2.0;
-        let st = &mut self.stats;
-        for (l, row) in dz.chunks(cols.max(1)).enumerate() {
-            for (kk, &g) in row.iter().enumerate() {
-                st.values += 1;
-                if g == 0.0 || g.is_nan() {
-                    continue;
-                }
-                st.nonzero += 1;
-                // Round to nearest even: |g| ≤ half the smallest subnormal
-                // goes to zero (the tie, to the even zero).
-                if g.abs() <= half_min {
-                    st.flushed_unscaled += 1;
-                }
-                if q.data()[l * kp + kk].to_f32() == 0.0 {
-                    st.flushed_scaled += 1;
-                }
-            }
+        let (mut nonzero, mut unscaled, mut scaled) = (0u64, 0u64, 0u64);
+        for &g in dz {
+            let live = g != 0.0 && !g.is_nan();
+            nonzero += u64::from(live);
+            unscaled += u64::from(live && g.abs() <= half_min);
+            scaled += u64::from(live && (g / s).abs() <= half_min);
         }
+        let st = &mut self.stats;
+        st.values += dz.len() as u64;
+        st.nonzero += nonzero;
+        st.flushed_unscaled += unscaled;
+        st.flushed_scaled += scaled;
     }
 }

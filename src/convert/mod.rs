@@ -279,6 +279,20 @@ pub(crate) fn block_amax_bits(src: &[f32], block: usize, out: &mut [u32], simd: 
     }
 }
 
+/// The largest |x| bits of a whole slice (NaN and ±∞ have the largest
+/// bits; 0 for an empty slice): [`block_amax_bits`] over the body, the
+/// tail in scalar code.
+pub(crate) fn amax_bits(x: &[f32], simd: bool) -> u32 {
+    let body = x.len() - x.len() % 8;
+    let mut m = [0u32];
+    if body > 0 {
+        block_amax_bits(&x[..body], body, &mut m, simd);
+    }
+    x[body..]
+        .iter()
+        .fold(m[0], |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
+}
+
 /// How a block's quotients `x / s` are formed: by the reciprocal when `s`
 /// is a normal power of two whose reciprocal is normal (the same exact
 /// quotient, so the same bits, and far cheaper), else by division.
