@@ -30,6 +30,28 @@
 //! the history and the scale stay as they were, the overflow is counted,
 //! and the NaN/∞ propagates through the product so that the loss scaler
 //! skips the step ([`DelayedScaling::record`]).
+//!
+//! ```
+//! use mixprec::amp::{train_step, Loss, Mlp, Precision, Sgd};
+//! use mixprec::gemm::{Activation, Parallelism};
+//! use mixprec::convert::StochasticRng;
+//! let p = Precision::Fp8HybridDelayed;
+//! let mut mlp = Mlp::<f32>::new(&[32, 16, 4], Activation::Relu, 1.0, &mut StochasticRng::new(1))?;
+//! mlp.set_fp8(p.fp8_recipe())?; // E4M3 X and W, E5M2 dY, delayed scaling
+//! let (mut opt, mut scaler) = (Sgd::new(0.05, 0.9, 0.0)?, p.scaler());
+//! let x: Vec<f32> = (0..8 * 32).map(|i| (i % 9) as f32 / 9.0).collect();
+//! let labels: Vec<u32> = (0..8).map(|i| i % 4).collect();
+//! for _ in 0..3 {
+//!     let loss = Loss::CrossEntropy { labels: &labels };
+//!     let out = train_step(&mut mlp, &mut opt, &mut scaler, &x, loss, 1.0, Parallelism::Serial)?;
+//!     assert!(out.loss.is_finite() && !out.skipped);
+//! }
+//! // After three steps each tensor's scale comes from its amax history.
+//! let [sx, sw, sdy] = mlp.layers()[0].fp8_scales().unwrap();
+//! assert_eq!(sx, 8.0 / 9.0 / 448.0); // max |x| = 8/9, E4M3's max normal 448
+//! assert!(sw > 0.0 && sdy > 0.0);
+//! # Ok::<(), mixprec::Error>(())
+//! ```
 
 use crate::block_scaled::BlockScaled;
 use crate::convert::{amax_bits, block_reciprocal, narrow_scaled_blocks};
