@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mixprec::gemm::{gemm, Epilogue, Parallelism};
-use mixprec::quant::{qgemm, qgemm_packed, DynamicQuantLinear, PackedI8, QEpilogue, QInt};
+use mixprec::quant::{qgemm, qgemm_packed, DynamicQuantLinear, PackedI8, QEpilogue, QInt, QMatRef};
 use mixprec::{MatMut, MatRef, Tensor};
 use std::hint::black_box;
 use std::time::Duration;
@@ -20,10 +20,8 @@ fn bytes(n: usize, seed: u64) -> Vec<u8> {
 /// `C = (A − za)·B` exactly, i32 out, n×n, single thread.
 fn int_gemm<A: QInt>(a: &[A], za: i32, b: &[i8], c: &mut [i32], n: usize) {
     qgemm(
-        MatRef::from_row_major(a, n, n).unwrap(),
-        &[za],
-        MatRef::from_row_major(b, n, n).unwrap(),
-        &[0],
+        QMatRef::new(MatRef::from_row_major(a, n, n).unwrap(), &[za]).unwrap(),
+        QMatRef::new(MatRef::from_row_major(b, n, n).unwrap(), &[0]).unwrap(),
         MatMut::from_row_major(c, n, n).unwrap(),
         &QEpilogue::I32,
         Parallelism::Serial,
@@ -132,8 +130,7 @@ fn small_batch(c: &mut Criterion) {
         let mut cf = vec![0.0f32; m * n];
         let packed_run = |a: &[u8], za: i32, ci: &mut [i32]| {
             qgemm_packed(
-                MatRef::from_row_major(a, m, k).unwrap(),
-                &[za],
+                QMatRef::new(MatRef::from_row_major(a, m, k).unwrap(), &[za]).unwrap(),
                 &packed,
                 MatMut::from_row_major(ci, m, n).unwrap(),
                 &QEpilogue::I32,
@@ -162,10 +159,12 @@ fn small_batch(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("mixprec_u8xi8_unpacked", &id), |b| {
             b.iter(|| {
                 qgemm(
-                    MatRef::from_row_major(black_box(&au), m, k).unwrap(),
-                    &[128],
-                    MatRef::from_row_major(&bi, k, n).unwrap(),
-                    &[0],
+                    QMatRef::new(
+                        MatRef::from_row_major(black_box(&au), m, k).unwrap(),
+                        &[128],
+                    )
+                    .unwrap(),
+                    QMatRef::new(MatRef::from_row_major(&bi, k, n).unwrap(), &[0]).unwrap(),
                     MatMut::from_row_major(&mut ci, m, n).unwrap(),
                     &QEpilogue::I32,
                     Parallelism::Serial,

@@ -25,8 +25,8 @@ use mixprec::quant::observer::{
 };
 use mixprec::quant::requant::{self, RequantRounding};
 use mixprec::quant::{
-    self, max_k, qgemm, qgemm_reference, DynamicQuantLinear, QEpilogue, QuantParams, QuantRounding,
-    Scheme,
+    self, max_k, qgemm, qgemm_reference, DynamicQuantLinear, QEpilogue, QMatRef, QuantParams,
+    QuantRounding, Scheme,
 };
 use mixprec::systolic::{self, ArrayConfig, Dataflow, Mode};
 use mixprec::{bf16, f16, DType, Error, MatMut, MatRef, Tensor, F8E4M3, F8E5M2};
@@ -431,10 +431,10 @@ proptest! {
         match which {
             0 => {
                 let (mut f, mut s) = (vec![0i32; m * n], vec![0i32; m * n]);
-                let r = no_panic("qgemm i32", || qgemm(av, &za, bv, &zb, MatMut::from_row_major(&mut f, m, n).unwrap(), &QEpilogue::I32, par))?;
+                let r = no_panic("qgemm i32", || QMatRef::new(av, &za).and_then(|qa| QMatRef::new(bv, &zb).and_then(|qb| qgemm(qa, qb, MatMut::from_row_major(&mut f, m, n).unwrap(), &QEpilogue::I32, par))))?;
                 prop_assert_eq!(r.is_ok(), zps_ok);
                 if r.is_ok() {
-                    qgemm_reference(av, &za, bv, &zb, MatMut::from_row_major(&mut s, m, n).unwrap(), &QEpilogue::I32).unwrap();
+                    QMatRef::new(av, &za).and_then(|qa| QMatRef::new(bv, &zb).and_then(|qb| qgemm_reference(qa, qb, MatMut::from_row_major(&mut s, m, n).unwrap(), &QEpilogue::I32))).unwrap();
                     prop_assert_eq!(f, s);
                 }
             }
@@ -443,7 +443,7 @@ proptest! {
                 let bias = vec![1.0f32; bias_len];
                 let epi = QEpilogue::Dequantize { a_scales: &scales, b_scales: &scales, bias: Some(&bias) };
                 let mut f = vec![0f32; m * n];
-                let r = no_panic("qgemm f32", || qgemm(av, &za, bv, &zb, MatMut::from_row_major(&mut f, m, n).unwrap(), &epi, par))?;
+                let r = no_panic("qgemm f32", || QMatRef::new(av, &za).and_then(|qa| QMatRef::new(bv, &zb).and_then(|qb| qgemm(qa, qb, MatMut::from_row_major(&mut f, m, n).unwrap(), &epi, par))))?;
                 prop_assert_eq!(r.is_ok(), zps_ok && scale.is_finite() && scale > 0.0 && bias_len == n);
             }
             _ => {
@@ -451,10 +451,10 @@ proptest! {
                 for rounding in [RequantRounding::Double, RequantRounding::Single] {
                     let epi = QEpilogue::Requantize { rounding, bias: Some(&bias), multipliers: &mults, shifts: &shifts, zero_point: out_zp };
                     let (mut f, mut s) = (vec![0i8; m * n], vec![0i8; m * n]);
-                    let r = no_panic("qgemm i8", || qgemm(av, &za, bv, &zb, MatMut::from_row_major(&mut f, m, n).unwrap(), &epi, par))?;
+                    let r = no_panic("qgemm i8", || QMatRef::new(av, &za).and_then(|qa| QMatRef::new(bv, &zb).and_then(|qb| qgemm(qa, qb, MatMut::from_row_major(&mut f, m, n).unwrap(), &epi, par))))?;
                     prop_assert_eq!(r.is_ok(), zps_ok && mult >= 0 && (-31..=30).contains(&shift) && (-128..=127).contains(&out_zp) && bias_len == n);
                     if r.is_ok() {
-                        qgemm_reference(av, &za, bv, &zb, MatMut::from_row_major(&mut s, m, n).unwrap(), &epi).unwrap();
+                        QMatRef::new(av, &za).and_then(|qa| QMatRef::new(bv, &zb).and_then(|qb| qgemm_reference(qa, qb, MatMut::from_row_major(&mut s, m, n).unwrap(), &epi))).unwrap();
                         prop_assert_eq!(f, s);
                     }
                 }
@@ -631,16 +631,19 @@ fn named_defects_are_fixed() {
     let a = vec![0u8; k];
     let b = vec![0i8; k];
     let mut c = [0i32];
-    let err = qgemm(
-        MatRef::from_row_major(&a, 1, k).unwrap(),
-        &[128],
-        MatRef::from_row_major(&b, k, 1).unwrap(),
-        &[0],
-        MatMut::from_row_major(&mut c, 1, 1).unwrap(),
-        &QEpilogue::I32,
-        Parallelism::Serial,
-    )
-    .unwrap_err();
+    let err = QMatRef::new(MatRef::from_row_major(&a, 1, k).unwrap(), &[128])
+        .and_then(|qa| {
+            QMatRef::new(MatRef::from_row_major(&b, k, 1).unwrap(), &[0]).and_then(|qb| {
+                qgemm(
+                    qa,
+                    qb,
+                    MatMut::from_row_major(&mut c, 1, 1).unwrap(),
+                    &QEpilogue::I32,
+                    Parallelism::Serial,
+                )
+            })
+        })
+        .unwrap_err();
     assert_eq!(
         err,
         Error::KTooLarge {

@@ -1098,8 +1098,7 @@ fn packed_paths_with_empty_shapes() {
         let au: Vec<u8> = (0..m * k).map(|i| i as u8).collect();
         let (mut c1, mut c2) = (vec![7i32; m * n], vec![7i32; m * n]);
         mixprec::quant::qgemm_packed(
-            MatRef::from_row_major(&au, m, k).unwrap(),
-            &[5],
+            mixprec::quant::QMatRef::new(MatRef::from_row_major(&au, m, k).unwrap(), &[5]).unwrap(),
             &pi,
             MatMut::from_row_major(&mut c1, m, n).unwrap(),
             &mixprec::quant::QEpilogue::I32,
@@ -1107,10 +1106,8 @@ fn packed_paths_with_empty_shapes() {
         )
         .unwrap();
         mixprec::quant::qgemm_reference(
-            MatRef::from_row_major(&au, m, k).unwrap(),
-            &[5],
-            MatRef::from_row_major(&bi, k, n).unwrap(),
-            &[3],
+            mixprec::quant::QMatRef::new(MatRef::from_row_major(&au, m, k).unwrap(), &[5]).unwrap(),
+            mixprec::quant::QMatRef::new(MatRef::from_row_major(&bi, k, n).unwrap(), &[3]).unwrap(),
             MatMut::from_row_major(&mut c2, m, n).unwrap(),
             &mixprec::quant::QEpilogue::I32,
         )

@@ -10,7 +10,7 @@ use mixprec::quant::requant::{
 };
 use mixprec::quant::{
     self, max_k, qgemm, qgemm_packed, qgemm_packed_portable, qgemm_portable, qgemm_reference,
-    DynamicQuantLinear, PackedI8, QEpilogue, QInt, QuantParams, QuantRounding, Scheme,
+    DynamicQuantLinear, PackedI8, QEpilogue, QInt, QMatRef, QuantParams, QuantRounding, Scheme,
 };
 use mixprec::{Error, MatMut, MatRef, Tensor};
 use proptest::prelude::*;
@@ -129,11 +129,45 @@ fn check_exact<A: QInt + std::fmt::Debug>(cs: &Case, to_a: fn(u64) -> A) {
         let mut c = vec![7i32; cs.m * cs.n];
         let cv = MatMut::from_row_major(&mut c, cs.m, cs.n).unwrap();
         match which {
-            0 => qgemm(a, &za, b, &zb, cv, &QEpilogue::I32, par).unwrap(),
-            1 => qgemm_portable(a, &za, b, &zb, cv, &QEpilogue::I32, par).unwrap(),
-            2 => qgemm_packed(a, &za, &packed, cv, &QEpilogue::I32, par).unwrap(),
-            3 => qgemm_packed_portable(a, &za, &packed, cv, &QEpilogue::I32, par).unwrap(),
-            _ => qgemm_reference(a, &za, b, &zb, cv, &QEpilogue::I32).unwrap(),
+            0 => qgemm(
+                QMatRef::new(a, &za).unwrap(),
+                QMatRef::new(b, &zb).unwrap(),
+                cv,
+                &QEpilogue::I32,
+                par,
+            )
+            .unwrap(),
+            1 => qgemm_portable(
+                QMatRef::new(a, &za).unwrap(),
+                QMatRef::new(b, &zb).unwrap(),
+                cv,
+                &QEpilogue::I32,
+                par,
+            )
+            .unwrap(),
+            2 => qgemm_packed(
+                QMatRef::new(a, &za).unwrap(),
+                &packed,
+                cv,
+                &QEpilogue::I32,
+                par,
+            )
+            .unwrap(),
+            3 => qgemm_packed_portable(
+                QMatRef::new(a, &za).unwrap(),
+                &packed,
+                cv,
+                &QEpilogue::I32,
+                par,
+            )
+            .unwrap(),
+            _ => qgemm_reference(
+                QMatRef::new(a, &za).unwrap(),
+                QMatRef::new(b, &zb).unwrap(),
+                cv,
+                &QEpilogue::I32,
+            )
+            .unwrap(),
         }
         let got: Vec<i64> = c.iter().map(|&v| v as i64).collect();
         assert_eq!(got, want, "path {which}: {cs:?}");
@@ -173,19 +207,19 @@ proptest! {
         let mut fast = vec![0i8; cs.m * cs.n];
         let mut slow = vec![0i8; cs.m * cs.n];
         let par = Parallelism::Threads(cs.threads);
-        qgemm(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
-        qgemm_reference(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut slow, cs.m, cs.n).unwrap(), &epi).unwrap();
+        qgemm(QMatRef::new(view(&sa, cs.ta), &[3]).unwrap(), QMatRef::new(view(&sb, cs.tb), &[-1]).unwrap(), MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
+        qgemm_reference(QMatRef::new(view(&sa, cs.ta), &[3]).unwrap(), QMatRef::new(view(&sb, cs.tb), &[-1]).unwrap(), MatMut::from_row_major(&mut slow, cs.m, cs.n).unwrap(), &epi).unwrap();
         prop_assert_eq!(&fast, &slow);
         let packed = PackedI8::new(view(&sb, cs.tb), &[-1]).unwrap();
-        qgemm_packed(view(&sa, cs.ta), &[3], &packed, MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
+        qgemm_packed(QMatRef::new(view(&sa, cs.ta), &[3]).unwrap(), &packed, MatMut::from_row_major(&mut fast, cs.m, cs.n).unwrap(), &epi, par).unwrap();
         prop_assert_eq!(&fast, &slow);
         // f32 out (dequantize), per-row scales, through the packed path too.
         let a_scales: Vec<f32> = (0..cs.m.max(1)).map(|i| 0.01 + i as f32 * 0.003).collect();
         let a_scales = if cs.m == 0 { vec![1.0] } else { a_scales };
         let epi = QEpilogue::Dequantize { a_scales: &a_scales, b_scales: &[0.02], bias: None };
         let (mut f1, mut f2) = (vec![0.0f32; cs.m * cs.n], vec![0.0f32; cs.m * cs.n]);
-        qgemm_packed(view(&sa, cs.ta), &[3], &packed, MatMut::from_row_major(&mut f1, cs.m, cs.n).unwrap(), &epi, par).unwrap();
-        qgemm_reference(view(&sa, cs.ta), &[3], view(&sb, cs.tb), &[-1], MatMut::from_row_major(&mut f2, cs.m, cs.n).unwrap(), &epi).unwrap();
+        qgemm_packed(QMatRef::new(view(&sa, cs.ta), &[3]).unwrap(), &packed, MatMut::from_row_major(&mut f1, cs.m, cs.n).unwrap(), &epi, par).unwrap();
+        qgemm_reference(QMatRef::new(view(&sa, cs.ta), &[3]).unwrap(), QMatRef::new(view(&sb, cs.tb), &[-1]).unwrap(), MatMut::from_row_major(&mut f2, cs.m, cs.n).unwrap(), &epi).unwrap();
         prop_assert_eq!(f1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), f2.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
 
@@ -345,10 +379,8 @@ fn k_past_the_i32_limit_is_an_error() {
     let a = vec![0i8; k];
     let mut c = [0i32; 1];
     let err = qgemm(
-        MatRef::from_row_major(&a, 1, k).unwrap(),
-        &[0],
-        MatRef::from_row_major(&a, k, 1).unwrap(),
-        &[0],
+        QMatRef::new(MatRef::from_row_major(&a, 1, k).unwrap(), &[0]).unwrap(),
+        QMatRef::new(MatRef::from_row_major(&a, k, 1).unwrap(), &[0]).unwrap(),
         MatMut::from_row_major(&mut c, 1, 1).unwrap(),
         &QEpilogue::I32,
         Parallelism::Serial,
@@ -359,10 +391,8 @@ fn k_past_the_i32_limit_is_an_error() {
     let k = max_k::<i8>(0, 0);
     let a = vec![-128i8; k];
     qgemm(
-        MatRef::from_row_major(&a, 1, k).unwrap(),
-        &[0],
-        MatRef::from_row_major(&a, k, 1).unwrap(),
-        &[0],
+        QMatRef::new(MatRef::from_row_major(&a, 1, k).unwrap(), &[0]).unwrap(),
+        QMatRef::new(MatRef::from_row_major(&a, k, 1).unwrap(), &[0]).unwrap(),
         MatMut::from_row_major(&mut c, 1, 1).unwrap(),
         &QEpilogue::I32,
         Parallelism::Serial,
@@ -596,8 +626,7 @@ fn packed_int8_bad_parameters_are_typed_errors() {
     let a: Vec<u8> = vec![3; 2 * 7];
     let mut c = vec![0i32; 2 * 10];
     let r = qgemm_packed(
-        MatRef::from_row_major(&a, 2, 7).unwrap(),
-        &[0],
+        QMatRef::new(MatRef::from_row_major(&a, 2, 7).unwrap(), &[0]).unwrap(),
         &packed,
         MatMut::from_row_major(&mut c, 2, 10).unwrap(),
         &QEpilogue::I32,
@@ -606,8 +635,7 @@ fn packed_int8_bad_parameters_are_typed_errors() {
     assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
     let a: Vec<u8> = vec![3; 2 * 6];
     let r = qgemm_packed(
-        MatRef::from_row_major(&a, 2, 6).unwrap(),
-        &[0, 0, 0],
+        QMatRef::new(MatRef::from_row_major(&a, 2, 6).unwrap(), &[0, 0, 0]).unwrap(),
         &packed,
         MatMut::from_row_major(&mut c, 2, 10).unwrap(),
         &QEpilogue::I32,
@@ -616,8 +644,7 @@ fn packed_int8_bad_parameters_are_typed_errors() {
     assert!(matches!(r, Err(Error::LengthMismatch { .. })), "{r:?}");
     let mut cf = vec![0.0f32; 2 * 10];
     let r = qgemm_packed(
-        MatRef::from_row_major(&a, 2, 6).unwrap(),
-        &[0],
+        QMatRef::new(MatRef::from_row_major(&a, 2, 6).unwrap(), &[0]).unwrap(),
         &packed,
         MatMut::from_row_major(&mut cf, 2, 10).unwrap(),
         &QEpilogue::I32,

@@ -1,8 +1,7 @@
 //! A dynamically quantized linear layer (PyTorch's `quantized.dynamic.Linear`
 //! scheme, with per-row activation parameters).
 
-use super::gemm::QEpilogue;
-use super::packed::{qgemm_packed, PackedI8};
+use super::gemm::{qgemm_packed, PackedI8, QEpilogue, QMatRef};
 use super::{quantize, scale_zp_from_range, QInt, QuantParams, Scheme};
 
 /// `(min(row ∪ {0}), max(row ∪ {0}))` in one pass; when the row holds a NaN
@@ -188,8 +187,7 @@ impl DynamicQuantLinear {
         }
         let mut y = Tensor::<f32>::zeros(&[batch, self.out_features])?;
         qgemm_packed(
-            MatRef::from_row_major(&xq, batch, self.in_features)?,
-            &zps,
+            QMatRef::new(MatRef::from_row_major(&xq, batch, self.in_features)?, &zps)?,
             &self.weight,
             MatMut::from_row_major(y.as_mut_slice(), batch, self.out_features)?,
             &QEpilogue::Dequantize {

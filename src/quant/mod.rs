@@ -11,12 +11,16 @@
 //!   least L2 quantization error.
 //! * [`quantize`] / [`dequantize`] (slices; SIMD, bit-identical to
 //!   [`reference`](mod@reference)), [`quantize_tensor`] / [`dequantize_tensor`].
-//! * Integer GEMM ([`qgemm`], reference [`qgemm_reference`]): `Σ (a − za)(b − zb)`
+//! * Integer GEMM ([`qgemm`], reference [`qgemm_reference`]) on quantized
+//!   matrices ([`QMatRef`]: values with their zero points): `Σ (a − za)(b − zb)`
 //!   exactly in i32, with the float engine's 128-deep tiling and threading;
+//!   [`PackedI8`] / [`qgemm_packed`] for weights packed once;
 //!   [`QEpilogue`] gives i32, f32 (dequantized, per-channel scales, bias) or
 //!   i8/u8 out through TFLite/gemmlowp requantization ([`requant`]).
 //! * [`DynamicQuantLinear`]: f32 activations quantized per row on the fly,
 //!   int8 weights per output channel, f32 out.
+//! * [`ptq`]: post-training quantization of a trained MLP by scheme and
+//!   bit width, run on the integer and block-scaled GEMMs.
 //!
 //! Quantization of one value, the definition (`round` is half to even):
 //!
@@ -46,19 +50,18 @@ mod convert;
 mod gemm;
 mod linear;
 pub mod observer;
-mod packed;
 pub mod ptq;
 pub mod requant;
-#[cfg(target_arch = "x86_64")]
-mod x86_avx2;
 
 pub use convert::{
     dequantize, dequantize_tensor, quantize, quantize_tensor, quantize_with, reference,
     QuantRounding,
 };
-pub use gemm::{max_k, qgemm, qgemm_portable, qgemm_reference, QEpilogue, QOutput};
+pub use gemm::{
+    max_k, qgemm, qgemm_packed, qgemm_packed_portable, qgemm_portable, qgemm_reference, PackedI8,
+    QEpilogue, QMatRef, QOutput,
+};
 pub use linear::{DynamicQuantLinear, ACTIVATION_QMAX, MAX_IN_FEATURES};
-pub use packed::{qgemm_packed, qgemm_packed_portable, PackedI8};
 
 use crate::dtype::Element;
 use crate::Error;

@@ -38,7 +38,9 @@
 //! ```
 
 use super::observer::HistogramObserver;
-use super::{power_of_two_scale, qgemm, quantize, scale_zp_from_range, QEpilogue, QInt, Scheme};
+use super::{
+    power_of_two_scale, qgemm, quantize, scale_zp_from_range, QEpilogue, QInt, QMatRef, Scheme,
+};
 use crate::amp::Mlp;
 use crate::block_scaled::{BlockScaled, MxScaleMode};
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F8E4M3};
@@ -483,7 +485,10 @@ impl QuantizedMlp {
         par: Parallelism,
     ) -> Result<Vec<f32>, Error> {
         let mut y = vec![0.0f32; crate::error::checked_numel(&[rows, l.n])?];
-        let b = MatRef::from_row_major(&l.w, l.n, l.k)?.t();
+        let b = QMatRef::new(
+            MatRef::from_row_major(&l.w, l.n, l.k)?.t(),
+            &l.w_params.zero_points,
+        )?;
         let ep = QEpilogue::Dequantize {
             a_scales: &l.act.scales,
             b_scales: &l.w_params.scales,
@@ -492,28 +497,12 @@ impl QuantizedMlp {
         let c = MatMut::from_row_major(&mut y, rows, l.n)?;
         if l.act_unsigned {
             let a = quantize_clamped::<u8>(x, l.k, &l.act)?;
-            let a = MatRef::from_row_major(&a, rows, l.k)?;
-            qgemm(
-                a,
-                &l.act.zero_points,
-                b,
-                &l.w_params.zero_points,
-                c,
-                &ep,
-                par,
-            )?;
+            let a = QMatRef::new(MatRef::from_row_major(&a, rows, l.k)?, &l.act.zero_points)?;
+            qgemm(a, b, c, &ep, par)?;
         } else {
             let a = quantize_clamped::<i8>(x, l.k, &l.act)?;
-            let a = MatRef::from_row_major(&a, rows, l.k)?;
-            qgemm(
-                a,
-                &l.act.zero_points,
-                b,
-                &l.w_params.zero_points,
-                c,
-                &ep,
-                par,
-            )?;
+            let a = QMatRef::new(MatRef::from_row_major(&a, rows, l.k)?, &l.act.zero_points)?;
+            qgemm(a, b, c, &ep, par)?;
         }
         if l.activation != Activation::Identity {
             y.iter_mut().for_each(|v| *v = l.activation.apply(*v));

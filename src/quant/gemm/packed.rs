@@ -2,10 +2,10 @@
 //! ([`qgemm_packed`]): the B operand packed once, as fbgemm's
 //! `PackBMatrix` or gemmlowp's prepacked matrices, with its column sums.
 
-use super::gemm::{validate, QEpilogue, QOutput};
-use super::{qgemm, QInt};
+use super::{qgemm, validate, QEpilogue, QMatRef, QOutput};
 use crate::gemm::driver::{par_split, task_count};
 use crate::gemm::Parallelism;
+use crate::quant::QInt;
 use crate::tensor::{MatMut, MatRef};
 use crate::Error;
 
@@ -24,16 +24,17 @@ const PACKED_MAX_ROWS: usize = 32;
 /// points. Reusable across calls and threads; the layout is private.
 ///
 /// ```
-/// use mixprec::quant::{qgemm, qgemm_packed, PackedI8, QEpilogue};
+/// use mixprec::quant::{qgemm, qgemm_packed, PackedI8, QEpilogue, QMatRef};
 /// use mixprec::gemm::Parallelism;
 /// use mixprec::{MatMut, MatRef};
 /// let b: Vec<i8> = (0..6 * 10).map(|i| (i % 7) as i8 - 3).collect(); // K = 6, N = 10
 /// let a: Vec<u8> = (0..6).map(|i| 100 + i as u8).collect();           // M = 1
 /// let packed = PackedI8::new(MatRef::from_row_major(&b, 6, 10)?, &[0])?;
 /// let (mut c1, mut c2) = ([0i32; 10], [0i32; 10]);
-/// let a = MatRef::from_row_major(&a, 1, 6)?;
-/// qgemm_packed(a, &[128], &packed, MatMut::from_row_major(&mut c1, 1, 10)?, &QEpilogue::I32, Parallelism::Serial)?;
-/// qgemm(a, &[128], MatRef::from_row_major(&b, 6, 10)?, &[0], MatMut::from_row_major(&mut c2, 1, 10)?, &QEpilogue::I32, Parallelism::Serial)?;
+/// let a = QMatRef::new(MatRef::from_row_major(&a, 1, 6)?, &[128])?;
+/// qgemm_packed(a, &packed, MatMut::from_row_major(&mut c1, 1, 10)?, &QEpilogue::I32, Parallelism::Serial)?;
+/// let b = QMatRef::new(MatRef::from_row_major(&b, 6, 10)?, &[0])?;
+/// qgemm(a, b, MatMut::from_row_major(&mut c2, 1, 10)?, &QEpilogue::I32, Parallelism::Serial)?;
 /// assert_eq!(c1, c2);
 /// # Ok::<(), mixprec::Error>(())
 /// ```
@@ -65,7 +66,7 @@ impl PackedI8 {
             });
         }
         for &z in zero_points {
-            super::check_scale_zp(1.0, z, -128, 127)?;
+            crate::quant::check_scale_zp(1.0, z, -128, 127)?;
         }
         let k4 = k.div_ceil(4) * 4;
         let groups = n.div_ceil(GROUP);
@@ -140,8 +141,7 @@ impl PackedI8 {
 /// # Errors
 /// As [`qgemm`].
 pub fn qgemm_packed<A: QInt, O: QOutput>(
-    a: MatRef<'_, A>,
-    a_zero_points: &[i32],
+    a: QMatRef<'_, A>,
     b: &PackedI8,
     c: MatMut<'_, O>,
     epilogue: &QEpilogue<'_>,
@@ -149,7 +149,6 @@ pub fn qgemm_packed<A: QInt, O: QOutput>(
 ) -> Result<(), Error> {
     packed_on(
         a,
-        a_zero_points,
         b,
         c,
         epilogue,
@@ -158,55 +157,44 @@ pub fn qgemm_packed<A: QInt, O: QOutput>(
     )
 }
 
-/// [`qgemm_packed`] forced onto the portable kernel.
+/// [`qgemm_packed`] forced onto the portable kernel, for testing the
+/// fallback.
 ///
 /// # Errors
 /// As [`qgemm`].
 #[doc(hidden)]
 pub fn qgemm_packed_portable<A: QInt, O: QOutput>(
-    a: MatRef<'_, A>,
-    a_zero_points: &[i32],
+    a: QMatRef<'_, A>,
     b: &PackedI8,
     c: MatMut<'_, O>,
     epilogue: &QEpilogue<'_>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
-    packed_on(a, a_zero_points, b, c, epilogue, parallelism, false)
+    packed_on(a, b, c, epilogue, parallelism, false)
 }
 
 fn packed_on<A: QInt, O: QOutput>(
-    a: MatRef<'_, A>,
-    a_zero_points: &[i32],
+    a: QMatRef<'_, A>,
     b: &PackedI8,
     c: MatMut<'_, O>,
     epilogue: &QEpilogue<'_>,
     parallelism: Parallelism,
     simd: bool,
 ) -> Result<(), Error> {
-    let b_shape = MatRef::<i8>::shape_only(b.k, b.n);
-    validate(
-        &a,
-        a_zero_points,
-        &b_shape,
-        &b.zero_points,
-        &c,
-        epilogue,
-        parallelism,
-    )?;
-    if a.rows() > PACKED_MAX_ROWS {
+    let b_shape = QMatRef {
+        values: MatRef::<i8>::shape_only(b.k, b.n),
+        zero_points: &b.zero_points,
+    };
+    validate(&a, &b_shape, &c, epilogue, parallelism)?;
+    if a.values.rows() > PACKED_MAX_ROWS {
         let unpacked = b.to_row_major();
-        let bm = MatRef::from_row_major(&unpacked, b.k, b.n)?;
-        return qgemm(
-            a,
-            a_zero_points,
-            bm,
-            &b.zero_points,
-            c,
-            epilogue,
-            parallelism,
-        );
+        let bm = QMatRef {
+            values: MatRef::from_row_major(&unpacked, b.k, b.n)?,
+            zero_points: &b.zero_points,
+        };
+        return qgemm(a, bm, c, epilogue, parallelism);
     }
-    run_packed(a, a_zero_points, b, c, epilogue, parallelism, simd);
+    run_packed(a.values, a.zero_points, b, c, epilogue, parallelism, simd);
     Ok(())
 }
 
@@ -235,7 +223,7 @@ fn run_packed<A: QInt, O: QOutput>(
     // A's rows, zero-padded to k4, and their sums.
     let value = |i: usize, kk: usize| if kk < k { a.at(i, kk).to_i32() } else { 0 };
     #[cfg(target_arch = "x86_64")]
-    let seven = simd && A::QMIN == 0 && super::gemm::fits_seven_bits(&a);
+    let seven = simd && A::QMIN == 0 && super::fits_seven_bits(&a);
     #[cfg(not(target_arch = "x86_64"))]
     let seven = false;
     let rows = if seven {
@@ -313,7 +301,7 @@ const ROWS: usize = 4;
 fn dots8_u7<const R: usize>(codes: &[i8], a: [&[u8]; R], simd: bool) -> [[i32; 8]; R] {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return super::x86_avx2::packed_dots8_u7(codes, a);
+        return super::kernel::x86_avx2::packed_dots8_u7(codes, a);
     }
     let _ = simd;
     a.map(|row| dots8_portable(codes, row.iter().map(|&v| i32::from(v))))
@@ -323,7 +311,7 @@ fn dots8_u7<const R: usize>(codes: &[i8], a: [&[u8]; R], simd: bool) -> [[i32; 8
 fn dots8_i16<const R: usize>(codes: &[i8], a: [&[i16]; R], simd: bool) -> [[i32; 8]; R] {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return super::x86_avx2::packed_dots8_i16(codes, a);
+        return super::kernel::x86_avx2::packed_dots8_i16(codes, a);
     }
     let _ = simd;
     a.map(|row| dots8_portable(codes, row.iter().map(|&v| i32::from(v))))

@@ -1,5 +1,8 @@
 //! Quantize and dequantize: scalar definition, SIMD fast paths, tensors.
 
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+
 use super::{check_scale_zp, QInt, QuantParams};
 use crate::convert::check_len;
 use crate::tensor::Tensor;
@@ -135,7 +138,7 @@ pub(crate) fn quantize_dispatch<Q: QInt>(
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C.
-        return unsafe { super::x86_avx2::quantize(src, dst, scale, zp, rule) };
+        return unsafe { x86_avx2::quantize(src, dst, scale, zp, rule) };
     }
     let _ = simd;
     for (d, &x) in dst.iter_mut().zip(src) {
@@ -153,7 +156,7 @@ pub(crate) fn dequantize_dispatch<Q: QInt>(
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is only true when the CPU has AVX2, FMA and F16C.
-        return unsafe { super::x86_avx2::dequantize(src, dst, scale, zp) };
+        return unsafe { x86_avx2::dequantize(src, dst, scale, zp) };
     }
     let _ = simd;
     for (d, &q) in dst.iter_mut().zip(src) {

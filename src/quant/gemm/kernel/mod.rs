@@ -1,0 +1,40 @@
+//! The integer GEMM's micro-kernels: one trait, a portable leaf and the
+//! AVX2 leaves (chosen at run time by the driver).
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2;
+
+pub(crate) use portable::PortableInt;
+
+/// An integer micro-kernel: `acc (+)= Σ a·b` for an `MR × NR` block over
+/// groups of `GROUP` consecutive k, operands packed as `Packed` values.
+///
+/// Packed layouts: A panel `[(t·MR + r)·GROUP + g] = pack_a(a[r, t·GROUP + g])`,
+/// B panel `[(t·NR + j)·GROUP + g] = pack_b(b[t·GROUP + g, j])`, zero past
+/// the edges.
+pub(crate) trait IntKernel {
+    const MR: usize;
+    const NR: usize;
+    /// Consecutive k values combined by one instruction (2 or 4).
+    const GROUP: usize;
+    /// True when the zero points are subtracted while packing; false when
+    /// raw values are multiplied and row/column-sum corrections applied.
+    const SUBTRACTS_ZERO_POINTS: bool;
+    /// The packed element type.
+    type Packed: Copy + Default;
+    /// A value of A with its zero point `z`, packed.
+    fn pack_a(v: i32, z: i32) -> Self::Packed;
+    /// A value of B with its zero point `z`, packed.
+    fn pack_b(v: i32, z: i32) -> Self::Packed;
+    /// `groups` k-groups of both panels into the accumulator block (rows at
+    /// stride `ld`); `first` stores instead of adding.
+    fn tile(
+        groups: usize,
+        a: &[Self::Packed],
+        b: &[Self::Packed],
+        acc: &mut [i32],
+        ld: usize,
+        first: bool,
+    );
+}
