@@ -31,7 +31,7 @@ fn int_gemm<A: QInt>(a: &[A], za: i32, b: &[i8], c: &mut [i32], n: usize) {
 
 fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("int8_gemm");
-    for n in [256usize, 512, 1024] {
+    for n in [256usize, 512, 1024, 2048] {
         g.throughput(Throughput::Elements((n * n * n) as u64));
         g.sample_size(if n >= 1024 { 10 } else { 20 });
         let au = bytes(n * n, 1);

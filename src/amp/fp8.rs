@@ -268,25 +268,25 @@ impl TensorScale {
         })
     }
 
-    /// The scale for a tensor whose amax is `amax` (recorded when `record`).
-    fn take(&mut self, amax: f32, record: bool) -> f32 {
+    /// The scale for a tensor whose amax is `amax`, which delayed scaling
+    /// then records.
+    fn take(&mut self, amax: f32) -> f32 {
+        let s = self.peek(amax);
+        if let Self::Delayed(d) = self {
+            d.record(amax);
+        }
+        s
+    }
+
+    /// The scale [`Self::take`] would give, recording nothing.
+    fn peek(&self, amax: f32) -> f32 {
         match self {
-            Self::Delayed(d) => {
-                let s = d.scale();
-                if record {
-                    d.record(amax);
-                }
-                s
-            }
+            Self::Delayed(d) => d.scale(),
             Self::Current { margin, max_normal } => {
                 scale_from_amax(amax, *margin, *max_normal).unwrap_or(1.0)
             }
             Self::Unscaled => 1.0,
         }
-    }
-
-    fn peek(&self, amax: f32) -> f32 {
-        self.clone().take(amax, false)
     }
 }
 
@@ -451,15 +451,14 @@ impl Fp8State {
             + self.saved_w.as_ref().map_or(0, |m| m.data().len())
     }
 
-    /// The scales of X and W for tensors with these amaxes: recorded
-    /// (a training step) or only looked at (inference).
-    pub(crate) fn forward_scales(&mut self, x: &[f32], w: &[f32], record: bool) -> (f32, f32) {
-        let (ax, aw) = (amax(x), amax(w));
-        if record {
-            (self.x.take(ax, true), self.w.take(aw, true))
-        } else {
-            (self.x.peek(ax), self.w.peek(aw))
-        }
+    /// The scales of X and W for a training step, their amaxes recorded.
+    pub(crate) fn forward_scales(&mut self, x: &[f32], w: &[f32]) -> (f32, f32) {
+        (self.x.take(amax(x)), self.w.take(amax(w)))
+    }
+
+    /// The scales of X and W for inference (nothing recorded).
+    pub(crate) fn inference_scales(&self, x: &[f32], w: &[f32]) -> (f32, f32) {
+        (self.x.peek(amax(x)), self.w.peek(amax(w)))
     }
 
     /// `x·Wᵀ` (`batch × out`) with `epilogue` into `out`, on X and W
@@ -510,7 +509,7 @@ impl Fp8State {
             });
         };
         let a = amax(dz);
-        let s = self.dy.take(a, true);
+        let s = self.dy.take(a);
         let dzv = MatRef::from_row_major(dz, batch, o)?;
         let mut dx = vec![0.0f32; crate::error::checked_numel(&[batch, i])?];
         // X and W transposed (K = batch for dW, K = out for dX): the same

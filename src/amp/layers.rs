@@ -326,7 +326,7 @@ impl<T: FloatElement> Linear<T> {
         let (i, o) = (self.in_features, self.out_features);
         if let Some(st) = &self.fp8 {
             let (xf, wf) = (self.wide(x)?, self.wide(&self.w)?);
-            let scales = st.clone().forward_scales(&xf, &wf, false);
+            let scales = st.inference_scales(&xf, &wf);
             return self
                 .fp8_affine(&xf, &wf, batch, scales, par)
                 .map(|(y, _)| y);
@@ -428,7 +428,7 @@ impl<T: FloatElement> Linear<T> {
                 let result = (|| {
                     MatRef::from_row_major(x, batch, self.in_features)?;
                     let (xf, wf) = (self.wide(x)?, self.wide(&self.w)?);
-                    let scales = st.forward_scales(&xf, &wf, true);
+                    let scales = st.forward_scales(&xf, &wf);
                     let (y, operands) = self.fp8_affine(&xf, &wf, batch, scales, par)?;
                     st.save(operands);
                     Ok(y)
