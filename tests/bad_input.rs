@@ -492,6 +492,51 @@ proptest! {
         }
     }
 
+    /// FP8 training: any recipe parameters, amaxes and layer inputs
+    /// (NaN, infinities, extremes): a typed error or a result, never a
+    /// panic; non-finite inputs propagate to the outputs.
+    #[test]
+    fn fp8_training_any_input(history in nasty_usize(), margin in nasty_i32(), max in nasty_f32(), amaxes in floats(0..12),
+                              x in floats(1..12), batch in 0usize..4, current in any::<bool>(), par in threads()) {
+        use mixprec::amp::fp8::{DelayedScaling, Fp8Format, Fp8Recipe, Fp8Scaling};
+        let history = history % 4096; // an allocation of that many f32
+        let d = no_panic("DelayedScaling::new", || DelayedScaling::new(history, margin, max))?;
+        prop_assert_eq!(d.is_ok(), history > 0 && (-64..=64).contains(&margin) && max.is_finite() && max > 0.0);
+        if let Ok(mut d) = d {
+            for &a in &amaxes {
+                no_panic("DelayedScaling::record", || d.record(a))?;
+                prop_assert!(d.scale().is_finite() && d.scale() > 0.0);
+            }
+        }
+        let scaling = if current { Fp8Scaling::Current { margin } } else { Fp8Scaling::Delayed { history, margin } };
+        let mut layer = mixprec::amp::Linear::<f32>::new(5, 3, mixprec::gemm::Activation::Relu, 1.0, &mut StochasticRng::new(1)).unwrap();
+        let set = no_panic("set_fp8", || layer.set_fp8(Some(Fp8Recipe { format: Fp8Format::Hybrid, scaling })))?;
+        if set.is_ok() {
+            let xs: Vec<f32> = x.iter().copied().cycle().take(batch * 5).collect();
+            let y = no_panic("fp8 forward", || layer.forward(&xs, batch, par))?;
+            prop_assert_eq!(y.is_ok(), par != Parallelism::Threads(0));
+            if y.is_ok() {
+                let dy: Vec<f32> = x.iter().copied().cycle().take(batch * 3).collect();
+                no_panic("fp8 backward", || layer.backward(&dy, par))?.ok();
+            }
+        }
+    }
+
+    /// Post-training quantization: any bit width, calibration and input
+    /// values; typed errors or logits, never a panic.
+    #[test]
+    fn ptq_any_input(bits in 0u32..40, scheme in 0usize..9, calib in floats(0..40), x in floats(1..20), rows in 0usize..3) {
+        use mixprec::quant::ptq::{PtqScheme, QuantizedMlp};
+        let mlp = mixprec::amp::Mlp::<f32>::new(&[4, 5, 3], mixprec::gemm::Activation::Relu, 1.0, &mut StochasticRng::new(2)).unwrap();
+        let scheme = PtqScheme::ALL[scheme];
+        let q = no_panic("QuantizedMlp::new", || QuantizedMlp::new(&mlp, &calib, scheme, bits))?;
+        if let Ok(q) = q {
+            let xs: Vec<f32> = x.iter().copied().cycle().take(rows * 4).collect();
+            no_panic("QuantizedMlp::infer", || q.infer(&xs, rows, Parallelism::Serial))?.ok();
+            prop_assert!(no_panic("infer, wrong length", || q.infer(&xs, rows + 1, Parallelism::Serial))?.is_err());
+        }
+    }
+
     /// The systolic model: sizes up to `usize::MAX`, any array shape; the
     /// simulation on NaN and infinities.
     #[test]

@@ -109,6 +109,26 @@ fn bad_recipes_are_typed_errors() {
         mlp.layers()[0].fp8_recipe().is_none(),
         "a rejected recipe changes nothing"
     );
+    // An empty batch: empty outputs, zero weight gradients, no panic.
+    for p in [
+        Precision::Fp8HybridDelayed,
+        Precision::Fp8HybridCurrent,
+        Precision::Fp8E4M3NoScale,
+    ] {
+        let mut layer =
+            Linear::<f32>::new(10, 3, Activation::Relu, 1.0, &mut StochasticRng::new(4)).unwrap();
+        layer.set_fp8(p.fp8_recipe()).unwrap();
+        assert!(layer
+            .forward(&[], 0, Parallelism::Serial)
+            .unwrap()
+            .is_empty());
+        assert!(layer.backward(&[], Parallelism::Serial).unwrap().is_empty());
+        assert!(layer.grads().0.iter().all(|&g| g == 0.0));
+        // A wrong input length is an error, and records nothing.
+        let before = layer.fp8_scales();
+        assert!(layer.forward(&[1.0; 7], 1, Parallelism::Serial).is_err());
+        assert_eq!(layer.fp8_scales(), before);
+    }
     // Backward before any forward pass: an error, not a panic.
     let mut layer =
         Linear::<f32>::new(16, 8, Activation::Identity, 1.0, &mut StochasticRng::new(2)).unwrap();

@@ -219,6 +219,14 @@ fn bad_parameters_are_typed_errors() {
     ));
     assert_eq!(q.infer(&calib, 4, Parallelism::Serial).unwrap().len(), 16);
     assert!(q.infer(&calib, 4, Parallelism::Threads(0)).is_err());
+    // No rows: no logits, for every scheme.
+    for scheme in PtqScheme::ALL {
+        let q = QuantizedMlp::new(&mlp, &calib, scheme, scheme.fixed_bits().unwrap_or(5)).unwrap();
+        assert!(
+            q.infer(&[], 0, Parallelism::Serial).unwrap().is_empty(),
+            "{scheme:?}"
+        );
+    }
 }
 
 /// The digits MLP of `examples/quantize_study` (same data split, seed,
