@@ -202,14 +202,7 @@ fn parse() -> Result<Opts, String> {
     if (o.checkpoint.is_some() || o.resume.is_some()) && o.precisions.len() != 1 {
         return Err("--checkpoint and --resume need a single --precision".into());
     }
-    if (o.checkpoint.is_some() || o.resume.is_some())
-        && o.precisions.iter().any(|p| p.fp8_recipe().is_some())
-    {
-        return Err(
-            "--checkpoint and --resume do not cover the FP8 policies yet (their amax histories are not saved)"
-                .into(),
-        );
-    }
+
     Ok(o)
 }
 
@@ -345,9 +338,10 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
         mut order,
         histogram: mut hist,
     } = start;
-    // FP8 policies: f32 activations between layers, FP8 products.
-    if let Some(recipe) = precision.fp8_recipe() {
-        mlp.set_fp8(Some(recipe)).map_err(fail)?;
+    // FP8 policies: f32 activations between layers, FP8 products (a
+    // resumed run brings its layers' FP8 state, amax histories included).
+    if o.resume.is_none() {
+        mlp.set_fp8(precision.fp8_recipe()).map_err(fail)?;
     }
     let half_min = precision.grad_min_subnormal() / 2.0;
     let mut flush = FlushCount::default();

@@ -4,6 +4,7 @@
 //! Also: every serializable type round-trips, and a tampered checkpoint is
 //! a typed error on load.
 
+use mixprec::amp::fp8::{DelayedScaling, Fp8Scaling};
 use mixprec::amp::{
     train_step, AdamW, GradHistogram, Loss, LossScaler, Mlp, Optimizer, Precision, Sgd,
     WorkingRounding,
@@ -81,6 +82,16 @@ fn fresh<T: FloatElement, O>(opt: O, precision: Precision, stochastic: bool) -> 
     if stochastic {
         mlp = mlp.with_rounding(WorkingRounding::Stochastic(StochasticRng::new(77)));
     }
+    // FP8 policies: the layers' amax histories are part of the run (a
+    // 3-step history, so that amaxes roll out of it before and after the
+    // checkpoint).
+    let recipe = precision.fp8_recipe().map(|mut r| {
+        if let Fp8Scaling::Delayed { margin, .. } = r.scaling {
+            r.scaling = Fp8Scaling::Delayed { history: 3, margin };
+        }
+        r
+    });
+    mlp.set_fp8(recipe).unwrap();
     Run {
         mlp,
         opt,
@@ -153,6 +164,17 @@ fn resume_is_bit_identical_for_every_precision_and_optimizer() {
     resume_is_bit_identical::<f16, _>(sgd, Precision::F16, false);
     resume_is_bit_identical::<f16, _>(adam.clone(), Precision::F16, false);
     resume_is_bit_identical::<bf16, _>(adam, Precision::Bf16, true);
+    // FP8: the delayed-scaling histories carry over.
+    resume_is_bit_identical::<f32, _>(
+        Sgd::new(0.05, 0.9, 0.0).unwrap(),
+        Precision::Fp8HybridDelayed,
+        false,
+    );
+    resume_is_bit_identical::<f32, _>(
+        Sgd::new(0.05, 0.9, 0.0).unwrap(),
+        Precision::Fp8HybridCurrent,
+        false,
+    );
 }
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) {
@@ -228,6 +250,47 @@ fn tampered_checkpoints_are_errors() {
         r#"{"lr":0.1,"betas":[0.9,0.999],"eps":1e-8,"weight_decay":0.0,"t":1,"m":[[1.0]],"v":[[1.0,2.0]]}"#
     )
     .is_err());
+
+    // Delayed-scaling states out of their invariants, and an FP8 layer
+    // whose state does not fit its recipe.
+    let mut d = DelayedScaling::new(4, 0, 448.0).unwrap();
+    d.record(3.0);
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(
+        serde_json::from_value::<DelayedScaling>(v.clone()).unwrap(),
+        d
+    );
+    for (field, value) in [
+        ("next", serde_json::json!(4)),
+        ("filled", serde_json::json!(5)),
+        ("scale", serde_json::json!(0.0)),
+        ("max_normal", serde_json::json!(-1.0)),
+        ("history", serde_json::json!([])),
+        ("history", serde_json::json!([1.0, -2.0, 0.0, 0.0])),
+    ] {
+        let mut t = v.clone();
+        t[field] = value;
+        assert!(
+            serde_json::from_value::<DelayedScaling>(t).is_err(),
+            "{field}"
+        );
+    }
+    let mut fp8 = Mlp::<f32>::new(
+        &[3, 4, 2],
+        Activation::Relu,
+        1.0,
+        &mut StochasticRng::new(1),
+    )
+    .unwrap();
+    fp8.set_fp8(Precision::Fp8HybridDelayed.fp8_recipe())
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::to_value(&fp8).unwrap();
+    assert!(serde_json::from_value::<Mlp<f32>>(v.clone()).is_ok());
+    v["layers"][0]["fp8"]["dy"]["Delayed"]["max_normal"] = serde_json::json!(448.0);
+    assert!(
+        serde_json::from_value::<Mlp<f32>>(v).is_err(),
+        "E5M2 dY with E4M3's max"
+    );
 
     // An Mlp whose weights were cut short, or whose layers do not chain.
     let mlp = Mlp::<f32>::new(

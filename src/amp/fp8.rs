@@ -62,6 +62,7 @@ use crate::Error;
 
 /// Which FP8 format each tensor uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Fp8Format {
     /// E4M3 for the forward pass (X, W), E5M2 for gradients (dY): range
     /// where gradients need it, precision where activations do.
@@ -72,6 +73,7 @@ pub enum Fp8Format {
 
 /// How each tensor's scale is chosen (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Fp8Scaling {
     /// From the largest amax of the last `history` steps (Transformer
     /// Engine's `DelayedScaling`: history 1024, margin 0 by default).
@@ -103,6 +105,7 @@ impl Fp8Scaling {
 
 /// An FP8 training recipe: the formats and the scaling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Fp8Recipe {
     /// Formats of X, W (forward) and dY (backward).
     pub format: Fp8Format,
@@ -164,6 +167,8 @@ fn scale_from_amax(amax: f32, margin: i32, max_normal: f32) -> Option<f32> {
 /// # Ok::<(), mixprec::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "serde_impl::DelayedScalingState"))]
 pub struct DelayedScaling {
     /// Ring buffer of recorded amaxes; `next` is the slot the next one
     /// overwrites; `filled` how many are valid.
@@ -251,6 +256,7 @@ impl DelayedScaling {
 
 /// The scale state of one tensor of a layer.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum TensorScale {
     Delayed(DelayedScaling),
     Current { margin: i32, max_normal: f32 },
@@ -292,6 +298,7 @@ impl TensorScale {
 
 /// How many gradient values the FP8 rounding flushed to zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Fp8GradStats {
     /// Gradient values quantized (dY of every layer, every step).
     pub values: u64,
@@ -316,7 +323,13 @@ impl Fp8GradStats {
 
 /// A layer's FP8 state: the recipe, the three tensors' scales, the FP8
 /// input and weight saved by the forward pass, and gradient statistics.
+///
+/// With the `serde` feature it serializes its recipe, the three scaling
+/// states and the statistics (the FP8 copies are per-step scratch); loading
+/// checks that the states fit the recipe.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "serde_impl::Fp8StateData"))]
 pub(crate) struct Fp8State {
     recipe: Fp8Recipe,
     x: TensorScale,
@@ -324,7 +337,9 @@ pub(crate) struct Fp8State {
     dy: TensorScale,
     /// X (batch × in, K padded) and W (out × in) as quantized by the
     /// last forward pass, for the backward products.
+    #[cfg_attr(feature = "serde", serde(skip))]
     saved_x: Option<BlockScaled<F8E4M3>>,
+    #[cfg_attr(feature = "serde", serde(skip))]
     saved_w: Option<BlockScaled<F8E4M3>>,
     pub(crate) stats: Fp8GradStats,
 }
@@ -562,5 +577,92 @@ impl Fp8State {
         st.nonzero += nonzero;
         st.flushed_unscaled += unscaled;
         st.flushed_scaled += scaled;
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::{DelayedScaling, Fp8GradStats, Fp8Recipe, Fp8State, TensorScale};
+    use crate::Error;
+
+    /// The serialized fields of [`DelayedScaling`], checked on the way in.
+    #[derive(serde::Deserialize)]
+    pub(super) struct DelayedScalingState {
+        history: Vec<f32>,
+        next: usize,
+        filled: usize,
+        margin: i32,
+        max_normal: f32,
+        scale: f32,
+        overflows: u64,
+    }
+
+    impl TryFrom<DelayedScalingState> for DelayedScaling {
+        type Error = Error;
+
+        fn try_from(s: DelayedScalingState) -> Result<Self, Error> {
+            let mut d = DelayedScaling::new(s.history.len(), s.margin, s.max_normal)?;
+            let len = s.history.len();
+            let bad = |what: &'static str, value: String| Error::InvalidParameter {
+                name: "DelayedScaling state",
+                value,
+                requirement: what,
+            };
+            if s.next >= len || s.filled > len {
+                return Err(bad(
+                    "next < history length and filled <= history length",
+                    format!("next {}, filled {}, length {len}", s.next, s.filled),
+                ));
+            }
+            if let Some(a) = s.history.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
+                return Err(bad("amaxes finite and >= 0", format!("{a:e}")));
+            }
+            if !(s.scale.is_finite() && s.scale > 0.0) {
+                return Err(bad("a scale finite and > 0", format!("{:e}", s.scale)));
+            }
+            d.history = s.history;
+            d.next = s.next;
+            d.filled = s.filled;
+            d.scale = s.scale;
+            d.overflows = s.overflows;
+            Ok(d)
+        }
+    }
+
+    /// The serialized fields of [`Fp8State`].
+    #[derive(serde::Deserialize)]
+    pub(super) struct Fp8StateData {
+        recipe: Fp8Recipe,
+        x: TensorScale,
+        w: TensorScale,
+        dy: TensorScale,
+        stats: Fp8GradStats,
+    }
+
+    impl TryFrom<Fp8StateData> for Fp8State {
+        type Error = Error;
+
+        fn try_from(s: Fp8StateData) -> Result<Self, Error> {
+            let mut state = Fp8State::new(s.recipe)?;
+            // Each state must be the kind the recipe makes, with its
+            // parameters (history length, margin, max normal).
+            let fits = |fresh: &TensorScale, got: &TensorScale| match (fresh, got) {
+                (TensorScale::Delayed(a), TensorScale::Delayed(b)) => {
+                    a.history.len() == b.history.len()
+                        && a.margin == b.margin
+                        && a.max_normal == b.max_normal
+                }
+                (a, b) => a == b,
+            };
+            if !(fits(&state.x, &s.x) && fits(&state.w, &s.w) && fits(&state.dy, &s.dy)) {
+                return Err(Error::InvalidParameter {
+                    name: "FP8 layer state",
+                    value: format!("{:?}", s.recipe),
+                    requirement: "scaling states made by this recipe",
+                });
+            }
+            (state.x, state.w, state.dy, state.stats) = (s.x, s.w, s.dy, s.stats);
+            Ok(state)
+        }
     }
 }

@@ -27,8 +27,9 @@ pub enum WorkingRounding {
 /// applied after it, since its backward needs the pre-activation).
 ///
 /// With the `serde` feature a layer serializes its shape, activation, f32
-/// masters and working copy; the gradients and the activations saved for
-/// backward are per-step scratch and are not saved.
+/// masters, working copy and FP8 scaling state (amax histories); the
+/// gradients and the activations saved for backward are per-step scratch
+/// and are not saved.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(
@@ -58,8 +59,11 @@ pub struct Linear<T> {
     saved: Vec<T>,
     #[cfg_attr(feature = "serde", serde(skip))]
     batch: usize,
-    /// FP8 GEMMs ([`super::fp8`]) when set; not serialized.
-    #[cfg_attr(feature = "serde", serde(skip))]
+    /// FP8 GEMMs ([`super::fp8`]) when set, with their scaling state.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     fp8: Option<Box<Fp8State>>,
 }
 
@@ -600,19 +604,23 @@ mod serde_impl {
         master_w: Vec<f32>,
         master_b: Vec<f32>,
         w: Vec<T>,
+        #[serde(default)]
+        fp8: Option<Box<super::Fp8State>>,
     }
 
     impl<T: FloatElement> TryFrom<LinearState<T>> for Linear<T> {
         type Error = Error;
 
         fn try_from(s: LinearState<T>) -> Result<Self, Error> {
-            Linear::assemble(
+            let mut layer = Linear::assemble(
                 (s.in_features, s.out_features),
                 s.activation,
                 s.master_w,
                 s.master_b,
                 Some(s.w),
-            )
+            )?;
+            layer.fp8 = s.fp8;
+            Ok(layer)
         }
     }
 }
