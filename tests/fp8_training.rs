@@ -129,6 +129,43 @@ fn bad_recipes_are_typed_errors() {
         assert!(layer.forward(&[1.0; 7], 1, Parallelism::Serial).is_err());
         assert_eq!(layer.fp8_scales(), before);
     }
+    // An infinite input reaches the loss as NaN (not saturated to a finite
+    // FP8 value), so the step is skipped and the masters stay (found by the
+    // fp8_train_step fuzz target).
+    for p in [
+        Precision::Fp8HybridDelayed,
+        Precision::Fp8HybridCurrent,
+        Precision::Fp8E4M3NoScale,
+    ] {
+        let mut mlp = Mlp::<f32>::new(
+            &[3, 4, 2],
+            Activation::Relu,
+            1.0,
+            &mut StochasticRng::new(1),
+        )
+        .unwrap();
+        mlp.set_fp8(p.fp8_recipe()).unwrap();
+        let (mut opt, mut scaler) = (Sgd::new(0.1, 0.5, 0.0).unwrap(), p.scaler());
+        let before = mlp.layers()[0].masters().0.to_vec();
+        let x = [1.0, f32::INFINITY, 0.5, 0.25, -1.0, 2.0];
+        let out = train_step(
+            &mut mlp,
+            &mut opt,
+            &mut scaler,
+            &x,
+            Loss::CrossEntropy { labels: &[0, 1] },
+            1.0,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        assert!(out.skipped && out.loss.is_nan(), "{}: {out:?}", p.name());
+        assert_eq!(mlp.layers()[0].masters().0, &before[..]);
+        assert!(mlp.layers()[0]
+            .fp8_scales()
+            .unwrap()
+            .iter()
+            .all(|s| s.is_finite() && *s > 0.0));
+    }
     // Backward before any forward pass: an error, not a panic.
     let mut layer =
         Linear::<f32>::new(16, 8, Activation::Identity, 1.0, &mut StochasticRng::new(2)).unwrap();

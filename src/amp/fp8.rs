@@ -16,7 +16,9 @@
 //!
 //! Master weights and the bias gradient stay f32. A tensor's elements are
 //! `x / s` rounded to nearest even and saturated to ±max normal (448 for
-//! E4M3, 57344 for E5M2); `s` is the tensor's dequantization scale:
+//! E4M3, 57344 for E5M2), while ±∞ and NaN become NaN (an overflow reaches
+//! the loss scaler instead of saturating to a finite value); `s` is the
+//! tensor's dequantization scale:
 //!
 //! * [`Fp8Scaling::Delayed`]: `s = amax_h · 2^margin / max_normal` with
 //!   `amax_h` the largest amax in the tensor's history of the last
@@ -364,8 +366,8 @@ fn amax(x: &[f32]) -> f32 {
 }
 
 /// `x` (`lines × k`, any strides) as FP8 elements `x / s` (nearest even,
-/// saturating) with K padded with zeros ([`padded_k_and_block`]), one
-/// scale `s` for the whole tensor.
+/// saturating finite values; ±∞ and NaN become NaN) with K padded with
+/// zeros ([`padded_k_and_block`]), one scale `s` for the whole tensor.
 fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockScaled<T>, Error> {
     let (lines, k) = (x.rows(), x.cols());
     let (kp, block) = padded_k_and_block(k);
@@ -375,8 +377,10 @@ fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockS
     let blocks = n / block;
     let (scales, recips) = (vec![s; blocks], vec![block_reciprocal(s); blocks]);
     let mut scratch = Vec::new();
-    if x.col_stride() == 1 && k == kp && x.row_stride() == k {
-        // Contiguous, nothing to pad: straight from the caller's values.
+    let contiguous = x.col_stride() == 1 && k == kp && x.row_stride() == k;
+    if contiguous && !amax(&x.as_slice()[..n]).is_nan() {
+        // Contiguous, finite, nothing to pad: straight from the caller's
+        // values.
         narrow_scaled_blocks(
             &x.as_slice()[..n],
             block,
@@ -396,6 +400,11 @@ fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockS
                     .iter_mut()
                     .enumerate()
                     .for_each(|(kk, v)| *v = x.at(l, kk)),
+            }
+            // ±∞ becomes NaN: saturating would turn an overflow into a
+            // finite value and hide it from the loss scaler.
+            for v in row.iter_mut().filter(|v| v.is_infinite()) {
+                *v = f32::NAN;
             }
         }
         narrow_scaled_blocks(&buf, block, &scales, &recips, &mut data, &mut scratch, simd);
