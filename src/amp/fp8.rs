@@ -346,6 +346,9 @@ pub(crate) struct Fp8State {
     pub(crate) stats: Fp8GradStats,
 }
 
+/// The FP8 X and W of a forward pass.
+pub(crate) type Fp8Operands = (BlockScaled<F8E4M3>, BlockScaled<F8E4M3>);
+
 /// K of every FP8 operand is padded with zeros to a multiple of 16; the
 /// scaling block is then the largest of 128, 32 and 16 that divides the
 /// padded K (the scales are all equal, so the block only sets how often
@@ -368,7 +371,13 @@ fn amax(x: &[f32]) -> f32 {
 /// `x` (`lines × k`, any strides) as FP8 elements `x / s` (nearest even,
 /// saturating finite values; ±∞ and NaN become NaN) with K padded with
 /// zeros ([`padded_k_and_block`]), one scale `s` for the whole tensor.
-fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockScaled<T>, Error> {
+/// `finite`: the tensor holds no NaN or ±∞ (its amax, which the caller has
+/// computed, is not NaN).
+fn quantize_scaled<T: FloatElement>(
+    x: MatRef<'_, f32>,
+    s: f32,
+    finite: bool,
+) -> Result<BlockScaled<T>, Error> {
     let (lines, k) = (x.rows(), x.cols());
     let (kp, block) = padded_k_and_block(k);
     let n = crate::error::checked_numel(&[lines, kp])?;
@@ -378,7 +387,7 @@ fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockS
     let (scales, recips) = (vec![s; blocks], vec![block_reciprocal(s); blocks]);
     let mut scratch = Vec::new();
     let contiguous = x.col_stride() == 1 && k == kp && x.row_stride() == k;
-    if contiguous && !amax(&x.as_slice()[..n]).is_nan() {
+    if contiguous && finite {
         // Contiguous, finite, nothing to pad: straight from the caller's
         // values.
         narrow_scaled_blocks(
@@ -401,10 +410,12 @@ fn quantize_scaled<T: FloatElement>(x: MatRef<'_, f32>, s: f32) -> Result<BlockS
                     .enumerate()
                     .for_each(|(kk, v)| *v = x.at(l, kk)),
             }
-            // ±∞ becomes NaN: saturating would turn an overflow into a
-            // finite value and hide it from the loss scaler.
-            for v in row.iter_mut().filter(|v| v.is_infinite()) {
-                *v = f32::NAN;
+            if !finite {
+                // ±∞ becomes NaN: saturating would turn an overflow into a
+                // finite value and hide it from the loss scaler.
+                for v in row.iter_mut().filter(|v| v.is_infinite()) {
+                    *v = f32::NAN;
+                }
             }
         }
         narrow_scaled_blocks(&buf, block, &scales, &recips, &mut data, &mut scratch, simd);
@@ -475,30 +486,40 @@ impl Fp8State {
             + self.saved_w.as_ref().map_or(0, |m| m.data().len())
     }
 
-    /// The scales of X and W for a training step, their amaxes recorded.
-    pub(crate) fn forward_scales(&mut self, x: &[f32], w: &[f32]) -> (f32, f32) {
-        (self.x.take(amax(x)), self.w.take(amax(w)))
+    /// The scales of X and W for a training step, their amaxes recorded,
+    /// and whether each tensor is finite.
+    pub(crate) fn forward_scales(&mut self, x: &[f32], w: &[f32]) -> [(f32, bool); 2] {
+        let (ax, aw) = (amax(x), amax(w));
+        [
+            (self.x.take(ax), !ax.is_nan()),
+            (self.w.take(aw), !aw.is_nan()),
+        ]
     }
 
-    /// The scales of X and W for inference (nothing recorded).
-    pub(crate) fn inference_scales(&self, x: &[f32], w: &[f32]) -> (f32, f32) {
-        (self.x.peek(amax(x)), self.w.peek(amax(w)))
+    /// As [`Self::forward_scales`] for inference (nothing recorded).
+    pub(crate) fn inference_scales(&self, x: &[f32], w: &[f32]) -> [(f32, bool); 2] {
+        let (ax, aw) = (amax(x), amax(w));
+        [
+            (self.x.peek(ax), !ax.is_nan()),
+            (self.w.peek(aw), !aw.is_nan()),
+        ]
     }
 
     /// `x·Wᵀ` (`batch × out`) with `epilogue` into `out`, on X and W
-    /// quantized with the scales `(sx, sw)`; returns the FP8 operands.
+    /// quantized with the scales (and finiteness) of
+    /// [`Self::forward_scales`]; returns the FP8 operands.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_product(
         x: &[f32],
         w: &[f32],
         (batch, i, o): (usize, usize, usize),
-        (sx, sw): (f32, f32),
+        [(sx, fx), (sw, fw)]: [(f32, bool); 2],
         epilogue: &Epilogue<'_>,
         par: Parallelism,
         out: &mut [f32],
-    ) -> Result<(BlockScaled<F8E4M3>, BlockScaled<F8E4M3>), Error> {
-        let xq = quantize_scaled::<F8E4M3>(MatRef::from_row_major(x, batch, i)?, sx)?;
-        let wq = quantize_scaled::<F8E4M3>(MatRef::from_row_major(w, o, i)?, sw)?;
+    ) -> Result<Fp8Operands, Error> {
+        let xq = quantize_scaled::<F8E4M3>(MatRef::from_row_major(x, batch, i)?, sx, fx)?;
+        let wq = quantize_scaled::<F8E4M3>(MatRef::from_row_major(w, o, i)?, sw, fw)?;
         block_gemm(
             &xq,
             &wq,
@@ -510,7 +531,7 @@ impl Fp8State {
     }
 
     /// Keeps the forward pass's FP8 operands for [`Self::backward`].
-    pub(crate) fn save(&mut self, (xq, wq): (BlockScaled<F8E4M3>, BlockScaled<F8E4M3>)) {
+    pub(crate) fn save(&mut self, (xq, wq): Fp8Operands) {
         self.saved_x = Some(xq);
         self.saved_w = Some(wq);
     }
@@ -542,8 +563,8 @@ impl Fp8State {
         let wt = transpose(wq, i)?;
         macro_rules! products {
             ($t:ty) => {{
-                let dzq = quantize_scaled::<$t>(dzv, s)?;
-                let dzt = quantize_scaled::<$t>(dzv.t(), s)?;
+                let dzq = quantize_scaled::<$t>(dzv, s, !a.is_nan())?;
+                let dzt = transpose(&dzq, o)?;
                 self.count::<$t>(dz, s);
                 block_gemm(
                     &dzt,

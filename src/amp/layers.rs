@@ -2,7 +2,7 @@
 //! `T` (f32, f16 or bf16) with f32 master weights, f32 accumulation and f32
 //! gradients of the weights.
 
-use super::fp8::{Fp8GradStats, Fp8Recipe, Fp8State};
+use super::fp8::{Fp8GradStats, Fp8Operands, Fp8Recipe, Fp8State};
 use crate::convert::{narrow, narrow_stochastic, widen, StochasticRng};
 use crate::dtype::FloatElement;
 use crate::gemm::{gemm, Activation, Epilogue, Parallelism};
@@ -329,7 +329,7 @@ impl<T: FloatElement> Linear<T> {
     fn affine(&self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
         let (i, o) = (self.in_features, self.out_features);
         if let Some(st) = &self.fp8 {
-            let (xf, wf) = (self.wide(x)?, self.wide(&self.w)?);
+            let (xf, wf) = (Self::wide(x)?, Self::wide(&self.w)?);
             let scales = st.inference_scales(&xf, &wf);
             return self
                 .fp8_affine(&xf, &wf, batch, scales, par)
@@ -352,33 +352,29 @@ impl<T: FloatElement> Linear<T> {
         Ok(y)
     }
 
-    /// `x` widened to f32.
-    fn wide(&self, x: &[T]) -> Result<Vec<f32>, Error> {
+    /// `x` as f32: the slice itself when `T` is f32, else widened.
+    fn wide(x: &[T]) -> Result<std::borrow::Cow<'_, [f32]>, Error> {
+        if let Some(f) = (T::DTYPE == crate::DType::F32)
+            .then(|| bytemuck::try_cast_slice::<T, f32>(x).ok())
+            .flatten()
+        {
+            return Ok(std::borrow::Cow::Borrowed(f));
+        }
         let mut out = vec![0.0f32; x.len()];
         widen(x, &mut out)?;
-        Ok(out)
+        Ok(std::borrow::Cow::Owned(out))
     }
 
     /// The FP8 forward product (bias and ReLU fused as in [`Self::affine`]),
     /// rounded to `T`, and the FP8 operands.
-    #[allow(clippy::type_complexity)]
     fn fp8_affine(
         &self,
         x: &[f32],
         w: &[f32],
         batch: usize,
-        scales: (f32, f32),
+        scales: [(f32, bool); 2],
         par: Parallelism,
-    ) -> Result<
-        (
-            Vec<T>,
-            (
-                crate::block_scaled::BlockScaled<crate::F8E4M3>,
-                crate::block_scaled::BlockScaled<crate::F8E4M3>,
-            ),
-        ),
-        Error,
-    > {
+    ) -> Result<(Vec<T>, Fp8Operands), Error> {
         let (i, o) = (self.in_features, self.out_features);
         let n = crate::error::checked_len_of::<f32>(&[batch, o])?;
         let fused = match self.activation {
@@ -431,7 +427,7 @@ impl<T: FloatElement> Linear<T> {
             Some(mut st) => {
                 let result = (|| {
                     MatRef::from_row_major(x, batch, self.in_features)?;
-                    let (xf, wf) = (self.wide(x)?, self.wide(&self.w)?);
+                    let (xf, wf) = (Self::wide(x)?, Self::wide(&self.w)?);
                     let scales = st.forward_scales(&xf, &wf);
                     let (y, operands) = self.fp8_affine(&xf, &wf, batch, scales, par)?;
                     st.save(operands);
@@ -488,11 +484,7 @@ impl<T: FloatElement> Linear<T> {
                 .collect(),
         };
         if let Some(st) = self.fp8.as_mut() {
-            let dzf = {
-                let mut v = vec![0.0f32; dz.len()];
-                widen(&dz, &mut v)?;
-                v
-            };
+            let dzf = Self::wide(&dz)?;
             let dx = st.backward(&dzf, (b, i, o), &mut self.grad_w, par)?;
             column_sums(&dzf, &mut self.grad_b);
             return Ok(dx);
