@@ -21,6 +21,7 @@
 //! DIR. With the standard layout (`train-*` and `t10k-*`) the t10k files are
 //! the test set; with one pair, 20 % of it is held out.
 
+use mixprec::amp::fp8::GradFlushStats;
 use mixprec::amp::{
     train_step_observed, AdamW, GradHistogram, Loss, LossScaler, Mlp, Optimizer, Precision, Sgd,
 };
@@ -215,26 +216,18 @@ struct RunResult {
     skipped: u64,
     final_scale: f32,
     histogram: GradHistogram,
-    flush: FlushCount,
+    /// Non-zero activation gradients and how many flush to zero in the
+    /// policy's gradient format: without any scaling, and with the scale
+    /// used (the loss scale; for FP8, dY's tensor scale).
+    flush: GradFlushStats,
 }
 
-/// Non-zero activation gradients and how many flush to zero in the
-/// policy's gradient format: without any scaling, and with the scale used
-/// (the loss scale; for FP8 the tensor's scale and the loss scale).
-#[derive(Clone, Copy, Default)]
-struct FlushCount {
-    nonzero: u64,
-    unscaled: u64,
-    scaled: u64,
-}
-
-impl FlushCount {
-    fn share(n: u64, of: u64) -> String {
-        if of == 0 {
-            "–".into()
-        } else {
-            format!("{:.2}%", n as f64 * 100.0 / of as f64)
-        }
+/// `n` as a percentage of `of` ("–" when `of` is 0).
+fn share(n: u64, of: u64) -> String {
+    if of == 0 {
+        "–".into()
+    } else {
+        format!("{:.2}%", n as f64 * 100.0 / of as f64)
     }
 }
 
@@ -344,7 +337,8 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
         mlp.set_fp8(precision.fp8_recipe()).map_err(fail)?;
     }
     let half_min = precision.grad_min_subnormal() / 2.0;
-    let mut flush = FlushCount::default();
+    let mut flush = GradFlushStats::default();
+    let fp8 = precision.fp8_recipe().is_some();
     let mut memory_bytes = None;
     let mut accuracy_per_epoch = Vec::new();
     if epochs_done >= o.epochs {
@@ -354,7 +348,6 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
     }
     let n = train.y.len();
     let started = Instant::now();
-    let mut accuracy_now = 0.0;
     let steps = n.div_ceil(o.batch);
     let progress = !quiet && std::io::stderr().is_terminal();
     for epoch in epochs_done + 1..=o.epochs {
@@ -383,10 +376,8 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
                 }
                 // What rounding to the gradient format does to them (FP8
                 // layers count their own, with the tensor scales).
-                for &v in g.iter().filter(|v| **v != 0.0 && !v.is_nan()) {
-                    flush.nonzero += 1;
-                    flush.unscaled += u64::from((v / scale).abs() <= half_min);
-                    flush.scaled += u64::from(v.abs() <= half_min);
+                if !fp8 {
+                    flush.record(g, scale, 1.0, half_min);
                 }
             };
             let out = train_step_observed(
@@ -419,7 +410,7 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
                 let _ = std::io::stderr().flush();
             }
         }
-        accuracy_now = accuracy(&mlp, &test.x, &test.y, test.features, par).map_err(fail)?;
+        let accuracy_now = accuracy(&mlp, &test.x, &test.y, test.features, par).map_err(fail)?;
         accuracy_per_epoch.push(accuracy_now);
         if progress {
             eprint!("\r{}\r", " ".repeat(72));
@@ -462,13 +453,8 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
     }
     let secs = started.elapsed().as_secs_f64() / (o.epochs - epochs_done) as f64;
     if let Some(st) = mlp.fp8_grad_stats() {
-        flush = FlushCount {
-            nonzero: st.nonzero,
-            unscaled: st.flushed_unscaled,
-            scaled: st.flushed_scaled,
-        };
+        flush = st;
     }
-    let _ = accuracy_now;
     Ok(RunResult {
         precision,
         accuracy_per_epoch,
@@ -702,8 +688,8 @@ fn main() {
             last(r) * 100.0,
             best * 100.0,
             delta,
-            FlushCount::share(r.flush.unscaled, r.flush.nonzero),
-            FlushCount::share(r.flush.scaled, r.flush.nonzero),
+            share(r.flush.flushed_unscaled, r.flush.nonzero),
+            share(r.flush.flushed_scaled, r.flush.nonzero),
             r.skipped,
             r.final_scale,
             r.secs_per_epoch * 1e3,

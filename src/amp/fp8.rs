@@ -298,28 +298,59 @@ impl TensorScale {
     }
 }
 
-/// How many gradient values the FP8 rounding flushed to zero.
+/// How many gradient values a rounding to a narrow format flushed to zero,
+/// and how many it would flush without scaling: kept by FP8 layers for
+/// their dY, and usable for any format (`train_mnist` counts its f16 and
+/// bf16 activation gradients with it).
+///
+/// ```
+/// use mixprec::amp::fp8::GradFlushStats;
+/// let mut st = GradFlushStats::default();
+/// // Gradients times a loss scale of 2^10, rounded to f16 (smallest
+/// // subnormal 2^-24: at or below 2^-25 goes to zero).
+/// let g = [0.0, 2f32.powi(-20), 2f32.powi(-30), 1.0];
+/// st.record(&g, 1024.0, 1.0, 2f32.powi(-25));
+/// assert_eq!((st.values, st.nonzero, st.flushed_unscaled, st.flushed_scaled), (4, 3, 2, 1));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Fp8GradStats {
-    /// Gradient values quantized (dY of every layer, every step).
+pub struct GradFlushStats {
+    /// Gradient values counted.
     pub values: u64,
-    /// Of those, non-zero ones.
+    /// Of those, non-zero ones (NaN excluded).
     pub nonzero: u64,
-    /// Non-zero values that round to zero in the gradient format at scale 1
-    /// (no scaling).
+    /// Non-zero values that would round to zero without any scaling.
     pub flushed_unscaled: u64,
     /// Non-zero values that rounded to zero with the scale used.
     pub flushed_scaled: u64,
 }
 
-impl Fp8GradStats {
+impl GradFlushStats {
     /// Adds another count.
     pub fn add(&mut self, o: &Self) {
         self.values += o.values;
         self.nonzero += o.nonzero;
         self.flushed_unscaled += o.flushed_unscaled;
         self.flushed_scaled += o.flushed_scaled;
+    }
+
+    /// Counts `g`: a non-zero value flushes without scaling when
+    /// `|g / unscale| ≤ half_min`, and with the scale used when
+    /// `|g / scale| ≤ half_min` (the quotient the rounding sees;
+    /// `half_min` is half the format's smallest subnormal, which round to
+    /// nearest even sends to zero).
+    pub fn record(&mut self, g: &[f32], unscale: f32, scale: f32, half_min: f32) {
+        let (mut nonzero, mut unscaled, mut scaled) = (0u64, 0u64, 0u64);
+        for &v in g {
+            let live = v != 0.0 && !v.is_nan();
+            nonzero += u64::from(live);
+            unscaled += u64::from(live && (v / unscale).abs() <= half_min);
+            scaled += u64::from(live && (v / scale).abs() <= half_min);
+        }
+        self.values += g.len() as u64;
+        self.nonzero += nonzero;
+        self.flushed_unscaled += unscaled;
+        self.flushed_scaled += scaled;
     }
 }
 
@@ -343,7 +374,7 @@ pub(crate) struct Fp8State {
     saved_x: Option<BlockScaled<F8E4M3>>,
     #[cfg_attr(feature = "serde", serde(skip))]
     saved_w: Option<BlockScaled<F8E4M3>>,
-    pub(crate) stats: Fp8GradStats,
+    pub(crate) stats: GradFlushStats,
 }
 
 /// The FP8 X and W of a forward pass.
@@ -461,7 +492,7 @@ impl Fp8State {
             dy: TensorScale::new(recipe.scaling, dy_max)?,
             saved_x: None,
             saved_w: None,
-            stats: Fp8GradStats::default(),
+            stats: GradFlushStats::default(),
         })
     }
 
@@ -565,7 +596,8 @@ impl Fp8State {
             ($t:ty) => {{
                 let dzq = quantize_scaled::<$t>(dzv, s, !a.is_nan())?;
                 let dzt = transpose(&dzq, o)?;
-                self.count::<$t>(dz, s);
+                let half_min = <$t>::MIN_POSITIVE_SUBNORMAL.to_f32() / 2.0;
+                self.stats.record(dz, 1.0, s, half_min);
                 block_gemm(
                     &dzt,
                     &xt,
@@ -588,31 +620,11 @@ impl Fp8State {
         }
         Ok(dx)
     }
-
-    /// Counts the gradient values `dz` that the rounding flushed to zero
-    /// with the scale `s` used (the quotient `dz / s`, as the quantizer
-    /// forms it, at or below half the format's smallest subnormal: round
-    /// to nearest even sends it to zero) and that would flush at scale 1.
-    fn count<T: FloatElement>(&mut self, dz: &[f32], s: f32) {
-        let half_min = T::MIN_POSITIVE_SUBNORMAL.to_f32() / 2.0;
-        let (mut nonzero, mut unscaled, mut scaled) = (0u64, 0u64, 0u64);
-        for &g in dz {
-            let live = g != 0.0 && !g.is_nan();
-            nonzero += u64::from(live);
-            unscaled += u64::from(live && g.abs() <= half_min);
-            scaled += u64::from(live && (g / s).abs() <= half_min);
-        }
-        let st = &mut self.stats;
-        st.values += dz.len() as u64;
-        st.nonzero += nonzero;
-        st.flushed_unscaled += unscaled;
-        st.flushed_scaled += scaled;
-    }
 }
 
 #[cfg(feature = "serde")]
 mod serde_impl {
-    use super::{DelayedScaling, Fp8GradStats, Fp8Recipe, Fp8State, TensorScale};
+    use super::{DelayedScaling, Fp8Recipe, Fp8State, GradFlushStats, TensorScale};
     use crate::Error;
 
     /// The serialized fields of [`DelayedScaling`], checked on the way in.
@@ -666,7 +678,7 @@ mod serde_impl {
         x: TensorScale,
         w: TensorScale,
         dy: TensorScale,
-        stats: Fp8GradStats,
+        stats: GradFlushStats,
     }
 
     impl TryFrom<Fp8StateData> for Fp8State {

@@ -2,7 +2,7 @@
 //! `T` (f32, f16 or bf16) with f32 master weights, f32 accumulation and f32
 //! gradients of the weights.
 
-use super::fp8::{Fp8GradStats, Fp8Operands, Fp8Recipe, Fp8State};
+use super::fp8::{Fp8Operands, Fp8Recipe, Fp8State, GradFlushStats};
 use crate::convert::{narrow, narrow_stochastic, widen, StochasticRng};
 use crate::dtype::FloatElement;
 use crate::gemm::{gemm, Activation, Epilogue, Parallelism};
@@ -251,7 +251,7 @@ impl<T: FloatElement> Linear<T> {
     }
 
     /// Gradient values the FP8 rounding of dY has flushed to zero so far.
-    pub fn fp8_grad_stats(&self) -> Option<Fp8GradStats> {
+    pub fn fp8_grad_stats(&self) -> Option<GradFlushStats> {
         self.fp8.as_ref().map(|s| s.stats)
     }
 

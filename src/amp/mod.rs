@@ -404,10 +404,10 @@ impl<T: FloatElement> Mlp<T> {
 
     /// The FP8 gradient statistics of all layers together (`None` unless
     /// the model runs on FP8).
-    pub fn fp8_grad_stats(&self) -> Option<fp8::Fp8GradStats> {
+    pub fn fp8_grad_stats(&self) -> Option<fp8::GradFlushStats> {
         self.layers
             .iter()
-            .try_fold(fp8::Fp8GradStats::default(), |mut acc, l| {
+            .try_fold(fp8::GradFlushStats::default(), |mut acc, l| {
                 acc.add(&l.fp8_grad_stats()?);
                 Some(acc)
             })
