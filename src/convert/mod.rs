@@ -273,10 +273,13 @@ pub(crate) fn block_amax_bits(src: &[f32], block: usize, out: &mut [u32], simd: 
     }
     let _ = simd;
     for (blk, o) in src.chunks_exact(block).zip(out.iter_mut()) {
-        *o = blk
-            .iter()
-            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+        *o = abs_bits_max(blk, 0);
     }
+}
+
+/// The largest of `init` and the |x| bits of `x` (NaN and ±∞ largest).
+fn abs_bits_max(x: &[f32], init: u32) -> u32 {
+    x.iter().fold(init, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
 }
 
 /// The largest |x| bits of a whole slice (NaN and ±∞ have the largest
@@ -288,9 +291,7 @@ pub(crate) fn amax_bits(x: &[f32], simd: bool) -> u32 {
     if body > 0 {
         block_amax_bits(&x[..body], body, &mut m, simd);
     }
-    x[body..]
-        .iter()
-        .fold(m[0], |m, v| m.max(v.to_bits() & 0x7FFF_FFFF))
+    abs_bits_max(&x[body..], m[0])
 }
 
 /// How a block's quotients `x / s` are formed: by the reciprocal when `s`
@@ -385,10 +386,7 @@ pub(crate) fn quantize_blocks<T: FloatElement>(
     }
     let mut recips = Vec::with_capacity(scales.len());
     for (b, (s, blk)) in scales.iter_mut().zip(src.chunks_exact(block)).enumerate() {
-        let (scale, code) = rule.scale(
-            blk.iter()
-                .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF)),
-        );
+        let (scale, code) = rule.scale(abs_bits_max(blk, 0));
         *s = scale;
         if let Some(c) = codes.get_mut(b) {
             *c = code;

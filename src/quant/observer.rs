@@ -8,7 +8,9 @@ use super::{scale_zp_from_range, QInt, QuantParams, Scheme};
 use crate::tensor::Tensor;
 use crate::Error;
 
-fn batch_range(x: &[f32]) -> Option<(f32, f32)> {
+/// The smallest and largest non-NaN values of `x` (`None` when there are
+/// none).
+pub(crate) fn batch_range(x: &[f32]) -> Option<(f32, f32)> {
     x.iter()
         .filter(|v| !v.is_nan())
         .fold(None, |acc, &v| match acc {

@@ -37,7 +37,7 @@
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
-use super::observer::HistogramObserver;
+use super::observer::{batch_range, HistogramObserver};
 use super::{
     power_of_two_scale, qgemm, quantize, scale_zp_from_range, QEpilogue, QInt, QMatRef, Scheme,
 };
@@ -181,12 +181,10 @@ fn unsigned_range(bits: u32) -> (i32, i32) {
     (0, (1 << bits) - 1)
 }
 
-/// min and max of the non-NaN values (0 and 0 when there are none), so
-/// that every range includes 0 as the observers do.
+/// min and max of the non-NaN values (0 and 0 when there are none; the
+/// parameter formulas widen every range to include 0).
 fn min_max(x: &[f32]) -> (f32, f32) {
-    x.iter()
-        .filter(|v| !v.is_nan())
-        .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    batch_range(x).unwrap_or((0.0, 0.0))
 }
 
 /// Per-tensor parameters of `x` for `[qmin, qmax]` under `scheme`.
