@@ -22,13 +22,13 @@
 //! gzipped); the test set is then MNIST's 10k.
 
 mod common;
-use common::{correct_predictions, holdout_split, mnist, parse_digits, Data, DIGITS_CSV};
+use common::{
+    accuracy_plot, correct_predictions, holdout_split, mnist, parse_digits, train_mlp, Series,
+    DIGITS_CSV,
+};
 
-use mixprec::amp::{train_step, Loss, Mlp, Precision, Sgd};
-use mixprec::convert::StochasticRng;
-use mixprec::gemm::{Activation, Parallelism};
+use mixprec::gemm::Parallelism;
 use mixprec::quant::ptq::{PtqScheme, QuantizedMlp};
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 const BITS: [u32; 5] = [8, 7, 6, 5, 4];
@@ -82,37 +82,6 @@ fn parse() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// The f32 model, trained with SGD (lr 0.02, momentum 0.9), batch 32.
-fn train(train: &Data, o: &Opts, par: Parallelism) -> Result<Mlp<f32>, mixprec::Error> {
-    let f = train.features;
-    let widths: Vec<usize> = std::iter::once(f)
-        .chain(o.hidden.iter().copied())
-        .chain([10])
-        .collect();
-    let mut mlp = Mlp::<f32>::new(
-        &widths,
-        Activation::Relu,
-        1.0,
-        &mut StochasticRng::new(o.seed),
-    )?;
-    let mut opt = Sgd::new(0.02, 0.9, 0.0)?;
-    let mut scaler = Precision::F32.scaler();
-    for epoch in 0..o.epochs {
-        for (xb, yb) in train.x.chunks(32 * f).zip(train.y.chunks(32)) {
-            let labels: Vec<u32> = yb.iter().map(|&y| u32::from(y)).collect();
-            let loss = Loss::CrossEntropy { labels: &labels };
-            train_step(&mut mlp, &mut opt, &mut scaler, xb, loss, 1.0, par)?;
-        }
-        if std::io::stderr().is_terminal() {
-            eprint!("\rtraining f32: epoch {}/{}", epoch + 1, o.epochs);
-        }
-    }
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
-    Ok(mlp)
-}
-
 fn accuracy(logits: &[f32], labels: &[u8]) -> f64 {
     correct_predictions(logits, labels) as f64 / labels.len().max(1) as f64
 }
@@ -126,116 +95,27 @@ struct Row {
 }
 
 fn svg(rows: &[Row], f32_acc: f64, title: &str) -> String {
-    let (w, h, left, right, top, bottom) = (760.0, 460.0, 60.0, 230.0, 40.0, 50.0);
-    let lo = rows
+    let series: Vec<Series> = rows
         .iter()
-        .flat_map(|r| r.acc.iter().flatten())
-        .fold(f32_acc, |m, &a| m.min(a));
-    let lo = ((lo * 20.0).floor() / 20.0).max(0.0); // down to a multiple of 5 %
-    let x_of = |bits: f64| left + (bits - 4.0) / 4.0 * (w - left - right);
-    let y_of = |acc: f64| top + (1.0 - (acc - lo) / (1.0 - lo)) * (h - top - bottom);
-    let colours = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-        "#bcbd22",
-    ];
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">{title}</text>"#,
-        (w - right + left) / 2.0
-    );
-    // Axes, ticks and grid.
-    for bits in 4..=8 {
-        let x = x_of(f64::from(bits));
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{bits}</text>"##,
-            h - bottom,
-            h - bottom + 16.0
-        );
-    }
-    let steps = ((1.0 - lo) / 0.05).round() as usize;
-    for i in 0..=steps {
-        let acc = lo + i as f64 * 0.05;
-        let y = y_of(acc);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{:.0}%</text>"##,
-            w - right,
-            left - 6.0,
-            y + 4.0,
-            acc * 100.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">bits per element</text>"#,
-        (w - right + left) / 2.0,
-        h - 12.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">test accuracy</text>"#,
-        (h - bottom + top) / 2.0,
-        (h - bottom + top) / 2.0
-    );
-    // f32 as a horizontal line.
-    let y = y_of(f32_acc);
-    let _ = writeln!(
-        s,
-        r#"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="black" stroke-dasharray="6,4"/>"#,
-        w - right
-    );
-    let mut legend_y = top + 10.0;
-    let _ = writeln!(
-        s,
-        r#"<line x1="{}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="black" stroke-dasharray="6,4"/><text x="{}" y="{}">f32 ({:.2}%)</text>"#,
-        w - right + 15.0,
-        w - right + 40.0,
-        w - right + 46.0,
-        legend_y + 4.0,
-        f32_acc * 100.0
-    );
-    for (row, colour) in rows.iter().zip(colours.iter().cycle()) {
-        let points: Vec<(f64, f64)> = BITS
-            .iter()
-            .zip(&row.acc)
-            .filter_map(|(&b, a)| a.map(|a| (x_of(f64::from(b)), y_of(a))))
-            .collect();
-        if points.len() > 1 {
-            let path: Vec<String> = points
+        .map(|r| Series {
+            name: r.scheme.name().to_string(),
+            points: BITS
                 .iter()
-                .map(|(x, y)| format!("{x:.1},{y:.1}"))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                path.join(" ")
-            );
-        }
-        for (x, y) in &points {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{colour}"/>"#
-            );
-        }
-        legend_y += 20.0;
-        let _ = writeln!(
-            s,
-            r#"<circle cx="{}" cy="{legend_y}" r="4" fill="{colour}"/><text x="{}" y="{}">{}</text>"#,
-            w - right + 27.0,
-            w - right + 46.0,
-            legend_y + 4.0,
-            row.scheme.name()
-        );
-    }
-    s.push_str("</svg>\n");
-    s
+                .zip(&r.acc)
+                .filter_map(|(&b, a)| a.map(|a| (f64::from(b), a)))
+                .collect(),
+        })
+        .collect();
+    let ticks: Vec<f64> = BITS.iter().map(|&b| f64::from(b)).collect();
+    accuracy_plot(
+        title,
+        "bits per element",
+        &ticks,
+        &series,
+        Some(("f32", f32_acc)),
+        0.05,
+        true,
+    )
 }
 
 fn run(o: &Opts) -> Result<(), String> {
@@ -269,7 +149,16 @@ fn run(o: &Opts) -> Result<(), String> {
             .join("-"),
         o.epochs
     );
-    let mlp = train(&train_set, o, par).map_err(fail)?;
+    let progress = std::io::stderr().is_terminal();
+    let mlp = train_mlp(&train_set, &o.hidden, None, o.epochs, o.seed, par, |e| {
+        if progress {
+            eprint!("\rtraining f32: epoch {e}/{}", o.epochs);
+        }
+    })
+    .map_err(fail)?;
+    if progress {
+        eprintln!();
+    }
     let f32_acc = accuracy(&mlp.infer(&test.x, par).map_err(fail)?, &test.y);
     // Calibration: the first 1024 training images.
     let calib = &train_set.x[..train_set.x.len().min(1024 * f)];

@@ -33,7 +33,9 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 mod common;
-use common::{accuracy, holdout_split, mnist, parse_digits, Data, DIGITS_CSV};
+use common::{
+    accuracy, accuracy_plot, holdout_split, mnist, parse_digits, Data, Series, DIGITS_CSV,
+};
 
 #[derive(Clone)]
 struct Opts {
@@ -469,93 +471,27 @@ fn run<T: FloatElement + Serialize + DeserializeOwned>(
 
 /// Test accuracy per epoch, one line per precision, as an SVG.
 fn svg(results: &[RunResult], title: &str) -> String {
-    use std::fmt::Write as _;
-    let (w, h, left, right, top, bottom) = (820.0, 480.0, 60.0, 210.0, 40.0, 50.0);
     let epochs = results
         .iter()
         .map(|r| r.accuracy_per_epoch.len())
         .max()
-        .unwrap_or(1)
-        .max(2);
-    let lo = results
+        .unwrap_or(1);
+    let step = (epochs / 10).max(1);
+    let ticks: Vec<f64> = std::iter::once(1)
+        .chain((step..=epochs).step_by(step).filter(|&e| e > 1))
+        .map(|e| e as f64)
+        .collect();
+    let series: Vec<Series> = results
         .iter()
-        .flat_map(|r| r.accuracy_per_epoch.iter())
-        .fold(1.0f64, |m, &a| m.min(a));
-    let lo = ((lo * 10.0).floor() / 10.0).clamp(0.0, 0.9);
-    let x_of = |e: usize| left + (e as f64 - 1.0) / (epochs as f64 - 1.0) * (w - left - right);
-    let y_of = |a: f64| top + (1.0 - (a - lo) / (1.0 - lo)) * (h - top - bottom);
-    let colours = [
-        "#000000", "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
-    ];
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">{title}</text>"#,
-        (w - right + left) / 2.0
-    );
-    let steps = ((1.0 - lo) / 0.02).round() as usize;
-    for i in 0..=steps {
-        let a = lo + i as f64 * 0.02;
-        let y = y_of(a);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"##,
-            w - right,
-            left - 6.0,
-            y + 4.0,
-            a * 100.0
-        );
-    }
-    let tick = (epochs / 10).max(1);
-    for e in (1..=epochs).filter(|e| e % tick == 0 || *e == 1) {
-        let x = x_of(e);
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{e}</text>"#,
-            h - bottom + 16.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">epoch</text>"#,
-        (w - right + left) / 2.0,
-        h - 12.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">test accuracy</text>"#,
-        (h - bottom + top) / 2.0
-    );
-    for (k, (r, colour)) in results.iter().zip(colours.iter().cycle()).enumerate() {
-        let pts: Vec<String> = r
-            .accuracy_per_epoch
-            .iter()
-            .enumerate()
-            .map(|(e, &a)| format!("{:.1},{:.1}", x_of(e + 1), y_of(a.max(lo))))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.5"/>"#,
-            pts.join(" ")
-        );
-        let ly = top + 10.0 + 20.0 * k as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            w - right + 15.0,
-            w - right + 40.0,
-            w - right + 46.0,
-            ly + 4.0,
-            r.precision.name()
-        );
-    }
-    s.push_str("</svg>\n");
-    s
+        .map(|r| Series {
+            name: r.precision.name().to_string(),
+            points: (1..)
+                .map(|e| e as f64)
+                .zip(r.accuracy_per_epoch.iter().copied())
+                .collect(),
+        })
+        .collect();
+    accuracy_plot(title, "epoch", &ticks, &series, None, 0.02, false)
 }
 
 fn print_histogram(r: &RunResult) {

@@ -283,34 +283,17 @@ proptest! {
 fn fp8_training_matches_f32_on_digits() {
     let data = common::parse_digits(common::DIGITS_CSV).unwrap();
     let (train, test) = common::holdout_split(&data, 5);
-    let f = train.features;
     let run = |p: Precision| -> f64 {
-        let mut mlp = Mlp::<f32>::new(
-            &[f, 64, 10],
-            Activation::Relu,
-            1.0,
-            &mut StochasticRng::new(3),
+        let mut mlp = common::train_mlp(
+            &train,
+            &[64],
+            p.fp8_recipe(),
+            20,
+            3,
+            Parallelism::Serial,
+            |_| {},
         )
         .unwrap();
-        mlp.set_fp8(p.fp8_recipe()).unwrap();
-        let mut opt = Sgd::new(0.02, 0.9, 0.0).unwrap();
-        let mut scaler = p.scaler();
-        for _ in 0..20 {
-            for (xb, yb) in train.x.chunks(32 * f).zip(train.y.chunks(32)) {
-                let labels: Vec<u32> = yb.iter().map(|&y| u32::from(y)).collect();
-                let loss = Loss::CrossEntropy { labels: &labels };
-                train_step(
-                    &mut mlp,
-                    &mut opt,
-                    &mut scaler,
-                    xb,
-                    loss,
-                    1.0,
-                    Parallelism::Serial,
-                )
-                .unwrap();
-            }
-        }
         let logits = mlp.infer(&test.x, Parallelism::Serial).unwrap();
         // Inference on a shared model gives the training forward's bits.
         let fwd = mlp.forward(&test.x, Parallelism::Serial).unwrap();

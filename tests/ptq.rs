@@ -7,7 +7,7 @@
 #[path = "../examples/common/mod.rs"]
 mod common;
 
-use mixprec::amp::{train_step, Loss, Mlp, Precision, Sgd};
+use mixprec::amp::Mlp;
 use mixprec::convert::StochasticRng;
 use mixprec::gemm::{Activation, Parallelism};
 use mixprec::quant::ptq::{PtqScheme, QuantizedMlp};
@@ -237,31 +237,7 @@ fn eight_bit_schemes_keep_the_f32_accuracy_on_digits() {
     let data = common::parse_digits(common::DIGITS_CSV).unwrap();
     let (train, test) = common::holdout_split(&data, 5);
     let f = train.features;
-    let mut mlp = Mlp::<f32>::new(
-        &[f, 64, 10],
-        Activation::Relu,
-        1.0,
-        &mut StochasticRng::new(3),
-    )
-    .unwrap();
-    let mut opt = Sgd::new(0.02, 0.9, 0.0).unwrap();
-    let mut scaler = Precision::F32.scaler();
-    for _ in 0..20 {
-        for (xb, yb) in train.x.chunks(32 * f).zip(train.y.chunks(32)) {
-            let labels: Vec<u32> = yb.iter().map(|&y| u32::from(y)).collect();
-            let loss = Loss::CrossEntropy { labels: &labels };
-            train_step(
-                &mut mlp,
-                &mut opt,
-                &mut scaler,
-                xb,
-                loss,
-                1.0,
-                Parallelism::Serial,
-            )
-            .unwrap();
-        }
-    }
+    let mlp = common::train_mlp(&train, &[64], None, 20, 3, Parallelism::Serial, |_| {}).unwrap();
     let acc =
         |logits: &[f32]| common::correct_predictions(logits, &test.y) as f64 / test.y.len() as f64;
     let f32_acc = acc(&mlp.infer(&test.x, Parallelism::Serial).unwrap());

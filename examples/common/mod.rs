@@ -258,3 +258,178 @@ pub fn mnist(dir: &str) -> Result<(Data, Option<Data>), String> {
         )),
     }
 }
+
+/// One line of an [`accuracy_plot`]: a name and `(x, accuracy)` points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// An SVG line plot of test accuracy (0..1, shown in %) against `x`: one
+/// coloured line per series (with a dot on each point when `dots`), a
+/// legend, optionally a dashed horizontal reference line, grid lines every
+/// `y_step` from the lowest value (floored to a multiple of `y_step`) to
+/// 100 %, and `x_ticks` on the x axis.
+pub fn accuracy_plot(
+    title: &str,
+    x_label: &str,
+    x_ticks: &[f64],
+    series: &[Series],
+    reference: Option<(&str, f64)>,
+    y_step: f64,
+    dots: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let (w, h, left, right, top, bottom) = (800.0, 470.0, 60.0, 220.0, 40.0, 50.0);
+    let (x0, x1) = x_ticks
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let lo = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(reference.map(|r| r.1))
+        .fold(1.0f64, f64::min);
+    let lo = ((lo / y_step).floor() * y_step).clamp(0.0, 1.0 - y_step);
+    let x_of = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
+    let y_of = |a: f64| top + (1.0 - (a.max(lo) - lo) / (1.0 - lo)) * (h - top - bottom);
+    let colours = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22",
+    ];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let mid = (w - right + left) / 2.0;
+    let _ = writeln!(
+        s,
+        r#"<text x="{mid}" y="20" text-anchor="middle" font-size="14">{title}</text>"#
+    );
+    for &x in x_ticks {
+        let px = x_of(x);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{}" stroke="#ddd"/><text x="{px:.1}" y="{}" text-anchor="middle">{x}</text>"##,
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    for i in 0..=((1.0 - lo) / y_step).round() as usize {
+        let a = lo + i as f64 * y_step;
+        let y = y_of(a);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"##,
+            w - right,
+            left - 6.0,
+            y + 4.0,
+            a * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{mid}" y="{}" text-anchor="middle">{x_label}</text>"#,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">test accuracy</text>"#,
+        (h - bottom + top) / 2.0
+    );
+    let mut legend_y = top + 10.0;
+    let (lx0, lx1, tx) = (w - right + 15.0, w - right + 40.0, w - right + 46.0);
+    if let Some((name, a)) = reference {
+        let y = y_of(a);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="black" stroke-dasharray="6,4"/>"#,
+            w - right
+        );
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx0}" y1="{legend_y}" x2="{lx1}" y2="{legend_y}" stroke="black" stroke-dasharray="6,4"/><text x="{tx}" y="{}">{name} ({:.2}%)</text>"#,
+            legend_y + 4.0,
+            a * 100.0
+        );
+        legend_y += 20.0;
+    }
+    for (line, colour) in series.iter().zip(colours.iter().cycle()) {
+        let pts: Vec<(f64, f64)> = line
+            .points
+            .iter()
+            .map(|&(x, a)| (x_of(x), y_of(a)))
+            .collect();
+        if pts.len() > 1 {
+            let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+                path.join(" ")
+            );
+        }
+        if dots {
+            for (x, y) in &pts {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{colour}"/>"#
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx0}" y1="{legend_y}" x2="{lx1}" y2="{legend_y}" stroke="{colour}" stroke-width="2"/><text x="{tx}" y="{}">{}</text>"#,
+            legend_y + 4.0,
+            line.name
+        );
+        legend_y += 20.0;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// An MLP with f32 masters and working weights (`train.features`,
+/// `hidden…`, 10) trained on `train` with SGD (learning rate 0.02,
+/// momentum 0.9), batches of 32 in order, seeded initialisation, on FP8
+/// products when `fp8` is given; `on_epoch(e)` after each epoch. What
+/// `quantize_study` trains and the tests that hold its numbers train.
+pub fn train_mlp(
+    train: &Data,
+    hidden: &[usize],
+    fp8: Option<mixprec::amp::fp8::Fp8Recipe>,
+    epochs: usize,
+    seed: u64,
+    par: Parallelism,
+    mut on_epoch: impl FnMut(usize),
+) -> Result<Mlp<f32>, mixprec::Error> {
+    use mixprec::amp::{train_step, Loss, LossScaler, Sgd};
+    use mixprec::gemm::Activation;
+    let f = train.features;
+    let widths: Vec<usize> = std::iter::once(f)
+        .chain(hidden.iter().copied())
+        .chain([10])
+        .collect();
+    let mut mlp = Mlp::<f32>::new(
+        &widths,
+        Activation::Relu,
+        1.0,
+        &mut StochasticRng::new(seed),
+    )?;
+    mlp.set_fp8(fp8)?;
+    let mut opt = Sgd::new(0.02, 0.9, 0.0)?;
+    // f32 and the FP8 policies both use a fixed loss scale of 1.
+    let mut scaler = LossScaler::fixed(1.0)?;
+    for epoch in 0..epochs {
+        for (xb, yb) in train.x.chunks(32 * f).zip(train.y.chunks(32)) {
+            let labels: Vec<u32> = yb.iter().map(|&y| u32::from(y)).collect();
+            let loss = Loss::CrossEntropy { labels: &labels };
+            train_step(&mut mlp, &mut opt, &mut scaler, xb, loss, 1.0, par)?;
+        }
+        on_epoch(epoch + 1);
+    }
+    Ok(mlp)
+}
