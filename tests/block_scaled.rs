@@ -79,31 +79,37 @@ fn run_all<TA: FloatElement, TB: FloatElement>(
     threads: usize,
     ep: u8,
 ) -> Result<(), TestCaseError> {
+    let par = test_parallelism(threads);
+    same_as_reference(
+        a,
+        b,
+        ep,
+        &[&|c, e| block_gemm(a, b, c, e, par), &|c, e| {
+            block_gemm_portable(a, b, c, e, par)
+        }],
+    )
+}
+
+/// Each of `paths` (given C and the epilogue) leaves the reference's bits
+/// in C, for epilogue `ep` and the same starting C.
+#[allow(clippy::type_complexity)]
+fn same_as_reference<TA: FloatElement, TB: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    ep: u8,
+    paths: &[&dyn Fn(MatMut<'_, f32>, &Epilogue<'_>) -> Result<(), Error>],
+) -> Result<(), TestCaseError> {
     let (m, n) = (a.lines(), b.lines());
     let bias = test_bias(n);
     let epilogue = test_epilogue(ep, &bias);
     let c0 = test_c0(m * n);
     let mut want = c0.clone();
     block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n)?, &epilogue)?;
-    let par = test_parallelism(threads);
-    let mut fast = c0.clone();
-    block_gemm(
-        a,
-        b,
-        MatMut::from_row_major(&mut fast, m, n)?,
-        &epilogue,
-        par,
-    )?;
-    check_slice_bits_eq(&fast, &want)?;
-    let mut portable = c0;
-    block_gemm_portable(
-        a,
-        b,
-        MatMut::from_row_major(&mut portable, m, n)?,
-        &epilogue,
-        par,
-    )?;
-    check_slice_bits_eq(&portable, &want)?;
+    for path in paths {
+        let mut got = c0.clone();
+        path(MatMut::from_row_major(&mut got, m, n)?, &epilogue)?;
+        check_slice_bits_eq(&got, &want)?;
+    }
     Ok(())
 }
 
@@ -886,32 +892,15 @@ fn run_packed<TA: FloatElement>(
         b.e8m0_scales()
             .map(|s| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
     );
-    let (m, n) = (a.lines(), b.lines());
-    let bias = test_bias(n);
-    let epilogue = test_epilogue(ep, &bias);
-    let c0 = test_c0(m * n);
-    let mut want = c0.clone();
-    block_gemm_reference(a, b, MatMut::from_row_major(&mut want, m, n)?, &epilogue)?;
     let par = test_parallelism(threads);
-    let mut fast = c0.clone();
-    block_gemm_packed(
+    same_as_reference(
         a,
-        &packed,
-        MatMut::from_row_major(&mut fast, m, n)?,
-        &epilogue,
-        par,
-    )?;
-    check_slice_bits_eq(&fast, &want)?;
-    let mut portable = c0;
-    block_gemm_packed_portable(
-        a,
-        &packed,
-        MatMut::from_row_major(&mut portable, m, n)?,
-        &epilogue,
-        par,
-    )?;
-    check_slice_bits_eq(&portable, &want)?;
-    Ok(())
+        b,
+        ep,
+        &[&|c, e| block_gemm_packed(a, &packed, c, e, par), &|c, e| {
+            block_gemm_packed_portable(a, &packed, c, e, par)
+        }],
+    )
 }
 
 proptest! {
