@@ -382,19 +382,34 @@ pub(crate) unsafe fn stochastic_bf16(src: &[f32], dst: &mut [u16], state: &mut u
 /// multiple of 8; NaN and ±∞ have the largest bits): an integer max.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn block_amax_bits(src: &[f32], block: usize, out: &mut [u32]) {
-    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
     for (blk, o) in src.chunks_exact(block).zip(out.iter_mut()) {
-        let mut m = _mm256_setzero_si256();
-        for v in blk.chunks_exact(8) {
-            // SAFETY: `v` holds 8 f32.
-            let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
-            m = _mm256_max_epu32(m, _mm256_and_si256(x, abs_mask));
-        }
-        let m = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
-        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
-        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
-        *o = _mm_cvtsi128_si32(m) as u32;
+        *o = hmax_epu32(abs_max_lanes(blk));
     }
+}
+
+/// Lane by lane, the largest |x| bits over the 8-value chunks of `blk`
+/// (NaN and ±∞ largest; a tail shorter than 8 is left out).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn abs_max_lanes(blk: &[f32]) -> __m256i {
+    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let mut m = _mm256_setzero_si256();
+    for v in blk.chunks_exact(8) {
+        // SAFETY: `v` holds 8 f32.
+        let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
+        m = _mm256_max_epu32(m, _mm256_and_si256(x, abs_mask));
+    }
+    m
+}
+
+/// The largest (unsigned) lane of `m`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax_epu32(m: __m256i) -> u32 {
+    let m = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+    let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    _mm_cvtsi128_si32(m) as u32
 }
 
 /// One block: `dst[i]` = `src[i] · f` (`mul`) or `src[i] / f`, rounded to
@@ -619,23 +634,13 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
         32 => unsafe { quantize_groups8::<T, 32>(src, scales, codes, dst, rule) },
         _ => 0,
     };
-    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
     for (b, (s, d)) in src
         .chunks_exact(block)
         .zip(dst.chunks_exact_mut(block))
         .enumerate()
         .skip(done)
     {
-        let mut m = _mm256_setzero_si256();
-        for v in s.chunks_exact(8) {
-            // SAFETY: `v` holds 8 f32.
-            let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
-            m = _mm256_max_epu32(m, _mm256_and_si256(x, abs_mask));
-        }
-        let m = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
-        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
-        let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
-        let (scale, code) = rule.scale(_mm_cvtsi128_si32(m) as u32);
+        let (scale, code) = rule.scale(hmax_epu32(abs_max_lanes(s)));
         if let Some(c) = codes.get_mut(b) {
             *c = code;
         }
@@ -668,7 +673,6 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
     if matches!(rule, ScaleRule::Fp8 { .. }) {
         return 0;
     }
-    let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
     let groups = (src.len() / BLOCK).min(dst.len() / BLOCK).min(scales.len()) / 8;
     for g in 0..groups {
         let (src, dst) = (
@@ -684,11 +688,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
             );
         }
         for (mj, blk) in m.iter_mut().zip(src.chunks_exact(BLOCK)) {
-            for v in blk.chunks_exact(8) {
-                // SAFETY: `v` holds 8 f32.
-                let x = unsafe { _mm256_loadu_si256(v.as_ptr() as *const __m256i) };
-                *mj = _mm256_max_epu32(*mj, _mm256_and_si256(x, abs_mask));
-            }
+            *mj = abs_max_lanes(blk);
         }
         let amax = hmax8_epu32(m);
         let (mut sc, mut rc, mut cd) = ([0f32; 8], [0f32; 8], [0i32; 8]);
