@@ -2,8 +2,10 @@
 //!
 //! The sum is exact in i32: [`max_k`] gives the largest K for which no
 //! partial sum can leave the i32 range, and a longer K is an error. The
-//! driver mirrors the float engine: K-tiles of [`crate::gemm::ARRAY_ROWS`],
-//! packed panels, threads over M or N.
+//! driver mirrors the float engine (packed panels, threads over M or N) but
+//! blocks K by 512 for the caches rather than by
+//! [`crate::gemm::ARRAY_ROWS`]: integer sums are exact, so the blocking
+//! cannot change a result.
 //!
 //! Two exact kernels, chosen at run time: the general one widens both
 //! operands to i16 with the zero points subtracted while packing (`a − za`
