@@ -315,7 +315,7 @@ fn pack<S: QInt, K: IntKernel>(
     // panel's missing rows (and the general path's gaps) stay zero.
     let by_columns = rs == 1 && len > 1;
     let by_rows = !by_columns && (cs == 1 || k == 1);
-    let partial = len % unit != 0;
+    let partial = !len.is_multiple_of(unit);
     if partial || !(by_columns || by_rows) {
         let from = if partial { (panels - 1) * panel_len } else { 0 };
         dst[from..].fill(K::Packed::default());
