@@ -197,14 +197,15 @@ unsafe fn packed_dots8_u7_avx2<const R: usize>(
     // SAFETY (all reads): run q < runs reads codes[32q..32q + 32] and
     // a_r[4q..4q + 4].
     unsafe {
-        for q in 0..runs {
+        let mut run = |q: usize| {
             let b = _mm256_loadu_si256(codes.add(32 * q) as *const __m256i);
             for (acc_r, &a) in acc.iter_mut().zip(&rows) {
                 let a4 = _mm256_set1_epi32((a.add(4 * q) as *const i32).read_unaligned());
                 let pairs = _mm256_maddubs_epi16(a4, b);
                 *acc_r = _mm256_add_epi32(*acc_r, _mm256_madd_epi16(pairs, ones));
             }
-        }
+        };
+        unrolled_by_4(runs, &mut run);
         let mut out = [[0i32; 8]; R];
         for (o, v) in out.iter_mut().zip(&acc) {
             _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, *v);
@@ -236,16 +237,19 @@ unsafe fn packed_dots8_i16_avx2<const R: usize>(
     // SAFETY (all reads): run q < runs reads codes[32q..32q + 32] and
     // a_r[4q..4q + 4].
     unsafe {
-        for q in 0..runs {
-            let b = _mm256_loadu_si256(codes.add(32 * q) as *const __m256i);
-            let b_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b));
-            let b_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(b));
+        let mut run = |q: usize| {
+            // Two 16-byte loads widened in place (`vpmovsxbw ymm, m128`):
+            // no lane extract.
+            let b_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(codes.add(32 * q) as *const __m128i));
+            let b_hi =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(codes.add(32 * q + 16) as *const __m128i));
             for r in 0..R {
                 let a4 = _mm256_set1_epi64x((rows[r].add(4 * q) as *const i64).read_unaligned());
                 lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(b_lo, a4));
                 hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(b_hi, a4));
             }
-        }
+        };
+        unrolled_by_4(runs, &mut run);
         let mut out = [[0i32; 8]; R];
         for r in 0..R {
             // lo: two partial sums per column 0–3, hi: per column 4–7.
@@ -254,5 +258,21 @@ unsafe fn packed_dots8_i16_avx2<const R: usize>(
             _mm256_storeu_si256(out[r].as_mut_ptr() as *mut __m256i, ordered);
         }
         out
+    }
+}
+
+/// `run(q)` for q in `0..runs`, four per loop iteration (the row kernels
+/// are short enough per run that loop overhead counts at M = 1).
+#[inline(always)]
+fn unrolled_by_4(runs: usize, run: &mut impl FnMut(usize)) {
+    let main = runs - runs % 4;
+    for q in (0..main).step_by(4) {
+        run(q);
+        run(q + 1);
+        run(q + 2);
+        run(q + 3);
+    }
+    for q in main..runs {
+        run(q);
     }
 }
