@@ -782,6 +782,42 @@ proptest! {
 
 /// The `_into` quantizers give the allocating ones' bits and reuse the
 /// buffers; on an error the output is left as it was.
+/// NVFP4 with a tensor scale on a tensor of subnormals: an all-zero block's
+/// scale s_t · 2^-9 underflows to 0, so its quotients are 0/0 = NaN (E2M1
+/// has no NaN: +0 here, by the definition). The SIMD quantizer skips its
+/// NaN handling only for groups whose scales are all non-zero; this case,
+/// sixteen blocks (two SIMD groups) on each line, holds it to that.
+#[test]
+fn nvfp4_tensor_scale_underflow_follows_the_definition() {
+    let (lines, k) = (2, 16 * 16);
+    let tiny = f32::from_bits(0x0001_1170); // ≈ 1e-40, subnormal
+    let x: Vec<f32> = (0..lines * k)
+        .map(|i| match (i / 16) % 4 {
+            0 => 0.0,
+            1 => tiny,
+            2 => -tiny * 0.5,
+            _ => tiny * ((i % 16) as f32) / 16.0,
+        })
+        .collect();
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, lines, k).unwrap(), true).unwrap();
+    let (s, c, t, e) = plain::nvfp4(&x, lines, k, true);
+    assert!(
+        s.iter().any(|&v| v == 0.0),
+        "the case needs an underflowed scale"
+    );
+    assert_eq!(
+        q.scales().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        s.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let (qc, qt) = q.nvfp4_scales().unwrap();
+    assert_eq!(qc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), c);
+    assert_eq!(qt.map(f32::to_bits), t.map(f32::to_bits));
+    assert_eq!(
+        q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
+        e
+    );
+}
+
 #[test]
 fn quantizing_into_reused_buffers() {
     let x = values(8 * 256, 5, true);

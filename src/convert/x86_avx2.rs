@@ -133,6 +133,15 @@ pub(crate) unsafe fn widen_bf16(src: &[u16], dst: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
+    fp8_round8_of(x, fmt, overflow, true)
+}
+
+/// [`fp8_round8`] where `nan_possible` is false only if no lane can be a
+/// NaN or ±∞ (the block quantizer's groups whose amax is finite): the NaN
+/// handling is then left out.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fp8_round8_of(x: __m256i, fmt: Format, overflow: Overflow, nan_possible: bool) -> __m256i {
     let set = |v: i32| _mm256_set1_epi32(v);
     let man = fmt.man_bits as i32;
     let shift = _mm_cvtsi32_si128(23 - man);
@@ -159,7 +168,10 @@ fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
     let out = _mm256_min_epi32(out, set(over_bits as i32));
     // NaN inputs land above MAX too; only where the overflow code is not the
     // format's NaN do they need their own code.
-    let out = if !fmt.finite_only && (fmt.ieee_specials || overflow == Overflow::Saturate) {
+    let out = if nan_possible
+        && !fmt.finite_only
+        && (fmt.ieee_specials || overflow == Overflow::Saturate)
+    {
         let nan = if fmt.ieee_specials {
             let payload = _mm256_srl_epi32(_mm256_and_si256(abs, set(0x007F_FFFF)), shift);
             _mm256_or_si256(
@@ -180,7 +192,7 @@ fn fp8_round8(x: __m256i, fmt: Format, overflow: Overflow) -> __m256i {
         _mm256_srl_epi32(x, _mm_cvtsi32_si128(31 - width as i32)),
         set(sign_bit),
     );
-    if fmt.finite_only {
+    if fmt.finite_only && nan_possible {
         // No NaN: a NaN input becomes a zero of the opposite sign.
         let is_nan = _mm256_cmpgt_epi32(abs, set(0x7F80_0000));
         let out = _mm256_andnot_si256(is_nan, out);
@@ -584,10 +596,11 @@ fn rule_scales8(amax: __m256i, rule: &ScaleRule) -> Option<(__m256, __m256, __m2
                 _mm256_max_ps(raw, _mm256_set1_ps(f32::from_bits(0x3B00_0000))),
                 _mm256_set1_ps(448.0),
             );
-            let code = fp8_round8(
+            let code = fp8_round8_of(
                 _mm256_castps_si256(clamped),
                 Format::E4M3,
                 Overflow::Saturate,
+                false,
             );
             // Its value: (e = 0 ? m : 8 + m) · 2^(max(e, 1) − 10), exact.
             let e = _mm256_srli_epi32::<3>(code);
@@ -692,7 +705,10 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         }
         let amax = hmax8_epu32(m);
         let (mut sc, mut rc, mut cd) = ([0f32; 8], [0f32; 8], [0i32; 8]);
-        match rule_scales8(amax, rule) {
+        // rule_scales8 declines every group holding a NaN or ±∞; a scale
+        // that underflowed to 0 (NVFP4 with a tiny tensor scale) would
+        // make 0/0 a NaN quotient.
+        let finite = match rule_scales8(amax, rule) {
             Some((scale, recip, code)) => {
                 // SAFETY: each array holds 8 lanes.
                 unsafe {
@@ -700,6 +716,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                     _mm256_storeu_ps(rc.as_mut_ptr(), recip);
                     _mm256_storeu_si256(cd.as_mut_ptr() as *mut __m256i, code);
                 }
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(scale, _mm256_setzero_ps())) == 0
             }
             None => {
                 let mut bits = [0u32; 8];
@@ -710,8 +727,9 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                     (sc[j], cd[j]) = (s, i32::from(c));
                     rc[j] = super::block_reciprocal(s).unwrap_or(0.0);
                 }
+                false
             }
-        }
+        };
         scales[g * 8..][..8].copy_from_slice(&sc);
         if let Some(c) = codes.get_mut(g * 8..g * 8 + 8) {
             for (c, &v) in c.iter_mut().zip(&cd) {
@@ -723,7 +741,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         let sm = fmt.sign_magnitude();
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         macro_rules! q {
-            ($i:expr) => {{
+            ($i:expr, $nan_possible:expr) => {{
                 let j = $i / BLOCK;
                 // SAFETY: $i + 8 <= 8 · BLOCK = src.len().
                 let x = unsafe { _mm256_loadu_ps(src.as_ptr().add($i)) };
@@ -732,7 +750,12 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 } else {
                     _mm256_div_ps(x, _mm256_set1_ps(sc[j]))
                 };
-                let v = fp8_round8(_mm256_castps_si256(quot), sm, Overflow::Saturate);
+                let v = fp8_round8_of(
+                    _mm256_castps_si256(quot),
+                    sm,
+                    Overflow::Saturate,
+                    $nan_possible,
+                );
                 if fmt.twos_complement {
                     sign_magnitude_to_twos8(v, fmt)
                 } else {
@@ -740,12 +763,22 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 }
             }};
         }
-        for i in (0..8 * BLOCK).step_by(32) {
-            let ab = _mm256_packus_epi32(q!(i), q!(i + 8));
-            let cd = _mm256_packus_epi32(q!(i + 16), q!(i + 24));
-            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
-            // SAFETY: i + 32 <= 8 · BLOCK = dst.len().
-            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes) };
+        macro_rules! round_group {
+            ($nan_possible:expr) => {
+                for i in (0..8 * BLOCK).step_by(32) {
+                    let ab = _mm256_packus_epi32(q!(i, $nan_possible), q!(i + 8, $nan_possible));
+                    let cd =
+                        _mm256_packus_epi32(q!(i + 16, $nan_possible), q!(i + 24, $nan_possible));
+                    let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+                    // SAFETY: i + 32 <= 8 · BLOCK = dst.len().
+                    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes) };
+                }
+            };
+        }
+        if finite {
+            round_group!(false);
+        } else {
+            round_group!(true);
         }
     }
     groups * 8
