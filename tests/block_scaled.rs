@@ -801,10 +801,7 @@ fn nvfp4_tensor_scale_underflow_follows_the_definition() {
         .collect();
     let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, lines, k).unwrap(), true).unwrap();
     let (s, c, t, e) = plain::nvfp4(&x, lines, k, true);
-    assert!(
-        s.contains(&0.0),
-        "the case needs an underflowed scale"
-    );
+    assert!(s.contains(&0.0), "the case needs an underflowed scale");
     assert_eq!(
         q.scales().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         s.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
