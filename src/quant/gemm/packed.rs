@@ -198,6 +198,39 @@ fn packed_on<A: QInt, O: QOutput>(
     Ok(())
 }
 
+/// A's rows converted by `f` and zero-padded to `k4`, one after another,
+/// and each row's sum (wrapping, as the corrections are taken mod 2^32).
+/// Row by row over slices when A's rows are contiguous: this runs before
+/// the threads split the columns, so at M = 1 it is serial time.
+fn padded_rows<A: QInt, P: Copy + Default>(
+    a: &MatRef<'_, A>,
+    k4: usize,
+    f: impl Fn(i32) -> P,
+) -> (Vec<P>, Vec<i32>) {
+    let (m, k) = (a.rows(), a.cols());
+    let mut out = vec![P::default(); m * k4];
+    let mut sums = vec![0i32; m];
+    if k4 == 0 {
+        return (out, sums);
+    }
+    for (i, (row, sum)) in out.chunks_exact_mut(k4).zip(&mut sums).enumerate() {
+        if a.col_stride() == 1 || k == 1 {
+            let src = &a.as_slice()[i * a.row_stride()..][..k];
+            for (d, &v) in row.iter_mut().zip(src) {
+                *d = f(v.to_i32());
+            }
+            *sum = src.iter().fold(0i32, |s, &v| s.wrapping_add(v.to_i32()));
+        } else {
+            for (kk, d) in row[..k].iter_mut().enumerate() {
+                let v = a.at(i, kk).to_i32();
+                *d = f(v);
+                *sum = sum.wrapping_add(v);
+            }
+        }
+    }
+    (out, sums)
+}
+
 /// How A's rows are given to the kernels.
 enum Rows {
     /// u8 values ≤ 127 (for `vpmaddubsw`).
@@ -221,19 +254,17 @@ fn run_packed<A: QInt, O: QOutput>(
     }
     let k4 = k.div_ceil(4) * 4;
     // A's rows, zero-padded to k4, and their sums.
-    let value = |i: usize, kk: usize| if kk < k { a.at(i, kk).to_i32() } else { 0 };
     #[cfg(target_arch = "x86_64")]
     let seven = simd && A::QMIN == 0 && super::fits_seven_bits(&a);
     #[cfg(not(target_arch = "x86_64"))]
     let seven = false;
-    let rows = if seven {
-        Rows::U7((0..m * k4).map(|x| value(x / k4, x % k4) as u8).collect())
+    let (rows, row_sums) = if seven {
+        let (rows, sums) = padded_rows(&a, k4, |v| v as u8);
+        (Rows::U7(rows), sums)
     } else {
-        Rows::I16((0..m * k4).map(|x| value(x / k4, x % k4) as i16).collect())
+        let (rows, sums) = padded_rows(&a, k4, |v| v as i16);
+        (Rows::I16(rows), sums)
     };
-    let row_sums: Vec<i32> = (0..m)
-        .map(|i| (0..k).map(|kk| value(i, kk)).sum())
-        .collect();
     let pick = |v: &[i32], i: usize| v[if v.len() == 1 { 0 } else { i }];
     let tasks = task_count(m, n, k, parallelism);
     par_split(c, (0, 0), tasks, (1, GROUP), &|(r0, c0), mut part| {
