@@ -782,6 +782,36 @@ proptest! {
 
 /// The `_into` quantizers give the allocating ones' bits and reuse the
 /// buffers; on an error the output is left as it was.
+/// The FP4 × FP4 integer tiles at their largest sums: every element ±6
+/// (the tile's offset bytes at 0 and 24, its i16 block sums at the bound
+/// 8 · 2 · 24 · 12), MXFP4 (blocks of 32) and NVFP4 (16), one and two
+/// threads, against the reference bit for bit.
+#[test]
+fn fp4_tiles_at_their_largest_sums_equal_the_reference() {
+    let (m, n, k) = (13, 40, 256);
+    for (sa, sb) in [(6.0f32, 6.0f32), (6.0, -6.0), (-6.0, -6.0)] {
+        // A few elements flipped so that the sums are not all equal.
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| if i % 97 == 0 { -sa } else { sa })
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| if i % 89 == 0 { -sb } else { sb })
+            .collect();
+        let (xm, wm) = (
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            MatRef::from_row_major(&w, n, k).unwrap(),
+        );
+        for threads in [1, 2] {
+            let a = BlockScaled::<F4E2M1>::mx(xm, MxScaleMode::Floor).unwrap();
+            let b = BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor).unwrap();
+            run_all(&a, &b, threads, 0).unwrap();
+            let a = BlockScaled::nvfp4(xm, true).unwrap();
+            let b = BlockScaled::nvfp4(wm, false).unwrap();
+            run_all(&a, &b, threads, 2).unwrap();
+        }
+    }
+}
+
 /// NVFP4 with a tensor scale on a tensor of subnormals: an all-zero block's
 /// scale s_t · 2^-9 underflows to 0, so its quotients are 0/0 = NaN (E2M1
 /// has no NaN: +0 here, by the definition). The SIMD quantizer skips its

@@ -51,6 +51,18 @@ struct Workspace {
     acc: Vec<f32>,
     row: Vec<f32>,
     tmp: Vec<f32>,
+    /// The FP4 × FP4 integer tiles' packed panels and block corrections.
+    fp4: Fp4Buffers,
+}
+
+/// Packed integer panels of [`serial_fp4_tiles`].
+#[derive(Default)]
+struct Fp4Buffers {
+    a: Vec<u8>,
+    b: Vec<i8>,
+    corr: Vec<i32>,
+    stage_a: Vec<u8>,
+    stage_b: Vec<i8>,
 }
 
 thread_local! {
@@ -344,32 +356,19 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             return serial_exact_small::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd);
         }
     }
-    // Block scales, packed like the panels: for each scaling block, NR (or
-    // MR) values per panel, padding lines at 1 (their products are 0).
+    if let (Some(s), false) = (scaling, prepacked) {
+        if m > EXACT_SMALL_MAX_M && K::has_fp4_dots() && Fp4Operands::fit(&a, &b, s.block) {
+            return serial_fp4_tiles::<O, K, TA, TB>(a, b, c, part, s, epilogue, ws, simd);
+        }
+    }
     let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
-    let pack_scales = |dst: &mut Vec<f32>,
-                       grid: &ScaleGrid<'_>,
-                       first: usize,
-                       live: usize,
-                       padded: usize,
-                       blocks: usize| {
-        dst.clear();
-        dst.extend((0..blocks).flat_map(|blk| {
-            (0..padded).map(move |i| {
-                if i < live {
-                    grid.at(first + i, blk)
-                } else {
-                    1.0
-                }
-            })
-        }));
-    };
     let Workspace {
         a: a_buf,
         b: b_buf,
         acc: acc_buf,
         row: row_buf,
         tmp,
+        ..
     } = ws;
     for jc in (0..n).step_by(NC) {
         let nb = NC.min(n - jc);
@@ -427,6 +426,230 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
                             (&sa_packed[blk0 * mb_pad + q * K::MR..], mb_pad),
                             (&sb_packed[blk0 * nb_pad + p * K::NR..], nb_pad),
                         );
+                    }
+                }
+            }
+            let row = grow(row_buf, nb);
+            write_block::<O, K>(
+                &mut c,
+                (ic, jc),
+                acc,
+                nb_pad,
+                (mb, nb),
+                row,
+                col0,
+                epilogue,
+                simd,
+            );
+        }
+    }
+}
+
+/// Block scales packed like the panels: for each of `blocks` scaling
+/// blocks, `padded` values (lines `first..first + live`, then 1.0 for the
+/// padding lines, whose products are 0).
+fn pack_scales(
+    dst: &mut Vec<f32>,
+    grid: &ScaleGrid<'_>,
+    first: usize,
+    live: usize,
+    padded: usize,
+    blocks: usize,
+) {
+    dst.clear();
+    dst.extend((0..blocks).flat_map(|blk| {
+        (0..padded).map(move |i| {
+            if i < live {
+                grid.at(first + i, blk)
+            } else {
+                1.0
+            }
+        })
+    }));
+}
+
+/// FP4 × FP4 operands of a block-scaled product, as their codes (one per
+/// byte): A's rows and B's columns contiguous in k.
+struct Fp4Operands<'x> {
+    a: &'x [u8],
+    lda: usize,
+    b: &'x [u8],
+    ldb: usize,
+}
+
+impl<'x> Fp4Operands<'x> {
+    /// True when both operands are FP4 with unit stride along k and the
+    /// block is at most 32 (the tile's i16 sums stay below
+    /// 8 · 2 · 24 · 12 = 4608) and a multiple of 4.
+    fn fit<TA: FloatElement, TB: FloatElement>(
+        a: &MatRef<'_, TA>,
+        b: &MatRef<'_, TB>,
+        block: usize,
+    ) -> bool {
+        TA::DTYPE == DType::F4E2M1
+            && TB::DTYPE == DType::F4E2M1
+            && (a.col_stride() == 1 || a.cols() <= 1)
+            && (b.row_stride() == 1 || b.rows() <= 1)
+            && (4..=32).contains(&block)
+            && block.is_multiple_of(4)
+    }
+
+    fn new<TA: FloatElement, TB: FloatElement>(
+        a: &'x MatRef<'_, TA>,
+        b: &'x MatRef<'_, TB>,
+    ) -> Self {
+        Self {
+            a: bytemuck::cast_slice(a.as_slice()),
+            lda: a.row_stride(),
+            b: bytemuck::cast_slice(b.as_slice()),
+            ldb: b.col_stride(),
+        }
+    }
+}
+
+/// Packs `len` lines (from `first`) of FP4 codes (line `l` at
+/// `codes[l · ld..][..k]`) into `unit`-line panels of k-quads:
+/// `panel[(t·unit + r)·4 + g] = map(code of line r, k = 4t + g)`, zero past
+/// the last line; with `corr`, per panel and block, `FP4_OFFSET` times each
+/// line's block sum of the mapped values. A line is converted into `stage`
+/// first (contiguous), then interleaved one 4-byte quad at a time.
+#[allow(clippy::too_many_arguments)]
+fn pack_fp4_lines<P: Copy + Default>(
+    codes: &[u8],
+    ld: usize,
+    (first, len, k): (usize, usize, usize),
+    unit: usize,
+    map: &[P; 16],
+    dst: &mut [P],
+    stage: &mut Vec<P>,
+    mut corr: Option<(&mut [i32], usize)>,
+) where
+    i32: From<P>,
+{
+    let panel_len = unit * k;
+    if panel_len == 0 {
+        return;
+    }
+    if stage.len() < k {
+        stage.resize(k, P::default());
+    }
+    for (q, panel) in dst.chunks_exact_mut(panel_len).enumerate() {
+        for r in 0..unit {
+            let line = q * unit + r;
+            if line >= len {
+                for slot in panel.chunks_exact_mut(4 * unit) {
+                    slot[4 * r..4 * r + 4].fill(P::default());
+                }
+                continue;
+            }
+            let src = &codes[(first + line) * ld..][..k];
+            for (d, &c) in stage[..k].iter_mut().zip(src) {
+                *d = map[usize::from(c & 0x0F)];
+            }
+            if let Some((corr, block)) = corr.as_mut() {
+                let blocks = k / *block;
+                for (blk, chunk) in stage[..k].chunks_exact(*block).enumerate() {
+                    let sum: i32 = chunk.iter().map(|&v| i32::from(v)).sum();
+                    corr[(q * blocks + blk) * unit + r] = crate::gemm::kernel::FP4_OFFSET * sum;
+                }
+            }
+            for (slot, quad) in panel
+                .chunks_exact_mut(4 * unit)
+                .zip(stage[..k].chunks_exact(4))
+            {
+                slot[4 * r..4 * r + 4].copy_from_slice(quad);
+            }
+        }
+    }
+}
+
+/// [`serial`] for FP4 × FP4 block-scaled products (MXFP4, NVFP4) past a
+/// few rows: each block's chain `p = fma(a, b, p)` from +0.0 is exact (see
+/// [`serial_exact_small`]), so it is computed as an integer dot product of
+/// the codes' doubled values in `FP4_MR × FP4_NR` tiles ([`Kernel::fp4_tile`],
+/// `vpmaddubsw` on AVX2: four byte products per lane and instruction where
+/// the f32 path does one) and the block accumulate is the contract's. The
+/// loops are the blocked engine's (B panels per `NC` columns, A per `MC`
+/// rows, K in tiles of [`ARRAY_ROWS`]); every output still takes its blocks
+/// in increasing k.
+#[allow(clippy::too_many_arguments)]
+fn serial_fp4_tiles<O: FloatElement, K: Kernel, TA: FloatElement, TB: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    mut c: MatMut<'_, O>,
+    part: &Part<'_, '_>,
+    s: &Scaling<'_>,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    use super::kernel::{Fp4Tile, FP4_MR, FP4_NR, FP4_OFFSET};
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let ((r0, col0), block) = (part.origin, s.block);
+    let (blocks, quads) = (k / block, block / 4);
+    let ops = Fp4Operands::new(&a, &b);
+    let map_a: [u8; 16] = FP4_TIMES_2.map(|v| (i32::from(v) + FP4_OFFSET) as u8);
+    let map_b: [i8; 16] = FP4_TIMES_2;
+    let Workspace {
+        acc: acc_buf,
+        row: row_buf,
+        fp4,
+        ..
+    } = ws;
+    let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
+    for jc in (0..n).step_by(NC) {
+        let nb = NC.min(n - jc);
+        let nb_pad = round_up(nb, FP4_NR);
+        let panels_b = nb_pad / FP4_NR;
+        fp4.b.resize(nb_pad * k, 0);
+        fp4.corr.resize(panels_b * blocks * FP4_NR, 0);
+        pack_fp4_lines(
+            ops.b,
+            ops.ldb,
+            (jc, nb, k),
+            FP4_NR,
+            &map_b,
+            &mut fp4.b[..nb_pad * k],
+            &mut fp4.stage_b,
+            Some((&mut fp4.corr[..panels_b * blocks * FP4_NR], block)),
+        );
+        pack_scales(&mut sb_packed, &s.b, col0 + jc, nb, nb_pad, blocks);
+        for ic in (0..m).step_by(MC) {
+            let mb = MC.min(m - ic);
+            let mb_pad = round_up(mb, FP4_MR);
+            fp4.a.resize(mb_pad * k, 0);
+            pack_fp4_lines(
+                ops.a,
+                ops.lda,
+                (ic, mb, k),
+                FP4_MR,
+                &map_a,
+                &mut fp4.a[..mb_pad * k],
+                &mut fp4.stage_a,
+                None,
+            );
+            pack_scales(&mut sa_packed, &s.a, r0 + ic, mb, mb_pad, blocks);
+            let acc = grow(acc_buf, mb_pad * nb_pad);
+            if k == 0 {
+                acc.fill(0.0); // no tile writes it: the epilogue of zero
+            }
+            for k0 in (0..k).step_by(ARRAY_ROWS) {
+                let kt = ARRAY_ROWS.min(k - k0);
+                let blk0 = k0 / block;
+                for p in 0..panels_b {
+                    let b_panel = &fp4.b[p * FP4_NR * k..(p + 1) * FP4_NR * k];
+                    let corr = &fp4.corr[(p * blocks + blk0) * FP4_NR..(p + 1) * blocks * FP4_NR];
+                    for q in 0..mb_pad / FP4_MR {
+                        let a_panel = &fp4.a[q * FP4_MR * k..(q + 1) * FP4_MR * k];
+                        let tile = Fp4Tile {
+                            a: &a_panel[k0 * FP4_MR..(k0 + kt) * FP4_MR],
+                            b: &b_panel[k0 * FP4_NR..(k0 + kt) * FP4_NR],
+                            corr,
+                            sa: (&sa_packed[blk0 * mb_pad + q * FP4_MR..], mb_pad),
+                            sb: (&sb_packed[blk0 * nb_pad + p * FP4_NR..], nb_pad),
+                        };
+                        let at = q * FP4_MR * nb_pad + p * FP4_NR;
+                        K::fp4_tile(kt / block, quads, &tile, &mut acc[at..], nb_pad, k0 == 0);
                     }
                 }
             }
@@ -689,6 +912,7 @@ fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kernel>(
         acc: acc_buf,
         row: row_buf,
         tmp,
+        ..
     } = ws;
     for ic in (0..m).step_by(MC) {
         let mb = MC.min(m - ic);
@@ -745,6 +969,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
         acc: acc_buf,
         row: row_buf,
         tmp,
+        ..
     } = ws;
     for ic in (0..m).step_by(MC) {
         let mb = MC.min(m - ic);

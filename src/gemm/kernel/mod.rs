@@ -29,6 +29,30 @@ pub(crate) struct Fp4Lines<'a> {
 /// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
 pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
+/// Rows of an A panel of the FP4 × FP4 integer tiles ([`Kernel::fp4_tile`]).
+pub(crate) const FP4_MR: usize = 4;
+/// Columns of a B panel of the FP4 × FP4 integer tiles.
+pub(crate) const FP4_NR: usize = 16;
+/// What A's FP4 integers are offset by, so that they are unsigned bytes
+/// (2·a + 12 in 0..=24) for `vpmaddubsw`; the tile subtracts
+/// `FP4_OFFSET · Σ 2·b` per block and column.
+pub(crate) const FP4_OFFSET: i32 = 12;
+
+/// One `FP4_MR × FP4_NR` tile of an FP4 × FP4 block-scaled product, the
+/// operands as exact integers (`driver::serial_fp4_tiles` packs them).
+pub(crate) struct Fp4Tile<'a> {
+    /// Per k-quad, `FP4_MR` rows of 4 bytes: 2·a + [`FP4_OFFSET`].
+    pub a: &'a [u8],
+    /// Per k-quad, `FP4_NR` columns of 4 bytes: 2·b.
+    pub b: &'a [i8],
+    /// Per block, `FP4_NR` values: `FP4_OFFSET · Σ_block 2·b` per column.
+    pub corr: &'a [i32],
+    /// A's row scales: block `i` at `sa[i · sa_stride..][..FP4_MR]`.
+    pub sa: (&'a [f32], usize),
+    /// B's column scales: block `i` at `sb[i · sb_stride..][..FP4_NR]`.
+    pub sb: (&'a [f32], usize),
+}
+
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
     /// Rows of the register block.
@@ -110,6 +134,46 @@ pub(crate) trait Kernel {
     /// general path otherwise).
     fn has_fp4_dots() -> bool {
         false
+    }
+
+    /// `blocks` scaling blocks of `quads` k-quads each of an FP4 × FP4
+    /// tile into the accumulator block (`FP4_MR` rows at stride `ld`): per
+    /// block, `d` = Σ (2a + 12)·2b − corr = 4·Σ a·b in integers (the
+    /// contract's chain is exact: every partial sum is a multiple of 1/4
+    /// far below 2^24 / 4), `p = d / 4` and `acc = fma(p, fl(sa · sb),
+    /// acc)`; `first` starts block 0 from +0.0. Portable form: plain
+    /// integer loops.
+    fn fp4_tile(
+        blocks: usize,
+        quads: usize,
+        t: &Fp4Tile<'_>,
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+    ) {
+        for blk in 0..blocks {
+            let mut d = [[0i32; FP4_NR]; FP4_MR];
+            for q in blk * quads..(blk + 1) * quads {
+                let (a, b) = (&t.a[q * 4 * FP4_MR..], &t.b[q * 4 * FP4_NR..]);
+                for (r, dr) in d.iter_mut().enumerate() {
+                    for (j, dj) in dr.iter_mut().enumerate() {
+                        for g in 0..4 {
+                            *dj += i32::from(a[4 * r + g]) * i32::from(b[4 * j + g]);
+                        }
+                    }
+                }
+            }
+            let corr = &t.corr[blk * FP4_NR..][..FP4_NR];
+            let (sa, sb) = (&t.sa.0[blk * t.sa.1..], &t.sb.0[blk * t.sb.1..]);
+            for (r, dr) in d.iter().enumerate() {
+                for (j, &dj) in dr.iter().enumerate() {
+                    let p = (dj - corr[j]) as f32 * 0.25;
+                    let out = &mut acc[r * ld + j];
+                    let z = if first && blk == 0 { 0.0 } else { *out };
+                    *out = p.mul_add(sa[r] * sb[j], z);
+                }
+            }
+        }
     }
 
     /// One group of eight lines of a [`crate::block_scaled::PackedFp4`]

@@ -2,7 +2,7 @@
 //! `vfmadd231ps` per (row, 8 columns, k), which is the contract's
 //! `p = fma(a, b, p)` with one rounding.
 
-use super::{epilogue_rows_body, Fp4Lines, Kernel, FP4_TIMES_2};
+use super::{epilogue_rows_body, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_TIMES_2};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
@@ -93,6 +93,31 @@ impl Kernel for Avx2 {
 
     fn has_fp4_dots() -> bool {
         true
+    }
+
+    fn fp4_tile(
+        blocks: usize,
+        quads: usize,
+        t: &Fp4Tile<'_>,
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+    ) {
+        let quads_all = blocks * quads;
+        assert!(
+            quads <= 8,
+            "{quads} quads per block: the i16 sums need at most 8"
+        );
+        assert!(t.a.len() >= quads_all * 4 * FP4_MR && t.b.len() >= quads_all * 4 * FP4_NR);
+        assert!(t.corr.len() >= blocks * FP4_NR);
+        if blocks > 0 {
+            assert!(t.sa.0.len() >= (blocks - 1) * t.sa.1 + FP4_MR);
+            assert!(t.sb.0.len() >= (blocks - 1) * t.sb.1 + FP4_NR);
+            assert!(ld >= FP4_NR && acc.len() >= (FP4_MR - 1) * ld + FP4_NR);
+        }
+        // SAFETY: the driver selects this kernel only when the CPU has AVX2
+        // and FMA; the asserts bound every access.
+        unsafe { fp4_tile_avx2(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
     }
 
     fn fp4_dots8(
@@ -696,5 +721,70 @@ unsafe fn fp4_packed8_avx2(
             acc = _mm256_fmadd_ps(p, s, acc);
         }
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
+}
+
+/// [`Kernel::fp4_tile`] on AVX2: per k-quad, two 32-byte loads of B (16
+/// columns × 4 k) and per row one broadcast of A's 4 bytes and two
+/// `vpmaddubsw` (u8 · i8 pair sums, at most 2 · 24 · 12), summed in i16
+/// lanes over the block's quads (at most 8 · 576 = 4608: no saturation);
+/// at the block's end `vpmaddwd` by ones gives each column's i32 sum, the
+/// offset correction is subtracted and the f32 block accumulate applied.
+///
+/// # Safety
+/// AVX2 and FMA; the bounds [`Kernel::fp4_tile`] asserts.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fp4_tile_avx2(
+    blocks: usize,
+    quads: usize,
+    t: &Fp4Tile<'_>,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let quarter = _mm256_set1_ps(0.25);
+    let (mut a, mut b) = (t.a.as_ptr(), t.b.as_ptr());
+    for blk in 0..blocks {
+        let mut p = [[_mm256_setzero_si256(); 2]; FP4_MR];
+        // SAFETY (all accesses): quad q < blocks · quads of both panels,
+        // block blk's corrections and scales, rows < FP4_MR of `acc`.
+        unsafe {
+            for _ in 0..quads {
+                let b0 = _mm256_loadu_si256(b as *const __m256i);
+                let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let av = _mm256_set1_epi32((a.add(4 * r) as *const i32).read_unaligned());
+                    pr[0] = _mm256_add_epi16(pr[0], _mm256_maddubs_epi16(av, b0));
+                    pr[1] = _mm256_add_epi16(pr[1], _mm256_maddubs_epi16(av, b1));
+                }
+                a = a.add(4 * FP4_MR);
+                b = b.add(4 * FP4_NR);
+            }
+            let corr = t.corr.as_ptr().add(blk * FP4_NR);
+            let (c0, c1) = (
+                _mm256_loadu_si256(corr as *const __m256i),
+                _mm256_loadu_si256(corr.add(8) as *const __m256i),
+            );
+            let sb = t.sb.0.as_ptr().add(blk * t.sb.1);
+            let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
+            let sa = t.sa.0.as_ptr().add(blk * t.sa.1);
+            for (r, pr) in p.iter().enumerate() {
+                // d = Σ(2a + 12)·2b − 12·Σ2b = 4·Σab, exact; p = d / 4.
+                let d0 = _mm256_sub_epi32(_mm256_madd_epi16(pr[0], ones), c0);
+                let d1 = _mm256_sub_epi32(_mm256_madd_epi16(pr[1], ones), c1);
+                let p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), quarter);
+                let p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), quarter);
+                let s = _mm256_broadcast_ss(&*sa.add(r));
+                let dst = acc.add(r * ld);
+                let (z0, z1) = if first && blk == 0 {
+                    (_mm256_setzero_ps(), _mm256_setzero_ps())
+                } else {
+                    (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+                };
+                _mm256_storeu_ps(dst, _mm256_fmadd_ps(p0, _mm256_mul_ps(s, sb0), z0));
+                _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(p1, _mm256_mul_ps(s, sb1), z1));
+            }
+        }
     }
 }
