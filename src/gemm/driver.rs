@@ -357,7 +357,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         }
     }
     if let (Some(s), false) = (scaling, prepacked) {
-        if m > EXACT_SMALL_MAX_M && K::has_fp4_dots() && Fp4Operands::fit(&a, &b, s.block) {
+        if m > EXACT_SMALL_MAX_M && Fp4Operands::fit(&a, &b, s.block) {
             return serial_fp4_tiles::<O, K, TA, TB>(a, b, c, part, s, epilogue, ws, simd);
         }
     }
