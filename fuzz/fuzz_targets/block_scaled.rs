@@ -85,6 +85,10 @@ fuzz_target!(|data: &[u8]| {
                 dequantizes(&b);
                 gemm_matches(&a, &b, 2);
             }
+            // FP4 × FP4: the integer tiles past four rows.
+            if let (Ok(a), Ok(b)) = (BlockScaled::<F4E2M1>::mx(xm, MxScaleMode::Floor), BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Ceil)) {
+                gemm_matches(&a, &b, 1 + data[1] as usize % 2);
+            }
         }
         2 => {
             if let (Ok(a), Ok(b)) = (BlockScaled::nvfp4(xm, true), BlockScaled::nvfp4(wm, false)) {
