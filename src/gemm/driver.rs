@@ -540,6 +540,11 @@ fn pack_fp4_lines<P: Copy + Default>(
                 for slot in panel.chunks_exact_mut(4 * unit) {
                     slot[4 * r..4 * r + 4].fill(P::default());
                 }
+                if let Some((corr, block)) = corr.as_mut() {
+                    for blk in 0..k / *block {
+                        corr[(q * (k / *block) + blk) * unit + r] = 0;
+                    }
+                }
                 continue;
             }
             let src = &codes[(first + line) * ld..][..k];
