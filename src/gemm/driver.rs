@@ -358,7 +358,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     }
     if let (Some(s), false) = (scaling, prepacked) {
         if m > EXACT_SMALL_MAX_M && Fp4Operands::fit(&a, &b, s.block) {
-            return serial_fp4_tiles::<O, K, TA, TB>(a, b, c, part, s, epilogue, ws, simd);
+            return serial_fp4_tiles::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd);
         }
     }
     let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
@@ -578,7 +578,7 @@ fn pack_fp4_lines<P: Copy + Default>(
 /// rows, K in tiles of [`ARRAY_ROWS`]); every output still takes its blocks
 /// in increasing k.
 #[allow(clippy::too_many_arguments)]
-fn serial_fp4_tiles<O: FloatElement, K: Kernel, TA: FloatElement, TB: FloatElement>(
+fn serial_fp4_tiles<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     a: MatRef<'_, TA>,
     b: MatRef<'_, TB>,
     mut c: MatMut<'_, O>,
