@@ -812,6 +812,66 @@ fn fp4_tiles_at_their_largest_sums_equal_the_reference() {
     }
 }
 
+/// MX operands whose block scales sit at the ends of E8M0's range (tiny
+/// blocks with subnormal scales, huge and tiny blocks whose products of
+/// scales overflow or underflow, and ordinary ones), mixed element types,
+/// against the reference bit for bit.
+#[test]
+fn mx_scales_at_the_ends_of_their_range_equal_the_reference() {
+    let (m, n, k) = (7, 17, 96);
+    let mut r = mixprec::convert::StochasticRng::new(5);
+    let mut v = |mag: f32| mag * ((r.next_u64() >> 40) as f32 / 16777216.0 - 0.5);
+    // Block by block: magnitudes with subnormal E8M0 scales among them;
+    // huge and tiny ones whose scales are all normal; ordinary ones only.
+    let cases: [&[f32]; 3] = [
+        &[1e-38, 3e-42, 1.0, 1e30, 2e-30, 1e38],
+        &[1e38, 1e-30, 1.0, 1e-25, 1e35],
+        &[1.0, 1e6, 1e-6, 300.0],
+    ];
+    for mags in cases {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| v(mags[(i / 32 + i / k) % mags.len()]))
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| v(mags[(i / 32 + 2 * (i / k)) % mags.len()]))
+            .collect();
+        let (xm, wm) = (
+            MatRef::from_row_major(&x, m, k).unwrap(),
+            MatRef::from_row_major(&w, n, k).unwrap(),
+        );
+        for mode in [MxScaleMode::Floor, MxScaleMode::Ceil] {
+            run_all(
+                &quantize_mx::<F8E4M3>(xm, mode),
+                &quantize_mx::<F8E5M2>(wm, mode),
+                1,
+                0,
+            )
+            .unwrap();
+            run_all(
+                &quantize_mx::<F8E5M2>(xm, mode),
+                &quantize_mx::<F8E4M3>(wm, mode),
+                2,
+                1,
+            )
+            .unwrap();
+            run_all(
+                &quantize_mx::<F6E3M2>(xm, mode),
+                &quantize_mx::<F8E5M2>(wm, mode),
+                1,
+                2,
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn quantize_mx<T: mixprec::block_scaled::MxElement>(
+    x: MatRef<'_, f32>,
+    mode: MxScaleMode,
+) -> BlockScaled<T> {
+    BlockScaled::<T>::mx(x, mode).unwrap()
+}
+
 /// NVFP4 with a tensor scale on a tensor of subnormals: an all-zero block's
 /// scale s_t · 2^-9 underflows to 0, so its quotients are 0/0 = NaN (E2M1
 /// has no NaN: +0 here, by the definition). The SIMD quantizer skips its
