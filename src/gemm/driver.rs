@@ -13,7 +13,9 @@
 use super::kernel::portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::kernel::x86_avx2::Avx2;
-use super::kernel::{tile_direct_scalar, Fp4Lines, Kernel, FP4_TIMES_2};
+use super::kernel::{
+    tile_direct_scalar, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_OFFSET, FP4_TIMES_2,
+};
 use super::{Epilogue, Parallelism, ARRAY_ROWS};
 use crate::block_scaled::{PackedFp4, PACK_LINES};
 use crate::convert::{narrow_dispatch, widen_dispatch};
@@ -325,7 +327,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     simd: bool,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
-    let ((r0, col0), scaling) = (part.origin, part.scaling);
+    let (col0, scaling) = (part.origin.1, part.scaling);
     let b_elements = k.saturating_mul(n);
     let skinny = (m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
@@ -361,7 +363,6 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             return serial_fp4_tiles::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd);
         }
     }
-    let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
     let Workspace {
         a: a_buf,
         b: b_buf,
@@ -370,68 +371,81 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         tmp,
         ..
     } = ws;
+    let mut panels = FloatPanels::<TA, TB, K> {
+        a,
+        b,
+        part,
+        bufs: (a_buf, b_buf, tmp),
+        scales: (Vec::new(), Vec::new()),
+        pads: (0, 0),
+        b_panel0: 0,
+        simd,
+        kernel: std::marker::PhantomData,
+    };
+    blocked::<O, K, _>(
+        &mut panels,
+        (m, n, k),
+        &mut c,
+        col0,
+        epilogue,
+        (acc_buf, row_buf),
+        simd,
+    );
+}
+
+/// One pair of operands as the blocked loops ([`blocked`]) see them: how
+/// B's `NC`-column blocks and A's `MC`-row blocks are packed, and the
+/// kernel call for one K-tile of a B panel and an A panel.
+trait Panels {
+    /// Rows of an A panel (divides `MC`).
+    const MR: usize;
+    /// Columns of a B panel (divides `NC`).
+    const NR: usize;
+    /// Packs B's columns `jc..jc + nb` (`nb_pad` with the padding).
+    fn pack_b(&mut self, jc: usize, nb: usize, nb_pad: usize);
+    /// Packs A's rows `ic..ic + mb` (`mb_pad` with the padding).
+    fn pack_a(&mut self, ic: usize, mb: usize, mb_pad: usize);
+    /// K-tile `k0..k0 + kt` of B panel `p` times A panel `q` into the
+    /// accumulator block `acc` (rows at stride `ld`; `k0 == 0` starts it).
+    fn tile(&self, k_tile: (usize, usize), panel: (usize, usize), acc: &mut [f32], ld: usize);
+}
+
+/// BLIS's loops (see the module docs) around `panels`' packing and tiles,
+/// then the epilogue into C block by block.
+#[allow(clippy::too_many_arguments)]
+fn blocked<O: FloatElement, K: Kernel, P: Panels>(
+    panels: &mut P,
+    (m, n, k): (usize, usize, usize),
+    c: &mut MatMut<'_, O>,
+    col0: usize,
+    epilogue: &Epilogue<'_>,
+    (acc_buf, row_buf): (&mut Vec<f32>, &mut Vec<f32>),
+    simd: bool,
+) {
     for jc in (0..n).step_by(NC) {
         let nb = NC.min(n - jc);
-        let nb_pad = round_up(nb, K::NR);
-        let packed_b: &[f32] = match part.packed_b {
-            // Pre-packed: this block's panels, as `pack_b` would make them.
-            Some(all) => {
-                let first = (col0 + jc) / K::NR * k * K::NR;
-                &all[first..first + nb_pad * k]
-            }
-            None => {
-                let dst = grow(b_buf, nb_pad * k);
-                pack_b::<TB, K>(&b, jc, nb, dst, tmp, simd);
-                dst
-            }
-        };
-        if let Some(s) = scaling {
-            pack_scales(&mut sb_packed, &s.b, col0 + jc, nb, nb_pad, k / s.block);
-        }
+        let nb_pad = round_up(nb, P::NR);
+        panels.pack_b(jc, nb, nb_pad);
         for ic in (0..m).step_by(MC) {
             let mb = MC.min(m - ic);
-            let mb_pad = round_up(mb, K::MR);
-            let packed_a = grow(a_buf, mb_pad * k);
-            pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
-            if let Some(s) = scaling {
-                pack_scales(&mut sa_packed, &s.a, r0 + ic, mb, mb_pad, k / s.block);
-            }
+            let mb_pad = round_up(mb, P::MR);
+            panels.pack_a(ic, mb, mb_pad);
             let acc = grow(acc_buf, mb_pad * nb_pad);
             if k == 0 {
                 acc.fill(0.0); // no K-tile writes it: the epilogue of zero
             }
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
-                for (p, b_panel) in packed_b.chunks_exact(k * K::NR).enumerate() {
-                    let b_tile = &b_panel[k0 * K::NR..(k0 + kt) * K::NR];
-                    for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
-                        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
-                        let acc = &mut acc[q * K::MR * nb_pad + p * K::NR..];
-                        let Some(s) = scaling else {
-                            K::tile(kt, a_tile, b_tile, acc, nb_pad, k0 == 0);
-                            continue;
-                        };
-                        // This accumulator block takes the tile's scaling
-                        // blocks in a row (it stays in L1), each in
-                        // increasing k.
-                        let blk0 = k0 / s.block;
-                        K::tile_scaled_blocks(
-                            kt,
-                            s.block,
-                            a_tile,
-                            b_tile,
-                            acc,
-                            nb_pad,
-                            k0 == 0,
-                            (&sa_packed[blk0 * mb_pad + q * K::MR..], mb_pad),
-                            (&sb_packed[blk0 * nb_pad + p * K::NR..], nb_pad),
-                        );
+                for p in 0..nb_pad / P::NR {
+                    for q in 0..mb_pad / P::MR {
+                        let at = q * P::MR * nb_pad + p * P::NR;
+                        panels.tile((k0, kt), (p, q), &mut acc[at..], nb_pad);
                     }
                 }
             }
             let row = grow(row_buf, nb);
             write_block::<O, K>(
-                &mut c,
+                c,
                 (ic, jc),
                 acc,
                 nb_pad,
@@ -442,6 +456,92 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
                 simd,
             );
         }
+    }
+}
+
+/// The f32 panels of [`serial`]: every input widened to f32 while packing
+/// (or B pre-packed), the block scales packed beside them.
+struct FloatPanels<'x, 'p, 's, TA, TB, K> {
+    a: MatRef<'x, TA>,
+    b: MatRef<'x, TB>,
+    part: &'x Part<'p, 's>,
+    /// A's and B's panels and a widening buffer.
+    bufs: (&'x mut Vec<f32>, &'x mut Vec<f32>, &'x mut Vec<f32>),
+    /// The packed block scales of A's rows and B's columns.
+    scales: (Vec<f32>, Vec<f32>),
+    /// The current blocks' padded sizes: (mb_pad, nb_pad).
+    pads: (usize, usize),
+    /// The current B block's first panel among a pre-packed B's.
+    b_panel0: usize,
+    simd: bool,
+    kernel: std::marker::PhantomData<K>,
+}
+
+impl<TA: FloatElement, TB: FloatElement, K: Kernel> FloatPanels<'_, '_, '_, TA, TB, K> {
+    /// The current block of B's panels.
+    fn packed_b(&self) -> &[f32] {
+        let (k, nb_pad) = (self.a.cols(), self.pads.1);
+        match self.part.packed_b {
+            // Pre-packed: this block's panels, as `pack_b` would make them.
+            Some(all) => {
+                let first = self.b_panel0 * k * K::NR;
+                &all[first..first + nb_pad * k]
+            }
+            None => &self.bufs.1[..nb_pad * k],
+        }
+    }
+}
+
+impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '_, '_, TA, TB, K> {
+    const MR: usize = K::MR;
+    const NR: usize = K::NR;
+
+    fn pack_b(&mut self, jc: usize, nb: usize, nb_pad: usize) {
+        let (k, col0) = (self.a.cols(), self.part.origin.1);
+        self.pads.1 = nb_pad;
+        self.b_panel0 = (col0 + jc) / K::NR;
+        if self.part.packed_b.is_none() {
+            let (_, b_buf, tmp) = &mut self.bufs;
+            pack_b::<TB, K>(&self.b, jc, nb, grow(b_buf, nb_pad * k), tmp, self.simd);
+        }
+        if let Some(s) = self.part.scaling {
+            pack_scales(&mut self.scales.1, &s.b, col0 + jc, nb, nb_pad, k / s.block);
+        }
+    }
+
+    fn pack_a(&mut self, ic: usize, mb: usize, mb_pad: usize) {
+        let (k, r0) = (self.a.cols(), self.part.origin.0);
+        self.pads.0 = mb_pad;
+        let (a_buf, _, tmp) = &mut self.bufs;
+        pack_a::<TA, K>(&self.a, ic, mb, grow(a_buf, mb_pad * k), tmp, self.simd);
+        if let Some(s) = self.part.scaling {
+            pack_scales(&mut self.scales.0, &s.a, r0 + ic, mb, mb_pad, k / s.block);
+        }
+    }
+
+    fn tile(&self, (k0, kt): (usize, usize), (p, q): (usize, usize), acc: &mut [f32], ld: usize) {
+        let (k, (mb_pad, nb_pad)) = (self.a.cols(), self.pads);
+        let b_panel = &self.packed_b()[p * k * K::NR..(p + 1) * k * K::NR];
+        let a_panel = &self.bufs.0[q * k * K::MR..(q + 1) * k * K::MR];
+        let b_tile = &b_panel[k0 * K::NR..(k0 + kt) * K::NR];
+        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
+        let Some(s) = self.part.scaling else {
+            return K::tile(kt, a_tile, b_tile, acc, ld, k0 == 0);
+        };
+        // This accumulator block takes the tile's scaling blocks in a row
+        // (it stays in L1), each in increasing k.
+        let blk0 = k0 / s.block;
+        K::tile_scaled_blocks(
+            kt,
+            s.block,
+            a_tile,
+            b_tile,
+            acc,
+            ld,
+            k0 == 0,
+            (&self.scales.0[blk0 * mb_pad + q * K::MR..], mb_pad),
+            (&self.scales.1[blk0 * nb_pad + p * K::NR..], nb_pad),
+        );
     }
 }
 
@@ -588,89 +688,120 @@ fn serial_fp4_tiles<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kern
     ws: &mut Workspace,
     simd: bool,
 ) {
-    use super::kernel::{Fp4Tile, FP4_MR, FP4_NR, FP4_OFFSET};
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
-    let ((r0, col0), block) = (part.origin, s.block);
-    let (blocks, quads) = (k / block, block / 4);
-    let ops = Fp4Operands::new(&a, &b);
-    let map_a: [u8; 16] = FP4_TIMES_2.map(|v| (i32::from(v) + FP4_OFFSET) as u8);
-    let map_b: [i8; 16] = FP4_TIMES_2;
     let Workspace {
         acc: acc_buf,
         row: row_buf,
         fp4,
         ..
     } = ws;
-    let (mut sa_packed, mut sb_packed) = (Vec::new(), Vec::new());
-    for jc in (0..n).step_by(NC) {
-        let nb = NC.min(n - jc);
-        let nb_pad = round_up(nb, FP4_NR);
-        let panels_b = nb_pad / FP4_NR;
-        fp4.b.resize(nb_pad * k, 0);
-        fp4.corr.resize(panels_b * blocks * FP4_NR, 0);
+    let mut panels = Fp4Panels::<K> {
+        ops: Fp4Operands::new(&a, &b),
+        k,
+        part,
+        s,
+        bufs: fp4,
+        scales: (Vec::new(), Vec::new()),
+        pads: (0, 0),
+        kernel: std::marker::PhantomData,
+    };
+    let col0 = part.origin.1;
+    blocked::<O, K, _>(
+        &mut panels,
+        (m, n, k),
+        &mut c,
+        col0,
+        epilogue,
+        (acc_buf, row_buf),
+        simd,
+    );
+}
+
+/// The integer panels of [`serial_fp4_tiles`] (see [`Kernel::fp4_tile`]).
+struct Fp4Panels<'x, 'p, 's, K> {
+    ops: Fp4Operands<'x>,
+    k: usize,
+    part: &'x Part<'p, 's>,
+    s: &'x Scaling<'s>,
+    bufs: &'x mut Fp4Buffers,
+    /// The packed block scales of A's rows and B's columns.
+    scales: (Vec<f32>, Vec<f32>),
+    /// The current blocks' padded sizes: (mb_pad, nb_pad).
+    pads: (usize, usize),
+    kernel: std::marker::PhantomData<K>,
+}
+
+impl<K: Kernel> Panels for Fp4Panels<'_, '_, '_, K> {
+    const MR: usize = FP4_MR;
+    const NR: usize = FP4_NR;
+
+    fn pack_b(&mut self, jc: usize, nb: usize, nb_pad: usize) {
+        let (k, block) = (self.k, self.s.block);
+        let corr_len = nb_pad / FP4_NR * (k / block) * FP4_NR;
+        self.pads.1 = nb_pad;
+        self.bufs.b.resize(nb_pad * k, 0);
+        self.bufs.corr.resize(corr_len, 0);
         pack_fp4_lines(
-            ops.b,
-            ops.ldb,
+            self.ops.b,
+            self.ops.ldb,
             (jc, nb, k),
             FP4_NR,
-            &map_b,
-            &mut fp4.b[..nb_pad * k],
-            &mut fp4.stage_b,
-            Some((&mut fp4.corr[..panels_b * blocks * FP4_NR], block)),
+            &FP4_TIMES_2,
+            &mut self.bufs.b[..nb_pad * k],
+            &mut self.bufs.stage_b,
+            Some((&mut self.bufs.corr[..corr_len], block)),
         );
-        pack_scales(&mut sb_packed, &s.b, col0 + jc, nb, nb_pad, blocks);
-        for ic in (0..m).step_by(MC) {
-            let mb = MC.min(m - ic);
-            let mb_pad = round_up(mb, FP4_MR);
-            fp4.a.resize(mb_pad * k, 0);
-            pack_fp4_lines(
-                ops.a,
-                ops.lda,
-                (ic, mb, k),
-                FP4_MR,
-                &map_a,
-                &mut fp4.a[..mb_pad * k],
-                &mut fp4.stage_a,
-                None,
-            );
-            pack_scales(&mut sa_packed, &s.a, r0 + ic, mb, mb_pad, blocks);
-            let acc = grow(acc_buf, mb_pad * nb_pad);
-            if k == 0 {
-                acc.fill(0.0); // no tile writes it: the epilogue of zero
-            }
-            for k0 in (0..k).step_by(ARRAY_ROWS) {
-                let kt = ARRAY_ROWS.min(k - k0);
-                let blk0 = k0 / block;
-                for p in 0..panels_b {
-                    let b_panel = &fp4.b[p * FP4_NR * k..(p + 1) * FP4_NR * k];
-                    let corr = &fp4.corr[(p * blocks + blk0) * FP4_NR..(p + 1) * blocks * FP4_NR];
-                    for q in 0..mb_pad / FP4_MR {
-                        let a_panel = &fp4.a[q * FP4_MR * k..(q + 1) * FP4_MR * k];
-                        let tile = Fp4Tile {
-                            a: &a_panel[k0 * FP4_MR..(k0 + kt) * FP4_MR],
-                            b: &b_panel[k0 * FP4_NR..(k0 + kt) * FP4_NR],
-                            corr,
-                            sa: (&sa_packed[blk0 * mb_pad + q * FP4_MR..], mb_pad),
-                            sb: (&sb_packed[blk0 * nb_pad + p * FP4_NR..], nb_pad),
-                        };
-                        let at = q * FP4_MR * nb_pad + p * FP4_NR;
-                        K::fp4_tile(kt / block, quads, &tile, &mut acc[at..], nb_pad, k0 == 0);
-                    }
-                }
-            }
-            let row = grow(row_buf, nb);
-            write_block::<O, K>(
-                &mut c,
-                (ic, jc),
-                acc,
-                nb_pad,
-                (mb, nb),
-                row,
-                col0,
-                epilogue,
-                simd,
-            );
-        }
+        let col0 = self.part.origin.1;
+        pack_scales(
+            &mut self.scales.1,
+            &self.s.b,
+            col0 + jc,
+            nb,
+            nb_pad,
+            k / block,
+        );
+    }
+
+    fn pack_a(&mut self, ic: usize, mb: usize, mb_pad: usize) {
+        let k = self.k;
+        let map_a: [u8; 16] = FP4_TIMES_2.map(|v| (i32::from(v) + FP4_OFFSET) as u8);
+        self.pads.0 = mb_pad;
+        self.bufs.a.resize(mb_pad * k, 0);
+        pack_fp4_lines(
+            self.ops.a,
+            self.ops.lda,
+            (ic, mb, k),
+            FP4_MR,
+            &map_a,
+            &mut self.bufs.a[..mb_pad * k],
+            &mut self.bufs.stage_a,
+            None,
+        );
+        let r0 = self.part.origin.0;
+        pack_scales(
+            &mut self.scales.0,
+            &self.s.a,
+            r0 + ic,
+            mb,
+            mb_pad,
+            k / self.s.block,
+        );
+    }
+
+    fn tile(&self, (k0, kt): (usize, usize), (p, q): (usize, usize), acc: &mut [f32], ld: usize) {
+        let (k, block, (mb_pad, nb_pad)) = (self.k, self.s.block, self.pads);
+        let blocks = k / block;
+        let blk0 = k0 / block;
+        let b_panel = &self.bufs.b[p * FP4_NR * k..(p + 1) * FP4_NR * k];
+        let a_panel = &self.bufs.a[q * FP4_MR * k..(q + 1) * FP4_MR * k];
+        let tile = Fp4Tile {
+            a: &a_panel[k0 * FP4_MR..(k0 + kt) * FP4_MR],
+            b: &b_panel[k0 * FP4_NR..(k0 + kt) * FP4_NR],
+            corr: &self.bufs.corr[(p * blocks + blk0) * FP4_NR..(p + 1) * blocks * FP4_NR],
+            sa: (&self.scales.0[blk0 * mb_pad + q * FP4_MR..], mb_pad),
+            sb: (&self.scales.1[blk0 * nb_pad + p * FP4_NR..], nb_pad),
+        };
+        K::fp4_tile(kt / block, block / 4, &tile, acc, ld, k0 == 0);
     }
 }
 
