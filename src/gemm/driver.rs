@@ -9,6 +9,10 @@
 //! 3. K-tiles of `ARRAY_ROWS`, increasing: the contract's tile order.
 //! 4. `jr`/`ir`: NR-wide B micro-panels, MR-tall A micro-panels: the kernel.
 //! 5. After the last K-tile: the epilogue, row by row, into C.
+//!
+//! These loops are [`blocked`]; what they pack and which kernel a tile
+//! calls come from a [`Panels`]: f32 panels (every type widened) or, for
+//! FP4 × FP4 block-scaled products, exact integer panels.
 
 use super::kernel::portable::Portable;
 #[cfg(target_arch = "x86_64")]
@@ -357,8 +361,6 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         if exact {
             return serial_exact_small::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd);
         }
-    }
-    if let (Some(s), false) = (scaling, prepacked) {
         if m > EXACT_SMALL_MAX_M && Fp4Operands::fit(&a, &b, s.block) {
             return serial_fp4_tiles::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd);
         }
