@@ -118,9 +118,13 @@ proptest! {
 
     #[test]
     fn mx_fast_paths_equal_the_reference(m in 0usize..30, n in 0usize..40, kb in 0usize..10, seed in any::<u64>(),
-                                          scheme in 0u8..5, threads in 1usize..4, ep in 0u8..3) {
+                                          scheme in 0u8..5, threads in 1usize..4, ep in 0u8..3,
+                                          specials in any::<bool>()) {
+        // Without NaN and infinity every MX scale is a power of two near 1,
+        // so the driver folds the scales into its panels; with them, NaN
+        // scales keep the per-block scale multiply.
         let k = kb * 32;
-        let (x, w) = (values(m * k, seed, true), values(n * k, seed ^ 1, true));
+        let (x, w) = (values(m * k, seed, specials), values(n * k, seed ^ 1, specials));
         match scheme {
             0 => run_all(&quantize::<F8E4M3>(&x, m, k, scheme), &quantize::<F8E5M2>(&w, n, k, scheme), threads, ep)?,
             1 => run_all(&quantize::<F8E5M2>(&x, m, k, scheme), &quantize::<F8E4M3>(&w, n, k, scheme), threads, ep)?,
@@ -143,6 +147,37 @@ proptest! {
         run_all(&a, &b, threads, 0)?;
         let b = BlockScaled::<F8E4M3>::fp8(MatRef::from_row_major(&w, n, k)?, Fp8Granularity::PerTensor, ts)?;
         run_all(&a, &b, threads, 1)?;
+    }
+}
+
+/// MX products over several K-tiles (and the packing's K chunks) with
+/// scales that the driver folds into its panels, at shapes with partial
+/// register blocks, both FP8 element orders and MXFP6 × MXINT8.
+#[test]
+fn mx_products_with_folded_scales_equal_the_reference() {
+    for (m, n, k, threads) in [(13, 37, 640, 1), (1, 70, 288, 1), (50, 17, 1024, 2)] {
+        let (x, w) = (values(m * k, 11, false), values(n * k, 12, false));
+        run_all(
+            &quantize::<F8E4M3>(&x, m, k, 0),
+            &quantize::<F8E5M2>(&w, n, k, 1),
+            threads,
+            0,
+        )
+        .unwrap();
+        run_all(
+            &quantize::<F8E5M2>(&x, m, k, 1),
+            &quantize::<F8E4M3>(&w, n, k, 0),
+            threads,
+            2,
+        )
+        .unwrap();
+        run_all(
+            &quantize::<F6E3M2>(&x, m, k, 0),
+            &quantize::<MxInt8>(&w, n, k, 0),
+            threads,
+            1,
+        )
+        .unwrap();
     }
 }
 

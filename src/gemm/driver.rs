@@ -28,6 +28,9 @@ use crate::dtype::{DType, FloatElement};
 use crate::tensor::{MatMut, MatRef};
 use std::cell::RefCell;
 
+/// Steps of K per chunk when B's columns are packed from contiguous columns
+/// (a multiple of every scaling block, so a chunk starts on a block).
+const COLUMN_CHUNK: usize = 256;
 /// Rows of A per packed block (a multiple of every kernel's MR).
 const MC: usize = 96;
 /// Columns of B per packed panel (a multiple of every kernel's NR).
@@ -143,6 +146,50 @@ fn integer_view<T: FloatElement>() -> Option<f32> {
     }
 }
 
+/// For the block-scaled element types: `(lo, hi)` such that every finite
+/// non-zero value is a multiple of `2^lo` and below `2^hi` in magnitude.
+fn value_exponents(dtype: DType) -> Option<(i32, i32)> {
+    match dtype {
+        DType::F8E4M3 => Some((-9, 9)),   // 2^-9 … 448
+        DType::F8E5M2 => Some((-16, 16)), // 2^-16 … 57344
+        DType::F6E2M3 => Some((-3, 3)),   // 0.125 … 7.5
+        DType::F6E3M2 => Some((-4, 5)),   // 0.0625 … 28
+        DType::F4E2M1 => Some((-1, 3)),   // 0.5 … 6
+        DType::MxInt8 => Some((-6, 2)),   // 2^-6 … 2
+        _ => None,
+    }
+}
+
+/// Whether the block scales of a product may be folded into the packed
+/// panels without changing a bit: every scale a power of two `2^e` with
+/// `e + lo ≥ -63` and `e + hi ≤ 60` for its operand's
+/// [`value_exponents`].
+///
+/// Why that is exact: the chain values of a block (products and partial
+/// sums of `p`) are multiples of `2^(lo_a + lo_b)` and below
+/// `2^(7 + hi_a + hi_b)` (a block has at most 128 steps); times `s_a·s_b`
+/// they stay in f32's normal range (`≥ 2^-126`, `≤ 2^127`), where a power
+/// of two commutes with every rounding. So the chain over `a·s_a` and
+/// `b·s_b` (each exact) is `p·s_a·s_b` exactly, `fl(s_a·s_b) = s_a·s_b`, and
+/// the contract's `fma(p, fl(s_a·s_b), acc)` is `acc + p·s_a·s_b`: the
+/// plain tile's accumulate. Infinities and NaNs in the elements scale to
+/// themselves; a NaN scale is not a power of two.
+fn prescalable<TA: FloatElement, TB: FloatElement>(scaling: &Scaling<'_>) -> bool {
+    fn fits(grid: &ScaleGrid<'_>, dtype: DType) -> bool {
+        let Some((lo, hi)) = value_exponents(dtype) else {
+            return false;
+        };
+        grid.scales.iter().all(|&s| {
+            let bits = s.to_bits();
+            // Positive, normal, zero fraction: 2^e with e = field - 127.
+            let field = (bits >> 23) as i32;
+            let e = field - 127;
+            bits & 0x807F_FFFF == 0 && (1..=254).contains(&field) && e + lo >= -63 && e + hi <= 60
+        })
+    }
+    fits(&scaling.a, TA::DTYPE) && fits(&scaling.b, TB::DTYPE)
+}
+
 /// `c = epilogue(a·b)` by the blocked engine; with `scaling`, the
 /// block-scaled contract.
 pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
@@ -174,7 +221,7 @@ pub(crate) fn prepack_b<T: FloatElement>(b: &MatRef<'_, T>, simd: bool) -> Vec<f
     let mut panels = vec![0.0f32; n_pad * k];
     if n > 0 {
         let mut tmp = Vec::new();
-        pack_b_nr(b, 0, n, PREPACKED_NR, &mut panels, &mut tmp, simd);
+        pack_b_nr(b, 0, n, PREPACKED_NR, &mut panels, &mut tmp, None, simd);
     }
     panels
 }
@@ -237,6 +284,8 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         return;
     }
     let tasks = task_count(m, n, k, parallelism);
+    // Pre-packed B panels hold B unscaled.
+    let prescaled = packed_b.is_none() && scaling.is_some_and(prescalable::<TA, TB>);
     par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
         let a = a.sub(r0, c_part.rows(), 0, k);
         let b = b.sub(0, k, c0, c_part.cols());
@@ -244,6 +293,7 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             origin: (r0, c0),
             scaling,
             packed_b,
+            prescaled,
         };
         with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
     });
@@ -255,6 +305,9 @@ struct Part<'p, 's> {
     origin: (usize, usize),
     scaling: Option<&'p Scaling<'s>>,
     packed_b: Option<&'p [f32]>,
+    /// The block scales are folded into the packed panels (see
+    /// [`prescalable`]): each block ends with `acc = acc + p`.
+    prescaled: bool,
 }
 
 /// How many parts an M×N×K product is split into: 1 below
@@ -480,6 +533,16 @@ struct FloatPanels<'x, 'p, 's, TA, TB, K> {
 }
 
 impl<TA: FloatElement, TB: FloatElement, K: Kernel> FloatPanels<'_, '_, '_, TA, TB, K> {
+    /// The packed scales to fold into the panels, when the part is prescaled.
+    fn fold<'s>(&self, scales: &'s [f32], padded: usize) -> Option<FoldScales<'s>> {
+        let s = self.part.scaling.filter(|_| self.part.prescaled)?;
+        Some(FoldScales {
+            scales,
+            padded,
+            block: s.block,
+        })
+    }
+
     /// The current block of B's panels.
     fn packed_b(&self) -> &[f32] {
         let (k, nb_pad) = (self.a.cols(), self.pads.1);
@@ -502,23 +565,41 @@ impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '
         let (k, col0) = (self.a.cols(), self.part.origin.1);
         self.pads.1 = nb_pad;
         self.b_panel0 = (col0 + jc) / K::NR;
-        if self.part.packed_b.is_none() {
-            let (_, b_buf, tmp) = &mut self.bufs;
-            pack_b::<TB, K>(&self.b, jc, nb, grow(b_buf, nb_pad * k), tmp, self.simd);
-        }
         if let Some(s) = self.part.scaling {
             pack_scales(&mut self.scales.1, &s.b, col0 + jc, nb, nb_pad, k / s.block);
+        }
+        if self.part.packed_b.is_none() {
+            let fold = self.fold(&self.scales.1, nb_pad);
+            let (_, b_buf, tmp) = &mut self.bufs;
+            pack_b::<TB, K>(
+                &self.b,
+                jc,
+                nb,
+                grow(b_buf, nb_pad * k),
+                tmp,
+                fold,
+                self.simd,
+            );
         }
     }
 
     fn pack_a(&mut self, ic: usize, mb: usize, mb_pad: usize) {
         let (k, r0) = (self.a.cols(), self.part.origin.0);
         self.pads.0 = mb_pad;
-        let (a_buf, _, tmp) = &mut self.bufs;
-        pack_a::<TA, K>(&self.a, ic, mb, grow(a_buf, mb_pad * k), tmp, self.simd);
         if let Some(s) = self.part.scaling {
             pack_scales(&mut self.scales.0, &s.a, r0 + ic, mb, mb_pad, k / s.block);
         }
+        let fold = self.fold(&self.scales.0, mb_pad);
+        let (a_buf, _, tmp) = &mut self.bufs;
+        pack_a::<TA, K>(
+            &self.a,
+            ic,
+            mb,
+            grow(a_buf, mb_pad * k),
+            tmp,
+            fold,
+            self.simd,
+        );
     }
 
     fn tile(&self, (k0, kt): (usize, usize), (p, q): (usize, usize), acc: &mut [f32], ld: usize) {
@@ -530,6 +611,10 @@ impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '
         let Some(s) = self.part.scaling else {
             return K::tile(kt, a_tile, b_tile, acc, ld, k0 == 0);
         };
+        if self.part.prescaled {
+            // The scales are in the panels: each block ends with acc + p.
+            return K::tile_blocks(kt, s.block, a_tile, b_tile, acc, ld, k0 == 0);
+        }
         // This accumulator block takes the tile's scaling blocks in a row
         // (it stays in L1), each in increasing k.
         let blk0 = k0 / s.block;
@@ -559,15 +644,13 @@ fn pack_scales(
     blocks: usize,
 ) {
     dst.clear();
-    dst.extend((0..blocks).flat_map(|blk| {
-        (0..padded).map(move |i| {
-            if i < live {
-                grid.at(first + i, blk)
-            } else {
-                1.0
-            }
-        })
-    }));
+    dst.resize(blocks * padded, 1.0);
+    for i in 0..live {
+        let line = &grid.scales[grid.start(first + i)..][..blocks];
+        for (blk, &s) in line.iter().enumerate() {
+            dst[blk * padded + i] = s;
+        }
+    }
 }
 
 /// FP4 × FP4 operands of a block-scaled product, as their codes (one per
@@ -1056,7 +1139,7 @@ fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kernel>(
         let mb = MC.min(m - ic);
         let mb_pad = round_up(mb, K::MR);
         let packed_a = grow(a_buf, mb_pad * k);
-        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
+        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, None, simd);
         let acc = grow(acc_buf, mb_pad * n);
         acc.fill(0.0);
         // Panel by panel (one sequential stream each), its K-tiles in
@@ -1113,7 +1196,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
         let mb = MC.min(m - ic);
         let mb_pad = round_up(mb, K::MR);
         let packed_a = grow(a_buf, mb_pad * k);
-        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, simd);
+        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, None, simd);
         // Few rows: sweep whole rows of B (long sequential streams).
         let nc = if mb <= 32 { n.clamp(1, 8192) } else { NC };
         for jc in (0..n).step_by(nc) {
@@ -1248,14 +1331,49 @@ fn write_block<O: FloatElement, K: Kernel>(
     }
 }
 
+/// Block scales to fold into packed values (see [`prescalable`]): line `l`
+/// of the packed block, scaling block `blk` is multiplied by
+/// `scales[blk · padded + l]` (as [`pack_scales`] lays them out).
+#[derive(Clone, Copy)]
+struct FoldScales<'s> {
+    scales: &'s [f32],
+    padded: usize,
+    block: usize,
+}
+
+impl FoldScales<'_> {
+    /// Line `line`'s values over all of K (a multiple of the block).
+    fn line(&self, line: usize, values: &mut [f32]) {
+        self.line_from(line, 0, values)
+    }
+
+    /// Line `line`'s values from step `k0` (a multiple of the block) on.
+    fn line_from(&self, line: usize, k0: usize, values: &mut [f32]) {
+        let blk0 = k0 / self.block;
+        for (blk, run) in values.chunks_mut(self.block).enumerate() {
+            let s = self.scales[(blk0 + blk) * self.padded + line];
+            run.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
+    /// Step `kk`'s values of lines `0..values.len()`.
+    fn step(&self, kk: usize, values: &mut [f32]) {
+        let s = &self.scales[(kk / self.block) * self.padded..][..values.len()];
+        values.iter_mut().zip(s).for_each(|(v, &s)| *v *= s);
+    }
+}
+
 /// Packs rows `i0..i0 + mb` of A (all K) as MR-row micro-panels: panel `q`
-/// holds, for each k, the MR values of rows `q*MR..`, zero-padded past `mb`.
+/// holds, for each k, the MR values of rows `q*MR..`, zero-padded past `mb`;
+/// with `fold`, each value times its block scale.
+#[allow(clippy::too_many_arguments)]
 fn pack_a<T: FloatElement, K: Kernel>(
     a: &MatRef<'_, T>,
     i0: usize,
     mb: usize,
     dst: &mut [f32],
     tmp: &mut Vec<f32>,
+    fold: Option<FoldScales<'_>>,
     simd: bool,
 ) {
     let (k, mr) = (a.cols(), K::MR);
@@ -1269,6 +1387,9 @@ fn pack_a<T: FloatElement, K: Kernel>(
         for kk in 0..k {
             let start = i0 + kk * cs;
             widen_dispatch(&data[start..start + mb], col, simd);
+            if let Some(f) = fold {
+                f.step(kk, col);
+            }
             for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
                 let d = &mut panel[kk * mr..(kk + 1) * mr];
                 let w = mr.min(mb.saturating_sub(q * mr));
@@ -1296,6 +1417,9 @@ fn pack_a<T: FloatElement, K: Kernel>(
                         *v = data[start + kk * cs].to_f32();
                     }
                 }
+                if let Some(f) = fold {
+                    f.line(q * mr + r, row);
+                }
             }
             for (kk, d) in panel.chunks_exact_mut(mr).enumerate() {
                 for (r, v) in d.iter_mut().enumerate() {
@@ -1307,19 +1431,23 @@ fn pack_a<T: FloatElement, K: Kernel>(
 }
 
 /// Packs columns `j0..j0 + nb` of B (all K) as NR-column micro-panels: panel
-/// `p` holds, for each k, the NR values of columns `p*NR..`, zero-padded.
+/// `p` holds, for each k, the NR values of columns `p*NR..`, zero-padded;
+/// with `fold`, each value times its block scale.
+#[allow(clippy::too_many_arguments)]
 fn pack_b<T: FloatElement, K: Kernel>(
     b: &MatRef<'_, T>,
     j0: usize,
     nb: usize,
     dst: &mut [f32],
     tmp: &mut Vec<f32>,
+    fold: Option<FoldScales<'_>>,
     simd: bool,
 ) {
-    pack_b_nr(b, j0, nb, K::NR, dst, tmp, simd)
+    pack_b_nr(b, j0, nb, K::NR, dst, tmp, fold, simd)
 }
 
 /// [`pack_b`] for panels of `nr` columns.
+#[allow(clippy::too_many_arguments)]
 fn pack_b_nr<T: FloatElement>(
     b: &MatRef<'_, T>,
     j0: usize,
@@ -1327,6 +1455,7 @@ fn pack_b_nr<T: FloatElement>(
     nr: usize,
     dst: &mut [f32],
     tmp: &mut Vec<f32>,
+    fold: Option<FoldScales<'_>>,
     simd: bool,
 ) {
     let k = b.rows();
@@ -1339,11 +1468,14 @@ fn pack_b_nr<T: FloatElement>(
         // cut it into panels.
         for kk in 0..k {
             let start = kk * rs + j0 * cs;
-            let row: &[f32] = if T::DTYPE == DType::F32 {
+            let row: &[f32] = if T::DTYPE == DType::F32 && fold.is_none() {
                 bytemuck::cast_slice(&data[start..start + nb])
             } else {
                 let row = grow(tmp, nb);
                 widen_dispatch(&data[start..start + nb], row, simd);
+                if let Some(f) = fold {
+                    f.step(kk, row);
+                }
                 row
             };
             let mut panels = dst.chunks_exact_mut(k * nr);
@@ -1360,27 +1492,36 @@ fn pack_b_nr<T: FloatElement>(
             }
         }
     } else {
-        // Columns are contiguous (B transposed) or strided: widen each column.
-        let col = grow(tmp, k);
+        // Columns are contiguous (B transposed) or strided: widen a panel's
+        // columns a chunk of K at a time (the chunk stays in L1), then
+        // interleave them step by step.
+        let chunk = COLUMN_CHUNK.min(k);
+        let cols = grow(tmp, nr * chunk);
         for (p, panel) in dst.chunks_exact_mut(k * nr).enumerate() {
-            for r in 0..nr {
-                let j = p * nr + r;
-                if j < nb {
-                    let start = (j0 + j) * cs;
+            let live = nr.min(nb.saturating_sub(p * nr));
+            for k0 in (0..k).step_by(chunk) {
+                let kc = chunk.min(k - k0);
+                for r in 0..live {
+                    let j = p * nr + r;
+                    let col = &mut cols[r * chunk..r * chunk + kc];
+                    let start = (j0 + j) * cs + k0 * rs;
                     if rs == 1 {
-                        widen_dispatch(&data[start..start + k], col, simd);
+                        widen_dispatch(&data[start..start + kc], col, simd);
                     } else {
                         for (kk, v) in col.iter_mut().enumerate() {
                             *v = data[start + kk * rs].to_f32();
                         }
                     }
-                    for (kk, &v) in col.iter().enumerate() {
-                        panel[kk * nr + r] = v;
+                    if let Some(f) = fold {
+                        f.line_from(j, k0, col);
                     }
-                } else {
-                    for kk in 0..k {
-                        panel[kk * nr + r] = 0.0;
+                }
+                let steps = panel[k0 * nr..(k0 + kc) * nr].chunks_exact_mut(nr);
+                for (kk, step) in steps.enumerate() {
+                    for (r, v) in step[..live].iter_mut().enumerate() {
+                        *v = cols[r * chunk + kk];
                     }
+                    step[live..].fill(0.0);
                 }
             }
         }

@@ -66,6 +66,33 @@ pub(crate) trait Kernel {
     /// for the first K-tile (`first`), +0.0 (so the block needs no zeroing).
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool);
 
+    /// [`Kernel::tile`] once per scaling block of `block` steps (the last
+    /// may be shorter): `acc = acc + p` after each block, `first` applying
+    /// to block 0 only. The block-scaled contract when the scales are
+    /// folded into the panels (`driver::prescalable`).
+    #[allow(clippy::too_many_arguments)]
+    fn tile_blocks(
+        kt: usize,
+        block: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+    ) {
+        for (i, b0) in (0..kt).step_by(block.max(1)).enumerate() {
+            let bt = block.min(kt - b0);
+            Self::tile(
+                bt,
+                &a[b0 * Self::MR..(b0 + bt) * Self::MR],
+                &b[b0 * Self::NR..(b0 + bt) * Self::NR],
+                acc,
+                ld,
+                first && i == 0,
+            );
+        }
+    }
+
     /// The block-scaled form of [`Kernel::tile`]: the same chains `p` over
     /// one scaling block of `kt` steps, then
     /// `acc[r * ld + c] = fma(p, fl(sa[r] · sb[c]), start)` (the

@@ -91,6 +91,32 @@ impl Kernel for Avx2 {
         }
     }
 
+    fn tile_blocks(
+        kt: usize,
+        block: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+    ) {
+        assert!(block > 0 && a.len() >= kt * MR && b.len() >= kt * NR);
+        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        // SAFETY: AVX2 and FMA present (the driver's choice of kernel); the
+        // asserts bound every block's panels and the accumulator block.
+        unsafe {
+            tile_blocks_avx2(
+                kt,
+                block,
+                a.as_ptr(),
+                b.as_ptr(),
+                acc.as_mut_ptr(),
+                ld,
+                first,
+            )
+        }
+    }
+
     fn has_fp4_dots() -> bool {
         true
     }
@@ -297,6 +323,7 @@ macro_rules! chains_avx2 {
 /// # Safety
 /// `a` has `kt * 6` readable floats, `b` has `kt * 16`, and `acc` has rows
 /// `0..6` of 16 floats at stride `ld`.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(
     kt: usize,
@@ -321,6 +348,30 @@ unsafe fn tile_avx2(
             _mm256_storeu_ps(dst, _mm256_add_ps(s0, pr[0]));
             _mm256_storeu_ps(dst.add(8), _mm256_add_ps(s1, pr[1]));
         }
+    }
+}
+
+/// [`Kernel::tile_blocks`]: [`tile_avx2`] for each block of a K-tile in
+/// one function, so that one block's accumulate overlaps the next block's
+/// chains.
+///
+/// # Safety
+/// As [`tile_avx2`] for `kt` steps; `block > 0`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_blocks_avx2(
+    kt: usize,
+    block: usize,
+    a: *const f32,
+    b: *const f32,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+) {
+    for (i, b0) in (0..kt).step_by(block).enumerate() {
+        let bt = block.min(kt - b0);
+        // SAFETY: block i's panels start at step b0 < kt (this function's
+        // contract).
+        unsafe { tile_avx2(bt, a.add(b0 * MR), b.add(b0 * NR), acc, ld, first && i == 0) }
     }
 }
 
