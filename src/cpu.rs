@@ -5,43 +5,69 @@ use std::sync::atomic::{AtomicU8, Ordering};
 const UNKNOWN: u8 = 0;
 const PORTABLE: u8 = 1;
 const AVX2: u8 = 2;
+const AVX512_VNNI: u8 = 3;
 
 static LEVEL: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-/// True when the CPU has AVX2, FMA and F16C (every x86-64 since Haswell and
-/// Zen 1): the tier the crate's x86 kernels are compiled for.
-#[inline]
-pub(crate) fn has_avx2_fma_f16c() -> bool {
-    let level = match LEVEL.load(Ordering::Relaxed) {
+fn level() -> u8 {
+    match LEVEL.load(Ordering::Relaxed) {
         UNKNOWN => {
             let level = detect();
             LEVEL.store(level, Ordering::Relaxed);
             level
         }
         known => known,
-    };
-    level == AVX2
+    }
+}
+
+/// True when the CPU has AVX2, FMA and F16C (every x86-64 since Haswell and
+/// Zen 1): the tier the crate's x86 kernels are compiled for.
+#[inline]
+pub(crate) fn has_avx2_fma_f16c() -> bool {
+    level() >= AVX2
+}
+
+/// True when the CPU also has AVX-512 F, BW, VL and VNNI (Ice Lake and
+/// later, Zen 4 and later): the integer GEMM then uses `vpdpbusd` on
+/// 256-bit registers (u8 × i8 quads summed into i32 without an i16 step).
+#[inline]
+pub(crate) fn has_avx512_vnni() -> bool {
+    level() == AVX512_VNNI
 }
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> u8 {
-    if force_portable(std::env::var_os("MIXPREC_FORCE_PORTABLE").as_deref()) {
+    if env_flag("MIXPREC_FORCE_PORTABLE") {
         return PORTABLE;
     }
-    if is_x86_feature_detected!("avx2")
+    if !(is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("f16c"))
     {
-        AVX2
+        return PORTABLE;
+    }
+    let vnni = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    if vnni && !env_flag("MIXPREC_FORCE_AVX2") {
+        AVX512_VNNI
     } else {
-        PORTABLE
+        AVX2
     }
 }
 
-/// Whether `MIXPREC_FORCE_PORTABLE` asks for the portable kernels: any
-/// value except unset, empty, `0` and `false` (any case) does.
+/// Whether the environment variable `name` is set to a true value.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn force_portable(value: Option<&std::ffi::OsStr>) -> bool {
+fn env_flag(name: &str) -> bool {
+    flag_value(std::env::var_os(name).as_deref())
+}
+
+/// Whether a flag's value asks for it (`MIXPREC_FORCE_PORTABLE`,
+/// `MIXPREC_FORCE_AVX2`): any value except unset, empty, `0` and `false`
+/// (any case) does.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn flag_value(value: Option<&std::ffi::OsStr>) -> bool {
     match value.map(|v| v.to_string_lossy().trim().to_ascii_lowercase()) {
         None => false,
         Some(v) => !(v.is_empty() || v == "0" || v == "false"),
@@ -53,23 +79,25 @@ fn detect() -> u8 {
     PORTABLE
 }
 
-/// The kernel family the crate selected at run time: "avx2+fma+f16c" or
-/// "portable" (for reports).
+/// The kernel family the crate selected at run time (for reports):
+/// "avx512vnni+avx2+fma+f16c" (the integer GEMM on `vpdpbusd`, everything
+/// else on AVX2), "avx2+fma+f16c" or "portable". `MIXPREC_FORCE_AVX2=1`
+/// leaves out the AVX-512 tier, `MIXPREC_FORCE_PORTABLE=1` every SIMD tier.
 pub fn active_isa() -> &'static str {
-    if has_avx2_fma_f16c() {
-        "avx2+fma+f16c"
-    } else {
-        "portable"
+    match level() {
+        AVX512_VNNI => "avx512vnni+avx2+fma+f16c",
+        AVX2 => "avx2+fma+f16c",
+        _ => "portable",
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::force_portable;
+    use super::flag_value;
     use std::ffi::OsStr;
 
     #[test]
-    fn force_portable_values() {
+    fn flag_values() {
         for off in [
             None,
             Some(""),
@@ -78,10 +106,10 @@ mod tests {
             Some("FALSE"),
             Some(" 0 "),
         ] {
-            assert!(!force_portable(off.map(OsStr::new)), "{off:?}");
+            assert!(!flag_value(off.map(OsStr::new)), "{off:?}");
         }
         for on in ["1", "true", "yes", "portable"] {
-            assert!(force_portable(Some(OsStr::new(on))), "{on}");
+            assert!(flag_value(Some(OsStr::new(on))), "{on}");
         }
     }
 }

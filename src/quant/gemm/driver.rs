@@ -21,6 +21,15 @@ pub(super) fn run<A: QInt, O: QOutput>(
     let (za, zb) = (a.zero_points(), b.zero_points());
     let (a, b) = (a.values(), b.values());
     #[cfg(target_arch = "x86_64")]
+    if simd && crate::cpu::has_avx512_vnni() {
+        use super::kernel::x86_vnni::{VnniI8, VnniU8};
+        return if A::QMIN == 0 {
+            run_with::<A, O, VnniU8>(a, za, b, zb, c, epilogue, parallelism)
+        } else {
+            run_with::<A, O, VnniI8>(a, za, b, zb, c, epilogue, parallelism)
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd {
         if A::QMIN == 0 && fits_seven_bits(&a) {
             return run_with::<A, O, super::kernel::x86_avx2::Avx2U7>(
@@ -250,14 +259,17 @@ fn serial<A: QInt, O: QOutput, K: IntKernel>(
             for i in 0..mb {
                 let acc_row = &acc[i * nb_pad..i * nb_pad + nb];
                 let start = (ic + i) * rs + jc * cs;
-                let (row, z_a) = (row0 + ic + i, pick(za, row0 + ic + i));
+                // A's values entered the kernel offset by A_OFFSET.
+                let row = row0 + ic + i;
+                let z_a = pick(za, row).wrapping_add(K::A_OFFSET);
+                let row_sum = row_sums[i].wrapping_add((k as i32).wrapping_mul(K::A_OFFSET));
                 let sum = |j: usize, v: i32| {
                     if K::SUBTRACTS_ZERO_POINTS {
                         v
                     } else {
                         // Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb, exact mod 2^32.
                         let z_b = pick(zb, col0 + jc + j);
-                        v.wrapping_sub(z_b.wrapping_mul(row_sums[i]))
+                        v.wrapping_sub(z_b.wrapping_mul(row_sum))
                             .wrapping_sub(z_a.wrapping_mul(col_sums[j]))
                             .wrapping_add((k as i32).wrapping_mul(z_a).wrapping_mul(z_b))
                     }

@@ -233,6 +233,8 @@ fn padded_rows<A: QInt, P: Copy + Default>(
 
 /// How A's rows are given to the kernels.
 enum Rows {
+    /// Unsigned bytes `a + offset` (for `vpdpbusd`).
+    U8(Vec<u8>),
     /// u8 values ≤ 127 (for `vpmaddubsw`).
     U7(Vec<u8>),
     /// Any values, as i16 (for `vpmaddwd`).
@@ -255,10 +257,24 @@ fn run_packed<A: QInt, O: QOutput>(
     let k4 = k.div_ceil(4) * 4;
     // A's rows, zero-padded to k4, and their sums.
     #[cfg(target_arch = "x86_64")]
-    let seven = simd && A::QMIN == 0 && super::fits_seven_bits(&a);
+    let vnni = simd && crate::cpu::has_avx512_vnni();
+    #[cfg(not(target_arch = "x86_64"))]
+    let vnni = false;
+    #[cfg(target_arch = "x86_64")]
+    let seven = simd && !vnni && A::QMIN == 0 && super::fits_seven_bits(&a);
     #[cfg(not(target_arch = "x86_64"))]
     let seven = false;
-    let (rows, row_sums) = if seven {
+    // With `vpdpbusd`, i8 values enter as a + 128; the corrections then use
+    // za + 128 and Σa + K·128 (the same Σ(a − za)(b − zb)).
+    let offset = if vnni && A::QMIN < 0 { 128 } else { 0 };
+    let (rows, row_sums) = if vnni {
+        let (rows, sums) = padded_rows(&a, k4, |v| (v + offset) as u8);
+        let shift = (k as i32).wrapping_mul(offset);
+        (
+            Rows::U8(rows),
+            sums.into_iter().map(|s| s.wrapping_add(shift)).collect(),
+        )
+    } else if seven {
         let (rows, sums) = padded_rows(&a, k4, |v| v as u8);
         (Rows::U7(rows), sums)
     } else {
@@ -279,6 +295,14 @@ fn run_packed<A: QInt, O: QOutput>(
                 let slab = if mp - i0 >= ROWS { ROWS } else { 1 };
                 let mut raw = [[0i32; 8]; ROWS];
                 match (&rows, slab) {
+                    (Rows::U8(v), ROWS) => {
+                        raw = dots8_u8(
+                            codes,
+                            std::array::from_fn(|t| row_of(v, r0 + i0 + t, k4)),
+                            simd,
+                        )
+                    }
+                    (Rows::U8(v), _) => raw[0] = dots8_u8(codes, [row_of(v, r0 + i0, k4)], simd)[0],
                     (Rows::U7(v), ROWS) => {
                         raw = dots8_u7(
                             codes,
@@ -300,7 +324,7 @@ fn run_packed<A: QInt, O: QOutput>(
                 }
                 for (t, raw_row) in raw.iter().enumerate().take(slab) {
                     let (i, r) = (i0 + t, r0 + i0 + t);
-                    let zr = pick(za, r);
+                    let zr = pick(za, r).wrapping_add(offset);
                     for (jj, &s) in raw_row.iter().enumerate().take(np - j0) {
                         let col = c0 + j0 + jj;
                         let zc = pick(&b.zero_points, col);
@@ -333,6 +357,17 @@ fn dots8_u7<const R: usize>(codes: &[i8], a: [&[u8]; R], simd: bool) -> [[i32; 8
     #[cfg(target_arch = "x86_64")]
     if simd {
         return super::kernel::x86_avx2::packed_dots8_u7(codes, a);
+    }
+    let _ = simd;
+    a.map(|row| dots8_portable(codes, row.iter().map(|&v| i32::from(v))))
+}
+
+/// As [`dots8_u7`] for any unsigned bytes (`vpdpbusd`; only called when
+/// the CPU has AVX-512 VNNI).
+fn dots8_u8<const R: usize>(codes: &[i8], a: [&[u8]; R], simd: bool) -> [[i32; 8]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return super::kernel::x86_vnni::packed_dots8_vnni(codes, a);
     }
     let _ = simd;
     a.map(|row| dots8_portable(codes, row.iter().map(|&v| i32::from(v))))

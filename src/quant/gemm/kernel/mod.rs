@@ -1,9 +1,11 @@
-//! The integer GEMM's micro-kernels: one trait, a portable leaf and the
-//! AVX2 leaves (chosen at run time by the driver).
+//! The integer GEMM's micro-kernels: one trait, a portable leaf, the AVX2
+//! leaves and the AVX-512 VNNI leaf (chosen at run time by the driver).
 
 mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_vnni;
 
 pub(crate) use portable::PortableInt;
 
@@ -21,6 +23,13 @@ pub(crate) trait IntKernel {
     /// True when the zero points are subtracted while packing; false when
     /// raw values are multiplied and row/column-sum corrections applied.
     const SUBTRACTS_ZERO_POINTS: bool;
+    /// Added to A's values while packing (so that i8 values become the
+    /// unsigned bytes `vpdpbusd` takes). The kernel then sums
+    /// `(a + A_OFFSET)·b`, and the driver's corrections use
+    /// `za + A_OFFSET` and `Σa + K·A_OFFSET`, which gives the same
+    /// `Σ(a − za)(b − zb)`. Only with raw values
+    /// (`!SUBTRACTS_ZERO_POINTS`).
+    const A_OFFSET: i32 = 0;
     /// The packed element type.
     type Packed: Copy + Default;
     /// A value of A with its zero point `z`, packed.

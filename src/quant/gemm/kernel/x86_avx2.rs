@@ -157,7 +157,7 @@ unsafe fn tile_maddubs(
 /// AVX2; `acc` has 6 rows of 16 i32 at stride `ld`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn store_block(p: &[[__m256i; 2]; MR], acc: *mut i32, ld: usize, first: bool) {
+pub(crate) unsafe fn store_block(p: &[[__m256i; 2]; MR], acc: *mut i32, ld: usize, first: bool) {
     for (r, pr) in p.iter().enumerate() {
         // SAFETY: row r < 6 of the accumulator block, 16 i32.
         unsafe {
