@@ -1403,6 +1403,17 @@ fn pack_a<T: FloatElement, K: Kernel>(
         let rows = grow(tmp, mr * k);
         for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
             let live = mr.min(mb - q * mr);
+            if T::DTYPE == DType::F32 && cs == 1 && fold.is_none() && live == mr {
+                // f32 rows: interleaved straight from A (no widening copy).
+                let src: &[f32] = bytemuck::cast_slice(data);
+                let first = (i0 + q * mr) * rs;
+                for (kk, d) in panel.chunks_exact_mut(mr).enumerate() {
+                    for (r, v) in d.iter_mut().enumerate() {
+                        *v = src[first + r * rs + kk];
+                    }
+                }
+                continue;
+            }
             for r in 0..mr {
                 let row = &mut rows[r * k..(r + 1) * k];
                 if r >= live {
@@ -1446,6 +1457,63 @@ fn pack_b<T: FloatElement, K: Kernel>(
     pack_b_nr(b, j0, nb, K::NR, dst, tmp, fold, simd)
 }
 
+/// B's panels (each `k · NR` values) for columns `j0..j0 + nb` of the f32
+/// rows of `src` (row `kk` at `kk · rs`), one panel after another.
+fn panels_from_rows<const NR: usize>(
+    src: &[f32],
+    rs: usize,
+    j0: usize,
+    nb: usize,
+    k: usize,
+    dst: &mut [f32],
+) {
+    for (p, panel) in dst.chunks_exact_mut(k * NR).enumerate() {
+        let c0 = j0 + p * NR;
+        let live = NR.min(nb.saturating_sub(p * NR));
+        for (kk, step) in panel.chunks_exact_mut(NR).enumerate() {
+            let row = &src[kk * rs + c0..];
+            match (step.first_chunk_mut::<NR>(), row.first_chunk::<NR>()) {
+                (Some(d), Some(s)) if live == NR => *d = *s,
+                _ => {
+                    step[..live].copy_from_slice(&row[..live]);
+                    step[live..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Step `kk` of B's panels (each `k · NR` values) from one row of B.
+fn cut_row<const NR: usize>(row: &[f32], dst: &mut [f32], k: usize, kk: usize) {
+    let mut panels = dst.chunks_exact_mut(k * NR);
+    let (chunks, rest) = row.as_chunks::<NR>();
+    // `chunks` first: zip stops on it without consuming a panel.
+    for (chunk, panel) in chunks.iter().zip(&mut panels) {
+        // A constant-length copy (the source is an array).
+        panel[kk * NR..(kk + 1) * NR].copy_from_slice(chunk);
+    }
+    if let Some(panel) = panels.next() {
+        let d = &mut panel[kk * NR..(kk + 1) * NR];
+        d[..rest.len()].copy_from_slice(rest);
+        d[rest.len()..].fill(0.0);
+    }
+}
+
+/// [`cut_row`] for any panel width.
+fn cut_row_any(row: &[f32], dst: &mut [f32], nr: usize, k: usize, kk: usize) {
+    let mut panels = dst.chunks_exact_mut(k * nr);
+    let mut chunks = row.chunks_exact(nr);
+    for (chunk, panel) in (&mut chunks).zip(&mut panels) {
+        panel[kk * nr..(kk + 1) * nr].copy_from_slice(chunk);
+    }
+    let rest = chunks.remainder();
+    if let Some(panel) = panels.next() {
+        let d = &mut panel[kk * nr..(kk + 1) * nr];
+        d[..rest.len()].copy_from_slice(rest);
+        d[rest.len()..].fill(0.0);
+    }
+}
+
 /// [`pack_b`] for panels of `nr` columns.
 #[allow(clippy::too_many_arguments)]
 fn pack_b_nr<T: FloatElement>(
@@ -1463,7 +1531,12 @@ fn pack_b_nr<T: FloatElement>(
     if k == 0 {
         return;
     }
-    if cs == 1 || nb == 1 {
+    if T::DTYPE == DType::F32 && fold.is_none() && cs == 1 && nr == 16 {
+        // f32 rows: each panel copied from B a step at a time, so that the
+        // panel is written in order.
+        let src: &[f32] = bytemuck::cast_slice(data);
+        panels_from_rows::<16>(src, rs, j0, nb, k, dst);
+    } else if cs == 1 || nb == 1 {
         // Rows are contiguous: widen a row segment (f32 is used as it is),
         // cut it into panels.
         for kk in 0..k {
@@ -1478,17 +1551,12 @@ fn pack_b_nr<T: FloatElement>(
                 }
                 row
             };
-            let mut panels = dst.chunks_exact_mut(k * nr);
-            let mut chunks = row.chunks_exact(nr);
-            // `chunks` first: zip stops on it without consuming a panel.
-            for (chunk, panel) in (&mut chunks).zip(&mut panels) {
-                panel[kk * nr..(kk + 1) * nr].copy_from_slice(chunk);
-            }
-            let rest = chunks.remainder();
-            if let Some(panel) = panels.next() {
-                let d = &mut panel[kk * nr..(kk + 1) * nr];
-                d[..rest.len()].copy_from_slice(rest);
-                d[rest.len()..].fill(0.0);
+            match nr {
+                // The kernels' widths as constants: each step's copy is a
+                // few vector moves instead of a call to memmove.
+                16 => cut_row::<16>(row, dst, k, kk),
+                8 => cut_row::<8>(row, dst, k, kk),
+                _ => cut_row_any(row, dst, nr, k, kk),
             }
         }
     } else {

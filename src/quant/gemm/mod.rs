@@ -16,6 +16,13 @@
 //! afterwards with gemmlowp's row- and column-sum corrections,
 //! `Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb`, exact modulo 2^32 and
 //! therefore exact within the K limit.
+//!
+//! Where the CPU has AVX-512 VNNI (with F, BW and VL) both are replaced by
+//! `vpdpbusd`, which sums four u8 × i8 products straight into an i32 lane
+//! (no i16 step, so any values): raw bytes and the same corrections, i8
+//! activations offset by 128 (`za + 128`, `Σa + 128·K`). Every kernel
+//! returns the same bits; [`crate::active_isa`] says which runs, and
+//! `MIXPREC_FORCE_AVX2=1` keeps the AVX2 ones.
 
 mod driver;
 mod kernel;
