@@ -28,10 +28,11 @@ pub(crate) fn has_avx2_fma_f16c() -> bool {
 }
 
 /// True when the CPU also has AVX-512 F, BW, VL and VNNI (Ice Lake and
-/// later, Zen 4 and later): the integer GEMM then uses `vpdpbusd` on
-/// 256-bit registers (u8 × i8 quads summed into i32 without an i16 step).
+/// later, Zen 4 and later): the float GEMM's tiles then run on zmm
+/// registers and the integer GEMM on `vpdpbusd` (u8 × i8 quads summed into
+/// i32 without an i16 step).
 #[inline]
-pub(crate) fn has_avx512_vnni() -> bool {
+pub(crate) fn has_avx512() -> bool {
     level() == AVX512_VNNI
 }
 
@@ -80,12 +81,13 @@ fn detect() -> u8 {
 }
 
 /// The kernel family the crate selected at run time (for reports):
-/// "avx512vnni+avx2+fma+f16c" (the integer GEMM on `vpdpbusd`, everything
-/// else on AVX2), "avx2+fma+f16c" or "portable". `MIXPREC_FORCE_AVX2=1`
-/// leaves out the AVX-512 tier, `MIXPREC_FORCE_PORTABLE=1` every SIMD tier.
+/// "avx512+avx2+fma+f16c" (AVX-512 F/BW/VL/VNNI: the GEMM tiles on zmm
+/// registers and `vpdpbusd`, the rest on AVX2), "avx2+fma+f16c" or
+/// "portable". `MIXPREC_FORCE_AVX2=1` leaves out the AVX-512 tier,
+/// `MIXPREC_FORCE_PORTABLE=1` every SIMD tier.
 pub fn active_isa() -> &'static str {
     match level() {
-        AVX512_VNNI => "avx512vnni+avx2+fma+f16c",
+        AVX512_VNNI => "avx512+avx2+fma+f16c",
         AVX2 => "avx2+fma+f16c",
         _ => "portable",
     }

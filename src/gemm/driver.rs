@@ -17,6 +17,8 @@
 use super::kernel::portable::Portable;
 #[cfg(target_arch = "x86_64")]
 use super::kernel::x86_avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+use super::kernel::x86_avx512::Avx512;
 use super::kernel::{
     tile_direct_scalar, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_OFFSET, FP4_TIMES_2,
 };
@@ -202,6 +204,10 @@ pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     simd: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if simd && crate::cpu::has_avx512() {
+        return run_with::<TA, TB, O, Avx512>(a, b, scaling, None, c, epilogue, parallelism, simd);
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd {
         return run_with::<TA, TB, O, Avx2>(a, b, scaling, None, c, epilogue, parallelism, simd);
     }
@@ -243,17 +249,14 @@ pub(crate) fn run_prepacked<TA: FloatElement, O: FloatElement>(
     // A shape-only K×N view stands for B: no path reads it.
     let b = MatRef::<f32>::shape_only(a.cols(), n);
     #[cfg(target_arch = "x86_64")]
+    if simd && crate::cpu::has_avx512() {
+        let packed = Some(panels);
+        return run_with::<TA, f32, O, Avx512>(a, b, None, packed, c, epilogue, parallelism, simd);
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd {
-        return run_with::<TA, f32, O, Avx2>(
-            a,
-            b,
-            None,
-            Some(panels),
-            c,
-            epilogue,
-            parallelism,
-            simd,
-        );
+        let packed = Some(panels);
+        return run_with::<TA, f32, O, Avx2>(a, b, None, packed, c, epilogue, parallelism, simd);
     }
     run_with::<TA, f32, O, Portable>(a, b, None, Some(panels), c, epilogue, parallelism, simd)
 }
@@ -262,7 +265,7 @@ pub(crate) fn run_prepacked<TA: FloatElement, O: FloatElement>(
 pub(crate) fn prepacked_kernel_fits(simd: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        return Avx2::NR == PREPACKED_NR;
+        return Avx2::NR == PREPACKED_NR && Avx512::NR == PREPACKED_NR;
     }
     let _ = simd;
     Portable::NR == PREPACKED_NR

@@ -9,6 +9,8 @@
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512;
 
 use super::{Activation, Epilogue};
 use crate::dtype::FloatElement;

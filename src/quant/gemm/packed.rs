@@ -257,7 +257,7 @@ fn run_packed<A: QInt, O: QOutput>(
     let k4 = k.div_ceil(4) * 4;
     // A's rows, zero-padded to k4, and their sums.
     #[cfg(target_arch = "x86_64")]
-    let vnni = simd && crate::cpu::has_avx512_vnni();
+    let vnni = simd && crate::cpu::has_avx512();
     #[cfg(not(target_arch = "x86_64"))]
     let vnni = false;
     #[cfg(target_arch = "x86_64")]
