@@ -526,6 +526,47 @@ proptest! {
     }
 }
 
+/// Skinny products whose B (f32, f16 or bf16 weights) is read in place by
+/// the direct kernels, for every row count of a register block (1–6 and
+/// past it) and a column count that is not a multiple of 16: the
+/// reference's bits.
+#[test]
+fn skinny_direct_b_of_each_weight_type_equals_reference() {
+    fn check<TB: FloatElement>() {
+        let (n, k) = (1030, 300);
+        let b: Vec<TB> = (0..k * n)
+            .map(|i| TB::from_f32(((i % 43) as f32 - 21.0) / 8.0))
+            .collect();
+        let bv = MatRef::from_row_major(&b, k, n).unwrap();
+        let wb = widened(bv);
+        for m in [1, 2, 3, 4, 5, 6, 7, 13] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+            let av = MatRef::from_row_major(&a, m, k).unwrap();
+            let mut want = vec![0.0f32; m * n];
+            gemm::reference(
+                av,
+                wb.as_mat().unwrap(),
+                MatMut::from_row_major(&mut want, m, n).unwrap(),
+                &Epilogue::new(),
+            )
+            .unwrap();
+            let mut got = vec![0.0f32; m * n];
+            gemm::gemm_mixed(
+                av,
+                bv,
+                MatMut::from_row_major(&mut got, m, n).unwrap(),
+                &Epilogue::new(),
+                Parallelism::Serial,
+            )
+            .unwrap();
+            check_slice_bits_eq(&got, &want).unwrap();
+        }
+    }
+    check::<f32>();
+    check::<f16>();
+    check::<bf16>();
+}
+
 #[test]
 fn mixed_large_skinny_and_threaded() {
     // Skinny with a large B (the path that reads B in place) and blocks

@@ -4,12 +4,13 @@
 //! `p = fma(a, b, p)`, so the bits are those of every other kernel. Half
 //! the instructions per multiply-add of the AVX2 kernel (on Zen 4, which
 //! runs a zmm FMA on both 256-bit pipes, about 5 % faster at n = 1024).
-//! The packed layouts are the AVX2 kernel's; the FP4 integer tiles, the
-//! direct-B kernels and the epilogue are the AVX2 kernel's.
+//! The packed layouts are the AVX2 kernel's, and so are the FP4 integer
+//! tiles and the epilogue; the direct-B kernel of skinny products is the
+//! AVX2 one's traversal on zmm registers.
 
 use super::x86_avx2::Avx2;
 use super::{Fp4Lines, Fp4Tile, Kernel};
-use crate::dtype::FloatElement;
+use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
 
@@ -176,7 +177,29 @@ impl Kernel for Avx512 {
         nb: usize,
         p: &mut [f32],
     ) {
-        Avx2::tile_direct::<T>(kt, rows, a, b, b_stride, nb, p)
+        let load = match T::DTYPE {
+            DType::F32 => Load16::F32,
+            DType::F16 => Load16::F16,
+            DType::BF16 => Load16::BF16,
+            _ => return Avx2::tile_direct::<T>(kt, rows, a, b, b_stride, nb, p),
+        };
+        assert!((1..=MR).contains(&rows) && a.len() >= kt * MR && nb.is_multiple_of(NR));
+        assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);
+        assert!(p.len() >= rows * nb);
+        let (ap, bp, pp) = (a.as_ptr(), b.as_ptr() as *const u8, p.as_mut_ptr());
+        // SAFETY: the CPU has AVX2, FMA, F16C and AVX-512F (the driver's
+        // dispatch); the asserts bound every access; `load` reads elements
+        // of the type `T` is.
+        unsafe {
+            match rows {
+                1 => tile_direct_avx512::<1>(kt, ap, bp, b_stride, nb, pp, load),
+                2 => tile_direct_avx512::<2>(kt, ap, bp, b_stride, nb, pp, load),
+                3 => tile_direct_avx512::<3>(kt, ap, bp, b_stride, nb, pp, load),
+                4 => tile_direct_avx512::<4>(kt, ap, bp, b_stride, nb, pp, load),
+                5 => tile_direct_avx512::<5>(kt, ap, bp, b_stride, nb, pp, load),
+                _ => tile_direct_avx512::<6>(kt, ap, bp, b_stride, nb, pp, load),
+            }
+        }
     }
 
     fn epilogue_rows(
@@ -359,6 +382,87 @@ unsafe fn tile_scaled_blocks_avx512(
                 sa.add(i * sa_stride),
                 sb.add(i * sb_stride),
             )
+        }
+    }
+}
+
+/// How the direct kernel reads 16 B values into a zmm (exact widening).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load16 {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Load16 {
+    const fn size(self) -> usize {
+        match self {
+            Load16::F32 => 4,
+            Load16::F16 | Load16::BF16 => 2,
+        }
+    }
+
+    /// # Safety
+    /// `p` points at 16 readable elements of this type; AVX-512F present.
+    #[inline(always)]
+    unsafe fn load16(self, p: *const u8) -> __m512 {
+        // SAFETY: per the function's contract.
+        unsafe {
+            match self {
+                Load16::F32 => _mm512_loadu_ps(p as *const f32),
+                Load16::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+                Load16::BF16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
+                    _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+                )),
+            }
+        }
+    }
+}
+
+/// K-steps per pass over a row of B in [`tile_direct_avx512`] (as the
+/// AVX2 kernel's).
+const DIRECT_K_GROUP: usize = 8;
+
+/// The AVX2 leaf's `tile_direct_avx2` on zmm registers: the same
+/// traversal (a group of k-steps sweeps across all columns, each 16-column
+/// block of `p` in one register per row for the group) and the same chains.
+///
+/// # Safety
+/// AVX2, FMA, F16C and AVX-512F present; `a` has `kt * 6` floats; `b` has
+/// `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb` floats;
+/// `nb` is a multiple of 16.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn tile_direct_avx512<const R: usize>(
+    kt: usize,
+    a: *const f32,
+    b: *const u8,
+    bs: usize,
+    nb: usize,
+    p: *mut f32,
+    load: Load16,
+) {
+    let row_bytes = bs * load.size();
+    for g in (0..kt).step_by(DIRECT_K_GROUP) {
+        let steps = DIRECT_K_GROUP.min(kt - g);
+        for j in (0..nb).step_by(NR) {
+            // SAFETY: rows < R of p, columns j..j + 16 < nb; k-steps
+            // g..g + steps < kt of A and B; B columns j..j + 16 < nb.
+            unsafe {
+                let mut sums = [_mm512_setzero_ps(); R];
+                for (r, s) in sums.iter_mut().enumerate() {
+                    *s = _mm512_loadu_ps(p.add(r * nb + j));
+                }
+                for kk in g..g + steps {
+                    let bv = load.load16(b.add(kk * row_bytes + j * load.size()));
+                    let ak = a.add(kk * MR);
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        *s = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), bv, *s);
+                    }
+                }
+                for (r, s) in sums.iter().enumerate() {
+                    _mm512_storeu_ps(p.add(r * nb + j), *s);
+                }
+            }
         }
     }
 }
