@@ -55,6 +55,50 @@ pub(crate) struct Fp4Tile<'a> {
     pub sb: (&'a [f32], usize),
 }
 
+/// The scaling blocks of a K-tile of `kt` steps in blocks of `block`:
+/// `(index, first step, steps)`, the last block possibly shorter.
+pub(crate) fn scaling_blocks(
+    kt: usize,
+    block: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..kt)
+        .step_by(block.max(1))
+        .enumerate()
+        .map(move |(i, b0)| (i, b0, block.min(kt - b0)))
+}
+
+/// The bounds a SIMD tile relies on: panels of `kt` steps of an `mr × nr`
+/// tile, and its accumulator block at stride `ld`.
+pub(crate) fn check_tile(
+    kt: usize,
+    (mr, nr): (usize, usize),
+    a: &[f32],
+    b: &[f32],
+    acc: &[f32],
+    ld: usize,
+) {
+    assert!(a.len() >= kt * mr && b.len() >= kt * nr);
+    assert!(ld >= nr && acc.len() >= (mr - 1) * ld + nr);
+}
+
+/// The bounds of the scales of every scaling block of a K-tile (see
+/// [`Kernel::tile_scaled_blocks`]); `block > 0`.
+pub(crate) fn check_block_scales(
+    kt: usize,
+    block: usize,
+    (mr, nr): (usize, usize),
+    (sa, sa_stride): (&[f32], usize),
+    (sb, sb_stride): (&[f32], usize),
+) {
+    let blocks = kt.div_ceil(block.max(1));
+    assert!(block > 0);
+    assert!(
+        blocks == 0
+            || (sa.len() >= (blocks - 1) * sa_stride + mr
+                && sb.len() >= (blocks - 1) * sb_stride + nr)
+    );
+}
+
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
     /// Rows of the register block.
@@ -82,8 +126,7 @@ pub(crate) trait Kernel {
         ld: usize,
         first: bool,
     ) {
-        for (i, b0) in (0..kt).step_by(block.max(1)).enumerate() {
-            let bt = block.min(kt - b0);
+        for (i, b0, bt) in scaling_blocks(kt, block) {
             Self::tile(
                 bt,
                 &a[b0 * Self::MR..(b0 + bt) * Self::MR],
@@ -128,8 +171,7 @@ pub(crate) trait Kernel {
         (sa, sa_stride): (&[f32], usize),
         (sb, sb_stride): (&[f32], usize),
     ) {
-        for (i, b0) in (0..kt).step_by(block.max(1)).enumerate() {
-            let bt = block.min(kt - b0);
+        for (i, b0, bt) in scaling_blocks(kt, block) {
             Self::tile_scaled(
                 bt,
                 &a[b0 * Self::MR..(b0 + bt) * Self::MR],

@@ -2,7 +2,10 @@
 //! `vfmadd231ps` per (row, 8 columns, k), which is the contract's
 //! `p = fma(a, b, p)` with one rounding.
 
-use super::{epilogue_rows_body, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_TIMES_2};
+use super::{
+    check_block_scales, check_tile, epilogue_rows_body, scaling_blocks, Fp4Lines, Fp4Tile, Kernel,
+    FP4_MR, FP4_NR, FP4_TIMES_2,
+};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
@@ -19,10 +22,9 @@ impl Kernel for Avx2 {
 
     #[inline]
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
-        assert!(a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        check_tile(kt, (MR, NR), a, b, acc, ld);
         // SAFETY: the driver selects this kernel only when the CPU has AVX2
-        // and FMA; the asserts above bound every access of `tile_avx2`.
+        // and FMA; `check_tile` bounds every access of `tile_avx2`.
         unsafe { tile_avx2(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
     }
 
@@ -37,8 +39,7 @@ impl Kernel for Avx2 {
         sa: &[f32],
         sb: &[f32],
     ) {
-        assert!(a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        check_tile(kt, (MR, NR), a, b, acc, ld);
         assert!(sa.len() >= MR && sb.len() >= NR);
         // SAFETY: as in `tile`; the asserts also bound the scale reads.
         unsafe {
@@ -66,14 +67,8 @@ impl Kernel for Avx2 {
         (sa, sa_stride): (&[f32], usize),
         (sb, sb_stride): (&[f32], usize),
     ) {
-        let blocks = kt.div_ceil(block.max(1));
-        assert!(block > 0 && a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
-        assert!(
-            blocks == 0
-                || (sa.len() >= (blocks - 1) * sa_stride + MR
-                    && sb.len() >= (blocks - 1) * sb_stride + NR)
-        );
+        check_tile(kt, (MR, NR), a, b, acc, ld);
+        check_block_scales(kt, block, (MR, NR), (sa, sa_stride), (sb, sb_stride));
         // SAFETY: AVX2 and FMA present (the driver's choice of kernel); the
         // asserts bound every block's panels and scales.
         unsafe {
@@ -100,8 +95,8 @@ impl Kernel for Avx2 {
         ld: usize,
         first: bool,
     ) {
-        assert!(block > 0 && a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        check_tile(kt, (MR, NR), a, b, acc, ld);
+        assert!(block > 0);
         // SAFETY: AVX2 and FMA present (the driver's choice of kernel); the
         // asserts bound every block's panels and the accumulator block.
         unsafe {
@@ -367,8 +362,7 @@ unsafe fn tile_blocks_avx2(
     ld: usize,
     first: bool,
 ) {
-    for (i, b0) in (0..kt).step_by(block).enumerate() {
-        let bt = block.min(kt - b0);
+    for (i, b0, bt) in scaling_blocks(kt, block) {
         // SAFETY: block i's panels start at step b0 < kt (this function's
         // contract).
         unsafe { tile_avx2(bt, a.add(b0 * MR), b.add(b0 * NR), acc, ld, first && i == 0) }
@@ -432,8 +426,7 @@ unsafe fn tile_scaled_blocks_avx2(
     (sa, sa_stride): (*const f32, usize),
     (sb, sb_stride): (*const f32, usize),
 ) {
-    for (i, b0) in (0..kt).step_by(block).enumerate() {
-        let bt = block.min(kt - b0);
+    for (i, b0, bt) in scaling_blocks(kt, block) {
         // SAFETY: per this function's contract.
         unsafe {
             tile_scaled_avx2(

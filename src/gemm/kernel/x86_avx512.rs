@@ -9,7 +9,7 @@
 //! AVX2 one's traversal on zmm registers.
 
 use super::x86_avx2::Avx2;
-use super::{Fp4Lines, Fp4Tile, Kernel};
+use super::{check_block_scales, check_tile, scaling_blocks, Fp4Lines, Fp4Tile, Kernel};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
@@ -26,10 +26,9 @@ impl Kernel for Avx512 {
 
     #[inline]
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
-        assert!(a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        check_tile(kt, (MR, NR), a, b, acc, ld);
         // SAFETY: the driver selects this kernel only when the CPU has AVX2,
-        // FMA and AVX-512F; the asserts bound every access.
+        // FMA and AVX-512F; `check_tile` bounds every access.
         unsafe { tile_avx512(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
     }
 
@@ -44,8 +43,7 @@ impl Kernel for Avx512 {
         sa: &[f32],
         sb: &[f32],
     ) {
-        assert!(a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        check_tile(kt, (MR, NR), a, b, acc, ld);
         assert!(sa.len() >= MR && sb.len() >= NR);
         // SAFETY: as in `tile`; the asserts also bound the scale reads.
         unsafe {
@@ -73,14 +71,8 @@ impl Kernel for Avx512 {
         (sa, sa_stride): (&[f32], usize),
         (sb, sb_stride): (&[f32], usize),
     ) {
-        let blocks = kt.div_ceil(block.max(1));
-        assert!(block > 0 && a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
-        assert!(
-            blocks == 0
-                || (sa.len() >= (blocks - 1) * sa_stride + MR
-                    && sb.len() >= (blocks - 1) * sb_stride + NR)
-        );
+        check_tile(kt, (MR, NR), a, b, acc, ld);
+        check_block_scales(kt, block, (MR, NR), (sa, sa_stride), (sb, sb_stride));
         // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice of
         // kernel); the asserts bound every block's panels and scales.
         unsafe {
@@ -107,8 +99,8 @@ impl Kernel for Avx512 {
         ld: usize,
         first: bool,
     ) {
-        assert!(block > 0 && a.len() >= kt * MR && b.len() >= kt * NR);
-        assert!(ld >= NR && acc.len() >= (MR - 1) * ld + NR);
+        check_tile(kt, (MR, NR), a, b, acc, ld);
+        assert!(block > 0);
         // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice of
         // kernel); the asserts bound every block's panels and the
         // accumulator block.
@@ -342,8 +334,7 @@ unsafe fn tile_blocks_avx512(
     ld: usize,
     first: bool,
 ) {
-    for (i, b0) in (0..kt).step_by(block).enumerate() {
-        let bt = block.min(kt - b0);
+    for (i, b0, bt) in scaling_blocks(kt, block) {
         // SAFETY: block i's panels start at step b0 < kt (this function's
         // contract).
         unsafe { tile_avx512(bt, a.add(b0 * MR), b.add(b0 * NR), acc, ld, first && i == 0) }
@@ -368,8 +359,7 @@ unsafe fn tile_scaled_blocks_avx512(
     (sa, sa_stride): (*const f32, usize),
     (sb, sb_stride): (*const f32, usize),
 ) {
-    for (i, b0) in (0..kt).step_by(block).enumerate() {
-        let bt = block.min(kt - b0);
+    for (i, b0, bt) in scaling_blocks(kt, block) {
         // SAFETY: per this function's contract.
         unsafe {
             tile_scaled_avx512(
