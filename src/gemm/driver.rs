@@ -214,8 +214,8 @@ pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     run_with::<TA, TB, O, Portable>(a, b, scaling, None, c, epilogue, parallelism, simd)
 }
 
-/// Columns per panel of a pre-packed B ([`super::PackedB`]): the AVX2
-/// kernel's NR.
+/// Columns per panel of a pre-packed B ([`super::PackedB`]): the AVX2 and
+/// AVX-512 kernels' NR.
 pub(crate) const PREPACKED_NR: usize = 16;
 
 /// B (`k × n`) as the blocked engine's panels, for [`super::PackedB`]:

@@ -27,9 +27,10 @@
 //!   exactly, and the product of two of them (at most 22 significant bits)
 //!   is exact in f32, so widening while packing and then using an f32 FMA is
 //!   the contract's arithmetic.
-//! * **FMA everywhere.** The AVX2 micro-kernel issues one `vfmadd231ps` per
-//!   step and the portable kernel calls `f32::mul_add`; neither ever rounds
-//!   `a*b` separately.
+//! * **FMA everywhere.** The AVX2 and AVX-512 micro-kernels issue one
+//!   `vfmadd231ps` per step (ymm or zmm lanes, one output's chain each) and
+//!   the portable kernel calls `f32::mul_add`; none ever rounds `a*b`
+//!   separately.
 //! * **The micro-kernel is one pass of the array.** Blocking uses `kc =
 //!   ARRAY_ROWS` exactly (BLIS's five loops with the K block fixed): each
 //!   register holds one output's chain `p` for one K-tile, starting at +0.0,
