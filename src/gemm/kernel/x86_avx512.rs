@@ -4,12 +4,15 @@
 //! `p = fma(a, b, p)`, so the bits are those of every other kernel. Half
 //! the instructions per multiply-add of the AVX2 kernel (on Zen 4, which
 //! runs a zmm FMA on both 256-bit pipes, about 5 % faster at n = 1024).
-//! The packed layouts are the AVX2 kernel's, and so are the FP4 integer
-//! tiles and the epilogue; the direct-B kernel of skinny products is the
-//! AVX2 one's traversal on zmm registers.
+//! The packed layouts are the AVX2 kernel's, and so are the small-M FP4
+//! dot products and the epilogue; the direct-B kernel of skinny products is
+//! the AVX2 one's traversal on zmm registers, and the FP4 × FP4 integer
+//! tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
 use super::x86_avx2::Avx2;
-use super::{check_block_scales, check_tile, scaling_blocks, Fp4Lines, Fp4Tile, Kernel};
+use super::{
+    check_block_scales, check_tile, scaling_blocks, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR,
+};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
@@ -129,7 +132,17 @@ impl Kernel for Avx512 {
         ld: usize,
         first: bool,
     ) {
-        Avx2::fp4_tile(blocks, quads, t, acc, ld, first)
+        let quads_all = blocks * quads;
+        assert!(t.a.len() >= quads_all * 4 * FP4_MR && t.b.len() >= quads_all * 4 * FP4_NR);
+        assert!(t.corr.len() >= blocks * FP4_NR);
+        if blocks > 0 {
+            assert!(t.sa.0.len() >= (blocks - 1) * t.sa.1 + FP4_MR);
+            assert!(t.sb.0.len() >= (blocks - 1) * t.sb.1 + FP4_NR);
+            assert!(ld >= FP4_NR && acc.len() >= (FP4_MR - 1) * ld + FP4_NR);
+        }
+        // SAFETY: the CPU has AVX2, FMA and AVX-512 F/BW/VL/VNNI (the
+        // driver's choice of kernel); the asserts bound every access.
+        unsafe { fp4_tile_vnni(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
     }
 
     fn fp4_dots8(
@@ -452,6 +465,70 @@ unsafe fn tile_direct_avx512<const R: usize>(
                 for (r, s) in sums.iter().enumerate() {
                     _mm512_storeu_ps(p.add(r * nb + j), *s);
                 }
+            }
+        }
+    }
+}
+
+/// [`Kernel::fp4_tile`] with `vpdpbusd`: per k-quad, the four products of
+/// A's offset codes (2a + 12, unsigned) and B's (2b) go straight into each
+/// column's i32 lane, so a block needs no i16 sums (and no limit on its
+/// length) and no widening; then the same correction and block accumulate
+/// as the AVX2 tile: d = Σ(2a + 12)·2b − 12·Σ2b = 4·Σab exactly, p = d / 4,
+/// `acc = fma(p, fl(sa·sb), acc)`.
+///
+/// # Safety
+/// AVX2, FMA and AVX-512 F/BW/VL/VNNI; the bounds [`Kernel::fp4_tile`]
+/// asserts.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn fp4_tile_vnni(
+    blocks: usize,
+    quads: usize,
+    t: &Fp4Tile<'_>,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+) {
+    let quarter = _mm256_set1_ps(0.25);
+    let (mut a, mut b) = (t.a.as_ptr(), t.b.as_ptr());
+    for blk in 0..blocks {
+        let mut p = [[_mm256_setzero_si256(); 2]; FP4_MR];
+        // SAFETY (all accesses): quad q < blocks · quads of both panels,
+        // block blk's corrections and scales, rows < FP4_MR of `acc`.
+        unsafe {
+            for _ in 0..quads {
+                let b0 = _mm256_loadu_si256(b as *const __m256i);
+                let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let av = _mm256_set1_epi32((a.add(4 * r) as *const i32).read_unaligned());
+                    pr[0] = _mm256_dpbusd_epi32(pr[0], av, b0);
+                    pr[1] = _mm256_dpbusd_epi32(pr[1], av, b1);
+                }
+                a = a.add(4 * FP4_MR);
+                b = b.add(4 * FP4_NR);
+            }
+            let corr = t.corr.as_ptr().add(blk * FP4_NR);
+            let (c0, c1) = (
+                _mm256_loadu_si256(corr as *const __m256i),
+                _mm256_loadu_si256(corr.add(8) as *const __m256i),
+            );
+            let sb = t.sb.0.as_ptr().add(blk * t.sb.1);
+            let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
+            let sa = t.sa.0.as_ptr().add(blk * t.sa.1);
+            for (r, pr) in p.iter().enumerate() {
+                let d0 = _mm256_sub_epi32(pr[0], c0);
+                let d1 = _mm256_sub_epi32(pr[1], c1);
+                let p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), quarter);
+                let p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), quarter);
+                let s = _mm256_broadcast_ss(&*sa.add(r));
+                let dst = acc.add(r * ld);
+                let (z0, z1) = if first && blk == 0 {
+                    (_mm256_setzero_ps(), _mm256_setzero_ps())
+                } else {
+                    (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+                };
+                _mm256_storeu_ps(dst, _mm256_fmadd_ps(p0, _mm256_mul_ps(s, sb0), z0));
+                _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(p1, _mm256_mul_ps(s, sb1), z1));
             }
         }
     }
