@@ -3,7 +3,7 @@
 //! epilogue; one driver for every kernel.
 
 use super::kernel::{IntKernel, PortableInt};
-use super::{pick, QEpilogue, QOutput};
+use super::{pick, QEpilogue, QOutput, RowCorrection};
 use crate::gemm::driver::{par_split, task_count};
 use crate::gemm::Parallelism;
 use crate::quant::QInt;
@@ -259,19 +259,13 @@ fn serial<A: QInt, O: QOutput, K: IntKernel>(
             for i in 0..mb {
                 let acc_row = &acc[i * nb_pad..i * nb_pad + nb];
                 let start = (ic + i) * rs + jc * cs;
-                // A's values entered the kernel offset by A_OFFSET.
                 let row = row0 + ic + i;
-                let z_a = pick(za, row).wrapping_add(K::A_OFFSET);
-                let row_sum = row_sums[i].wrapping_add((k as i32).wrapping_mul(K::A_OFFSET));
+                let correction = RowCorrection::new(pick(za, row), row_sums[i], k, K::A_OFFSET);
                 let sum = |j: usize, v: i32| {
                     if K::SUBTRACTS_ZERO_POINTS {
                         v
                     } else {
-                        // Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb, exact mod 2^32.
-                        let z_b = pick(zb, col0 + jc + j);
-                        v.wrapping_sub(z_b.wrapping_mul(row_sum))
-                            .wrapping_sub(z_a.wrapping_mul(col_sums[j]))
-                            .wrapping_add((k as i32).wrapping_mul(z_a).wrapping_mul(z_b))
+                        correction.apply(v, pick(zb, col0 + jc + j), col_sums[j])
                     }
                 };
                 if cs == 1 {

@@ -94,6 +94,40 @@ pub(crate) fn pick<T: Copy>(v: &[T], i: usize) -> T {
     v[if v.len() == 1 { 0 } else { i }]
 }
 
+/// gemmlowp's zero-point correction for one row of A, for kernels that
+/// multiply raw values: `Σ(a − za)(b − zb) = Σab − zb·Σa − za·Σb +
+/// K·za·zb`, exact modulo 2^32 and so exact within the K limit. A kernel
+/// that saw A's values offset by `offset` (`IntKernel::A_OFFSET`) summed
+/// `(a + offset)·b`; the zero point and the row sum shift with them, which
+/// leaves `a − za` and so the result unchanged.
+#[derive(Clone, Copy)]
+pub(crate) struct RowCorrection {
+    za: i32,
+    row_sum: i32,
+    k: i32,
+}
+
+impl RowCorrection {
+    /// `za` and `row_sum` (Σa, wrapping) as given; `offset` as the kernel
+    /// applied it.
+    pub(crate) fn new(za: i32, row_sum: i32, k: usize, offset: i32) -> Self {
+        let k = k as i32;
+        Self {
+            za: za.wrapping_add(offset),
+            row_sum: row_sum.wrapping_add(k.wrapping_mul(offset)),
+            k,
+        }
+    }
+
+    /// The corrected sum of one output from the kernel's raw sum, B's zero
+    /// point for the column and the column's sum Σb.
+    pub(crate) fn apply(self, raw: i32, zb: i32, col_sum: i32) -> i32 {
+        raw.wrapping_sub(zb.wrapping_mul(self.row_sum))
+            .wrapping_sub(self.za.wrapping_mul(col_sum))
+            .wrapping_add(self.k.wrapping_mul(self.za).wrapping_mul(zb))
+    }
+}
+
 impl QOutput for i32 {
     fn from_acc(acc: i32, _: usize, _: usize, _: &QEpilogue<'_>) -> Self {
         acc

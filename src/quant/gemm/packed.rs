@@ -2,7 +2,7 @@
 //! ([`qgemm_packed`]): the B operand packed once, as fbgemm's
 //! `PackBMatrix` or gemmlowp's prepacked matrices, with its column sums.
 
-use super::{qgemm, validate, QEpilogue, QMatRef, QOutput};
+use super::{qgemm, validate, QEpilogue, QMatRef, QOutput, RowCorrection};
 use crate::gemm::driver::{par_split, task_count};
 use crate::gemm::Parallelism;
 use crate::quant::QInt;
@@ -264,16 +264,12 @@ fn run_packed<A: QInt, O: QOutput>(
     let seven = simd && !vnni && A::QMIN == 0 && super::fits_seven_bits(&a);
     #[cfg(not(target_arch = "x86_64"))]
     let seven = false;
-    // With `vpdpbusd`, i8 values enter as a + 128; the corrections then use
-    // za + 128 and Σa + K·128 (the same Σ(a − za)(b − zb)).
+    // With `vpdpbusd`, i8 values enter as a + 128 (`RowCorrection` shifts
+    // the zero point and the row sum to match).
     let offset = if vnni && A::QMIN < 0 { 128 } else { 0 };
     let (rows, row_sums) = if vnni {
         let (rows, sums) = padded_rows(&a, k4, |v| (v + offset) as u8);
-        let shift = (k as i32).wrapping_mul(offset);
-        (
-            Rows::U8(rows),
-            sums.into_iter().map(|s| s.wrapping_add(shift)).collect(),
-        )
+        (Rows::U8(rows), sums)
     } else if seven {
         let (rows, sums) = padded_rows(&a, k4, |v| v as u8);
         (Rows::U7(rows), sums)
@@ -324,16 +320,11 @@ fn run_packed<A: QInt, O: QOutput>(
                 }
                 for (t, raw_row) in raw.iter().enumerate().take(slab) {
                     let (i, r) = (i0 + t, r0 + i0 + t);
-                    let zr = pick(za, r).wrapping_add(offset);
+                    let correction = RowCorrection::new(pick(za, r), row_sums[r], k, offset);
                     for (jj, &s) in raw_row.iter().enumerate().take(np - j0) {
                         let col = c0 + j0 + jj;
                         let zc = pick(&b.zero_points, col);
-                        // Σ(a − za)(b − zb) = Σab − zb·Σa − za·Σb + K·za·zb,
-                        // exact modulo 2^32, so exact within the K limit.
-                        let acc = s
-                            .wrapping_sub(zc.wrapping_mul(row_sums[r]))
-                            .wrapping_sub(zr.wrapping_mul(b.column_sums[col]))
-                            .wrapping_add((k as i32).wrapping_mul(zr).wrapping_mul(zc));
+                        let acc = correction.apply(s, zc, b.column_sums[col]);
                         part.set(i, j0 + jj, O::from_acc(acc, r, col, epilogue));
                     }
                 }
