@@ -99,6 +99,20 @@ pub(crate) fn check_block_scales(
     );
 }
 
+/// The bounds a SIMD [`Kernel::fp4_tile`] relies on: `blocks · quads`
+/// k-quads of both panels, each block's corrections and scales, and the
+/// `FP4_MR × FP4_NR` accumulator block at stride `ld`.
+pub(crate) fn check_fp4_tile(blocks: usize, quads: usize, t: &Fp4Tile<'_>, acc: &[f32], ld: usize) {
+    let quads_all = blocks * quads;
+    assert!(t.a.len() >= quads_all * 4 * FP4_MR && t.b.len() >= quads_all * 4 * FP4_NR);
+    assert!(t.corr.len() >= blocks * FP4_NR);
+    if blocks > 0 {
+        assert!(t.sa.0.len() >= (blocks - 1) * t.sa.1 + FP4_MR);
+        assert!(t.sb.0.len() >= (blocks - 1) * t.sb.1 + FP4_NR);
+        assert!(ld >= FP4_NR && acc.len() >= (FP4_MR - 1) * ld + FP4_NR);
+    }
+}
+
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
     /// Rows of the register block.

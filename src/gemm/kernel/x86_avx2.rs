@@ -3,8 +3,8 @@
 //! `p = fma(a, b, p)` with one rounding.
 
 use super::{
-    check_block_scales, check_tile, epilogue_rows_body, scaling_blocks, Fp4Lines, Fp4Tile, Kernel,
-    FP4_MR, FP4_NR, FP4_TIMES_2,
+    check_block_scales, check_fp4_tile, check_tile, epilogue_rows_body, scaling_blocks, Fp4Lines,
+    Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_TIMES_2,
 };
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
@@ -124,18 +124,11 @@ impl Kernel for Avx2 {
         ld: usize,
         first: bool,
     ) {
-        let quads_all = blocks * quads;
         assert!(
             quads <= 8,
             "{quads} quads per block: the i16 sums need at most 8"
         );
-        assert!(t.a.len() >= quads_all * 4 * FP4_MR && t.b.len() >= quads_all * 4 * FP4_NR);
-        assert!(t.corr.len() >= blocks * FP4_NR);
-        if blocks > 0 {
-            assert!(t.sa.0.len() >= (blocks - 1) * t.sa.1 + FP4_MR);
-            assert!(t.sb.0.len() >= (blocks - 1) * t.sb.1 + FP4_NR);
-            assert!(ld >= FP4_NR && acc.len() >= (FP4_MR - 1) * ld + FP4_NR);
-        }
+        check_fp4_tile(blocks, quads, t, acc, ld);
         // SAFETY: the driver selects this kernel only when the CPU has AVX2
         // and FMA; the asserts bound every access.
         unsafe { fp4_tile_avx2(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
@@ -787,7 +780,6 @@ unsafe fn fp4_tile_avx2(
     first: bool,
 ) {
     let ones = _mm256_set1_epi16(1);
-    let quarter = _mm256_set1_ps(0.25);
     let (mut a, mut b) = (t.a.as_ptr(), t.b.as_ptr());
     for blk in 0..blocks {
         let mut p = [[_mm256_setzero_si256(); 2]; FP4_MR];
@@ -805,30 +797,55 @@ unsafe fn fp4_tile_avx2(
                 a = a.add(4 * FP4_MR);
                 b = b.add(4 * FP4_NR);
             }
-            let corr = t.corr.as_ptr().add(blk * FP4_NR);
-            let (c0, c1) = (
-                _mm256_loadu_si256(corr as *const __m256i),
-                _mm256_loadu_si256(corr.add(8) as *const __m256i),
-            );
-            let sb = t.sb.0.as_ptr().add(blk * t.sb.1);
-            let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
-            let sa = t.sa.0.as_ptr().add(blk * t.sa.1);
-            for (r, pr) in p.iter().enumerate() {
-                // d = Σ(2a + 12)·2b − 12·Σ2b = 4·Σab, exact; p = d / 4.
-                let d0 = _mm256_sub_epi32(_mm256_madd_epi16(pr[0], ones), c0);
-                let d1 = _mm256_sub_epi32(_mm256_madd_epi16(pr[1], ones), c1);
-                let p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), quarter);
-                let p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), quarter);
-                let s = _mm256_broadcast_ss(&*sa.add(r));
-                let dst = acc.add(r * ld);
-                let (z0, z1) = if first && blk == 0 {
-                    (_mm256_setzero_ps(), _mm256_setzero_ps())
-                } else {
-                    (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
-                };
-                _mm256_storeu_ps(dst, _mm256_fmadd_ps(p0, _mm256_mul_ps(s, sb0), z0));
-                _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(p1, _mm256_mul_ps(s, sb1), z1));
-            }
+            // The i16 pair sums of each lane, widened to its column's i32.
+            let sums = p.map(|pr| pr.map(|v| _mm256_madd_epi16(v, ones)));
+            fp4_block_accumulate(&sums, t, blk, acc, ld, first && blk == 0);
+        }
+    }
+}
+
+/// The end of block `blk` of an FP4 × FP4 tile, from each column's integer
+/// sum Σ(2a + 12)·2b (two i32 vectors per row): d = that − 12·Σ2b = 4·Σab,
+/// exact; p = d / 4 (exact in f32, |d| < 2^24); then the contract's
+/// `acc = fma(p, fl(sa·sb), acc)`, from +0.0 with `start_zero`.
+///
+/// # Safety
+/// AVX2 and FMA; the bounds [`Kernel::fp4_tile`] checks, `blk` < its
+/// `blocks`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn fp4_block_accumulate(
+    sums: &[[__m256i; 2]; FP4_MR],
+    t: &Fp4Tile<'_>,
+    blk: usize,
+    acc: *mut f32,
+    ld: usize,
+    start_zero: bool,
+) {
+    let quarter = _mm256_set1_ps(0.25);
+    // SAFETY: block blk's corrections and scales and rows < FP4_MR of `acc`
+    // are within the bounds the caller's contract gives.
+    unsafe {
+        let corr = t.corr.as_ptr().add(blk * FP4_NR);
+        let (c0, c1) = (
+            _mm256_loadu_si256(corr as *const __m256i),
+            _mm256_loadu_si256(corr.add(8) as *const __m256i),
+        );
+        let sb = t.sb.0.as_ptr().add(blk * t.sb.1);
+        let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
+        let sa = t.sa.0.as_ptr().add(blk * t.sa.1);
+        for (r, sr) in sums.iter().enumerate() {
+            let p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sr[0], c0)), quarter);
+            let p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sr[1], c1)), quarter);
+            let s = _mm256_broadcast_ss(&*sa.add(r));
+            let dst = acc.add(r * ld);
+            let (z0, z1) = if start_zero {
+                (_mm256_setzero_ps(), _mm256_setzero_ps())
+            } else {
+                (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
+            };
+            _mm256_storeu_ps(dst, _mm256_fmadd_ps(p0, _mm256_mul_ps(s, sb0), z0));
+            _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(p1, _mm256_mul_ps(s, sb1), z1));
         }
     }
 }

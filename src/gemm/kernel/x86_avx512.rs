@@ -9,12 +9,14 @@
 //! the AVX2 one's traversal on zmm registers, and the FP4 × FP4 integer
 //! tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
-use super::x86_avx2::Avx2;
+use super::x86_avx2::{fp4_block_accumulate, Avx2};
 use super::{
-    check_block_scales, check_tile, scaling_blocks, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR,
+    check_block_scales, check_fp4_tile, check_tile, scaling_blocks, Fp4Lines, Fp4Tile, Kernel,
+    FP4_MR, FP4_NR,
 };
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
+use crate::quant::dpbusd_quads;
 use std::arch::x86_64::*;
 
 /// 6 rows × 16 columns (one zmm register per row).
@@ -132,14 +134,7 @@ impl Kernel for Avx512 {
         ld: usize,
         first: bool,
     ) {
-        let quads_all = blocks * quads;
-        assert!(t.a.len() >= quads_all * 4 * FP4_MR && t.b.len() >= quads_all * 4 * FP4_NR);
-        assert!(t.corr.len() >= blocks * FP4_NR);
-        if blocks > 0 {
-            assert!(t.sa.0.len() >= (blocks - 1) * t.sa.1 + FP4_MR);
-            assert!(t.sb.0.len() >= (blocks - 1) * t.sb.1 + FP4_NR);
-            assert!(ld >= FP4_NR && acc.len() >= (FP4_MR - 1) * ld + FP4_NR);
-        }
+        check_fp4_tile(blocks, quads, t, acc, ld);
         // SAFETY: the CPU has AVX2, FMA and AVX-512 F/BW/VL/VNNI (the
         // driver's choice of kernel); the asserts bound every access.
         unsafe { fp4_tile_vnni(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
@@ -489,47 +484,16 @@ unsafe fn fp4_tile_vnni(
     ld: usize,
     first: bool,
 ) {
-    let quarter = _mm256_set1_ps(0.25);
     let (mut a, mut b) = (t.a.as_ptr(), t.b.as_ptr());
     for blk in 0..blocks {
         let mut p = [[_mm256_setzero_si256(); 2]; FP4_MR];
         // SAFETY (all accesses): quad q < blocks · quads of both panels,
         // block blk's corrections and scales, rows < FP4_MR of `acc`.
         unsafe {
-            for _ in 0..quads {
-                let b0 = _mm256_loadu_si256(b as *const __m256i);
-                let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
-                for (r, pr) in p.iter_mut().enumerate() {
-                    let av = _mm256_set1_epi32((a.add(4 * r) as *const i32).read_unaligned());
-                    pr[0] = _mm256_dpbusd_epi32(pr[0], av, b0);
-                    pr[1] = _mm256_dpbusd_epi32(pr[1], av, b1);
-                }
-                a = a.add(4 * FP4_MR);
-                b = b.add(4 * FP4_NR);
-            }
-            let corr = t.corr.as_ptr().add(blk * FP4_NR);
-            let (c0, c1) = (
-                _mm256_loadu_si256(corr as *const __m256i),
-                _mm256_loadu_si256(corr.add(8) as *const __m256i),
-            );
-            let sb = t.sb.0.as_ptr().add(blk * t.sb.1);
-            let (sb0, sb1) = (_mm256_loadu_ps(sb), _mm256_loadu_ps(sb.add(8)));
-            let sa = t.sa.0.as_ptr().add(blk * t.sa.1);
-            for (r, pr) in p.iter().enumerate() {
-                let d0 = _mm256_sub_epi32(pr[0], c0);
-                let d1 = _mm256_sub_epi32(pr[1], c1);
-                let p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(d0), quarter);
-                let p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(d1), quarter);
-                let s = _mm256_broadcast_ss(&*sa.add(r));
-                let dst = acc.add(r * ld);
-                let (z0, z1) = if first && blk == 0 {
-                    (_mm256_setzero_ps(), _mm256_setzero_ps())
-                } else {
-                    (_mm256_loadu_ps(dst), _mm256_loadu_ps(dst.add(8)))
-                };
-                _mm256_storeu_ps(dst, _mm256_fmadd_ps(p0, _mm256_mul_ps(s, sb0), z0));
-                _mm256_storeu_ps(dst.add(8), _mm256_fmadd_ps(p1, _mm256_mul_ps(s, sb1), z1));
-            }
+            dpbusd_quads(&mut p, quads, a.cast(), b.cast());
+            a = a.add(4 * FP4_MR * quads);
+            b = b.add(4 * FP4_NR * quads);
+            fp4_block_accumulate(&p, t, blk, acc, ld, first && blk == 0);
         }
     }
 }

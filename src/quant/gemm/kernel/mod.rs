@@ -9,6 +9,16 @@ pub(crate) mod x86_vnni;
 
 pub(crate) use portable::PortableInt;
 
+/// The 4-value runs of k a packed-weights row kernel covers (`rows[0]`'s
+/// length / 4), checked against the weights (32 bytes per run: 8 columns ×
+/// 4 k) and every row of A: the bounds the SIMD row kernels rely on.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn packed_runs<T>(codes: &[i8], rows: &[&[T]]) -> usize {
+    let runs = rows.first().map_or(0, |r| r.len() / 4);
+    assert!(codes.len() >= runs * 32 && rows.iter().all(|r| r.len() >= runs * 4));
+    runs
+}
+
 /// An integer micro-kernel: `acc (+)= Σ a·b` for an `MR × NR` block over
 /// groups of `GROUP` consecutive k, operands packed as `Packed` values.
 ///

@@ -2,7 +2,7 @@
 //! no saturation, every product and pair sum exact in i32), `vpmaddubsw`
 //! for 7-bit u8 activations, and the row kernels of the packed skinny path.
 
-use super::IntKernel;
+use super::{packed_runs, IntKernel};
 use std::arch::x86_64::*;
 
 /// 6 rows × 16 columns of i32 sums; per k-pair two `vpmaddwd` per row.
@@ -179,9 +179,8 @@ pub(crate) unsafe fn store_block(p: &[[__m256i; 2]; MR], acc: *mut i32, ld: usiz
 /// weights, then per row one `vpmaddubsw` (pair sums at most 2·127·128,
 /// no saturation) and `vpmaddwd` by ones into i32 lanes, one per column.
 pub(crate) fn packed_dots8_u7<const R: usize>(codes: &[i8], rows: [&[u8]; R]) -> [[i32; 8]; R] {
-    let runs = rows[0].len() / 4;
-    assert!(codes.len() >= runs * 32 && rows.iter().all(|r| r.len() >= runs * 4));
-    // SAFETY: the driver calls this only when the CPU has AVX2; the assert
+    let runs = packed_runs(codes, &rows);
+    // SAFETY: the driver calls this only when the CPU has AVX2; `packed_runs`
     // bounds the codes and every row.
     unsafe { packed_dots8_u7_avx2(codes.as_ptr(), rows.map(<[u8]>::as_ptr), runs) }
 }
@@ -219,9 +218,8 @@ unsafe fn packed_dots8_u7_avx2<const R: usize>(
 /// each row's four values (products at most 255·128, pair sums exact in
 /// i32).
 pub(crate) fn packed_dots8_i16<const R: usize>(codes: &[i8], rows: [&[i16]; R]) -> [[i32; 8]; R] {
-    let runs = rows[0].len() / 4;
-    assert!(codes.len() >= runs * 32 && rows.iter().all(|r| r.len() >= runs * 4));
-    // SAFETY: the driver calls this only when the CPU has AVX2; the assert
+    let runs = packed_runs(codes, &rows);
+    // SAFETY: the driver calls this only when the CPU has AVX2; `packed_runs`
     // bounds the codes and every row.
     unsafe { packed_dots8_i16_avx2(codes.as_ptr(), rows.map(<[i16]>::as_ptr), runs) }
 }

@@ -11,7 +11,7 @@
 //! lifts its 7-bit limit.
 
 use super::x86_avx2::store_block;
-use super::IntKernel;
+use super::{packed_runs, IntKernel};
 use std::arch::x86_64::*;
 
 const MR: usize = 6;
@@ -70,6 +70,31 @@ unsafe fn tile_dpbusd(
     first: bool,
 ) {
     let mut p = [[_mm256_setzero_si256(); 2]; MR];
+    // SAFETY: per this function's contract: the panels hold `quads` k-quads,
+    // `acc` has 6 rows of 16 i32.
+    unsafe {
+        dpbusd_quads(&mut p, quads, a, b);
+        store_block(&p, acc, ld, first)
+    }
+}
+
+/// `p[r][h]` += the column sums of `quads` k-quads of an R-row A panel
+/// (4 unsigned bytes per row and quad) and a 16-column B panel (4 signed
+/// bytes per column and quad; columns `8h..8h + 8` in `p[r][h]`), one
+/// `vpdpbusd` per row and 8 columns: the blocked integer tile's loop, and
+/// the FP4 × FP4 tile's (`gemm::kernel::x86_avx512`).
+///
+/// # Safety
+/// AVX2 and AVX-512 F/BW/VL/VNNI; `a` has `4·quads·R` bytes, `b` has
+/// `4·quads·16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn dpbusd_quads<const R: usize>(
+    p: &mut [[__m256i; 2]; R],
+    quads: usize,
+    a: *const u8,
+    b: *const u8,
+) {
     let (mut a, mut b) = (a, b);
     for _ in 0..quads {
         // SAFETY: one more k-quad remains in both panels.
@@ -81,12 +106,10 @@ unsafe fn tile_dpbusd(
                 pr[0] = _mm256_dpbusd_epi32(pr[0], av, b0);
                 pr[1] = _mm256_dpbusd_epi32(pr[1], av, b1);
             }
-            a = a.add(4 * MR);
-            b = b.add(4 * NR);
+            a = a.add(4 * R);
+            b = b.add(64);
         }
     }
-    // SAFETY: per this function's contract, `acc` has 6 rows of 16 i32.
-    unsafe { store_block(&p, acc, ld, first) }
 }
 
 /// Σ_k a_r[k]·b[k, j] (wrapping i32) for the eight columns of a
@@ -95,10 +118,9 @@ unsafe fn tile_dpbusd(
 /// the weights and one `vpdpbusd` per row, each row's runs spread over four
 /// accumulators (the instruction's latency is several cycles).
 pub(crate) fn packed_dots8_vnni<const R: usize>(codes: &[i8], rows: [&[u8]; R]) -> [[i32; 8]; R] {
-    let runs = rows[0].len() / 4;
-    assert!(codes.len() >= runs * 32 && rows.iter().all(|r| r.len() >= runs * 4));
+    let runs = packed_runs(codes, &rows);
     // SAFETY: the driver calls this only when the CPU has AVX2 and AVX-512
-    // F/BW/VL/VNNI; the assert bounds the codes and every row.
+    // F/BW/VL/VNNI; `packed_runs` bounds the codes and every row.
     unsafe { packed_dots8_vnni_impl(codes.as_ptr(), rows.map(<[u8]>::as_ptr), runs) }
 }
 
