@@ -95,33 +95,6 @@ impl Kernel for Avx512 {
         }
     }
 
-    fn tile_blocks(
-        kt: usize,
-        block: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        assert!(block > 0);
-        // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice of
-        // kernel); the asserts bound every block's panels and the
-        // accumulator block.
-        unsafe {
-            tile_blocks_avx512(
-                kt,
-                block,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-            )
-        }
-    }
-
     fn has_fp4_dots() -> bool {
         Avx2::has_fp4_dots()
     }
@@ -325,27 +298,6 @@ unsafe fn tile_scaled_avx512(
             };
             _mm512_storeu_ps(dst, _mm512_fmadd_ps(*pr, s, start));
         }
-    }
-}
-
-/// [`Kernel::tile_blocks`]: [`tile_avx512`] per block of a K-tile.
-///
-/// # Safety
-/// As [`tile_avx512`] for `kt` steps; `block > 0`.
-#[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn tile_blocks_avx512(
-    kt: usize,
-    block: usize,
-    a: *const f32,
-    b: *const f32,
-    acc: *mut f32,
-    ld: usize,
-    first: bool,
-) {
-    for (i, b0, bt) in scaling_blocks(kt, block) {
-        // SAFETY: block i's panels start at step b0 < kt (this function's
-        // contract).
-        unsafe { tile_avx512(bt, a.add(b0 * MR), b.add(b0 * NR), acc, ld, first && i == 0) }
     }
 }
 
