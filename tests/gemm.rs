@@ -526,6 +526,37 @@ proptest! {
     }
 }
 
+/// `gemm_mixed(a, b)` with each of `threads` equals the reference on the
+/// widened operands, bit for bit.
+fn mixed_equals_reference<TA: FloatElement, TB: FloatElement>(
+    av: MatRef<'_, TA>,
+    bv: MatRef<'_, TB>,
+    threads: &[usize],
+) {
+    let (m, n) = (av.rows(), bv.cols());
+    let (wa, wb) = (widened(av), widened(bv));
+    let mut want = vec![0.0f32; m * n];
+    gemm::reference(
+        wa.as_mat().unwrap(),
+        wb.as_mat().unwrap(),
+        MatMut::from_row_major(&mut want, m, n).unwrap(),
+        &Epilogue::new(),
+    )
+    .unwrap();
+    for &threads in threads {
+        let mut got = vec![0.0f32; m * n];
+        gemm::gemm_mixed(
+            av,
+            bv,
+            MatMut::from_row_major(&mut got, m, n).unwrap(),
+            &Epilogue::new(),
+            Parallelism::Threads(threads),
+        )
+        .unwrap();
+        check_slice_bits_eq(&got, &want).unwrap();
+    }
+}
+
 /// Skinny products whose B (f32, f16 or bf16 weights) is read in place by
 /// the direct kernels, for every row count of a register block (1–6 and
 /// past it) and a column count that is not a multiple of 16: the
@@ -538,28 +569,9 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
             .map(|i| TB::from_f32(((i % 43) as f32 - 21.0) / 8.0))
             .collect();
         let bv = MatRef::from_row_major(&b, k, n).unwrap();
-        let wb = widened(bv);
         for m in [1, 2, 3, 4, 5, 6, 7, 13] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
-            let av = MatRef::from_row_major(&a, m, k).unwrap();
-            let mut want = vec![0.0f32; m * n];
-            gemm::reference(
-                av,
-                wb.as_mat().unwrap(),
-                MatMut::from_row_major(&mut want, m, n).unwrap(),
-                &Epilogue::new(),
-            )
-            .unwrap();
-            let mut got = vec![0.0f32; m * n];
-            gemm::gemm_mixed(
-                av,
-                bv,
-                MatMut::from_row_major(&mut got, m, n).unwrap(),
-                &Epilogue::new(),
-                Parallelism::Serial,
-            )
-            .unwrap();
-            check_slice_bits_eq(&got, &want).unwrap();
+            mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1]);
         }
     }
     check::<f32>();
@@ -576,30 +588,10 @@ fn mixed_large_skinny_and_threaded() {
             .map(|i| bf16::from_f32(((i % 37) as f32 - 18.0) / 7.0))
             .collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i % 41) as f32 - 20.0) / 9.0).collect();
-        let (av, bv) = (
+        mixed_equals_reference(
             MatRef::from_row_major(&a, m, k).unwrap(),
             MatRef::from_row_major(&b, k, n).unwrap(),
+            &[1, 2, 5],
         );
-        let (wa, wb) = (widened(av), widened(bv));
-        let mut want = vec![0.0f32; m * n];
-        gemm::reference(
-            wa.as_mat().unwrap(),
-            wb.as_mat().unwrap(),
-            MatMut::from_row_major(&mut want, m, n).unwrap(),
-            &Epilogue::new(),
-        )
-        .unwrap();
-        for threads in [1, 2, 5] {
-            let mut got = vec![0.0f32; m * n];
-            gemm::gemm_mixed(
-                av,
-                bv,
-                MatMut::from_row_major(&mut got, m, n).unwrap(),
-                &Epilogue::new(),
-                Parallelism::Threads(threads),
-            )
-            .unwrap();
-            check_slice_bits_eq(&got, &want).unwrap();
-        }
     }
 }
