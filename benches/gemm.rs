@@ -447,7 +447,7 @@ fn benches(c: &mut Criterion) {
         c,
         "gemm_skinny",
         &[(1, 4096, 4096), (8, 4096, 4096), (32, 4096, 4096)],
-        false,
+        true,
     );
     weight_read_limit(c);
     prepacked_group(c);

@@ -128,16 +128,18 @@ fn small_batch(c: &mut Criterion) {
         let af: Vec<f32> = au.iter().map(|&v| v as f32).collect();
         let mut ci = vec![0i32; m * n];
         let mut cf = vec![0.0f32; m * n];
-        let packed_run = |a: &[u8], za: i32, ci: &mut [i32]| {
+        let packed_on = |a: &[u8], za: i32, ci: &mut [i32], par: Parallelism| {
             qgemm_packed(
                 QMatRef::new(MatRef::from_row_major(a, m, k).unwrap(), &[za]).unwrap(),
                 &packed,
                 MatMut::from_row_major(ci, m, n).unwrap(),
                 &QEpilogue::I32,
-                Parallelism::Serial,
+                par,
             )
             .unwrap()
         };
+        let packed_run =
+            |a: &[u8], za: i32, ci: &mut [i32]| packed_on(a, za, ci, Parallelism::Serial);
         g.bench_function(BenchmarkId::new("mixprec_f32", &id), |b| {
             b.iter(|| {
                 gemm(
@@ -156,6 +158,10 @@ fn small_batch(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("mixprec_u7xi8_packed", &id), |b| {
             b.iter(|| packed_run(black_box(&a7), 64, &mut ci))
         });
+        g.bench_function(
+            BenchmarkId::new("mixprec_u8xi8_packed_2threads", &id),
+            |b| b.iter(|| packed_on(black_box(&au), 128, &mut ci, Parallelism::Threads(2))),
+        );
         g.bench_function(BenchmarkId::new("mixprec_u8xi8_unpacked", &id), |b| {
             b.iter(|| {
                 qgemm(

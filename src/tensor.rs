@@ -819,6 +819,38 @@ impl<'a, T: Copy> MatMut<'a, T> {
         }
     }
 
+    /// Columns `c0..c0 + w` as a row-major `rows × w` vector, for the
+    /// GEMM's column split. The crate only asks for columns inside the view
+    /// (an internal invariant, asserted by slice indexing).
+    pub(crate) fn cols_to_vec(&self, c0: usize, w: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.rows * w);
+        for r in 0..self.rows {
+            let start = r * self.row_stride + c0 * self.col_stride;
+            if self.col_stride == 1 {
+                out.extend_from_slice(&self.data[start..start + w]);
+            } else {
+                out.extend((0..w).map(|j| self.data[start + j * self.col_stride]));
+            }
+        }
+        out
+    }
+
+    /// Copies `src` (row-major `rows × w`) into columns `c0..c0 + w`: the
+    /// inverse of [`Self::cols_to_vec`].
+    pub(crate) fn copy_cols_from(&mut self, c0: usize, src: &[T]) {
+        let w = src.len() / self.rows.max(1);
+        for (r, src_row) in src.chunks_exact(w.max(1)).enumerate() {
+            let start = r * self.row_stride + c0 * self.col_stride;
+            if self.col_stride == 1 {
+                self.data[start..start + w].copy_from_slice(src_row);
+            } else {
+                for (j, &v) in src_row.iter().enumerate() {
+                    self.data[start + j * self.col_stride] = v;
+                }
+            }
+        }
+    }
+
     /// Splits into columns `[0, at)` and `[at, cols)`, like [`Self::split_rows`].
     pub(crate) fn split_cols(self, at: usize) -> Result<(Self, Self), Self> {
         match self.t().split_rows(at) {

@@ -595,3 +595,64 @@ fn mixed_large_skinny_and_threaded() {
         );
     }
 }
+
+/// Threaded products of 2–32 rows split C's columns, each part computing
+/// into a buffer of its own that is then copied into C: the reference's bits
+/// for a padded C whose old values the epilogue reads (beta, bias by
+/// column), a column-major C, a B whose row stride is a multiple of 4 KiB
+/// (the threaded direct path's smaller chunks), f32 and f16 outputs, and
+/// thread counts that do and do not divide the 16-column panels.
+#[test]
+fn threaded_few_rows_split_columns_equal_reference() {
+    let (n, k, ldb) = (1000, 1100, 1024);
+    let b: Vec<f32> = (0..k * ldb)
+        .map(|i| ((i % 47) as f32 - 23.0) / 8.0)
+        .collect();
+    let bv = MatRef::new(&b, k, n, ldb, 1).unwrap();
+    let bias: Vec<f32> = (0..n).map(|j| (j % 13) as f32 - 6.0).collect();
+    let epilogue = Epilogue::new().alpha(0.5).beta(-1.25).bias(&bias);
+    fn run<O: FloatElement>(
+        a: MatRef<'_, f32>,
+        b: MatRef<'_, f32>,
+        epilogue: &Epilogue<'_>,
+        transposed: bool,
+        par: Option<Parallelism>,
+    ) -> Vec<O> {
+        let (m, n) = (a.rows(), b.cols());
+        let (rows, cols) = if transposed { (n, m) } else { (m, n) };
+        let ld = cols + 3;
+        let mut data: Vec<O> = (0..rows * ld)
+            .map(|i| O::from_f32(((i % 11) as f32 - 5.0) / 4.0))
+            .collect();
+        let view = MatMut::new(&mut data, rows, cols, ld, 1).unwrap();
+        let c = if transposed { view.t() } else { view };
+        match par {
+            Some(par) => gemm::gemm(a, b, c, epilogue, par).unwrap(),
+            None => gemm::reference(a, b, c, epilogue).unwrap(),
+        }
+        data
+    }
+    for m in [2, 7, 8, 13, 32] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+        let av = MatRef::from_row_major(&a, m, k).unwrap();
+        for transposed in [false, true] {
+            let want = run::<f32>(av, bv, &epilogue, transposed, None);
+            let want16 = run::<f16>(av, bv, &epilogue, transposed, None);
+            for threads in [2, 3, usize::MAX] {
+                let par = Some(Parallelism::Threads(threads));
+                let got = run::<f32>(av, bv, &epilogue, transposed, par);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "m={m} threads={threads} {transposed}"
+                );
+                let got16 = run::<f16>(av, bv, &epilogue, transposed, par);
+                assert_eq!(
+                    bits(&got16),
+                    bits(&want16),
+                    "f16 out, m={m} threads={threads}"
+                );
+            }
+        }
+    }
+}

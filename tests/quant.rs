@@ -652,3 +652,52 @@ fn packed_int8_bad_parameters_are_typed_errors() {
     );
     assert!(matches!(r, Err(Error::InvalidParameter { .. })), "{r:?}");
 }
+
+/// Threaded products of 2–32 rows split C's columns (each part into a
+/// buffer of its own, then copied into C): pre-packed and blocked integer
+/// GEMMs give the reference's values for 2, 3 and `usize::MAX` threads,
+/// into a padded C.
+#[test]
+fn threaded_few_rows_split_columns_equal_reference() {
+    let (n, k) = (1000, 1100);
+    let b: Vec<i8> = (0..k * n).map(|i| (i % 251) as i8).collect();
+    let bv = MatRef::from_row_major(&b, k, n).unwrap();
+    let packed = PackedI8::new(bv, &[-3]).unwrap();
+    for m in [2, 8, 13, 32] {
+        let a: Vec<u8> = (0..m * k).map(|i| (i % 253) as u8).collect();
+        let qa = || QMatRef::new(MatRef::from_row_major(&a, m, k).unwrap(), &[7]).unwrap();
+        let ld = n + 5;
+        let mut want = vec![0i32; m * ld];
+        let qb = QMatRef::new(bv, &[-3]).unwrap();
+        qgemm_reference(
+            qa(),
+            qb,
+            MatMut::new(&mut want, m, n, ld, 1).unwrap(),
+            &QEpilogue::I32,
+        )
+        .unwrap();
+        for threads in [2, 3, usize::MAX] {
+            let par = Parallelism::Threads(threads);
+            let mut got = vec![0i32; m * ld];
+            qgemm_packed(
+                qa(),
+                &packed,
+                MatMut::new(&mut got, m, n, ld, 1).unwrap(),
+                &QEpilogue::I32,
+                par,
+            )
+            .unwrap();
+            assert_eq!(got, want, "packed, m={m} threads={threads}");
+            let mut got = vec![0i32; m * ld];
+            qgemm(
+                qa(),
+                qb,
+                MatMut::new(&mut got, m, n, ld, 1).unwrap(),
+                &QEpilogue::I32,
+                par,
+            )
+            .unwrap();
+            assert_eq!(got, want, "blocked, m={m} threads={threads}");
+        }
+    }
+}

@@ -46,11 +46,17 @@ const DIRECT_B_MAX_M: usize = 32;
 /// Bytes of B (a K-tile's rows, some columns) that the direct path keeps
 /// in L2 while every panel of A passes over them.
 const DIRECT_B_CHUNK_BYTES: usize = 256 * 1024;
+/// [`DIRECT_B_CHUNK_BYTES`] when other threads read B at the same time and
+/// B's rows alias in the cache (see `serial`).
+const DIRECT_B_CHUNK_BYTES_SHARED: usize = 64 * 1024;
 /// Rows up to which block-scaled FP4 products take `serial_exact_small`.
 const EXACT_SMALL_MAX_M: usize = 4;
 const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
 const DIRECT_B_MAX_M_LARGE_B: usize = 96;
 const LARGE_B_ELEMENTS: usize = 1 << 20;
+/// Up to this many rows a threaded product splits C's columns
+/// ([`par_columns`]), not its rows.
+const COLUMN_SPLIT_MAX_M: usize = 32;
 /// Below this many multiply-adds a GEMM runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 21;
 
@@ -297,6 +303,7 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             scaling,
             packed_b,
             prescaled,
+            threaded: tasks > 1,
         };
         with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
     });
@@ -311,6 +318,8 @@ struct Part<'p, 's> {
     /// The block scales are folded into the packed panels (see
     /// [`prescalable`]): each block ends with `acc = acc + p`.
     prescaled: bool,
+    /// Other parts run at the same time (on other cores).
+    threaded: bool,
 }
 
 /// How many parts an M×N×K product is split into: 1 below
@@ -346,6 +355,9 @@ pub(crate) fn par_split<O: Copy + Send>(
     work: &PartWork<'_, O>,
 ) {
     let (m, n) = (c.rows(), c.cols());
+    if tasks > 1 && (2..=COLUMN_SPLIT_MAX_M).contains(&m) && n >= 2 * nr {
+        return par_columns(c, (row0, col0), tasks, nr, work);
+    }
     let by_rows = m > 1 && (n == 1 || c.row_stride() >= c.col_stride());
     let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let left_tasks = tasks / 2;
@@ -376,6 +388,45 @@ pub(crate) fn par_split<O: Copy + Send>(
     }
 }
 
+/// [`par_split`] for a C of a few rows: each of up to `tasks` parts takes
+/// a range of whole `nr`-column panels and all the rows, so each thread
+/// reads only its share of B (a row split would have every thread read all
+/// of B, and split 8 rows 6 + 2). A part's columns interleave with the
+/// others' in memory, so it computes into a buffer of its own, row-major,
+/// and copies it into C under a lock (C's old values go in first, for an
+/// epilogue that reads them). A part is `work` on a row-major view, as from
+/// a row split.
+fn par_columns<O: Copy + Send>(
+    c: MatMut<'_, O>,
+    (row0, col0): (usize, usize),
+    tasks: usize,
+    nr: usize,
+    work: &PartWork<'_, O>,
+) {
+    use rayon::prelude::*;
+    let (m, n) = (c.rows(), c.cols());
+    let panels = n.div_ceil(nr.max(1));
+    let parts = tasks.min(panels);
+    // Part t gets panels [panels·t/parts, panels·(t+1)/parts), in u128 so
+    // the product cannot overflow.
+    let bound = |t: usize| ((panels as u128 * t as u128 / parts as u128) as usize * nr).min(n);
+    let c = std::sync::Mutex::new(c);
+    (0..parts).into_par_iter().for_each(|t| {
+        let (c0, c1) = (bound(t), bound(t + 1));
+        if c0 == c1 {
+            return;
+        }
+        let lock = || c.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let w = c1 - c0;
+        let mut values = lock().cols_to_vec(c0, w);
+        match MatMut::from_row_major(&mut values, m, w) {
+            Ok(part) => work((row0, col0 + c0), part),
+            Err(e) => panic!("internal: {e}"),
+        }
+        lock().copy_cols_from(c0, &values);
+    });
+}
+
 #[allow(clippy::too_many_arguments)]
 fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     a: MatRef<'_, TA>,
@@ -404,7 +455,19 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         && n >= K::NR
         && K::reads_direct::<TB>()
     {
-        return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd);
+        // B's rows at a stride of whole 4 KiB pages share their offset in a
+        // page, so a chunk's rows fall in few L2 sets and only part of it
+        // stays there; one core reads the rest from L3 fast enough, two
+        // cores at once do not (32 × 4096 × 4096 f32 on two threads: 73
+        // GFLOP/s with 256 KiB chunks, 111 with 64 KiB, 125 with a padded
+        // stride; one thread is faster with 256 KiB chunks).
+        let aliasing = (b.row_stride() * size_of::<TB>()).is_multiple_of(4096);
+        let chunk_bytes = if part.threaded && aliasing {
+            DIRECT_B_CHUNK_BYTES_SHARED
+        } else {
+            DIRECT_B_CHUNK_BYTES
+        };
+        return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, chunk_bytes, ws, simd);
     }
     if let (Some(s), false) = (scaling, prepacked) {
         let exact = m <= EXACT_SMALL_MAX_M
@@ -1182,6 +1245,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
     mut c: MatMut<'_, O>,
     col0: usize,
     epilogue: &Epilogue<'_>,
+    chunk_bytes: usize,
     ws: &mut Workspace,
     simd: bool,
 ) {
@@ -1221,7 +1285,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
                 let chunk = if mb <= K::MR {
                     nb.max(1)
                 } else {
-                    round_up(DIRECT_B_CHUNK_BYTES / (kt.max(1) * size_of::<TB>()), K::NR).max(K::NR)
+                    round_up(chunk_bytes / (kt.max(1) * size_of::<TB>()), K::NR).max(K::NR)
                 };
                 for j0 in (0..nb).step_by(chunk) {
                     let w = chunk.min(nb - j0);
