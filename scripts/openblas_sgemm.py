@@ -11,7 +11,15 @@ Prints GFLOP/s (2·n³ per second, best and median of several runs) per
 size; with `--ours FILE` (criterion output of the gemm bench) it also
 prints ours / OpenBLAS for each size found there, against the median (as
 criterion's figure is a mean estimate) and against the best run.
+
+With `--rounds R` it times both itself, alternating: per size, R rounds of
+our GEMM (the `sgemm_rounds` bench target, built here with `cargo bench
+--no-run`) and then OpenBLAS, each the best of several calls, so that a
+drift of the machine's speed hits both sides alike; it prints each side's
+best over all rounds and the ratio per round.
 """
+import json
+import subprocess
 import os
 import re
 import sys
@@ -51,8 +59,47 @@ def ours_from(path):
     return res
 
 
+def ours_binary():
+    """Builds the `sgemm_rounds` bench target and returns its path."""
+    out = subprocess.run(
+        ["cargo", "bench", "--bench", "sgemm_rounds", "--no-run", "--message-format=json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "sgemm_rounds":
+            if msg.get("executable"):
+                return msg["executable"]
+    sys.exit("sgemm_rounds was not built")
+
+
+def rounds(sizes, count):
+    binary = ours_binary()
+    print(f"numpy {np.__version__}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, {count} rounds")
+    print("| n | ours GFLOP/s best | OpenBLAS GFLOP/s best | ours / OpenBLAS (best of all rounds) | per round |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        reps = 10 if n <= 1024 else 4
+        per_round, ours_best, blas_best = [], 0.0, 0.0
+        for _ in range(count):
+            line = subprocess.run([binary, str(n), str(reps)], check=True, capture_output=True, text=True).stdout
+            ours = 2 * n**3 / float(line.split()[0]) / 1e9
+            blas, _ = gflops(n, reps)
+            per_round.append(ours / blas)
+            ours_best, blas_best = max(ours_best, ours), max(blas_best, blas)
+        rs = " ".join(f"{r:.2f}" for r in per_round)
+        print(f"| {n} | {ours_best:.1f} | {blas_best:.1f} | {ours_best / blas_best:.2f} | {rs} |")
+
+
 def main():
     args = sys.argv[1:]
+    if "--rounds" in args:
+        i = args.index("--rounds")
+        count = int(args[i + 1])
+        del args[i : i + 2]
+        return rounds([int(x) for x in args] or [512, 1024, 2048], count)
     ours = {}
     if "--ours" in args:
         i = args.index("--ours")
