@@ -534,6 +534,15 @@ fn weight_read_limit(c: &mut Criterion) {
                     .fold(0u64, |s, &v| s.wrapping_add(v))
             })
         });
+        // Two cores, each summing half (the limit of the two-thread GEMV).
+        let sum = |part: &[u64]| part.iter().fold(0u64, |s, &v| s.wrapping_add(v));
+        g.bench_function(format!("{name}_2threads"), |b| {
+            b.iter(|| {
+                let (left, right) = black_box(&data).split_at(data.len() / 2);
+                let (l, r) = rayon::join(|| sum(left), || sum(right));
+                l.wrapping_add(r)
+            })
+        });
     }
     g.finish();
 }
