@@ -599,8 +599,9 @@ fn mixed_large_skinny_and_threaded() {
 /// Threaded products of 2–32 rows split C's columns, each part computing
 /// into a buffer of its own that is then copied into C: the reference's bits
 /// for a padded C whose old values the epilogue reads (beta, bias by
-/// column), a column-major C, a B whose row stride is a multiple of 4 KiB
-/// (the threaded direct path's smaller chunks), f32 and f16 outputs, and
+/// column), a column-major C, a B whose row stride is a whole number of
+/// 4 KiB pages (the direct kernel's sums then start away from B's page
+/// offset), f32 and f16 outputs, and
 /// thread counts that do and do not divide the 16-column panels.
 #[test]
 fn threaded_few_rows_split_columns_equal_reference() {

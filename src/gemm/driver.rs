@@ -46,9 +46,6 @@ const DIRECT_B_MAX_M: usize = 32;
 /// Bytes of B (a K-tile's rows, some columns) that the direct path keeps
 /// in L2 while every panel of A passes over them.
 const DIRECT_B_CHUNK_BYTES: usize = 256 * 1024;
-/// [`DIRECT_B_CHUNK_BYTES`] when other threads read B at the same time and
-/// B's rows alias in the cache (see `serial`).
-const DIRECT_B_CHUNK_BYTES_SHARED: usize = 64 * 1024;
 /// Rows up to which block-scaled FP4 products take `serial_exact_small`.
 const EXACT_SMALL_MAX_M: usize = 4;
 const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
@@ -303,7 +300,6 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             scaling,
             packed_b,
             prescaled,
-            threaded: tasks > 1,
         };
         with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
     });
@@ -318,8 +314,6 @@ struct Part<'p, 's> {
     /// The block scales are folded into the packed panels (see
     /// [`prescalable`]): each block ends with `acc = acc + p`.
     prescaled: bool,
-    /// Other parts run at the same time (on other cores).
-    threaded: bool,
 }
 
 /// How many parts an M×N×K product is split into: 1 below
@@ -455,19 +449,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         && n >= K::NR
         && K::reads_direct::<TB>()
     {
-        // B's rows at a stride of whole 4 KiB pages share their offset in a
-        // page, so a chunk's rows fall in few L2 sets and only part of it
-        // stays there; one core reads the rest from L3 fast enough, two
-        // cores at once do not (32 × 4096 × 4096 f32 on two threads: 73
-        // GFLOP/s with 256 KiB chunks, 111 with 64 KiB, 125 with a padded
-        // stride; one thread is faster with 256 KiB chunks).
-        let aliasing = (b.row_stride() * size_of::<TB>()).is_multiple_of(4096);
-        let chunk_bytes = if part.threaded && aliasing {
-            DIRECT_B_CHUNK_BYTES_SHARED
-        } else {
-            DIRECT_B_CHUNK_BYTES
-        };
-        return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, chunk_bytes, ws, simd);
+        return serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd);
     }
     if let (Some(s), false) = (scaling, prepacked) {
         let exact = m <= EXACT_SMALL_MAX_M
@@ -1238,14 +1220,12 @@ fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kernel>(
 /// [`serial`] for skinny products (few rows): B (row-major) is read in place
 /// by the kernel instead of packed, since packing it would cost as much
 /// memory traffic as the whole product.
-#[allow(clippy::too_many_arguments)]
 fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     a: MatRef<'_, TA>,
     b: MatRef<'_, TB>,
     mut c: MatMut<'_, O>,
     col0: usize,
     epilogue: &Epilogue<'_>,
-    chunk_bytes: usize,
     ws: &mut Workspace,
     simd: bool,
 ) {
@@ -1285,7 +1265,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
                 let chunk = if mb <= K::MR {
                     nb.max(1)
                 } else {
-                    round_up(chunk_bytes / (kt.max(1) * size_of::<TB>()), K::NR).max(K::NR)
+                    round_up(DIRECT_B_CHUNK_BYTES / (kt.max(1) * size_of::<TB>()), K::NR).max(K::NR)
                 };
                 for j0 in (0..nb).step_by(chunk) {
                     let w = chunk.min(nb - j0);
