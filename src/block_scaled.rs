@@ -690,15 +690,29 @@ impl BlockScaled<F4E2M1> {
     /// # Errors
     /// [`Error::InvalidParameter`] when k is not a multiple of 16.
     pub fn nvfp4(x: MatRef<'_, f32>, tensor_scale: bool) -> Result<Self, Error> {
-        Self::nvfp4_in(x, tensor_scale, &mut Vec::new(), &mut Vec::new())
+        Self::nvfp4_in(
+            x,
+            tensor_scale,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            Vec::new(),
+        )
     }
 
-    /// [`Self::nvfp4`] into `out`, reusing its allocations.
+    /// [`Self::nvfp4`] into `out`, reusing its allocations (the elements,
+    /// the f32 scales and the E4M3 block scales): once they are large
+    /// enough, quantizing allocates nothing.
     ///
     /// # Errors
     /// As [`Self::nvfp4`]; `out` is then unchanged.
     pub fn nvfp4_into(x: MatRef<'_, f32>, tensor_scale: bool, out: &mut Self) -> Result<(), Error> {
-        out.reuse(|d, s| Self::nvfp4_in(x, tensor_scale, d, s))
+        // The only error; checked before the block scales leave `out`.
+        check_shape(x.rows(), x.cols(), 16, 1)?;
+        let codes = match &mut out.kind {
+            ScaleKind::Nvfp4 { block_scales, .. } => std::mem::take(block_scales),
+            _ => Vec::new(),
+        };
+        out.reuse(|d, s| Self::nvfp4_in(x, tensor_scale, d, s, codes))
     }
 
     fn nvfp4_in(
@@ -706,6 +720,7 @@ impl BlockScaled<F4E2M1> {
         tensor_scale: bool,
         data: &mut Vec<F4E2M1>,
         scales: &mut Vec<f32>,
+        mut block_scales: Vec<F8E4M3>,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
         check_shape(lines, k, 16, 1)?;
@@ -718,7 +733,6 @@ impl BlockScaled<F4E2M1> {
         } else {
             None
         };
-        let mut block_scales = Vec::new();
         let rule = ScaleRule::Nvfp4 { tensor_scale: s_t };
         let mut q = Self::quantize_with(
             x,

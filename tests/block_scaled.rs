@@ -986,6 +986,27 @@ fn quantizing_into_reused_buffers() {
         nv.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         fresh.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
+    // A refused shape leaves everything in place, the E4M3 block scales
+    // (which `nvfp4_into` reuses) included.
+    let before = nv.clone();
+    let bad = MatRef::from_row_major(&x[..8 * 40], 8, 40).unwrap();
+    assert!(BlockScaled::nvfp4_into(bad, true, &mut nv).is_err());
+    assert_eq!(sbits(&nv), sbits(&before));
+    assert_eq!(
+        nv.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        before
+            .data()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    );
+    // Reused block scales of another length: the fresh result's bits.
+    let small = MatRef::from_row_major(&x[..2 * 32], 2, 32).unwrap();
+    BlockScaled::nvfp4_into(small, true, &mut nv).unwrap();
+    let fresh = BlockScaled::nvfp4(small, true).unwrap();
+    assert_eq!(sbits(&nv), sbits(&fresh));
+    BlockScaled::nvfp4_into(m, false, &mut nv).unwrap();
+    assert_eq!(sbits(&nv), sbits(&BlockScaled::nvfp4(m, false).unwrap()));
 }
 
 proptest! {
