@@ -569,7 +569,7 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
             .map(|i| TB::from_f32(((i % 43) as f32 - 21.0) / 8.0))
             .collect();
         let bv = MatRef::from_row_major(&b, k, n).unwrap();
-        for m in [1, 2, 3, 4, 5, 6, 7, 13] {
+        for m in [1, 2, 3, 4, 5, 6, 7, 8, 13, 16] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
             mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1]);
         }

@@ -1185,9 +1185,9 @@ fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kernel>(
     } = ws;
     for ic in (0..m).step_by(MC) {
         let mb = MC.min(m - ic);
-        let mb_pad = round_up(mb, K::MR);
+        let mb_pad = round_up(mb, K::DIRECT_MR);
         let packed_a = grow(a_buf, mb_pad * k);
-        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, None, simd);
+        pack_a_rows(&a, ic, mb, K::DIRECT_MR, packed_a, tmp, None, simd);
         let acc = grow(acc_buf, mb_pad * n);
         acc.fill(0.0);
         // Panel by panel (one sequential stream each), its K-tiles in
@@ -1197,14 +1197,14 @@ fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kernel>(
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
                 let panel = &panels[((col0 / nr + pj) * k + k0) * nr..];
-                for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
-                    let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
-                    let rows = K::MR.min(mb - q * K::MR);
+                for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
+                    let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
+                    let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
                     let p = grow(p_buf, rows * nr);
                     p.fill(0.0);
                     K::tile_direct(kt, rows, a_tile, panel, nr, nr, p);
                     for r in 0..rows {
-                        let at = (q * K::MR + r) * n + pj * nr;
+                        let at = (q * K::DIRECT_MR + r) * n + pj * nr;
                         for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * nr..]) {
                             *s += v;
                         }
@@ -1241,9 +1241,9 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
     } = ws;
     for ic in (0..m).step_by(MC) {
         let mb = MC.min(m - ic);
-        let mb_pad = round_up(mb, K::MR);
+        let mb_pad = round_up(mb, K::DIRECT_MR);
         let packed_a = grow(a_buf, mb_pad * k);
-        pack_a::<TA, K>(&a, ic, mb, packed_a, tmp, None, simd);
+        pack_a_rows(&a, ic, mb, K::DIRECT_MR, packed_a, tmp, None, simd);
         // Few rows: sweep whole rows of B (long sequential streams).
         let nc = if mb <= 32 { n.clamp(1, 8192) } else { NC };
         for jc in (0..n).step_by(nc) {
@@ -1262,7 +1262,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
                 let main = nb / K::NR * K::NR;
                 // (One panel reuses nothing: it sweeps whole rows of B,
                 // the longest streams.)
-                let chunk = if mb <= K::MR {
+                let chunk = if mb <= K::DIRECT_MR {
                     nb.max(1)
                 } else {
                     round_up(DIRECT_B_CHUNK_BYTES / (kt.max(1) * size_of::<TB>()), K::NR).max(K::NR)
@@ -1270,9 +1270,9 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
                 for j0 in (0..nb).step_by(chunk) {
                     let w = chunk.min(nb - j0);
                     let w_main = w.min(main.saturating_sub(j0));
-                    for (q, a_panel) in packed_a.chunks_exact(k * K::MR).enumerate() {
-                        let a_tile = &a_panel[k0 * K::MR..(k0 + kt) * K::MR];
-                        let rows = K::MR.min(mb - q * K::MR);
+                    for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
+                        let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
+                        let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
                         let buf = grow(p_buf, rows * w + PAGE_FLOATS);
                         let start = if size_of::<TB>() == size_of::<f32>() {
                             alias_free_start(buf, &b_tile[j0..], w_main, rows)
@@ -1287,7 +1287,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
                         }
                         if w_main < w {
                             tile_direct_scalar(
-                                K::MR,
+                                K::DIRECT_MR,
                                 kt,
                                 rows,
                                 a_tile,
@@ -1299,7 +1299,7 @@ fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kerne
                         }
                         // acc = acc + p, once per K-tile.
                         for r in 0..rows {
-                            let at = (q * K::MR + r) * nb + j0;
+                            let at = (q * K::DIRECT_MR + r) * nb + j0;
                             let sums = p_main[r * w_main..(r + 1) * w_main]
                                 .iter()
                                 .chain(&p_tail[r * (w - w_main)..(r + 1) * (w - w_main)]);
@@ -1457,7 +1457,22 @@ fn pack_a<T: FloatElement, K: Kernel>(
     fold: Option<FoldScales<'_>>,
     simd: bool,
 ) {
-    let (k, mr) = (a.cols(), K::MR);
+    pack_a_rows(a, i0, mb, K::MR, dst, tmp, fold, simd)
+}
+
+/// [`pack_a`] for panels of `mr` rows.
+#[allow(clippy::too_many_arguments)]
+fn pack_a_rows<T: FloatElement>(
+    a: &MatRef<'_, T>,
+    i0: usize,
+    mb: usize,
+    mr: usize,
+    dst: &mut [f32],
+    tmp: &mut Vec<f32>,
+    fold: Option<FoldScales<'_>>,
+    simd: bool,
+) {
+    let k = a.cols();
     let (rs, cs, data) = (a.row_stride(), a.col_stride(), a.as_slice());
     if k == 0 {
         return;

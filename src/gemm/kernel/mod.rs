@@ -119,6 +119,10 @@ pub(crate) trait Kernel {
     const MR: usize;
     /// Columns of the register block.
     const NR: usize;
+    /// Rows of an A panel for [`Kernel::tile_direct`] (the direct kernel
+    /// keeps one accumulator per row and none for B, so it can hold more
+    /// rows than the packed tile).
+    const DIRECT_MR: usize = Self::MR;
 
     /// `acc[r * ld + c] = start + sum` for the `MR × NR` block, where `sum`
     /// is the contract's K-tile partial sum over the `kt` steps of `a` and
@@ -303,9 +307,10 @@ pub(crate) trait Kernel {
         false
     }
 
-    /// The partial sums of one K-tile for the first `rows` (1..=MR) rows of
-    /// the A panel and `nb` columns of B read unpacked from a row-major
-    /// matrix (step k's values are `b[k * b_stride..][..nb]`, widened in
+    /// The partial sums of one K-tile for the first `rows`
+    /// (1..=[`Kernel::DIRECT_MR`]) rows of the A panel (`DIRECT_MR` values
+    /// per step) and `nb` columns of B read unpacked from a row-major matrix
+    /// (step k's values are `b[k * b_stride..][..nb]`, widened in
     /// registers), written to `p` (`rows × nb`, zeroed by the caller). Each
     /// sum is the same FMA chain from +0.0 as in [`Kernel::tile`].
     #[allow(clippy::too_many_arguments)]
@@ -318,7 +323,7 @@ pub(crate) trait Kernel {
         nb: usize,
         p: &mut [f32],
     ) {
-        tile_direct_scalar::<T>(Self::MR, kt, rows, a, b, b_stride, nb, p)
+        tile_direct_scalar::<T>(Self::DIRECT_MR, kt, rows, a, b, b_stride, nb, p)
     }
 
     /// `out[i*ld_out + j] = epilogue(acc[i*ld_acc + j], out[i*ld_out + j], col0 + j)`

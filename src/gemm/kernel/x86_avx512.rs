@@ -11,8 +11,8 @@
 
 use super::x86_avx2::{fp4_block_accumulate, Avx2};
 use super::{
-    check_block_scales, check_fp4_tile, check_tile, scaling_blocks, Fp4Lines, Fp4Tile, Kernel,
-    FP4_MR, FP4_NR,
+    check_block_scales, check_fp4_tile, check_tile, scaling_blocks, tile_direct_scalar, Fp4Lines,
+    Fp4Tile, Kernel, FP4_MR, FP4_NR,
 };
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
@@ -24,9 +24,12 @@ pub(crate) struct Avx512;
 
 const MR: usize = 6;
 const NR: usize = 16;
+/// Rows of the direct kernel's A panel: 8 zmm sums, one B vector.
+const DIRECT_MR: usize = 8;
 
 impl Kernel for Avx512 {
     const MR: usize = MR;
+    const DIRECT_MR: usize = DIRECT_MR;
     const NR: usize = NR;
 
     #[inline]
@@ -154,9 +157,10 @@ impl Kernel for Avx512 {
             DType::F32 => Load16::F32,
             DType::F16 => Load16::F16,
             DType::BF16 => Load16::BF16,
-            _ => return Avx2::tile_direct::<T>(kt, rows, a, b, b_stride, nb, p),
+            _ => return tile_direct_scalar(DIRECT_MR, kt, rows, a, b, b_stride, nb, p),
         };
-        assert!((1..=MR).contains(&rows) && a.len() >= kt * MR && nb.is_multiple_of(NR));
+        assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= kt * DIRECT_MR);
+        assert!(nb.is_multiple_of(NR));
         assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);
         assert!(p.len() >= rows * nb);
         let (ap, bp, pp) = (a.as_ptr(), b.as_ptr() as *const u8, p.as_mut_ptr());
@@ -170,7 +174,9 @@ impl Kernel for Avx512 {
                 3 => tile_direct_avx512::<3>(kt, ap, bp, b_stride, nb, pp, load),
                 4 => tile_direct_avx512::<4>(kt, ap, bp, b_stride, nb, pp, load),
                 5 => tile_direct_avx512::<5>(kt, ap, bp, b_stride, nb, pp, load),
-                _ => tile_direct_avx512::<6>(kt, ap, bp, b_stride, nb, pp, load),
+                6 => tile_direct_avx512::<6>(kt, ap, bp, b_stride, nb, pp, load),
+                7 => tile_direct_avx512::<7>(kt, ap, bp, b_stride, nb, pp, load),
+                _ => tile_direct_avx512::<8>(kt, ap, bp, b_stride, nb, pp, load),
             }
         }
     }
@@ -378,8 +384,9 @@ const DIRECT_K_GROUP: usize = 8;
 /// block of `p` in one register per row for the group) and the same chains.
 ///
 /// # Safety
-/// AVX2, FMA, F16C and AVX-512F present; `a` has `kt * 6` floats; `b` has
-/// `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb` floats;
+/// AVX2, FMA, F16C and AVX-512F present; `a` has `kt * DIRECT_MR` floats;
+/// `b` has `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb`
+/// floats;
 /// `nb` is a multiple of 16.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn tile_direct_avx512<const R: usize>(
@@ -404,7 +411,7 @@ unsafe fn tile_direct_avx512<const R: usize>(
                 }
                 for kk in g..g + steps {
                     let bv = load.load16(b.add(kk * row_bytes + j * load.size()));
-                    let ak = a.add(kk * MR);
+                    let ak = a.add(kk * DIRECT_MR);
                     for (r, s) in sums.iter_mut().enumerate() {
                         *s = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), bv, *s);
                     }
