@@ -33,6 +33,8 @@
 pub(crate) mod reference_impl;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
 
 mod stochastic;
 

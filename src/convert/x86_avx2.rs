@@ -775,7 +775,25 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 }
             };
         }
-        if finite {
+        if crate::cpu::has_avx512() {
+            use super::x86_avx512::{round_group, Quotients};
+            let how = if rc.iter().all(|&r| r != 0.0) {
+                Quotients::Multiply
+            } else if rc.iter().all(|&r| r == 0.0) {
+                Quotients::Divide
+            } else {
+                Quotients::Mixed
+            };
+            // SAFETY: the CPU has AVX-512 F/BW/VL (checked) besides AVX2,
+            // FMA and F16C; `src` and `dst` hold the group's 8 · BLOCK values.
+            unsafe {
+                if finite {
+                    round_group::<T, BLOCK, false>(src, dst, &sc, &rc, how)
+                } else {
+                    round_group::<T, BLOCK, true>(src, dst, &sc, &rc, how)
+                }
+            };
+        } else if finite {
             round_group!(false);
         } else {
             round_group!(true);
