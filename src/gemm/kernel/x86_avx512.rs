@@ -98,6 +98,32 @@ impl Kernel for Avx512 {
         }
     }
 
+    fn tile_blocks(
+        kt: usize,
+        block: usize,
+        a: &[f32],
+        b: &[f32],
+        acc: &mut [f32],
+        ld: usize,
+        first: bool,
+    ) {
+        check_tile(kt, (MR, NR), a, b, acc, ld);
+        assert!(block > 0);
+        // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice of
+        // kernel); `check_tile` bounds the panels and the accumulator block.
+        unsafe {
+            tile_blocks_avx512(
+                kt,
+                block,
+                a.as_ptr(),
+                b.as_ptr(),
+                acc.as_mut_ptr(),
+                ld,
+                first,
+            )
+        }
+    }
+
     fn has_fp4_dots() -> bool {
         Avx2::has_fp4_dots()
     }
@@ -268,6 +294,46 @@ unsafe fn tile_avx512(
             };
             _mm512_storeu_ps(dst, _mm512_add_ps(start, *pr));
         }
+    }
+}
+
+/// [`Kernel::tile_blocks`] with the accumulator block in registers across
+/// the K-tile's scaling blocks: `sum = start`, then `sum = sum + p` after
+/// each block's chains, one store at the end (the default loads and
+/// stores it around every block; an f32 value survives memory exactly, so
+/// the bits are the same).
+///
+/// # Safety
+/// As [`tile_avx512`] for `kt` steps; `block > 0`.
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn tile_blocks_avx512(
+    kt: usize,
+    block: usize,
+    a: *const f32,
+    b: *const f32,
+    acc: *mut f32,
+    ld: usize,
+    first: bool,
+) {
+    let mut sum = [_mm512_setzero_ps(); MR];
+    if !first {
+        for (r, s) in sum.iter_mut().enumerate() {
+            // SAFETY: row r < 6 of the accumulator block, 16 floats.
+            *s = unsafe { _mm512_loadu_ps(acc.add(r * ld)) };
+        }
+    }
+    for (_, b0, bt) in scaling_blocks(kt, block) {
+        // SAFETY: the block's panels start at step b0 < kt and end by kt
+        // (this function's contract).
+        let (a0, b0) = unsafe { (a.add(b0 * MR), b.add(b0 * NR)) };
+        let p = chains_avx512!(bt, a0, b0);
+        for (s, pr) in sum.iter_mut().zip(&p) {
+            *s = _mm512_add_ps(*s, *pr);
+        }
+    }
+    for (r, s) in sum.iter().enumerate() {
+        // SAFETY: row r < 6 of the accumulator block, 16 floats.
+        unsafe { _mm512_storeu_ps(acc.add(r * ld), *s) };
     }
 }
 
