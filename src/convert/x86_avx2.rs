@@ -687,6 +687,8 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         return 0;
     }
     let groups = (src.len() / BLOCK).min(dst.len() / BLOCK).min(scales.len()) / 8;
+    // The AVX-512 rounding loop where the CPU has it (asked once, not per group).
+    let zmm = crate::cpu::has_avx512();
     for g in 0..groups {
         let (src, dst) = (
             &src[g * 8 * BLOCK..][..8 * BLOCK],
@@ -775,7 +777,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 }
             };
         }
-        if crate::cpu::has_avx512() {
+        if zmm {
             use super::x86_avx512::{round_group, Quotients};
             let how = if rc.iter().all(|&r| r != 0.0) {
                 Quotients::Multiply
