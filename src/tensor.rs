@@ -390,14 +390,26 @@ impl<'a, T: Copy> MatRef<'a, T> {
     where
         T: Element,
     {
-        let mut data = Vec::with_capacity(self.rows * self.cols);
-        for i in 0..self.rows {
-            data.extend((0..self.cols).map(|j| self.at(i, j)));
-        }
         Tensor {
             shape: vec![self.rows, self.cols],
-            data,
+            data: self.to_row_major(),
         }
+    }
+
+    /// The elements, row-major (rows copied whole where they are contiguous).
+    pub(crate) fn to_row_major(self) -> Vec<T> {
+        let mut data = Vec::with_capacity(self.rows * self.cols);
+        // An empty view spans no elements (its slice may be empty).
+        let rows = if self.cols == 0 { 0 } else { self.rows };
+        for i in 0..rows {
+            if self.col_stride == 1 {
+                let start = i * self.row_stride;
+                data.extend_from_slice(&self.data[start..start + self.cols]);
+            } else {
+                data.extend((0..self.cols).map(|j| self.at(i, j)));
+            }
+        }
+        data
     }
 }
 
@@ -819,24 +831,10 @@ impl<'a, T: Copy> MatMut<'a, T> {
         }
     }
 
-    /// Columns `c0..c0 + w` as a row-major `rows × w` vector, for the
-    /// GEMM's column split. The crate only asks for columns inside the view
-    /// (an internal invariant, asserted by slice indexing).
-    pub(crate) fn cols_to_vec(&self, c0: usize, w: usize) -> Vec<T> {
-        let mut out = Vec::with_capacity(self.rows * w);
-        for r in 0..self.rows {
-            let start = r * self.row_stride + c0 * self.col_stride;
-            if self.col_stride == 1 {
-                out.extend_from_slice(&self.data[start..start + w]);
-            } else {
-                out.extend((0..w).map(|j| self.data[start + j * self.col_stride]));
-            }
-        }
-        out
-    }
-
-    /// Copies `src` (row-major `rows × w`) into columns `c0..c0 + w`: the
-    /// inverse of [`Self::cols_to_vec`].
+    /// Copies `src` (row-major `rows × w`) into columns `c0..c0 + w`, for
+    /// the GEMM's column split (the inverse of taking those columns with
+    /// [`MatRef::to_row_major`]). The crate only asks for columns inside
+    /// the view (an internal invariant, asserted by slice indexing).
     pub(crate) fn copy_cols_from(&mut self, c0: usize, src: &[T]) {
         let w = src.len() / self.rows.max(1);
         for (r, src_row) in src.chunks_exact(w.max(1)).enumerate() {

@@ -90,6 +90,16 @@ fn views_and_transpose() {
     // A strided sub-view: every other column.
     let s = MatRef::new(&data, 3, 2, 4, 2).unwrap();
     assert_eq!(s.to_tensor().as_slice(), &[0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+    // Contiguous rows of a padded view, and views with no columns or rows.
+    let p = MatRef::new(&data, 2, 3, 4, 1).unwrap();
+    assert_eq!(p.to_tensor().as_slice(), &[0.0, 1.0, 2.0, 4.0, 5.0, 6.0]);
+    let empty = MatRef::new(&data, 3, 0, 4, 1).unwrap();
+    assert_eq!(
+        (empty.to_tensor().shape(), empty.to_tensor().len()),
+        (&[3, 0][..], 0)
+    );
+    let none = MatRef::new(&data[..0], 0, 5, 5, 1).unwrap();
+    assert_eq!(none.to_tensor().len(), 0);
     assert_eq!(
         MatRef::new(&data, 3, 3, 4, 2).unwrap_err(),
         Error::ViewOutOfBounds {

@@ -412,7 +412,7 @@ fn par_columns<O: Copy + Send>(
         }
         let lock = || c.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let w = c1 - c0;
-        let mut values = lock().cols_to_vec(c0, w);
+        let mut values = lock().as_ref().sub(0, m, c0, w).to_row_major();
         match MatMut::from_row_major(&mut values, m, w) {
             Ok(part) => work((row0, col0 + c0), part),
             Err(e) => panic!("internal: {e}"),
