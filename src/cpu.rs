@@ -36,6 +36,21 @@ pub(crate) fn has_avx512() -> bool {
     level() == AVX512_VNNI
 }
 
+/// True when the AVX-512 tier is on and the CPU also has AVX-512 VBMI
+/// (byte permutes across a whole register: Ice Lake and later, Zen 4 and
+/// later; not Skylake-X or Cascade Lake).
+#[inline]
+pub(crate) fn has_avx512_vbmi() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512() && is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect() -> u8 {
     if env_flag("MIXPREC_FORCE_PORTABLE") {

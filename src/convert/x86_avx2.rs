@@ -667,11 +667,117 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
     }
 }
 
-/// How many groups ahead [`quantize_groups8`] prefetches its source.
-const PREFETCH_GROUPS: usize = 2;
+/// Groups of eight blocks per chunk of [`quantize_groups8`]: their scales
+/// are all found before any is rounded (8 KiB of source for blocks of 16,
+/// 16 KiB for 32, still in L1 for the rounding).
+const CHUNK_GROUPS: usize = 16;
+
+/// How many groups ahead [`quantize_groups8`]'s rounding prefetches its
+/// source: the same group of the next chunk.
+const PREFETCH_DISTANCE: usize = CHUNK_GROUPS;
+
+/// One group's plan for its rounding: its eight blocks' scales and
+/// reciprocals (0: divide by the scale), how the quotients are formed, and
+/// whether no value of the group is a NaN or ±∞ (and no scale is 0).
+#[derive(Clone, Copy)]
+pub(crate) struct GroupScales {
+    pub(crate) scales: [f32; 8],
+    pub(crate) recips: [f32; 8],
+    pub(crate) how: Quotients,
+    pub(crate) finite: bool,
+}
+
+/// How a group's quotients are formed: every block by its reciprocal, every
+/// block by a division, or each block as its reciprocal says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quotients {
+    Multiply,
+    Divide,
+    Mixed,
+}
+
+/// `how` from a group's reciprocals (lanes of `recip`, 0 where a block
+/// divides).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quotients_of(recip: __m256) -> Quotients {
+    match _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(recip, _mm256_setzero_ps())) {
+        0 => Quotients::Multiply,
+        0xFF => Quotients::Divide,
+        _ => Quotients::Mixed,
+    }
+}
+
+/// The low byte of each lane of `v` (values 0..=255), in lane order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn low_bytes8(v: __m256i) -> [u8; 8] {
+    let zero = _mm256_setzero_si256();
+    // Bytes 0..4 of each 128-bit half: lanes 0..4 and 4..8.
+    let b = _mm256_packus_epi16(_mm256_packus_epi32(v, zero), zero);
+    let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(b)) as u32;
+    let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(b)) as u32;
+    (u64::from(lo) | u64::from(hi) << 32).to_le_bytes()
+}
+
+/// One group's [`GroupScales`] from its amax bits by `rule` (scales in SIMD
+/// where [`rule_scales8`] can), with the scales and codes also written to
+/// `scales` and `codes` (8 each; `codes` may be empty).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_scales(
+    amax: __m256i,
+    rule: &ScaleRule,
+    scales: &mut [f32],
+    codes: &mut [u8],
+) -> GroupScales {
+    let mut g = GroupScales {
+        scales: [0.0; 8],
+        recips: [0.0; 8],
+        how: Quotients::Mixed,
+        finite: false,
+    };
+    // rule_scales8 declines every group holding a NaN or ±∞; a scale
+    // that underflowed to 0 (NVFP4 with a tiny tensor scale) would
+    // make 0/0 a NaN quotient.
+    match rule_scales8(amax, rule) {
+        Some((scale, recip, code)) => {
+            // SAFETY: each array holds 8 lanes.
+            unsafe {
+                _mm256_storeu_ps(g.scales.as_mut_ptr(), scale);
+                _mm256_storeu_ps(g.recips.as_mut_ptr(), recip);
+            }
+            g.how = quotients_of(recip);
+            g.finite =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(scale, _mm256_setzero_ps())) == 0;
+            if let Some(c) = codes.get_mut(..8) {
+                c.copy_from_slice(&low_bytes8(code));
+            }
+        }
+        None => {
+            let mut bits = [0u32; 8];
+            // SAFETY: `bits` holds 8 lanes.
+            unsafe { _mm256_storeu_si256(bits.as_mut_ptr() as *mut __m256i, amax) };
+            for (j, &b) in bits.iter().enumerate() {
+                let (s, c) = rule.scale(b);
+                g.scales[j] = s;
+                g.recips[j] = super::block_reciprocal(s).unwrap_or(0.0);
+                if let Some(cj) = codes.get_mut(j) {
+                    *cj = c;
+                }
+            }
+            // SAFETY: `recips` holds 8 lanes.
+            g.how = quotients_of(unsafe { _mm256_loadu_ps(g.recips.as_ptr()) });
+        }
+    }
+    scales[..8].copy_from_slice(&g.scales);
+    g
+}
 
 /// [`quantize_blocks`] for the whole groups of eight blocks of `BLOCK`
-/// (16 or 32) values; returns the number of blocks done.
+/// (16 or 32) values; returns the number of blocks done. A chunk of
+/// [`CHUNK_GROUPS`] groups at a time: first all their scales, then all their
+/// codes, so no group's rounding waits on its own scales' divisions.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
     src: &[f32],
@@ -689,116 +795,112 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
     let groups = (src.len() / BLOCK).min(dst.len() / BLOCK).min(scales.len()) / 8;
     // The AVX-512 rounding loop where the CPU has it (asked once, not per group).
     let zmm = crate::cpu::has_avx512();
-    for g in 0..groups {
-        let (src, dst) = (
-            &src[g * 8 * BLOCK..][..8 * BLOCK],
-            &mut dst[g * 8 * BLOCK..][..8 * BLOCK],
-        );
-        let mut m = [_mm256_setzero_si256(); 8];
-        for ahead in (0..8 * BLOCK).step_by(16) {
-            // A hint only (never faults): the group after next.
-            _mm_prefetch::<_MM_HINT_T0>(
-                src.as_ptr()
-                    .wrapping_add(PREFETCH_GROUPS * 8 * BLOCK + ahead) as *const i8,
-            );
-        }
-        for (mj, blk) in m.iter_mut().zip(src.chunks_exact(BLOCK)) {
-            *mj = abs_max_lanes(blk);
-        }
-        let amax = hmax8_epu32(m);
-        let (mut sc, mut rc, mut cd) = ([0f32; 8], [0f32; 8], [0i32; 8]);
-        // rule_scales8 declines every group holding a NaN or ±∞; a scale
-        // that underflowed to 0 (NVFP4 with a tiny tensor scale) would
-        // make 0/0 a NaN quotient.
-        let finite = match rule_scales8(amax, rule) {
-            Some((scale, recip, code)) => {
-                // SAFETY: each array holds 8 lanes.
-                unsafe {
-                    _mm256_storeu_ps(sc.as_mut_ptr(), scale);
-                    _mm256_storeu_ps(rc.as_mut_ptr(), recip);
-                    _mm256_storeu_si256(cd.as_mut_ptr() as *mut __m256i, code);
-                }
-                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(scale, _mm256_setzero_ps())) == 0
+    let vbmi = zmm && crate::cpu::has_avx512_vbmi();
+    let mut plan = [GroupScales {
+        scales: [0.0; 8],
+        recips: [0.0; 8],
+        how: Quotients::Mixed,
+        finite: false,
+    }; CHUNK_GROUPS];
+    let mut amax = [_mm256_setzero_si256(); CHUNK_GROUPS];
+    for first in (0..groups).step_by(CHUNK_GROUPS) {
+        let chunk = CHUNK_GROUPS.min(groups - first);
+        // The groups' amax bits first (loads and maxima only), then their
+        // scales: each group's chain of divisions no longer holds up the
+        // next group's loads.
+        for (c, a) in amax.iter_mut().take(chunk).enumerate() {
+            let g = first + c;
+            let src = &src[g * 8 * BLOCK..][..8 * BLOCK];
+            let mut m = [_mm256_setzero_si256(); 8];
+            for (mj, blk) in m.iter_mut().zip(src.chunks_exact(BLOCK)) {
+                *mj = abs_max_lanes(blk);
             }
-            None => {
-                let mut bits = [0u32; 8];
-                // SAFETY: `bits` holds 8 lanes.
-                unsafe { _mm256_storeu_si256(bits.as_mut_ptr() as *mut __m256i, amax) };
-                for j in 0..8 {
-                    let (s, c) = rule.scale(bits[j]);
-                    (sc[j], cd[j]) = (s, i32::from(c));
-                    rc[j] = super::block_reciprocal(s).unwrap_or(0.0);
-                }
-                false
-            }
-        };
-        scales[g * 8..][..8].copy_from_slice(&sc);
-        if let Some(c) = codes.get_mut(g * 8..g * 8 + 8) {
-            for (c, &v) in c.iter_mut().zip(&cd) {
-                *c = v as u8;
-            }
+            *a = hmax8_epu32(m);
         }
-        // 32 values at a time (two blocks of 16, or one of 32), each
-        // vector by its block's reciprocal or scale, packed to one store.
-        let sm = fmt.sign_magnitude();
-        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        macro_rules! q {
-            ($i:expr, $nan_possible:expr) => {{
-                let j = $i / BLOCK;
-                // SAFETY: $i + 8 <= 8 · BLOCK = src.len().
-                let x = unsafe { _mm256_loadu_ps(src.as_ptr().add($i)) };
-                let quot = if rc[j] != 0.0 {
-                    _mm256_mul_ps(x, _mm256_set1_ps(rc[j]))
-                } else {
-                    _mm256_div_ps(x, _mm256_set1_ps(sc[j]))
-                };
-                let v = fp8_round8_of(
-                    _mm256_castps_si256(quot),
-                    sm,
-                    Overflow::Saturate,
-                    $nan_possible,
-                );
-                if fmt.twos_complement {
-                    sign_magnitude_to_twos8(v, fmt)
-                } else {
-                    v
-                }
-            }};
-        }
-        macro_rules! round_group {
-            ($nan_possible:expr) => {
-                for i in (0..8 * BLOCK).step_by(32) {
-                    let ab = _mm256_packus_epi32(q!(i, $nan_possible), q!(i + 8, $nan_possible));
-                    let cd =
-                        _mm256_packus_epi32(q!(i + 16, $nan_possible), q!(i + 24, $nan_possible));
-                    let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
-                    // SAFETY: i + 32 <= 8 · BLOCK = dst.len().
-                    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes) };
-                }
-            };
+        for (c, (p, &a)) in plan.iter_mut().zip(&amax).take(chunk).enumerate() {
+            let g = first + c;
+            let codes = codes.get_mut(g * 8..g * 8 + 8).unwrap_or_default();
+            *p = group_scales(a, rule, &mut scales[g * 8..], codes);
         }
         if zmm {
-            use super::x86_avx512::{round_group, Quotients};
-            let how = if rc.iter().all(|&r| r != 0.0) {
-                Quotients::Multiply
-            } else if rc.iter().all(|&r| r == 0.0) {
-                Quotients::Divide
-            } else {
-                Quotients::Mixed
-            };
+            let span = first * 8 * BLOCK..(first + chunk) * 8 * BLOCK;
             // SAFETY: the CPU has AVX-512 F/BW/VL (checked) besides AVX2,
-            // FMA and F16C; `src` and `dst` hold the group's 8 · BLOCK values.
+            // FMA and F16C; the spans hold the chunk's groups.
             unsafe {
-                if finite {
-                    round_group::<T, BLOCK, false>(src, dst, &sc, &rc, how)
-                } else {
-                    round_group::<T, BLOCK, true>(src, dst, &sc, &rc, how)
-                }
+                super::x86_avx512::round_groups::<T, BLOCK>(
+                    &src[span.clone()],
+                    &mut dst[span],
+                    &plan[..chunk],
+                    vbmi,
+                )
             };
-        } else if finite {
-            round_group!(false);
-        } else {
-            round_group!(true);
+            continue;
+        }
+        for (c, p) in plan[..chunk].iter().enumerate() {
+            let g = first + c;
+            let (src, dst) = (
+                &src[g * 8 * BLOCK..][..8 * BLOCK],
+                &mut dst[g * 8 * BLOCK..][..8 * BLOCK],
+            );
+            let (sc, rc, finite) = (&p.scales, &p.recips, p.finite);
+            for ahead in (0..8 * BLOCK).step_by(16) {
+                // A hint only (never faults): this group's place in the
+                // next chunk, fetched while this chunk is rounded.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    src.as_ptr()
+                        .wrapping_add(PREFETCH_DISTANCE * 8 * BLOCK + ahead)
+                        as *const i8,
+                );
+            }
+            // 32 values at a time (two blocks of 16, or one of 32), each
+            // vector by its block's reciprocal or scale, packed to one store.
+            let sm = fmt.sign_magnitude();
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            macro_rules! q {
+                ($i:expr, $nan_possible:expr) => {{
+                    let j = $i / BLOCK;
+                    // SAFETY: $i + 8 <= 8 · BLOCK = src.len().
+                    let x = unsafe { _mm256_loadu_ps(src.as_ptr().add($i)) };
+                    let quot = if rc[j] != 0.0 {
+                        _mm256_mul_ps(x, _mm256_set1_ps(rc[j]))
+                    } else {
+                        _mm256_div_ps(x, _mm256_set1_ps(sc[j]))
+                    };
+                    let v = fp8_round8_of(
+                        _mm256_castps_si256(quot),
+                        sm,
+                        Overflow::Saturate,
+                        $nan_possible,
+                    );
+                    if fmt.twos_complement {
+                        sign_magnitude_to_twos8(v, fmt)
+                    } else {
+                        v
+                    }
+                }};
+            }
+            macro_rules! round_group {
+                ($nan_possible:expr) => {
+                    for i in (0..8 * BLOCK).step_by(32) {
+                        let ab =
+                            _mm256_packus_epi32(q!(i, $nan_possible), q!(i + 8, $nan_possible));
+                        let cd = _mm256_packus_epi32(
+                            q!(i + 16, $nan_possible),
+                            q!(i + 24, $nan_possible),
+                        );
+                        let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+                        // SAFETY: i + 32 <= 8 · BLOCK = dst.len().
+                        unsafe {
+                            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes)
+                        };
+                    }
+                };
+            }
+            if finite {
+                round_group!(false);
+            } else {
+                round_group!(true);
+            }
         }
     }
     groups * 8

@@ -4,8 +4,11 @@
 //! same bits as the AVX2 kernel and the scalar reference.
 //!
 //! Every function here requires AVX-512 F/BW/VL besides AVX2, FMA and F16C;
-//! callers check [`crate::cpu::has_avx512`] first.
+//! callers check [`crate::cpu::has_avx512`] first. E2M1 has a shorter
+//! rounding by table where the CPU also has AVX-512 VBMI
+//! ([`crate::cpu::has_avx512_vbmi`]).
 
+use super::x86_avx2::{GroupScales, Quotients};
 use crate::dtype::format::Format;
 use crate::dtype::FloatElement;
 use std::arch::x86_64::*;
@@ -79,73 +82,288 @@ fn sign_magnitude_to_twos16(v: __m512i, fmt: Format) -> __m512i {
     _mm512_and_si512(code, _mm512_set1_epi32(((fmt.sign_bit() << 1) - 1) as i32))
 }
 
-/// How a group's quotients are formed: every block by its reciprocal, every
-/// block by a division, or each block as its reciprocal says.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Quotients {
-    Multiply,
-    Divide,
-    Mixed,
+/// E2M1 codes by class, for [`round_groups_e2m1`]: entry
+/// `64 · sign + (t % 64)` where `t` is the class of |x| from
+/// [`e2m1_class16`]. A class is either one value (its bits 0..=20 clear:
+/// every midpoint and the saturation bound of the rounding is such a value)
+/// or the open interval between two such values, so the scalar reference's
+/// rounding of one member gives the code of every member.
+const E2M1_BY_CLASS: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let sign = (i as u32 >> 6) << 31;
+        // The class t in 992..=1055 with t % 64 = i % 64.
+        let t = 992 + (i as u32 % 64 + 32) % 64;
+        // Bits 21.. from t >> 1; bit 0 set for an interval's member.
+        let bits = sign | (t >> 1) << 21 | (t & 1);
+        table[i] = crate::dtype::format::narrow_bits(
+            f32::from_bits(bits),
+            Format::E2M1,
+            crate::dtype::format::Rounding::NearestEven,
+            crate::dtype::format::Overflow::Saturate,
+        ) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The [`E2M1_BY_CLASS`] index of sixteen finite f32 lanes `x`, in bits
+/// 0..=6 of each dword (the rest clear): |x| bits clamped to
+/// `[2^-3, 2^5)`, shifted right by 20, with bit 0 set when any of bits
+/// 0..=20 is (so exact values and the intervals between them get classes of
+/// their own), and the sign in bit 6.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn e2m1_class16(x: __m512i) -> __m512i {
+    let set = |v: i32| _mm512_set1_epi32(v);
+    let abs = _mm512_and_si512(x, set(0x7FFF_FFFF));
+    let c = _mm512_min_epu32(_mm512_max_epu32(abs, set(0x3E00_0000)), set(0x41FF_FFFF));
+    // (c mod 2^20) + (2^20 − 1) reaches bit 20 exactly when a bit below it
+    // is set; or-ed into c, bit 20 becomes the sticky bit.
+    let low = set(0x000F_FFFF);
+    let sticky = _mm512_add_epi32(_mm512_and_si512(c, low), low);
+    let t = _mm512_srli_epi32::<20>(_mm512_or_si512(c, sticky));
+    // Bits 0..=5 from t, bit 6 the sign (x >> 25 keeps 7 bits).
+    _mm512_ternarylogic_epi32::<0xE2>(t, set(0x3F), _mm512_srli_epi32::<25>(x))
 }
 
-/// The codes of one group of eight blocks of `BLOCK` (16 or 32) values:
-/// `dst[i]` = the saturating round to nearest even of `src[i]` times
-/// `recips[j]`, or divided by `scales[j]` where `recips[j]` is 0, for the
-/// block `j = i / BLOCK` (`how` says which, for the whole group if it can);
-/// `NAN` false when no value of the group is a NaN or ±∞ (see [`round16`]).
-/// `src` and `dst` hold `8 · BLOCK` values.
+/// Sixteen quotients of block `i / BLOCK` of a group: `src[i..i + 16]`
+/// times the block's reciprocal or divided by its scale, as `plan.how` says.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn quotient16<const BLOCK: usize>(src: &[f32], i: usize, plan: &GroupScales) -> __m512i {
+    let j = i / BLOCK;
+    let x = src[i..i + 16].as_ptr();
+    // SAFETY: `x` points at 16 f32 of `src`.
+    let x = unsafe { _mm512_loadu_ps(x) };
+    let divide = match plan.how {
+        Quotients::Multiply => false,
+        Quotients::Divide => true,
+        Quotients::Mixed => plan.recips[j] == 0.0,
+    };
+    _mm512_castps_si512(if divide {
+        _mm512_div_ps(x, _mm512_set1_ps(plan.scales[j]))
+    } else {
+        _mm512_mul_ps(x, _mm512_set1_ps(plan.recips[j]))
+    })
+}
+
+/// Dword d of the packed bytes of four vectors holds four codes of vector
+/// d % 4 (lane d / 4); this order puts vector v's sixteen codes in dwords
+/// 4v..4v + 4.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn pack_order() -> __m512i {
+    _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+}
+
+/// The codes of consecutive groups of eight blocks of `BLOCK` (16 or 32)
+/// values, group `g` by `plan[g]`: `dst[i]` = the saturating round to
+/// nearest even to `T` of `src[i]` times its block's reciprocal or divided
+/// by its scale. With `vbmi` (the CPU has AVX-512 VBMI) E2M1 goes through
+/// [`round_groups_e2m1`]. `src` and `dst` hold `plan.len() · 8 · BLOCK`
+/// values; each group prefetches the memory `plan.len()` groups after it
+/// (the next chunk's).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL, AVX2, FMA and F16C present.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
+pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
     src: &[f32],
     dst: &mut [u8],
-    scales: &[f32; 8],
-    recips: &[f32; 8],
-    how: Quotients,
+    plan: &[GroupScales],
+    vbmi: bool,
+) {
+    if vbmi && super::format_of::<T>() == Some(Format::E2M1) {
+        // SAFETY: the caller's CPU has AVX-512 VBMI besides the rest.
+        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, plan) };
+        return;
+    }
+    let n = 8 * BLOCK;
+    for (g, p) in plan.iter().enumerate() {
+        let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
+        prefetch_group(src, plan.len() * n);
+        if p.finite {
+            round_group::<T, BLOCK, false>(src, dst, p)
+        } else {
+            round_group::<T, BLOCK, true>(src, dst, p)
+        }
+    }
+}
+
+/// [`round_groups`] for E2M1: the finite groups' codes by table
+/// ([`e2m1_class16`], packed to bytes, then [`E2M1_BY_CLASS`] by `vpermi2b`),
+/// 9 operations a vector where [`round16`] takes 13; the rest by
+/// [`round_group`]. Same bits.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VBMI, AVX2, FMA and F16C present.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    plan: &[GroupScales],
+) {
+    // SAFETY: each load reads 64 of the table's 128 bytes.
+    let (lo, hi) = unsafe {
+        (
+            _mm512_loadu_si512(E2M1_BY_CLASS.as_ptr() as *const __m512i),
+            _mm512_loadu_si512(E2M1_BY_CLASS[64..].as_ptr() as *const __m512i),
+        )
+    };
+    let order = pack_order();
+    let n = 8 * BLOCK;
+    for (g, p) in plan.iter().enumerate() {
+        let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
+        prefetch_group(src, plan.len() * n);
+        if !p.finite {
+            round_group::<T, BLOCK, true>(src, dst, p);
+            continue;
+        }
+        for i in (0..n).step_by(64) {
+            let class = |i| e2m1_class16(quotient16::<BLOCK>(src, i, p));
+            // Classes are 0..=127, so the saturating packs keep them.
+            let ab = _mm512_packus_epi32(class(i), class(i + 16));
+            let cd = _mm512_packus_epi32(class(i + 32), class(i + 48));
+            let codes = _mm512_permutex2var_epi8(lo, _mm512_packus_epi16(ab, cd), hi);
+            let bytes = _mm512_permutexvar_epi32(order, codes);
+            dst[i..i + 64].copy_from_slice(&bytes_of(bytes));
+        }
+    }
+}
+
+/// The codes of one group of eight blocks of `BLOCK` (16 or 32) values by
+/// [`round16`]: `dst[i]` = the saturating round to nearest even of `src[i]`
+/// times its block's reciprocal or divided by its scale (`plan`); `NAN`
+/// false when no value of the group is a NaN or ±∞ (see [`round16`]).
+/// `src` and `dst` hold `8 · BLOCK` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
+    src: &[f32],
+    dst: &mut [u8],
+    plan: &GroupScales,
 ) {
     // A constant per `T`, so the format's tests fold away.
     let Some(fmt) = super::format_of::<T>() else {
         return;
     };
-    let (src, dst) = (&src[..8 * BLOCK], &mut dst[..8 * BLOCK]);
     let sm = fmt.sign_magnitude();
-    // Dword d of the packed bytes holds four codes of vector d % 4 (lane
-    // d / 4); this order puts vector v's sixteen codes in dwords 4v..4v + 4.
-    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    // A macro, not a closure: a closure would not inherit the target
-    // features, so it would not inline.
-    macro_rules! code {
-        ($i:expr) => {{
-            let i: usize = $i;
-            let j = i / BLOCK;
-            // SAFETY: i + 16 <= 8 · BLOCK = src.len().
-            let x = unsafe { _mm512_loadu_ps(src.as_ptr().add(i)) };
-            let divide = match how {
-                Quotients::Multiply => false,
-                Quotients::Divide => true,
-                Quotients::Mixed => recips[j] == 0.0,
-            };
-            let quot = if divide {
-                _mm512_div_ps(x, _mm512_set1_ps(scales[j]))
-            } else {
-                _mm512_mul_ps(x, _mm512_set1_ps(recips[j]))
-            };
-            let v = round16(_mm512_castps_si512(quot), sm, NAN);
-            if fmt.twos_complement {
-                sign_magnitude_to_twos16(v, fmt)
-            } else {
-                v
-            }
-        }};
-    }
+    let order = pack_order();
+    let code = |i| {
+        let v = round16(quotient16::<BLOCK>(src, i, plan), sm, NAN);
+        if fmt.twos_complement {
+            sign_magnitude_to_twos16(v, fmt)
+        } else {
+            v
+        }
+    };
     for i in (0..8 * BLOCK).step_by(64) {
         // Codes are 0..=255, so the saturating packs keep them.
-        let ab = _mm512_packus_epi32(code!(i), code!(i + 16));
-        let cd = _mm512_packus_epi32(code!(i + 32), code!(i + 48));
+        let ab = _mm512_packus_epi32(code(i), code(i + 16));
+        let cd = _mm512_packus_epi32(code(i + 32), code(i + 48));
         let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd));
-        // SAFETY: i + 64 <= 8 · BLOCK = dst.len().
-        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().add(i) as *mut __m512i, bytes) };
+        dst[i..i + 64].copy_from_slice(&bytes_of(bytes));
+    }
+}
+
+/// Prefetches (into L1) the cache lines of `group` shifted `ahead` values
+/// on: a hint only, which never faults, wherever that is.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn prefetch_group(group: &[f32], ahead: usize) {
+    for line in (0..group.len()).step_by(16) {
+        _mm_prefetch::<_MM_HINT_T0>(group.as_ptr().wrapping_add(ahead + line) as *const i8);
+    }
+}
+
+/// The 64 bytes of `v`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn bytes_of(v: __m512i) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    // SAFETY: `out` holds 64 bytes.
+    unsafe { _mm512_storeu_si512(out.as_mut_ptr() as *mut __m512i, v) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::format::{narrow_bits, Overflow, Rounding};
+    use crate::F4E2M1;
+
+    /// f32 bit patterns around every place the E2M1 rounding can change:
+    /// each multiple of 2^19 in the bits (so every class's edges and the
+    /// values between), one ulp either side, both signs, NaN and ±∞ left out.
+    fn patterns() -> Vec<u32> {
+        let mut v = Vec::new();
+        for k in 0..(0x7F80_0000u32 >> 19) {
+            for b in [(k << 19).wrapping_sub(1), k << 19, (k << 19) + 1] {
+                if b < 0x7F80_0000 {
+                    v.extend([b, b | 0x8000_0000]);
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn e2m1_classes_round_as_the_reference() {
+        if !crate::cpu::has_avx512() {
+            return;
+        }
+        let values = patterns();
+        assert!(values.len() > 20_000);
+        for chunk in values.chunks_exact(16) {
+            // SAFETY: 16 lanes read from `chunk`, 16 written to `class`.
+            let class = unsafe {
+                let x = _mm512_loadu_si512(chunk.as_ptr() as *const __m512i);
+                let mut class = [0u32; 16];
+                _mm512_storeu_si512(class.as_mut_ptr() as *mut __m512i, e2m1_class16(x));
+                class
+            };
+            for (&b, &c) in chunk.iter().zip(&class) {
+                assert!(c < 128, "{b:#010x}: class {c}");
+                let want = narrow_bits(
+                    f32::from_bits(b),
+                    Format::E2M1,
+                    Rounding::NearestEven,
+                    Overflow::Saturate,
+                );
+                assert_eq!(u32::from(E2M1_BY_CLASS[c as usize]), want, "{b:#010x}");
+            }
+        }
+    }
+
+    /// The table path (with VBMI) and `round16` give the same E2M1 codes,
+    /// including the groups with NaN and ±∞ (which both send to `round16`).
+    #[test]
+    fn e2m1_table_and_round16_agree() {
+        if !crate::cpu::has_avx512_vbmi() {
+            return;
+        }
+        let mut src: Vec<f32> = patterns().into_iter().map(f32::from_bits).collect();
+        src.truncate(src.len() / 128 * 128);
+        src[5] = f32::NAN;
+        src[300] = f32::NEG_INFINITY;
+        let groups = src.len() / 128;
+        let plan: Vec<GroupScales> = (0..groups)
+            .map(|g| GroupScales {
+                scales: [1.0, 0.75, 3.0, 1.0, 0.5, 1.5, 6.0, 1e-3],
+                recips: [1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0],
+                how: Quotients::Mixed,
+                finite: !src[g * 128..][..128].iter().any(|v| !v.is_finite()),
+            })
+            .collect();
+        assert!(!plan[0].finite && !plan[2].finite && plan[1].finite);
+        let (mut by_table, mut by_round16) = (vec![0u8; src.len()], vec![0u8; src.len()]);
+        // SAFETY: the CPU has AVX-512 F/BW/VL/VBMI (checked).
+        unsafe {
+            round_groups::<F4E2M1, 16>(&src, &mut by_table, &plan, true);
+            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &plan, false);
+        }
+        assert_eq!(by_table, by_round16);
     }
 }
