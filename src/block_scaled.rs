@@ -71,7 +71,8 @@
 //! ```
 
 use crate::convert::{
-    amax_bits, block_amax_bits, block_reciprocal, narrow_scaled_blocks, quantize_blocks, widen,
+    amax_bits, block_amax_bits, block_reciprocal, narrow_scaled_blocks, quantize_blocks,
+    store_fence, widen, BlockAmax, LinePass,
 };
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
 use crate::error::checked_numel;
@@ -180,6 +181,34 @@ fn check_shape(lines: usize, k: usize, block: usize, line_group: usize) -> Resul
     }
     checked_numel(&[lines, k])?;
     Ok(lines.div_ceil(line_group) * (k / block))
+}
+
+/// Quantized outputs of at least this many bytes are written with
+/// non-temporal stores (8 MiB: past any core's L2 and most of an L3 share).
+const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// [`amax_or_nan`] of `x` (rows contiguous, `k` a positive multiple of
+/// `block`), leaving each block's largest |x| bits, as an f32's bits, in
+/// `scales` (resized to `n_scales`, one per block, in line order).
+fn block_amax_in_scales(
+    x: MatRef<'_, f32>,
+    block: usize,
+    scales: &mut Vec<f32>,
+    n_scales: usize,
+) -> f32 {
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    let (k, nb) = (x.cols(), x.cols() / block);
+    scales.clear();
+    scales.resize(n_scales, 0.0);
+    let bits: &mut [u32] = bytemuck::cast_slice_mut(scales);
+    let mut amax = 0u32;
+    for (l, line) in bits.chunks_exact_mut(nb).enumerate() {
+        let row = &x.as_slice()[l * x.row_stride()..][..k];
+        block_amax_bits(row, block, line, simd);
+        // The line's block maxima are in L1: their max is cheap.
+        amax = amax.max(amax_bits(bytemuck::cast_slice(line), simd));
+    }
+    to_amax(amax)
 }
 
 /// The largest |x| of a matrix, or NaN when it holds a NaN or ±∞ (by the
@@ -535,9 +564,16 @@ impl<T: FloatElement> BlockScaled<T> {
         data: &mut Vec<T>,
         scales: &mut Vec<f32>,
         codes: Option<&mut Vec<F8E4M3>>,
+        amax_given: BlockAmax,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
         let n_scales = check_shape(lines, k, block, line_group)?;
+        // Block amaxes are only handed in for lines with their own scales,
+        // one per block (see `nvfp4_in`).
+        let amax_given = match amax_given {
+            BlockAmax::InScales if line_group == 1 && scales.len() == n_scales => amax_given,
+            _ => BlockAmax::FromSource,
+        };
         let nb = k / block;
         // Lines as slices (copied only from a strided view).
         let contiguous = x.col_stride() == 1;
@@ -549,7 +585,9 @@ impl<T: FloatElement> BlockScaled<T> {
         // only its growth is zeroed.
         data.truncate(lines * k);
         data.reserve(lines * k - data.len());
-        scales.clear();
+        if amax_given == BlockAmax::FromSource {
+            scales.clear();
+        }
         if k == 0 {
             return Ok(Self {
                 lines,
@@ -591,6 +629,9 @@ impl<T: FloatElement> BlockScaled<T> {
                 }
                 None => &mut no_codes,
             };
+            // An output past what caches keep goes out by non-temporal
+            // stores (as memcpy's do): no reads of its lines first.
+            let stream = lines * k * std::mem::size_of::<T>() >= STREAM_MIN_BYTES;
             for l in 0..lines {
                 let row: &[f32] = row!(l);
                 if data.len() < (l + 1) * k {
@@ -608,7 +649,14 @@ impl<T: FloatElement> BlockScaled<T> {
                     &mut scratch,
                     simd,
                     &rule,
+                    LinePass {
+                        amax: amax_given,
+                        stream,
+                    },
                 );
+            }
+            if stream {
+                store_fence();
             }
         } else {
             let mut region = vec![0u32; n_scales];
@@ -678,7 +726,17 @@ impl<T: MxElement> BlockScaled<T> {
             ceil: mode == MxScaleMode::Ceil,
             max_frac: significand_fraction(T::MAX.to_f32()),
         };
-        Self::quantize_with(x, 32, 1, ScaleKind::E8M0, rule, data, scales, None)
+        Self::quantize_with(
+            x,
+            32,
+            1,
+            ScaleKind::E8M0,
+            rule,
+            data,
+            scales,
+            None,
+            BlockAmax::FromSource,
+        )
     }
 }
 
@@ -723,9 +781,18 @@ impl BlockScaled<F4E2M1> {
         mut block_scales: Vec<F8E4M3>,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
-        check_shape(lines, k, 16, 1)?;
+        let n_scales = check_shape(lines, k, 16, 1)?;
+        let mut amax_given = BlockAmax::FromSource;
         let s_t = if tensor_scale {
-            let amax = amax_or_nan(x);
+            let amax = if x.col_stride() == 1 && k > 0 {
+                // The pass for the tensor's amax keeps every block's amax
+                // (in `scales`, 1/16 of the source), so the second pass only
+                // reads them.
+                amax_given = BlockAmax::InScales;
+                block_amax_in_scales(x, 16, scales, n_scales)
+            } else {
+                amax_or_nan(x)
+            };
             let s = amax / (448.0 * 6.0);
             // NaN (a NaN or ±∞ in the tensor) propagates to every block;
             // an all-zero tensor (or one whose scale underflows) takes 1.
@@ -743,6 +810,7 @@ impl BlockScaled<F4E2M1> {
             data,
             scales,
             Some(&mut block_scales),
+            amax_given,
         )?;
         q.kind = ScaleKind::Nvfp4 {
             block_scales,
@@ -805,7 +873,17 @@ impl<T: FloatElement> BlockScaled<T> {
             pow2,
             tensor_amax: per_tensor.then_some(tensor_amax),
         };
-        Self::quantize_with(x, 128, line_group, ScaleKind::F32, rule, data, scales, None)
+        Self::quantize_with(
+            x,
+            128,
+            line_group,
+            ScaleKind::F32,
+            rule,
+            data,
+            scales,
+            None,
+            BlockAmax::FromSource,
+        )
     }
 }
 

@@ -1283,3 +1283,50 @@ fn packed_paths_with_empty_shapes() {
         assert_eq!(c1, c2, "int {m}x{n}x{k}");
     }
 }
+
+/// Outputs of 8 MiB and more are written with non-temporal stores (on the
+/// AVX-512 tier): the same bits as the plain rules, for NVFP4 with and
+/// without the tensor scale (the tensor scale's pass hands the block amaxes
+/// to the second pass), MXFP4 and MXFP8, in reused buffers too; NaN and ±∞
+/// in a few blocks, and a view whose lines start 4 bytes into a line.
+#[test]
+fn large_outputs_equal_the_plain_rules() {
+    let (lines, k) = (2048, 4096);
+    let mut x = values(lines * k + 1, 77, false);
+    for i in [5, 4096 * 700 + 33, lines * k - 2] {
+        x[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][i % 3];
+    }
+    let sbits = |s: &[f32]| {
+        s.iter()
+            .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+            .collect::<Vec<_>>()
+    };
+    let codes = |q: &[F4E2M1]| q.iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>();
+    for offset in [0, 1] {
+        let xs = &x[offset..offset + lines * k];
+        let m = MatRef::from_row_major(xs, lines, k).unwrap();
+        for tensor in [false, true] {
+            let (s, c, t, e) = plain::nvfp4(xs, lines, k, tensor);
+            let mut q = BlockScaled::nvfp4(m, tensor).unwrap();
+            for _ in 0..2 {
+                let (qc, qt) = q.nvfp4_scales().unwrap();
+                assert_eq!(sbits(q.scales()), sbits(&s));
+                assert_eq!(qc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), c);
+                assert_eq!(qt.map(|v| v.to_bits()), t.map(|v| v.to_bits()));
+                assert_eq!(codes(q.data()), e, "offset {offset}, tensor {tensor}");
+                BlockScaled::nvfp4_into(m, tensor, &mut q).unwrap();
+            }
+        }
+        let (s, e) = plain::mx::<F4E2M1>(xs, lines, k, MxScaleMode::Floor);
+        let q = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
+        assert_eq!(sbits(q.scales()), sbits(&s));
+        assert_eq!(codes(q.data()), e);
+        let (s, e) = plain::mx::<F8E4M3>(xs, lines, k, MxScaleMode::Floor);
+        let q = BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor).unwrap();
+        assert_eq!(sbits(q.scales()), sbits(&s));
+        assert_eq!(
+            q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
+            e
+        );
+    }
+}

@@ -354,11 +354,41 @@ fn fused_ok<T: FloatElement>(block: usize) -> bool {
         && (block == 16 || block.is_multiple_of(32))
 }
 
+/// Orders [`quantize_blocks`]'s non-temporal stores (`stream`) before every
+/// later store: call it once after the last line, before the output is
+/// handed back.
+pub(crate) fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    x86_avx2::store_fence();
+}
+
+/// How [`quantize_blocks`] runs over a line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct LinePass {
+    /// Where each block's amax bits come from.
+    pub(crate) amax: BlockAmax,
+    /// Non-temporal stores for the codes where the SIMD tier has them
+    /// (then [`store_fence`] before the output is handed back).
+    pub(crate) stream: bool,
+}
+
+/// Where [`quantize_blocks`] finds each block's amax bits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum BlockAmax {
+    /// In the source: the line's pass finds them.
+    FromSource,
+    /// Already in `scales` (each block's |x| bits as an f32's bits), from a
+    /// pass before: the line's pass only reads them, then writes the scales
+    /// over them.
+    InScales,
+}
+
 /// One line of a block-scaled quantization: per block of `block` values,
 /// `(scales[b], codes[b]) = rule.scale(amax bits)` (`codes` may be empty)
 /// and `dst` = the block's quotients rounded to `T` (as
 /// [`narrow_scaled_blocks`]); fused into one pass with SIMD, which also
-/// evaluates MX and NVFP4 rules eight blocks at a time.
+/// evaluates MX and NVFP4 rules eight blocks at a time; `pass` says where
+/// the blocks' amax bits come from and how the codes are stored.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn quantize_blocks<T: FloatElement>(
     src: &[f32],
@@ -369,6 +399,7 @@ pub(crate) fn quantize_blocks<T: FloatElement>(
     scratch: &mut Vec<f32>,
     simd: bool,
     rule: &ScaleRule,
+    pass: LinePass,
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd && fused_ok::<T>(block) {
@@ -382,13 +413,18 @@ pub(crate) fn quantize_blocks<T: FloatElement>(
                 codes,
                 bytemuck::cast_slice_mut(dst),
                 rule,
+                pass,
             )
         };
         return;
     }
     let mut recips = Vec::with_capacity(scales.len());
     for (b, (s, blk)) in scales.iter_mut().zip(src.chunks_exact(block)).enumerate() {
-        let (scale, code) = rule.scale(abs_bits_max(blk, 0));
+        let bits = match pass.amax {
+            BlockAmax::FromSource => abs_bits_max(blk, 0),
+            BlockAmax::InScales => s.to_bits(),
+        };
+        let (scale, code) = rule.scale(bits);
         *s = scale;
         if let Some(c) = codes.get_mut(b) {
             *c = code;

@@ -4,6 +4,7 @@
 //! Every function here requires AVX2, FMA and F16C; callers check
 //! [`crate::cpu::has_avx2_fma_f16c`] first.
 
+use super::{BlockAmax, LinePass};
 use crate::block_scaled::ScaleRule;
 use crate::convert::reference_impl::{narrow_bits_slice, widen_bits_slice};
 use crate::dtype::format::{Format, Overflow};
@@ -394,9 +395,37 @@ pub(crate) unsafe fn stochastic_bf16(src: &[f32], dst: &mut [u16], state: &mut u
 /// multiple of 8; NaN and ±∞ have the largest bits): an integer max.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn block_amax_bits(src: &[f32], block: usize, out: &mut [u32]) {
-    for (blk, o) in src.chunks_exact(block).zip(out.iter_mut()) {
+    let done = match block {
+        16 => block_amax_groups8::<16>(src, out),
+        32 => block_amax_groups8::<32>(src, out),
+        _ => 0,
+    };
+    let rest = src.chunks_exact(block).zip(out.iter_mut()).skip(done);
+    for (blk, o) in rest {
         *o = hmax_epu32(abs_max_lanes(blk));
     }
+}
+
+/// [`block_amax_bits`] for the whole groups of eight blocks of `BLOCK`
+/// values (one transpose-and-max gives a group's eight maxima); returns the
+/// number of blocks done.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn block_amax_groups8<const BLOCK: usize>(src: &[f32], out: &mut [u32]) -> usize {
+    let groups = (src.len() / BLOCK).min(out.len()) / 8;
+    for (g, o) in src
+        .chunks_exact(8 * BLOCK)
+        .zip(out.chunks_exact_mut(8))
+        .take(groups)
+    {
+        let mut m = [_mm256_setzero_si256(); 8];
+        for (mj, blk) in m.iter_mut().zip(g.chunks_exact(BLOCK)) {
+            *mj = abs_max_lanes(blk);
+        }
+        // SAFETY: `o` holds 8 lanes.
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, hmax8_epu32(m)) };
+    }
+    groups * 8
 }
 
 /// Lane by lane, the largest |x| bits over the 8-value chunks of `blk`
@@ -621,12 +650,14 @@ fn rule_scales8(amax: __m256i, rule: &ScaleRule) -> Option<(__m256, __m256, __m2
 }
 
 /// One pass over a line: per block of `block` values, its largest |x| bits
-/// (NaN and ±∞ largest), its scale and code by `rule` into `scales` and
-/// `codes` (when not empty), and its quotients rounded to `fmt` as
-/// [`narrow_scaled_blocks`]. The block is still in L1 when it is rounded.
-/// Blocks of 16 and 32 go eight at a time, their MX and NVFP4 scales
-/// computed in SIMD ([`rule_scales8`]); the rest one at a time by
-/// [`ScaleRule::scale`].
+/// (NaN and ±∞ largest; from `scales` when `amax` says they are there), its
+/// scale and code by `rule` into `scales` and `codes` (when not empty), and
+/// its quotients rounded to `fmt` as [`narrow_scaled_blocks`]. The block is
+/// still in L1 when it is rounded. Blocks of 16 and 32 go eight at a time,
+/// their MX and NVFP4 scales computed in SIMD ([`rule_scales8`]); the rest
+/// one at a time by [`ScaleRule::scale`]. With `pass.stream` the AVX-512
+/// tier stores the codes non-temporally (the caller then fences, see
+/// [`store_fence`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
     src: &[f32],
@@ -635,6 +666,7 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
     codes: &mut [u8],
     dst: &mut [u8],
     rule: &ScaleRule,
+    pass: LinePass,
 ) {
     // A constant per `T`, so the rounding's format tests fold away.
     let Some(fmt) = super::format_of::<T>() else {
@@ -642,9 +674,9 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
     };
     let done = match block {
         // SAFETY: the caller's CPU has AVX2, FMA and F16C.
-        16 => unsafe { quantize_groups8::<T, 16>(src, scales, codes, dst, rule) },
+        16 => unsafe { quantize_groups8::<T, 16>(src, scales, codes, dst, rule, pass) },
         // SAFETY: as above.
-        32 => unsafe { quantize_groups8::<T, 32>(src, scales, codes, dst, rule) },
+        32 => unsafe { quantize_groups8::<T, 32>(src, scales, codes, dst, rule, pass) },
         _ => 0,
     };
     for (b, (s, d)) in src
@@ -653,7 +685,11 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
         .enumerate()
         .skip(done)
     {
-        let (scale, code) = rule.scale(hmax_epu32(abs_max_lanes(s)));
+        let bits = match (pass.amax, scales.get(b)) {
+            (BlockAmax::InScales, Some(given)) => given.to_bits(),
+            _ => hmax_epu32(abs_max_lanes(s)),
+        };
+        let (scale, code) = rule.scale(bits);
         if let Some(c) = codes.get_mut(b) {
             *c = code;
         }
@@ -720,58 +756,71 @@ fn low_bytes8(v: __m256i) -> [u8; 8] {
     (u64::from(lo) | u64::from(hi) << 32).to_le_bytes()
 }
 
-/// One group's [`GroupScales`] from its amax bits by `rule` (scales in SIMD
-/// where [`rule_scales8`] can), with the scales and codes also written to
-/// `scales` and `codes` (8 each; `codes` may be empty).
-#[inline]
+/// One group's [`GroupScales`] from its amax bits `$amax` by `$rule` into
+/// `$plan`, with the scales and codes also written to `$scales` and
+/// `$codes` (8 each; `$codes` may be empty): in SIMD where [`rule_scales8`]
+/// can, else by [`group_scales_scalar`]. A macro so that it inlines into
+/// the chunk loop (see `narrow_block`).
+macro_rules! group_scales {
+    ($amax:expr, $rule:expr, $scales:expr, $codes:expr, $plan:expr) => {{
+        let (amax, rule, scales, codes, plan): (
+            __m256i,
+            &ScaleRule,
+            &mut [f32],
+            &mut [u8],
+            &mut GroupScales,
+        ) = ($amax, $rule, $scales, $codes, $plan);
+        match rule_scales8(amax, rule) {
+            Some((scale, recip, code)) => {
+                let scales = &mut scales[..8];
+                // SAFETY: each destination holds 8 lanes.
+                unsafe {
+                    _mm256_storeu_ps(plan.scales.as_mut_ptr(), scale);
+                    _mm256_storeu_ps(plan.recips.as_mut_ptr(), recip);
+                    _mm256_storeu_ps(scales.as_mut_ptr(), scale);
+                }
+                plan.how = quotients_of(recip);
+                // A scale that underflowed to 0 (NVFP4 with a tiny tensor
+                // scale) would make 0/0 a NaN quotient.
+                plan.finite =
+                    _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(scale, _mm256_setzero_ps()))
+                        == 0;
+                if let Some(c) = codes.get_mut(..8) {
+                    c.copy_from_slice(&low_bytes8(code));
+                }
+            }
+            None => group_scales_scalar(amax, rule, scales, codes, plan),
+        }
+    }};
+}
+
+/// [`group_scales!`] where [`rule_scales8`] declines (a NaN or ±∞ in the
+/// group, a subnormal amax, an MX exponent out of range): each block by
+/// [`ScaleRule::scale`]; the group is not marked finite.
+#[cold]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group_scales(
+fn group_scales_scalar(
     amax: __m256i,
     rule: &ScaleRule,
     scales: &mut [f32],
     codes: &mut [u8],
-) -> GroupScales {
-    let mut g = GroupScales {
-        scales: [0.0; 8],
-        recips: [0.0; 8],
-        how: Quotients::Mixed,
-        finite: false,
-    };
-    // rule_scales8 declines every group holding a NaN or ±∞; a scale
-    // that underflowed to 0 (NVFP4 with a tiny tensor scale) would
-    // make 0/0 a NaN quotient.
-    match rule_scales8(amax, rule) {
-        Some((scale, recip, code)) => {
-            // SAFETY: each array holds 8 lanes.
-            unsafe {
-                _mm256_storeu_ps(g.scales.as_mut_ptr(), scale);
-                _mm256_storeu_ps(g.recips.as_mut_ptr(), recip);
-            }
-            g.how = quotients_of(recip);
-            g.finite =
-                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(scale, _mm256_setzero_ps())) == 0;
-            if let Some(c) = codes.get_mut(..8) {
-                c.copy_from_slice(&low_bytes8(code));
-            }
-        }
-        None => {
-            let mut bits = [0u32; 8];
-            // SAFETY: `bits` holds 8 lanes.
-            unsafe { _mm256_storeu_si256(bits.as_mut_ptr() as *mut __m256i, amax) };
-            for (j, &b) in bits.iter().enumerate() {
-                let (s, c) = rule.scale(b);
-                g.scales[j] = s;
-                g.recips[j] = super::block_reciprocal(s).unwrap_or(0.0);
-                if let Some(cj) = codes.get_mut(j) {
-                    *cj = c;
-                }
-            }
-            // SAFETY: `recips` holds 8 lanes.
-            g.how = quotients_of(unsafe { _mm256_loadu_ps(g.recips.as_ptr()) });
+    plan: &mut GroupScales,
+) {
+    let mut bits = [0u32; 8];
+    // SAFETY: `bits` holds 8 lanes.
+    unsafe { _mm256_storeu_si256(bits.as_mut_ptr() as *mut __m256i, amax) };
+    for (j, &b) in bits.iter().enumerate() {
+        let (s, c) = rule.scale(b);
+        plan.scales[j] = s;
+        plan.recips[j] = super::block_reciprocal(s).unwrap_or(0.0);
+        if let Some(cj) = codes.get_mut(j) {
+            *cj = c;
         }
     }
-    scales[..8].copy_from_slice(&g.scales);
-    g
+    // SAFETY: `recips` holds 8 lanes.
+    plan.how = quotients_of(unsafe { _mm256_loadu_ps(plan.recips.as_ptr()) });
+    plan.finite = false;
+    scales[..8].copy_from_slice(&plan.scales);
 }
 
 /// [`quantize_blocks`] for the whole groups of eight blocks of `BLOCK`
@@ -785,6 +834,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
     codes: &mut [u8],
     dst: &mut [u8],
     rule: &ScaleRule,
+    pass: LinePass,
 ) -> usize {
     let Some(fmt) = super::format_of::<T>() else {
         return 0;
@@ -810,6 +860,11 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         // next group's loads.
         for (c, a) in amax.iter_mut().take(chunk).enumerate() {
             let g = first + c;
+            if pass.amax == BlockAmax::InScales {
+                // SAFETY: scales[g · 8..][..8] is in bounds (g < groups).
+                *a = unsafe { _mm256_loadu_si256(scales[g * 8..][..8].as_ptr() as *const __m256i) };
+                continue;
+            }
             let src = &src[g * 8 * BLOCK..][..8 * BLOCK];
             let mut m = [_mm256_setzero_si256(); 8];
             for (mj, blk) in m.iter_mut().zip(src.chunks_exact(BLOCK)) {
@@ -820,7 +875,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         for (c, (p, &a)) in plan.iter_mut().zip(&amax).take(chunk).enumerate() {
             let g = first + c;
             let codes = codes.get_mut(g * 8..g * 8 + 8).unwrap_or_default();
-            *p = group_scales(a, rule, &mut scales[g * 8..], codes);
+            group_scales!(a, rule, &mut scales[g * 8..], codes, p);
         }
         if zmm {
             let span = first * 8 * BLOCK..(first + chunk) * 8 * BLOCK;
@@ -832,6 +887,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                     &mut dst[span],
                     &plan[..chunk],
                     vbmi,
+                    pass.stream,
                 )
             };
             continue;
@@ -904,4 +960,12 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         }
     }
     groups * 8
+}
+
+/// `sfence`: orders the non-temporal stores before it with every store
+/// after it (Rust's release operations do not order them).
+#[inline]
+pub(crate) fn store_fence() {
+    // SAFETY: SSE is part of x86-64's baseline.
+    unsafe { _mm_sfence() };
 }

@@ -162,9 +162,9 @@ fn pack_order() -> __m512i {
 /// values, group `g` by `plan[g]`: `dst[i]` = the saturating round to
 /// nearest even to `T` of `src[i]` times its block's reciprocal or divided
 /// by its scale. With `vbmi` (the CPU has AVX-512 VBMI) E2M1 goes through
-/// [`round_groups_e2m1`]. `src` and `dst` hold `plan.len() · 8 · BLOCK`
-/// values; each group prefetches the memory `plan.len()` groups after it
-/// (the next chunk's).
+/// [`round_groups_e2m1`]; with `stream` the codes go out by non-temporal
+/// stores ([`store_codes`]). `src` and `dst` hold `plan.len() · 8 · BLOCK`
+/// values.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL, AVX2, FMA and F16C present.
@@ -174,20 +174,20 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
     dst: &mut [u8],
     plan: &[GroupScales],
     vbmi: bool,
+    stream: bool,
 ) {
     if vbmi && super::format_of::<T>() == Some(Format::E2M1) {
         // SAFETY: the caller's CPU has AVX-512 VBMI besides the rest.
-        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, plan) };
+        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, plan, stream) };
         return;
     }
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
         let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
-        prefetch_group(src, plan.len() * n);
         if p.finite {
-            round_group::<T, BLOCK, false>(src, dst, p)
+            round_group::<T, BLOCK, false>(src, dst, p, stream)
         } else {
-            round_group::<T, BLOCK, true>(src, dst, p)
+            round_group::<T, BLOCK, true>(src, dst, p, stream)
         }
     }
 }
@@ -204,6 +204,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     src: &[f32],
     dst: &mut [u8],
     plan: &[GroupScales],
+    stream: bool,
 ) {
     // SAFETY: each load reads 64 of the table's 128 bytes.
     let (lo, hi) = unsafe {
@@ -216,9 +217,8 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
         let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
-        prefetch_group(src, plan.len() * n);
         if !p.finite {
-            round_group::<T, BLOCK, true>(src, dst, p);
+            round_group::<T, BLOCK, true>(src, dst, p, stream);
             continue;
         }
         for i in (0..n).step_by(64) {
@@ -228,7 +228,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
             let cd = _mm512_packus_epi32(class(i + 32), class(i + 48));
             let codes = _mm512_permutex2var_epi8(lo, _mm512_packus_epi16(ab, cd), hi);
             let bytes = _mm512_permutexvar_epi32(order, codes);
-            dst[i..i + 64].copy_from_slice(&bytes_of(bytes));
+            store_codes(&mut dst[i..i + 64], bytes, stream);
         }
     }
 }
@@ -244,6 +244,7 @@ fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
     src: &[f32],
     dst: &mut [u8],
     plan: &GroupScales,
+    stream: bool,
 ) {
     // A constant per `T`, so the format's tests fold away.
     let Some(fmt) = super::format_of::<T>() else {
@@ -264,17 +265,31 @@ fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
         let ab = _mm512_packus_epi32(code(i), code(i + 16));
         let cd = _mm512_packus_epi32(code(i + 32), code(i + 48));
         let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd));
-        dst[i..i + 64].copy_from_slice(&bytes_of(bytes));
+        store_codes(&mut dst[i..i + 64], bytes, stream);
     }
 }
 
-/// Prefetches (into L1) the cache lines of `group` shifted `ahead` values
-/// on: a hint only, which never faults, wherever that is.
+/// Stores the 64 code bytes `bytes` to `dst` (64 bytes): with `stream`
+/// (and `dst` 16-byte aligned, as every 64-byte step of a buffer from the
+/// allocator is) as four non-temporal stores, which skip reading the lines
+/// into cache first; the caller fences ([`super::store_fence`]) before
+/// the buffer is handed back.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn prefetch_group(group: &[f32], ahead: usize) {
-    for line in (0..group.len()).step_by(16) {
-        _mm_prefetch::<_MM_HINT_T0>(group.as_ptr().wrapping_add(ahead + line) as *const i8);
+fn store_codes(dst: &mut [u8], bytes: __m512i, stream: bool) {
+    let dst = &mut dst[..64];
+    if stream && (dst.as_ptr() as usize).is_multiple_of(16) {
+        let p = dst.as_mut_ptr() as *mut __m128i;
+        // SAFETY: `p` is 16-byte aligned (checked) and `dst` holds the
+        // 4 · 16 bytes stored.
+        unsafe {
+            _mm_stream_si128(p, _mm512_castsi512_si128(bytes));
+            _mm_stream_si128(p.add(1), _mm512_extracti32x4_epi32::<1>(bytes));
+            _mm_stream_si128(p.add(2), _mm512_extracti32x4_epi32::<2>(bytes));
+            _mm_stream_si128(p.add(3), _mm512_extracti32x4_epi32::<3>(bytes));
+        }
+    } else {
+        dst.copy_from_slice(&bytes_of(bytes));
     }
 }
 
@@ -361,8 +376,8 @@ mod tests {
         let (mut by_table, mut by_round16) = (vec![0u8; src.len()], vec![0u8; src.len()]);
         // SAFETY: the CPU has AVX-512 F/BW/VL/VBMI (checked).
         unsafe {
-            round_groups::<F4E2M1, 16>(&src, &mut by_table, &plan, true);
-            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &plan, false);
+            round_groups::<F4E2M1, 16>(&src, &mut by_table, &plan, true, false);
+            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &plan, false, true);
         }
         assert_eq!(by_table, by_round16);
     }
