@@ -703,14 +703,13 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
     }
 }
 
-/// Groups of eight blocks per chunk of [`quantize_groups8`]: their scales
-/// are all found before any is rounded (8 KiB of source for blocks of 16,
-/// 16 KiB for 32, still in L1 for the rounding).
-const CHUNK_GROUPS: usize = 16;
+/// Source values per chunk of [`quantize_groups8`] (8 KiB): a chunk's
+/// scales are all found before any of its values is rounded, and the
+/// rounding prefetches the next chunk, so two chunks share L1.
+const CHUNK_VALUES: usize = 2048;
 
-/// How many groups ahead [`quantize_groups8`]'s rounding prefetches its
-/// source: the same group of the next chunk.
-const PREFETCH_DISTANCE: usize = CHUNK_GROUPS;
+/// The most groups of eight blocks in a chunk (blocks of 16).
+const CHUNK_GROUPS: usize = CHUNK_VALUES / (8 * 16);
 
 /// One group's plan for its rounding: its eight blocks' scales and
 /// reciprocals (0: divide by the scale), how the quotients are formed, and
@@ -825,7 +824,7 @@ fn group_scales_scalar(
 
 /// [`quantize_blocks`] for the whole groups of eight blocks of `BLOCK`
 /// (16 or 32) values; returns the number of blocks done. A chunk of
-/// [`CHUNK_GROUPS`] groups at a time: first all their scales, then all their
+/// [`CHUNK_VALUES`] values at a time: first all their scales, then all their
 /// codes, so no group's rounding waits on its own scales' divisions.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
@@ -853,8 +852,9 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
         finite: false,
     }; CHUNK_GROUPS];
     let mut amax = [_mm256_setzero_si256(); CHUNK_GROUPS];
-    for first in (0..groups).step_by(CHUNK_GROUPS) {
-        let chunk = CHUNK_GROUPS.min(groups - first);
+    let chunk_groups = CHUNK_VALUES / (8 * BLOCK);
+    for first in (0..groups).step_by(chunk_groups) {
+        let chunk = chunk_groups.min(groups - first);
         // The groups' amax bits first (loads and maxima only), then their
         // scales: each group's chain of divisions no longer holds up the
         // next group's loads.
@@ -903,9 +903,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 // A hint only (never faults): this group's place in the
                 // next chunk, fetched while this chunk is rounded.
                 _mm_prefetch::<_MM_HINT_T0>(
-                    src.as_ptr()
-                        .wrapping_add(PREFETCH_DISTANCE * 8 * BLOCK + ahead)
-                        as *const i8,
+                    src.as_ptr().wrapping_add(CHUNK_VALUES + ahead) as *const i8
                 );
             }
             // 32 values at a time (two blocks of 16, or one of 32), each

@@ -164,7 +164,7 @@ fn pack_order() -> __m512i {
 /// by its scale. With `vbmi` (the CPU has AVX-512 VBMI) E2M1 goes through
 /// [`round_groups_e2m1`]; with `stream` the codes go out by non-temporal
 /// stores ([`store_codes`]). `src` and `dst` hold `plan.len() · 8 · BLOCK`
-/// values.
+/// values (a chunk); each group prefetches its place in the next chunk.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL, AVX2, FMA and F16C present.
@@ -184,6 +184,7 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
         let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
+        prefetch_next_chunk(src, plan.len() * n);
         if p.finite {
             round_group::<T, BLOCK, false>(src, dst, p, stream)
         } else {
@@ -217,15 +218,22 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
         let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
+        prefetch_next_chunk(src, plan.len() * n);
         if !p.finite {
             round_group::<T, BLOCK, true>(src, dst, p, stream);
             continue;
         }
+        // A macro, not a closure: a closure would not inherit the target
+        // features, so what it calls would not inline.
+        macro_rules! class {
+            ($i:expr) => {
+                e2m1_class16(quotient16::<BLOCK>(src, $i, p))
+            };
+        }
         for i in (0..n).step_by(64) {
-            let class = |i| e2m1_class16(quotient16::<BLOCK>(src, i, p));
             // Classes are 0..=127, so the saturating packs keep them.
-            let ab = _mm512_packus_epi32(class(i), class(i + 16));
-            let cd = _mm512_packus_epi32(class(i + 32), class(i + 48));
+            let ab = _mm512_packus_epi32(class!(i), class!(i + 16));
+            let cd = _mm512_packus_epi32(class!(i + 32), class!(i + 48));
             let codes = _mm512_permutex2var_epi8(lo, _mm512_packus_epi16(ab, cd), hi);
             let bytes = _mm512_permutexvar_epi32(order, codes);
             store_codes(&mut dst[i..i + 64], bytes, stream);
@@ -252,20 +260,34 @@ fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
     };
     let sm = fmt.sign_magnitude();
     let order = pack_order();
-    let code = |i| {
-        let v = round16(quotient16::<BLOCK>(src, i, plan), sm, NAN);
-        if fmt.twos_complement {
-            sign_magnitude_to_twos16(v, fmt)
-        } else {
-            v
-        }
-    };
+    // A macro, not a closure (see `round_groups_e2m1`).
+    macro_rules! code {
+        ($i:expr) => {{
+            let v = round16(quotient16::<BLOCK>(src, $i, plan), sm, NAN);
+            if fmt.twos_complement {
+                sign_magnitude_to_twos16(v, fmt)
+            } else {
+                v
+            }
+        }};
+    }
     for i in (0..8 * BLOCK).step_by(64) {
         // Codes are 0..=255, so the saturating packs keep them.
-        let ab = _mm512_packus_epi32(code(i), code(i + 16));
-        let cd = _mm512_packus_epi32(code(i + 32), code(i + 48));
+        let ab = _mm512_packus_epi32(code!(i), code!(i + 16));
+        let cd = _mm512_packus_epi32(code!(i + 32), code!(i + 48));
         let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd));
         store_codes(&mut dst[i..i + 64], bytes, stream);
+    }
+}
+
+/// Prefetches into L1 the cache lines `ahead` values after those of
+/// `group` (the same group of the next chunk): a hint only, which never
+/// faults, wherever that is.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn prefetch_next_chunk(group: &[f32], ahead: usize) {
+    for line in (0..group.len()).step_by(16) {
+        _mm_prefetch::<_MM_HINT_T0>(group.as_ptr().wrapping_add(ahead + line) as *const i8);
     }
 }
 
