@@ -164,7 +164,8 @@ fn pack_order() -> __m512i {
 /// by its scale. With `vbmi` (the CPU has AVX-512 VBMI) E2M1 goes through
 /// [`round_groups_e2m1`]; with `stream` the codes go out by non-temporal
 /// stores ([`store_codes`]). `src` and `dst` hold `plan.len() · 8 · BLOCK`
-/// values (a chunk); each group prefetches its place in the next chunk.
+/// values (a chunk); with `prefetch` each group prefetches its place in
+/// the next chunk.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL, AVX2, FMA and F16C present.
@@ -175,16 +176,19 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
     plan: &[GroupScales],
     vbmi: bool,
     stream: bool,
+    prefetch: bool,
 ) {
     if vbmi && super::format_of::<T>() == Some(Format::E2M1) {
         // SAFETY: the caller's CPU has AVX-512 VBMI besides the rest.
-        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, plan, stream) };
+        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, plan, stream, prefetch) };
         return;
     }
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
         let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
-        prefetch_next_chunk(src, plan.len() * n);
+        if prefetch {
+            prefetch_next_chunk(src, plan.len() * n);
+        }
         if p.finite {
             round_group::<T, BLOCK, false>(src, dst, p, stream)
         } else {
@@ -206,6 +210,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     dst: &mut [u8],
     plan: &[GroupScales],
     stream: bool,
+    prefetch: bool,
 ) {
     // SAFETY: each load reads 64 of the table's 128 bytes.
     let (lo, hi) = unsafe {
@@ -218,7 +223,9 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
         let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
-        prefetch_next_chunk(src, plan.len() * n);
+        if prefetch {
+            prefetch_next_chunk(src, plan.len() * n);
+        }
         if !p.finite {
             round_group::<T, BLOCK, true>(src, dst, p, stream);
             continue;
@@ -398,8 +405,8 @@ mod tests {
         let (mut by_table, mut by_round16) = (vec![0u8; src.len()], vec![0u8; src.len()]);
         // SAFETY: the CPU has AVX-512 F/BW/VL/VBMI (checked).
         unsafe {
-            round_groups::<F4E2M1, 16>(&src, &mut by_table, &plan, true, false);
-            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &plan, false, true);
+            round_groups::<F4E2M1, 16>(&src, &mut by_table, &plan, true, false, true);
+            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &plan, false, true, false);
         }
         assert_eq!(by_table, by_round16);
     }
