@@ -631,7 +631,10 @@ impl<T: FloatElement> BlockScaled<T> {
             };
             // An output past what caches keep goes out by non-temporal
             // stores (as memcpy's do): no reads of its lines first.
-            let stream = lines * k * std::mem::size_of::<T>() >= STREAM_MIN_BYTES;
+            let out_bytes = lines
+                .saturating_mul(k)
+                .saturating_mul(std::mem::size_of::<T>());
+            let stream = out_bytes >= STREAM_MIN_BYTES;
             for l in 0..lines {
                 let row: &[f32] = row!(l);
                 if data.len() < (l + 1) * k {

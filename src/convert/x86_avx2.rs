@@ -650,7 +650,7 @@ fn rule_scales8(amax: __m256i, rule: &ScaleRule) -> Option<(__m256, __m256, __m2
 }
 
 /// One pass over a line: per block of `block` values, its largest |x| bits
-/// (NaN and ±∞ largest; from `scales` when `amax` says they are there), its
+/// (NaN and ±∞ largest; from `scales` when `pass.amax` says they are there), its
 /// scale and code by `rule` into `scales` and `codes` (when not empty), and
 /// its quotients rounded to `fmt` as [`narrow_scaled_blocks`]. The block is
 /// still in L1 when it is rounded. Blocks of 16 and 32 go eight at a time,
