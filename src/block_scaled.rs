@@ -198,7 +198,8 @@ fn block_amax_in_scales(
 ) -> f32 {
     let simd = crate::cpu::has_avx2_fma_f16c();
     let (k, nb) = (x.cols(), x.cols() / block);
-    scales.clear();
+    // Every entry is written below: a reused buffer is only resized.
+    scales.truncate(n_scales);
     scales.resize(n_scales, 0.0);
     let bits: &mut [u32] = bytemuck::cast_slice_mut(scales);
     let mut amax = 0u32;
@@ -582,12 +583,11 @@ impl<T: FloatElement> BlockScaled<T> {
         // zeroing happens in cache rather than as a pass over memory (and
         // in the caller's buffers when it lends them).
         // A reused buffer keeps its length (every element is written), so
-        // only its growth is zeroed.
+        // only its growth is zeroed; the same for the scales and codes
+        // (every block's is written; with `InScales` they hold the amaxes).
         data.truncate(lines * k);
         data.reserve(lines * k - data.len());
-        if amax_given == BlockAmax::FromSource {
-            scales.clear();
-        }
+        scales.truncate(n_scales);
         if k == 0 {
             return Ok(Self {
                 lines,
@@ -623,7 +623,7 @@ impl<T: FloatElement> BlockScaled<T> {
             let mut no_codes = Vec::new();
             let codes = match codes {
                 Some(c) => {
-                    c.clear();
+                    c.truncate(n_scales);
                     c.resize(n_scales, F8E4M3::default());
                     c
                 }
