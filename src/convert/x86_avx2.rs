@@ -711,12 +711,23 @@ const CHUNK_VALUES: usize = 2048;
 /// The most groups of eight blocks in a chunk (blocks of 16).
 const CHUNK_GROUPS: usize = CHUNK_VALUES / (8 * 16);
 
-/// One group's plan for its rounding: its eight blocks' scales and
-/// reciprocals (0: divide by the scale), how the quotients are formed, and
-/// whether no value of the group is a NaN or ±∞ (and no scale is 0).
+/// Prefetches into L1 the cache lines `ahead` values after those of
+/// `group` (in the quantizer, the same group of the next chunk): a hint
+/// only, which never faults, wherever that is.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn prefetch_next_chunk(group: &[f32], ahead: usize) {
+    for line in (0..group.len()).step_by(16) {
+        _mm_prefetch::<_MM_HINT_T0>(group.as_ptr().wrapping_add(ahead + line) as *const i8);
+    }
+}
+
+/// One group's plan for its rounding, beside its eight blocks' scales (in
+/// the output's scales): their reciprocals (0: divide by the scale), how
+/// the quotients are formed, and whether no value of the group is a NaN or
+/// ±∞ (and no scale is 0).
 #[derive(Clone, Copy)]
 pub(crate) struct GroupScales {
-    pub(crate) scales: [f32; 8],
     pub(crate) recips: [f32; 8],
     pub(crate) how: Quotients,
     pub(crate) finite: bool,
@@ -755,9 +766,9 @@ fn low_bytes8(v: __m256i) -> [u8; 8] {
     (u64::from(lo) | u64::from(hi) << 32).to_le_bytes()
 }
 
-/// One group's [`GroupScales`] from its amax bits `$amax` by `$rule` into
-/// `$plan`, with the scales and codes also written to `$scales` and
-/// `$codes` (8 each; `$codes` may be empty): in SIMD where [`rule_scales8`]
+/// One group's scales and codes from its amax bits `$amax` by `$rule`,
+/// into `$scales` and `$codes` (8 each; `$codes` may be empty), and its
+/// [`GroupScales`] into `$plan`: in SIMD where [`rule_scales8`]
 /// can, else by [`group_scales_scalar`]. A macro so that it inlines into
 /// the chunk loop (see `narrow_block`).
 macro_rules! group_scales {
@@ -774,7 +785,6 @@ macro_rules! group_scales {
                 let scales = &mut scales[..8];
                 // SAFETY: each destination holds 8 lanes.
                 unsafe {
-                    _mm256_storeu_ps(plan.scales.as_mut_ptr(), scale);
                     _mm256_storeu_ps(plan.recips.as_mut_ptr(), recip);
                     _mm256_storeu_ps(scales.as_mut_ptr(), scale);
                 }
@@ -810,7 +820,7 @@ fn group_scales_scalar(
     unsafe { _mm256_storeu_si256(bits.as_mut_ptr() as *mut __m256i, amax) };
     for (j, &b) in bits.iter().enumerate() {
         let (s, c) = rule.scale(b);
-        plan.scales[j] = s;
+        scales[j] = s;
         plan.recips[j] = super::block_reciprocal(s).unwrap_or(0.0);
         if let Some(cj) = codes.get_mut(j) {
             *cj = c;
@@ -819,7 +829,6 @@ fn group_scales_scalar(
     // SAFETY: `recips` holds 8 lanes.
     plan.how = quotients_of(unsafe { _mm256_loadu_ps(plan.recips.as_ptr()) });
     plan.finite = false;
-    scales[..8].copy_from_slice(&plan.scales);
 }
 
 /// [`quantize_blocks`] for the whole groups of eight blocks of `BLOCK`
@@ -846,7 +855,6 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
     let zmm = crate::cpu::has_avx512();
     let vbmi = zmm && crate::cpu::has_avx512_vbmi();
     let mut plan = [GroupScales {
-        scales: [0.0; 8],
         recips: [0.0; 8],
         how: Quotients::Mixed,
         finite: false,
@@ -885,6 +893,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 super::x86_avx512::round_groups::<T, BLOCK>(
                     &src[span.clone()],
                     &mut dst[span],
+                    &scales[first * 8..(first + chunk) * 8],
                     &plan[..chunk],
                     vbmi,
                     pass.stream,
@@ -903,14 +912,10 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 &src[g * 8 * BLOCK..][..8 * BLOCK],
                 &mut dst[g * 8 * BLOCK..][..8 * BLOCK],
             );
-            let (sc, rc, finite) = (&p.scales, &p.recips, p.finite);
-            for ahead in (0..8 * BLOCK).step_by(16) {
-                // A hint only (never faults): this group's place in the
-                // next chunk, fetched while this chunk is rounded.
-                _mm_prefetch::<_MM_HINT_T0>(
-                    src.as_ptr().wrapping_add(CHUNK_VALUES + ahead) as *const i8
-                );
-            }
+            let (sc, rc, finite) = (&scales[g * 8..][..8], &p.recips, p.finite);
+            // This group's place in the next chunk, fetched while this
+            // chunk is rounded.
+            prefetch_next_chunk(src, CHUNK_VALUES);
             // 32 values at a time (two blocks of 16, or one of 32), each
             // vector by its block's reciprocal or scale, packed to one store.
             let sm = fmt.sign_magnitude();

@@ -8,7 +8,7 @@
 //! rounding by table where the CPU also has AVX-512 VBMI
 //! ([`crate::cpu::has_avx512_vbmi`]).
 
-use super::x86_avx2::{GroupScales, Quotients};
+use super::x86_avx2::{prefetch_next_chunk, GroupScales, Quotients};
 use crate::dtype::format::Format;
 use crate::dtype::FloatElement;
 use std::arch::x86_64::*;
@@ -129,10 +129,16 @@ fn e2m1_class16(x: __m512i) -> __m512i {
 }
 
 /// Sixteen quotients of block `i / BLOCK` of a group: `src[i..i + 16]`
-/// times the block's reciprocal or divided by its scale, as `plan.how` says.
+/// times the block's reciprocal or divided by its scale (`scales`, the
+/// group's eight), as `plan.how` says.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn quotient16<const BLOCK: usize>(src: &[f32], i: usize, plan: &GroupScales) -> __m512i {
+fn quotient16<const BLOCK: usize>(
+    src: &[f32],
+    i: usize,
+    scales: &[f32],
+    plan: &GroupScales,
+) -> __m512i {
     let j = i / BLOCK;
     let x = src[i..i + 16].as_ptr();
     // SAFETY: `x` points at 16 f32 of `src`.
@@ -143,7 +149,7 @@ fn quotient16<const BLOCK: usize>(src: &[f32], i: usize, plan: &GroupScales) -> 
         Quotients::Mixed => plan.recips[j] == 0.0,
     };
     _mm512_castps_si512(if divide {
-        _mm512_div_ps(x, _mm512_set1_ps(plan.scales[j]))
+        _mm512_div_ps(x, _mm512_set1_ps(scales[j]))
     } else {
         _mm512_mul_ps(x, _mm512_set1_ps(plan.recips[j]))
     })
@@ -159,9 +165,9 @@ fn pack_order() -> __m512i {
 }
 
 /// The codes of consecutive groups of eight blocks of `BLOCK` (16 or 32)
-/// values, group `g` by `plan[g]`: `dst[i]` = the saturating round to
-/// nearest even to `T` of `src[i]` times its block's reciprocal or divided
-/// by its scale. With `vbmi` (the CPU has AVX-512 VBMI) E2M1 goes through
+/// values, group `g` by `plan[g]` and its eight `scales`: `dst[i]` = the
+/// saturating round to nearest even to `T` of `src[i]` times its block's
+/// reciprocal or divided by its scale. With `vbmi` (the CPU has AVX-512 VBMI) E2M1 goes through
 /// [`round_groups_e2m1`]; with `stream` the codes go out by non-temporal
 /// stores ([`store_codes`]). `src` and `dst` hold `plan.len() · 8 · BLOCK`
 /// values (a chunk); with `prefetch` each group prefetches its place in
@@ -173,6 +179,7 @@ fn pack_order() -> __m512i {
 pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
     src: &[f32],
     dst: &mut [u8],
+    scales: &[f32],
     plan: &[GroupScales],
     vbmi: bool,
     stream: bool,
@@ -180,19 +187,23 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
 ) {
     if vbmi && super::format_of::<T>() == Some(Format::E2M1) {
         // SAFETY: the caller's CPU has AVX-512 VBMI besides the rest.
-        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, plan, stream, prefetch) };
+        unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, scales, plan, stream, prefetch) };
         return;
     }
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
-        let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
+        let (src, dst, scales) = (
+            &src[g * n..][..n],
+            &mut dst[g * n..][..n],
+            &scales[g * 8..][..8],
+        );
         if prefetch {
             prefetch_next_chunk(src, plan.len() * n);
         }
         if p.finite {
-            round_group::<T, BLOCK, false>(src, dst, p, stream)
+            round_group::<T, BLOCK, false>(src, dst, scales, p, stream)
         } else {
-            round_group::<T, BLOCK, true>(src, dst, p, stream)
+            round_group::<T, BLOCK, true>(src, dst, scales, p, stream)
         }
     }
 }
@@ -208,6 +219,7 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
 unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     src: &[f32],
     dst: &mut [u8],
+    scales: &[f32],
     plan: &[GroupScales],
     stream: bool,
     prefetch: bool,
@@ -222,19 +234,23 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
     let order = pack_order();
     let n = 8 * BLOCK;
     for (g, p) in plan.iter().enumerate() {
-        let (src, dst) = (&src[g * n..][..n], &mut dst[g * n..][..n]);
+        let (src, dst, scales) = (
+            &src[g * n..][..n],
+            &mut dst[g * n..][..n],
+            &scales[g * 8..][..8],
+        );
         if prefetch {
             prefetch_next_chunk(src, plan.len() * n);
         }
         if !p.finite {
-            round_group::<T, BLOCK, true>(src, dst, p, stream);
+            round_group::<T, BLOCK, true>(src, dst, scales, p, stream);
             continue;
         }
         // A macro, not a closure: a closure would not inherit the target
         // features, so what it calls would not inline.
         macro_rules! class {
             ($i:expr) => {
-                e2m1_class16(quotient16::<BLOCK>(src, $i, p))
+                e2m1_class16(quotient16::<BLOCK>(src, $i, scales, p))
             };
         }
         for i in (0..n).step_by(64) {
@@ -250,7 +266,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
 
 /// The codes of one group of eight blocks of `BLOCK` (16 or 32) values by
 /// [`round16`]: `dst[i]` = the saturating round to nearest even of `src[i]`
-/// times its block's reciprocal or divided by its scale (`plan`); `NAN`
+/// times its block's reciprocal or divided by its scale (`scales`, `plan`); `NAN`
 /// false when no value of the group is a NaN or ±∞ (see [`round16`]).
 /// `src` and `dst` hold `8 · BLOCK` values.
 #[inline]
@@ -258,6 +274,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
 fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
     src: &[f32],
     dst: &mut [u8],
+    scales: &[f32],
     plan: &GroupScales,
     stream: bool,
 ) {
@@ -270,7 +287,7 @@ fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
     // A macro, not a closure (see `round_groups_e2m1`).
     macro_rules! code {
         ($i:expr) => {{
-            let v = round16(quotient16::<BLOCK>(src, $i, plan), sm, NAN);
+            let v = round16(quotient16::<BLOCK>(src, $i, scales, plan), sm, NAN);
             if fmt.twos_complement {
                 sign_magnitude_to_twos16(v, fmt)
             } else {
@@ -284,17 +301,6 @@ fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
         let cd = _mm512_packus_epi32(code!(i + 32), code!(i + 48));
         let bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd));
         store_codes(&mut dst[i..i + 64], bytes, stream);
-    }
-}
-
-/// Prefetches into L1 the cache lines `ahead` values after those of
-/// `group` (the same group of the next chunk): a hint only, which never
-/// faults, wherever that is.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn prefetch_next_chunk(group: &[f32], ahead: usize) {
-    for line in (0..group.len()).step_by(16) {
-        _mm_prefetch::<_MM_HINT_T0>(group.as_ptr().wrapping_add(ahead + line) as *const i8);
     }
 }
 
@@ -393,9 +399,9 @@ mod tests {
         src[5] = f32::NAN;
         src[300] = f32::NEG_INFINITY;
         let groups = src.len() / 128;
+        let scales = [1.0, 0.75, 3.0, 1.0, 0.5, 1.5, 6.0, 1e-3].repeat(groups);
         let plan: Vec<GroupScales> = (0..groups)
             .map(|g| GroupScales {
-                scales: [1.0, 0.75, 3.0, 1.0, 0.5, 1.5, 6.0, 1e-3],
                 recips: [1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0],
                 how: Quotients::Mixed,
                 finite: !src[g * 128..][..128].iter().any(|v| !v.is_finite()),
@@ -405,8 +411,8 @@ mod tests {
         let (mut by_table, mut by_round16) = (vec![0u8; src.len()], vec![0u8; src.len()]);
         // SAFETY: the CPU has AVX-512 F/BW/VL/VBMI (checked).
         unsafe {
-            round_groups::<F4E2M1, 16>(&src, &mut by_table, &plan, true, false, true);
-            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &plan, false, true, false);
+            round_groups::<F4E2M1, 16>(&src, &mut by_table, &scales, &plan, true, false, true);
+            round_groups::<F4E2M1, 16>(&src, &mut by_round16, &scales, &plan, false, true, false);
         }
         assert_eq!(by_table, by_round16);
     }
