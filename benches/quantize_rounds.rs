@@ -8,6 +8,11 @@
 //! warm-up) and keeps its best. It prints each case's min and p25 over the
 //! rounds in ms, and its ratio to the copy by the bytes `benches/convert.rs`
 //! counts (8 per element for the copy, 5 for a quantization).
+//!
+//! A last case, `read`, only reads the source (an OR of its bits): the
+//! floor of a pass over it. NVFP4 with the tensor scale reads the source
+//! twice (the tensor's amax comes before any block scale), so it can be no
+//! faster than two of these plus its writes.
 
 use mixprec::block_scaled::{BlockScaled, MxScaleMode};
 use mixprec::{MatRef, F4E2M1, F8E4M3};
@@ -80,6 +85,13 @@ fn main() -> ExitCode {
             "nvfp4_block_scales_only",
             Box::new(|| BlockScaled::nvfp4_into(m, false, &mut nv1).unwrap()),
         ),
+        (
+            "read",
+            Box::new(|| {
+                let bits = x.iter().fold(0u32, |acc, v| acc | v.to_bits());
+                std::hint::black_box(bits);
+            }),
+        ),
     ];
     let mut times = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
@@ -101,7 +113,11 @@ fn main() -> ExitCode {
     );
     for ((name, _), &(min, p25)) in cases.iter().zip(&stats) {
         // Bytes per second relative to the copy's: (5 / t) / (8 / t_copy).
-        let bytes = if *name == "copy" { 8.0 } else { 5.0 };
+        let bytes = match *name {
+            "copy" => 8.0,
+            "read" => 4.0,
+            _ => 5.0,
+        };
         println!(
             "{name:<26} {min:>8.2} {p25:>8.2} {:>10.2} {:>10.2}",
             bytes / 8.0 * copy_min / min,
