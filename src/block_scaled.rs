@@ -71,8 +71,8 @@
 //! ```
 
 use crate::convert::{
-    amax_bits, block_amax_bits, block_reciprocal, narrow_scaled_blocks, quantize_blocks,
-    store_fence, widen, BlockAmax, LinePass,
+    amax_bits, block_amax_bits, block_reciprocal, copy_streaming, narrow_scaled_blocks,
+    quantize_blocks, store_fence, widen, BlockAmax, LinePass,
 };
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
 use crate::error::checked_numel;
@@ -187,14 +187,25 @@ fn check_shape(lines: usize, k: usize, block: usize, line_group: usize) -> Resul
 /// non-temporal stores (8 MiB: past any core's L2 and most of an L3 share).
 const STREAM_MIN_BYTES: usize = 8 << 20;
 
+/// Whether quantizing `lines × k` values into elements of `elem_bytes`
+/// bytes streams its outputs (see [`STREAM_MIN_BYTES`]); the byte count
+/// saturates, for views whose lines × k need not fit one.
+fn streams(lines: usize, k: usize, elem_bytes: usize) -> bool {
+    lines.saturating_mul(k).saturating_mul(elem_bytes) >= STREAM_MIN_BYTES
+}
+
 /// [`amax_or_nan`] of `x` (rows contiguous, `k` a positive multiple of
 /// `block`), leaving each block's largest |x| bits, as an f32's bits, in
-/// `scales` (resized to `n_scales`, one per block, in line order).
+/// `scales` (resized to `n_scales`, one per block, in line order). With
+/// `stream` the maxima go out by non-temporal stores: the rest of the
+/// source evicts them before the second pass reads them anyway, and those
+/// stores skip reading their lines first.
 fn block_amax_in_scales(
     x: MatRef<'_, f32>,
     block: usize,
     scales: &mut Vec<f32>,
     n_scales: usize,
+    stream: bool,
 ) -> f32 {
     let simd = crate::cpu::has_avx2_fma_f16c();
     let (k, nb) = (x.cols(), x.cols() / block);
@@ -202,12 +213,24 @@ fn block_amax_in_scales(
     scales.truncate(n_scales);
     scales.resize(n_scales, 0.0);
     let bits: &mut [u32] = bytemuck::cast_slice_mut(scales);
+    let mut line_maxima = vec![0u32; if stream { nb } else { 0 }];
     let mut amax = 0u32;
     for (l, line) in bits.chunks_exact_mut(nb).enumerate() {
         let row = &x.as_slice()[l * x.row_stride()..][..k];
-        block_amax_bits(row, block, line, simd);
+        let maxima = if stream {
+            &mut line_maxima[..]
+        } else {
+            &mut *line
+        };
+        block_amax_bits(row, block, maxima, simd);
         // The line's block maxima are in L1: their max is cheap.
-        amax = amax.max(amax_bits(bytemuck::cast_slice(line), simd));
+        amax = amax.max(amax_bits(bytemuck::cast_slice(maxima), simd));
+        if stream {
+            copy_streaming(line, &line_maxima);
+        }
+    }
+    if stream {
+        store_fence();
     }
     to_amax(amax)
 }
@@ -631,10 +654,7 @@ impl<T: FloatElement> BlockScaled<T> {
             };
             // An output past what caches keep goes out by non-temporal
             // stores (as memcpy's do): no reads of its lines first.
-            let out_bytes = lines
-                .saturating_mul(k)
-                .saturating_mul(std::mem::size_of::<T>());
-            let stream = out_bytes >= STREAM_MIN_BYTES;
+            let stream = streams(lines, k, std::mem::size_of::<T>());
             for l in 0..lines {
                 let row: &[f32] = row!(l);
                 if data.len() < (l + 1) * k {
@@ -792,7 +812,8 @@ impl BlockScaled<F4E2M1> {
                 // (in `scales`, 1/16 of the source), so the second pass only
                 // reads them.
                 amax_given = BlockAmax::InScales;
-                block_amax_in_scales(x, 16, scales, n_scales)
+                let stream = streams(lines, k, std::mem::size_of::<F4E2M1>());
+                block_amax_in_scales(x, 16, scales, n_scales, stream)
             } else {
                 amax_or_nan(x)
             };

@@ -354,9 +354,20 @@ fn fused_ok<T: FloatElement>(block: usize) -> bool {
         && (block == 16 || block.is_multiple_of(32))
 }
 
-/// Orders [`quantize_blocks`]'s non-temporal stores (`stream`) before every
-/// later store: call it once after the last line, before the output is
-/// handed back.
+/// `dst` = `src` (equal lengths); on x86-64 by non-temporal stores, which
+/// skip reading `dst`'s lines into cache first and do not keep them there
+/// (for data read back only after much else has passed through the
+/// caches). Call [`store_fence`] before the data is read.
+pub(crate) fn copy_streaming(dst: &mut [u32], src: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    x86_avx2::copy_streaming(dst, src);
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(&src[..dst.len()]);
+}
+
+/// Orders [`quantize_blocks`]'s and [`copy_streaming`]'s non-temporal
+/// stores before every later store: call it once after the last line,
+/// before the output is handed back or read.
 pub(crate) fn store_fence() {
     #[cfg(target_arch = "x86_64")]
     x86_avx2::store_fence();
