@@ -213,20 +213,23 @@ fn block_amax_in_scales(
     scales.truncate(n_scales);
     scales.resize(n_scales, 0.0);
     let bits: &mut [u32] = bytemuck::cast_slice_mut(scales);
-    let mut line_maxima = vec![0u32; if stream { nb } else { 0 }];
+    // With `stream`, a line's maxima pass through here, 256 blocks at a time.
+    let mut piece = [0u32; 256];
     let mut amax = 0u32;
     for (l, line) in bits.chunks_exact_mut(nb).enumerate() {
         let row = &x.as_slice()[l * x.row_stride()..][..k];
-        let maxima = if stream {
-            &mut line_maxima[..]
-        } else {
-            &mut *line
-        };
-        block_amax_bits(row, block, maxima, simd);
-        // The line's block maxima are in L1: their max is cheap.
-        amax = amax.max(amax_bits(bytemuck::cast_slice(maxima), simd));
         if stream {
-            copy_streaming(line, &line_maxima);
+            let pieces = row.chunks(block * piece.len());
+            for (src, dst) in pieces.zip(line.chunks_mut(piece.len())) {
+                let maxima = &mut piece[..dst.len()];
+                block_amax_bits(src, block, maxima, simd);
+                amax = amax.max(amax_bits(bytemuck::cast_slice(maxima), simd));
+                copy_streaming(dst, maxima);
+            }
+        } else {
+            block_amax_bits(row, block, line, simd);
+            // The line's block maxima are in L1: their max is cheap.
+            amax = amax.max(amax_bits(bytemuck::cast_slice(line), simd));
         }
     }
     if stream {
@@ -635,10 +638,6 @@ impl<T: FloatElement> BlockScaled<T> {
         }
         let simd = crate::cpu::has_avx2_fma_f16c();
         scales.resize(n_scales, 0.0);
-        // Per line: the blocks' amax bits and how their quotients are
-        // formed (a power-of-two scale multiplies by its exact reciprocal).
-        let mut amax = vec![0u32; nb];
-        let mut recips = vec![None; nb];
         let mut scratch = Vec::new();
         if line_group == 1 {
             // Each line has its own scales: amax, scales and quotients while
@@ -682,6 +681,11 @@ impl<T: FloatElement> BlockScaled<T> {
                 store_fence();
             }
         } else {
+            // Per line: the blocks' amax bits and how their quotients are
+            // formed (a power-of-two scale multiplies by its exact
+            // reciprocal).
+            let mut amax = vec![0u32; nb];
+            let mut recips = vec![None; nb];
             let mut region = vec![0u32; n_scales];
             for l in 0..lines {
                 let row: &[f32] = row!(l);
@@ -730,7 +734,10 @@ impl<T: MxElement> BlockScaled<T> {
     }
 
     /// [`Self::mx`] into `out`, reusing its allocations: once they are large
-    /// enough, quantizing allocates nothing (activations, call after call).
+    /// enough, quantizing allocates nothing (activations, call after call;
+    /// for `x` with contiguous rows on the AVX2 and AVX-512 tiers, where
+    /// `tests/alloc_free.rs` counts it; the portable tier keeps per-line
+    /// scratch).
     ///
     /// # Errors
     /// As [`Self::mx`]; `out` is then unchanged.
@@ -782,7 +789,8 @@ impl BlockScaled<F4E2M1> {
 
     /// [`Self::nvfp4`] into `out`, reusing its allocations (the elements,
     /// the f32 scales and the E4M3 block scales): once they are large
-    /// enough, quantizing allocates nothing.
+    /// enough, quantizing allocates nothing (as [`Self::mx_into`]: rows
+    /// contiguous, the SIMD tiers).
     ///
     /// # Errors
     /// As [`Self::nvfp4`]; `out` is then unchanged.
