@@ -213,23 +213,24 @@ fn block_amax_in_scales(
     scales.truncate(n_scales);
     scales.resize(n_scales, 0.0);
     let bits: &mut [u32] = bytemuck::cast_slice_mut(scales);
-    // With `stream`, a line's maxima pass through here, 256 blocks at a time.
+    // With `stream`, the maxima pass through here on their way out.
     let mut piece = [0u32; 256];
     let mut amax = 0u32;
     for (l, line) in bits.chunks_exact_mut(nb).enumerate() {
         let row = &x.as_slice()[l * x.row_stride()..][..k];
-        if stream {
-            let pieces = row.chunks(block * piece.len());
-            for (src, dst) in pieces.zip(line.chunks_mut(piece.len())) {
-                let maxima = &mut piece[..dst.len()];
-                block_amax_bits(src, block, maxima, simd);
-                amax = amax.max(amax_bits(bytemuck::cast_slice(maxima), simd));
-                copy_streaming(dst, maxima);
+        // 256 blocks at a time: their maxima are in L1, so their max is cheap.
+        let pieces = row.chunks(block * piece.len());
+        for (src, dst) in pieces.zip(line.chunks_mut(piece.len())) {
+            let maxima = if stream {
+                &mut piece[..dst.len()]
+            } else {
+                &mut *dst
+            };
+            block_amax_bits(src, block, maxima, simd);
+            amax = amax.max(amax_bits(bytemuck::cast_slice(maxima), simd));
+            if stream {
+                copy_streaming(dst, &piece[..dst.len()]);
             }
-        } else {
-            block_amax_bits(row, block, line, simd);
-            // The line's block maxima are in L1: their max is cheap.
-            amax = amax.max(amax_bits(bytemuck::cast_slice(line), simd));
         }
     }
     if stream {

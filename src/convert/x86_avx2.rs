@@ -418,14 +418,22 @@ fn block_amax_groups8<const BLOCK: usize>(src: &[f32], out: &mut [u32]) -> usize
         .zip(out.chunks_exact_mut(8))
         .take(groups)
     {
-        let mut m = [_mm256_setzero_si256(); 8];
-        for (mj, blk) in m.iter_mut().zip(g.chunks_exact(BLOCK)) {
-            *mj = abs_max_lanes(blk);
-        }
         // SAFETY: `o` holds 8 lanes.
-        unsafe { _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, hmax8_epu32(m)) };
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, group_amax8::<BLOCK>(g)) };
     }
     groups * 8
+}
+
+/// The largest |x| bits of each of the eight blocks of `BLOCK` values in
+/// `group` (`8 · BLOCK` values), lane j for block j: one transpose-and-max.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_amax8<const BLOCK: usize>(group: &[f32]) -> __m256i {
+    let mut m = [_mm256_setzero_si256(); 8];
+    for (mj, blk) in m.iter_mut().zip(group.chunks_exact(BLOCK)) {
+        *mj = abs_max_lanes(blk);
+    }
+    hmax8_epu32(m)
 }
 
 /// Lane by lane, the largest |x| bits over the 8-value chunks of `blk`
@@ -873,12 +881,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
                 *a = unsafe { _mm256_loadu_si256(scales[g * 8..][..8].as_ptr() as *const __m256i) };
                 continue;
             }
-            let src = &src[g * 8 * BLOCK..][..8 * BLOCK];
-            let mut m = [_mm256_setzero_si256(); 8];
-            for (mj, blk) in m.iter_mut().zip(src.chunks_exact(BLOCK)) {
-                *mj = abs_max_lanes(blk);
-            }
-            *a = hmax8_epu32(m);
+            *a = group_amax8::<BLOCK>(&src[g * 8 * BLOCK..][..8 * BLOCK]);
         }
         for (c, (p, &a)) in plan.iter_mut().zip(&amax).take(chunk).enumerate() {
             let g = first + c;

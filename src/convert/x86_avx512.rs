@@ -164,6 +164,30 @@ fn pack_order() -> __m512i {
     _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
 }
 
+/// Runs `$body` on each group of a chunk (eight blocks of `$block`
+/// values, `$p` = `$plan[g]` its plan) with `$src`, `$dst` and `$scales`
+/// shadowed by the group's values, codes and eight scales; with `$prefetch`, first
+/// prefetches the group's place in the next chunk. A macro so the body
+/// inlines into the caller's target features (see `round_groups_e2m1`);
+/// `continue` in the body goes to the next group.
+macro_rules! for_each_group {
+    ($block:expr, $src:ident, $dst:ident, $scales:ident, $plan:ident, $prefetch:expr,
+     |$p:ident| $body:block) => {
+        let n = 8 * $block;
+        for (g, $p) in $plan.iter().enumerate() {
+            let ($src, $dst, $scales) = (
+                &$src[g * n..][..n],
+                &mut $dst[g * n..][..n],
+                &$scales[g * 8..][..8],
+            );
+            if $prefetch {
+                prefetch_next_chunk($src, $plan.len() * n);
+            }
+            $body
+        }
+    };
+}
+
 /// The codes of consecutive groups of eight blocks of `BLOCK` (16 or 32)
 /// values, group `g` by `plan[g]` and its eight `scales`: `dst[i]` = the
 /// saturating round to nearest even to `T` of `src[i]` times its block's
@@ -190,22 +214,13 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
         unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, scales, plan, stream, prefetch) };
         return;
     }
-    let n = 8 * BLOCK;
-    for (g, p) in plan.iter().enumerate() {
-        let (src, dst, scales) = (
-            &src[g * n..][..n],
-            &mut dst[g * n..][..n],
-            &scales[g * 8..][..8],
-        );
-        if prefetch {
-            prefetch_next_chunk(src, plan.len() * n);
-        }
+    for_each_group!(BLOCK, src, dst, scales, plan, prefetch, |p| {
         if p.finite {
             round_group::<T, BLOCK, false>(src, dst, scales, p, stream)
         } else {
             round_group::<T, BLOCK, true>(src, dst, scales, p, stream)
         }
-    }
+    });
 }
 
 /// [`round_groups`] for E2M1: the finite groups' codes by table
@@ -232,16 +247,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
         )
     };
     let order = pack_order();
-    let n = 8 * BLOCK;
-    for (g, p) in plan.iter().enumerate() {
-        let (src, dst, scales) = (
-            &src[g * n..][..n],
-            &mut dst[g * n..][..n],
-            &scales[g * 8..][..8],
-        );
-        if prefetch {
-            prefetch_next_chunk(src, plan.len() * n);
-        }
+    for_each_group!(BLOCK, src, dst, scales, plan, prefetch, |p| {
         if !p.finite {
             round_group::<T, BLOCK, true>(src, dst, scales, p, stream);
             continue;
@@ -253,7 +259,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
                 e2m1_class16(quotient16::<BLOCK>(src, $i, scales, p))
             };
         }
-        for i in (0..n).step_by(64) {
+        for i in (0..8 * BLOCK).step_by(64) {
             // Classes are 0..=127, so the saturating packs keep them.
             let ab = _mm512_packus_epi32(class!(i), class!(i + 16));
             let cd = _mm512_packus_epi32(class!(i + 32), class!(i + 48));
@@ -261,7 +267,7 @@ unsafe fn round_groups_e2m1<T: FloatElement, const BLOCK: usize>(
             let bytes = _mm512_permutexvar_epi32(order, codes);
             store_codes(&mut dst[i..i + 64], bytes, stream);
         }
-    }
+    });
 }
 
 /// The codes of one group of eight blocks of `BLOCK` (16 or 32) values by
