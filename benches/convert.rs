@@ -96,7 +96,7 @@ fn stochastic(c: &mut Criterion, src: &[f32]) {
 /// (quantize) or 1 read + 4 written (dequantize), beside the copy.
 fn block_scaled(c: &mut Criterion, src: &[f32]) {
     use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
-    use mixprec::{MatRef, F4E2M1};
+    use mixprec::{MatRef, MxInt8, F4E2M1, F6E2M3};
     let m = MatRef::from_row_major(src, 4096, N / 4096).unwrap();
     let mut g = c.benchmark_group("block_scaled_16M");
     g.throughput(Throughput::Bytes(5 * N as u64));
@@ -124,16 +124,31 @@ fn block_scaled(c: &mut Criterion, src: &[f32]) {
     g.bench_function("quantize_nvfp4_block_scales_only", |b| {
         b.iter(|| BlockScaled::nvfp4_into(black_box(m), false, &mut qn1).unwrap())
     });
-    let mut qf = BlockScaled::<F8E4M3>::fp8(m, Fp8Granularity::Lines1x128, false).unwrap();
-    g.bench_function("quantize_fp8_1x128", |b| {
+    // Scaled FP8 at its three granularities: per tensor and 128 x 128 read
+    // the source twice (the maxima first), as NVFP4 with its tensor scale.
+    for (name, granularity) in [
+        ("quantize_fp8_1x128", Fp8Granularity::Lines1x128),
+        ("quantize_fp8_per_tensor", Fp8Granularity::PerTensor),
+        ("quantize_fp8_128x128", Fp8Granularity::Blocks128x128),
+    ] {
+        let mut qf = BlockScaled::<F8E4M3>::fp8(m, granularity, false).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                BlockScaled::<F8E4M3>::fp8_into(black_box(m), granularity, false, &mut qf).unwrap()
+            })
+        });
+    }
+    // The other MX element kinds: FP6 (one byte per element here) and INT8.
+    let mut q6 = BlockScaled::<F6E2M3>::mx(m, MxScaleMode::Floor).unwrap();
+    g.bench_function("quantize_mxfp6_e2m3", |b| {
         b.iter(|| {
-            BlockScaled::<F8E4M3>::fp8_into(
-                black_box(m),
-                Fp8Granularity::Lines1x128,
-                false,
-                &mut qf,
-            )
-            .unwrap()
+            BlockScaled::<F6E2M3>::mx_into(black_box(m), MxScaleMode::Floor, &mut q6).unwrap()
+        })
+    });
+    let mut qi = BlockScaled::<MxInt8>::mx(m, MxScaleMode::Floor).unwrap();
+    g.bench_function("quantize_mxint8", |b| {
+        b.iter(|| {
+            BlockScaled::<MxInt8>::mx_into(black_box(m), MxScaleMode::Floor, &mut qi).unwrap()
         })
     });
     g.bench_function("quantize_mxfp8_e4m3_allocating", |b| {

@@ -194,9 +194,26 @@ fn streams(lines: usize, k: usize, elem_bytes: usize) -> bool {
     lines.saturating_mul(k).saturating_mul(elem_bytes) >= STREAM_MIN_BYTES
 }
 
+/// Source bytes per chunk of lines in a pass that finds maxima before a
+/// second pass reads the source again (4 MiB, a fraction of an L3): the
+/// first pass takes the chunks last first, so the second, first to last,
+/// starts on the lines the first left in cache (and the first starts
+/// where a caller that just wrote the source left off).
+const REUSE_CHUNK_BYTES: usize = 4 << 20;
+
+/// The lines `0..lines`, in chunks of about [`REUSE_CHUNK_BYTES`] of
+/// source (`row_bytes` each): the last chunk first, each chunk in order.
+fn lines_last_chunk_first(lines: usize, row_bytes: usize) -> impl Iterator<Item = usize> {
+    let per = (REUSE_CHUNK_BYTES / row_bytes.max(1)).max(1);
+    (0..lines.div_ceil(per))
+        .rev()
+        .flat_map(move |c| c * per..lines.min((c + 1) * per))
+}
+
 /// [`amax_or_nan`] of `x` (rows contiguous, `k` a positive multiple of
 /// `block`), leaving each block's largest |x| bits, as an f32's bits, in
-/// `scales` (resized to `n_scales`, one per block, in line order). With
+/// `scales` (resized to `n_scales`, one per block, in line order); lines
+/// as [`lines_last_chunk_first`] orders them. With
 /// `stream` the maxima go out by non-temporal stores: the rest of the
 /// source evicts them before the second pass reads them anyway, and those
 /// stores skip reading their lines first.
@@ -216,7 +233,8 @@ fn block_amax_in_scales(
     // With `stream`, the maxima pass through here on their way out.
     let mut piece = [0u32; 256];
     let mut amax = 0u32;
-    for (l, line) in bits.chunks_exact_mut(nb).enumerate() {
+    for l in lines_last_chunk_first(x.rows(), k.saturating_mul(4)) {
+        let line = &mut bits[l * nb..][..nb];
         let row = &x.as_slice()[l * x.row_stride()..][..k];
         // 256 blocks at a time: their maxima are in L1, so their max is cheap.
         let pieces = row.chunks(block * piece.len());
@@ -240,11 +258,12 @@ fn block_amax_in_scales(
 }
 
 /// The largest |x| of a matrix, or NaN when it holds a NaN or ±∞ (by the
-/// bits of |x|, which order NaN and ±∞ last; an integer max).
+/// bits of |x|, which order NaN and ±∞ last; an integer max), lines as
+/// [`lines_last_chunk_first`] orders them.
 fn amax_or_nan(x: MatRef<'_, f32>) -> f32 {
     let simd = crate::cpu::has_avx2_fma_f16c();
     let mut bits = 0u32;
-    for l in 0..x.rows() {
+    for l in lines_last_chunk_first(x.rows(), x.cols().saturating_mul(4)) {
         bits = match x.row(l) {
             Ok(r) if r.col_stride() == 1 && r.cols() > 0 => {
                 bits.max(amax_bits(&r.as_slice()[..r.cols()], simd))
@@ -640,6 +659,9 @@ impl<T: FloatElement> BlockScaled<T> {
         let simd = crate::cpu::has_avx2_fma_f16c();
         scales.resize(n_scales, 0.0);
         let mut scratch = Vec::new();
+        // An output past what caches keep goes out by non-temporal stores
+        // (as memcpy's do): no reads of its lines first.
+        let stream = streams(lines, k, std::mem::size_of::<T>());
         if line_group == 1 {
             // Each line has its own scales: amax, scales and quotients while
             // the line is in cache.
@@ -652,9 +674,6 @@ impl<T: FloatElement> BlockScaled<T> {
                 }
                 None => &mut no_codes,
             };
-            // An output past what caches keep goes out by non-temporal
-            // stores (as memcpy's do): no reads of its lines first.
-            let stream = streams(lines, k, std::mem::size_of::<T>());
             for l in 0..lines {
                 let row: &[f32] = row!(l);
                 if data.len() < (l + 1) * k {
@@ -685,19 +704,29 @@ impl<T: FloatElement> BlockScaled<T> {
             // Per line: the blocks' amax bits and how their quotients are
             // formed (a power-of-two scale multiplies by its exact
             // reciprocal).
-            let mut amax = vec![0u32; nb];
             let mut recips = vec![None; nb];
-            let mut region = vec![0u32; n_scales];
-            for l in 0..lines {
-                let row: &[f32] = row!(l);
-                block_amax_bits(row, block, &mut amax, simd);
-                let arow = &mut region[(l / line_group) * nb..][..nb];
-                for (a, &b) in arow.iter_mut().zip(&amax) {
-                    *a = (*a).max(b);
+            if let ScaleRule::Fp8 {
+                tensor_amax: Some(_),
+                ..
+            } = rule
+            {
+                // One scale from the tensor's amax (already found): no pass
+                // for the regions' maxima, which it replaces.
+                scales.fill(rule.scale(0).0);
+            } else {
+                let mut amax = vec![0u32; nb];
+                let mut region = vec![0u32; n_scales];
+                for l in lines_last_chunk_first(lines, k.saturating_mul(4)) {
+                    let row: &[f32] = row!(l);
+                    block_amax_bits(row, block, &mut amax, simd);
+                    let arow = &mut region[(l / line_group) * nb..][..nb];
+                    for (a, &b) in arow.iter_mut().zip(&amax) {
+                        *a = (*a).max(b);
+                    }
                 }
-            }
-            for (s, &b) in scales.iter_mut().zip(&region) {
-                *s = rule.scale(b).0;
+                for (s, &b) in scales.iter_mut().zip(&region) {
+                    *s = rule.scale(b).0;
+                }
             }
             for l in 0..lines {
                 let row: &[f32] = row!(l);
@@ -709,7 +738,10 @@ impl<T: FloatElement> BlockScaled<T> {
                     data.resize((l + 1) * k, T::default());
                 }
                 let out = &mut data[l * k..];
-                narrow_scaled_blocks(row, block, srow, &recips, out, &mut scratch, simd);
+                narrow_scaled_blocks(row, block, srow, &recips, out, &mut scratch, simd, stream);
+            }
+            if stream {
+                store_fence();
             }
         }
         Ok(Self {
@@ -1046,5 +1078,29 @@ impl PackedFp4 {
     /// The packed codes and scales, for the kernels.
     pub(crate) fn parts(&self) -> (&[u8], &[f32]) {
         (&self.codes, &self.scales)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lines_last_chunk_first, REUSE_CHUNK_BYTES};
+
+    /// Every line once, chunks of `REUSE_CHUNK_BYTES / row_bytes` lines last
+    /// first, each in order; a row past the chunk size is a chunk of its
+    /// own, and no lines give nothing.
+    #[test]
+    fn lines_last_chunk_first_visits_every_line_once() {
+        let order = |lines, row_bytes| lines_last_chunk_first(lines, row_bytes).collect::<Vec<_>>();
+        let per = REUSE_CHUNK_BYTES / 4096;
+        let got = order(2 * per + 3, 4096);
+        let mut want: Vec<usize> = (2 * per..2 * per + 3).collect();
+        want.extend(per..2 * per);
+        want.extend(0..per);
+        assert_eq!(got, want);
+        assert_eq!(order(3, REUSE_CHUNK_BYTES * 2), vec![2, 1, 0]);
+        // Zero-width rows: one chunk.
+        assert_eq!(order(5, 0), (0..5).collect::<Vec<_>>());
+        assert_eq!(order(0, 64), Vec::<usize>::new());
+        assert_eq!(order(7, 64), (0..7).collect::<Vec<_>>());
     }
 }

@@ -1333,5 +1333,29 @@ fn large_outputs_equal_the_plain_rules() {
             q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
             e
         );
+        // Scaled FP8 at every granularity (per tensor and 128 x 128: two
+        // passes, the second streaming its codes), on finite data too (a
+        // NaN makes the per-tensor scale NaN everywhere).
+        for data in [&x, &finite] {
+            let xs = &data[offset..offset + lines * k];
+            let m = MatRef::from_row_major(xs, lines, k).unwrap();
+            for g in [
+                Fp8Granularity::PerTensor,
+                Fp8Granularity::Lines1x128,
+                Fp8Granularity::Blocks128x128,
+            ] {
+                let (s, e) = plain::fp8::<F8E4M3>(xs, lines, k, g, false);
+                let mut q = BlockScaled::<F8E4M3>::fp8(m, g, false).unwrap();
+                for _ in 0..2 {
+                    assert_eq!(sbits(q.scales()), sbits(&s), "{g:?}");
+                    assert_eq!(
+                        q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
+                        e,
+                        "{g:?}, offset {offset}"
+                    );
+                    BlockScaled::<F8E4M3>::fp8_into(m, g, false, &mut q).unwrap();
+                }
+            }
+        }
     }
 }

@@ -429,6 +429,7 @@ fn quantize_scaled<T: FloatElement>(
             &mut data,
             &mut scratch,
             simd,
+            false,
         );
     } else {
         let mut buf = vec![0.0f32; n];
@@ -449,7 +450,16 @@ fn quantize_scaled<T: FloatElement>(
                 }
             }
         }
-        narrow_scaled_blocks(&buf, block, &scales, &recips, &mut data, &mut scratch, simd);
+        narrow_scaled_blocks(
+            &buf,
+            block,
+            &scales,
+            &recips,
+            &mut data,
+            &mut scratch,
+            simd,
+            false,
+        );
     }
     BlockScaled::from_parts(lines, kp, block, 1, data, scales)
 }

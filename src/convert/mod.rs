@@ -311,7 +311,9 @@ pub(crate) fn block_reciprocal(s: f32) -> Option<f32> {
 /// `dst[i]` = `src[i] / scales[i / block]` (by `recips` where given, see
 /// [`block_reciprocal`]), rounded to nearest even and saturated to `T`.
 /// `scratch` holds the quotients on the portable path. `src.len()` is a
-/// multiple of `block`.
+/// multiple of `block`. With `stream` the SIMD path stores the codes
+/// non-temporally (then [`store_fence`] before the output is read).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
     src: &[f32],
     block: usize,
@@ -320,6 +322,7 @@ pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
     dst: &mut [T],
     scratch: &mut Vec<f32>,
     simd: bool,
+    stream: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if let (true, Some(fmt)) = (simd && fused_ok::<T>(block), format_of::<T>()) {
@@ -333,10 +336,12 @@ pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
                 recips,
                 bytemuck::cast_slice_mut(dst),
                 fmt,
+                stream,
             )
         };
         return;
     }
+    let _ = stream;
     scratch.clear();
     for ((blk, &s), rec) in src.chunks_exact(block).zip(scales).zip(recips) {
         match rec {
@@ -442,5 +447,5 @@ pub(crate) fn quantize_blocks<T: FloatElement>(
         }
         recips.push(block_reciprocal(scale));
     }
-    narrow_scaled_blocks(src, block, scales, &recips, dst, scratch, false);
+    narrow_scaled_blocks(src, block, scales, &recips, dst, scratch, false, false);
 }
