@@ -71,7 +71,7 @@
 //! ```
 
 use crate::convert::{
-    amax_bits, block_amax_bits, block_reciprocal, copy_streaming, narrow_scaled_blocks,
+    amax_bits, block_amax_bits, block_reciprocal, copy_streaming, narrow_scaled_blocks, prefetch,
     quantize_blocks, store_fence, widen, BlockAmax, LinePass,
 };
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
@@ -193,6 +193,10 @@ const STREAM_MIN_BYTES: usize = 8 << 20;
 fn streams(lines: usize, k: usize, elem_bytes: usize) -> bool {
     lines.saturating_mul(k).saturating_mul(elem_bytes) >= STREAM_MIN_BYTES
 }
+
+/// Values rounded between prefetches of the next band in scaled FP8 by
+/// 128 x 128 blocks (a multiple of 128; 2 KiB of source).
+const PREFETCH_PIECE: usize = 512;
 
 /// Source bytes per chunk of lines in a pass that finds maxima before a
 /// second pass reads the source again (4 MiB, a fraction of an L3): the
@@ -701,44 +705,71 @@ impl<T: FloatElement> BlockScaled<T> {
                 store_fence();
             }
         } else {
-            // Per line: the blocks' amax bits and how their quotients are
-            // formed (a power-of-two scale multiplies by its exact
-            // reciprocal).
-            let mut recips = vec![None; nb];
-            if let ScaleRule::Fp8 {
-                tensor_amax: Some(_),
-                ..
-            } = rule
-            {
-                // One scale from the tensor's amax (already found): no pass
-                // for the regions' maxima, which it replaces.
+            // A band of `line_group` lines at a time (128 x 128 blocks; per
+            // tensor, all the lines): its regions' maxima, their scales,
+            // then its codes, so that the band's second read can find it
+            // in cache. Per tensor, the one scale comes from the tensor's
+            // amax (already found), which replaces the regions' maxima: no
+            // pass for them.
+            let per_tensor = matches!(
+                rule,
+                ScaleRule::Fp8 {
+                    tensor_amax: Some(_),
+                    ..
+                }
+            );
+            if per_tensor {
                 scales.fill(rule.scale(0).0);
-            } else {
-                let mut amax = vec![0u32; nb];
-                let mut region = vec![0u32; n_scales];
-                for l in lines_last_chunk_first(lines, k.saturating_mul(4)) {
-                    let row: &[f32] = row!(l);
-                    block_amax_bits(row, block, &mut amax, simd);
-                    let arow = &mut region[(l / line_group) * nb..][..nb];
-                    for (a, &b) in arow.iter_mut().zip(&amax) {
-                        *a = (*a).max(b);
+            }
+            let (mut amax, mut region) = (vec![0u32; nb], vec![0u32; nb]);
+            let mut recips = vec![None; nb];
+            for (band, srow) in scales.chunks_exact_mut(nb).enumerate() {
+                let band_lines = band * line_group..lines.min((band + 1) * line_group);
+                if !per_tensor {
+                    region.fill(0);
+                    for l in band_lines.clone() {
+                        block_amax_bits(row!(l), block, &mut amax, simd);
+                        for (a, &b) in region.iter_mut().zip(&amax) {
+                            *a = (*a).max(b);
+                        }
+                    }
+                    for (s, &b) in srow.iter_mut().zip(&region) {
+                        *s = rule.scale(b).0;
                     }
                 }
-                for (s, &b) in scales.iter_mut().zip(&region) {
-                    *s = rule.scale(b).0;
-                }
-            }
-            for l in 0..lines {
-                let row: &[f32] = row!(l);
-                let srow = &scales[(l / line_group) * nb..][..nb];
-                for (r, &s) in recips.iter_mut().zip(srow) {
+                // A power-of-two scale multiplies by its exact reciprocal.
+                for (r, &s) in recips.iter_mut().zip(&*srow) {
                     *r = block_reciprocal(s);
                 }
-                if data.len() < (l + 1) * k {
-                    data.resize((l + 1) * k, T::default());
+                for l in band_lines {
+                    let row: &[f32] = row!(l);
+                    if data.len() < (l + 1) * k {
+                        data.resize((l + 1) * k, T::default());
+                    }
+                    // The same line of the next band, fetched while this
+                    // one is rounded (the rounding is compute-bound): that
+                    // band's two reads then find it in cache.
+                    let next = (contiguous && !per_tensor && l + line_group < lines)
+                        .then(|| &x.as_slice()[(l + line_group) * x.row_stride()..][..k]);
+                    let out = &mut data[l * k..];
+                    for c in (0..k).step_by(PREFETCH_PIECE) {
+                        let cols = c..k.min(c + PREFETCH_PIECE);
+                        if let Some(next) = next {
+                            prefetch(&next[cols.clone()]);
+                        }
+                        let (b0, b1) = (cols.start / block, cols.end / block);
+                        narrow_scaled_blocks(
+                            &row[cols.clone()],
+                            block,
+                            &srow[b0..b1],
+                            &recips[b0..b1],
+                            &mut out[cols],
+                            &mut scratch,
+                            simd,
+                            stream,
+                        );
+                    }
                 }
-                let out = &mut data[l * k..];
-                narrow_scaled_blocks(row, block, srow, &recips, out, &mut scratch, simd, stream);
             }
             if stream {
                 store_fence();

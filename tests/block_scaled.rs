@@ -776,7 +776,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn quantizers_follow_their_rules(lines in 0usize..140, kb in 0usize..3, seed in any::<u64>(), specials in any::<bool>(), pow2 in any::<bool>()) {
+    fn quantizers_follow_their_rules(lines in 0usize..140, kb in 0usize..6, seed in any::<u64>(), specials in any::<bool>(), pow2 in any::<bool>()) {
         let k = kb * 128;
         let mut x = values(lines * k, seed, specials);
         // Some all-zero blocks.

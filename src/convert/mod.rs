@@ -370,6 +370,15 @@ pub(crate) fn copy_streaming(dst: &mut [u32], src: &[u32]) {
     dst.copy_from_slice(&src[..dst.len()]);
 }
 
+/// Asks for `values` to be brought into cache (a hint: on other
+/// architectures, nothing).
+pub(crate) fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    x86_avx2::prefetch(values);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
 /// Orders [`quantize_blocks`]'s and [`copy_streaming`]'s non-temporal
 /// stores before every later store: call it once after the last line,
 /// before the output is handed back or read.
