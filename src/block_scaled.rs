@@ -767,6 +767,7 @@ impl<T: FloatElement> BlockScaled<T> {
                             &mut scratch,
                             simd,
                             stream,
+                            true,
                         );
                     }
                 }

@@ -1359,3 +1359,53 @@ fn large_outputs_equal_the_plain_rules() {
         }
     }
 }
+
+/// Scales at the bottom of f32's range: amaxes whose scale (amax / max,
+/// or the MX and NVFP4 rules) is subnormal or underflows to 0, where the
+/// SIMD rounding's choice between its finite and NaN-handling forms rests
+/// on the scale. Every scheme at every granularity, against the plain
+/// rules, bit for bit.
+#[test]
+fn tiny_scales_round_as_the_plain_rules() {
+    let (lines, k) = (256, 256);
+    let sbits = |s: &[f32]| {
+        s.iter()
+            .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+            .collect::<Vec<_>>()
+    };
+    for top in [1e-44f32, 3e-42, 1e-40, 2e-38, 1.1754942e-38] {
+        // Values from -top to top, some zero, a block of zeros.
+        let mut x: Vec<f32> = values(lines * k, 11, false)
+            .iter()
+            .map(|v| (v * 0.5).clamp(-1.0, 1.0) * top)
+            .collect();
+        x[..128].iter_mut().for_each(|v| *v = 0.0);
+        x[7] = top;
+        let m = MatRef::from_row_major(&x, lines, k).unwrap();
+        for g in [
+            Fp8Granularity::PerTensor,
+            Fp8Granularity::Lines1x128,
+            Fp8Granularity::Blocks128x128,
+        ] {
+            for pow2 in [false, true] {
+                let q = BlockScaled::<F8E4M3>::fp8(m, g, pow2).unwrap();
+                let (s, e) = plain::fp8::<F8E4M3>(&x, lines, k, g, pow2);
+                assert_eq!(sbits(q.scales()), sbits(&s), "{top:e} {g:?} {pow2}");
+                let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
+                assert_eq!(got, e, "{top:e} {g:?} {pow2}");
+            }
+        }
+        for tensor in [false, true] {
+            let q = BlockScaled::nvfp4(m, tensor).unwrap();
+            let (s, _, _, e) = plain::nvfp4(&x, lines, k, tensor);
+            assert_eq!(sbits(q.scales()), sbits(&s), "{top:e} nvfp4 {tensor}");
+            let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
+            assert_eq!(got, e, "{top:e} nvfp4 {tensor}");
+        }
+        let q = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
+        let (s, e) = plain::mx::<F4E2M1>(&x, lines, k, MxScaleMode::Floor);
+        assert_eq!(sbits(q.scales()), sbits(&s), "{top:e} mxfp4");
+        let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
+        assert_eq!(got, e, "{top:e} mxfp4");
+    }
+}

@@ -430,6 +430,8 @@ fn quantize_scaled<T: FloatElement>(
             &mut scratch,
             simd,
             false,
+            // The scale is the delayed-scaling history's, not this data's.
+            false,
         );
     } else {
         let mut buf = vec![0.0f32; n];
@@ -458,6 +460,8 @@ fn quantize_scaled<T: FloatElement>(
             &mut data,
             &mut scratch,
             simd,
+            false,
+            // The scale is the delayed-scaling history's, not this data's.
             false,
         );
     }

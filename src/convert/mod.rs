@@ -312,7 +312,11 @@ pub(crate) fn block_reciprocal(s: f32) -> Option<f32> {
 /// [`block_reciprocal`]), rounded to nearest even and saturated to `T`.
 /// `scratch` holds the quotients on the portable path. `src.len()` is a
 /// multiple of `block`. With `stream` the SIMD path stores the codes
-/// non-temporally (then [`store_fence`] before the output is read).
+/// non-temporally (then [`store_fence`] before the output is read). With
+/// `amax_scales` every scale is a [`ScaleRule`]'s from an amax over values
+/// that include its block's (so a finite positive scale means finite quotients, and
+/// the SIMD path leaves out their NaN handling); a scale from elsewhere
+/// (delayed scaling's history) needs `false`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
     src: &[f32],
@@ -323,6 +327,7 @@ pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
     scratch: &mut Vec<f32>,
     simd: bool,
     stream: bool,
+    amax_scales: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if let (true, Some(fmt)) = (simd && fused_ok::<T>(block), format_of::<T>()) {
@@ -337,11 +342,12 @@ pub(crate) fn narrow_scaled_blocks<T: FloatElement>(
                 bytemuck::cast_slice_mut(dst),
                 fmt,
                 stream,
+                amax_scales,
             )
         };
         return;
     }
-    let _ = stream;
+    let _ = (stream, amax_scales);
     scratch.clear();
     for ((blk, &s), rec) in src.chunks_exact(block).zip(scales).zip(recips) {
         match rec {
@@ -456,5 +462,7 @@ pub(crate) fn quantize_blocks<T: FloatElement>(
         }
         recips.push(block_reciprocal(scale));
     }
-    narrow_scaled_blocks(src, block, scales, &recips, dst, scratch, false, false);
+    narrow_scaled_blocks(
+        src, block, scales, &recips, dst, scratch, false, false, true,
+    );
 }

@@ -464,12 +464,13 @@ fn hmax_epu32(m: __m256i) -> u32 {
 /// One block: `dst[i]` = `src[i] · f` (`mul`) or `src[i] / f`, rounded to
 /// `fmt` (nearest even, saturating). `src.len()` = `dst.len()` is 16 or a
 /// multiple of 32. With `$stream` (and `dst` 16-byte aligned) the codes
-/// go out by non-temporal stores; the caller fences ([`store_fence`]). A
-/// macro so that it inlines into its callers' loops (a `#[target_feature]`
-/// function cannot be `inline(always)`; closures do not inherit the
-/// features).
+/// go out by non-temporal stores; the caller fences ([`store_fence`]).
+/// `$nan` false only if no quotient can be a NaN or ±∞ (see
+/// [`fp8_round8_of`]). A macro so that it inlines into its callers' loops
+/// (a `#[target_feature]` function cannot be `inline(always)`; closures do
+/// not inherit the features).
 macro_rules! narrow_block {
-    ($src:expr, $dst:expr, $f:expr, $op:ident, $fmt:expr, $stream:expr) => {{
+    ($src:expr, $dst:expr, $f:expr, $op:ident, $fmt:expr, $stream:expr, $nan:expr) => {{
         let (src, dst, fmt): (&[f32], &mut [u8], Format) = ($src, $dst, $fmt);
         let stream = $stream && (dst.as_ptr() as usize).is_multiple_of(16);
         let sm = fmt.sign_magnitude();
@@ -480,7 +481,7 @@ macro_rules! narrow_block {
             ($i:expr) => {{
                 // SAFETY: the loops keep $i + 8 <= n <= src.len().
                 let x = unsafe { _mm256_loadu_ps(src.as_ptr().add($i)) };
-                let v = fp8_round8(_mm256_castps_si256($op(x, f)), sm, Overflow::Saturate);
+                let v = fp8_round8_of(_mm256_castps_si256($op(x, f)), sm, Overflow::Saturate, $nan);
                 if fmt.twos_complement {
                     sign_magnitude_to_twos8(v, fmt)
                 } else {
@@ -523,7 +524,10 @@ macro_rules! narrow_block {
 /// Per block `b` of `block` values: `dst` = `src · recips[b]` where given,
 /// else `src / scales[b]`, rounded to `fmt` (nearest even, saturating): the
 /// scalar quotients and `narrow_bits_slice` fused, same bits. `block` is 16
-/// or a multiple of 32. `stream` as in [`narrow_block!`].
+/// or a multiple of 32. `stream` as in [`narrow_block!`]. With
+/// `amax_scales` each scale is a [`ScaleRule`]'s from an amax over values
+/// that include the block's (see [`finite_by_scale`]).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn narrow_scaled_blocks(
     src: &[f32],
@@ -533,6 +537,7 @@ pub(crate) unsafe fn narrow_scaled_blocks(
     dst: &mut [u8],
     fmt: Format,
     stream: bool,
+    amax_scales: bool,
 ) {
     for (((s, d), &scale), recip) in src
         .chunks_exact(block)
@@ -540,11 +545,31 @@ pub(crate) unsafe fn narrow_scaled_blocks(
         .zip(scales)
         .zip(recips)
     {
-        match recip {
-            Some(r) => narrow_block!(s, d, *r, _mm256_mul_ps, fmt, stream),
-            None => narrow_block!(s, d, scale, _mm256_div_ps, fmt, stream),
+        macro_rules! by {
+            ($nan:expr) => {
+                match recip {
+                    Some(r) => narrow_block!(s, d, *r, _mm256_mul_ps, fmt, stream, $nan),
+                    None => narrow_block!(s, d, scale, _mm256_div_ps, fmt, stream, $nan),
+                }
+            };
+        }
+        if amax_scales && finite_by_scale(scale) {
+            by!(false)
+        } else {
+            by!(true)
         }
     }
+}
+
+/// Whether a block whose scale is `scale`, found by a [`ScaleRule`] from
+/// an amax over values that include the block's (its own, its 128 x 128
+/// region's or the tensor's), holds no NaN or ±∞ and has no NaN or
+/// ±∞ quotient: a NaN or ±∞ among the values makes the scale NaN, and a
+/// finite positive scale is at least about amax / (the format's max), so
+/// every |x / scale| stays near or below that max.
+#[inline]
+fn finite_by_scale(scale: f32) -> bool {
+    scale.is_finite() && scale > 0.0
 }
 
 /// Lane j: the largest (unsigned) lane of `v[j]`: a transpose-and-max
@@ -717,12 +742,21 @@ pub(crate) unsafe fn quantize_blocks<T: FloatElement>(
         if let Some(sc) = scales.get_mut(b) {
             *sc = scale;
         }
-        match super::block_reciprocal(scale) {
-            // Plain stores: streaming these blocks of 128 (scaled FP8 by
-            // lines) was slower, 6/6 in-process A/B runs (6.4-6.7 vs
-            // 6.9-7.2 ms per 16M).
-            Some(r) => narrow_block!(s, d, r, _mm256_mul_ps, fmt, false),
-            None => narrow_block!(s, d, scale, _mm256_div_ps, fmt, false),
+        // Plain stores: streaming these blocks of 128 (scaled FP8 by lines)
+        // was slower, 6/6 in-process A/B runs (6.4-6.7 vs 6.9-7.2 ms per
+        // 16M).
+        macro_rules! by {
+            ($nan:expr) => {
+                match super::block_reciprocal(scale) {
+                    Some(r) => narrow_block!(s, d, r, _mm256_mul_ps, fmt, false, $nan),
+                    None => narrow_block!(s, d, scale, _mm256_div_ps, fmt, false, $nan),
+                }
+            };
+        }
+        if finite_by_scale(scale) {
+            by!(false)
+        } else {
+            by!(true)
         }
     }
 }
