@@ -418,25 +418,15 @@ fn quantize_scaled<T: FloatElement>(
     let (scales, recips) = (vec![s; blocks], vec![block_reciprocal(s); blocks]);
     let mut scratch = Vec::new();
     let contiguous = x.col_stride() == 1 && k == kp && x.row_stride() == k;
-    if contiguous && finite {
+    let buf;
+    let src: &[f32] = if contiguous && finite {
         // Contiguous, finite, nothing to pad: straight from the caller's
         // values.
-        narrow_scaled_blocks(
-            &x.as_slice()[..n],
-            block,
-            &scales,
-            &recips,
-            &mut data,
-            &mut scratch,
-            simd,
-            false,
-            // The scale is the delayed-scaling history's, not this data's.
-            false,
-        );
+        &x.as_slice()[..n]
     } else {
-        let mut buf = vec![0.0f32; n];
+        let mut padded = vec![0.0f32; n];
         for l in 0..lines {
-            let row = &mut buf[l * kp..l * kp + k];
+            let row = &mut padded[l * kp..l * kp + k];
             match x.row(l) {
                 Ok(r) if r.col_stride() == 1 => row.copy_from_slice(&r.as_slice()[..k]),
                 _ => row
@@ -452,19 +442,21 @@ fn quantize_scaled<T: FloatElement>(
                 }
             }
         }
-        narrow_scaled_blocks(
-            &buf,
-            block,
-            &scales,
-            &recips,
-            &mut data,
-            &mut scratch,
-            simd,
-            false,
-            // The scale is the delayed-scaling history's, not this data's.
-            false,
-        );
-    }
+        buf = padded;
+        &buf
+    };
+    narrow_scaled_blocks(
+        src,
+        block,
+        &scales,
+        &recips,
+        &mut data,
+        &mut scratch,
+        simd,
+        false,
+        // The scale is the delayed-scaling history's, not this data's.
+        false,
+    );
     BlockScaled::from_parts(lines, kp, block, 1, data, scales)
 }
 
