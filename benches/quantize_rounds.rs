@@ -10,11 +10,11 @@
 //! counts (8 per element for the copy, 5 for a quantization).
 //!
 //! A last case, `read`, only reads the source (an OR of its bits): the
-//! floor of a pass over it. NVFP4 with the tensor scale reads the source
-//! twice (the tensor's amax comes before any block scale), so it can be no
-//! faster than two of these plus its writes.
+//! floor of a pass over it. NVFP4 with the tensor scale and FP8 per tensor
+//! read the source twice (the tensor's amax comes before any scale), so
+//! they can be no faster than two of these plus their writes.
 
-use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
 use mixprec::{MatRef, F4E2M1, F8E4M3};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -64,6 +64,12 @@ fn main() -> ExitCode {
     let mut q4 = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
     let mut nv = BlockScaled::nvfp4(m, true).unwrap();
     let mut nv1 = BlockScaled::nvfp4(m, false).unwrap();
+    let fp8 = |g| BlockScaled::<F8E4M3>::fp8(m, g, false).unwrap();
+    let (mut f_lines, mut f_tensor, mut f_blocks) = (
+        fp8(Fp8Granularity::Lines1x128),
+        fp8(Fp8Granularity::PerTensor),
+        fp8(Fp8Granularity::Blocks128x128),
+    );
     let mut cases: Vec<Case> = vec![
         (
             "copy",
@@ -84,6 +90,25 @@ fn main() -> ExitCode {
         (
             "nvfp4_block_scales_only",
             Box::new(|| BlockScaled::nvfp4_into(m, false, &mut nv1).unwrap()),
+        ),
+        (
+            "fp8_1x128",
+            Box::new(|| {
+                BlockScaled::fp8_into(m, Fp8Granularity::Lines1x128, false, &mut f_lines).unwrap()
+            }),
+        ),
+        (
+            "fp8_per_tensor",
+            Box::new(|| {
+                BlockScaled::fp8_into(m, Fp8Granularity::PerTensor, false, &mut f_tensor).unwrap()
+            }),
+        ),
+        (
+            "fp8_128x128",
+            Box::new(|| {
+                BlockScaled::fp8_into(m, Fp8Granularity::Blocks128x128, false, &mut f_blocks)
+                    .unwrap()
+            }),
         ),
         (
             "read",
