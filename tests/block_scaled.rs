@@ -1409,3 +1409,61 @@ fn tiny_scales_round_as_the_plain_rules() {
         assert_eq!(got, e, "{top:e} mxfp4");
     }
 }
+
+/// Quotients at and around every E2M1 rounding edge: blocks whose values
+/// are fl(e · s) and its neighbours a few ulps away, for each edge e (the
+/// codes' midpoints and values) and the block's own scale s, with scales
+/// of every kind (NVFP4 with and without the tensor scale, MXFP4): a
+/// quotient one ulp off (a multiplication by fl(1 / s) in place of the
+/// division, say) lands on the other side of an edge here. Against the
+/// plain rules, bit for bit.
+#[test]
+fn quotients_at_e2m1_edges_round_as_the_plain_rules() {
+    let edges = [
+        0.25f32, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0,
+    ];
+    let (lines, k) = (64, 256);
+    let sbits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let mut r = mixprec::convert::StochasticRng::new(5);
+    let mut x = vec![0.0f32; lines * k];
+    for (l, line) in x.chunks_mut(k).enumerate() {
+        // A block's amax sets its scale: the amax goes first, the rest of
+        // the block is filled from the scale it gets (found below).
+        for (b, blk) in line.chunks_mut(16).enumerate() {
+            let amax = (1.0 + (r.next_u64() >> 41) as f32 / 8_388_608.0)
+                * 2f32.powi((l % 9) as i32 - 4 + b as i32 % 3);
+            blk[0] = if b % 2 == 0 { amax } else { -amax };
+        }
+    }
+    let m = MatRef::from_row_major(&x, lines, k).unwrap();
+    for tensor in [false, true] {
+        // The scales the blocks get from their amaxes alone (the other
+        // values stay below each amax, so the scales do not change).
+        let scales = BlockScaled::nvfp4(m, tensor).unwrap().scales().to_vec();
+        let mut y = x.clone();
+        for (bi, blk) in y.chunks_mut(16).enumerate() {
+            let (s, top) = (scales[bi], blk[0].abs() * 0.999);
+            for (i, v) in blk.iter_mut().enumerate().skip(1) {
+                let e = edges[(i + bi) % edges.len()];
+                let d = (i as i32 % 9) - 4;
+                let at = (e * s).to_bits() as i32 + d;
+                *v = f32::from_bits(at as u32).min(top);
+                if (i + bi) % 3 == 0 {
+                    *v = -*v;
+                }
+            }
+        }
+        let ym = MatRef::from_row_major(&y, lines, k).unwrap();
+        let q = BlockScaled::nvfp4(ym, tensor).unwrap();
+        assert_eq!(q.scales(), &scales[..], "the scales moved");
+        let (s, _, _, e) = plain::nvfp4(&y, lines, k, tensor);
+        assert_eq!(sbits(q.scales()), sbits(&s));
+        let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
+        assert_eq!(got, e, "nvfp4, tensor scale {tensor}");
+        let q = BlockScaled::<F4E2M1>::mx(ym, MxScaleMode::Floor).unwrap();
+        let (s, e) = plain::mx::<F4E2M1>(&y, lines, k, MxScaleMode::Floor);
+        assert_eq!(sbits(q.scales()), sbits(&s));
+        let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
+        assert_eq!(got, e, "mxfp4");
+    }
+}
