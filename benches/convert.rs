@@ -91,6 +91,19 @@ fn stochastic(c: &mut Criterion, src: &[f32]) {
     g.finish();
 }
 
+/// MX quantization (FLOOR scales) of `m` into reused buffers, as `name`.
+fn mx_into_case<T: mixprec::block_scaled::MxElement>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    m: mixprec::MatRef<'_, f32>,
+) {
+    use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+    let mut q = BlockScaled::<T>::mx(m, MxScaleMode::Floor).unwrap();
+    g.bench_function(name, |b| {
+        b.iter(|| BlockScaled::<T>::mx_into(black_box(m), MxScaleMode::Floor, &mut q).unwrap())
+    });
+}
+
 /// Block-scaled quantization and dequantization of 16M f32 (4096 × 4096,
 /// scales along rows), bytes moved = 4 read + 1 written per element
 /// (quantize) or 1 read + 4 written (dequantize), beside the copy.
@@ -102,18 +115,8 @@ fn block_scaled(c: &mut Criterion, src: &[f32]) {
     g.throughput(Throughput::Bytes(5 * N as u64));
     // Into reused buffers (as the copy baseline writes into a reused one);
     // the allocating constructors add first-touch page faults on top.
-    let mut q8 = BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor).unwrap();
-    g.bench_function("quantize_mxfp8_e4m3", |b| {
-        b.iter(|| {
-            BlockScaled::<F8E4M3>::mx_into(black_box(m), MxScaleMode::Floor, &mut q8).unwrap()
-        })
-    });
-    let mut q4 = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
-    g.bench_function("quantize_mxfp4", |b| {
-        b.iter(|| {
-            BlockScaled::<F4E2M1>::mx_into(black_box(m), MxScaleMode::Floor, &mut q4).unwrap()
-        })
-    });
+    mx_into_case::<F8E4M3>(&mut g, "quantize_mxfp8_e4m3", m);
+    mx_into_case::<F4E2M1>(&mut g, "quantize_mxfp4", m);
     let mut qn = BlockScaled::nvfp4(m, true).unwrap();
     g.bench_function("quantize_nvfp4", |b| {
         b.iter(|| BlockScaled::nvfp4_into(black_box(m), true, &mut qn).unwrap())
@@ -139,18 +142,8 @@ fn block_scaled(c: &mut Criterion, src: &[f32]) {
         });
     }
     // The other MX element kinds: FP6 (one byte per element here) and INT8.
-    let mut q6 = BlockScaled::<F6E2M3>::mx(m, MxScaleMode::Floor).unwrap();
-    g.bench_function("quantize_mxfp6_e2m3", |b| {
-        b.iter(|| {
-            BlockScaled::<F6E2M3>::mx_into(black_box(m), MxScaleMode::Floor, &mut q6).unwrap()
-        })
-    });
-    let mut qi = BlockScaled::<MxInt8>::mx(m, MxScaleMode::Floor).unwrap();
-    g.bench_function("quantize_mxint8", |b| {
-        b.iter(|| {
-            BlockScaled::<MxInt8>::mx_into(black_box(m), MxScaleMode::Floor, &mut qi).unwrap()
-        })
-    });
+    mx_into_case::<F6E2M3>(&mut g, "quantize_mxfp6_e2m3", m);
+    mx_into_case::<MxInt8>(&mut g, "quantize_mxint8", m);
     g.bench_function("quantize_mxfp8_e4m3_allocating", |b| {
         b.iter(|| BlockScaled::<F8E4M3>::mx(black_box(m), MxScaleMode::Floor).unwrap())
     });

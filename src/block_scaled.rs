@@ -748,8 +748,9 @@ impl<T: FloatElement> BlockScaled<T> {
                     }
                     // The same line of the next band, fetched while this
                     // one is rounded (the rounding is compute-bound): that
-                    // band's two reads then find it in cache.
-                    let next = (contiguous && !per_tensor && l + line_group < lines)
+                    // band's two reads then find it in cache (per tensor
+                    // the one band holds every line: there is none).
+                    let next = (contiguous && l + line_group < lines)
                         .then(|| &x.as_slice()[(l + line_group) * x.row_stride()..][..k]);
                     let out = &mut data[l * k..];
                     for c in (0..k).step_by(PREFETCH_PIECE) {

@@ -30,6 +30,18 @@ fn values(n: usize, seed: u64, specials: bool) -> Vec<f32> {
         .collect()
 }
 
+/// Scales as bits to compare, every NaN as one value (`u32::MAX`).
+fn scale_bits(s: &[f32]) -> Vec<u32> {
+    s.iter()
+        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+        .collect()
+}
+
+/// The element codes of a quantized matrix.
+fn code_bits<T: FloatElement>(q: &BlockScaled<T>) -> Vec<u32> {
+    q.data().iter().map(|v| v.to_raw_bits()).collect()
+}
+
 /// Quantizes an `lines × k` matrix with one of the schemes.
 fn quantize<T: mixprec::block_scaled::MxElement>(
     x: &[f32],
@@ -1299,12 +1311,6 @@ fn large_outputs_equal_the_plain_rules() {
     for i in [5, 4096 * 700 + 33, lines * k - 2] {
         x[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][i % 3];
     }
-    let sbits = |s: &[f32]| {
-        s.iter()
-            .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
-            .collect::<Vec<_>>()
-    };
-    let codes = |q: &[F4E2M1]| q.iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>();
     for offset in [0, 1] {
         for (data, tensor) in [(&x, false), (&x, true), (&finite, true)] {
             let xs = &data[offset..offset + lines * k];
@@ -1313,10 +1319,10 @@ fn large_outputs_equal_the_plain_rules() {
             let mut q = BlockScaled::nvfp4(m, tensor).unwrap();
             for _ in 0..2 {
                 let (qc, qt) = q.nvfp4_scales().unwrap();
-                assert_eq!(sbits(q.scales()), sbits(&s));
+                assert_eq!(scale_bits(q.scales()), scale_bits(&s));
                 assert_eq!(qc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), c);
                 assert_eq!(qt.map(|v| v.to_bits()), t.map(|v| v.to_bits()));
-                assert_eq!(codes(q.data()), e, "offset {offset}, tensor {tensor}");
+                assert_eq!(code_bits(&q), e, "offset {offset}, tensor {tensor}");
                 BlockScaled::nvfp4_into(m, tensor, &mut q).unwrap();
             }
         }
@@ -1324,15 +1330,12 @@ fn large_outputs_equal_the_plain_rules() {
         let m = MatRef::from_row_major(xs, lines, k).unwrap();
         let (s, e) = plain::mx::<F4E2M1>(xs, lines, k, MxScaleMode::Floor);
         let q = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
-        assert_eq!(sbits(q.scales()), sbits(&s));
-        assert_eq!(codes(q.data()), e);
+        assert_eq!(scale_bits(q.scales()), scale_bits(&s));
+        assert_eq!(code_bits(&q), e);
         let (s, e) = plain::mx::<F8E4M3>(xs, lines, k, MxScaleMode::Floor);
         let q = BlockScaled::<F8E4M3>::mx(m, MxScaleMode::Floor).unwrap();
-        assert_eq!(sbits(q.scales()), sbits(&s));
-        assert_eq!(
-            q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
-            e
-        );
+        assert_eq!(scale_bits(q.scales()), scale_bits(&s));
+        assert_eq!(code_bits(&q), e);
         // Scaled FP8 at every granularity (per tensor and 128 x 128: two
         // passes, the second streaming its codes), on finite data too (a
         // NaN makes the per-tensor scale NaN everywhere).
@@ -1347,12 +1350,8 @@ fn large_outputs_equal_the_plain_rules() {
                 let (s, e) = plain::fp8::<F8E4M3>(xs, lines, k, g, false);
                 let mut q = BlockScaled::<F8E4M3>::fp8(m, g, false).unwrap();
                 for _ in 0..2 {
-                    assert_eq!(sbits(q.scales()), sbits(&s), "{g:?}");
-                    assert_eq!(
-                        q.data().iter().map(|v| v.to_raw_bits()).collect::<Vec<_>>(),
-                        e,
-                        "{g:?}, offset {offset}"
-                    );
+                    assert_eq!(scale_bits(q.scales()), scale_bits(&s), "{g:?}");
+                    assert_eq!(code_bits(&q), e, "{g:?}, offset {offset}");
                     BlockScaled::<F8E4M3>::fp8_into(m, g, false, &mut q).unwrap();
                 }
             }
@@ -1368,11 +1367,6 @@ fn large_outputs_equal_the_plain_rules() {
 #[test]
 fn tiny_scales_round_as_the_plain_rules() {
     let (lines, k) = (256, 256);
-    let sbits = |s: &[f32]| {
-        s.iter()
-            .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
-            .collect::<Vec<_>>()
-    };
     for top in [1e-44f32, 3e-42, 1e-40, 2e-38, 1.1754942e-38] {
         // Values from -top to top, some zero, a block of zeros.
         let mut x: Vec<f32> = values(lines * k, 11, false)
@@ -1390,23 +1384,28 @@ fn tiny_scales_round_as_the_plain_rules() {
             for pow2 in [false, true] {
                 let q = BlockScaled::<F8E4M3>::fp8(m, g, pow2).unwrap();
                 let (s, e) = plain::fp8::<F8E4M3>(&x, lines, k, g, pow2);
-                assert_eq!(sbits(q.scales()), sbits(&s), "{top:e} {g:?} {pow2}");
-                let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
-                assert_eq!(got, e, "{top:e} {g:?} {pow2}");
+                assert_eq!(
+                    scale_bits(q.scales()),
+                    scale_bits(&s),
+                    "{top:e} {g:?} {pow2}"
+                );
+                assert_eq!(code_bits(&q), e, "{top:e} {g:?} {pow2}");
             }
         }
         for tensor in [false, true] {
             let q = BlockScaled::nvfp4(m, tensor).unwrap();
             let (s, _, _, e) = plain::nvfp4(&x, lines, k, tensor);
-            assert_eq!(sbits(q.scales()), sbits(&s), "{top:e} nvfp4 {tensor}");
-            let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
-            assert_eq!(got, e, "{top:e} nvfp4 {tensor}");
+            assert_eq!(
+                scale_bits(q.scales()),
+                scale_bits(&s),
+                "{top:e} nvfp4 {tensor}"
+            );
+            assert_eq!(code_bits(&q), e, "{top:e} nvfp4 {tensor}");
         }
         let q = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
         let (s, e) = plain::mx::<F4E2M1>(&x, lines, k, MxScaleMode::Floor);
-        assert_eq!(sbits(q.scales()), sbits(&s), "{top:e} mxfp4");
-        let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
-        assert_eq!(got, e, "{top:e} mxfp4");
+        assert_eq!(scale_bits(q.scales()), scale_bits(&s), "{top:e} mxfp4");
+        assert_eq!(code_bits(&q), e, "{top:e} mxfp4");
     }
 }
 
@@ -1423,7 +1422,6 @@ fn quotients_at_e2m1_edges_round_as_the_plain_rules() {
         0.25f32, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0,
     ];
     let (lines, k) = (64, 256);
-    let sbits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let mut r = mixprec::convert::StochasticRng::new(5);
     let mut x = vec![0.0f32; lines * k];
     for (l, line) in x.chunks_mut(k).enumerate() {
@@ -1457,13 +1455,11 @@ fn quotients_at_e2m1_edges_round_as_the_plain_rules() {
         let q = BlockScaled::nvfp4(ym, tensor).unwrap();
         assert_eq!(q.scales(), &scales[..], "the scales moved");
         let (s, _, _, e) = plain::nvfp4(&y, lines, k, tensor);
-        assert_eq!(sbits(q.scales()), sbits(&s));
-        let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
-        assert_eq!(got, e, "nvfp4, tensor scale {tensor}");
+        assert_eq!(scale_bits(q.scales()), scale_bits(&s));
+        assert_eq!(code_bits(&q), e, "nvfp4, tensor scale {tensor}");
         let q = BlockScaled::<F4E2M1>::mx(ym, MxScaleMode::Floor).unwrap();
         let (s, e) = plain::mx::<F4E2M1>(&y, lines, k, MxScaleMode::Floor);
-        assert_eq!(sbits(q.scales()), sbits(&s));
-        let got: Vec<u32> = q.data().iter().map(|v| v.to_raw_bits()).collect();
-        assert_eq!(got, e, "mxfp4");
+        assert_eq!(scale_bits(q.scales()), scale_bits(&s));
+        assert_eq!(code_bits(&q), e, "mxfp4");
     }
 }

@@ -380,7 +380,7 @@ pub(crate) fn copy_streaming(dst: &mut [u32], src: &[u32]) {
 /// architectures, nothing).
 pub(crate) fn prefetch(values: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    x86_avx2::prefetch(values);
+    x86_avx2::prefetch_lines(values, 0);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = values;
 }

@@ -770,23 +770,15 @@ const CHUNK_VALUES: usize = 2048;
 const CHUNK_GROUPS: usize = CHUNK_VALUES / (8 * 16);
 
 /// Prefetches into L1 the cache lines `ahead` values after those of
-/// `group` (in the quantizer, the same group of the next chunk): a hint
-/// only, which never faults, wherever that is.
+/// `values` (0: their own lines; in the quantizer, the same group of the
+/// next chunk): a hint only, which never faults, wherever that is.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn prefetch_next_chunk(group: &[f32], ahead: usize) {
-    for line in (0..group.len()).step_by(16) {
-        _mm_prefetch::<_MM_HINT_T0>(group.as_ptr().wrapping_add(ahead + line) as *const i8);
-    }
-}
-
-/// Prefetches the cache lines of `values` into L1 (a hint only).
-#[inline]
-pub(crate) fn prefetch(values: &[f32]) {
+pub(crate) fn prefetch_lines(values: &[f32], ahead: usize) {
     for line in values.chunks(16) {
+        let p = line.as_ptr().wrapping_add(ahead) as *const i8;
         // SAFETY: SSE is part of x86-64's baseline; a prefetch reads
-        // nothing and never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8) };
+        // nothing and never faults, wherever it points.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
     }
 }
 
@@ -978,7 +970,7 @@ unsafe fn quantize_groups8<T: FloatElement, const BLOCK: usize>(
             let (sc, rc, finite) = (&scales[g * 8..][..8], &p.recips, p.finite);
             // This group's place in the next chunk, fetched while this
             // chunk is rounded.
-            prefetch_next_chunk(src, CHUNK_VALUES);
+            prefetch_lines(src, CHUNK_VALUES);
             // 32 values at a time (two blocks of 16, or one of 32), each
             // vector by its block's reciprocal or scale, packed to one store.
             let sm = fmt.sign_magnitude();

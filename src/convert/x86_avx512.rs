@@ -8,7 +8,7 @@
 //! rounding by table where the CPU also has AVX-512 VBMI
 //! ([`crate::cpu::has_avx512_vbmi`]).
 
-use super::x86_avx2::{prefetch_next_chunk, GroupScales, Quotients};
+use super::x86_avx2::{prefetch_lines, GroupScales, Quotients};
 use crate::dtype::format::Format;
 use crate::dtype::FloatElement;
 use std::arch::x86_64::*;
@@ -181,7 +181,7 @@ macro_rules! for_each_group {
                 &$scales[g * 8..][..8],
             );
             if $prefetch {
-                prefetch_next_chunk($src, $plan.len() * n);
+                prefetch_lines($src, $plan.len() * n);
             }
             $body
         }
