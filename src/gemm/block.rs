@@ -1,7 +1,7 @@
 //! The block-scaled GEMM: the systolic contract with one scale multiply
 //! per block of K (see [`block_gemm`]).
 
-use super::{driver, validate, Epilogue, Parallelism};
+use super::{driver, validate, Epilogue, Parallelism, Plan, Strategy};
 use crate::block_scaled::{BlockScaled, PackedFp4};
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
@@ -14,20 +14,7 @@ fn check<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
-    if a.k() != b.k() {
-        return Err(Error::ShapeMismatch {
-            what: "block_gemm: A (M×K) and B (N×K)",
-            left: vec![a.lines(), a.k()],
-            right: vec![b.lines(), b.k()],
-        });
-    }
-    if a.block() != b.block() {
-        return Err(Error::InvalidParameter {
-            name: "block_gemm block sizes",
-            value: format!("A {}, B {}", a.block(), b.block()),
-            requirement: "the same block size along K for A and B",
-        });
-    }
+    check_operands(dims(a), dims(b), BLOCK_GEMM_NAMES)?;
     // Shapes, the output's layout and aliasing, bias, threads: as `gemm`.
     validate(&a.data_mat(), &b.data_mat().t(), c, epilogue, parallelism)
 }
@@ -131,16 +118,7 @@ fn block_gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     simd: bool,
 ) -> Result<(), Error> {
     check(a, b, &c, epilogue, parallelism)?;
-    let grid = |scales, line_group, k: usize, block: usize| driver::ScaleGrid {
-        scales,
-        line_group,
-        blocks: k / block,
-    };
-    let scaling = driver::Scaling {
-        block: a.block(),
-        a: grid(a.scales(), a.line_group(), a.k(), a.block()),
-        b: grid(b.scales(), b.line_group(), b.k(), b.block()),
-    };
+    let scaling = scaling_of(a, b);
     driver::run(
         a.data_mat(),
         b.data_mat().t(),
@@ -151,6 +129,125 @@ fn block_gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
         simd,
     );
     Ok(())
+}
+
+/// The driver's view of both operands' scales.
+fn scaling_of<'s, TA: FloatElement, TB: FloatElement>(
+    a: &'s BlockScaled<TA>,
+    b: &'s BlockScaled<TB>,
+) -> driver::Scaling<'s> {
+    driver::Scaling {
+        block: a.block(),
+        a: grid_of(a),
+        b: grid_of(b),
+    }
+}
+
+fn grid_of<T: FloatElement>(x: &BlockScaled<T>) -> driver::ScaleGrid<'_> {
+    driver::ScaleGrid {
+        scales: x.scales(),
+        line_group: x.line_group(),
+        blocks: x.k() / x.block(),
+    }
+}
+
+/// Which strategy and kernel tier [`block_gemm`] runs for these operands
+/// (see [`Plan`]).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when A and B differ in K,
+/// [`Error::InvalidParameter`] when their block sizes differ.
+pub fn block_gemm_plan<TA: FloatElement, TB: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    parallelism: Parallelism,
+) -> Result<Plan, Error> {
+    check_operands(dims(a), dims(b), BLOCK_GEMM_NAMES)?;
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    let scaling = scaling_of(a, b);
+    let (am, bm) = (a.data_mat(), b.data_mat().t());
+    Ok(driver::plan(
+        &am,
+        &bm,
+        Some(&scaling),
+        false,
+        parallelism,
+        simd,
+    ))
+}
+
+/// Which strategy and kernel tier [`block_gemm_packed`] runs (see
+/// [`Plan`]): [`Strategy::PackedFp4`] where it streams the packed weights,
+/// else the plan of [`block_gemm`] on the unpacked weights (computed on
+/// an unpacked copy).
+///
+/// # Errors
+/// As [`block_gemm_plan`].
+pub fn block_gemm_packed_plan<TA: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &PackedFp4,
+    parallelism: Parallelism,
+) -> Result<Plan, Error> {
+    if streams_packed::<TA>(a) {
+        check_operands(dims(a), (b.lines(), b.k(), b.block()), PACKED_NAMES)?;
+        let simd = crate::cpu::has_avx2_fma_f16c();
+        let (m, n) = (a.lines(), b.lines());
+        return Ok(Plan {
+            strategy: Strategy::PackedFp4,
+            tier: driver::packed_fp4_tier(simd),
+            parts: if m == 0 || n == 0 {
+                0
+            } else {
+                driver::task_count(m, n, b.k(), parallelism)
+            },
+        });
+    }
+    block_gemm_plan(a, &b.to_block_scaled(), parallelism)
+}
+
+/// The same K and block size on both sides: `(lines, k, block)` of A and
+/// of B; `what` names the shapes, `name` the block sizes in the errors.
+fn check_operands(
+    (lines_a, ka, block_a): (usize, usize, usize),
+    (lines_b, kb, block_b): (usize, usize, usize),
+    (what, name): (&'static str, &'static str),
+) -> Result<(), Error> {
+    if ka != kb {
+        return Err(Error::ShapeMismatch {
+            what,
+            left: vec![lines_a, ka],
+            right: vec![lines_b, kb],
+        });
+    }
+    if block_a != block_b {
+        return Err(Error::InvalidParameter {
+            name,
+            value: format!("A {block_a}, B {block_b}"),
+            requirement: "the same block size along K for A and B",
+        });
+    }
+    Ok(())
+}
+
+/// `(lines, k, block)` of a block-scaled operand.
+fn dims<T: FloatElement>(x: &BlockScaled<T>) -> (usize, usize, usize) {
+    (x.lines(), x.k(), x.block())
+}
+
+const BLOCK_GEMM_NAMES: (&str, &str) =
+    ("block_gemm: A (M×K) and B (N×K)", "block_gemm block sizes");
+const PACKED_NAMES: (&str, &str) = (
+    "block_gemm_packed: A (M×K) and B (N×K)",
+    "block_gemm_packed block sizes",
+);
+
+/// Whether [`block_gemm_packed`] streams the packed weights (else it
+/// unpacks them for [`block_gemm`]): activations whose values are small
+/// integers times a power of two, and at most [`PACKED_MAX_ROWS`] rows.
+fn streams_packed<TA: FloatElement>(a: &BlockScaled<TA>) -> bool {
+    // Past a few dozen rows the blocked engine (which reuses each widened
+    // weight across rows) is faster than a stream per row.
+    driver::has_integer_view::<TA>() && a.lines() <= PACKED_MAX_ROWS
 }
 
 /// The block-scaled contract as plain loops (see [`block_gemm`]): the
@@ -243,35 +340,15 @@ fn packed_on<TA: FloatElement, O: FloatElement>(
     parallelism: Parallelism,
     simd: bool,
 ) -> Result<(), Error> {
-    // Past a few dozen rows the blocked engine (which reuses each widened
-    // weight across rows) is faster than a stream per row.
-    if !driver::has_integer_view::<TA>() || a.lines() > PACKED_MAX_ROWS {
+    if !streams_packed::<TA>(a) {
         let unpacked = b.to_block_scaled();
         return block_gemm_on(a, &unpacked, c, epilogue, parallelism, simd);
     }
-    if a.k() != b.k() {
-        return Err(Error::ShapeMismatch {
-            what: "block_gemm_packed: A (M×K) and B (N×K)",
-            left: vec![a.lines(), a.k()],
-            right: vec![b.lines(), b.k()],
-        });
-    }
-    if a.block() != b.block() {
-        return Err(Error::InvalidParameter {
-            name: "block_gemm_packed block sizes",
-            value: format!("A {}, B {}", a.block(), b.block()),
-            requirement: "the same block size along K for A and B",
-        });
-    }
+    check_operands(dims(a), (b.lines(), b.k(), b.block()), PACKED_NAMES)?;
     // Shapes, the output's layout, bias, threads: as `gemm`, with a
     // shape-only K×N view standing for the packed B.
     let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
     validate(&a.data_mat(), &b_shape, &c, epilogue, parallelism)?;
-    let grid_a = driver::ScaleGrid {
-        scales: a.scales(),
-        line_group: a.line_group(),
-        blocks: a.k() / a.block(),
-    };
-    driver::run_packed_fp4(a.data_mat(), &grid_a, b, c, epilogue, parallelism, simd);
+    driver::run_packed_fp4(a.data_mat(), &grid_of(a), b, c, epilogue, parallelism, simd);
     Ok(())
 }

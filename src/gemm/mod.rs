@@ -69,10 +69,11 @@ use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
 pub use block::{
-    block_gemm, block_gemm_packed, block_gemm_packed_portable, block_gemm_portable,
-    block_gemm_reference,
+    block_gemm, block_gemm_packed, block_gemm_packed_plan, block_gemm_packed_portable,
+    block_gemm_plan, block_gemm_portable, block_gemm_reference,
 };
-pub use packed::{gemm_packed, gemm_packed_portable, PackedB};
+pub use driver::{Plan, Strategy, Tier};
+pub use packed::{gemm_packed, gemm_packed_plan, gemm_packed_portable, PackedB};
 
 /// Height of the systolic array: the K-tile of the contract. Every K-tile
 /// holds at most this many values of k.
@@ -296,6 +297,28 @@ fn gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     validate(&a, &b, &c, epilogue, parallelism)?;
     driver::run(a, b, None, c, epilogue, parallelism, simd);
     Ok(())
+}
+
+/// Which strategy and kernel tier [`gemm`] / [`gemm_mixed`] run for these
+/// operands and this parallelism (see [`Plan`]): the driver's own choice,
+/// so that a test or a user can ask which path runs.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when A is M×K and B is not K×N.
+pub fn plan<TA: FloatElement, TB: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    parallelism: Parallelism,
+) -> Result<Plan, Error> {
+    if a.cols() != b.rows() {
+        return Err(Error::ShapeMismatch {
+            what: "gemm: A (M×K) and B (K×N)",
+            left: vec![a.rows(), a.cols()],
+            right: vec![b.rows(), b.cols()],
+        });
+    }
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    Ok(driver::plan(&a, &b, None, false, parallelism, simd))
 }
 
 /// [`gemm`] forced onto the portable kernel (what CPUs without AVX2 run), for

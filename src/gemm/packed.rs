@@ -1,7 +1,7 @@
 //! B packed once for the float GEMM ([`gemm_packed`]): weights that are
 //! multiplied again and again (inference) skip the packing of every call.
 
-use super::{driver, validate, Epilogue, Parallelism};
+use super::{driver, validate, Epilogue, Parallelism, Plan};
 use crate::dtype::{DType, FloatElement};
 use crate::error::checked_numel;
 use crate::tensor::{MatMut, MatRef};
@@ -127,6 +127,29 @@ pub fn gemm_packed_portable<TA: FloatElement, O: FloatElement>(
     parallelism: Parallelism,
 ) -> Result<(), Error> {
     packed_on(a, b, c, epilogue, parallelism, false)
+}
+
+/// Which strategy and kernel tier [`gemm_packed`] runs for these operands
+/// (see [`Plan`]).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when A's K is not B's.
+pub fn gemm_packed_plan<TA: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &PackedB,
+    parallelism: Parallelism,
+) -> Result<Plan, Error> {
+    let b_shape = MatRef::<f32>::shape_only(b.k, b.n);
+    if a.cols() != b.k {
+        return Err(Error::ShapeMismatch {
+            what: "gemm: A (M×K) and B (K×N)",
+            left: vec![a.rows(), a.cols()],
+            right: vec![b.k, b.n],
+        });
+    }
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    let packed = driver::prepacked_kernel_fits(simd);
+    Ok(driver::plan(&a, &b_shape, None, packed, parallelism, simd))
 }
 
 fn packed_on<TA: FloatElement, O: FloatElement>(

@@ -1,0 +1,464 @@
+//! The GEMM driver: the plan that picks a strategy and a kernel tier for a
+//! call, and one file per strategy.
+//!
+//! | strategy ([`Strategy`]) | file | runs when |
+//! |---|---|---|
+//! | `Blocked` | [`blocked`] | the default: BLIS's loops, A and B packed |
+//! | `DirectB` | [`direct_b`] | few rows, a large row-major B: B read in place |
+//! | `DirectPrepacked` | [`prepacked`] | few rows, B pre-packed ([`super::PackedB`]) |
+//! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 4 rows, FP4 weights, integer-valued A |
+//! | `Fp4Tiles` | [`fp4_tiles`] | block-scaled FP4 × FP4 past 4 rows |
+//! | `PackedFp4` | [`packed_fp4`] | [`super::block_gemm_packed`] on a [`PackedFp4`](crate::block_scaled::PackedFp4) |
+//!
+//! [`choose`] is the whole choice, one `match`; [`threads`] splits C into
+//! parts (each part chooses by its own shape), and every strategy shares
+//! [`pack`], [`workspace`] and [`write_back`]. The kernels they call are the
+//! [`super::kernel`] leaves, one per instruction set ([`Tier`]).
+//!
+//! The blocked loops (outermost first), with the K block fixed at
+//! [`super::ARRAY_ROWS`] so that one micro-kernel call is one pass of the
+//! systolic array:
+//! 1. `jc`: N in blocks of `NC`; pack B's `K × NC` panel (all K-tiles).
+//! 2. `ic`: M in blocks of `MC`; pack A's `MC × K` block; zero the f32
+//!    accumulator block `MC × NC` (it stays in L2).
+//! 3. K-tiles of `ARRAY_ROWS`, increasing: the contract's tile order.
+//! 4. `jr`/`ir`: NR-wide B micro-panels, MR-tall A micro-panels: the kernel.
+//! 5. After the last K-tile: the epilogue, row by row, into C.
+
+mod blocked;
+mod direct_b;
+mod exact_small;
+mod fp4_tiles;
+mod pack;
+mod packed_fp4;
+mod prepacked;
+mod threads;
+mod workspace;
+mod write_back;
+
+pub(crate) use exact_small::has_integer_view;
+pub(crate) use packed_fp4::{packed_fp4_tier, run_packed_fp4};
+pub(crate) use prepacked::{prepack_b, prepacked_kernel_fits, PREPACKED_NR};
+pub(crate) use threads::{par_split, task_count};
+
+use super::kernel::portable::Portable;
+#[cfg(target_arch = "x86_64")]
+use super::kernel::x86_avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+use super::kernel::x86_avx512::Avx512;
+use super::kernel::Kernel;
+use super::{Epilogue, Parallelism};
+use crate::dtype::{DType, FloatElement};
+use crate::tensor::{MatMut, MatRef};
+use workspace::{with_workspace, Workspace};
+
+/// Rows of A per packed block (a multiple of every kernel's MR).
+const MC: usize = 96;
+/// Columns of B per packed panel (a multiple of every kernel's NR).
+const NC: usize = 512;
+/// Skinny products read B in place instead of packing it (packing B costs
+/// as much memory traffic as the whole product): up to `DIRECT_B_MAX_M`
+/// rows when B has at least `DIRECT_B_MIN_ELEMENTS` elements, and up to
+/// `DIRECT_B_MAX_M_LARGE_B` rows when B is too big for L2. Crossovers
+/// measured on Zen 3; small B is faster packed.
+const DIRECT_B_MAX_M: usize = 32;
+const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
+const DIRECT_B_MAX_M_LARGE_B: usize = 96;
+const LARGE_B_ELEMENTS: usize = 1 << 20;
+/// Rows up to which block-scaled FP4 products take `ExactSmallFp4`.
+const EXACT_SMALL_MAX_M: usize = 4;
+
+/// Which code path computes a product (see [`Plan`]). Every path returns
+/// the bits of the contract's reference loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// BLIS's loops: A and B packed into panels (widened to f32), one
+    /// micro-kernel call per K-tile of 128.
+    Blocked,
+    /// [`Strategy::Blocked`] for a block-scaled product whose scales are
+    /// powers of two in a safe range: they are folded into the packed
+    /// panels (exact), and each block ends with a plain add.
+    BlockedFoldedScales,
+    /// A skinny product (few rows, a large B with contiguous rows): B is
+    /// read in place instead of packed.
+    DirectB,
+    /// A skinny product on a pre-packed B ([`super::PackedB`]): its panels
+    /// are streamed in place.
+    DirectPrepacked,
+    /// A block-scaled product of at most four rows with FP4 weights and
+    /// activations whose values are small integers times a power of two
+    /// (FP4, FP6 E2M3, MXINT8): exact integer block sums from the codes.
+    ExactSmallFp4,
+    /// A block-scaled FP4 × FP4 product (MXFP4, NVFP4) past four rows:
+    /// exact integer tiles in the blocked loops.
+    Fp4Tiles,
+    /// [`super::block_gemm_packed`]: exact integer block sums on FP4
+    /// weights packed by [`crate::block_scaled::PackedFp4`].
+    PackedFp4,
+}
+
+/// The kernel family a call runs on (the micro-kernel leaves of
+/// `gemm::kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Tier {
+    /// AVX-512 F/BW/VL/VNNI tiles on zmm registers.
+    Avx512,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// Plain Rust with `f32::mul_add`: any CPU.
+    Portable,
+}
+
+/// What a GEMM call will run: the strategy, the kernel tier and the number
+/// of parts its threads split C into. A threaded call's parts each choose
+/// by their own shape with the same rules; `strategy` is the choice for the
+/// whole of C (the one every part makes unless a part's share of rows or
+/// columns crosses a threshold of the plan).
+///
+/// ```
+/// use mixprec::gemm::{plan, Parallelism, Strategy, Tier};
+/// use mixprec::{bf16, MatRef};
+/// let x = vec![bf16::ZERO; 4096];
+/// let w = vec![bf16::ZERO; 4096 * 4096];
+/// let p = plan(
+///     MatRef::from_row_major(&x, 1, 4096)?,
+///     MatRef::from_row_major(&w, 4096, 4096)?,
+///     Parallelism::Serial,
+/// )?;
+/// // One row against a large row-major B: B is read in place.
+/// if p.tier != Tier::Portable {
+///     assert_eq!(p.strategy, Strategy::DirectB);
+/// }
+/// assert_eq!(p.parts, 1);
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Plan {
+    /// The code path.
+    pub strategy: Strategy,
+    /// The kernel family.
+    pub tier: Tier,
+    /// How many parts C is split into (1: the calling thread only).
+    pub parts: usize,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tier::Avx512 => "avx512",
+            Tier::Avx2 => "avx2",
+            Tier::Portable => "portable",
+        })
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on {}, {} part(s)",
+            self.strategy, self.tier, self.parts
+        )
+    }
+}
+
+/// The float kernels' tier: AVX-512 where the CPU has it (and `simd`),
+/// else AVX2 (`simd`), else portable.
+pub(crate) fn tier(simd: bool) -> Tier {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        return if crate::cpu::has_avx512() {
+            Tier::Avx512
+        } else {
+            Tier::Avx2
+        };
+    }
+    let _ = simd;
+    Tier::Portable
+}
+
+/// `$body` with the type `$k` naming the kernel of `$tier`.
+macro_rules! with_kernel {
+    ($tier:expr, $k:ident => $body:expr) => {
+        match $tier {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => {
+                type $k = Avx512;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2 => {
+                type $k = Avx2;
+                $body
+            }
+            _ => {
+                type $k = Portable;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_kernel;
+
+/// What [`choose`] reads of one part of a product.
+struct Operands {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// The scaling block of a block-scaled product.
+    block: Option<usize>,
+    /// The block scales fold into the packed panels ([`blocked::prescalable`]).
+    prescaled: bool,
+    /// B comes as pre-packed panels.
+    prepacked: bool,
+    /// B's rows are contiguous (`col_stride == 1`).
+    b_rows_contiguous: bool,
+    /// B's columns are contiguous (`row_stride == 1`).
+    b_cols_contiguous: bool,
+    /// The direct kernel reads B's element type in place.
+    direct_reads_b: bool,
+    /// B is FP4 and A's values are small integers times a power of two.
+    exact_small_types: bool,
+    /// Both operands are FP4 codes the integer tiles take.
+    fp4_operands: bool,
+}
+
+impl Operands {
+    fn of<TA: FloatElement, TB: FloatElement, K: Kernel>(
+        a: &MatRef<'_, TA>,
+        b: &MatRef<'_, TB>,
+        scaling: Option<&Scaling<'_>>,
+        prescaled: bool,
+        prepacked: bool,
+    ) -> Self {
+        let block = scaling.map(|s| s.block);
+        Self {
+            m: a.rows(),
+            n: b.cols(),
+            k: a.cols(),
+            block,
+            prescaled,
+            prepacked,
+            b_rows_contiguous: b.col_stride() == 1,
+            b_cols_contiguous: b.row_stride() == 1,
+            direct_reads_b: K::reads_direct::<TB>(),
+            exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
+            fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
+        }
+    }
+}
+
+/// The plan: which strategy computes a part of a product on kernel `K`.
+fn choose<K: Kernel>(o: &Operands) -> Strategy {
+    let b_elements = o.k.saturating_mul(o.n);
+    let skinny = (o.m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
+        || (o.m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
+    let few_rows = o.m <= EXACT_SMALL_MAX_M;
+    match (o.prepacked, o.block) {
+        (true, _) if skinny && K::NR == PREPACKED_NR && K::reads_direct::<f32>() => {
+            Strategy::DirectPrepacked
+        }
+        (true, _) => Strategy::Blocked,
+        (false, None) if skinny && o.b_rows_contiguous && o.n >= K::NR && o.direct_reads_b => {
+            Strategy::DirectB
+        }
+        (false, None) => Strategy::Blocked,
+        (false, Some(_))
+            if few_rows
+                && skinny
+                && o.n >= 8
+                && o.b_cols_contiguous
+                && o.exact_small_types
+                && K::has_fp4_dots() =>
+        {
+            Strategy::ExactSmallFp4
+        }
+        (false, Some(_)) if !few_rows && o.fp4_operands => Strategy::Fp4Tiles,
+        (false, Some(_)) if o.prescaled => Strategy::BlockedFoldedScales,
+        (false, Some(_)) => Strategy::Blocked,
+    }
+}
+
+/// The plan of a call of [`run`] (with `packed`: of [`run_prepacked`]).
+pub(crate) fn plan<TA: FloatElement, TB: FloatElement>(
+    a: &MatRef<'_, TA>,
+    b: &MatRef<'_, TB>,
+    scaling: Option<&Scaling<'_>>,
+    packed: bool,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Plan {
+    let tier = tier(simd);
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let strategy = with_kernel!(tier, K => {
+        let prescaled = !packed && scaling.is_some_and(blocked::prescalable::<TA, TB>);
+        choose::<K>(&Operands::of::<TA, TB, K>(a, b, scaling, prescaled, packed))
+    });
+    Plan {
+        strategy,
+        tier,
+        parts: if m == 0 || n == 0 {
+            0
+        } else {
+            task_count(m, n, k, parallelism)
+        },
+    }
+}
+
+/// Block scaling for the driver (the block-scaled contract of
+/// [`super::block_gemm`]): K is stepped in scaling blocks of `block`
+/// values (16, 32 or 128; each divides [`ARRAY_ROWS`], so a block never
+/// straddles a K-tile) and each block ends with the kernel's scaled
+/// accumulate `acc = fma(p, fl(s_a · s_b), acc)`. `a` and `b` hold the f32
+/// scales of the whole matrices (A's rows, B's columns), with the element
+/// types' integer view where one exists (`exact_a`, `exact_b`).
+pub(crate) struct Scaling<'s> {
+    pub block: usize,
+    pub a: ScaleGrid<'s>,
+    pub b: ScaleGrid<'s>,
+}
+
+/// The scales of one operand: line `l` (a row of A, a column of B), block
+/// `blk` has `scales[(l / line_group) · blocks + blk]`.
+pub(crate) struct ScaleGrid<'s> {
+    pub scales: &'s [f32],
+    pub line_group: usize,
+    pub blocks: usize,
+}
+
+impl ScaleGrid<'_> {
+    fn start(&self, line: usize) -> usize {
+        (line / self.line_group) * self.blocks
+    }
+
+    fn at(&self, line: usize, blk: usize) -> f32 {
+        self.scales[self.start(line) + blk]
+    }
+}
+
+/// `c = epilogue(a·b)` by the plan's strategies; with `scaling`, the
+/// block-scaled contract.
+pub(crate) fn run<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    scaling: Option<&Scaling<'_>>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    with_kernel!(tier(simd), K => {
+        run_with::<TA, TB, O, K>(a, b, scaling, None, c, epilogue, parallelism, simd)
+    })
+}
+
+/// `c = epilogue(a·b)` with B given as pre-packed panels (`k × n`, see
+/// [`prepack_b`]): the same strategies without packing B, so the same
+/// bits as [`run`] on the unpacked B. Only for a kernel whose NR is
+/// [`PREPACKED_NR`] (the caller checks [`prepacked_kernel_fits`]).
+pub(crate) fn run_prepacked<TA: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    panels: &[f32],
+    n: usize,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    // A shape-only K×N view stands for B: no path reads it.
+    let b = MatRef::<f32>::shape_only(a.cols(), n);
+    let packed = Some(panels);
+    with_kernel!(tier(simd), K => {
+        run_with::<TA, f32, O, K>(a, b, None, packed, c, epilogue, parallelism, simd)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    scaling: Option<&Scaling<'_>>,
+    packed_b: Option<&[f32]>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let tasks = task_count(m, n, k, parallelism);
+    // Pre-packed B panels hold B unscaled.
+    let prescaled = packed_b.is_none() && scaling.is_some_and(blocked::prescalable::<TA, TB>);
+    par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
+        let a = a.sub(r0, c_part.rows(), 0, k);
+        let b = b.sub(0, k, c0, c_part.cols());
+        let part = Part {
+            origin: (r0, c0),
+            scaling,
+            packed_b,
+            prescaled,
+        };
+        with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
+    });
+}
+
+/// Where a part of C sits in the whole product, its scaling, and B's
+/// pre-packed panels when B comes packed (all of B's columns).
+struct Part<'p, 's> {
+    origin: (usize, usize),
+    scaling: Option<&'p Scaling<'s>>,
+    packed_b: Option<&'p [f32]>,
+    /// The block scales are folded into the packed panels (see
+    /// [`blocked::prescalable`]): each block ends with `acc = acc + p`.
+    prescaled: bool,
+}
+
+/// One part of C on one thread, by the strategy [`choose`] picks for it.
+#[allow(clippy::too_many_arguments)]
+fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    c: MatMut<'_, O>,
+    part: &Part<'_, '_>,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let operands = Operands::of::<TA, TB, K>(
+        &a,
+        &b,
+        part.scaling,
+        part.prescaled,
+        part.packed_b.is_some(),
+    );
+    let col0 = part.origin.1;
+    match (choose::<K>(&operands), part.packed_b, part.scaling) {
+        (Strategy::DirectPrepacked, Some(panels), _) => {
+            let n = b.cols();
+            prepacked::serial_direct_prepacked::<TA, O, K>(
+                a, panels, n, c, col0, epilogue, ws, simd,
+            )
+        }
+        (Strategy::DirectB, _, _) => {
+            direct_b::serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd)
+        }
+        (Strategy::ExactSmallFp4, _, Some(s)) => {
+            exact_small::serial_exact_small::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd)
+        }
+        (Strategy::Fp4Tiles, _, Some(s)) => {
+            fp4_tiles::serial_fp4_tiles::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd)
+        }
+        _ => blocked::serial_blocked::<TA, TB, O, K>(a, b, c, part, epilogue, ws, simd),
+    }
+}

@@ -1,0 +1,48 @@
+//! Packing and accumulator buffers, kept per thread and reused across
+//! calls by every strategy.
+
+use std::cell::RefCell;
+
+/// Packing and accumulator buffers, kept per thread and reused across calls.
+#[derive(Default)]
+pub(super) struct Workspace {
+    pub(super) a: Vec<f32>,
+    pub(super) b: Vec<f32>,
+    pub(super) acc: Vec<f32>,
+    pub(super) row: Vec<f32>,
+    pub(super) tmp: Vec<f32>,
+    /// The FP4 × FP4 integer tiles' packed panels and block corrections.
+    pub(super) fp4: Fp4Buffers,
+}
+
+/// Packed integer panels of [`serial_fp4_tiles`].
+#[derive(Default)]
+pub(super) struct Fp4Buffers {
+    pub(super) a: Vec<u8>,
+    pub(super) b: Vec<i8>,
+    pub(super) corr: Vec<i32>,
+    pub(super) stage_a: Vec<u8>,
+    pub(super) stage_b: Vec<i8>,
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+pub(super) fn with_workspace(f: impl FnOnce(&mut Workspace)) {
+    WORKSPACE.with(|ws| match ws.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        Err(_) => f(&mut Workspace::default()),
+    })
+}
+
+pub(super) fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+pub(super) fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to).saturating_mul(to)
+}

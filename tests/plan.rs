@@ -1,0 +1,133 @@
+//! `gemm::plan` and its block-scaled and packed forms name the path that
+//! runs: each strategy for the shapes and types that select it, on the
+//! tier `active_isa()` names, and the same answer for the same call.
+
+use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
+use mixprec::gemm::{
+    block_gemm_packed_plan, block_gemm_plan, gemm_packed_plan, plan, PackedB, Parallelism,
+    Strategy, Tier,
+};
+use mixprec::{active_isa, bf16, Error, MatRef, F4E2M1, F8E4M3};
+
+fn tier_of_isa() -> Tier {
+    match active_isa() {
+        "portable" => Tier::Portable,
+        s if s.starts_with("avx512") => Tier::Avx512,
+        _ => Tier::Avx2,
+    }
+}
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.125)
+        .collect()
+}
+
+#[test]
+fn plain_gemm_plans() -> Result<(), Error> {
+    let x = vec![bf16::ONE; 4096];
+    let w = vec![bf16::ONE; 4096 * 4096];
+    let (xm, wm) = (
+        MatRef::from_row_major(&x, 1, 4096)?,
+        MatRef::from_row_major(&w, 4096, 4096)?,
+    );
+    let p = plan(xm, wm, Parallelism::Serial)?;
+    assert_eq!(p.tier, tier_of_isa());
+    assert_eq!(p.parts, 1);
+    let direct = if p.tier == Tier::Portable {
+        Strategy::Blocked
+    } else {
+        Strategy::DirectB
+    };
+    assert_eq!(p.strategy, direct, "{p}");
+    // The transposed view of the same weights has no contiguous rows of B.
+    assert_eq!(
+        plan(xm, wm.t(), Parallelism::Serial)?.strategy,
+        Strategy::Blocked
+    );
+    // A square product is blocked, and split in two for two threads.
+    let a = vec![1.0f32; 512 * 512];
+    let am = MatRef::from_row_major(&a, 512, 512)?;
+    let p = plan(am, am, Parallelism::Threads(2))?;
+    assert_eq!((p.strategy, p.parts), (Strategy::Blocked, 2));
+    // Too little work for threads; an empty C has no parts.
+    let s = MatRef::from_row_major(&a[..64], 8, 8)?;
+    assert_eq!(plan(s, s, Parallelism::Threads(8))?.parts, 1);
+    let e = MatRef::from_row_major(&a[..0], 0, 8)?;
+    assert_eq!(plan(e, s, Parallelism::Serial)?.parts, 0);
+    // Mismatched inner dimensions are an error that names both shapes.
+    let err = plan(s, am, Parallelism::Serial).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn packed_b_plans() -> Result<(), Error> {
+    let w = values(4096 * 4096);
+    let packed = PackedB::new(MatRef::from_row_major(&w, 4096, 4096)?)?;
+    let x = values(4096);
+    let p = gemm_packed_plan(
+        MatRef::from_row_major(&x, 1, 4096)?,
+        &packed,
+        Parallelism::Serial,
+    )?;
+    let want = if p.tier == Tier::Portable {
+        Strategy::Blocked
+    } else {
+        Strategy::DirectPrepacked
+    };
+    assert_eq!(p.strategy, want, "{p}");
+    let wrong = MatRef::from_row_major(&x[..4095], 1, 4095)?;
+    assert!(gemm_packed_plan(wrong, &packed, Parallelism::Serial).is_err());
+    Ok(())
+}
+
+#[test]
+fn block_scaled_plans() -> Result<(), Error> {
+    let (m, n, k) = (64, 64, 256);
+    let xa = values(m * k);
+    let xb = values(n * k);
+    let a4 = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&xa, m, k)?, MxScaleMode::Floor)?;
+    let b4 = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&xb, n, k)?, MxScaleMode::Floor)?;
+    let p = block_gemm_plan(&a4, &b4, Parallelism::Serial)?;
+    assert_eq!(p.tier, tier_of_isa());
+    assert_eq!(p.strategy, Strategy::Fp4Tiles, "{p}");
+    // MXFP8: power-of-two scales in range fold into the panels.
+    let a8 = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&xa, m, k)?, MxScaleMode::Floor)?;
+    let b8 = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&xb, n, k)?, MxScaleMode::Floor)?;
+    let p = block_gemm_plan(&a8, &b8, Parallelism::Serial)?;
+    assert_eq!(p.strategy, Strategy::BlockedFoldedScales, "{p}");
+    // One FP4 row against wide FP4 weights: exact integer sums on a SIMD tier.
+    let wide = values(1024 * 1024);
+    let w4 = BlockScaled::<F4E2M1>::mx(
+        MatRef::from_row_major(&wide, 1024, 1024)?,
+        MxScaleMode::Floor,
+    )?;
+    let one = BlockScaled::<F4E2M1>::mx(
+        MatRef::from_row_major(&wide[..1024], 1, 1024)?,
+        MxScaleMode::Floor,
+    )?;
+    let p = block_gemm_plan(&one, &w4, Parallelism::Serial)?;
+    let want = if p.tier == Tier::Portable {
+        // No integer dot kernel: the blocked loops, MX scales folded in.
+        Strategy::BlockedFoldedScales
+    } else {
+        Strategy::ExactSmallFp4
+    };
+    assert_eq!(p.strategy, want, "{p}");
+    // Packed FP4 weights stream for integer-valued activations (on AVX2's
+    // kernel where the CPU has SIMD), and unpack for MXFP8 activations.
+    let packed = PackedFp4::new(&w4);
+    let p = block_gemm_packed_plan(&one, &packed, Parallelism::Serial)?;
+    assert_eq!(p.strategy, Strategy::PackedFp4, "{p}");
+    assert_ne!(p.tier, Tier::Avx512);
+    let one8 = BlockScaled::<F8E4M3>::mx(
+        MatRef::from_row_major(&wide[..1024], 1, 1024)?,
+        MxScaleMode::Floor,
+    )?;
+    let p = block_gemm_packed_plan(&one8, &packed, Parallelism::Serial)?;
+    assert_ne!(p.strategy, Strategy::PackedFp4, "{p}");
+    // K that differs is an error.
+    assert!(block_gemm_plan(&a4, &w4, Parallelism::Serial).is_err());
+    Ok(())
+}
