@@ -57,6 +57,7 @@ pub mod quant;
 #[cfg(feature = "safetensors")]
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 pub mod safetensors;
+mod simd;
 pub mod systolic;
 pub mod tensor;
 #[cfg(feature = "proptest")]

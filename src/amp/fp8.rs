@@ -56,7 +56,7 @@
 //! ```
 
 use crate::block_scaled::BlockScaled;
-use crate::convert::{amax_bits, block_reciprocal, narrow_scaled_blocks};
+use crate::block_scaled::{amax_bits, block_reciprocal, narrow_scaled_blocks};
 use crate::dtype::{FloatElement, F8E4M3, F8E5M2};
 use crate::gemm::{block_gemm, Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};

@@ -48,8 +48,6 @@
 
 mod convert;
 mod gemm;
-#[cfg(target_arch = "x86_64")]
-pub(crate) use gemm::dpbusd_quads;
 mod linear;
 pub mod observer;
 pub mod ptq;

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::Epilogue;
-use crate::quant::dpbusd_quads;
+use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
 
 /// 6 rows × 16 columns (one zmm register per row).

@@ -29,8 +29,6 @@ mod kernel;
 mod packed;
 
 pub(crate) use driver::fits_seven_bits;
-#[cfg(target_arch = "x86_64")]
-pub(crate) use kernel::x86_vnni::dpbusd_quads;
 pub use packed::{qgemm_packed, qgemm_packed_portable, PackedI8};
 
 use super::requant::{check_multiplier, requantize_unchecked, RequantRounding};

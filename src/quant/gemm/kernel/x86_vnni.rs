@@ -12,6 +12,7 @@
 
 use super::x86_avx2::store_block;
 use super::{packed_runs, IntKernel};
+use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
 
 const MR: usize = 6;
@@ -75,40 +76,6 @@ unsafe fn tile_dpbusd(
     unsafe {
         dpbusd_quads(&mut p, quads, a, b);
         store_block(&p, acc, ld, first)
-    }
-}
-
-/// `p[r][h]` += the column sums of `quads` k-quads of an R-row A panel
-/// (4 unsigned bytes per row and quad) and a 16-column B panel (4 signed
-/// bytes per column and quad; columns `8h..8h + 8` in `p[r][h]`), one
-/// `vpdpbusd` per row and 8 columns: the blocked integer tile's loop, and
-/// the FP4 × FP4 tile's (`gemm::kernel::x86_avx512`).
-///
-/// # Safety
-/// AVX2 and AVX-512 F/BW/VL/VNNI; `a` has `4·quads·R` bytes, `b` has
-/// `4·quads·16`.
-#[inline]
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn dpbusd_quads<const R: usize>(
-    p: &mut [[__m256i; 2]; R],
-    quads: usize,
-    a: *const u8,
-    b: *const u8,
-) {
-    let (mut a, mut b) = (a, b);
-    for _ in 0..quads {
-        // SAFETY: one more k-quad remains in both panels.
-        unsafe {
-            let b0 = _mm256_loadu_si256(b as *const __m256i);
-            let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
-            for (r, pr) in p.iter_mut().enumerate() {
-                let av = _mm256_set1_epi32((a.add(4 * r) as *const i32).read_unaligned());
-                pr[0] = _mm256_dpbusd_epi32(pr[0], av, b0);
-                pr[1] = _mm256_dpbusd_epi32(pr[1], av, b1);
-            }
-            a = a.add(4 * R);
-            b = b.add(64);
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! AVX-512 forms of the block quantizer's rounding loop
 //! (`x86_avx2::quantize_groups8`): the same quotients and the same rounding
-//! on the bits as `x86_avx2::fp8_round8_of`, sixteen lanes at a time, so the
+//! on the bits as `convert::x86_avx2::fp8_round8_of`, sixteen lanes at a time, so the
 //! same bits as the AVX2 kernel and the scalar reference.
 //!
 //! Every function here requires AVX-512 F/BW/VL besides AVX2, FMA and F16C;
@@ -8,12 +8,13 @@
 //! rounding by table where the CPU also has AVX-512 VBMI
 //! ([`crate::cpu::has_avx512_vbmi`]).
 
-use super::x86_avx2::{prefetch_lines, GroupScales, Quotients};
+use super::x86_avx2::{GroupScales, Quotients};
 use crate::dtype::format::Format;
 use crate::dtype::FloatElement;
+use crate::simd::x86_64::prefetch_lines;
 use std::arch::x86_64::*;
 
-/// `x86_avx2::fp8_round8_of` on sixteen lanes (saturating): f32 bits →
+/// `convert::x86_avx2::fp8_round8_of` on sixteen lanes (saturating): f32 bits →
 /// sign-magnitude codes of `fmt`, round to nearest even; `nan_possible`
 /// false leaves the NaN handling out (no lane is a NaN or ±∞).
 #[inline]
@@ -209,7 +210,7 @@ pub(crate) unsafe fn round_groups<T: FloatElement, const BLOCK: usize>(
     stream: bool,
     prefetch: bool,
 ) {
-    if vbmi && super::format_of::<T>() == Some(Format::E2M1) {
+    if vbmi && crate::convert::format_of::<T>() == Some(Format::E2M1) {
         // SAFETY: the caller's CPU has AVX-512 VBMI besides the rest.
         unsafe { round_groups_e2m1::<T, BLOCK>(src, dst, scales, plan, stream, prefetch) };
         return;
@@ -285,7 +286,7 @@ fn round_group<T: FloatElement, const BLOCK: usize, const NAN: bool>(
     stream: bool,
 ) {
     // A constant per `T`, so the format's tests fold away.
-    let Some(fmt) = super::format_of::<T>() else {
+    let Some(fmt) = crate::convert::format_of::<T>() else {
         return;
     };
     let sm = fmt.sign_magnitude();
