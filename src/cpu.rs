@@ -108,6 +108,32 @@ pub fn active_isa() -> &'static str {
     }
 }
 
+/// A public entry point that runs on the CPU's best kernel tier, and its
+/// `#[doc(hidden)]` twin `…_portable` forced onto the portable kernels (for
+/// testing the fallback on any machine): both call `$on(args…, simd)`.
+macro_rules! entry_and_portable_twin {
+    (
+        $(#[$doc:meta])*
+        pub fn $name:ident / $portable:ident
+            <$($g:ident: $bound:path),*>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty => $on:ident
+    ) => {
+        $(#[$doc])*
+        pub fn $name<$($g: $bound),*>($($arg: $ty),*) -> $ret {
+            $on($($arg,)* $crate::cpu::has_avx2_fma_f16c())
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] forced onto the portable kernels.")]
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($name), "`].")]
+        #[doc(hidden)]
+        pub fn $portable<$($g: $bound),*>($($arg: $ty),*) -> $ret {
+            $on($($arg,)* false)
+        }
+    };
+}
+pub(crate) use entry_and_portable_twin;
+
 #[cfg(test)]
 mod tests {
     use super::flag_value;

@@ -3,6 +3,7 @@
 
 use super::{driver, validate, Epilogue, Parallelism, Plan, Strategy};
 use crate::block_scaled::{BlockScaled, PackedFp4};
+use crate::cpu::entry_and_portable_twin;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
 use crate::Error;
@@ -19,94 +20,72 @@ fn check<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     validate(&a.data_mat(), &b.data_mat().t(), c, epilogue, parallelism)
 }
 
-/// `C = epilogue(A · Bᵀ)` for block-scaled operands: A is `M × K`, B is
-/// given as `N × K` (lines = N), C is `M × N`; element types may differ
-/// (E4M3 × E5M2, MXFP4 × MXFP8, …).
-///
-/// # The block-scaled contract
-///
-/// With scaling blocks of S ∈ {16, 32, 128} values along K (S divides 128,
-/// so a block never straddles a K-tile of the array), for each output:
-///
-/// ```text
-/// acc = +0.0f32
-/// for each block [k0, k0 + S), k0 increasing:
-///     p = +0.0f32
-///     for k in the block, increasing:
-///         p = fma(a[m,k] as f32, b[n,k] as f32, p)        // widened exactly
-///     acc = fma(p, fl(s_a[m, block] · s_b[n, block]), acc) // one FMA per block
-/// c[m,n] = round_to_output(epilogue(acc))                  // once
-/// ```
-///
-/// With S = 128 and every scale 1 this is the plain contract of
-/// [`super::gemm`] bit for bit (`fma(p, 1, acc) = acc + p`).
-/// [`block_gemm_reference`] is these loops; every ISA and thread count
-/// returns its bits.
-///
-/// FP4 × FP4 (MXFP4, NVFP4): every chain above is exact (FP4 values are
-/// halves of integers up to 12, so each partial sum is a multiple of 1/4
-/// far below 2^24 / 4), so the fast path computes each block's `p` as an
-/// integer dot product of the codes (`vpmaddubsw` on AVX2) and then the
-/// same block accumulate: the contract's bits at about 1.3–1.9× the speed
-/// of our f32 GEMM at n = 1024 (BENCHMARKS.md).
-///
-/// MX scales (powers of two) in the range where multiplying by them
-/// commutes with every rounding of a block's chain (each scale `2^e` with
-/// `2^e` times the element type's smallest value at least `2^-63` and
-/// times its largest at most `2^60`; any real MX data) are folded into the
-/// packed operands, so that each block ends with `acc + p·s_a·s_b`, which
-/// is `fma(p, fl(s_a·s_b), acc)` exactly: MXFP8 at about 0.93–0.95 of our
-/// f32 GEMM. Other scales keep the FMA per block.
-///
-/// ```
-/// use mixprec::block_scaled::{BlockScaled, MxScaleMode};
-/// use mixprec::gemm::{block_gemm, Epilogue, Parallelism};
-/// use mixprec::{MatMut, MatRef, F4E2M1, F8E4M3};
-/// let x: Vec<f32> = (0..2 * 64).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
-/// let w: Vec<f32> = (0..3 * 64).map(|i| ((i % 7) as f32 - 3.0) * 0.5).collect();
-/// let a = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&x, 2, 64)?, MxScaleMode::Floor)?;
-/// let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 3, 64)?, MxScaleMode::Floor)?;
-/// let mut y = [0.0f32; 6];
-/// block_gemm(&a, &b, MatMut::from_row_major(&mut y, 2, 3)?, &Epilogue::new(), Parallelism::Serial)?;
-/// # Ok::<(), mixprec::Error>(())
-/// ```
-///
-/// # Errors
-/// * [`Error::ShapeMismatch`] when A and B differ in K or C is not M×N;
-/// * [`Error::InvalidParameter`] when A and B have different block sizes,
-///   or for `Threads(0)`;
-/// * [`Error::LengthMismatch`] for a bias whose length is not N;
-/// * [`Error::Aliasing`] as [`super::gemm`].
-pub fn block_gemm<TA: FloatElement, TB: FloatElement, O: FloatElement>(
-    a: &BlockScaled<TA>,
-    b: &BlockScaled<TB>,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    block_gemm_on(
-        a,
-        b,
-        c,
-        epilogue,
-        parallelism,
-        crate::cpu::has_avx2_fma_f16c(),
-    )
-}
-
-/// [`block_gemm`] forced onto the portable kernel.
-///
-/// # Errors
-/// As [`block_gemm`].
-#[doc(hidden)]
-pub fn block_gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
-    a: &BlockScaled<TA>,
-    b: &BlockScaled<TB>,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    block_gemm_on(a, b, c, epilogue, parallelism, false)
+entry_and_portable_twin! {
+    /// `C = epilogue(A · Bᵀ)` for block-scaled operands: A is `M × K`, B is
+    /// given as `N × K` (lines = N), C is `M × N`; element types may differ
+    /// (E4M3 × E5M2, MXFP4 × MXFP8, …).
+    ///
+    /// # The block-scaled contract
+    ///
+    /// With scaling blocks of S ∈ {16, 32, 128} values along K (S divides 128,
+    /// so a block never straddles a K-tile of the array), for each output:
+    ///
+    /// ```text
+    /// acc = +0.0f32
+    /// for each block [k0, k0 + S), k0 increasing:
+    ///     p = +0.0f32
+    ///     for k in the block, increasing:
+    ///         p = fma(a[m,k] as f32, b[n,k] as f32, p)        // widened exactly
+    ///     acc = fma(p, fl(s_a[m, block] · s_b[n, block]), acc) // one FMA per block
+    /// c[m,n] = round_to_output(epilogue(acc))                  // once
+    /// ```
+    ///
+    /// With S = 128 and every scale 1 this is the plain contract of
+    /// [`super::gemm`] bit for bit (`fma(p, 1, acc) = acc + p`).
+    /// [`block_gemm_reference`] is these loops; every ISA and thread count
+    /// returns its bits.
+    ///
+    /// FP4 × FP4 (MXFP4, NVFP4): every chain above is exact (FP4 values are
+    /// halves of integers up to 12, so each partial sum is a multiple of 1/4
+    /// far below 2^24 / 4), so the fast path computes each block's `p` as an
+    /// integer dot product of the codes (`vpmaddubsw` on AVX2) and then the
+    /// same block accumulate: the contract's bits at about 1.3–1.9× the speed
+    /// of our f32 GEMM at n = 1024 (BENCHMARKS.md).
+    ///
+    /// MX scales (powers of two) in the range where multiplying by them
+    /// commutes with every rounding of a block's chain (each scale `2^e` with
+    /// `2^e` times the element type's smallest value at least `2^-63` and
+    /// times its largest at most `2^60`; any real MX data) are folded into the
+    /// packed operands, so that each block ends with `acc + p·s_a·s_b`, which
+    /// is `fma(p, fl(s_a·s_b), acc)` exactly: MXFP8 at about 0.93–0.95 of our
+    /// f32 GEMM. Other scales keep the FMA per block.
+    ///
+    /// ```
+    /// use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+    /// use mixprec::gemm::{block_gemm, Epilogue, Parallelism};
+    /// use mixprec::{MatMut, MatRef, F4E2M1, F8E4M3};
+    /// let x: Vec<f32> = (0..2 * 64).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+    /// let w: Vec<f32> = (0..3 * 64).map(|i| ((i % 7) as f32 - 3.0) * 0.5).collect();
+    /// let a = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&x, 2, 64)?, MxScaleMode::Floor)?;
+    /// let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 3, 64)?, MxScaleMode::Floor)?;
+    /// let mut y = [0.0f32; 6];
+    /// block_gemm(&a, &b, MatMut::from_row_major(&mut y, 2, 3)?, &Epilogue::new(), Parallelism::Serial)?;
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ShapeMismatch`] when A and B differ in K or C is not M×N;
+    /// * [`Error::InvalidParameter`] when A and B have different block sizes,
+    ///   or for `Threads(0)`;
+    /// * [`Error::LengthMismatch`] for a bias whose length is not N;
+    /// * [`Error::Aliasing`] as [`super::gemm`].
+    pub fn block_gemm / block_gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+        a: &BlockScaled<TA>,
+        b: &BlockScaled<TB>,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => block_gemm_on
 }
 
 fn block_gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
@@ -286,47 +265,25 @@ pub fn block_gemm_reference<TA: FloatElement, TB: FloatElement, O: FloatElement>
     Ok(())
 }
 
-/// [`block_gemm`] with FP4 weights packed once by [`PackedFp4`] (B is
-/// `N × K`, as there): the same contract and bits. With activations whose
-/// values are small integers times a power of two (FP4 E2M1, FP6 E2M3,
-/// MXINT8: each block's FMA chain is then exact, so it is an integer dot
-/// product) and up to 32 rows, this streams the packed weights once per
-/// row of A, at half a byte per weight, which is what batch-1 inference
-/// needs; with other activation types or more rows it unpacks B and calls
-/// [`block_gemm`].
-///
-/// # Errors
-/// As [`block_gemm`].
-pub fn block_gemm_packed<TA: FloatElement, O: FloatElement>(
-    a: &BlockScaled<TA>,
-    b: &PackedFp4,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    packed_on(
-        a,
-        b,
-        c,
-        epilogue,
-        parallelism,
-        crate::cpu::has_avx2_fma_f16c(),
-    )
-}
-
-/// [`block_gemm_packed`] forced onto the portable kernel.
-///
-/// # Errors
-/// As [`block_gemm`].
-#[doc(hidden)]
-pub fn block_gemm_packed_portable<TA: FloatElement, O: FloatElement>(
-    a: &BlockScaled<TA>,
-    b: &PackedFp4,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    packed_on(a, b, c, epilogue, parallelism, false)
+entry_and_portable_twin! {
+    /// [`block_gemm`] with FP4 weights packed once by [`PackedFp4`] (B is
+    /// `N × K`, as there): the same contract and bits. With activations whose
+    /// values are small integers times a power of two (FP4 E2M1, FP6 E2M3,
+    /// MXINT8: each block's FMA chain is then exact, so it is an integer dot
+    /// product) and up to 32 rows, this streams the packed weights once per
+    /// row of A, at half a byte per weight, which is what batch-1 inference
+    /// needs; with other activation types or more rows it unpacks B and calls
+    /// [`block_gemm`].
+    ///
+    /// # Errors
+    /// As [`block_gemm`].
+    pub fn block_gemm_packed / block_gemm_packed_portable<TA: FloatElement, O: FloatElement>(
+        a: &BlockScaled<TA>,
+        b: &PackedFp4,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => packed_on
 }
 
 /// Rows of A up to which [`block_gemm_packed`] streams the packed weights.

@@ -65,6 +65,7 @@ pub(crate) mod kernel;
 mod packed;
 mod reference;
 
+use crate::cpu::entry_and_portable_twin;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::Error;
@@ -241,49 +242,42 @@ pub fn gemm<T: FloatElement, O: FloatElement>(
     gemm_mixed(a, b, c, epilogue, parallelism)
 }
 
-/// [`gemm`] with operands of two different types: E4M3 activations × E5M2
-/// gradients (the FP8 training pairing), bf16 weights × f32 activations,
-/// f16 × bf16, and so on.
-///
-/// The contract is unchanged: each operand is widened exactly to f32, so the
-/// result has the bits of [`reference()`] on the widened operands (and of
-/// [`reference_mixed`]). The speed is that of the same-type call: the
-/// operands are widened while they are packed, as for one type.
-///
-/// ```
-/// use mixprec::gemm::{gemm_mixed, Epilogue, Parallelism};
-/// use mixprec::{convert, MatMut, MatRef, F8E4M3, F8E5M2};
-/// let x: Vec<F8E4M3> = convert::narrow_vec(&[1.0, 2.0, 0.5, -1.0]);
-/// let dy: Vec<F8E5M2> = convert::narrow_vec(&[0.25, 1.0, -2.0, 4.0]);
-/// let mut dw = [0.0f32; 4];
-/// gemm_mixed(
-///     MatRef::from_row_major(&x, 2, 2)?.t(), // xᵀ: 2×2
-///     MatRef::from_row_major(&dy, 2, 2)?,
-///     MatMut::from_row_major(&mut dw, 2, 2)?,
-///     &Epilogue::new(),
-///     Parallelism::Serial,
-/// )?;
-/// assert_eq!(dw, [-0.75, 3.0, 2.5, -2.0]);
-/// # Ok::<(), mixprec::Error>(())
-/// ```
-///
-/// # Errors
-/// As [`gemm`].
-pub fn gemm_mixed<TA: FloatElement, TB: FloatElement, O: FloatElement>(
-    a: MatRef<'_, TA>,
-    b: MatRef<'_, TB>,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    gemm_on(
-        a,
-        b,
-        c,
-        epilogue,
-        parallelism,
-        crate::cpu::has_avx2_fma_f16c(),
-    )
+entry_and_portable_twin! {
+    /// [`gemm`] with operands of two different types: E4M3 activations × E5M2
+    /// gradients (the FP8 training pairing), bf16 weights × f32 activations,
+    /// f16 × bf16, and so on.
+    ///
+    /// The contract is unchanged: each operand is widened exactly to f32, so the
+    /// result has the bits of [`reference()`] on the widened operands (and of
+    /// [`reference_mixed`]). The speed is that of the same-type call: the
+    /// operands are widened while they are packed, as for one type.
+    ///
+    /// ```
+    /// use mixprec::gemm::{gemm_mixed, Epilogue, Parallelism};
+    /// use mixprec::{convert, MatMut, MatRef, F8E4M3, F8E5M2};
+    /// let x: Vec<F8E4M3> = convert::narrow_vec(&[1.0, 2.0, 0.5, -1.0]);
+    /// let dy: Vec<F8E5M2> = convert::narrow_vec(&[0.25, 1.0, -2.0, 4.0]);
+    /// let mut dw = [0.0f32; 4];
+    /// gemm_mixed(
+    ///     MatRef::from_row_major(&x, 2, 2)?.t(), // xᵀ: 2×2
+    ///     MatRef::from_row_major(&dy, 2, 2)?,
+    ///     MatMut::from_row_major(&mut dw, 2, 2)?,
+    ///     &Epilogue::new(),
+    ///     Parallelism::Serial,
+    /// )?;
+    /// assert_eq!(dw, [-0.75, 3.0, 2.5, -2.0]);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`gemm`].
+    pub fn gemm_mixed / gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+        a: MatRef<'_, TA>,
+        b: MatRef<'_, TB>,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => gemm_on
 }
 
 fn gemm_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
@@ -319,22 +313,6 @@ pub fn plan<TA: FloatElement, TB: FloatElement>(
     }
     let simd = crate::cpu::has_avx2_fma_f16c();
     Ok(driver::plan(&a, &b, None, false, parallelism, simd))
-}
-
-/// [`gemm`] forced onto the portable kernel (what CPUs without AVX2 run), for
-/// testing the fallback on any machine.
-///
-/// # Errors
-/// As [`gemm`].
-#[doc(hidden)]
-pub fn gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
-    a: MatRef<'_, TA>,
-    b: MatRef<'_, TB>,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    gemm_on(a, b, c, epilogue, parallelism, false)
 }
 
 /// The contract as plain loops (see the module docs): the definition of the

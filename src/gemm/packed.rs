@@ -2,6 +2,7 @@
 //! multiplied again and again (inference) skip the packing of every call.
 
 use super::{driver, validate, Epilogue, Parallelism, Plan};
+use crate::cpu::entry_and_portable_twin;
 use crate::dtype::{DType, FloatElement};
 use crate::error::checked_numel;
 use crate::tensor::{MatMut, MatRef};
@@ -91,42 +92,20 @@ impl PackedB {
     }
 }
 
-/// [`super::gemm`] with B packed once by [`PackedB`]: the same contract and
-/// bits, without packing B on each call (on a CPU whose kernel reads other
-/// panels than the AVX2 kernel's, B is unpacked and the plain path runs).
-///
-/// # Errors
-/// As [`super::gemm`].
-pub fn gemm_packed<TA: FloatElement, O: FloatElement>(
-    a: MatRef<'_, TA>,
-    b: &PackedB,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    packed_on(
-        a,
-        b,
-        c,
-        epilogue,
-        parallelism,
-        crate::cpu::has_avx2_fma_f16c(),
-    )
-}
-
-/// [`gemm_packed`] forced onto the portable kernel.
-///
-/// # Errors
-/// As [`super::gemm`].
-#[doc(hidden)]
-pub fn gemm_packed_portable<TA: FloatElement, O: FloatElement>(
-    a: MatRef<'_, TA>,
-    b: &PackedB,
-    c: MatMut<'_, O>,
-    epilogue: &Epilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    packed_on(a, b, c, epilogue, parallelism, false)
+entry_and_portable_twin! {
+    /// [`super::gemm`] with B packed once by [`PackedB`]: the same contract and
+    /// bits, without packing B on each call (on a CPU whose kernel reads other
+    /// panels than the AVX2 kernel's, B is unpacked and the plain path runs).
+    ///
+    /// # Errors
+    /// As [`super::gemm`].
+    pub fn gemm_packed / gemm_packed_portable<TA: FloatElement, O: FloatElement>(
+        a: MatRef<'_, TA>,
+        b: &PackedB,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => packed_on
 }
 
 /// Which strategy and kernel tier [`gemm_packed`] runs for these operands

@@ -50,36 +50,6 @@ pub(crate) fn store_fence() {
     unsafe { _mm_sfence() };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{copy_streaming, store_fence};
-
-    /// Every length and alignment of `dst` (16-byte aligned or 4, 8, 12
-    /// bytes off, so both the streaming body and the plain paths run; the
-    /// tail too): `dst` ends equal to `src`, and nothing past it is touched.
-    #[test]
-    fn copy_streaming_copies_every_lane() {
-        let src: Vec<u32> = (0..40)
-            .map(|i| 0x9E37_79B9u32.wrapping_mul(i + 1))
-            .collect();
-        for off in 0..4 {
-            for len in 0..=33 {
-                // A u128 buffer is 16-byte aligned; `off` lanes into it.
-                let mut buf = vec![0u128; 12];
-                let lanes: &mut [u32] = bytemuck::cast_slice_mut(&mut buf);
-                copy_streaming(&mut lanes[off..off + len], &src[..len]);
-                store_fence();
-                assert_eq!(&lanes[off..off + len], &src[..len], "off {off}, len {len}");
-                assert!(lanes[..off].iter().all(|&v| v == 0), "off {off}, len {len}");
-                assert!(
-                    lanes[off + len..].iter().all(|&v| v == 0),
-                    "off {off}, len {len}"
-                );
-            }
-        }
-    }
-}
-
 /// `p[r][h]` += the column sums of `quads` k-quads of an R-row A panel
 /// (4 unsigned bytes per row and quad) and a 16-column B panel (4 signed
 /// bytes per column and quad; columns `8h..8h + 8` in `p[r][h]`), one
@@ -110,6 +80,36 @@ pub(crate) unsafe fn dpbusd_quads<const R: usize>(
             }
             a = a.add(4 * R);
             b = b.add(64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{copy_streaming, store_fence};
+
+    /// Every length and alignment of `dst` (16-byte aligned or 4, 8, 12
+    /// bytes off, so both the streaming body and the plain paths run; the
+    /// tail too): `dst` ends equal to `src`, and nothing past it is touched.
+    #[test]
+    fn copy_streaming_copies_every_lane() {
+        let src: Vec<u32> = (0..40)
+            .map(|i| 0x9E37_79B9u32.wrapping_mul(i + 1))
+            .collect();
+        for off in 0..4 {
+            for len in 0..=33 {
+                // A u128 buffer is 16-byte aligned; `off` lanes into it.
+                let mut buf = vec![0u128; 12];
+                let lanes: &mut [u32] = bytemuck::cast_slice_mut(&mut buf);
+                copy_streaming(&mut lanes[off..off + len], &src[..len]);
+                store_fence();
+                assert_eq!(&lanes[off..off + len], &src[..len], "off {off}, len {len}");
+                assert!(lanes[..off].iter().all(|&v| v == 0), "off {off}, len {len}");
+                assert!(
+                    lanes[off + len..].iter().all(|&v| v == 0),
+                    "off {off}, len {len}"
+                );
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ pub(crate) mod x86_avx2;
 pub(crate) mod x86_avx512;
 
 use super::{Activation, Epilogue};
-use crate::dtype::FloatElement;
+use crate::dtype::{DType, FloatElement};
 
 /// Eight lines of FP4 codes (one per byte, low nibble) for
 /// [`Kernel::fp4_dots8`]: line `j` starts at `codes[j * ld]` and holds
@@ -112,6 +112,144 @@ pub(crate) fn check_fp4_tile(blocks: usize, quads: usize, t: &Fp4Tile<'_>, acc: 
         assert!(ld >= FP4_NR && acc.len() >= (FP4_MR - 1) * ld + FP4_NR);
     }
 }
+
+/// The element type the direct kernels widen B from (exactly), and its
+/// size in bytes; `None` for the types they do not read in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectLoad {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DirectLoad {
+    pub(crate) fn of<T: FloatElement>() -> Option<Self> {
+        match T::DTYPE {
+            DType::F32 => Some(Self::F32),
+            DType::F16 => Some(Self::F16),
+            DType::BF16 => Some(Self::BF16),
+            _ => None,
+        }
+    }
+
+    pub(crate) const fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+}
+
+/// The body of a leaf's `tile_scaled_blocks`: its one-block scaled tile
+/// `$tile` (raw pointers, see `Kernel::tile_scaled`) for each scaling block
+/// of the K-tile, in one `#[target_feature]` function so that one block's
+/// accumulate overlaps the next block's chains. Expands inside `unsafe`
+/// code whose contract bounds every block's panels and scales.
+macro_rules! scaled_blocks_loop {
+    ($tile:ident($kt:expr, $block:expr, $a:expr, $b:expr, $acc:expr, $ld:expr, $first:expr, $sa:expr, $sb:expr)) => {{
+        let ((sa, sa_stride), (sb, sb_stride)) = ($sa, $sb);
+        for (i, b0, bt) in $crate::gemm::kernel::scaling_blocks($kt, $block) {
+            // SAFETY: per the enclosing function's contract.
+            unsafe {
+                $tile(
+                    bt,
+                    $a.add(b0 * MR),
+                    $b.add(b0 * NR),
+                    $acc,
+                    $ld,
+                    $first && i == 0,
+                    sa.add(i * sa_stride),
+                    sb.add(i * sb_stride),
+                )
+            }
+        }
+    }};
+}
+pub(crate) use scaled_blocks_loop;
+
+/// The four f32 tile methods of a SIMD [`Kernel`] leaf, written once: each
+/// asserts the bounds its `#[target_feature]` function (named in the
+/// invocation, in the order `tile`, `tile_scaled`, `tile_scaled_blocks`,
+/// `tile_blocks`) relies on, then calls it. A macro, not a generic helper,
+/// so that each call stays a direct call of the leaf's own function.
+///
+/// The leaf's functions take `(kt, a, b, acc, ld, first)` as raw pointers
+/// (plus `block`, and the scales, where the method has them), and require
+/// the CPU features the driver checked before it chose this kernel.
+macro_rules! checked_tiles {
+    ($tile:ident, $scaled:ident, $scaled_blocks:ident, $blocks:ident) => {
+        #[inline]
+        fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
+            $crate::gemm::kernel::check_tile(kt, (Self::MR, Self::NR), a, b, acc, ld);
+            // SAFETY: the driver selects this kernel only when the CPU has
+            // its features (`driver::tier`); `check_tile` bounds every access.
+            unsafe { $tile(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
+        }
+
+        #[inline]
+        fn tile_scaled(
+            kt: usize,
+            a: &[f32],
+            b: &[f32],
+            acc: &mut [f32],
+            ld: usize,
+            first: bool,
+            sa: &[f32],
+            sb: &[f32],
+        ) {
+            $crate::gemm::kernel::check_tile(kt, (Self::MR, Self::NR), a, b, acc, ld);
+            assert!(sa.len() >= Self::MR && sb.len() >= Self::NR);
+            let (ap, bp, accp) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
+            // SAFETY: as in `tile`; the asserts also bound the scale reads.
+            unsafe { $scaled(kt, ap, bp, accp, ld, first, sa.as_ptr(), sb.as_ptr()) }
+        }
+
+        fn tile_scaled_blocks(
+            kt: usize,
+            block: usize,
+            a: &[f32],
+            b: &[f32],
+            acc: &mut [f32],
+            ld: usize,
+            first: bool,
+            (sa, sa_stride): (&[f32], usize),
+            (sb, sb_stride): (&[f32], usize),
+        ) {
+            let tile = (Self::MR, Self::NR);
+            $crate::gemm::kernel::check_tile(kt, tile, a, b, acc, ld);
+            $crate::gemm::kernel::check_block_scales(
+                kt,
+                block,
+                tile,
+                (sa, sa_stride),
+                (sb, sb_stride),
+            );
+            let (ap, bp, accp) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
+            let scales = ((sa.as_ptr(), sa_stride), (sb.as_ptr(), sb_stride));
+            // SAFETY: the CPU has the kernel's features (the driver's choice
+            // of kernel); the asserts bound every block's panels and scales.
+            unsafe { $scaled_blocks(kt, block, ap, bp, accp, ld, first, scales.0, scales.1) }
+        }
+
+        fn tile_blocks(
+            kt: usize,
+            block: usize,
+            a: &[f32],
+            b: &[f32],
+            acc: &mut [f32],
+            ld: usize,
+            first: bool,
+        ) {
+            $crate::gemm::kernel::check_tile(kt, (Self::MR, Self::NR), a, b, acc, ld);
+            assert!(block > 0);
+            let (ap, bp, accp) = (a.as_ptr(), b.as_ptr(), acc.as_mut_ptr());
+            // SAFETY: the CPU has the kernel's features (the driver's choice
+            // of kernel); the asserts bound the panels and the accumulator.
+            unsafe { $blocks(kt, block, ap, bp, accp, ld, first) }
+        }
+    };
+}
+pub(crate) use checked_tiles;
 
 /// A micro-kernel and the row epilogue compiled for the same instruction set.
 pub(crate) trait Kernel {
@@ -339,7 +477,9 @@ pub(crate) trait Kernel {
         rows: usize,
         cols: usize,
         col0: usize,
-    );
+    ) {
+        epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
+    }
 }
 
 /// Shared body of [`Kernel::epilogue_rows`].

@@ -1,8 +1,7 @@
 //! Portable micro-kernel: plain loops with `f32::mul_add`, so the contract's
 //! single rounding per step holds on every target.
 
-use super::{epilogue_rows_body, Kernel};
-use crate::gemm::Epilogue;
+use super::Kernel;
 
 /// A 4×8 block of scalar accumulators.
 pub(crate) struct Portable;
@@ -12,15 +11,7 @@ impl Kernel for Portable {
     const NR: usize = 8;
 
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
-        let (a, b) = (&a[..kt * Self::MR], &b[..kt * Self::NR]);
-        let mut p = [[0.0f32; 8]; 4];
-        for (ak, bk) in a.chunks_exact(Self::MR).zip(b.chunks_exact(Self::NR)) {
-            for (row, &av) in p.iter_mut().zip(ak) {
-                for (pv, &bv) in row.iter_mut().zip(bk) {
-                    *pv = av.mul_add(bv, *pv);
-                }
-            }
-        }
+        let p = chains(kt, a, b);
         for (r, row) in p.iter().enumerate() {
             for (dst, &v) in acc[r * ld..r * ld + Self::NR].iter_mut().zip(row) {
                 let start = if first { 0.0 } else { *dst };
@@ -39,15 +30,7 @@ impl Kernel for Portable {
         sa: &[f32],
         sb: &[f32],
     ) {
-        let (a, b) = (&a[..kt * Self::MR], &b[..kt * Self::NR]);
-        let mut p = [[0.0f32; 8]; 4];
-        for (ak, bk) in a.chunks_exact(Self::MR).zip(b.chunks_exact(Self::NR)) {
-            for (row, &av) in p.iter_mut().zip(ak) {
-                for (pv, &bv) in row.iter_mut().zip(bk) {
-                    *pv = av.mul_add(bv, *pv);
-                }
-            }
-        }
+        let p = chains(kt, a, b);
         for (r, row) in p.iter().enumerate() {
             let dst = &mut acc[r * ld..r * ld + Self::NR];
             for ((d, &v), &s) in dst.iter_mut().zip(row).zip(&sb[..Self::NR]) {
@@ -56,17 +39,19 @@ impl Kernel for Portable {
             }
         }
     }
+}
 
-    fn epilogue_rows(
-        epilogue: &Epilogue<'_>,
-        acc: &[f32],
-        ld_acc: usize,
-        out: &mut [f32],
-        ld_out: usize,
-        rows: usize,
-        cols: usize,
-        col0: usize,
-    ) {
-        epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
+/// The 4×8 block of chains `p = fma(a, b, p)` from +0.0 over `kt` steps
+/// of the packed panels.
+fn chains(kt: usize, a: &[f32], b: &[f32]) -> [[f32; 8]; 4] {
+    let (a, b) = (&a[..kt * 4], &b[..kt * 8]);
+    let mut p = [[0.0f32; 8]; 4];
+    for (ak, bk) in a.chunks_exact(4).zip(b.chunks_exact(8)) {
+        for (row, &av) in p.iter_mut().zip(ak) {
+            for (pv, &bv) in row.iter_mut().zip(bk) {
+                *pv = av.mul_add(bv, *pv);
+            }
+        }
     }
+    p
 }

@@ -3,10 +3,10 @@
 //! `p = fma(a, b, p)` with one rounding.
 
 use super::{
-    check_block_scales, check_fp4_tile, check_tile, epilogue_rows_body, scaling_blocks, Fp4Lines,
-    Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_TIMES_2,
+    check_fp4_tile, checked_tiles, epilogue_rows_body, scaled_blocks_loop, scaling_blocks,
+    DirectLoad, Fp4Lines, Fp4Tile, Kernel, FP4_MR, FP4_NR, FP4_TIMES_2,
 };
-use crate::dtype::{DType, FloatElement};
+use crate::dtype::FloatElement;
 use crate::gemm::Epilogue;
 use std::arch::x86_64::*;
 
@@ -16,105 +16,116 @@ pub(crate) struct Avx2;
 const MR: usize = 6;
 const NR: usize = 16;
 
+/// The [`Kernel`] methods that both x86 kernels (this one and
+/// `x86_avx512::Avx512`) take from this leaf: the small-M FP4 dot
+/// products, which B types the direct kernel reads, and the epilogue.
+/// Each asserts the bounds its `#[target_feature]` function relies on.
+macro_rules! avx2_shared_methods {
+    () => {
+        fn has_fp4_dots() -> bool {
+            true
+        }
+
+        fn fp4_dots8(
+            lines: &$crate::gemm::kernel::Fp4Lines<'_>,
+            a_abs: &[u8],
+            a_int: &[i8],
+            sa: &[f32],
+            g: f32,
+            out: &mut [f32; 8],
+        ) {
+            let len = lines.blocks * lines.block;
+            assert!(lines.block == 16 || lines.block.is_multiple_of(32));
+            assert!(lines.ld >= len && lines.codes.len() >= 7 * lines.ld + len);
+            assert!(a_abs.len() >= len && a_int.len() >= len && sa.len() >= lines.blocks);
+            let last = lines.scale_start.iter().max().copied().unwrap_or(0);
+            assert!(lines.blocks == 0 || last + lines.blocks <= lines.scales.len());
+            // SAFETY: the driver selects this kernel only when the CPU has AVX2
+            // and FMA; the asserts above bound every read (codes of 8 lines,
+            // A's row, the scales of every line and block).
+            unsafe {
+                $crate::gemm::kernel::x86_avx2::fp4_dots8_avx2(
+                    lines,
+                    a_abs.as_ptr(),
+                    a_int.as_ptr(),
+                    sa.as_ptr(),
+                    g,
+                    out,
+                )
+            };
+        }
+
+        fn fp4_packed8(
+            codes: &[u8],
+            scales: &[f32],
+            block: usize,
+            a_abs: &[u8],
+            a_int: &[i8],
+            sa: &[f32],
+            g: f32,
+            out: &mut [f32; 8],
+        ) {
+            let blocks = sa.len();
+            let len = blocks * block;
+            assert!(block.is_multiple_of(16) && block <= 128);
+            assert!(codes.len() >= len * 4 && scales.len() >= blocks * 8);
+            assert!(a_abs.len() >= len && a_int.len() >= len);
+            // SAFETY: the driver selects this kernel only when the CPU has AVX2
+            // and FMA; the asserts bound every read.
+            unsafe {
+                $crate::gemm::kernel::x86_avx2::fp4_packed8_avx2(
+                    codes.as_ptr(),
+                    scales.as_ptr(),
+                    block,
+                    blocks,
+                    a_abs.as_ptr(),
+                    a_int.as_ptr(),
+                    sa.as_ptr(),
+                    g,
+                    out,
+                )
+            }
+        }
+
+        fn reads_direct<T: $crate::dtype::FloatElement>() -> bool {
+            matches!(
+                T::DTYPE,
+                $crate::dtype::DType::F32 | $crate::dtype::DType::F16 | $crate::dtype::DType::BF16
+            )
+        }
+
+        fn epilogue_rows(
+            epilogue: &$crate::gemm::Epilogue<'_>,
+            acc: &[f32],
+            ld_acc: usize,
+            out: &mut [f32],
+            ld_out: usize,
+            rows: usize,
+            cols: usize,
+            col0: usize,
+        ) {
+            // SAFETY: only selected when the CPU has AVX2 and FMA.
+            unsafe {
+                $crate::gemm::kernel::x86_avx2::epilogue_rows_fma(
+                    epilogue, acc, ld_acc, out, ld_out, rows, cols, col0,
+                )
+            }
+        }
+    };
+}
+pub(crate) use avx2_shared_methods;
+
 impl Kernel for Avx2 {
     const MR: usize = MR;
     const NR: usize = NR;
 
-    #[inline]
-    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        // SAFETY: the driver selects this kernel only when the CPU has AVX2
-        // and FMA; `check_tile` bounds every access of `tile_avx2`.
-        unsafe { tile_avx2(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
-    }
-
-    #[inline]
-    fn tile_scaled(
-        kt: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-        sa: &[f32],
-        sb: &[f32],
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        assert!(sa.len() >= MR && sb.len() >= NR);
-        // SAFETY: as in `tile`; the asserts also bound the scale reads.
-        unsafe {
-            tile_scaled_avx2(
-                kt,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-                sa.as_ptr(),
-                sb.as_ptr(),
-            )
-        }
-    }
-
-    fn tile_scaled_blocks(
-        kt: usize,
-        block: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-        (sa, sa_stride): (&[f32], usize),
-        (sb, sb_stride): (&[f32], usize),
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        check_block_scales(kt, block, (MR, NR), (sa, sa_stride), (sb, sb_stride));
-        // SAFETY: AVX2 and FMA present (the driver's choice of kernel); the
-        // asserts bound every block's panels and scales.
-        unsafe {
-            tile_scaled_blocks_avx2(
-                kt,
-                block,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-                (sa.as_ptr(), sa_stride),
-                (sb.as_ptr(), sb_stride),
-            )
-        }
-    }
-
-    fn tile_blocks(
-        kt: usize,
-        block: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        assert!(block > 0);
-        // SAFETY: AVX2 and FMA present (the driver's choice of kernel); the
-        // asserts bound every block's panels and the accumulator block.
-        unsafe {
-            tile_blocks_avx2(
-                kt,
-                block,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-            )
-        }
-    }
-
-    fn has_fp4_dots() -> bool {
-        true
-    }
+    checked_tiles!(
+        tile_avx2,
+        tile_scaled_avx2,
+        tile_scaled_blocks_avx2,
+        tile_blocks_avx2
+    );
+    avx2_shared_methods!();
 
     fn fp4_tile(
         blocks: usize,
@@ -132,62 +143,6 @@ impl Kernel for Avx2 {
         // SAFETY: the driver selects this kernel only when the CPU has AVX2
         // and FMA; the asserts bound every access.
         unsafe { fp4_tile_avx2(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
-    }
-
-    fn fp4_dots8(
-        lines: &Fp4Lines<'_>,
-        a_abs: &[u8],
-        a_int: &[i8],
-        sa: &[f32],
-        g: f32,
-        out: &mut [f32; 8],
-    ) {
-        let len = lines.blocks * lines.block;
-        assert!(lines.block == 16 || lines.block.is_multiple_of(32));
-        assert!(lines.ld >= len && lines.codes.len() >= 7 * lines.ld + len);
-        assert!(a_abs.len() >= len && a_int.len() >= len && sa.len() >= lines.blocks);
-        let last = lines.scale_start.iter().max().copied().unwrap_or(0);
-        assert!(lines.blocks == 0 || last + lines.blocks <= lines.scales.len());
-        // SAFETY: the driver selects this kernel only when the CPU has AVX2
-        // and FMA; the asserts above bound every read (codes of 8 lines,
-        // A's row, the scales of every line and block).
-        unsafe { fp4_dots8_avx2(lines, a_abs.as_ptr(), a_int.as_ptr(), sa.as_ptr(), g, out) };
-    }
-
-    fn fp4_packed8(
-        codes: &[u8],
-        scales: &[f32],
-        block: usize,
-        a_abs: &[u8],
-        a_int: &[i8],
-        sa: &[f32],
-        g: f32,
-        out: &mut [f32; 8],
-    ) {
-        let blocks = sa.len();
-        let len = blocks * block;
-        assert!(block.is_multiple_of(16) && block <= 128);
-        assert!(codes.len() >= len * 4 && scales.len() >= blocks * 8);
-        assert!(a_abs.len() >= len && a_int.len() >= len);
-        // SAFETY: the driver selects this kernel only when the CPU has AVX2
-        // and FMA; the asserts bound every read.
-        unsafe {
-            fp4_packed8_avx2(
-                codes.as_ptr(),
-                scales.as_ptr(),
-                block,
-                blocks,
-                a_abs.as_ptr(),
-                a_int.as_ptr(),
-                sa.as_ptr(),
-                g,
-                out,
-            )
-        }
-    }
-
-    fn reads_direct<T: FloatElement>() -> bool {
-        matches!(T::DTYPE, DType::F32 | DType::F16 | DType::BF16)
     }
 
     fn tile_direct<T: FloatElement>(
@@ -221,32 +176,16 @@ impl Kernel for Avx2 {
                 }
             };
         }
-        match T::DTYPE {
-            DType::F32 => go!(Load::F32),
-            DType::F16 => go!(Load::F16),
-            DType::BF16 => go!(Load::BF16),
-            _ => super::tile_direct_scalar::<T>(MR, kt, rows, a, b, b_stride, nb, p),
+        match DirectLoad::of::<T>() {
+            Some(load) => go!(load),
+            None => super::tile_direct_scalar::<T>(MR, kt, rows, a, b, b_stride, nb, p),
         }
-    }
-
-    fn epilogue_rows(
-        epilogue: &Epilogue<'_>,
-        acc: &[f32],
-        ld_acc: usize,
-        out: &mut [f32],
-        ld_out: usize,
-        rows: usize,
-        cols: usize,
-        col0: usize,
-    ) {
-        // SAFETY: only selected when the CPU has AVX2 and FMA.
-        unsafe { epilogue_rows_fma(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0) }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-fn epilogue_rows_fma(
+pub(crate) fn epilogue_rows_fma(
     epilogue: &Epilogue<'_>,
     acc: &[f32],
     ld_acc: usize,
@@ -416,42 +355,18 @@ unsafe fn tile_scaled_blocks_avx2(
     acc: *mut f32,
     ld: usize,
     first: bool,
-    (sa, sa_stride): (*const f32, usize),
-    (sb, sb_stride): (*const f32, usize),
+    sa: (*const f32, usize),
+    sb: (*const f32, usize),
 ) {
-    for (i, b0, bt) in scaling_blocks(kt, block) {
-        // SAFETY: per this function's contract.
-        unsafe {
-            tile_scaled_avx2(
-                bt,
-                a.add(b0 * MR),
-                b.add(b0 * NR),
-                acc,
-                ld,
-                first && i == 0,
-                sa.add(i * sa_stride),
-                sb.add(i * sb_stride),
-            )
-        }
-    }
+    scaled_blocks_loop!(tile_scaled_avx2(kt, block, a, b, acc, ld, first, sa, sb))
 }
 
-/// How the direct kernel reads 8 B values into an f32 vector (exact widening).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Load {
-    F32,
-    F16,
-    BF16,
+/// The leaf's loads of B for the direct kernel.
+trait LoadB {
+    unsafe fn load8(self, p: *const u8) -> __m256;
 }
 
-impl Load {
-    const fn size(self) -> usize {
-        match self {
-            Load::F32 => 4,
-            Load::F16 | Load::BF16 => 2,
-        }
-    }
-
+impl LoadB for DirectLoad {
     /// # Safety
     /// `p` points at 8 readable elements of this type; AVX2 and F16C present.
     #[inline(always)]
@@ -459,11 +374,11 @@ impl Load {
         // SAFETY: per the function's contract.
         unsafe {
             match self {
-                Load::F32 => _mm256_loadu_ps(p as *const f32),
-                Load::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
-                Load::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                    _mm_loadu_si128(p as *const __m128i),
-                ))),
+                DirectLoad::F32 => _mm256_loadu_ps(p as *const f32),
+                DirectLoad::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+                DirectLoad::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+                )),
             }
         }
     }
@@ -492,7 +407,7 @@ unsafe fn tile_direct_avx2<const R: usize>(
     bs: usize,
     nb: usize,
     p: *mut f32,
-    load: Load,
+    load: DirectLoad,
 ) {
     let row_bytes = bs * load.size();
     let vec_bytes = 8 * load.size();
@@ -560,7 +475,7 @@ const PREFETCH_AHEAD: usize = 512;
 
 /// [`Kernel::fp4_dots8`] (bounds checked by the caller).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fp4_dots8_avx2(
+pub(crate) unsafe fn fp4_dots8_avx2(
     lines: &Fp4Lines<'_>,
     a_abs: *const u8,
     a_int: *const i8,
@@ -697,7 +612,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// 8 · 2 · 128 · 12 = 24576 < 2^15.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fp4_packed8_avx2(
+pub(crate) unsafe fn fp4_packed8_avx2(
     codes: *const u8,
     scales: *const f32,
     block: usize,

@@ -9,13 +9,12 @@
 //! the AVX2 one's traversal on zmm registers, and the FP4 × FP4 integer
 //! tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
-use super::x86_avx2::{fp4_block_accumulate, Avx2};
+use super::x86_avx2::{avx2_shared_methods, fp4_block_accumulate};
 use super::{
-    check_block_scales, check_fp4_tile, check_tile, scaling_blocks, tile_direct_scalar, Fp4Lines,
-    Fp4Tile, Kernel, FP4_MR, FP4_NR,
+    check_fp4_tile, checked_tiles, scaled_blocks_loop, scaling_blocks, tile_direct_scalar,
+    DirectLoad, Fp4Tile, Kernel, FP4_MR, FP4_NR,
 };
-use crate::dtype::{DType, FloatElement};
-use crate::gemm::Epilogue;
+use crate::dtype::FloatElement;
 use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
 
@@ -32,101 +31,13 @@ impl Kernel for Avx512 {
     const DIRECT_MR: usize = DIRECT_MR;
     const NR: usize = NR;
 
-    #[inline]
-    fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        // SAFETY: the driver selects this kernel only when the CPU has AVX2,
-        // FMA and AVX-512F; `check_tile` bounds every access.
-        unsafe { tile_avx512(kt, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), ld, first) }
-    }
-
-    #[inline]
-    fn tile_scaled(
-        kt: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-        sa: &[f32],
-        sb: &[f32],
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        assert!(sa.len() >= MR && sb.len() >= NR);
-        // SAFETY: as in `tile`; the asserts also bound the scale reads.
-        unsafe {
-            tile_scaled_avx512(
-                kt,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-                sa.as_ptr(),
-                sb.as_ptr(),
-            )
-        }
-    }
-
-    fn tile_scaled_blocks(
-        kt: usize,
-        block: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-        (sa, sa_stride): (&[f32], usize),
-        (sb, sb_stride): (&[f32], usize),
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        check_block_scales(kt, block, (MR, NR), (sa, sa_stride), (sb, sb_stride));
-        // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice of
-        // kernel); the asserts bound every block's panels and scales.
-        unsafe {
-            tile_scaled_blocks_avx512(
-                kt,
-                block,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-                (sa.as_ptr(), sa_stride),
-                (sb.as_ptr(), sb_stride),
-            )
-        }
-    }
-
-    fn tile_blocks(
-        kt: usize,
-        block: usize,
-        a: &[f32],
-        b: &[f32],
-        acc: &mut [f32],
-        ld: usize,
-        first: bool,
-    ) {
-        check_tile(kt, (MR, NR), a, b, acc, ld);
-        assert!(block > 0);
-        // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice of
-        // kernel); `check_tile` bounds the panels and the accumulator block.
-        unsafe {
-            tile_blocks_avx512(
-                kt,
-                block,
-                a.as_ptr(),
-                b.as_ptr(),
-                acc.as_mut_ptr(),
-                ld,
-                first,
-            )
-        }
-    }
-
-    fn has_fp4_dots() -> bool {
-        Avx2::has_fp4_dots()
-    }
+    checked_tiles!(
+        tile_avx512,
+        tile_scaled_avx512,
+        tile_scaled_blocks_avx512,
+        tile_blocks_avx512
+    );
+    avx2_shared_methods!();
 
     fn fp4_tile(
         blocks: usize,
@@ -142,34 +53,6 @@ impl Kernel for Avx512 {
         unsafe { fp4_tile_vnni(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
     }
 
-    fn fp4_dots8(
-        lines: &Fp4Lines<'_>,
-        a_abs: &[u8],
-        a_int: &[i8],
-        sa: &[f32],
-        g: f32,
-        out: &mut [f32; 8],
-    ) {
-        Avx2::fp4_dots8(lines, a_abs, a_int, sa, g, out)
-    }
-
-    fn fp4_packed8(
-        codes: &[u8],
-        scales: &[f32],
-        block: usize,
-        a_abs: &[u8],
-        a_int: &[i8],
-        sa: &[f32],
-        g: f32,
-        out: &mut [f32; 8],
-    ) {
-        Avx2::fp4_packed8(codes, scales, block, a_abs, a_int, sa, g, out)
-    }
-
-    fn reads_direct<T: FloatElement>() -> bool {
-        Avx2::reads_direct::<T>()
-    }
-
     fn tile_direct<T: FloatElement>(
         kt: usize,
         rows: usize,
@@ -179,11 +62,8 @@ impl Kernel for Avx512 {
         nb: usize,
         p: &mut [f32],
     ) {
-        let load = match T::DTYPE {
-            DType::F32 => Load16::F32,
-            DType::F16 => Load16::F16,
-            DType::BF16 => Load16::BF16,
-            _ => return tile_direct_scalar(DIRECT_MR, kt, rows, a, b, b_stride, nb, p),
+        let Some(load) = DirectLoad::of::<T>() else {
+            return tile_direct_scalar(DIRECT_MR, kt, rows, a, b, b_stride, nb, p);
         };
         assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= kt * DIRECT_MR);
         assert!(nb.is_multiple_of(NR));
@@ -205,19 +85,6 @@ impl Kernel for Avx512 {
                 _ => tile_direct_avx512::<8>(kt, ap, bp, b_stride, nb, pp, load),
             }
         }
-    }
-
-    fn epilogue_rows(
-        epilogue: &Epilogue<'_>,
-        acc: &[f32],
-        ld_acc: usize,
-        out: &mut [f32],
-        ld_out: usize,
-        rows: usize,
-        cols: usize,
-        col0: usize,
-    ) {
-        Avx2::epilogue_rows(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
     }
 }
 
@@ -388,42 +255,18 @@ unsafe fn tile_scaled_blocks_avx512(
     acc: *mut f32,
     ld: usize,
     first: bool,
-    (sa, sa_stride): (*const f32, usize),
-    (sb, sb_stride): (*const f32, usize),
+    sa: (*const f32, usize),
+    sb: (*const f32, usize),
 ) {
-    for (i, b0, bt) in scaling_blocks(kt, block) {
-        // SAFETY: per this function's contract.
-        unsafe {
-            tile_scaled_avx512(
-                bt,
-                a.add(b0 * MR),
-                b.add(b0 * NR),
-                acc,
-                ld,
-                first && i == 0,
-                sa.add(i * sa_stride),
-                sb.add(i * sb_stride),
-            )
-        }
-    }
+    scaled_blocks_loop!(tile_scaled_avx512(kt, block, a, b, acc, ld, first, sa, sb))
 }
 
-/// How the direct kernel reads 16 B values into a zmm (exact widening).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Load16 {
-    F32,
-    F16,
-    BF16,
+/// The leaf's loads of B for the direct kernel.
+trait LoadB {
+    unsafe fn load16(self, p: *const u8) -> __m512;
 }
 
-impl Load16 {
-    const fn size(self) -> usize {
-        match self {
-            Load16::F32 => 4,
-            Load16::F16 | Load16::BF16 => 2,
-        }
-    }
-
+impl LoadB for DirectLoad {
     /// # Safety
     /// `p` points at 16 readable elements of this type; AVX-512F present.
     #[inline(always)]
@@ -431,9 +274,9 @@ impl Load16 {
         // SAFETY: per the function's contract.
         unsafe {
             match self {
-                Load16::F32 => _mm512_loadu_ps(p as *const f32),
-                Load16::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
-                Load16::BF16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
+                DirectLoad::F32 => _mm512_loadu_ps(p as *const f32),
+                DirectLoad::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+                DirectLoad::BF16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
                     _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
                 )),
             }
@@ -462,7 +305,7 @@ unsafe fn tile_direct_avx512<const R: usize>(
     bs: usize,
     nb: usize,
     p: *mut f32,
-    load: Load16,
+    load: DirectLoad,
 ) {
     let row_bytes = bs * load.size();
     for g in (0..kt).step_by(DIRECT_K_GROUP) {

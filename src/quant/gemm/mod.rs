@@ -33,6 +33,7 @@ pub use packed::{qgemm_packed, qgemm_packed_portable, PackedI8};
 
 use super::requant::{check_multiplier, requantize_unchecked, RequantRounding};
 use super::QInt;
+use crate::cpu::entry_and_portable_twin;
 use crate::dtype::Element;
 use crate::gemm::{validate_views, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -395,52 +396,45 @@ pub(crate) fn validate<A: QInt, O: QOutput>(
     Ok(())
 }
 
-/// The integer GEMM: `c[m,n] = epilogue(Σ_k (a[m,k] − za[m]) · (b[k,n] − zb[n]))`,
-/// the sum exact in i32. Zero points ([`QMatRef`]): 1 (per tensor) or M
-/// for A (per row, as dynamic quantization gives), 1 or N for B (per
-/// output channel).
-///
-/// ```
-/// use mixprec::quant::{qgemm, QEpilogue, QMatRef};
-/// use mixprec::gemm::Parallelism;
-/// use mixprec::{MatMut, MatRef};
-/// let a: [u8; 4] = [130, 128, 0, 255]; // 2×2, zero point 128
-/// let b: [i8; 4] = [1, -2, 3, 4];      // 2×2, zero point 0
-/// let mut c = [0i32; 4];
-/// qgemm(
-///     QMatRef::new(MatRef::from_row_major(&a, 2, 2)?, &[128])?,
-///     QMatRef::new(MatRef::from_row_major(&b, 2, 2)?, &[0])?,
-///     MatMut::from_row_major(&mut c, 2, 2)?, &QEpilogue::I32, Parallelism::Serial,
-/// )?;
-/// assert_eq!(c, [2, -4, -128 + 381, 256 + 508]);
-/// # Ok::<(), mixprec::Error>(())
-/// ```
-///
-/// # Errors
-/// * [`Error::ShapeMismatch`], [`Error::Aliasing`] and `Threads(0)` as
-///   [`crate::gemm::gemm`];
-/// * [`Error::LengthMismatch`] for zero points, scales, multipliers, shifts
-///   or bias of the wrong length;
-/// * [`Error::InvalidParameter`] for a zero point outside its storage
-///   range, a scale that is not finite and > 0, a negative multiplier, a
-///   shift outside −31..=30, or an epilogue that does not produce `O`;
-/// * [`Error::KTooLarge`] for K above [`max_k`] of the zero points (the
-///   message names that limit).
-pub fn qgemm<A: QInt, O: QOutput>(
-    a: QMatRef<'_, A>,
-    b: QMatRef<'_, i8>,
-    c: MatMut<'_, O>,
-    epilogue: &QEpilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    qgemm_on(
-        a,
-        b,
-        c,
-        epilogue,
-        parallelism,
-        crate::cpu::has_avx2_fma_f16c(),
-    )
+entry_and_portable_twin! {
+    /// The integer GEMM: `c[m,n] = epilogue(Σ_k (a[m,k] − za[m]) · (b[k,n] − zb[n]))`,
+    /// the sum exact in i32. Zero points ([`QMatRef`]): 1 (per tensor) or M
+    /// for A (per row, as dynamic quantization gives), 1 or N for B (per
+    /// output channel).
+    ///
+    /// ```
+    /// use mixprec::quant::{qgemm, QEpilogue, QMatRef};
+    /// use mixprec::gemm::Parallelism;
+    /// use mixprec::{MatMut, MatRef};
+    /// let a: [u8; 4] = [130, 128, 0, 255]; // 2×2, zero point 128
+    /// let b: [i8; 4] = [1, -2, 3, 4];      // 2×2, zero point 0
+    /// let mut c = [0i32; 4];
+    /// qgemm(
+    ///     QMatRef::new(MatRef::from_row_major(&a, 2, 2)?, &[128])?,
+    ///     QMatRef::new(MatRef::from_row_major(&b, 2, 2)?, &[0])?,
+    ///     MatMut::from_row_major(&mut c, 2, 2)?, &QEpilogue::I32, Parallelism::Serial,
+    /// )?;
+    /// assert_eq!(c, [2, -4, -128 + 381, 256 + 508]);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ShapeMismatch`], [`Error::Aliasing`] and `Threads(0)` as
+    ///   [`crate::gemm::gemm`];
+    /// * [`Error::LengthMismatch`] for zero points, scales, multipliers, shifts
+    ///   or bias of the wrong length;
+    /// * [`Error::InvalidParameter`] for a zero point outside its storage
+    ///   range, a scale that is not finite and > 0, a negative multiplier, a
+    ///   shift outside −31..=30, or an epilogue that does not produce `O`;
+    /// * [`Error::KTooLarge`] for K above [`max_k`] of the zero points (the
+    ///   message names that limit).
+    pub fn qgemm / qgemm_portable<A: QInt, O: QOutput>(
+        a: QMatRef<'_, A>,
+        b: QMatRef<'_, i8>,
+        c: MatMut<'_, O>,
+        epilogue: &QEpilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => qgemm_on
 }
 
 fn qgemm_on<A: QInt, O: QOutput>(
@@ -454,21 +448,6 @@ fn qgemm_on<A: QInt, O: QOutput>(
     validate(&a, &b, &c, epilogue, parallelism)?;
     driver::run(a, b, c, epilogue, parallelism, simd);
     Ok(())
-}
-
-/// [`qgemm`] forced onto the portable kernel, for testing the fallback.
-///
-/// # Errors
-/// As [`qgemm`].
-#[doc(hidden)]
-pub fn qgemm_portable<A: QInt, O: QOutput>(
-    a: QMatRef<'_, A>,
-    b: QMatRef<'_, i8>,
-    c: MatMut<'_, O>,
-    epilogue: &QEpilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    qgemm_on(a, b, c, epilogue, parallelism, false)
 }
 
 /// The definition, as plain loops: the sum in i64 (exact; it fits i32 by

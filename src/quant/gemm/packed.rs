@@ -3,6 +3,7 @@
 //! `PackBMatrix` or gemmlowp's prepacked matrices, with its column sums.
 
 use super::{qgemm, validate, QEpilogue, QMatRef, QOutput, RowCorrection};
+use crate::cpu::entry_and_portable_twin;
 use crate::gemm::driver::{par_split, task_count};
 use crate::gemm::Parallelism;
 use crate::quant::QInt;
@@ -132,45 +133,22 @@ impl PackedI8 {
     }
 }
 
-/// [`qgemm`] with B packed once by [`PackedI8`]: the same contract, the
-/// same (exact) results. Up to 32 rows of A it streams the packed weights
-/// once per row (u8 activations ≤ 127 through `vpmaddubsw`, any other i8/u8
-/// through `vpmaddwd` on i16, never saturating), which is what batch-1
-/// inference needs; with more rows it unpacks B and calls [`qgemm`].
-///
-/// # Errors
-/// As [`qgemm`].
-pub fn qgemm_packed<A: QInt, O: QOutput>(
-    a: QMatRef<'_, A>,
-    b: &PackedI8,
-    c: MatMut<'_, O>,
-    epilogue: &QEpilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    packed_on(
-        a,
-        b,
-        c,
-        epilogue,
-        parallelism,
-        crate::cpu::has_avx2_fma_f16c(),
-    )
-}
-
-/// [`qgemm_packed`] forced onto the portable kernel, for testing the
-/// fallback.
-///
-/// # Errors
-/// As [`qgemm`].
-#[doc(hidden)]
-pub fn qgemm_packed_portable<A: QInt, O: QOutput>(
-    a: QMatRef<'_, A>,
-    b: &PackedI8,
-    c: MatMut<'_, O>,
-    epilogue: &QEpilogue<'_>,
-    parallelism: Parallelism,
-) -> Result<(), Error> {
-    packed_on(a, b, c, epilogue, parallelism, false)
+entry_and_portable_twin! {
+    /// [`qgemm`] with B packed once by [`PackedI8`]: the same contract, the
+    /// same (exact) results. Up to 32 rows of A it streams the packed weights
+    /// once per row (u8 activations ≤ 127 through `vpmaddubsw`, any other i8/u8
+    /// through `vpmaddwd` on i16, never saturating), which is what batch-1
+    /// inference needs; with more rows it unpacks B and calls [`qgemm`].
+    ///
+    /// # Errors
+    /// As [`qgemm`].
+    pub fn qgemm_packed / qgemm_packed_portable<A: QInt, O: QOutput>(
+        a: QMatRef<'_, A>,
+        b: &PackedI8,
+        c: MatMut<'_, O>,
+        epilogue: &QEpilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => packed_on
 }
 
 fn packed_on<A: QInt, O: QOutput>(

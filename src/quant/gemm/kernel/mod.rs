@@ -19,6 +19,24 @@ pub(crate) fn packed_runs<T>(codes: &[i8], rows: &[&[T]]) -> usize {
     runs
 }
 
+/// A leaf's safe entry to one of its packed-weight dot kernels
+/// (`[[i32; 8]; R]` from a `PackedI8` group and R rows of A): the bounds
+/// by [`packed_runs`], then the call of the leaf's `#[target_feature]`
+/// function `$raw(codes, rows, runs)`, which needs the features the driver
+/// checked before it chose this leaf.
+macro_rules! checked_packed_dots {
+    ($(#[$doc:meta])* $name:ident => $raw:ident, $row:ty) => {
+        $(#[$doc])*
+        pub(crate) fn $name<const R: usize>(codes: &[i8], rows: [&[$row]; R]) -> [[i32; 8]; R] {
+            let runs = $crate::quant::gemm::kernel::packed_runs(codes, &rows);
+            // SAFETY: the driver calls this only when the CPU has the leaf's
+            // features; `packed_runs` bounds the codes and every row.
+            unsafe { $raw(codes.as_ptr(), rows.map(<[$row]>::as_ptr), runs) }
+        }
+    };
+}
+pub(crate) use checked_packed_dots;
+
 /// An integer micro-kernel: `acc (+)= Σ a·b` for an `MR × NR` block over
 /// groups of `GROUP` consecutive k, operands packed as `Packed` values.
 ///

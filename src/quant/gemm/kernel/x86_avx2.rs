@@ -2,7 +2,7 @@
 //! no saturation, every product and pair sum exact in i32), `vpmaddubsw`
 //! for 7-bit u8 activations, and the row kernels of the packed skinny path.
 
-use super::{packed_runs, IntKernel};
+use super::{checked_packed_dots, IntKernel};
 use std::arch::x86_64::*;
 
 /// 6 rows × 16 columns of i32 sums; per k-pair two `vpmaddwd` per row.
@@ -173,16 +173,13 @@ pub(crate) unsafe fn store_block(p: &[[__m256i; 2]; MR], acc: *mut i32, ld: usiz
     }
 }
 
-/// Σ_k a_r[k]·b[k, j] for the eight columns of a [`crate::quant::PackedI8`] group
-/// (`codes`: 32 bytes per 4 values of k) and R rows of A (u8 values ≤ 127,
-/// `4 · runs` each): per 4 k, one load of the
-/// weights, then per row one `vpmaddubsw` (pair sums at most 2·127·128,
-/// no saturation) and `vpmaddwd` by ones into i32 lanes, one per column.
-pub(crate) fn packed_dots8_u7<const R: usize>(codes: &[i8], rows: [&[u8]; R]) -> [[i32; 8]; R] {
-    let runs = packed_runs(codes, &rows);
-    // SAFETY: the driver calls this only when the CPU has AVX2; `packed_runs`
-    // bounds the codes and every row.
-    unsafe { packed_dots8_u7_avx2(codes.as_ptr(), rows.map(<[u8]>::as_ptr), runs) }
+checked_packed_dots! {
+    /// Σ_k a_r[k]·b[k, j] for the eight columns of a [`crate::quant::PackedI8`] group
+    /// (`codes`: 32 bytes per 4 values of k) and R rows of A (u8 values ≤ 127,
+    /// `4 · runs` each): per 4 k, one load of the
+    /// weights, then per row one `vpmaddubsw` (pair sums at most 2·127·128,
+    /// no saturation) and `vpmaddwd` by ones into i32 lanes, one per column.
+    packed_dots8_u7 => packed_dots8_u7_avx2, u8
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -213,15 +210,12 @@ unsafe fn packed_dots8_u7_avx2<const R: usize>(
     }
 }
 
-/// As [`packed_dots8_u7`] for any A values given as i16: each 4-k run's
-/// bytes widened to i16 once (columns 0–3, then 4–7) and `vpmaddwd` with
-/// each row's four values (products at most 255·128, pair sums exact in
-/// i32).
-pub(crate) fn packed_dots8_i16<const R: usize>(codes: &[i8], rows: [&[i16]; R]) -> [[i32; 8]; R] {
-    let runs = packed_runs(codes, &rows);
-    // SAFETY: the driver calls this only when the CPU has AVX2; `packed_runs`
-    // bounds the codes and every row.
-    unsafe { packed_dots8_i16_avx2(codes.as_ptr(), rows.map(<[i16]>::as_ptr), runs) }
+checked_packed_dots! {
+    /// As [`packed_dots8_u7`] for any A values given as i16: each 4-k run's
+    /// bytes widened to i16 once (columns 0–3, then 4–7) and `vpmaddwd` with
+    /// each row's four values (products at most 255·128, pair sums exact in
+    /// i32).
+    packed_dots8_i16 => packed_dots8_i16_avx2, i16
 }
 
 #[target_feature(enable = "avx2,fma")]

@@ -11,7 +11,7 @@
 //! lifts its 7-bit limit.
 
 use super::x86_avx2::store_block;
-use super::{packed_runs, IntKernel};
+use super::{checked_packed_dots, IntKernel};
 use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
 
@@ -79,16 +79,13 @@ unsafe fn tile_dpbusd(
     }
 }
 
-/// Σ_k a_r[k]·b[k, j] (wrapping i32) for the eight columns of a
-/// [`crate::quant::PackedI8`] group (`codes`: 32 bytes per 4 values of k)
-/// and R rows of A as unsigned bytes (`4 · runs` each): per 4 k one load of
-/// the weights and one `vpdpbusd` per row, each row's runs spread over four
-/// accumulators (the instruction's latency is several cycles).
-pub(crate) fn packed_dots8_vnni<const R: usize>(codes: &[i8], rows: [&[u8]; R]) -> [[i32; 8]; R] {
-    let runs = packed_runs(codes, &rows);
-    // SAFETY: the driver calls this only when the CPU has AVX2 and AVX-512
-    // F/BW/VL/VNNI; `packed_runs` bounds the codes and every row.
-    unsafe { packed_dots8_vnni_impl(codes.as_ptr(), rows.map(<[u8]>::as_ptr), runs) }
+checked_packed_dots! {
+    /// Σ_k a_r[k]·b[k, j] (wrapping i32) for the eight columns of a
+    /// [`crate::quant::PackedI8`] group (`codes`: 32 bytes per 4 values of k)
+    /// and R rows of A as unsigned bytes (`4 · runs` each): per 4 k one load of
+    /// the weights and one `vpdpbusd` per row, each row's runs spread over four
+    /// accumulators (the instruction's latency is several cycles).
+    packed_dots8_vnni => packed_dots8_vnni_impl, u8
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
