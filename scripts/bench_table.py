@@ -2,9 +2,9 @@
 """Turn `cargo bench` (criterion) output into the ratio tables of BENCHMARKS.md.
 
 Usage:
-    cargo bench --bench gemm    2>&1 | tee /tmp/gemm.txt
-    cargo bench --bench convert 2>&1 | tee /tmp/convert.txt
-    cargo bench --bench int8    2>&1 | tee /tmp/int8.txt
+    cargo bench -p mixprec-bench-peers --bench gemm    2>&1 | tee /tmp/gemm.txt
+    cargo bench -p mixprec-bench-peers --bench convert 2>&1 | tee /tmp/convert.txt
+    cargo bench -p mixprec-bench-peers --bench int8    2>&1 | tee /tmp/int8.txt
     python3 scripts/bench_table.py gemm /tmp/gemm.txt
     python3 scripts/bench_table.py convert /tmp/convert.txt
     python3 scripts/bench_table.py int8 /tmp/int8.txt

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """numpy's OpenBLAS sgemm on this machine, one thread, for the ratio of our
-f32 GEMM to it (run right after `cargo bench --bench gemm -- gemm_square`,
+f32 GEMM to it (run right after `cargo bench -p mixprec-bench-peers --bench gemm -- gemm_square`,
 so both see the same machine state).
 
 Usage:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch's dynamically quantized Linear (fbgemm) at n = 1024, single thread,
-for the side-by-side figure in BENCHMARKS.md (`cargo bench --bench int8`,
+for the side-by-side figure in BENCHMARKS.md (`cargo bench -p mixprec-bench-peers --bench int8`,
 group dynamic_quant_linear).
 
 Installs torch into a virtual environment (.venv-torch) on first use:

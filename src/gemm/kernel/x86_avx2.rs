@@ -1,6 +1,11 @@
 //! AVX2 + FMA micro-kernel: a 6×16 block in twelve ymm accumulators, one
 //! `vfmadd231ps` per (row, 8 columns, k), which is the contract's
 //! `p = fma(a, b, p)` with one rounding.
+//!
+//! One file past 700 lines on purpose: it is one idea, the AVX2 float
+//! kernel family (packed tiles, their block-scaled forms, the direct-B
+//! kernel, the FP4 integer dots), whose parts share the 6 × 16 layout and
+//! the chain macro; the AVX-512 leaf reuses several of them.
 
 use super::{
     check_fp4_tile, checked_tiles, epilogue_rows_body, scaled_blocks_loop, scaling_blocks,
