@@ -174,11 +174,7 @@ pub fn block_gemm_packed_plan<TA: FloatElement>(
         return Ok(Plan {
             strategy: Strategy::PackedFp4,
             tier: driver::packed_fp4_tier(simd),
-            parts: if m == 0 || n == 0 {
-                0
-            } else {
-                driver::task_count(m, n, b.k(), parallelism)
-            },
+            parts: driver::parts(m, n, b.k(), parallelism),
         });
     }
     block_gemm_plan(a, &b.to_block_scaled(), parallelism)

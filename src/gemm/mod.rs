@@ -304,13 +304,7 @@ pub fn plan<TA: FloatElement, TB: FloatElement>(
     b: MatRef<'_, TB>,
     parallelism: Parallelism,
 ) -> Result<Plan, Error> {
-    if a.cols() != b.rows() {
-        return Err(Error::ShapeMismatch {
-            what: "gemm: A (M×K) and B (K×N)",
-            left: vec![a.rows(), a.cols()],
-            right: vec![b.rows(), b.cols()],
-        });
-    }
+    check_inner(&a, &b)?;
     let simd = crate::cpu::has_avx2_fma_f16c();
     Ok(driver::plan(&a, &b, None, false, parallelism, simd))
 }
@@ -425,6 +419,21 @@ fn validate<TA: Copy, TB: Copy, O: Copy>(
     Ok(())
 }
 
+/// `ShapeMismatch` unless A is M×K and B is K×N.
+pub(crate) fn check_inner<TA: Copy, TB: Copy>(
+    a: &MatRef<'_, TA>,
+    b: &MatRef<'_, TB>,
+) -> Result<(), Error> {
+    if a.cols() == b.rows() {
+        return Ok(());
+    }
+    Err(Error::ShapeMismatch {
+        what: "gemm: A (M×K) and B (K×N)",
+        left: vec![a.rows(), a.cols()],
+        right: vec![b.rows(), b.cols()],
+    })
+}
+
 /// The checks every GEMM (float or integer) makes before any work: shapes
 /// agree, the output's elements are distinct in memory, the output does not
 /// overlap an input, the thread count is not zero.
@@ -434,14 +443,8 @@ pub(crate) fn validate_views<TA: Copy, TB: Copy, O: Copy>(
     c: &MatMut<'_, O>,
     parallelism: Parallelism,
 ) -> Result<(), Error> {
-    let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    if b.rows() != k {
-        return Err(Error::ShapeMismatch {
-            what: "gemm: A (M×K) and B (K×N)",
-            left: vec![m, k],
-            right: vec![b.rows(), n],
-        });
-    }
+    check_inner(a, b)?;
+    let (m, n) = (a.rows(), b.cols());
     if c.rows() != m || c.cols() != n {
         return Err(Error::ShapeMismatch {
             what: "gemm: C must be M×N",

@@ -119,13 +119,7 @@ pub fn gemm_packed_plan<TA: FloatElement>(
     parallelism: Parallelism,
 ) -> Result<Plan, Error> {
     let b_shape = MatRef::<f32>::shape_only(b.k, b.n);
-    if a.cols() != b.k {
-        return Err(Error::ShapeMismatch {
-            what: "gemm: A (M×K) and B (K×N)",
-            left: vec![a.rows(), a.cols()],
-            right: vec![b.k, b.n],
-        });
-    }
+    super::check_inner(&a, &b_shape)?;
     let simd = crate::cpu::has_avx2_fma_f16c();
     let packed = driver::prepacked_kernel_fits(simd);
     Ok(driver::plan(&a, &b_shape, None, packed, parallelism, simd))

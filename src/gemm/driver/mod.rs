@@ -288,6 +288,24 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
     }
 }
 
+/// Whether a call's block scales fold into the packed panels (see
+/// [`blocked::prescalable`]); pre-packed B panels hold B unscaled.
+fn folds_scales<TA: FloatElement, TB: FloatElement>(
+    scaling: Option<&Scaling<'_>>,
+    prepacked: bool,
+) -> bool {
+    !prepacked && scaling.is_some_and(blocked::prescalable::<TA, TB>)
+}
+
+/// How many parts an `m × n × k` call splits C into (0 for an empty C).
+pub(crate) fn parts(m: usize, n: usize, k: usize, parallelism: Parallelism) -> usize {
+    if m == 0 || n == 0 {
+        0
+    } else {
+        task_count(m, n, k, parallelism)
+    }
+}
+
 /// The plan of a call of [`run`] (with `packed`: of [`run_prepacked`]).
 pub(crate) fn plan<TA: FloatElement, TB: FloatElement>(
     a: &MatRef<'_, TA>,
@@ -300,17 +318,13 @@ pub(crate) fn plan<TA: FloatElement, TB: FloatElement>(
     let tier = tier(simd);
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let strategy = with_kernel!(tier, K => {
-        let prescaled = !packed && scaling.is_some_and(blocked::prescalable::<TA, TB>);
+        let prescaled = folds_scales::<TA, TB>(scaling, packed);
         choose::<K>(&Operands::of::<TA, TB, K>(a, b, scaling, prescaled, packed))
     });
     Plan {
         strategy,
         tier,
-        parts: if m == 0 || n == 0 {
-            0
-        } else {
-            task_count(m, n, k, parallelism)
-        },
+        parts: parts(m, n, k, parallelism),
     }
 }
 
@@ -398,8 +412,7 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         return;
     }
     let tasks = task_count(m, n, k, parallelism);
-    // Pre-packed B panels hold B unscaled.
-    let prescaled = packed_b.is_none() && scaling.is_some_and(blocked::prescalable::<TA, TB>);
+    let prescaled = folds_scales::<TA, TB>(scaling, packed_b.is_some());
     par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
         let a = a.sub(r0, c_part.rows(), 0, k);
         let b = b.sub(0, k, c0, c_part.cols());
