@@ -51,9 +51,8 @@ use crate::dtype::{DType, Element};
 use crate::quant::{QInt, QuantParams};
 use crate::tensor::Tensor;
 use crate::Error;
-use ::safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::BTreeMap;
 
 const FORMAT: &str = "safetensors";
 const QUANT_PREFIX: &str = "mixprec.quant.";
@@ -63,6 +62,12 @@ fn invalid(detail: impl Into<String>) -> Error {
         format: FORMAT,
         detail: detail.into(),
     }
+}
+
+/// `s` as a JSON string literal (quotes and escapes).
+fn json_string(s: &str) -> String {
+    // A str always serializes; the fallback is never taken.
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// The safetensors dtype of a `DType`.
@@ -118,21 +123,6 @@ struct Stored {
     dtype: DType,
     shape: Vec<usize>,
     bytes: Vec<u8>,
-}
-
-impl View for &Stored {
-    fn dtype(&self) -> Dtype {
-        to_st_dtype(self.dtype)
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
 }
 
 /// Native-endian element bytes to little-endian (safetensors' byte order),
@@ -349,14 +339,13 @@ impl Safetensors {
             t => Some(t.parse::<usize>().map_err(|_| bad("axis", t))?),
         };
         let range = format!("{},{}", Q::QMIN, Q::QMAX);
-        if let Ok(r) = get("range") {
-            if r.replace(' ', "") != range {
-                return Err(Error::InvalidParameter {
-                    name: "quantized tensor range",
-                    value: format!("{r} for {name:?}"),
-                    requirement: "the range of the storage type asked for",
-                });
-            }
+        let r = get("range")?;
+        if r.replace(' ', "") != range {
+            return Err(Error::InvalidParameter {
+                name: "quantized tensor range",
+                value: format!("{r} for {name:?}"),
+                requirement: "the range of the storage type asked for",
+            });
         }
         let params = match axis {
             None => {
@@ -381,12 +370,59 @@ impl Safetensors {
     /// [`Error::InvalidFile`] if the `safetensors` crate refuses to write
     /// it (its header would not fit).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        ::safetensors::serialize(
-            self.tensors.iter(),
-            (!metadata.is_empty()).then_some(metadata),
-        )
-        .map_err(|e| invalid(e.to_string()))
+        // Written here rather than by the `safetensors` crate, whose header
+        // comes from a HashMap: the same tensors and metadata must give the
+        // same bytes. Tensors go in order of element size (largest first,
+        // so each starts aligned to its element) and then name; the header
+        // keys are sorted, and padded with spaces to a multiple of 8 bytes.
+        let mut order: Vec<(&String, &Stored)> = self.tensors.iter().collect();
+        order.sort_by(|a, b| {
+            (std::cmp::Reverse(file_bits(a.1.dtype)), a.0)
+                .cmp(&(std::cmp::Reverse(file_bits(b.1.dtype)), b.0))
+        });
+        let mut entries: BTreeMap<&str, String> = BTreeMap::new();
+        let mut offset = 0usize;
+        for (name, t) in &order {
+            let end = offset + t.bytes.len(); // the bytes are in memory
+            let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+            entries.insert(
+                name.as_str(),
+                format!(
+                    "{{\"dtype\":{},\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+                    json_string(&format!("{:?}", to_st_dtype(t.dtype))),
+                    shape.join(",")
+                ),
+            );
+            offset = end;
+        }
+        let mut header = String::from("{");
+        if !self.metadata.is_empty() {
+            let pairs: Vec<String> = self
+                .metadata
+                .iter()
+                .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+                .collect();
+            header.push_str(&format!("\"__metadata__\":{{{}}}", pairs.join(",")));
+        }
+        for (name, entry) in &entries {
+            if header.len() > 1 {
+                header.push(',');
+            }
+            header.push_str(&json_string(name));
+            header.push(':');
+            header.push_str(entry);
+        }
+        header.push('}');
+        while header.len() % 8 != 0 {
+            header.push(' ');
+        }
+        let mut out = Vec::with_capacity(8 + header.len() + offset);
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        for (_, t) in &order {
+            out.extend_from_slice(&t.bytes);
+        }
+        Ok(out)
     }
 
     /// Parses a file's bytes, copying the tensors out.
@@ -396,6 +432,7 @@ impl Safetensors {
     /// that overflow or overlap, a tensor whose byte length does not match
     /// its shape and dtype, or a dtype the crate does not have (F64, BOOL…).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        check_offsets_fit(bytes)?;
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| invalid(e.to_string()))?;
         let file = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
         let mut out = Safetensors::new();
@@ -487,6 +524,39 @@ fn check_params_fit(
                 ),
                 requirement: "one scale per index along the axis",
             });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a header whose data offsets lie past the end of the data
+/// before the `safetensors` crate sees it: the crate adds the last offset
+/// to the header size unchecked (`tensor.rs`, `read_metadata`), which
+/// panics in a debug build when the sum passes `usize::MAX`. A header that
+/// does not parse is left to the crate, which reports it.
+fn check_offsets_fit(bytes: &[u8]) -> Result<(), Error> {
+    let Some(n) = bytes
+        .get(..8)
+        .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
+    else {
+        return Ok(());
+    };
+    let Some(header) = n.checked_add(8).and_then(|end| bytes.get(8..end)) else {
+        return Ok(());
+    };
+    let data_len = bytes.len() - 8 - n;
+    let Ok(entries) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(header)
+    else {
+        return Ok(());
+    };
+    for (name, entry) in entries.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        let offsets = entry.get("data_offsets").and_then(|o| o.as_array());
+        for o in offsets.into_iter().flatten() {
+            if o.as_u64().is_some_and(|o| o > data_len as u64) {
+                return Err(invalid(format!(
+                    "tensor {name:?}: data offset {o} past the {data_len} data bytes"
+                )));
+            }
         }
     }
     Ok(())

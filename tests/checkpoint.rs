@@ -233,6 +233,8 @@ fn tampered_checkpoints_are_errors() {
     bad(r#"{"scales":[0.5,1.0],"zero_points":[3],"axis":0,"qmin":-128,"qmax":127}"#);
     bad(r#"{"scales":[0.5,1.0],"zero_points":[3,4],"axis":null,"qmin":-128,"qmax":127}"#);
     bad(r#"{"scales":[0.5],"zero_points":[3],"axis":null,"qmin":127,"qmax":-128}"#);
+    // A storage range no type has: the zero point 500 would pass it (issue 27).
+    bad(r#"{"scales":[0.5],"zero_points":[500],"axis":null,"qmin":-1000,"qmax":1000}"#);
 
     let mut state = LossScaler::dynamic().state();
     state.growth_interval = 0;

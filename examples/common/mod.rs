@@ -1,8 +1,114 @@
-//! Shared by the examples: the bundled digits, MNIST IDX files, a seeded held-out split,
-//! and accuracy. (A directory module, so Cargo does not take it for an
-//! example of its own.)
+//! Shared by the examples: the command line ([`Args`]), printing that
+//! survives a closed pipe ([`outln!`]), the bundled digits, MNIST IDX
+//! files, a seeded held-out split, accuracy and plots. (A directory module,
+//! so Cargo does not take it for an example of its own.)
 
-#![allow(dead_code)] // each example uses part of it
+#![allow(dead_code, unused_macros)] // each example uses part of it
+
+/// `println!` for the examples' output: when stdout is a closed pipe
+/// (`example | head -2`) the program ends quietly with status 0, as Unix
+/// tools do, instead of panicking; any other write error ends it with a
+/// message and status 1.
+macro_rules! outln {
+    () => {
+        $crate::common::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::common::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// The body of [`outln!`].
+pub fn write_stdout(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The examples' command line, with the guarantees clap gives: an unknown
+/// flag, a flag given twice, a missing value and a value that does not
+/// parse or is out of range are errors that name the flag.
+pub struct Args {
+    rest: std::vec::IntoIter<String>,
+    seen: Vec<String>,
+}
+
+impl Args {
+    /// The process's arguments, program name skipped.
+    pub fn from_env() -> Self {
+        Self::new(std::env::args().skip(1).collect())
+    }
+
+    /// These arguments (for tests of a parser).
+    pub fn new(args: Vec<String>) -> Self {
+        Self {
+            rest: args.into_iter(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next flag, or `None` at the end. A flag seen before is an
+    /// error (clap's default: a repeated flag is not silently the last).
+    pub fn next_flag(&mut self) -> Result<Option<String>, String> {
+        let Some(flag) = self.rest.next() else {
+            return Ok(None);
+        };
+        if self.seen.contains(&flag) {
+            return Err(format!("{flag} given twice"));
+        }
+        self.seen.push(flag.clone());
+        Ok(Some(flag))
+    }
+
+    /// The value after `flag`.
+    pub fn value(&mut self, flag: &str) -> Result<String, String> {
+        self.rest
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))
+    }
+
+    /// The value after `flag`, parsed.
+    pub fn parse<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.value(flag)?;
+        v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))
+    }
+
+    /// The value after `flag`, parsed, at least `min`.
+    pub fn at_least<T>(&mut self, flag: &str, min: T) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let v: T = self.parse(flag)?;
+        if v < min {
+            return Err(format!("{flag} {v}: must be at least {min}"));
+        }
+        Ok(v)
+    }
+
+    /// The value after `flag`: a finite number > 0.
+    pub fn positive(&mut self, flag: &str) -> Result<f32, String> {
+        let v: f32 = self.parse(flag)?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!("{flag} {v}: must be finite and > 0"));
+        }
+        Ok(v)
+    }
+}
+
+/// The error for an argument no flag matches.
+pub fn unknown(arg: &str) -> String {
+    format!("unknown argument {arg:?} (try --help)")
+}
 
 use mixprec::amp::Mlp;
 use mixprec::convert::{narrow, StochasticRng};

@@ -116,18 +116,24 @@ pub struct Fp8Recipe {
 }
 
 impl Fp8Recipe {
+    /// The longest amax history a delayed recipe may ask for: 65,536 steps
+    /// (Transformer Engine's default is 1,024). Each step is kept, so a
+    /// longer one would be memory asked of the caller's data (a history of
+    /// `usize::MAX` in a checkpoint cannot be allocated).
+    pub const MAX_HISTORY: usize = 1 << 16;
+
     /// Checks the parameters.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a history of 0 or a margin outside
-    /// −64..=64.
+    /// [`Error::InvalidParameter`] for a history of 0 or above
+    /// [`Self::MAX_HISTORY`], or a margin outside −64..=64.
     pub fn validate(&self) -> Result<(), Error> {
         let margin = match self.scaling {
-            Fp8Scaling::Delayed { history: 0, .. } => {
+            Fp8Scaling::Delayed { history, .. } if !(1..=Self::MAX_HISTORY).contains(&history) => {
                 return Err(Error::InvalidParameter {
                     name: "Fp8Scaling::Delayed history",
-                    value: "0".into(),
-                    requirement: "at least 1 step",
+                    value: history.to_string(),
+                    requirement: "1..=65536 steps",
                 })
             }
             Fp8Scaling::Delayed { margin, .. } | Fp8Scaling::Current { margin } => margin,
@@ -188,8 +194,9 @@ impl DelayedScaling {
     /// normal is `max_normal`; the scale starts at 1.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a history of 0, a margin outside
-    /// −64..=64 or a `max_normal` that is not finite and > 0.
+    /// [`Error::InvalidParameter`] for a history of 0 or above
+    /// [`Fp8Recipe::MAX_HISTORY`], a margin outside −64..=64 or a
+    /// `max_normal` that is not finite and > 0.
     pub fn new(history: usize, margin: i32, max_normal: f32) -> Result<Self, Error> {
         Fp8Recipe {
             format: Fp8Format::E4M3,
@@ -227,7 +234,7 @@ impl DelayedScaling {
     /// as its magnitude.
     pub fn record(&mut self, amax: f32) {
         if !amax.is_finite() {
-            self.overflows += 1;
+            self.overflows = self.overflows.saturating_add(1);
             return;
         }
         self.history[self.next] = amax.abs();
@@ -328,10 +335,10 @@ pub struct GradFlushStats {
 impl GradFlushStats {
     /// Adds another count.
     pub fn add(&mut self, o: &Self) {
-        self.values += o.values;
-        self.nonzero += o.nonzero;
-        self.flushed_unscaled += o.flushed_unscaled;
-        self.flushed_scaled += o.flushed_scaled;
+        self.values = self.values.saturating_add(o.values);
+        self.nonzero = self.nonzero.saturating_add(o.nonzero);
+        self.flushed_unscaled = self.flushed_unscaled.saturating_add(o.flushed_unscaled);
+        self.flushed_scaled = self.flushed_scaled.saturating_add(o.flushed_scaled);
     }
 
     /// Counts `g`: a non-zero value flushes without scaling when
@@ -347,10 +354,10 @@ impl GradFlushStats {
             unscaled += u64::from(live && (v / unscale).abs() <= half_min);
             scaled += u64::from(live && (v / scale).abs() <= half_min);
         }
-        self.values += g.len() as u64;
-        self.nonzero += nonzero;
-        self.flushed_unscaled += unscaled;
-        self.flushed_scaled += scaled;
+        self.values = self.values.saturating_add(g.len() as u64);
+        self.nonzero = self.nonzero.saturating_add(nonzero);
+        self.flushed_unscaled = self.flushed_unscaled.saturating_add(unscaled);
+        self.flushed_scaled = self.flushed_scaled.saturating_add(scaled);
     }
 }
 

@@ -137,6 +137,33 @@ impl Precision {
         }
     }
 
+    /// The name of the format the policy's activation gradients are
+    /// rounded to: `f32`, `bf16`, `f16`, `E5M2` or `E4M3`.
+    pub fn grad_format(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 | Precision::F16NoScale => "f16",
+            Precision::Fp8HybridDelayed | Precision::Fp8HybridCurrent => "E5M2",
+            Precision::Fp8E4M3Delayed | Precision::Fp8E4M3NoScale => "E4M3",
+        }
+    }
+
+    /// Where the format of the policy's activation gradients overflows:
+    /// the smallest magnitude that rounds to ±∞ (f32, bf16, f16, E5M2:
+    /// the max plus half an ulp of it) or, for E4M3, which has no ∞, the
+    /// smallest f32 that no longer rounds to its max 448 (the f32 after
+    /// 464: 464 itself ties to 448, whose significand is even).
+    pub fn grad_overflow(self) -> f32 {
+        match self {
+            Precision::F32 => f32::INFINITY,
+            Precision::Bf16 => 3.3961776e38, // (2 − 2^-8) · 2^127
+            Precision::F16 | Precision::F16NoScale => 65520.0,
+            Precision::Fp8HybridDelayed | Precision::Fp8HybridCurrent => 61440.0,
+            Precision::Fp8E4M3Delayed | Precision::Fp8E4M3NoScale => f32::from_bits(0x43E8_0001),
+        }
+    }
+
     /// The loss scaler the policy uses: dynamic for `F16`, a fixed scale of
     /// 1 (overflow still skips the step) otherwise.
     pub fn scaler(self) -> LossScaler {
@@ -532,7 +559,9 @@ pub fn train_step_observed<T: FloatElement, O: Optimizer + ?Sized>(
 }
 
 /// Magnitudes of activation gradients in log2 buckets, and how many would
-/// be lost in f16: rounded to zero without scaling, or with the loss scale.
+/// be lost in the gradients' format (f16 with [`GradHistogram::add`], any
+/// with [`GradHistogram::add_in`]): rounded to zero without scaling, or
+/// with the scale given.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GradHistogram {
@@ -542,11 +571,13 @@ pub struct GradHistogram {
     pub zeros: u64,
     /// All values seen.
     pub total: u64,
-    /// Non-zero values that round to zero in f16 unscaled (|g| ≤ 2^-25).
+    /// Non-zero values that round to zero in the format unscaled (|g| at
+    /// most half its smallest subnormal: 2^-25 for f16).
     pub lost_unscaled: u64,
-    /// Non-zero values that round to zero in f16 times the loss scale.
+    /// Non-zero values that round to zero in the format times the scale.
     pub lost_scaled: u64,
-    /// Values that overflow f16 times the loss scale (|g·s| ≥ 65520).
+    /// Values that overflow the format times the scale (|g·s| ≥ 65520
+    /// for f16).
     pub overflow_scaled: u64,
 }
 
@@ -569,11 +600,22 @@ impl GradHistogram {
     /// Highest bucket (values above land in it).
     pub const MAX_LOG2: i32 = 16;
 
-    /// Adds true (unscaled) gradient values, judged against `scale`. (If
-    /// `counts` was given another length by hand, it is first reset to the
-    /// right number of zeroed buckets.)
+    /// Adds true (unscaled) gradient values, judged in f16 against
+    /// `scale`: [`Self::add_in`] with f16's smallest subnormal (2^-24) and
+    /// its overflow threshold (65520).
     pub fn add(&mut self, grads: &[f32], scale: f32) {
-        let tiny = 2f32.powi(-25);
+        self.add_in(grads, scale, 2f32.powi(-24), 65520.0);
+    }
+
+    /// Adds true (unscaled) gradient values, judged in the format whose
+    /// smallest positive value is `min_subnormal` (values at or below half
+    /// of it are lost to zero) and whose values round to ±∞ or saturate
+    /// from `overflow` up ([`Precision::grad_min_subnormal`] and
+    /// [`Precision::grad_overflow`] give both for a policy's gradients).
+    /// (If `counts` was given another length by hand, it is first reset to
+    /// the right number of zeroed buckets.)
+    pub fn add_in(&mut self, grads: &[f32], scale: f32, min_subnormal: f32, overflow: f32) {
+        let tiny = min_subnormal / 2.0;
         let buckets = (Self::MAX_LOG2 - Self::MIN_LOG2 + 1) as usize;
         if self.counts.len() != buckets {
             self.counts = vec![0; buckets];
@@ -582,15 +624,18 @@ impl GradHistogram {
             self.total = self.total.saturating_add(1);
             let a = g.abs();
             if a == 0.0 || !a.is_finite() {
-                self.zeros += u64::from(a == 0.0);
+                self.zeros = self.zeros.saturating_add(u64::from(a == 0.0));
                 continue;
             }
             let b = (a.log2().floor() as i32).clamp(Self::MIN_LOG2, Self::MAX_LOG2);
-            self.counts[(b - Self::MIN_LOG2) as usize] += 1; // b is clamped to the buckets
-            self.lost_unscaled += u64::from(a <= tiny);
+            let bucket = &mut self.counts[(b - Self::MIN_LOG2) as usize]; // b is clamped
+            *bucket = bucket.saturating_add(1);
+            self.lost_unscaled = self.lost_unscaled.saturating_add(u64::from(a <= tiny));
             let s = a * scale;
-            self.lost_scaled += u64::from(s <= tiny);
-            self.overflow_scaled += u64::from(s >= 65520.0);
+            self.lost_scaled = self.lost_scaled.saturating_add(u64::from(s <= tiny));
+            self.overflow_scaled = self
+                .overflow_scaled
+                .saturating_add(u64::from(s >= overflow));
         }
     }
 }

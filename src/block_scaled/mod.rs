@@ -55,8 +55,23 @@
 //! **Scaled FP8** ([`BlockScaled::fp8`]): scale = amax / max_normal in f32
 //! (or, with `pow2`, the power of two at or above it), per tensor, per
 //! line in 1×128 blocks (activations) or in 128×128 blocks (weights); an
-//! all-zero block has scale 1. Elements are `x / scale` rounded to nearest
-//! even, saturated.
+//! all-zero block has scale 1. A block whose amax / max_normal underflows
+//! to 0 in f32 (amax ≤ max_normal · 2^-150: about 3.1e-43 for E4M3,
+//! 4.0e-41 for E5M2) has scale 2^-149, the smallest positive f32 (with or
+//! without `pow2`: it is the power of two at or above the exact ratio), so
+//! its zeros stay zero and nothing saturates. Elements are `x / scale`
+//! rounded to nearest even, saturated.
+//!
+//! **Special values, every scheme.** A block (or, with a tensor scale, a
+//! tensor) holding NaN or ±∞ gets a NaN scale, and every element of it
+//! dequantizes to NaN: none of the element formats has an ∞, and a scale
+//! of ∞ or of the format's max (torchao's and NVIDIA's saturating
+//! conversions) would turn the block's finite values into 0 or hide the
+//! overflow. NaN then propagates through [`crate::gemm::block_gemm`] as
+//! IEEE 754 says. In NVFP4 with the tensor scale, an s_t that underflows
+//! to 0 on a non-zero tensor (amax_tensor < 2688 · 2^-149) is taken as 1,
+//! as for an all-zero tensor: the block scales then cover the tiny values
+//! (clamped at 2^-9, so they quantize to zero).
 //!
 //! ```
 //! use mixprec::block_scaled::{BlockScaled, MxScaleMode};
@@ -82,7 +97,7 @@ pub(crate) use scale::{to_amax, ScaleRule};
 
 use crate::convert::widen;
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F6E3M2, F8E4M3, F8E5M2, F8E8M0};
-use crate::error::checked_numel;
+use crate::error::checked_len_of;
 use crate::tensor::{MatRef, Tensor};
 use crate::{Error, FloatElement};
 use quantize::{amax_or_nan, block_amax_in_scales, streams, BlockAmax};
@@ -166,7 +181,7 @@ pub struct BlockScaled<T> {
     kind: ScaleKind,
 }
 
-fn check_shape(lines: usize, k: usize, block: usize, line_group: usize) -> Result<usize, Error> {
+fn check_shape<T>(lines: usize, k: usize, block: usize, line_group: usize) -> Result<usize, Error> {
     if !BLOCK_SIZES.contains(&block) {
         return Err(Error::InvalidParameter {
             name: "block size",
@@ -188,14 +203,21 @@ fn check_shape(lines: usize, k: usize, block: usize, line_group: usize) -> Resul
             requirement: "at least 1",
         });
     }
-    checked_numel(&[lines, k])?;
+    // In bytes too (isize::MAX, the allocator's limit): a broadcast view
+    // of 2^31 × 2^32 has a count that fits usize and bytes that do not.
+    checked_len_of::<T>(&[lines, k])?;
     Ok(lines.div_ceil(line_group) * (k / block))
 }
 
 impl<T: FloatElement> BlockScaled<T> {
     /// A block-scaled matrix from its parts (for data quantized
     /// elsewhere): `data` is `lines × k` row-major, `scales` one per
-    /// `line_group` lines and `block` values of k.
+    /// `line_group` lines and `block` values of k. The scales are plain
+    /// f32s: the result is neither MX nor NVFP4 (it has no
+    /// [`Self::e8m0_scales`] and compares unequal to an MX matrix of the
+    /// same values). For those, use [`Self::from_mx_parts`] and
+    /// [`BlockScaled::from_nvfp4_parts`], which keep the scheme and check
+    /// the scales' encoding.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for a block size other than 16, 32 or
@@ -210,7 +232,7 @@ impl<T: FloatElement> BlockScaled<T> {
         data: Vec<T>,
         scales: Vec<f32>,
     ) -> Result<Self, Error> {
-        let n_scales = check_shape(lines, k, block, line_group)?;
+        let n_scales = check_shape::<T>(lines, k, block, line_group)?;
         if data.len() != lines * k {
             return Err(Error::LengthMismatch {
                 what: "BlockScaled data (lines × k)",
@@ -245,6 +267,46 @@ impl<T: FloatElement> BlockScaled<T> {
             scales,
             kind: ScaleKind::F32,
         })
+    }
+
+    /// An MX matrix from its parts (for MX data quantized elsewhere, such
+    /// as a checkpoint's packed blocks and E8M0 scales): blocks of 32 along
+    /// k, one [`F8E8M0`] scale per line and block. The result is an MX
+    /// matrix: it compares equal to the one [`Self::mx`] made from the same
+    /// parts, and [`Self::e8m0_scales`] gives the codes back. A NaN scale
+    /// (0xFF, the OCP rule for a block that held NaN or ±∞) is accepted:
+    /// that block's values are NaN.
+    ///
+    /// ```
+    /// use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+    /// use mixprec::{MatRef, F4E2M1};
+    /// let x: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) * 0.1).collect();
+    /// let q = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&x, 1, 64)?, MxScaleMode::Floor)?;
+    /// let codes = q.e8m0_scales().unwrap();
+    /// let back = BlockScaled::from_mx_parts(1, 64, q.data().to_vec(), codes)?;
+    /// assert_eq!(back, q);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Self::from_parts`] with block 32 and line group 1.
+    pub fn from_mx_parts(
+        lines: usize,
+        k: usize,
+        data: Vec<T>,
+        scales: Vec<F8E8M0>,
+    ) -> Result<Self, Error> {
+        let f32_scales: Vec<f32> = scales.iter().map(|s| s.to_f32()).collect();
+        // Checked as finite scales (a NaN code stands in as 1 for the
+        // check), then stored as they are.
+        let check: Vec<f32> = f32_scales
+            .iter()
+            .map(|&s| if s.is_nan() { 1.0 } else { s })
+            .collect();
+        let mut out = Self::from_parts(lines, k, 32, 1, data, check)?;
+        out.scales = f32_scales;
+        out.kind = ScaleKind::E8M0;
+        Ok(out)
     }
 
     /// Lines (rows of the stored matrix).
@@ -401,6 +463,64 @@ impl<T: MxElement> BlockScaled<T> {
 }
 
 impl BlockScaled<F4E2M1> {
+    /// An NVFP4 matrix from its parts (for NVFP4 data quantized
+    /// elsewhere): blocks of 16 along k, one E4M3 block scale per line and
+    /// block, and the optional f32 tensor scale; each block's scale is
+    /// `fl(tensor_scale · block_scale)`, as [`Self::nvfp4`] makes it. The
+    /// result is an NVFP4 matrix: [`Self::nvfp4_scales`] gives the parts
+    /// back, and it compares equal to the one `nvfp4` made from the same
+    /// parts. A NaN block scale (a block or tensor that held NaN or ±∞) is
+    /// accepted: that block's values are NaN.
+    ///
+    /// ```
+    /// use mixprec::block_scaled::BlockScaled;
+    /// use mixprec::{MatRef, F4E2M1};
+    /// let x: Vec<f32> = (0..32).map(|i| (i as f32 - 10.0) * 0.3).collect();
+    /// let q = BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&x, 1, 32)?, true)?;
+    /// let (codes, s_t) = q.nvfp4_scales().unwrap();
+    /// let back = BlockScaled::from_nvfp4_parts(1, 32, q.data().to_vec(), codes.to_vec(), s_t)?;
+    /// assert_eq!(back, q);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Self::from_parts`] with block 16 and line group 1 (a block
+    /// scale of zero is refused); [`Error::InvalidParameter`] for a tensor
+    /// scale that is not finite and > 0.
+    pub fn from_nvfp4_parts(
+        lines: usize,
+        k: usize,
+        data: Vec<F4E2M1>,
+        block_scales: Vec<F8E4M3>,
+        tensor_scale: Option<f32>,
+    ) -> Result<Self, Error> {
+        if let Some(t) = tensor_scale.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err(Error::InvalidParameter {
+                name: "NVFP4 tensor scale",
+                value: format!("{t:e}"),
+                requirement: "finite and > 0",
+            });
+        }
+        let scales: Vec<f32> = block_scales
+            .iter()
+            .map(|c| match tensor_scale {
+                Some(t) => t * c.to_f32(),
+                None => c.to_f32(),
+            })
+            .collect();
+        let check: Vec<f32> = scales
+            .iter()
+            .map(|&s| if s.is_nan() { 1.0 } else { s })
+            .collect();
+        let mut out = Self::from_parts(lines, k, 16, 1, data, check)?;
+        out.scales = scales;
+        out.kind = ScaleKind::Nvfp4 {
+            block_scales,
+            tensor_scale,
+        };
+        Ok(out)
+    }
+
     /// NVFP4 quantization of `x` (`lines × k`): blocks of 16 along k, E4M3
     /// block scales and, with `tensor_scale`, an f32 per-tensor scale (see
     /// the module docs).
@@ -426,7 +546,7 @@ impl BlockScaled<F4E2M1> {
     /// As [`Self::nvfp4`]; `out` is then unchanged.
     pub fn nvfp4_into(x: MatRef<'_, f32>, tensor_scale: bool, out: &mut Self) -> Result<(), Error> {
         // The only error; checked before the block scales leave `out`.
-        check_shape(x.rows(), x.cols(), 16, 1)?;
+        check_shape::<F4E2M1>(x.rows(), x.cols(), 16, 1)?;
         let codes = match &mut out.kind {
             ScaleKind::Nvfp4 { block_scales, .. } => std::mem::take(block_scales),
             _ => Vec::new(),
@@ -442,7 +562,7 @@ impl BlockScaled<F4E2M1> {
         mut block_scales: Vec<F8E4M3>,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
-        let n_scales = check_shape(lines, k, 16, 1)?;
+        let n_scales = check_shape::<F4E2M1>(lines, k, 16, 1)?;
         let mut amax_given = BlockAmax::FromSource;
         let s_t = if tensor_scale {
             let amax = if x.col_stride() == 1 && k > 0 {

@@ -150,7 +150,7 @@ impl<T: FloatElement> BlockScaled<T> {
         amax_given: BlockAmax,
     ) -> Result<Self, Error> {
         let (lines, k) = (x.rows(), x.cols());
-        let n_scales = check_shape(lines, k, block, line_group)?;
+        let n_scales = check_shape::<T>(lines, k, block, line_group)?;
         // Block amaxes are only handed in for lines with their own scales,
         // one per block (see `nvfp4_in`).
         let amax_given = match amax_given {

@@ -68,7 +68,7 @@ pub(crate) enum ScaleRule {
     /// the tensor scale s_t where there is one.
     Nvfp4 { tensor_scale: Option<f32> },
     /// Scaled FP8: amax / max (the power of two at or above it with
-    /// `pow2`), 1 for an all-zero block; `tensor_amax` replaces the
+    /// `pow2`), at least 2^-149, 1 for an all-zero block; `tensor_amax` replaces the
     /// block's amax (per-tensor scaling).
     Fp8 {
         max: f32,
@@ -129,8 +129,12 @@ impl ScaleRule {
                 if amax == 0.0 {
                     return (1.0, 0);
                 }
-                let s = amax / max;
-                if pow2 && s > 0.0 && s.is_finite() {
+                // A block of tiny subnormals whose amax / max underflows
+                // takes the smallest positive f32, 2^-149: a power of two at
+                // or above the exact ratio, so no element saturates and
+                // zeros stay zeros.
+                let s = (amax / max).max(pow2_f32(-149));
+                if pow2 && s.is_finite() {
                     // The smallest power of two at or above s.
                     let e = floor_log2(s);
                     let p = pow2_f32(e);

@@ -141,6 +141,7 @@ macro_rules! fp8_type {
         }
 
         value_traits!($name);
+        sign_magnitude_traits!($name);
     };
 }
 

@@ -1,6 +1,25 @@
 //! Number formats: `f32`, [`f16`](struct@f16), [`bf16`] (from `half`), the OCP FP8 types
-//! [`F8E4M3`] and [`F8E5M2`], `i8` and `i32`; the [`DType`] tag and the
+//! [`F8E4M3`] and [`F8E5M2`], the OCP Microscaling element types
+//! [`F6E2M3`], [`F6E3M2`], [`F4E2M1`] and [`MxInt8`], the MX scale
+//! [`F8E8M0`], and `i8`, `u8` and `i32`; the [`DType`] tag and the
 //! [`Element`] trait that ties each Rust type to its tag.
+//!
+//! The narrow float types carry what `half::f16` users reach for where it
+//! has one meaning: `From<f32>` and `FromStr` (the documented rounding),
+//! `Neg`, `abs`, `signum`, `copysign` and `total_cmp` (sign-magnitude
+//! types), `num_traits::{Bounded, ToPrimitive, FromPrimitive, NumCast}`.
+//! Not `Zero`, `One` or `Float`: `num_traits` asks those for arithmetic,
+//! which would round twice (widen to f32, compute, round back).
+//!
+//! ```
+//! use mixprec::{F4E2M1, F8E4M3};
+//! let x: F8E4M3 = 0.3f32.into(); // round to nearest even
+//! assert_eq!(x.to_f32(), 0.3125);
+//! assert_eq!("-0.3".parse::<F8E4M3>().unwrap(), -x);
+//! assert_eq!((-x).abs(), x);
+//! assert_eq!(F4E2M1::from_f32(-4.0).signum().to_f32(), -1.0);
+//! assert!(F8E4M3::from_f32(-0.0).total_cmp(&F8E4M3::ZERO).is_lt());
+//! ```
 
 /// The value traits every narrow float type implements through `f32`/`f64`:
 /// IEEE comparison, formatting as its value, conversions to f32/f64 and the
@@ -78,6 +97,95 @@ macro_rules! value_traits {
         impl num_traits::NumCast for $name {
             fn from<N: num_traits::ToPrimitive>(n: N) -> Option<Self> {
                 n.to_f64().map(Self::from_f64)
+            }
+        }
+    };
+}
+
+/// What `half::f16` users reach for on a narrow float type whose sign is
+/// one bit beside the magnitude (the FP8, FP6 and FP4 types): `From<f32>`
+/// (the type's documented rounding, as `from_f32`), `FromStr` (parsed as
+/// f64, then one rounding), `Neg`, `abs`, `signum`, `copysign`,
+/// `total_cmp` and `num_traits::Bounded`. Arithmetic stays out: it would
+/// round twice.
+macro_rules! sign_magnitude_traits {
+    ($name:ident) => {
+        impl $name {
+            /// The magnitude: the sign bit cleared (NaN stays NaN).
+            pub const fn abs(self) -> Self {
+                Self::from_bits(self.to_bits() & !(Self::FORMAT.sign_bit() as u8))
+            }
+
+            /// `self`'s magnitude with `sign`'s sign bit.
+            pub const fn copysign(self, sign: Self) -> Self {
+                let bit = Self::FORMAT.sign_bit() as u8;
+                Self::from_bits((self.to_bits() & !bit) | (sign.to_bits() & bit))
+            }
+
+            /// 1 for positive values (+0 included), −1 for negative ones
+            /// (−0 included), as `f32::signum`; NaN stays NaN.
+            pub fn signum(self) -> Self {
+                if self.to_f32().is_nan() {
+                    self
+                } else {
+                    Self::ONE.copysign(self)
+                }
+            }
+
+            /// IEEE 754 totalOrder on the bit patterns, as `f32::total_cmp`:
+            /// −NaN < −∞ < … < −0 < +0 < … < +∞ < +NaN.
+            ///
+            /// ```
+            #[doc = concat!("use mixprec::", stringify!($name), ";")]
+            #[doc = concat!("let (a, b) = (", stringify!($name), "::from_f32(-0.0), ", stringify!($name), "::ZERO);")]
+            /// assert_eq!(a, b); // IEEE equality
+            /// assert!(a.total_cmp(&b).is_lt());
+            /// ```
+            pub fn total_cmp(&self, other: &Self) -> std::cmp::Ordering {
+                let key = |x: &Self| {
+                    let bit = Self::FORMAT.sign_bit() as i32;
+                    let b = i32::from(x.to_bits());
+                    if b & bit != 0 {
+                        -(b & (bit - 1)) - 1
+                    } else {
+                        b
+                    }
+                };
+                key(self).cmp(&key(other))
+            }
+        }
+
+        impl std::ops::Neg for $name {
+            type Output = Self;
+            /// Flips the sign bit (exact; NaN stays NaN).
+            fn neg(self) -> Self {
+                Self::from_bits(self.to_bits() ^ Self::FORMAT.sign_bit() as u8)
+            }
+        }
+
+        impl From<f32> for $name {
+            /// As [`Self::from_f32`]: the type's documented rounding.
+            fn from(x: f32) -> Self {
+                Self::from_f32(x)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseFloatError;
+            /// Parses a decimal as f64 (as `f64::from_str` accepts it,
+            /// `inf` and `NaN` included), then rounds once as
+            /// [`Self::from_f64`].
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse::<f64>().map(Self::from_f64)
+            }
+        }
+
+        impl num_traits::Bounded for $name {
+            fn min_value() -> Self {
+                Self::MIN
+            }
+            fn max_value() -> Self {
+                Self::MAX
             }
         }
     };

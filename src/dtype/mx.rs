@@ -104,6 +104,7 @@ macro_rules! small_float {
         }
 
         value_traits!($name);
+        sign_magnitude_traits!($name);
     };
 }
 
@@ -225,6 +226,40 @@ impl MxInt8 {
 
 value_traits!(MxInt8);
 
+impl MxInt8 {
+    /// The order of the values (two's complement: −128 · 2^-6 first); there
+    /// is no NaN or −0, so this is the IEEE order made total.
+    pub fn total_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.to_i8().cmp(&other.to_i8())
+    }
+}
+
+/// What `half` users reach for, where it has one meaning: `From<f32>` and
+/// `FromStr` round as [`MxInt8::from_f32`] / [`MxInt8::from_f64`];
+/// `Bounded` is [`MxInt8::MIN`] (−127 · 2^-6, what rounding gives) to
+/// [`MxInt8::MAX`]. No `Neg` or `abs`: −(−128 · 2^-6) is not a value.
+impl From<f32> for MxInt8 {
+    fn from(x: f32) -> Self {
+        Self::from_f32(x)
+    }
+}
+
+impl std::str::FromStr for MxInt8 {
+    type Err = std::num::ParseFloatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<f64>().map(Self::from_f64)
+    }
+}
+
+impl num_traits::Bounded for MxInt8 {
+    fn min_value() -> Self {
+        Self::MIN
+    }
+    fn max_value() -> Self {
+        Self::MAX
+    }
+}
+
 /// The MX scale: an unsigned power of two `2^(bits − 127)`, bits 0..=254;
 /// 0xFF is NaN; no zero, no sign. Rounding from f32 as the module docs say
 /// (for normals: nearest power of two, ties up).
@@ -312,6 +347,39 @@ impl F8E8M0 {
     /// True for 0xFF.
     pub const fn is_nan(self) -> bool {
         self.0 == 0xFF
+    }
+}
+
+impl F8E8M0 {
+    /// The order of the codes (2^-127 first, NaN last), which is the order
+    /// of the values made total.
+    pub fn total_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// `From<f32>` and `FromStr` round as [`F8E8M0::from_f32`] (the nearest
+/// power of two, ties up; a parsed value is first rounded to f32);
+/// `Bounded` is 2^-127 to 2^127.
+impl From<f32> for F8E8M0 {
+    fn from(x: f32) -> Self {
+        Self::from_f32(x)
+    }
+}
+
+impl std::str::FromStr for F8E8M0 {
+    type Err = std::num::ParseFloatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<f32>().map(Self::from_f32)
+    }
+}
+
+impl num_traits::Bounded for F8E8M0 {
+    fn min_value() -> Self {
+        Self::MIN_POSITIVE
+    }
+    fn max_value() -> Self {
+        Self::MAX
     }
 }
 

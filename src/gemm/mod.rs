@@ -217,8 +217,11 @@ pub enum Parallelism {
 /// `C = epilogue(A·B)` by the blocked, packed, SIMD engine; bit-identical to
 /// [`reference()`].
 ///
-/// `a` is M×K, `b` is K×N, `c` is M×N; any strides (a transposed view costs
-/// nothing). Errors: mismatched shapes, a bias of the wrong length, an output
+/// `a` is M×K, `b` is K×N, `c` is M×N; any strides. A transposed view
+/// needs no copy and gives the same bits, but it is not free in time: at
+/// M = 1–32 a B stored `[out, in]` (PyTorch's weight layout, passed as
+/// `w.t()`) runs slower than the same B stored `[in, out]` (BENCHMARKS.md,
+/// "Skinny products"); from M ≈ 128 the two are within noise. Errors: mismatched shapes, a bias of the wrong length, an output
 /// whose strides make two elements share memory, an output overlapping an
 /// input, `Threads(0)`. Empty dimensions are valid; K = 0 gives the epilogue
 /// of zero.

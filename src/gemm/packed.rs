@@ -4,7 +4,7 @@
 use super::{driver, validate, Epilogue, Parallelism, Plan};
 use crate::cpu::entry_and_portable_twin;
 use crate::dtype::{DType, FloatElement};
-use crate::error::checked_numel;
+use crate::error::checked_len_of;
 use crate::tensor::{MatMut, MatRef};
 use crate::Error;
 
@@ -48,8 +48,10 @@ impl PackedB {
     /// # Errors
     /// [`Error::ShapeOverflow`] when the padded panels cannot be sized.
     pub fn new<T: FloatElement>(b: MatRef<'_, T>) -> Result<Self, Error> {
-        let n_pad = b.cols().div_ceil(driver::PREPACKED_NR) * driver::PREPACKED_NR;
-        checked_numel(&[n_pad, b.rows(), 4])?;
+        // Panel count × panel width × K f32s, in bytes within isize::MAX
+        // (the allocator's limit), not only in count.
+        let panels = b.cols().div_ceil(driver::PREPACKED_NR);
+        checked_len_of::<f32>(&[panels, driver::PREPACKED_NR, b.rows()])?;
         Ok(Self {
             k: b.rows(),
             n: b.cols(),

@@ -382,7 +382,7 @@ pub(crate) fn scale_zp_from_range(
 
 #[cfg(feature = "serde")]
 mod serde_impl {
-    use super::{check_scale_zp, QuantParams};
+    use super::{check_scale_zp, QInt, QuantParams};
     use crate::Error;
 
     /// The serialized fields of [`QuantParams`], checked on the way in.
@@ -399,11 +399,15 @@ mod serde_impl {
         type Error = Error;
 
         fn try_from(s: QuantParamsState) -> Result<Self, Error> {
-            if s.qmin > s.qmax {
+            // The storage range is a storage type's (per_tensor and
+            // per_channel take it from Q), so a zero point within it is
+            // within Q's range.
+            let ranges = [(i8::QMIN, i8::QMAX), (u8::QMIN, u8::QMAX)];
+            if !ranges.contains(&(s.qmin, s.qmax)) {
                 return Err(Error::InvalidParameter {
                     name: "QuantParams range",
                     value: format!("[{}, {}]", s.qmin, s.qmax),
-                    requirement: "qmin <= qmax",
+                    requirement: "a storage type's: [-128, 127] (i8) or [0, 255] (u8)",
                 });
             }
             let expected = if s.axis.is_none() {

@@ -150,6 +150,9 @@ impl MovingAverageMinMaxObserver {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PerChannelMinMaxObserver {
     axis: usize,
+    /// The channel count of the first batch (which may be 0); `None`
+    /// before it.
+    channels: Option<usize>,
     mins: Vec<f32>,
     maxs: Vec<f32>,
 }
@@ -159,6 +162,7 @@ impl PerChannelMinMaxObserver {
     pub fn new(axis: usize) -> Self {
         Self {
             axis,
+            channels: None,
             mins: Vec::new(),
             maxs: Vec::new(),
         }
@@ -181,15 +185,20 @@ impl PerChannelMinMaxObserver {
             });
         }
         let channels = shape[self.axis];
-        if self.mins.is_empty() {
-            self.mins = vec![f32::INFINITY; channels];
-            self.maxs = vec![f32::NEG_INFINITY; channels];
-        } else if self.mins.len() != channels {
-            return Err(Error::LengthMismatch {
-                what: "PerChannelMinMaxObserver (channels along the axis)",
-                expected: self.mins.len(),
-                actual: channels,
-            });
+        match self.channels {
+            None => {
+                self.channels = Some(channels);
+                self.mins = vec![f32::INFINITY; channels];
+                self.maxs = vec![f32::NEG_INFINITY; channels];
+            }
+            Some(expected) if expected != channels => {
+                return Err(Error::LengthMismatch {
+                    what: "PerChannelMinMaxObserver (channels along the axis)",
+                    expected,
+                    actual: channels,
+                });
+            }
+            Some(_) => {}
         }
         let inner: usize = shape[self.axis + 1..].iter().product();
         for (i, &v) in t.as_slice().iter().enumerate() {
@@ -304,7 +313,8 @@ impl HistogramObserver {
         if hi <= lo {
             return 0;
         }
-        let t = ((v - lo) as f64 / (hi - lo) as f64 * bins as f64).floor();
+        // In f64: hi − lo overflows f32 for a range like ±3e38.
+        let t = ((v as f64 - lo as f64) / (hi as f64 - lo as f64) * bins as f64).floor();
         (t.max(0.0) as usize).min(bins - 1)
     }
 
@@ -329,7 +339,7 @@ impl HistogramObserver {
         if let Some((a, b)) = self.range {
             if (a, b) != (lo, hi) {
                 let old = std::mem::replace(&mut self.counts, vec![0.0; bins]);
-                let w = (b - a) as f64 / bins as f64;
+                let w = (b as f64 - a as f64) / bins as f64;
                 for (i, n) in old.into_iter().enumerate().filter(|(_, n)| *n > 0.0) {
                     let centre = (a as f64 + (i as f64 + 0.5) * w) as f32;
                     self.counts[Self::bin_of(centre, lo, hi, bins)] += n;
@@ -396,21 +406,26 @@ impl HistogramObserver {
             return Ok((lo, hi));
         }
         let bins = self.counts.len();
-        let w = (hi - lo) as f64 / bins as f64;
+        let w = (hi as f64 - lo as f64) / bins as f64;
         let stride = bins.div_ceil(256).max(1);
         let edges: Vec<usize> = (0..=bins)
             .step_by(stride)
             .chain(std::iter::once(bins))
             .collect();
         let mut best: Option<(f64, f32, f32)> = None;
+        let mut refused = None;
         for (si, &s) in edges.iter().enumerate() {
             for &e in &edges[si + 1..] {
                 let (clo, chi) = (
                     (lo as f64 + s as f64 * w) as f32,
                     (lo as f64 + e as f64 * w) as f32,
                 );
-                let Ok((scale, zp)) = scale_zp_from_range(clo, chi, qmin, qmax, scheme) else {
-                    continue;
+                let (scale, zp) = match scale_zp_from_range(clo, chi, qmin, qmax, scheme) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        refused = Some(e);
+                        continue;
+                    }
                 };
                 let err = self.l2_error(scale, zp, qmin, qmax, lo as f64, w);
                 if best.is_none_or(|(b, _, _)| err < b) {
@@ -418,7 +433,8 @@ impl HistogramObserver {
                 }
             }
         }
-        let (_, clo, chi) = best.ok_or_else(no_data)?;
+        // Data was seen; if no candidate range has a finite scale, say why.
+        let (_, clo, chi) = best.ok_or_else(|| refused.unwrap_or_else(no_data))?;
         Ok((clo, chi))
     }
 }

@@ -161,8 +161,11 @@ pub(crate) fn mul_quantized_unchecked(
 /// TFLite's `QuantizeMultiplier`: `real = q · 2^shift / 2^31` with
 /// `q` in `[2^30, 2^31)` from `frexp`, `q = round(frac · 2^31)` (half away
 /// from zero; a result of `2^31` is halved and the shift incremented).
-/// Shifts below −31 flush the multiplier to 0 and shifts above 30 saturate
-/// to `(i32::MAX, 30)`, as TFLite does.
+/// Shifts below −31 flush the multiplier to 0; shifts above 30 saturate
+/// to `(i32::MAX, 30)`, as TFLite's single-rounding build
+/// (`TFLITE_SINGLE_ROUNDING`) does. TFLite's default (double-rounding)
+/// build does not clamp there: it returns the larger shift, which its
+/// `MultiplyByQuantizedMultiplier` then applies as a left shift.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] unless `real` is finite and > 0.

@@ -120,6 +120,8 @@ pub fn gemm_error_bound<TA: FloatElement, TB: FloatElement>(
 struct Dot {
     /// The f64 sum of the exact products.
     sum: f64,
+    /// Σ|a·b| in f64.
+    abs: f64,
     /// The contract's bound on |f32 result − exact|.
     bound: f64,
     /// The bound on |f64 sum − exact|.
@@ -133,20 +135,106 @@ fn exact_dot<TA: FloatElement, TB: FloatElement>(
     j: usize,
 ) -> Dot {
     let k = a.cols();
-    let (mut sum, mut abs) = (0.0f64, 0.0f64);
-    for kk in 0..k {
-        // Exact: two f32 significands (24 bits each) fit in f64's 53, and
-        // no product of f32 values underflows f64.
-        let p = f64::from(a.at(i, kk).to_f32()) * f64::from(b.at(kk, j).to_f32());
-        sum += p;
-        abs += p.abs();
-    }
+    let r = f64_dot((0..k).map(|kk| (a.at(i, kk), b.at(kk, j))));
     let n = gemm_roundings(k);
     Dot {
-        sum,
-        bound: gamma(n, f32::EPSILON as f64 / 2.0) * abs + n as f64 * 2f64.powi(-149),
-        f64_error: gamma(k, f64::EPSILON / 2.0) * abs,
+        sum: r.sum,
+        abs: r.abs_sum,
+        bound: gamma(n, f32::EPSILON as f64 / 2.0) * r.abs_sum + n as f64 * 2f64.powi(-149),
+        f64_error: r.error,
     }
+}
+
+fn f64_dot<TA: FloatElement, TB: FloatElement>(
+    pairs: impl ExactSizeIterator<Item = (TA, TB)>,
+) -> DotReference {
+    let k = pairs.len();
+    let (mut sum, mut abs_sum) = (0.0f64, 0.0f64);
+    for (x, y) in pairs {
+        // Exact: two f32 significands (24 bits each) fit in f64's 53, and
+        // no product of f32 values underflows or overflows f64.
+        let p = f64::from(x.to_f32()) * f64::from(y.to_f32());
+        sum += p;
+        abs_sum += p.abs();
+    }
+    DotReference {
+        sum,
+        abs_sum,
+        error: if k > 1 {
+            gamma(k - 1, f64::EPSILON / 2.0) * abs_sum
+        } else {
+            0.0
+        },
+    }
+}
+
+/// A dot product's reference in f64: what a test of a kernel compares
+/// against. See [`dot_reference`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DotReference {
+    /// Σ a·b: each product exact in f64, summed in order in f64.
+    pub sum: f64,
+    /// Σ |a·b|, the scale of every forward error bound here.
+    pub abs_sum: f64,
+    /// A bound on |`sum` − the exact Σ a·b|: `γ(K − 1, 2^-53) · abs_sum`
+    /// (the products are exact; the sum rounds K − 1 times).
+    pub error: f64,
+}
+
+/// The f64 reference of `Σ a[i]·b[i]` over any two element types, with
+/// Σ|a·b| and the reference's own error bound: the pieces a crate needs to
+/// test its own dot-product or GEMM kernel. NaN and ±∞ in the inputs give
+/// a NaN or ±∞ `sum`, as IEEE 754 says.
+///
+/// ```
+/// use mixprec::testing::{dot_error_bound, dot_reference};
+/// use mixprec::bf16;
+/// let a: Vec<bf16> = (0..100).map(|i| bf16::from_f32(i as f32 / 7.0)).collect();
+/// let b: Vec<f32> = (0..100).map(|i| (i as f32).cos()).collect();
+/// let r = dot_reference(&a, &b)?;
+/// // A plain f32 loop of FMAs, checked against the sequential-sum bound.
+/// let got = a.iter().zip(&b).fold(0.0f32, |s, (x, y)| x.to_f32().mul_add(*y, s));
+/// let bound = dot_error_bound::<f32>(a.len(), r.abs_sum) + r.error;
+/// assert!((f64::from(got) - r.sum).abs() <= bound);
+/// # Ok::<(), mixprec::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::LengthMismatch`] when `a` and `b` differ in length.
+pub fn dot_reference<TA: FloatElement, TB: FloatElement>(
+    a: &[TA],
+    b: &[TB],
+) -> Result<DotReference, Error> {
+    if a.len() != b.len() {
+        return Err(Error::LengthMismatch {
+            what: "dot_reference (b, one per element of a)",
+            expected: a.len(),
+            actual: b.len(),
+        });
+    }
+    Ok(f64_dot(a.iter().copied().zip(b.iter().copied())))
+}
+
+/// The forward error bound of a plain dot product of length `k` summed in
+/// order in the accumulator type `Acc`, each product formed exactly (by an
+/// FMA, or because it is exact in `Acc`, as bf16 × bf16 is in f32):
+/// `γ(k − 1, u_Acc) · abs_sum + k · η_Acc / 2`, with `u_Acc` the unit
+/// roundoff ([`unit_roundoff`]) and `η_Acc` the smallest positive subnormal
+/// (an FMA whose result is subnormal rounds absolutely; additions in the
+/// subnormal range are exact). `abs_sum` is Σ|a·b| ([`DotReference`]).
+///
+/// This is a sequential chain's bound (Higham, *Accuracy and Stability of
+/// Numerical Algorithms*, 2nd ed., §3.1), not the tiled contract's: for
+/// this crate's GEMMs use [`gemm_error_bound`], whose chains restart every
+/// 128 products. Valid while no partial sum overflows (`abs_sum` below
+/// `Acc`'s largest finite value is enough); the bound is +∞ for `k`
+/// where `(k − 1)·u ≥ 1`.
+pub fn dot_error_bound<Acc: FloatElement>(k: usize, abs_sum: f64) -> f64 {
+    let eta = f64::from(Acc::MIN_POSITIVE_SUBNORMAL.to_f32());
+    let g = gamma(k.saturating_sub(1), Acc::UNIT_ROUNDOFF);
+    // One product (g = 0) is exact even where abs_sum is ∞.
+    let relative = if g == 0.0 { 0.0 } else { g * abs_sum };
+    relative + k as f64 * eta / 2.0
 }
 
 fn check_inner<TA: Copy, TB: Copy>(a: &MatRef<'_, TA>, b: &MatRef<'_, TB>) -> Result<(), Error> {
@@ -281,7 +369,12 @@ fn show<T: FloatElement>(x: T) -> String {
 /// rounding adds `u_O·(|exact| + bound)` and half O's smallest subnormal.
 /// Where the f64 sum is NaN (a NaN or ∞ − ∞ in the inputs) the result must
 /// be NaN; where it is ±∞, that infinity or NaN; where the exact value is
-/// past O's range, ±∞ of its sign or (for E4M3) NaN is accepted.
+/// past O's range, ±∞ of its sign or (for E4M3) NaN is accepted. Where a
+/// partial sum may overflow f32 (Σ|a·b| plus the bound reaches f32::MAX,
+/// the one case the bound does not cover), NaN and ±∞ of either sign are
+/// accepted: two K-tiles may overflow to +∞ and −∞, and the contract's
+/// result is then NaN while the exact value is finite. A finite result is
+/// always held to the bound.
 ///
 /// ```
 /// use mixprec::gemm::{matmul, Parallelism};
@@ -344,9 +437,17 @@ pub fn check_gemm_within_bound<TA: FloatElement, TB: FloatElement, O: FloatEleme
                 // Only past the output's range (or f32's, inside the chain).
                 let limit = out_max.min(f64::from(f32::MAX));
                 let past = d.sum.abs() + bound >= limit;
-                past && (got.is_nan() && !O::HAS_INFINITY
-                    || got.is_infinite() && (got > 0.0) == (d.sum > 0.0)
-                    || got.is_nan() && bound.is_infinite())
+                // A partial sum may overflow where Σ|a·b| (grown by the
+                // chain's roundings) reaches f32's range: one K-tile can
+                // then end at +∞ and the next at −∞, and the contract's
+                // result is NaN (or ±∞ of either sign) although the exact
+                // value is finite. The bound assumes no such overflow.
+                let chain_may_overflow = d.abs + d.bound >= f64::from(f32::MAX);
+                chain_may_overflow
+                    || past
+                        && (got.is_nan() && !O::HAS_INFINITY
+                            || got.is_infinite() && (got > 0.0) == (d.sum > 0.0)
+                            || got.is_nan() && bound.is_infinite())
             } else {
                 (f64::from(got) - d.sum).abs() <= bound
             };

@@ -12,8 +12,10 @@
 //!   tensors.
 //! * **Bounds and checkers** ([`gamma`], [`unit_roundoff`],
 //!   [`conversion_error_bound`], [`ulp_distance`], [`gemm_error_bound`],
-//!   [`check_gemm_within_bound`], [`check_bits_eq`], [`check_slice_bits_eq`]):
-//!   the contract's forward error bound and checkers that return a
+//!   [`dot_reference`], [`dot_error_bound`], [`check_gemm_within_bound`],
+//!   [`check_bits_eq`], [`check_slice_bits_eq`]): the contract's forward
+//!   error bound, a plain dot product's bound in a chosen accumulator, the
+//!   f64 reference with Σ|a·b|, and checkers that return a
 //!   [`Report`] naming the first offending index, the values and the bound.
 //!   A `Report` converts into proptest's `TestCaseError`, so `?` works in a
 //!   `proptest!` body.
@@ -49,8 +51,9 @@ mod matrices;
 mod values;
 
 pub use bounds::{
-    check_bits_eq, check_gemm_within_bound, check_slice_bits_eq, conversion_error_bound, gamma,
-    gemm_error_bound, ulp_distance, unit_roundoff, Report,
+    check_bits_eq, check_gemm_within_bound, check_slice_bits_eq, conversion_error_bound,
+    dot_error_bound, dot_reference, gamma, gemm_error_bound, ulp_distance, unit_roundoff,
+    DotReference, Report,
 };
 pub use matrices::{gemm_shapes, strided_matrix, tensor, tensor_shapes, StridedMatrix};
 pub use values::{

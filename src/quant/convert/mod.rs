@@ -18,12 +18,19 @@ use crate::Error;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum QuantRounding {
     /// `round_half_even(x / scale)`: the correctly rounded quotient, then
-    /// the integer rounding. The crate's default, and TFLite's reference.
+    /// the integer rounding, ties to even. The crate's default: it is the
+    /// definition ONNX's `QuantizeLinear` states, and it depends on no
+    /// library's evaluation order. It is not TFLite's reference kernel,
+    /// which divides but rounds ties away from zero (`TfLiteRound`, that
+    /// is `std::round`), nor PyTorch's (below).
     #[default]
     Divide,
     /// `nearbyint(x · (1.0f32 / scale))`, the reciprocal computed once in
-    /// f32: what PyTorch's `quantize_per_tensor` (FBGEMM) computes. Needs a
-    /// finite reciprocal.
+    /// f32. This is PyTorch's rule: `quantize_val` multiplies by
+    /// `1.0f / scale` in both its FBGEMM build and its plain build, so
+    /// `torch.quantize_per_tensor` and the observers' dynamic quantization
+    /// give these bits. Choose it to match PyTorch. Needs a finite
+    /// reciprocal.
     MultiplyByReciprocal,
 }
 
