@@ -1,7 +1,10 @@
 //! Converts one tensor to every narrow format and back, and prints the error
 //! each format introduces beside its unit roundoff.
 //!
-//! `cargo run --release --example formats`
+//! `cargo run --release --example formats` (no flags but `--help`)
+
+#[macro_use]
+mod common;
 
 use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
 use mixprec::convert::{narrow_stochastic, StochasticRng};
@@ -20,7 +23,7 @@ fn report<T: FloatElement>(x: &Tensor<f32>, unit_roundoff: f64) -> Result<(), mi
         sum_rel += rel;
     }
     let n = x.len() - nonfinite;
-    println!(
+    outln!(
         "{:<8} {:>8} {:>12.3e} {:>12.3e} {:>12.3e} {:>10}",
         T::DTYPE.name(),
         T::DTYPE.size_bytes(),
@@ -32,7 +35,20 @@ fn report<T: FloatElement>(x: &Tensor<f32>, unit_roundoff: f64) -> Result<(), mi
     Ok(())
 }
 
+const HELP: &str = "formats [--help]\n\
+    Converts 65,536 values spread log-uniformly over [2^-12, 2^12) to every narrow\n\
+    format (f16, bf16, FP8, FP6, FP4, MX and NVFP4 blocks, scaled FP8) and back, and\n\
+    prints each format's relative error beside its unit roundoff. Takes no other flags.";
+
 fn main() -> Result<(), mixprec::Error> {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            outln!("{HELP}");
+            return Ok(());
+        }
+        eprintln!("error: {}", common::unknown(&arg));
+        std::process::exit(2);
+    }
     // 64k values spread log-uniformly over [2^-12, 2^12), both signs: a
     // spread like a layer's activations and gradients.
     let mut rng = StochasticRng::new(2026);
@@ -43,15 +59,20 @@ fn main() -> Result<(), mixprec::Error> {
         let s = if r >> 63 == 1 { -1.0 } else { 1.0 };
         s * m * 2f32.powi(e)
     })?;
-    println!(
+    outln!(
         "mixprec {} on {}: {} values in [2^-12, 2^12)",
         env!("CARGO_PKG_VERSION"),
         mixprec::active_isa(),
         x.len()
     );
-    println!(
+    outln!(
         "{:<8} {:>8} {:>12} {:>12} {:>12} {:>10}",
-        "format", "bytes", "u", "max rel", "mean rel", "non-finite"
+        "format",
+        "bytes",
+        "u",
+        "max rel",
+        "mean rel",
+        "non-finite"
     );
     report::<f32>(&x, 2f64.powi(-24))?;
     report::<f16>(&x, 2f64.powi(-11))?;
@@ -61,13 +82,9 @@ fn main() -> Result<(), mixprec::Error> {
     report::<F6E2M3>(&x, 2f64.powi(-4))?;
     report::<F6E3M2>(&x, 2f64.powi(-3))?;
     report::<F4E2M1>(&x, 2f64.powi(-2))?;
-    println!("(f16 and E4M3 lose relative accuracy below their smallest normal, 2^-14 and 2^-6;");
-    println!(
-        " max rel error above u there is subnormal precision loss, not a rounding bug. The MX"
-    );
-    println!(
-        " FP6/FP4 formats span only 0.0625..28 at best and saturate: they need block scales.)"
-    );
+    outln!("(f16 and E4M3 lose relative accuracy below their smallest normal, 2^-14 and 2^-6;");
+    outln!(" max rel error above u there is subnormal precision loss, not a rounding bug. The MX");
+    outln!(" FP6/FP4 formats span only 0.0625..28 at best and saturate: they need block scales.)");
 
     // Block scaling is for values of one magnitude per block, like a
     // layer's weights: an approximately normal tensor (a sum of four
@@ -76,11 +93,14 @@ fn main() -> Result<(), mixprec::Error> {
         let u = |r: u64| (r >> 40) as f32 / 16_777_216.0;
         (0..4).map(|_| u(rng.next_u64())).sum::<f32>() - 2.0
     })?;
-    println!(
+    outln!(
         "\n{:<22} {:>10} {:>12} {:>12}   (a normal-like tensor: |rel error| of every value,",
-        "block-scaled", "bits/elem", "max rel", "mean rel"
+        "block-scaled",
+        "bits/elem",
+        "max rel",
+        "mean rel"
     );
-    println!("{:>62}", "its smallest values included)");
+    outln!("{:>62}", "its smallest values included)");
     let m = x.as_mat()?;
     let scaled = |name: &str, bits: f64, back: Tensor<f32>| {
         let (mut max_rel, mut sum_rel) = (0.0f64, 0.0f64);
@@ -89,7 +109,7 @@ fn main() -> Result<(), mixprec::Error> {
             max_rel = max_rel.max(rel);
             sum_rel += rel;
         }
-        println!(
+        outln!(
             "{name:<22} {bits:>10.2} {max_rel:>12.3e} {:>12.3e}",
             sum_rel / x.len() as f64
         );
@@ -140,8 +160,8 @@ fn main() -> Result<(), mixprec::Error> {
         8.0,
         BlockScaled::<F8E4M3>::fp8(m, Fp8Granularity::PerTensor, false)?.dequantize()?,
     );
-    println!("(max rel is 1 where a value near 0 shares its block's scale and rounds to 0;");
-    println!(" the mean is what the format costs.)");
+    outln!("(max rel is 1 where a value near 0 shares its block's scale and rounds to 0;");
+    outln!(" the mean is what the format costs.)");
 
     // Stochastic rounding keeps the mean: sum 10k copies of 1 + 2^-10 in bf16.
     let v = vec![1.0f32 + 2f32.powi(-10); 10_000];
@@ -150,7 +170,7 @@ fn main() -> Result<(), mixprec::Error> {
     mixprec::convert::narrow(&v, &mut nearest)?;
     narrow_stochastic(&v, &mut stoch, &mut StochasticRng::new(1))?;
     let mean = |s: &[bf16]| s.iter().map(|b| b.to_f64()).sum::<f64>() / s.len() as f64;
-    println!(
+    outln!(
         "\nmean of 10000 bf16 roundings of 1 + 2^-10 = {:.7}: nearest-even {:.7}, stochastic {:.7}",
         1.0 + 2f64.powi(-10),
         mean(&nearest),

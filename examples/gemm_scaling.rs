@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release --example gemm_scaling -- [n] [max_threads]`
 
+#[macro_use]
+mod common;
+
 use mixprec::gemm::{gemm, Epilogue, Parallelism};
 use mixprec::{MatMut, MatRef};
 use std::time::Instant;
@@ -16,7 +19,7 @@ fn parse() -> Result<(usize, usize), String> {
     let mut nums = Vec::new();
     for a in std::env::args().skip(1) {
         if a == "-h" || a == "--help" {
-            println!("{USAGE}");
+            outln!("{USAGE}");
             std::process::exit(0);
         }
         let v: usize = a
@@ -72,7 +75,7 @@ fn main() {
         .unwrap();
         start.elapsed().as_secs_f64()
     };
-    println!(
+    outln!(
         "n = {n}, isa = {}, rayon threads = {}",
         mixprec::active_isa(),
         rayon::current_num_threads()
@@ -92,7 +95,7 @@ fn main() {
             .iter()
             .zip(&reference)
             .all(|(x, y)| x.to_bits() == y.to_bits());
-        println!("threads {t:>3}: {gflops:>8.1} GFLOP/s  speed-up {:>5.2}x  bits equal to 1 thread: {same}", gflops / base);
+        outln!("threads {t:>3}: {gflops:>8.1} GFLOP/s  speed-up {:>5.2}x  bits equal to 1 thread: {same}", gflops / base);
         t *= 2;
     }
 }

@@ -21,10 +21,11 @@
 //! `--data DIR` reads MNIST IDX files (`train-*`/`t10k-*`, optionally
 //! gzipped); the test set is then MNIST's 10k.
 
+#[macro_use]
 mod common;
 use common::{
-    accuracy_plot, correct_predictions, holdout_split, mnist, parse_digits, train_mlp, Series,
-    DIGITS_CSV,
+    accuracy_plot, correct_predictions, holdout_split, mnist, parse_digits, train_mlp, unknown,
+    Args, Series, DIGITS_CSV,
 };
 
 use mixprec::gemm::Parallelism;
@@ -51,33 +52,34 @@ fn parse() -> Result<Opts, String> {
         svg: None,
         threads: 1,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+    let mut args = Args::from_env();
+    while let Some(flag) = args.next_flag()? {
         match flag.as_str() {
-            "--data" => o.data = Some(val()?),
-            "--epochs" => o.epochs = val()?.parse().map_err(|e| format!("--epochs: {e}"))?,
+            "--data" => o.data = Some(args.value(&flag)?),
+            "--epochs" => o.epochs = args.at_least(&flag, 1)?,
             "--hidden" => {
-                o.hidden = val()?
+                let v = args.value(&flag)?;
+                o.hidden = v
                     .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--hidden: {e}")))
+                    .map(|s| match s.parse::<usize>() {
+                        Ok(w) if w >= 1 => Ok(w),
+                        Ok(_) => Err(format!("--hidden {v}: widths must be at least 1")),
+                        Err(e) => Err(format!("--hidden {v}: {e}")),
+                    })
                     .collect::<Result<_, _>>()?
             }
-            "--seed" => o.seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--svg" => o.svg = Some(val()?),
-            "--threads" => o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--seed" => o.seed = args.parse(&flag)?,
+            "--svg" => o.svg = Some(args.value(&flag)?),
+            "--threads" => o.threads = args.at_least(&flag, 1)?,
             "-h" | "--help" => {
-                println!(
+                outln!(
                     "quantize_study [--data DIR] [--epochs N] [--hidden A,B,..] [--seed N]\n\
                      \x20              [--svg FILE] [--threads N]"
                 );
                 std::process::exit(0)
             }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+            other => return Err(unknown(other)),
         }
-    }
-    if o.epochs == 0 || o.threads == 0 || o.hidden.contains(&0) {
-        return Err("--epochs, --threads and --hidden widths must be at least 1".into());
     }
     Ok(o)
 }
@@ -94,26 +96,29 @@ struct Row {
     bpw: Vec<Option<f64>>,
 }
 
+/// Accuracy against bits per weight as the table counts them (scales
+/// included: MXFP4 at 4.25, NVFP4 at 4.5, MXFP8 at 8.25), so that schemes
+/// of the same nominal width stand apart where their storage differs.
 fn svg(rows: &[Row], f32_acc: f64, title: &str) -> String {
     let series: Vec<Series> = rows
         .iter()
         .map(|r| Series {
             name: r.scheme.name().to_string(),
-            points: BITS
+            points: r
+                .acc
                 .iter()
-                .zip(&r.acc)
-                .filter_map(|(&b, a)| a.map(|a| (f64::from(b), a)))
+                .zip(&r.bpw)
+                .filter_map(|(a, b)| Some((b.as_ref().copied()?, a.as_ref().copied()?)))
                 .collect(),
         })
         .collect();
     let ticks: Vec<f64> = BITS.iter().map(|&b| f64::from(b)).collect();
     accuracy_plot(
         title,
-        "bits per element",
+        "bits per weight, scales included",
         &ticks,
         &series,
         Some(("f32", f32_acc)),
-        0.05,
         true,
     )
 }
@@ -133,7 +138,7 @@ fn run(o: &Opts) -> Result<(), String> {
         Parallelism::Threads(o.threads)
     };
     let f = train_set.features;
-    println!(
+    outln!(
         "{}: {} train / {} test images of {f} pixels; MLP {f}-{}-10 trained in f32 for {} epochs",
         if o.data.is_some() {
             "MNIST"
@@ -180,7 +185,7 @@ fn run(o: &Opts) -> Result<(), String> {
         }
         rows.push(row);
     }
-    println!(
+    outln!(
         "\nTest accuracy after post-training quantization (f32: {:.2} %)\n",
         f32_acc * 100.0
     );
@@ -188,8 +193,8 @@ fn run(o: &Opts) -> Result<(), String> {
     for b in BITS {
         print!(" {b} bits |");
     }
-    println!(" bits/weight incl. scales |");
-    println!("|---|{}---|", "---|".repeat(BITS.len()));
+    outln!(" bits/weight incl. scales |");
+    outln!("|---|{}---|", "---|".repeat(BITS.len()));
     for row in &rows {
         print!("| {} |", row.scheme.name());
         for a in &row.acc {
@@ -204,7 +209,7 @@ fn run(o: &Opts) -> Result<(), String> {
             .flatten()
             .map(|p| format!("{p:.3}"))
             .collect();
-        println!(" {} |", bpw.join(" / "));
+        outln!(" {} |", bpw.join(" / "));
     }
     if let Some(path) = &o.svg {
         let title = format!(
@@ -223,7 +228,7 @@ fn run(o: &Opts) -> Result<(), String> {
         );
         std::fs::write(path, svg(&rows, f32_acc, &title))
             .map_err(|e| format!("--svg {path}: {e}"))?;
-        println!("\nwrote {path}");
+        outln!("\nwrote {path}");
     }
     Ok(())
 }

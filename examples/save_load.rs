@@ -13,8 +13,9 @@
 //! both models and checks that their outputs on the test set are
 //! bit-identical to the originals (exit status 1 otherwise).
 
+#[macro_use]
 mod common;
-use common::{correct_predictions, holdout_split, parse_digits, DIGITS_CSV};
+use common::{correct_predictions, holdout_split, parse_digits, unknown, Args, DIGITS_CSV};
 
 use mixprec::amp::{train_step, Linear, Loss, Mlp, Precision, Sgd};
 use mixprec::convert::StochasticRng;
@@ -25,15 +26,15 @@ use mixprec::{bf16, Error, Tensor};
 
 fn parse() -> Result<std::path::PathBuf, String> {
     let mut out = std::env::temp_dir().join("mixprec_save_load.safetensors");
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
+    let mut args = Args::from_env();
+    while let Some(flag) = args.next_flag()? {
         match flag.as_str() {
-            "--out" => out = it.next().ok_or("--out needs a file name")?.into(),
+            "--out" => out = args.value(&flag)?.into(),
             "-h" | "--help" => {
-                println!("save_load [--out FILE]   (default: a file in the temp directory)");
+                outln!("save_load [--out FILE]   (default: a file in the temp directory)");
                 std::process::exit(0)
             }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+            other => return Err(unknown(other)),
         }
     }
     Ok(out)
@@ -169,20 +170,20 @@ fn run(path: &std::path::Path) -> Result<bool, Error> {
     let q_after = int8_infer(&int8_loaded, &xt)?;
     let same = bits(&before) == bits(&after);
     let q_same = bits(q_before.as_slice()) == bits(q_after.as_slice());
-    println!(
+    outln!(
         "wrote {} ({size} bytes): {} tensors",
         path.display(),
         loaded.names().count()
     );
-    println!("| model | test accuracy | outputs after reload |");
-    println!("|---|---|---|");
-    println!(
+    outln!("| model | test accuracy | outputs after reload |");
+    outln!("|---|---|---|");
+    outln!(
         "| bf16 ({} parameters) | {:.2}% | {} |",
         mlp.num_params(),
         accuracy(&before, &test.y) * 100.0,
         if same { "bit-identical" } else { "DIFFERENT" }
     );
-    println!(
+    outln!(
         "| int8 weights, dynamic u8 activations | {:.2}% | {} |",
         accuracy(q_before.as_slice(), &test.y) * 100.0,
         if q_same { "bit-identical" } else { "DIFFERENT" }

@@ -7,7 +7,10 @@
 //! cargo run --release --example systolic -- --sweep-batch --k 1024 --n 1024 --svg utilization.svg
 //! ```
 
-use mixprec::systolic::{analyze, ArrayConfig, Dataflow, Mode, Report};
+#[macro_use]
+mod common;
+
+use mixprec::systolic::{analyze, ArrayConfig, Dataflow, Mode, Report, MAX_SIMULATED_PES};
 use std::fmt::Write as _;
 
 struct Args {
@@ -34,7 +37,7 @@ fn usage(code: i32) -> ! {
          --sweep-batch analyzes M = 1..4096 in both modes (so --m and --mode do not apply);\n\
          with --csv it prints every point as CSV, with --svg it also writes a chart.";
     if code == 0 {
-        println!("{text}");
+        outln!("{text}");
     } else {
         eprintln!("{text}");
     }
@@ -94,8 +97,14 @@ fn parse() -> Result<Args, String> {
             "--array" => {
                 let v = it.next().ok_or("--array needs RxC")?;
                 let (r, c) = v.split_once('x').ok_or("--array needs RxC")?;
-                a.rows = r.parse().map_err(|e| format!("--array: {e}"))?;
-                a.cols = c.parse().map_err(|e| format!("--array: {e}"))?;
+                a.rows = r.parse().map_err(|e| format!("--array {v}: {e}"))?;
+                a.cols = c.parse().map_err(|e| format!("--array {v}: {e}"))?;
+                if a.rows == 0 || a.cols == 0 || a.rows.saturating_mul(a.cols) > MAX_SIMULATED_PES {
+                    return Err(format!(
+                        "--array {v}: needs 1 to 2^24 PEs (mixprec::systolic::MAX_SIMULATED_PES), \
+                         at least one row and one column"
+                    ));
+                }
             }
             "--buffers" => {
                 let v = it.next().ok_or("--buffers needs A,B,C")?;
@@ -103,9 +112,14 @@ fn parse() -> Result<Args, String> {
                     .split(',')
                     .map(|x| x.parse::<u64>().map_err(|e| format!("--buffers: {e}")))
                     .collect::<Result<_, _>>()?;
+                if parts.contains(&0) {
+                    return Err(format!(
+                        "--buffers {v}: each buffer must hold at least one element"
+                    ));
+                }
                 a.buffers = parts
                     .try_into()
-                    .map_err(|_| "--buffers needs three sizes".to_string())?;
+                    .map_err(|_| format!("--buffers {v}: needs three sizes, A,B,C"))?;
             }
             "--csv" => a.csv = true,
             "--sweep-batch" => a.sweep = true,
@@ -130,7 +144,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn print_report(r: &Report) {
-    println!(
+    outln!(
         "{} {}x{} array, {} mode: M={} K={} N={}",
         r.config.dataflow().name(),
         r.config.rows(),
@@ -144,21 +158,33 @@ fn print_report(r: &Report) {
         r.k,
         r.n
     );
-    println!("  folds                 {}", r.folds);
-    println!("  cycles                {}", r.cycles);
-    println!("  utilization           {:.2} %", r.utilization_pct);
-    println!("  mapping efficiency    {:.2} %", r.mapping_efficiency_pct);
-    println!(
-        "  compute utilization   {:.2} %  (per fold, SCALE-Sim's definition)",
+    outln!("  folds                 {}", r.folds);
+    outln!("  cycles                {}", r.cycles);
+    outln!(
+        "  utilization           {:.2} %  (read this one: MACs / (PEs x cycles), the whole run)",
+        r.utilization_pct
+    );
+    outln!(
+        "  mapping efficiency    {:.2} %  (PEs holding a useful stationary operand, per fold)",
+        r.mapping_efficiency_pct
+    );
+    outln!(
+        "  compute utilization   {:.2} %  (SCALE-Sim's per-fold figure, to compare with its reports)",
         r.compute_utilization_pct
     );
-    println!(
+    outln!(
         "  buffer traffic        A reads {}, B reads {}, C writes {}, C reads {}",
-        r.buffer.a_reads, r.buffer.b_reads, r.buffer.c_writes, r.buffer.c_reads
+        r.buffer.a_reads,
+        r.buffer.b_reads,
+        r.buffer.c_writes,
+        r.buffer.c_reads
     );
-    println!(
+    outln!(
         "  off-chip traffic      A reads {}, B reads {}, C writes {}, C reads {}",
-        r.offchip.a_reads, r.offchip.b_reads, r.offchip.c_writes, r.offchip.c_reads
+        r.offchip.a_reads,
+        r.offchip.b_reads,
+        r.offchip.c_writes,
+        r.offchip.c_reads
     );
 }
 
@@ -264,9 +290,9 @@ fn main() {
         };
         let mut points = Vec::new();
         if args.csv {
-            println!("dataflow,M,K,N,cycles,util_pct,tpu_cycles,tpu_util_pct");
+            outln!("dataflow,M,K,N,cycles,util_pct,tpu_cycles,tpu_util_pct");
         } else {
-            println!(
+            outln!(
                 "batch sweep: {} {}x{} array, layer K={} N={}",
                 cfg.dataflow().name(),
                 cfg.rows(),
@@ -274,9 +300,13 @@ fn main() {
                 args.k,
                 args.n
             );
-            println!(
+            outln!(
                 "{:>6} {:>12} {:>10} {:>12} {:>10}",
-                "M", "cycles", "util %", "tpu cycles", "tpu util %"
+                "M",
+                "cycles",
+                "util %",
+                "tpu cycles",
+                "tpu util %"
             );
         }
         for &m in &batches {
@@ -288,7 +318,7 @@ fn main() {
                 }
             };
             if args.csv {
-                println!(
+                outln!(
                     "{},{m},{},{},{},{:.4},{},{:.4}",
                     cfg.dataflow().name(),
                     args.k,
@@ -299,9 +329,12 @@ fn main() {
                     b.utilization_pct
                 );
             } else if shown(m) {
-                println!(
+                outln!(
                     "{m:>6} {:>12} {:>10.2} {:>12} {:>10.2}",
-                    a.cycles, a.utilization_pct, b.cycles, b.utilization_pct
+                    a.cycles,
+                    a.utilization_pct,
+                    b.cycles,
+                    b.utilization_pct
                 );
             }
             points.push((m, a.utilization_pct, b.utilization_pct));
@@ -324,11 +357,11 @@ fn main() {
         return;
     }
     if args.csv {
-        println!("dataflow,M,K,N,cycles,util_pct,mapping_eff_pct");
+        outln!("dataflow,M,K,N,cycles,util_pct,mapping_eff_pct");
     }
     for &m in &args.m {
         match run(m, args.mode) {
-            Ok(r) if args.csv => println!(
+            Ok(r) if args.csv => outln!(
                 "{},{},{},{},{},{:.4},{:.4}",
                 cfg.dataflow().name(),
                 m,

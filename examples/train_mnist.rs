@@ -536,7 +536,7 @@ fn svg(results: &[RunResult], title: &str) -> String {
                 .collect(),
         })
         .collect();
-    accuracy_plot(title, "epoch", &ticks, &series, None, 0.02, false)
+    accuracy_plot(title, "epoch", &ticks, &series, None, false)
 }
 
 fn print_histogram(r: &RunResult) {

@@ -623,7 +623,9 @@ mod plain {
                 } else if a == 0.0 {
                     1.0
                 } else {
-                    let s = a / T::MAX.to_f32();
+                    // Never below the smallest positive f32 (2^-149): a
+                    // block of tiny subnormals keeps a usable scale.
+                    let s = (a / T::MAX.to_f32()).max(f32::from_bits(1));
                     if pow2 {
                         let e = (s as f64).log2().ceil() as i32;
                         let p = 2f64.powi(e) as f32;

@@ -463,3 +463,90 @@ proptest! {
         check_gemm_within_bound(a.view(), b.view(), MatRef::from_row_major(&c, a.rows(), b.cols())?)?;
     }
 }
+
+/// The case the independent check found: bf16::MAX products at k = 0, 128
+/// and 129 make K-tile 0 end at +∞ and tile 1 at −∞; the contract's result
+/// is NaN although the exact value (−1.15e77) is finite. The checker
+/// accepts the NaN (both signs of overflow are reachable), and still
+/// refuses +∞ where only negative products could overflow.
+#[test]
+fn gemm_checker_accepts_nan_from_opposite_overflows() {
+    let k = 130;
+    let max = bf16::MAX;
+    let mut a = vec![bf16::ZERO; k];
+    let mut b = vec![bf16::ZERO; k];
+    for (i, sign) in [(0, 1.0f32), (128, -1.0), (129, -1.0)] {
+        a[i] = max;
+        b[i] = bf16::from_f32(sign * max.to_f32());
+    }
+    let (av, bv) = (
+        MatRef::from_row_major(&a, 1, k).unwrap(),
+        MatRef::from_row_major(&b, k, 1).unwrap(),
+    );
+    let mut c = [0.0f32];
+    gemm::gemm(
+        av,
+        bv,
+        MatMut::from_row_major(&mut c, 1, 1).unwrap(),
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )
+    .unwrap();
+    assert!(c[0].is_nan(), "the contract's +inf + -inf, got {}", c[0]);
+    check_gemm_within_bound(av, bv, MatRef::from_row_major(&c, 1, 1).unwrap()).unwrap();
+    // Only negative products: −∞ is reachable, +∞ and NaN are not.
+    let mut a_neg = a.clone();
+    a_neg[0] = bf16::ZERO;
+    let (av, bv) = (
+        MatRef::from_row_major(&a_neg, 1, k).unwrap(),
+        MatRef::from_row_major(&b, k, 1).unwrap(),
+    );
+    for (got, ok) in [
+        (f32::NEG_INFINITY, true),
+        (f32::INFINITY, false),
+        (f32::NAN, false),
+    ] {
+        let c = [got];
+        let r = check_gemm_within_bound(av, bv, MatRef::from_row_major(&c, 1, 1).unwrap());
+        assert_eq!(r.is_ok(), ok, "{got}");
+    }
+}
+
+/// `dot_reference` and `dot_error_bound`: the exact sum and Σ|ab| of a
+/// small case by hand, the length check, and a plain f32 and bf16-chain
+/// loop held within the sequential bound γ(K−1)·Σ|ab| (u = 2^-24 for f32,
+/// 2^-8 for bf16), and a perturbation past it caught.
+#[test]
+fn dot_reference_and_bound() {
+    use mixprec::testing::{dot_error_bound, dot_reference};
+    let r = dot_reference(&[1.0f32, -2.0, 0.5], &[3.0f32, 1.0, -4.0]).unwrap();
+    assert_eq!((r.sum, r.abs_sum), (3.0 - 2.0 - 2.0, 3.0 + 2.0 + 2.0));
+    assert!(r.error <= 2.0 * 7.0 * f64::EPSILON);
+    assert!(dot_reference(&[1.0f32], &[1.0f32, 2.0]).is_err());
+    assert_eq!(
+        dot_error_bound::<f32>(1, 5.0),
+        f64::from(f32::from_bits(1)) / 2.0
+    );
+    let k = 4096;
+    let a: Vec<f32> = (0..k)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    let b: Vec<f32> = (0..k)
+        .map(|i| ((i * 53 % 89) as f32 - 44.0) / 3.0)
+        .collect();
+    let r = dot_reference(&a, &b).unwrap();
+    let f32_loop = a.iter().zip(&b).fold(0.0f32, |s, (x, y)| x.mul_add(*y, s));
+    let bound = dot_error_bound::<f32>(k, r.abs_sum) + r.error;
+    assert!((f64::from(f32_loop) - r.sum).abs() <= bound);
+    // γ(K−1) with u = 2^-24 grows as (K−1)·u / (1 − (K−1)·u).
+    let u = 2f64.powi(-24);
+    let gamma = (k - 1) as f64 * u / (1.0 - (k - 1) as f64 * u);
+    assert!(bound >= gamma * r.abs_sum);
+    let bf16_loop = a.iter().zip(&b).fold(bf16::ZERO, |s, (x, y)| {
+        bf16::from_f32(x.mul_add(*y, s.to_f32()))
+    });
+    let bound16 = dot_error_bound::<bf16>(k, r.abs_sum) + r.error;
+    assert!((f64::from(bf16_loop.to_f32()) - r.sum).abs() <= bound16);
+    assert!(bound16 > bound);
+    assert!((f64::from(f32_loop) + 2.0 * bound - r.sum).abs() > bound);
+}

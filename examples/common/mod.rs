@@ -371,33 +371,54 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// An SVG line plot of test accuracy (0..1, shown in %) against `x`: one
-/// coloured line per series (with a dot on each point when `dots`), a
-/// legend, optionally a dashed horizontal reference line, grid lines every
-/// `y_step` from the lowest value (floored to a multiple of `y_step`) to
-/// 100 %, and `x_ticks` on the x axis.
+/// The y grid step for accuracies from `lo` to 1: the smallest of 1, 2,
+/// 5, 10, 20, 25 and 50 percentage points that draws at most 10 intervals
+/// (labels overprint past that in the plot's height).
+pub fn y_step_for(lo: f64) -> f64 {
+    let span = (1.0 - lo).max(0.0);
+    [0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5]
+        .into_iter()
+        .find(|&step| span / step <= 10.0)
+        .unwrap_or(0.5)
+}
+
+/// An SVG plot of test accuracy (0..1, shown in %) against `x`: one
+/// coloured line per series with a marker on each point when `dots`, a
+/// legend, optionally a dashed horizontal reference line, grid lines at a
+/// step chosen by [`y_step_for`], and `x_ticks` on the x axis (the x range
+/// covers the ticks and every point).
+///
+/// Series that coincide stay visible: each earlier series is drawn wider
+/// and lighter than the ones after it (the first one widest, underneath),
+/// and markers shrink and change shape from series to series. A series of
+/// one point is drawn as its marker alone.
 pub fn accuracy_plot(
     title: &str,
     x_label: &str,
     x_ticks: &[f64],
     series: &[Series],
     reference: Option<(&str, f64)>,
-    y_step: f64,
     dots: bool,
 ) -> String {
     use std::fmt::Write as _;
     let (w, h, left, right, top, bottom) = (800.0, 470.0, 60.0, 220.0, 40.0, 50.0);
     let (x0, x1) = x_ticks
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+        .copied()
+        .chain(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)))
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
             (a.min(x), b.max(x))
         });
+    let (x0, x1) = if x0.is_finite() { (x0, x1) } else { (0.0, 1.0) };
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
     let lo = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(reference.map(|r| r.1))
+        .filter(|a| a.is_finite())
         .fold(1.0f64, f64::min);
+    let y_step = y_step_for(lo);
     let lo = ((lo / y_step).floor() * y_step).clamp(0.0, 1.0 - y_step);
     let x_of = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let y_of = |a: f64| top + (1.0 - (a.max(lo) - lo) / (1.0 - lo)) * (h - top - bottom);
@@ -464,7 +485,14 @@ pub fn accuracy_plot(
         );
         legend_y += 20.0;
     }
-    for (line, colour) in series.iter().zip(colours.iter().cycle()) {
+    let n = series.len();
+    for (i, (line, colour)) in series.iter().zip(colours.iter().cycle()).enumerate() {
+        // Earlier series wider and lighter, so a later one on top of it
+        // leaves it visible as a border.
+        let under = (n - 1 - i) as f64;
+        let width = 2.0 + 1.5 * under;
+        let opacity = if under > 0.0 { 0.55 } else { 1.0 };
+        let size = 3.0 + 0.8 * under;
         let pts: Vec<(f64, f64)> = line
             .points
             .iter()
@@ -474,21 +502,26 @@ pub fn accuracy_plot(
             let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
             let _ = writeln!(
                 s,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="{width}" stroke-opacity="{opacity}" stroke-linejoin="round"/>"#,
                 path.join(" ")
             );
         }
-        if dots {
-            for (x, y) in &pts {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{colour}"/>"#
-                );
+        if dots || pts.len() == 1 {
+            for &(x, y) in &pts {
+                s.push_str(&marker(i, x, y, size, colour));
             }
+        }
+        if pts.len() == 1 {
+            s.push_str(&marker(i, (lx0 + lx1) / 2.0, legend_y, 4.5, colour));
+        } else {
+            let _ = writeln!(
+                s,
+                r#"<line x1="{lx0}" y1="{legend_y}" x2="{lx1}" y2="{legend_y}" stroke="{colour}" stroke-width="{width}" stroke-opacity="{opacity}"/>"#
+            );
         }
         let _ = writeln!(
             s,
-            r#"<line x1="{lx0}" y1="{legend_y}" x2="{lx1}" y2="{legend_y}" stroke="{colour}" stroke-width="2"/><text x="{tx}" y="{}">{}</text>"#,
+            r#"<text x="{tx}" y="{}">{}</text>"#,
             legend_y + 4.0,
             line.name
         );
@@ -496,6 +529,37 @@ pub fn accuracy_plot(
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Marker `i` (circle, square, triangle, diamond, in turn) of half-size
+/// `r` at (x, y), outlined in white so that overlapping markers stay apart.
+fn marker(i: usize, x: f64, y: f64, r: f64, colour: &str) -> String {
+    let style = format!(r#"fill="{colour}" stroke="white" stroke-width="1""#);
+    match i % 4 {
+        0 => format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r:.1}\" {style}/>\n"),
+        1 => format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" {style}/>\n",
+            x - r,
+            y - r,
+            2.0 * r,
+            2.0 * r
+        ),
+        2 => format!(
+            "<polygon points=\"{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\" {style}/>\n",
+            y - r * 1.2,
+            x - r * 1.1,
+            y + r * 0.8,
+            x + r * 1.1,
+            y + r * 0.8
+        ),
+        _ => format!(
+            "<polygon points=\"{x:.1},{:.1} {:.1},{y:.1} {x:.1},{:.1} {:.1},{y:.1}\" {style}/>\n",
+            y - r * 1.3,
+            x + r * 1.3,
+            y + r * 1.3,
+            x - r * 1.3
+        ),
+    }
 }
 
 /// An MLP with f32 masters and working weights (`train.features`,

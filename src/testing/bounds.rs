@@ -370,11 +370,13 @@ fn show<T: FloatElement>(x: T) -> String {
 /// Where the f64 sum is NaN (a NaN or ∞ − ∞ in the inputs) the result must
 /// be NaN; where it is ±∞, that infinity or NaN; where the exact value is
 /// past O's range, ±∞ of its sign or (for E4M3) NaN is accepted. Where a
-/// partial sum may overflow f32 (Σ|a·b| plus the bound reaches f32::MAX,
-/// the one case the bound does not cover), NaN and ±∞ of either sign are
-/// accepted: two K-tiles may overflow to +∞ and −∞, and the contract's
-/// result is then NaN while the exact value is finite. A finite result is
-/// always held to the bound.
+/// partial sum may overflow f32 (the one case the bound does not cover),
+/// the infinities that overflow can reach are accepted: +∞ where the sum
+/// of the positive products, grown by the bound's relative factor, reaches
+/// f32::MAX, −∞ where the negative ones do, and NaN where both do (two K-tiles may end at +∞ and −∞, and
+/// the contract's result is then NaN while the exact value is finite), or
+/// either does for an output without ∞. A finite result is always held to
+/// the bound.
 ///
 /// ```
 /// use mixprec::gemm::{matmul, Parallelism};
@@ -442,8 +444,28 @@ pub fn check_gemm_within_bound<TA: FloatElement, TB: FloatElement, O: FloatEleme
                 // then end at +∞ and the next at −∞, and the contract's
                 // result is NaN (or ±∞ of either sign) although the exact
                 // value is finite. The bound assumes no such overflow.
-                let chain_may_overflow = d.abs + d.bound >= f64::from(f32::MAX);
-                chain_may_overflow
+                // +∞ needs the positive products (grown by the bound) to
+                // reach f32::MAX, −∞ the negative ones, NaN both (or one,
+                // in an output format without ∞).
+                let f32_max = f64::from(f32::MAX);
+                let positive = (d.abs + d.sum) / 2.0;
+                let negative = (d.abs - d.sum) / 2.0;
+                // The bound's relative growth, applied to each side.
+                let grow = if d.abs > 0.0 {
+                    1.0 + d.bound / d.abs
+                } else {
+                    1.0
+                };
+                let may_pos = positive * grow >= f32_max;
+                let may_neg = negative * grow >= f32_max;
+                let chain_overflow = if got.is_nan() {
+                    may_pos && may_neg || (may_pos || may_neg) && !O::HAS_INFINITY
+                } else if got > 0.0 {
+                    may_pos
+                } else {
+                    may_neg
+                };
+                chain_overflow
                     || past
                         && (got.is_nan() && !O::HAS_INFINITY
                             || got.is_infinite() && (got > 0.0) == (d.sum > 0.0)
