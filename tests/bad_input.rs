@@ -771,3 +771,249 @@ fn named_defects_are_fixed() {
     assert_eq!(scaler.state().steps, 0, "rejected steps are not counted");
     assert!(softmax_cross_entropy::<f32>(&[], &[], 3).is_err());
 }
+
+/// The defects and silent accepts the newcomer issue (27) listed, each now
+/// a typed error or a documented, tested rule. Run in the debug profile
+/// too (`.ci/run`), where the counters' and offsets' overflows panicked.
+#[test]
+fn newcomer_issue_defects_are_fixed() {
+    use mixprec::amp::fp8::{DelayedScaling, Fp8Format, Fp8Recipe, Fp8Scaling, GradFlushStats};
+    use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode};
+    use mixprec::gemm::PackedB;
+    use mixprec::quant::ptq::{PtqScheme, QuantizedMlp};
+    use mixprec::safetensors::Safetensors;
+    use mixprec::F4E2M1;
+
+    // FP8 amax history: 0, usize::MAX and MAX_HISTORY + 1 are refused
+    // (they panicked in the allocator), MAX_HISTORY is accepted.
+    for h in [0, usize::MAX, Fp8Recipe::MAX_HISTORY + 1] {
+        assert!(matches!(
+            DelayedScaling::new(h, 0, 448.0),
+            Err(Error::InvalidParameter { .. })
+        ));
+    }
+    assert!(DelayedScaling::new(Fp8Recipe::MAX_HISTORY, 0, 448.0).is_ok());
+    let recipe = |history| Fp8Recipe {
+        format: Fp8Format::Hybrid,
+        scaling: Fp8Scaling::Delayed { history, margin: 0 },
+    };
+    let mut rng = StochasticRng::new(1);
+    let mut mlp = Mlp::<f32>::new(&[4, 3, 2], Activation::Relu, 1.0, &mut rng).unwrap();
+    assert!(mlp.set_fp8(Some(recipe(usize::MAX))).is_err());
+    let mut layer = Linear::<f32>::new(4, 3, Activation::Relu, 1.0, &mut rng).unwrap();
+    assert!(layer.set_fp8(Some(recipe(usize::MAX))).is_err());
+    // ... and a checkpoint asking for it is refused while loading.
+    mlp.set_fp8(Some(recipe(16))).unwrap();
+    let json = serde_json::to_string(&mlp).unwrap();
+    assert!(json.contains("\"history\":16"));
+    let bad = json.replace("\"history\":16", "\"history\":18446744073709551615");
+    assert!(serde_json::from_str::<Mlp<f32>>(&bad).is_err());
+
+    // Allocation sizes are checked in bytes against isize::MAX: broadcast
+    // views whose element count fits usize give ShapeOverflow.
+    let one = [1.0f32];
+    let huge = MatRef::new(&one, 1 << 30, 1 << 31, 0, 0).unwrap();
+    assert!(matches!(
+        PackedB::new(huge),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    let huger = MatRef::new(&one, 1 << 31, 1 << 32, 0, 0).unwrap();
+    assert!(matches!(
+        BlockScaled::<F4E2M1>::mx(huger, MxScaleMode::Floor),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    assert!(matches!(
+        BlockScaled::nvfp4(huger, true),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    assert!(matches!(
+        BlockScaled::<F8E4M3>::fp8(huger, Fp8Granularity::Lines1x128, false),
+        Err(Error::ShapeOverflow { .. })
+    ));
+
+    // Scaled FP8 of tiny subnormals: the scale is at least 2^-149, never
+    // 0; a zero stays zero, 2^-149 comes back as itself and 100·2^-149 as
+    // 96·2^-149 (100 × the scale lies halfway between the E4M3 values 96
+    // and 104 and rounds to even), never NaN or 0.
+    let tiny = f32::from_bits(1);
+    let mut x = vec![0.0f32; 128];
+    x[1] = 100.0 * tiny;
+    x[2] = tiny;
+    let m = MatRef::from_row_major(&x, 1, 128).unwrap();
+    for pow2 in [false, true] {
+        let q = BlockScaled::<F8E4M3>::fp8(m, Fp8Granularity::Lines1x128, pow2).unwrap();
+        assert_eq!(q.scales(), [tiny], "pow2 {pow2}");
+        let back = q.dequantize().unwrap();
+        let back = back.as_slice();
+        assert_eq!(back[0].to_bits(), 0);
+        assert_eq!(back[1], 96.0 * tiny);
+        assert_eq!(back[2], tiny);
+        assert!(back.iter().all(|v| v.is_finite()));
+    }
+    // An all-zero block keeps scale 1.
+    let zeros = [0.0f32; 128];
+    let q = BlockScaled::<F8E4M3>::fp8(
+        MatRef::from_row_major(&zeros, 1, 128).unwrap(),
+        Fp8Granularity::Lines1x128,
+        true,
+    )
+    .unwrap();
+    assert_eq!(q.scales(), [1.0]);
+    // A block with ±∞ (no NaN) gets a NaN scale, as documented.
+    let mut inf_block = x.clone();
+    inf_block[5] = f32::NEG_INFINITY;
+    let q = BlockScaled::<F8E4M3>::fp8(
+        MatRef::from_row_major(&inf_block, 1, 128).unwrap(),
+        Fp8Granularity::Lines1x128,
+        false,
+    )
+    .unwrap();
+    assert!(q.scales()[0].is_nan());
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&inf_block, 1, 128).unwrap(), false).unwrap();
+    assert!(q.scales()[..].iter().any(|s| s.is_nan()));
+    // NVFP4 with the tensor scale: amax/2688 underflows to 0 on this
+    // non-zero tensor, and the tensor scale is taken as 1.
+    let q = BlockScaled::nvfp4(MatRef::from_row_major(&x, 1, 128).unwrap(), true).unwrap();
+    assert_eq!(q.nvfp4_scales().unwrap().1, Some(1.0));
+
+    // Counters saturate (they overflowed in debug from a checkpoint's
+    // u64::MAX).
+    let mut stats = GradFlushStats {
+        values: u64::MAX,
+        nonzero: u64::MAX,
+        flushed_unscaled: u64::MAX,
+        flushed_scaled: u64::MAX,
+    };
+    stats.record(&[1e-30, 1.0], 1.0, 1.0, 1e-20);
+    stats.add(&stats.clone());
+    assert_eq!(stats.values, u64::MAX);
+    assert_eq!(stats.flushed_scaled, u64::MAX);
+    let mut hist = GradHistogram {
+        total: u64::MAX,
+        zeros: u64::MAX,
+        lost_unscaled: u64::MAX,
+        lost_scaled: u64::MAX,
+        overflow_scaled: u64::MAX,
+        ..GradHistogram::default()
+    };
+    hist.counts.iter_mut().for_each(|c| *c = u64::MAX);
+    hist.add(&[0.0, 1e-30, 1.0, 1e30], 1.0);
+    assert_eq!((hist.total, hist.zeros), (u64::MAX, u64::MAX));
+
+    // PerChannelMinMaxObserver keeps the channel count of a first batch
+    // with 0 channels.
+    let mut obs = PerChannelMinMaxObserver::new(0);
+    obs.observe(&Tensor::<f32>::zeros(&[0, 3]).unwrap())
+        .unwrap();
+    assert!(matches!(
+        obs.observe(&Tensor::<f32>::zeros(&[2, 3]).unwrap()),
+        Err(Error::LengthMismatch {
+            expected: 0,
+            actual: 2,
+            ..
+        })
+    ));
+    // HistogramObserver over ±3e38 bins the data (it said "no data").
+    let mut h = HistogramObserver::new();
+    h.observe(&[-3e38, 3e38, 1.0, 0.0]);
+    assert_eq!(h.range(), Some((-3e38, 3e38)));
+    assert!(h.qparams::<i8>(Scheme::Symmetric).is_ok());
+
+    // QuantParams deserialized with a range that is not i8's or u8's.
+    let bad = r#"{"scales":[0.5],"zero_points":[500],"qmin":-1000,"qmax":1000,"axis":null}"#;
+    assert!(serde_json::from_str::<QuantParams>(bad).is_err());
+
+    // Linear::from_weights refuses weights that overflow the working type.
+    let w = Tensor::from_vec(&[1, 2], vec![1e30f32, 0.5]).unwrap();
+    assert!(matches!(
+        Linear::<f16>::from_weights(&w, vec![0.0], Activation::Relu),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(Linear::<f32>::from_weights(&w, vec![0.0], Activation::Relu).is_ok());
+    assert!(Linear::<f32>::from_weights(&w, vec![f32::NAN], Activation::Relu).is_err());
+
+    // PTQ: ±∞ in calibration and NaN master weights are refused (they
+    // gave a 2^126 scale and a silent 0).
+    let mut mlp = Mlp::<f32>::new(&[2, 3, 2], Activation::Relu, 1.0, &mut rng).unwrap();
+    let calib = [1.0f32, f32::INFINITY, -1.0, 0.5];
+    assert!(matches!(
+        QuantizedMlp::new(&mlp, &calib, PtqScheme::FixedPoint, 8),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(QuantizedMlp::new(&mlp, &[1.0, 0.25, -1.0, 0.5], PtqScheme::FixedPoint, 8).is_ok());
+    mlp.layers_mut()[0].masters_mut().0[1] = f32::NAN;
+    for scheme in [PtqScheme::SymmetricPerChannel, PtqScheme::MxFp4] {
+        let bits = scheme.fixed_bits().unwrap_or(8);
+        assert!(matches!(
+            QuantizedMlp::new(&mlp, &[1.0, 0.25], scheme, bits),
+            Err(Error::InvalidParameter { .. })
+        ));
+    }
+
+    // safetensors: offsets whose sum overflows are InvalidFile (a debug
+    // panic inside the safetensors crate before); a quantized tensor
+    // without `.range` is InvalidFile; to_bytes is deterministic.
+    let header = format!(
+        r#"{{"a":{{"dtype":"U8","shape":[1],"data_offsets":[{},{}]}}}}"#,
+        u64::MAX - 1,
+        u64::MAX
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.push(0);
+    assert!(matches!(
+        Safetensors::from_bytes(&file),
+        Err(Error::InvalidFile { .. })
+    ));
+    let mut st = Safetensors::new();
+    let params = QuantParams::per_tensor::<i8>(0.01, 0).unwrap();
+    let q = Tensor::from_vec(&[2], vec![50i8, -100]).unwrap();
+    st.insert_quantized("w", q, &params).unwrap();
+    st.insert("b", Tensor::from_vec(&[1], vec![1.0f32]).unwrap())
+        .unwrap();
+    st.set_metadata("z", "last");
+    st.set_metadata("a", "first");
+    let bytes = st.to_bytes().unwrap();
+    assert_eq!(bytes, st.to_bytes().unwrap());
+    assert_eq!(
+        bytes,
+        Safetensors::from_bytes(&bytes).unwrap().to_bytes().unwrap()
+    );
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let text = std::str::from_utf8(&bytes[8..8 + len]).unwrap();
+    let (pa, pz) = (text.find("\"a\"").unwrap(), text.find("\"z\"").unwrap());
+    assert!(pa < pz, "metadata keys sorted: {text}");
+    let stripped = text.replace(r#""mixprec.quant.w.range":"-128,127","#, "");
+    assert_ne!(
+        stripped, text,
+        "the range key is where it was expected: {text}"
+    );
+    let stripped = format!("{stripped:<len$}");
+    let mut file = (stripped.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(stripped.as_bytes());
+    file.extend_from_slice(&bytes[8 + len..]);
+    let loaded = Safetensors::from_bytes(&file).unwrap();
+    assert!(matches!(
+        loaded.quantized::<i8>("w"),
+        Err(Error::InvalidFile { .. })
+    ));
+
+    // from_mx_parts / from_nvfp4_parts keep the scheme: equal to the
+    // original, scales readable back.
+    let v: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.37).collect();
+    let m = MatRef::from_row_major(&v, 2, 32).unwrap();
+    let mx = BlockScaled::<F4E2M1>::mx(m, MxScaleMode::Floor).unwrap();
+    let back =
+        BlockScaled::from_mx_parts(2, 32, mx.data().to_vec(), mx.e8m0_scales().unwrap()).unwrap();
+    assert_eq!(back, mx);
+    assert_eq!(back.e8m0_scales(), mx.e8m0_scales());
+    let nv = BlockScaled::nvfp4(m, true).unwrap();
+    let (codes, s_t) = nv.nvfp4_scales().unwrap();
+    let back =
+        BlockScaled::from_nvfp4_parts(2, 32, nv.data().to_vec(), codes.to_vec(), s_t).unwrap();
+    assert_eq!(back, nv);
+    assert!(
+        BlockScaled::from_nvfp4_parts(2, 32, nv.data().to_vec(), codes.to_vec(), Some(0.0))
+            .is_err()
+    );
+}

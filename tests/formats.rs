@@ -428,3 +428,106 @@ fn length_mismatch_is_an_error() {
     let mut w = [0.0f32; 1];
     assert!(convert::widen(&y, &mut w).is_err());
 }
+
+/// The `half`-style traits on every sign-magnitude small float, over every
+/// code: `Neg` flips the sign exactly as f32 negation does, `abs`,
+/// `copysign` and `signum` agree with f32's, `total_cmp` orders the codes
+/// as `f32::total_cmp` orders their values (NaN codes by sign only: their
+/// f32 payloads are canonical), `From<f32>` is `from_f32`, `FromStr` of a
+/// value's shortest decimal gives the code back, and `Bounded` is MIN/MAX.
+macro_rules! sign_magnitude_traits_test {
+    ($name:ident, $ty:ty, $codes:expr) => {
+        #[test]
+        fn $name() {
+            use num_traits::Bounded;
+            let all: Vec<$ty> = (0..$codes).map(|b| <$ty>::from_bits(b as u8)).collect();
+            for &x in &all {
+                let v = x.to_f32();
+                let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan();
+                assert!(same((-x).to_f32(), -v), "{:#x}", x.to_bits());
+                assert_eq!((-x).to_f32().is_sign_negative(), !v.is_sign_negative());
+                assert!(same(x.abs().to_f32(), v.abs()), "{:#x}", x.to_bits());
+                assert!(!x.abs().to_f32().is_sign_negative());
+                if !v.is_nan() {
+                    assert_eq!(x.signum().to_f32(), v.signum(), "{:#x}", x.to_bits());
+                    assert_eq!(<$ty>::from(v).to_bits(), x.to_bits());
+                    let parsed: $ty = v.to_string().parse().unwrap();
+                    assert_eq!(parsed.to_bits(), x.to_bits(), "{v}");
+                } else {
+                    assert!(x.signum().to_f32().is_nan());
+                }
+                for &y in &all {
+                    let w = y.to_f32();
+                    assert!(same(x.copysign(y).to_f32(), v.copysign(w)));
+                    // NaN codes by sign: −NaN below everything, +NaN
+                    // above, two NaNs of one sign by code.
+                    let rank = |f: f32| match (f.is_nan(), f.is_sign_negative()) {
+                        (true, true) => -1,
+                        (true, false) => 1,
+                        (false, _) => 0,
+                    };
+                    let expected = match (rank(v), rank(w)) {
+                        (0, 0) => v.total_cmp(&w),
+                        (rx, ry) if rx == ry => {
+                            let (bx, by) = (x.to_bits(), y.to_bits());
+                            if rx < 0 {
+                                by.cmp(&bx)
+                            } else {
+                                bx.cmp(&by)
+                            }
+                        }
+                        (rx, ry) => rx.cmp(&ry),
+                    };
+                    assert_eq!(x.total_cmp(&y), expected, "{v} vs {w}");
+                }
+            }
+            assert_eq!(<$ty>::max_value().to_bits(), <$ty>::MAX.to_bits());
+            assert_eq!(<$ty>::min_value().to_bits(), <$ty>::MIN.to_bits());
+            assert_eq!((-<$ty>::MAX).to_bits(), <$ty>::MIN.to_bits());
+        }
+    };
+}
+
+sign_magnitude_traits_test!(traits_on_every_e4m3_code, F8E4M3, 256u32);
+sign_magnitude_traits_test!(traits_on_every_e5m2_code, F8E5M2, 256u32);
+sign_magnitude_traits_test!(traits_on_every_e2m3_code, mixprec::F6E2M3, 64u32);
+sign_magnitude_traits_test!(traits_on_every_e3m2_code, mixprec::F6E3M2, 64u32);
+sign_magnitude_traits_test!(traits_on_every_e2m1_code, mixprec::F4E2M1, 16u32);
+
+/// MxInt8 and F8E8M0: `total_cmp` is the order of their values (F8E8M0's
+/// NaN code last), `From<f32>`/`FromStr` round as `from_f32`, and
+/// `Bounded` is the documented range, over every code.
+#[test]
+fn traits_on_every_mxint8_and_e8m0_code() {
+    use mixprec::{MxInt8, F8E8M0};
+    use num_traits::Bounded;
+    for a in 0..=255u8 {
+        let x = MxInt8::from_bits(a);
+        let v = x.to_f32();
+        // −128 · 2^-6 has no code of its own under rounding: it gives MIN.
+        let expected = if a == 0x80 { 0x81 } else { a };
+        assert_eq!(MxInt8::from(v).to_bits(), expected);
+        for b in 0..=255u8 {
+            let y = MxInt8::from_bits(b);
+            assert_eq!(x.total_cmp(&y), v.total_cmp(&y.to_f32()));
+            let (e, f) = (F8E8M0::from_bits(a), F8E8M0::from_bits(b));
+            let expected = match (e.to_f32().is_nan(), f.to_f32().is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => e.to_f32().total_cmp(&f.to_f32()),
+            };
+            assert_eq!(e.total_cmp(&f), expected);
+        }
+        let e = F8E8M0::from_bits(a);
+        if !e.to_f32().is_nan() {
+            assert_eq!(F8E8M0::from(e.to_f32()).to_bits(), a);
+            let parsed: F8E8M0 = e.to_f32().to_string().parse().unwrap();
+            assert_eq!(parsed.to_bits(), a);
+        }
+    }
+    assert_eq!(MxInt8::max_value().to_bits(), MxInt8::MAX.to_bits());
+    assert_eq!(MxInt8::min_value().to_f32(), -127.0 / 64.0);
+    assert_eq!(F8E8M0::min_value().to_f32(), 2f32.powi(-127));
+    assert_eq!(F8E8M0::max_value().to_f32(), 2f32.powi(127));
+}

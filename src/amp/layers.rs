@@ -151,13 +151,29 @@ impl<T: FloatElement> Linear<T> {
     /// # Errors
     /// [`Error::RankMismatch`] when `weight` is not rank 2;
     /// [`Error::EmptyDimension`] for a zero width;
-    /// [`Error::LengthMismatch`] for a bias whose length is not `out`.
+    /// [`Error::LengthMismatch`] for a bias whose length is not `out`;
+    /// [`Error::InvalidParameter`] for a weight or bias that is NaN, ±∞ or
+    /// rounds to ±∞ in `T` (1e30 in f16): as in [`Linear::new`], an
+    /// infinite working weight would poison every output.
     pub fn from_weights(
         weight: &crate::tensor::Tensor<f32>,
         bias: Vec<f32>,
         activation: Activation,
     ) -> Result<Self, Error> {
         let w = weight.as_mat()?;
+        let values = weight.as_slice().iter().map(|v| ("weight", v));
+        let bad = values
+            .chain(bias.iter().map(|v| ("bias", v)))
+            .enumerate()
+            .find(|(_, (_, v))| !T::from_f32(**v).to_f32().is_finite());
+        if let Some((i, (what, v))) = bad {
+            let i = if what == "bias" { i - weight.len() } else { i };
+            return Err(Error::InvalidParameter {
+                name: "Linear::from_weights",
+                value: format!("{what} [{i}] = {v:e}"),
+                requirement: "finite, and finite when rounded to the working type",
+            });
+        }
         Self::assemble(
             (w.cols(), w.rows()),
             activation,

@@ -187,6 +187,18 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     batch_range(x).unwrap_or((0.0, 0.0))
 }
 
+/// `InvalidParameter` naming the first NaN or ±∞ of `x` (layer `layer`).
+fn all_finite(name: &'static str, layer: usize, x: &[f32]) -> Result<(), Error> {
+    match x.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::InvalidParameter {
+            name,
+            value: format!("layer {layer}, element {i}: {:e}", x[i]),
+            requirement: "finite (a NaN or infinity has no quantization scale)",
+        }),
+    }
+}
+
 /// Per-tensor parameters of `x` for `[qmin, qmax]` under `scheme`.
 fn tensor_params(x: &[f32], scheme: PtqScheme, qmin: i32, qmax: i32) -> Result<IntParams, Error> {
     let (lo, hi) = min_max(x);
@@ -255,6 +267,9 @@ impl QuantizedMlp {
     /// * [`Error::InvalidParameter`] for `bits` outside 2..=8 (integer
     ///   schemes) or other than the format's width (block-scaled ones), or
     ///   an empty calibration set for an integer scheme;
+    /// * [`Error::InvalidParameter`] for a NaN or ±∞ in a master weight
+    ///   or bias, or (integer schemes) in the calibration data or the
+    ///   activations it produces: no scale represents them;
     /// * [`Error::LengthMismatch`] when `calibration` is not whole rows;
     /// * errors of the f32 forward pass and of the quantizers.
     pub fn new(
@@ -300,10 +315,17 @@ impl QuantizedMlp {
         }
         let mut x = calibration.to_vec();
         let mut out = Vec::with_capacity(layers.len());
-        for layer in layers {
+        for (i, layer) in layers.iter().enumerate() {
             let (w, b) = layer.masters();
             let (k, n) = (layer.in_features(), layer.out_features());
             let activation = layer.activation();
+            // A NaN or ±∞ would pick no scale (NaN quantizes to 0 under a
+            // per-channel scale) or an absurd one (2^126 from ±∞).
+            all_finite("QuantizedMlp::new: master weights", i, w)?;
+            all_finite("QuantizedMlp::new: master bias", i, b)?;
+            if scheme.fixed_bits().is_none() {
+                all_finite("QuantizedMlp::new: calibration activations", i, &x)?;
+            }
             out.push(match scheme.fixed_bits() {
                 None => Layer::Int(Self::int_layer(w, b, k, n, activation, &x, scheme, bits)?),
                 Some(_) => Layer::Block(Self::block_layer(w, b, k, n, activation, scheme)?),
