@@ -100,6 +100,18 @@ pub enum Error {
         /// What is wrong, with the offending values.
         detail: String,
     },
+    /// Reading or writing a file failed: the operating system's error, as
+    /// distinct from a file that was read but is malformed
+    /// ([`Error::InvalidFile`]).
+    Io {
+        /// The file, where the failing call knows it (empty from a bare
+        /// `std::io::Error`).
+        path: String,
+        /// The error's kind (`NotFound`, `PermissionDenied`, …), to match on.
+        kind: std::io::ErrorKind,
+        /// The operating system's message.
+        detail: String,
+    },
     /// The reduction length K is past the limit below which an integer
     /// GEMM's i32 sums are exact.
     KTooLarge {
@@ -138,6 +150,8 @@ impl fmt::Display for Error {
                 actual,
             } => write!(f, "{what}: element type is {actual}, expected {expected}"),
             Error::InvalidFile { format, detail } => write!(f, "invalid {format} data: {detail}"),
+            Error::Io { path, detail, .. } if path.is_empty() => write!(f, "I/O error: {detail}"),
+            Error::Io { path, detail, .. } => write!(f, "I/O error on {path}: {detail}"),
             Error::ShapeOverflow { shape } => {
                 write!(f, "shape {shape:?}: element count overflows usize")
             }
@@ -199,4 +213,26 @@ pub(crate) fn checked_len_of<T>(shape: &[usize]) -> Result<usize, Error> {
         .ok_or_else(|| Error::ShapeOverflow {
             shape: shape.to_vec(),
         })
+}
+
+impl From<std::io::Error> for Error {
+    /// [`Error::Io`] without a path (the `std::io::Error` does not hold one).
+    fn from(e: std::io::Error) -> Self {
+        Error::Io {
+            path: String::new(),
+            kind: e.kind(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl Error {
+    /// [`Error::Io`] for `e` on `path`.
+    pub(crate) fn io(path: &std::path::Path, e: &std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            kind: e.kind(),
+            detail: e.to_string(),
+        }
+    }
 }

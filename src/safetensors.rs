@@ -5,7 +5,12 @@
 //! (F32, F16, BF16, F8_E4M3, F8_E5M2, F8_E8M0, I8, U8, I32, and F6_E2M3,
 //! F6_E3M2, F4 packed as the format stores them: FP4 two per byte with
 //! element 0 in the low nibble, FP6 as [`crate::dtype::pack_fp6`]) and
-//! string metadata.
+//! string metadata. Tensors of the dtypes the crate has no type for
+//! (I64, F64, BOOL, U16, …, as `num_batches_tracked` or `position_ids` in
+//! a PyTorch checkpoint) do not block a file: they are listed by
+//! [`Safetensors::names`], read as bytes by [`Safetensors::raw`], kept
+//! when the file is written back, and refused only when asked for as an
+//! element type.
 //! Loading checks the header (offsets, lengths, overflow: the
 //! `safetensors` crate's validation), then each tensor's dtype, shape and
 //! byte length, and returns typed errors: a malformed file is never a
@@ -117,12 +122,52 @@ fn from_st_dtype(d: Dtype) -> Option<DType> {
     })
 }
 
-/// One stored tensor: its dtype, shape and little-endian bytes.
+/// One stored tensor: its dtype in the file, the crate's element type for
+/// it (`None` for I64, F64, BOOL and the other dtypes the crate has no
+/// type for), shape and little-endian bytes.
 #[derive(Clone, Debug, PartialEq)]
 struct Stored {
-    dtype: DType,
+    file_dtype: Dtype,
+    dtype: Option<DType>,
     shape: Vec<usize>,
     bytes: Vec<u8>,
+}
+
+/// A tensor as the file stores it: [`Safetensors::raw`] gives one for
+/// every tensor, including those of dtypes the crate has no element type
+/// for (I64, F64, BOOL, U16, …), which [`Safetensors::tensor`] refuses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RawTensor<'a> {
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: &'a [u8],
+}
+
+impl<'a> RawTensor<'a> {
+    /// The dtype's name as the file spells it (`"I64"`, `"F32"`, `"F8_E4M3"`, …).
+    pub fn dtype_name(&self) -> String {
+        format!("{:?}", self.dtype)
+    }
+
+    /// The crate's element type for this dtype, if it has one.
+    pub fn element_type(&self) -> Option<DType> {
+        from_st_dtype(self.dtype)
+    }
+
+    /// Bits per element in the file (4 and 6 for the packed FP4 and FP6).
+    pub fn bits_per_element(&self) -> usize {
+        self.dtype.bitsize()
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    /// The data, little-endian, exactly as in the file.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
 }
 
 /// Native-endian element bytes to little-endian (safetensors' byte order),
@@ -196,7 +241,8 @@ impl Safetensors {
         self.tensors.insert(
             name,
             Stored {
-                dtype: T::DTYPE,
+                file_dtype: to_st_dtype(T::DTYPE),
+                dtype: Some(T::DTYPE),
                 shape,
                 bytes,
             },
@@ -261,9 +307,41 @@ impl Safetensors {
         self.tensors.keys().map(String::as_str)
     }
 
-    /// The dtype and shape of tensor `name`, if present.
+    /// The element type and shape of tensor `name`, if present and of a
+    /// dtype the crate has a type for ([`Safetensors::raw`] describes
+    /// every tensor).
     pub fn info(&self, name: &str) -> Option<(DType, &[usize])> {
-        self.tensors.get(name).map(|s| (s.dtype, &s.shape[..]))
+        let s = self.tensors.get(name)?;
+        Some((s.dtype?, &s.shape[..]))
+    }
+
+    /// Tensor `name` as the file stores it (dtype name, shape, bytes),
+    /// whatever its dtype: how to read an I64 `position_ids` or an F64
+    /// tensor beside the ones the crate converts.
+    ///
+    /// ```
+    /// use mixprec::safetensors::Safetensors;
+    /// // A file written elsewhere with one I64 tensor [2] = [7, -1].
+    /// let header = br#"{"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#;
+    /// let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    /// file.extend_from_slice(header);
+    /// file.extend(7i64.to_le_bytes().into_iter().chain((-1i64).to_le_bytes()));
+    /// let st = Safetensors::from_bytes(&file)?;
+    /// let raw = st.raw("ids").unwrap();
+    /// assert_eq!((raw.dtype_name().as_str(), raw.shape()), ("I64", &[2usize][..]));
+    /// let ids: Vec<i64> = raw.bytes().chunks_exact(8)
+    ///     .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+    ///     .collect();
+    /// assert_eq!(ids, [7, -1]);
+    /// assert!(st.tensor::<f32>("ids").is_err()); // no element type for I64
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    pub fn raw(&self, name: &str) -> Option<RawTensor<'_>> {
+        self.tensors.get(name).map(|s| RawTensor {
+            dtype: s.file_dtype,
+            shape: &s.shape,
+            bytes: &s.bytes,
+        })
     }
 
     /// A copy of tensor `name` as `Tensor<T>`.
@@ -280,14 +358,25 @@ impl Safetensors {
                 value: name.to_string(),
                 requirement: "a tensor of the file",
             })?;
+        let Some(dtype) = stored.dtype else {
+            return Err(Error::InvalidParameter {
+                name: "safetensors tensor",
+                value: format!(
+                    "{name:?} of dtype {:?}, read as {}",
+                    stored.file_dtype,
+                    T::DTYPE
+                ),
+                requirement:
+                    "a dtype the crate has an element type for (read others with Safetensors::raw)",
+            });
+        };
         // MXINT8 is stored as I8 (same bytes), so I8 tensors read as it too.
-        let same =
-            stored.dtype == T::DTYPE || (stored.dtype == DType::I8 && T::DTYPE == DType::MxInt8);
+        let same = dtype == T::DTYPE || (dtype == DType::I8 && T::DTYPE == DType::MxInt8);
         if !same {
             return Err(Error::DTypeMismatch {
                 what: format!("safetensors tensor {name:?}"),
                 expected: T::DTYPE,
-                actual: stored.dtype,
+                actual: dtype,
             });
         }
         let numel = crate::error::checked_numel(&stored.shape)?;
@@ -377,8 +466,8 @@ impl Safetensors {
         // keys are sorted, and padded with spaces to a multiple of 8 bytes.
         let mut order: Vec<(&String, &Stored)> = self.tensors.iter().collect();
         order.sort_by(|a, b| {
-            (std::cmp::Reverse(file_bits(a.1.dtype)), a.0)
-                .cmp(&(std::cmp::Reverse(file_bits(b.1.dtype)), b.0))
+            (std::cmp::Reverse(a.1.file_dtype.bitsize()), a.0)
+                .cmp(&(std::cmp::Reverse(b.1.file_dtype.bitsize()), b.0))
         });
         let mut entries: BTreeMap<&str, String> = BTreeMap::new();
         let mut offset = 0usize;
@@ -389,7 +478,7 @@ impl Safetensors {
                 name.as_str(),
                 format!(
                     "{{\"dtype\":{},\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
-                    json_string(&format!("{:?}", to_st_dtype(t.dtype))),
+                    json_string(&format!("{:?}", t.file_dtype)),
                     shape.join(",")
                 ),
             );
@@ -430,7 +519,9 @@ impl Safetensors {
     /// # Errors
     /// [`Error::InvalidFile`] for a truncated or malformed header, offsets
     /// that overflow or overlap, a tensor whose byte length does not match
-    /// its shape and dtype, or a dtype the crate does not have (F64, BOOL…).
+    /// its shape and dtype. Tensors of dtypes the crate has no element type
+    /// for (I64, F64, BOOL, …) load too: [`Safetensors::raw`] reads them,
+    /// and they are written back unchanged.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         check_offsets_fit(bytes)?;
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| invalid(e.to_string()))?;
@@ -449,51 +540,47 @@ impl Safetensors {
     /// Reads a file.
     ///
     /// # Errors
-    /// [`Error::InvalidFile`] when it cannot be read (the message names the
-    /// path and the I/O error), and the errors of [`Safetensors::from_bytes`].
+    /// [`Error::Io`] when it cannot be read (the path, the error's kind and
+    /// the OS's message), and the errors of [`Safetensors::from_bytes`].
     pub fn read(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
         Self::from_bytes(&bytes)
     }
 
     /// Writes the file.
     ///
     /// # Errors
-    /// [`Error::InvalidFile`] when it cannot be written (path and I/O error).
+    /// [`Error::Io`] when it cannot be written (path and the OS's error).
     pub fn write(&self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_bytes()?)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))
+        std::fs::write(path, self.to_bytes()?).map_err(|e| Error::io(path, &e))
     }
 }
 
 fn stored_from_view(name: &str, view: &TensorView<'_>) -> Result<Stored, Error> {
-    let dtype = from_st_dtype(view.dtype()).ok_or_else(|| {
-        invalid(format!(
-            "tensor {name:?}: dtype {:?} is not supported",
-            view.dtype()
-        ))
-    })?;
+    let file_dtype = view.dtype();
+    let dtype = from_st_dtype(file_dtype);
     let shape = view.shape().to_vec();
     let numel = crate::error::checked_numel(&shape)
         .map_err(|_| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
     let bits = numel
-        .checked_mul(file_bits(dtype))
+        .checked_mul(file_dtype.bitsize())
         .ok_or_else(|| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
     if !bits.is_multiple_of(8) {
         return Err(invalid(format!(
-            "tensor {name:?}: {numel} elements of {dtype} do not fill whole bytes"
+            "tensor {name:?}: {numel} elements of {file_dtype:?} do not fill whole bytes"
         )));
     }
     let expected = bits / 8;
     if view.data().len() != expected {
         return Err(invalid(format!(
-            "tensor {name:?}: {} bytes for shape {shape:?} of {dtype} (needs {expected})",
+            "tensor {name:?}: {} bytes for shape {shape:?} of {file_dtype:?} (needs {expected})",
             view.data().len()
         )));
     }
     Ok(Stored {
+        file_dtype,
         dtype,
         shape,
         bytes: view.data().to_vec(),

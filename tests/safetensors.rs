@@ -201,13 +201,12 @@ fn malformed_files_are_typed_errors() {
         r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
         &[0; 12],
     ));
-    // Not JSON; a dtype mixprec does not have.
+    // Not JSON; an F64 tensor whose bytes do not fit its shape.
     invalid(&raw("{not json", &[]));
-    let msg = invalid(&raw(
-        r#"{"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#,
+    invalid(&raw(
+        r#"{"x":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}}"#,
         &[0; 8],
     ));
-    assert!(msg.contains("F64"), "{msg}");
     // Quantization metadata that does not parse or breaks the rules.
     let q = |scales: &str, axis: &str| {
         let header = format!(
@@ -329,4 +328,83 @@ fn mx_formats_round_trip_packed() {
 
 fn raw_header(header: &str, data: &[u8]) -> Vec<u8> {
     raw(header, data)
+}
+
+/// A PyTorch-style file with I64, F64 and BOOL tensors beside an F32 one
+/// loads whole: the F32 tensor reads as before, the others are listed and
+/// readable as raw bytes, refused as an element type, and written back
+/// unchanged (the same bytes for the same file).
+#[test]
+fn tensors_of_other_dtypes_do_not_block_the_file() {
+    let mut data = Vec::new();
+    data.extend(1.5f64.to_le_bytes()); // f64 [1], offsets 0..8
+    data.extend(3i64.to_le_bytes()); // num_batches_tracked [], 8..16
+    data.extend(
+        0.25f32
+            .to_le_bytes()
+            .into_iter()
+            .chain((-2.0f32).to_le_bytes()),
+    ); // 16..24
+    data.extend([1u8, 0]); // mask [2] BOOL, 24..26
+    let header = r#"{"d":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},"bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"w":{"dtype":"F32","shape":[2],"data_offsets":[16,24]},"mask":{"dtype":"BOOL","shape":[2],"data_offsets":[24,26]}}"#;
+    let file = raw(header, &data);
+    let st = Safetensors::from_bytes(&file).unwrap();
+    assert_eq!(
+        st.names().collect::<Vec<_>>(),
+        ["bn.num_batches_tracked", "d", "mask", "w"]
+    );
+    assert_eq!(st.tensor::<f32>("w").unwrap().as_slice(), [0.25, -2.0]);
+    let n = st.raw("bn.num_batches_tracked").unwrap();
+    assert_eq!(
+        (n.dtype_name().as_str(), n.shape(), n.bits_per_element()),
+        ("I64", &[][..], 64)
+    );
+    assert_eq!(i64::from_le_bytes(n.bytes().try_into().unwrap()), 3);
+    assert_eq!(n.element_type(), None);
+    let d = st.raw("d").unwrap();
+    assert_eq!(f64::from_le_bytes(d.bytes().try_into().unwrap()), 1.5);
+    assert_eq!(st.raw("mask").unwrap().bytes(), [1, 0]);
+    assert_eq!(st.raw("w").unwrap().element_type(), Some(DType::F32));
+    assert_eq!(st.info("d"), None);
+    assert_eq!(
+        st.info("w").map(|(t, s)| (t, s.to_vec())),
+        Some((DType::F32, vec![2]))
+    );
+    let err = st.tensor::<f32>("d").unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter { .. }), "{err}");
+    assert!(err.to_string().contains("F64"), "{err}");
+    // Written back: every tensor kept, bytes deterministic and stable.
+    let bytes = st.to_bytes().unwrap();
+    let again = Safetensors::from_bytes(&bytes).unwrap();
+    assert_eq!(again, st);
+    assert_eq!(again.to_bytes().unwrap(), bytes);
+}
+
+/// I/O failures are `Error::Io` with the path and the error's kind, not
+/// `InvalidFile`.
+#[test]
+fn io_errors_are_their_own_variant() {
+    let dir = std::env::temp_dir().join(format!("mixprec-io-{}", std::process::id()));
+    let missing = dir.join("no/such/file.safetensors");
+    match Safetensors::read(&missing) {
+        Err(Error::Io { path, kind, .. }) => {
+            assert_eq!(kind, std::io::ErrorKind::NotFound);
+            assert!(path.contains("file.safetensors"), "{path}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = Safetensors::new().write(&missing).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("I/O error on "), "{err}");
+    let from: Error = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "nope").into();
+    assert_eq!(from.to_string(), "I/O error: nope");
 }

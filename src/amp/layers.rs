@@ -441,7 +441,7 @@ impl<T: FloatElement> Linear<T> {
     pub fn forward(&mut self, x: &[T], batch: usize, par: Parallelism) -> Result<Vec<T>, Error> {
         let mut y = match self.fp8.take() {
             Some(mut st) => {
-                let result = (|| {
+                let result = (|| -> Result<Vec<T>, Error> {
                     MatRef::from_row_major(x, batch, self.in_features)?;
                     let (xf, wf) = (Self::wide(x)?, Self::wide(&self.w)?);
                     let scales = st.forward_scales(&xf, &wf);
