@@ -450,9 +450,64 @@ fn benches(c: &mut Criterion) {
         true,
     );
     weight_read_limit(c);
+    weight_layout_group(c);
     prepacked_group(c);
     mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
     block_scaled_group(c);
+}
+
+/// `x · W` with the weights stored `[in, out]` (B row-major) beside
+/// `x · Wᵀ` with the same weights stored `[out, in]` as PyTorch holds them
+/// (B a transposed view), f32 and bf16, K = N = 4096, at the batch sizes of
+/// inference: the two layouts' ratio is the figure (issue 29).
+fn weight_layout_group(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_weight_layout");
+    g.sample_size(10);
+    let (k, n) = (4096usize, 4096usize);
+    let w = values::<f32>(k * n, 2);
+    let w16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+    for m in [1usize, 8, 32, 128] {
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let a = values::<f32>(m * k, 1);
+        let mut out = vec![0.0f32; m * n];
+        let mut run = |name: &str, b: MatRef<'_, f32>| {
+            g.bench_function(BenchmarkId::new(name, m), |bch| {
+                bch.iter(|| {
+                    gemm(
+                        MatRef::from_row_major(black_box(&a), m, k).unwrap(),
+                        b,
+                        MatMut::from_row_major(&mut out, m, n).unwrap(),
+                        &Epilogue::new(),
+                        Parallelism::Serial,
+                    )
+                    .unwrap()
+                })
+            });
+        };
+        run("f32_in_out", MatRef::from_row_major(&w, k, n).unwrap());
+        run("f32_out_in", MatRef::from_row_major(&w, n, k).unwrap().t());
+        let a16: Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut run16 = |name: &str, b: MatRef<'_, bf16>| {
+            g.bench_function(BenchmarkId::new(name, m), |bch| {
+                bch.iter(|| {
+                    gemm(
+                        MatRef::from_row_major(black_box(&a16), m, k).unwrap(),
+                        b,
+                        MatMut::from_row_major(&mut out, m, n).unwrap(),
+                        &Epilogue::new(),
+                        Parallelism::Serial,
+                    )
+                    .unwrap()
+                })
+            });
+        };
+        run16("bf16_in_out", MatRef::from_row_major(&w16, k, n).unwrap());
+        run16(
+            "bf16_out_in",
+            MatRef::from_row_major(&w16, n, k).unwrap().t(),
+        );
+    }
+    g.finish();
 }
 
 /// `gemm_packed` (B packed once, `PackedB`) beside `gemm` on the same

@@ -228,6 +228,7 @@ impl From<std::io::Error> for Error {
 
 impl Error {
     /// [`Error::Io`] for `e` on `path`.
+    #[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
     pub(crate) fn io(path: &std::path::Path, e: &std::io::Error) -> Self {
         Error::Io {
             path: path.display().to_string(),

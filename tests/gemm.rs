@@ -579,6 +579,41 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
     check::<bf16>();
 }
 
+/// `x · Wᵀ` with W stored `[out, in]` (B a transposed view, its columns
+/// contiguous): the strategy that transposes each K-tile of a panel in L1,
+/// for row counts across the register block and past it, a K with a short
+/// last tile, an N that is not a multiple of 16 or 8 (the transpose's
+/// blocks and the panel's tail), f32/f16/bf16 weights, and 1, 2 and 3
+/// threads: the reference's bits.
+#[test]
+fn skinny_transposed_weights_equal_reference() {
+    fn check<TB: FloatElement>() {
+        let (n, k) = (1037, 301);
+        // W: n rows of k, row-major; B = Wᵀ is k × n.
+        let w: Vec<TB> = (0..n * k)
+            .map(|i| TB::from_f32(((i * 7 % 43) as f32 - 21.0) / 8.0))
+            .collect();
+        let bv = MatRef::from_row_major(&w, n, k).unwrap().t();
+        assert_eq!((bv.rows(), bv.cols(), bv.row_stride()), (k, n, 1));
+        let plan = gemm::plan(
+            MatRef::from_row_major(&vec![TB::from_f32(0.0); k], 1, k).unwrap(),
+            bv,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        if plan.tier != gemm::Tier::Portable {
+            assert_eq!(plan.strategy, gemm::Strategy::DirectTransposed, "{plan}");
+        }
+        for m in [1, 2, 3, 5, 6, 7, 8, 13, 32] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+            mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2, 3]);
+        }
+    }
+    check::<f32>();
+    check::<f16>();
+    check::<bf16>();
+}
+
 #[test]
 fn mixed_large_skinny_and_threaded() {
     // Skinny with a large B (the path that reads B in place) and blocks

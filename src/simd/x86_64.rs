@@ -84,6 +84,83 @@ pub(crate) unsafe fn dpbusd_quads<const R: usize>(
     }
 }
 
+/// The 8 × 8 blocks of [`super::transpose_to_steps`]: for rows
+/// `0..rows8` and steps `0..kc8` (multiples of 8),
+/// `dst[kk·nr + r] = src[r·ld + kk]`, eight rows and eight steps per
+/// block (8 loads, 24 shuffles, 8 stores).
+///
+/// # Safety
+/// AVX; `rows8` and `kc8` multiples of 8, `rows8 ≤ nr`, and (for
+/// `rows8, kc8 > 0`) `src` holds `(rows8 − 1)·ld + kc8` values and `dst`
+/// `kc8·nr`.
+#[target_feature(enable = "avx")]
+pub(crate) unsafe fn transpose_8x8_blocks(
+    src: &[f32],
+    ld: usize,
+    rows8: usize,
+    kc8: usize,
+    dst: &mut [f32],
+    nr: usize,
+) {
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for r0 in (0..rows8).step_by(8) {
+        for k0 in (0..kc8).step_by(8) {
+            // SAFETY: rows r0..r0 + 8 ≤ rows8 and steps k0..k0 + 8 ≤ kc8,
+            // so every load is inside `src` and every store inside `dst`
+            // (the caller's lengths); AVX is enabled on this function.
+            unsafe {
+                let row = |i: usize| _mm256_loadu_ps(s.add((r0 + i) * ld + k0));
+                let out = transpose8x8([
+                    row(0),
+                    row(1),
+                    row(2),
+                    row(3),
+                    row(4),
+                    row(5),
+                    row(6),
+                    row(7),
+                ]);
+                for (i, v) in out.into_iter().enumerate() {
+                    _mm256_storeu_ps(d.add((k0 + i) * nr + r0), v);
+                }
+            }
+        }
+    }
+}
+
+/// The 8 × 8 transpose of eight rows of 8 floats: lane `i` of output `j`
+/// is lane `j` of input `i` (24 shuffles).
+#[inline]
+#[target_feature(enable = "avx")]
+pub(crate) fn transpose8x8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::{copy_streaming, store_fence};

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `Blocked` | [`blocked`] | the default: BLIS's loops, A and B packed |
 //! | `DirectB` | [`direct_b`] | few rows, a large row-major B: B read in place |
+//! | `DirectTransposed` | [`direct_t`] | few rows, a large B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`): each K-tile of a panel transposed in L1 |
 //! | `DirectPrepacked` | [`prepacked`] | few rows, B pre-packed ([`super::PackedB`]) |
 //! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 4 rows, FP4 weights, integer-valued A |
 //! | `Fp4Tiles` | [`fp4_tiles`] | block-scaled FP4 × FP4 past 4 rows |
@@ -27,6 +28,7 @@
 
 mod blocked;
 mod direct_b;
+mod direct_t;
 mod exact_small;
 mod fp4_tiles;
 mod pack;
@@ -83,6 +85,10 @@ pub enum Strategy {
     /// A skinny product (few rows, a large B with contiguous rows): B is
     /// read in place instead of packed.
     DirectB,
+    /// A skinny product whose B has contiguous columns (`x · Wᵀ` with W
+    /// stored `[out, in]`): each K-tile of each panel of B is transposed
+    /// into L1 and streamed, instead of packing B whole.
+    DirectTransposed,
     /// A skinny product on a pre-packed B ([`super::PackedB`]): its panels
     /// are streamed in place.
     DirectPrepacked,
@@ -270,6 +276,15 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
         (true, _) => Strategy::Blocked,
         (false, None) if skinny && o.b_rows_contiguous && o.n >= K::NR && o.direct_reads_b => {
             Strategy::DirectB
+        }
+        (false, None)
+            if skinny
+                && o.b_cols_contiguous
+                && !o.b_rows_contiguous
+                && o.n >= K::NR
+                && K::reads_direct::<f32>() =>
+        {
+            Strategy::DirectTransposed
         }
         (false, None) => Strategy::Blocked,
         (false, Some(_))
@@ -462,6 +477,9 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             prepacked::serial_direct_prepacked::<TA, O, K>(
                 a, panels, n, c, col0, epilogue, ws, simd,
             )
+        }
+        (Strategy::DirectTransposed, _, _) => {
+            direct_t::serial_direct_transposed::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd)
         }
         (Strategy::DirectB, _, _) => {
             direct_b::serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd)

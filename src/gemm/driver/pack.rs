@@ -264,6 +264,14 @@ pub(super) fn pack_b_nr<T: FloatElement>(
             let live = nr.min(nb.saturating_sub(p * nr));
             for k0 in (0..k).step_by(chunk) {
                 let kc = chunk.min(k - k0);
+                let steps = &mut panel[k0 * nr..(k0 + kc) * nr];
+                if T::DTYPE == DType::F32 && fold.is_none() && rs == 1 {
+                    // f32 columns: transposed straight from B (no copy).
+                    let src: &[f32] = bytemuck::cast_slice(data);
+                    let first = (j0 + p * nr) * cs + k0;
+                    crate::simd::transpose_to_steps(&src[first..], cs, live, kc, steps, nr, simd);
+                    continue;
+                }
                 for r in 0..live {
                     let j = p * nr + r;
                     let col = &mut cols[r * chunk..r * chunk + kc];
@@ -279,13 +287,7 @@ pub(super) fn pack_b_nr<T: FloatElement>(
                         f.line_from(j, k0, col);
                     }
                 }
-                let steps = panel[k0 * nr..(k0 + kc) * nr].chunks_exact_mut(nr);
-                for (kk, step) in steps.enumerate() {
-                    for (r, v) in step[..live].iter_mut().enumerate() {
-                        *v = cols[r * chunk + kk];
-                    }
-                    step[live..].fill(0.0);
-                }
+                crate::simd::transpose_to_steps(cols, chunk, live, kc, steps, nr, simd);
             }
         }
     }

@@ -77,26 +77,85 @@ pub(super) fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kern
         // Panel by panel (one sequential stream each), its K-tiles in
         // increasing order.
         for pj in 0..n.div_ceil(nr) {
-            let cols = nr.min(n - pj * nr);
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
                 let panel = &panels[((col0 / nr + pj) * k + k0) * nr..];
-                for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
-                    let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
-                    let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
-                    let p = grow(p_buf, rows * nr);
-                    p.fill(0.0);
-                    K::tile_direct(kt, rows, a_tile, panel, nr, nr, p);
-                    for r in 0..rows {
-                        let at = (q * K::DIRECT_MR + r) * n + pj * nr;
-                        for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * nr..]) {
-                            *s += v;
-                        }
-                    }
-                }
+                let tile = PanelTile { pj, k0, kt };
+                add_panel_tile::<K>(packed_a, k, mb, panel, tile, n, acc, p_buf);
             }
         }
         let row = grow(row_buf, n);
         write_block::<O, K>(&mut c, (ic, 0), acc, n, (mb, n), row, col0, epilogue, simd);
+    }
+}
+
+/// One K-tile of one NR-column panel of B: panel `pj`, steps `k0..k0 + kt`.
+#[derive(Clone, Copy)]
+pub(super) struct PanelTile {
+    pub(super) pj: usize,
+    pub(super) k0: usize,
+    pub(super) kt: usize,
+}
+
+/// `acc += p` for every A panel of `packed_a` (`mb` rows, all K) against
+/// one K-tile of one B panel (`panel`: `kt` steps of NR values), `p` the
+/// tile's partial sums by the streaming kernel: one `acc = acc + p` per
+/// accumulator element and K-tile, as everywhere. `acc` is `mb × n`
+/// (row-major, rows padded to DIRECT_MR).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) fn add_panel_tile<K: Kernel>(
+    packed_a: &[f32],
+    k: usize,
+    mb: usize,
+    panel: &[f32],
+    tile: PanelTile,
+    n: usize,
+    acc: &mut [f32],
+    p_buf: &mut Vec<f32>,
+) {
+    let nr = K::NR;
+    add_tile_sums::<K>(
+        packed_a,
+        k,
+        mb,
+        tile,
+        n,
+        acc,
+        p_buf,
+        |kt, rows, a_tile, p| K::tile_direct(kt, rows, a_tile, panel, nr, nr, p),
+    )
+}
+
+/// The body of [`add_panel_tile`] for any source of a tile's partial sums:
+/// `sums(kt, rows, a_tile, p)` writes the `rows × NR` partial sums of one
+/// A panel's K-tile into the zeroed `p`, and they are added into `acc`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) fn add_tile_sums<K: Kernel>(
+    packed_a: &[f32],
+    k: usize,
+    mb: usize,
+    tile: PanelTile,
+    n: usize,
+    acc: &mut [f32],
+    p_buf: &mut Vec<f32>,
+    sums: impl Fn(usize, usize, &[f32], &mut [f32]),
+) {
+    let nr = K::NR;
+    let PanelTile { pj, k0, kt } = tile;
+    let cols = nr.min(n - pj * nr);
+    for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
+        let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
+        let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
+        let p = grow(p_buf, rows * nr);
+        p.fill(0.0);
+        sums(kt, rows, a_tile, p);
+        for r in 0..rows {
+            let at = (q * K::DIRECT_MR + r) * n + pj * nr;
+            for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * nr..]) {
+                *s += v;
+            }
+        }
     }
 }

@@ -11,6 +11,8 @@ pub(super) struct Workspace {
     pub(super) acc: Vec<f32>,
     pub(super) row: Vec<f32>,
     pub(super) tmp: Vec<f32>,
+    /// One K-tile of one B panel ([`super::direct_t`]).
+    pub(super) panel: Vec<f32>,
     /// The FP4 × FP4 integer tiles' packed panels and block corrections.
     pub(super) fp4: Fp4Buffers,
 }

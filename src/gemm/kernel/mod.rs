@@ -464,6 +464,31 @@ pub(crate) trait Kernel {
         tile_direct_scalar::<T>(Self::DIRECT_MR, kt, rows, a, b, b_stride, nb, p)
     }
 
+    /// True when [`Kernel::tile_direct_t`] reads `T` with a register
+    /// transpose (else it is the scalar chain).
+    fn reads_direct_t<T: FloatElement>() -> bool {
+        false
+    }
+
+    /// [`Kernel::tile_direct`] for a B whose columns are contiguous (B =
+    /// Wᵀ, W stored `[out, in]`): `w` holds `nb` columns of B as rows,
+    /// column j's `kt` values at `w[j * ld..][..kt]`. The partial sums of
+    /// the first `rows` rows of the A panel go to `p` (`rows × nb`, zeroed
+    /// by the caller), each the same FMA chain from +0.0 over k in
+    /// increasing order as in [`Kernel::tile`]; only the reads differ.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_direct_t<T: FloatElement>(
+        kt: usize,
+        rows: usize,
+        a: &[f32],
+        w: &[T],
+        ld: usize,
+        nb: usize,
+        p: &mut [f32],
+    ) {
+        tile_direct_t_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, w, ld, nb, p)
+    }
+
     /// `out[i*ld_out + j] = epilogue(acc[i*ld_acc + j], out[i*ld_out + j], col0 + j)`
     /// for `rows` rows of `cols` columns: `out` holds the old C values (as
     /// f32) when `beta != 0`.
@@ -578,6 +603,31 @@ pub(crate) fn tile_direct_scalar<T: FloatElement>(
             let av = a[kk * mr + r];
             for (s, bv) in p[r * nb..(r + 1) * nb].iter_mut().zip(b_row) {
                 *s = av.mul_add(bv.to_f32(), *s);
+            }
+        }
+    }
+}
+
+/// Scalar form of [`Kernel::tile_direct_t`] for the steps `steps` of the
+/// tile: the same chains of `mul_add`s, continuing whatever `p` holds (the
+/// SIMD forms hand it their whole blocks of 8 steps and let this finish
+/// the rest).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_direct_t_scalar<T: FloatElement>(
+    mr: usize,
+    steps: std::ops::Range<usize>,
+    rows: usize,
+    a: &[f32],
+    w: &[T],
+    ld: usize,
+    nb: usize,
+    p: &mut [f32],
+) {
+    for kk in steps {
+        for r in 0..rows {
+            let av = a[kk * mr + r];
+            for (j, s) in p[r * nb..(r + 1) * nb].iter_mut().enumerate() {
+                *s = av.mul_add(w[j * ld + kk].to_f32(), *s);
             }
         }
     }

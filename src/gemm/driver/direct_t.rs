@@ -1,0 +1,124 @@
+//! Skinny products with B's columns contiguous
+//! ([`super::Strategy::DirectTransposed`]): `x · Wᵀ` with W stored
+//! `[out, in]` as PyTorch holds it, B = Wᵀ a transposed view. With rows
+//! that fit one A panel, the kernel reads W in place and transposes each
+//! 8 × 8 block in registers ([`crate::gemm::kernel::Kernel::tile_direct_t`]).
+//! Otherwise each NR-column panel is packed a chunk of K at a time (a register transpose, widened to
+//! f32; each row of W read as one long run) into a buffer that stays in L2
+//! while every A panel streams over its K-tiles, so B is read once from
+//! memory, in its own order, and never packed whole.
+//! The partial sums are the streaming kernel's, as on a pre-packed B
+//! ([`super::prepacked`]): the same bits as every other path.
+
+use super::pack::{pack_a_rows, pack_b_nr};
+use super::prepacked::{add_panel_tile, PanelTile};
+use super::workspace::{grow, round_up, Workspace};
+use super::write_back::write_block;
+use super::MC;
+use crate::dtype::FloatElement;
+use crate::gemm::kernel::Kernel;
+use crate::gemm::{Epilogue, ARRAY_ROWS};
+use crate::tensor::{MatMut, MatRef};
+
+/// Steps of K packed per panel chunk (a multiple of [`ARRAY_ROWS`]): 8 KiB
+/// runs of each f32 row of W, a 128 KiB chunk for 16 columns.
+const CHUNK_STEPS: usize = 16 * ARRAY_ROWS;
+
+/// Outputs (rows of W) that the in-place kernel takes through all of K
+/// before the next ones: as many row streams as the prefetchers follow.
+const OUTPUT_BLOCK: usize = 8;
+
+/// Rows of A up to which the kernel reads W in place (past them, packing
+/// each panel once is cheaper than transposing it per A panel).
+const IN_PLACE_MAX_ROWS: usize = 16;
+
+/// `c = epilogue(a·b)` for few rows of A and a B whose columns are
+/// contiguous (`row_stride == 1`), panel by panel and K-tile by K-tile.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn serial_direct_transposed<
+    TA: FloatElement,
+    TB: FloatElement,
+    O: FloatElement,
+    K: Kernel,
+>(
+    a: MatRef<'_, TA>,
+    b: MatRef<'_, TB>,
+    mut c: MatMut<'_, O>,
+    col0: usize,
+    epilogue: &Epilogue<'_>,
+    ws: &mut Workspace,
+    simd: bool,
+) {
+    let (m, n, k, nr) = (a.rows(), b.cols(), a.cols(), K::NR);
+    let Workspace {
+        a: a_buf,
+        b: p_buf,
+        acc: acc_buf,
+        row: row_buf,
+        tmp,
+        panel: panel_buf,
+        ..
+    } = ws;
+    for ic in (0..m).step_by(MC) {
+        let mb = MC.min(m - ic);
+        let mb_pad = round_up(mb, K::DIRECT_MR);
+        let packed_a = grow(a_buf, mb_pad * k);
+        pack_a_rows(&a, ic, mb, K::DIRECT_MR, packed_a, tmp, None, simd);
+        let acc = grow(acc_buf, mb_pad * n);
+        acc.fill(0.0);
+        // Few rows read W in place: each 8 × 8 block is transposed in
+        // registers by the kernel itself (no second pass), for each A
+        // panel (a second one re-reads the block from L1).
+        let in_place = mb <= IN_PLACE_MAX_ROWS && K::reads_direct_t::<TB>();
+        let (w, ld) = (b.as_slice(), b.col_stride());
+        let n_main = if in_place { n / nr * nr } else { 0 };
+        // OUTPUT_BLOCK outputs (rows of W) at a time over all of K, so
+        // that few rows of W stream at once.
+        for j0 in (0..n_main).step_by(OUTPUT_BLOCK) {
+            let nb = OUTPUT_BLOCK.min(n_main - j0);
+            for k0 in (0..k).step_by(ARRAY_ROWS) {
+                let kt = ARRAY_ROWS.min(k - k0);
+                let w_tile = &w[j0 * ld + k0..];
+                for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
+                    let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
+                    let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
+                    let p = grow(p_buf, rows * nb);
+                    p.fill(0.0);
+                    K::tile_direct_t(kt, rows, a_tile, w_tile, ld, nb, p);
+                    // One `acc = acc + p` per accumulator element and K-tile.
+                    for r in 0..rows {
+                        let at = (q * K::DIRECT_MR + r) * n + j0;
+                        for (s, &v) in acc[at..at + nb].iter_mut().zip(&p[r * nb..]) {
+                            *s += v;
+                        }
+                    }
+                }
+            }
+        }
+        for pj in n_main / nr..n.div_ceil(nr) {
+            let cols = nr.min(n - pj * nr);
+            // A chunk of K-tiles of the panel at a time: each of its NR
+            // columns (rows of W) is read as one run of CHUNK_STEPS values
+            // (long sequential streams, which the prefetchers follow), and
+            // the packed chunk stays in L2 while the K-tiles are summed.
+            for c0 in (0..k).step_by(CHUNK_STEPS) {
+                let kc = CHUNK_STEPS.min(k - c0);
+                let panel = grow(panel_buf, kc * nr);
+                let b_chunk = b.sub(c0, kc, pj * nr, cols);
+                pack_b_nr(&b_chunk, 0, cols, nr, panel, tmp, None, simd);
+                for t0 in (0..kc).step_by(ARRAY_ROWS) {
+                    let kt = ARRAY_ROWS.min(kc - t0);
+                    let tile = PanelTile {
+                        pj,
+                        k0: c0 + t0,
+                        kt,
+                    };
+                    let tile_panel = &panel[t0 * nr..];
+                    add_panel_tile::<K>(packed_a, k, mb, tile_panel, tile, n, acc, p_buf);
+                }
+            }
+        }
+        let row = grow(row_buf, n);
+        write_block::<O, K>(&mut c, (ic, 0), acc, n, (mb, n), row, col0, epilogue, simd);
+    }
+}
