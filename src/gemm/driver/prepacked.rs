@@ -115,34 +115,6 @@ pub(super) fn add_panel_tile<K: Kernel>(
     p_buf: &mut Vec<f32>,
 ) {
     let nr = K::NR;
-    add_tile_sums::<K>(
-        packed_a,
-        k,
-        mb,
-        tile,
-        n,
-        acc,
-        p_buf,
-        |kt, rows, a_tile, p| K::tile_direct(kt, rows, a_tile, panel, nr, nr, p),
-    )
-}
-
-/// The body of [`add_panel_tile`] for any source of a tile's partial sums:
-/// `sums(kt, rows, a_tile, p)` writes the `rows × NR` partial sums of one
-/// A panel's K-tile into the zeroed `p`, and they are added into `acc`.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub(super) fn add_tile_sums<K: Kernel>(
-    packed_a: &[f32],
-    k: usize,
-    mb: usize,
-    tile: PanelTile,
-    n: usize,
-    acc: &mut [f32],
-    p_buf: &mut Vec<f32>,
-    sums: impl Fn(usize, usize, &[f32], &mut [f32]),
-) {
-    let nr = K::NR;
     let PanelTile { pj, k0, kt } = tile;
     let cols = nr.min(n - pj * nr);
     for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
@@ -150,7 +122,7 @@ pub(super) fn add_tile_sums<K: Kernel>(
         let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
         let p = grow(p_buf, rows * nr);
         p.fill(0.0);
-        sums(kt, rows, a_tile, p);
+        K::tile_direct(kt, rows, a_tile, panel, nr, nr, p);
         for r in 0..rows {
             let at = (q * K::DIRECT_MR + r) * n + pj * nr;
             for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * nr..]) {
