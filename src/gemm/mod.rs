@@ -218,10 +218,13 @@ pub enum Parallelism {
 /// [`reference()`].
 ///
 /// `a` is M×K, `b` is K×N, `c` is M×N; any strides. A transposed view
-/// needs no copy and gives the same bits, but it is not free in time: at
-/// M = 1–32 a B stored `[out, in]` (PyTorch's weight layout, passed as
-/// `w.t()`) runs slower than the same B stored `[in, out]` (BENCHMARKS.md,
-/// "Skinny products"); from M ≈ 128 the two are within noise. Errors: mismatched shapes, a bias of the wrong length, an output
+/// needs no copy and gives the same bits. Both weight layouts have a path
+/// of their own at small batch ([`Strategy::DirectB`] for `[in, out]`,
+/// [`Strategy::DirectTransposed`] for PyTorch's `[out, in]` passed as
+/// `w.t()`), but `[in, out]` is still the faster one there: on Zen 3 at
+/// K = N = 4096, `[out, in]` takes 1.6× the time at M = 1 with f32
+/// weights and 2.3× with bf16, 1.3–1.4× at M = 8, 1.1× at M = 32, and at
+/// M = 128 it is faster (BENCHMARKS.md, "Weight layout"). Errors: mismatched shapes, a bias of the wrong length, an output
 /// whose strides make two elements share memory, an output overlapping an
 /// input, `Threads(0)`. Empty dimensions are valid; K = 0 gives the epilogue
 /// of zero.
