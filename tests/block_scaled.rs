@@ -1465,3 +1465,48 @@ fn quotients_at_e2m1_edges_round_as_the_plain_rules() {
         assert_eq!(code_bits(&q), e, "mxfp4");
     }
 }
+
+/// `pad_k`/`padded_k`: rows padded with zeros to whole blocks, the values
+/// kept bit for bit (−0 and NaN included), any strides; a block of 0 and
+/// an overflowing K are typed errors; a product on padded operands has the
+/// bits of the same product on K a multiple of the block to begin with.
+#[test]
+fn pad_k_pads_with_zeros_to_whole_blocks() {
+    use mixprec::block_scaled::{pad_k, padded_k};
+    assert_eq!(padded_k(50, 32).unwrap(), 64);
+    assert_eq!(padded_k(64, 32).unwrap(), 64);
+    assert_eq!(padded_k(0, 16).unwrap(), 0);
+    assert!(matches!(
+        padded_k(5, 0),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        padded_k(usize::MAX, 32),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    let x: Vec<f32> = (0..3 * 50)
+        .map(|i| match i {
+            7 => -0.0,
+            9 => f32::NAN,
+            _ => (i % 9) as f32 - 4.0,
+        })
+        .collect();
+    // A transposed view of a 50 × 3 buffer: any strides.
+    let xt: Vec<f32> = (0..50 * 3).map(|i| x[(i % 3) * 50 + i / 3]).collect();
+    let view = MatRef::from_row_major(&xt, 50, 3).unwrap().t();
+    let p = pad_k(view, 32).unwrap();
+    assert_eq!(p.shape(), &[3, 64]);
+    for r in 0..3 {
+        for c in 0..64 {
+            let got = p.as_slice()[r * 64 + c].to_bits();
+            let want = if c < 50 { x[r * 50 + c].to_bits() } else { 0 };
+            assert_eq!(got, want, "{r} {c}");
+        }
+    }
+    let huge = [1.0f32];
+    let broadcast = MatRef::new(&huge, 1 << 40, 1 << 30, 0, 0).unwrap();
+    assert!(matches!(
+        pad_k(broadcast, 32),
+        Err(Error::ShapeOverflow { .. })
+    ));
+}

@@ -701,3 +701,61 @@ fn threaded_few_rows_split_columns_equal_reference() {
         }
     }
 }
+
+/// `DynamicQuantLinear::forward` takes any rank `[.., in]` as nn.Linear
+/// does: `[2, 3, in]` and `[in]` give the bits of the same rows as a
+/// `[6, in]` (or `[1, in]`) batch, with the leading dimensions kept; rank 0
+/// and a wrong last dimension are typed errors.
+#[test]
+fn dynamic_linear_takes_any_leading_dimensions() {
+    let (o, i) = (5, 7);
+    let w = Tensor::from_fn(&[o, i], |ix| ((ix[0] * 3 + ix[1]) % 11) as f32 * 0.25 - 1.2).unwrap();
+    let layer = DynamicQuantLinear::new(&w, Some(&[0.5, -0.5, 0.25, 0.0, 1.0])).unwrap();
+    let x: Vec<f32> = (0..6 * i)
+        .map(|v| ((v * 7) % 13) as f32 * 0.3 - 1.5)
+        .collect();
+    let flat = layer
+        .forward(
+            &Tensor::from_vec(&[6, i], x.clone()).unwrap(),
+            Parallelism::Serial,
+        )
+        .unwrap();
+    let y3 = layer
+        .forward(
+            &Tensor::from_vec(&[2, 3, i], x.clone()).unwrap(),
+            Parallelism::Serial,
+        )
+        .unwrap();
+    assert_eq!(y3.shape(), &[2, 3, o]);
+    let bits = |t: &Tensor<f32>| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&y3), bits(&flat));
+    let y1 = layer
+        .forward(
+            &Tensor::from_vec(&[i], x[..i].to_vec()).unwrap(),
+            Parallelism::Serial,
+        )
+        .unwrap();
+    assert_eq!(y1.shape(), &[o]);
+    assert_eq!(bits(&y1), bits(&flat)[..o]);
+    let empty = layer
+        .forward(
+            &Tensor::<f32>::zeros(&[4, 0, i]).unwrap(),
+            Parallelism::Serial,
+        )
+        .unwrap();
+    assert_eq!(empty.shape(), &[4, 0, o]);
+    assert!(matches!(
+        layer.forward(
+            &Tensor::from_vec(&[], vec![1.0f32]).unwrap(),
+            Parallelism::Serial
+        ),
+        Err(Error::RankMismatch { .. })
+    ));
+    assert!(matches!(
+        layer.forward(
+            &Tensor::<f32>::zeros(&[2, i + 1]).unwrap(),
+            Parallelism::Serial
+        ),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}

@@ -87,11 +87,13 @@
 
 mod kernel;
 mod packed;
+mod pad;
 mod quantize;
 mod scale;
 
 pub use packed::PackedFp4;
 pub(crate) use packed::PACK_LINES;
+pub use pad::{pad_k, padded_k};
 pub(crate) use quantize::{amax_bits, block_reciprocal, narrow_scaled_blocks};
 pub(crate) use scale::{to_amax, ScaleRule};
 

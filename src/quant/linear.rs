@@ -148,24 +148,50 @@ impl DynamicQuantLinear {
         })
     }
 
-    /// `[batch, in_features]` → `[batch, out_features]`. A batch of 0 rows
-    /// gives an empty `[0, out_features]` output.
+    /// `[.., in_features]` → `[.., out_features]`, as `nn.Linear`: any
+    /// leading dimensions (`[in]`, `[batch, in]`, `[batch, seq, in]`, …)
+    /// are rows of one product, each row quantized with its own scale. A
+    /// leading dimension of 0 gives an empty output of the same shape.
+    ///
+    /// ```
+    /// use mixprec::quant::DynamicQuantLinear;
+    /// use mixprec::gemm::Parallelism;
+    /// use mixprec::Tensor;
+    /// let w = Tensor::from_vec(&[2, 3], vec![1.0f32, 0.5, -1.0, 0.0, 2.0, 1.0])?;
+    /// let layer = DynamicQuantLinear::new(&w, None)?;
+    /// let x = Tensor::from_fn(&[2, 4, 3], |ix| (ix[1] + ix[2]) as f32 * 0.5)?;
+    /// let y = layer.forward(&x, Parallelism::Serial)?;
+    /// assert_eq!(y.shape(), &[2, 4, 2]);
+    /// let v = layer.forward(&Tensor::from_vec(&[3], vec![1.0, 0.0, 0.0])?, Parallelism::Serial)?;
+    /// assert_eq!(v.shape(), &[2]);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// * [`Error::RankMismatch`] when `x` is not rank 2;
-    /// * [`Error::ShapeMismatch`] when `x` has not `in_features` columns;
+    /// * [`Error::RankMismatch`] when `x` is rank 0;
+    /// * [`Error::ShapeMismatch`] when `x`'s last dimension is not
+    ///   `in_features`;
     /// * [`Error::InvalidParameter`] for a NaN or infinite activation (its
     ///   row's range has no finite scale), or `Threads(0)`.
     pub fn forward(&self, x: &Tensor<f32>, parallelism: Parallelism) -> Result<Tensor<f32>, Error> {
-        let xm = x.as_mat()?;
-        if xm.cols() != self.in_features {
+        let Some((&last, lead)) = x.shape().split_last() else {
+            return Err(Error::RankMismatch {
+                expected: 1,
+                actual: 0,
+            });
+        };
+        if last != self.in_features {
             return Err(Error::ShapeMismatch {
-                what: "DynamicQuantLinear::forward: x must be [batch, in_features]",
+                what: "DynamicQuantLinear::forward: x must be [.., in_features]",
                 left: x.shape().to_vec(),
-                right: vec![xm.rows(), self.in_features],
+                right: vec![self.in_features],
             });
         }
-        let batch = xm.rows();
+        // The rows: the leading dimensions' product (the tensor exists, so
+        // its element count fits; checked all the same).
+        let batch = crate::error::checked_numel(lead)?;
+        let mut out_shape = lead.to_vec();
+        out_shape.push(self.out_features);
         let mut xq = vec![0u8; batch * self.in_features];
         let mut scales = Vec::with_capacity(batch);
         let mut zps = Vec::with_capacity(batch);
@@ -185,7 +211,7 @@ impl DynamicQuantLinear {
             scales.push(scale);
             zps.push(zp);
         }
-        let mut y = Tensor::<f32>::zeros(&[batch, self.out_features])?;
+        let mut y = Tensor::<f32>::zeros(&out_shape)?;
         qgemm_packed(
             QMatRef::new(MatRef::from_row_major(&xq, batch, self.in_features)?, &zps)?,
             &self.weight,

@@ -42,7 +42,7 @@ use super::{
     power_of_two_scale, qgemm, quantize, scale_zp_from_range, QEpilogue, QInt, QMatRef, Scheme,
 };
 use crate::amp::Mlp;
-use crate::block_scaled::{BlockScaled, MxScaleMode};
+use crate::block_scaled::{pad_k, BlockScaled, MxScaleMode};
 use crate::dtype::{MxInt8, F4E2M1, F6E2M3, F8E4M3};
 use crate::gemm::{block_gemm, Activation, Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -149,6 +149,8 @@ enum BlockWeights {
 struct BlockLayer {
     k: usize,
     k_padded: usize,
+    /// The scaling block (K is padded to a multiple of it).
+    block: usize,
     n: usize,
     w: BlockWeights,
     bias: Vec<f32>,
@@ -242,18 +244,6 @@ fn quantize_clamped<Q: QInt>(x: &[f32], cols: usize, p: &IntParams) -> Result<Ve
         *v = Q::from_i32_clamped(v.to_i32().clamp(p.qmin, p.qmax));
     }
     Ok(q)
-}
-
-/// `rows × k` with each row padded with zeros to `k_padded` values.
-fn pad_rows(x: &[f32], rows: usize, k: usize, k_padded: usize) -> Vec<f32> {
-    if k == k_padded {
-        return x.to_vec();
-    }
-    let mut out = vec![0.0f32; rows * k_padded];
-    for (o, r) in out.chunks_exact_mut(k_padded).zip(x.chunks_exact(k)) {
-        o[..k].copy_from_slice(r);
-    }
-    out
 }
 
 impl QuantizedMlp {
@@ -401,9 +391,9 @@ impl QuantizedMlp {
         scheme: PtqScheme,
     ) -> Result<BlockLayer, Error> {
         let block = if scheme == PtqScheme::Nvfp4 { 16 } else { 32 };
-        let k_padded = k.next_multiple_of(block);
-        let wp = pad_rows(w, n, k, k_padded);
-        let m = MatRef::from_row_major(&wp, n, k_padded)?;
+        let wp = pad_k(MatRef::from_row_major(w, n, k)?, block)?;
+        let k_padded = wp.shape()[1];
+        let m = wp.as_mat()?;
         let floor = MxScaleMode::Floor;
         let w = match scheme {
             PtqScheme::MxInt8 => BlockWeights::MxInt8(BlockScaled::mx(m, floor)?),
@@ -415,6 +405,7 @@ impl QuantizedMlp {
         Ok(BlockLayer {
             k,
             k_padded,
+            block,
             n,
             w,
             bias: b.to_vec(),
@@ -537,8 +528,8 @@ impl QuantizedMlp {
         scheme: PtqScheme,
         par: Parallelism,
     ) -> Result<Vec<f32>, Error> {
-        let xp = pad_rows(x, rows, l.k, l.k_padded);
-        let a = MatRef::from_row_major(&xp, rows, l.k_padded)?;
+        let xp = pad_k(MatRef::from_row_major(x, rows, l.k)?, l.block)?;
+        let a = xp.as_mat()?;
         let mut y = vec![0.0f32; crate::error::checked_numel(&[rows, l.n])?];
         let c = MatMut::from_row_major(&mut y, rows, l.n)?;
         let ep = Epilogue::new().bias(&l.bias).activation(l.activation);
