@@ -408,3 +408,128 @@ fn io_errors_are_their_own_variant() {
     let from: Error = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "nope").into();
     assert_eq!(from.to_string(), "I/O error: nope");
 }
+
+/// `SafetensorsFile` reads the header at `open` and each tensor only when
+/// asked: every tensor of a mixed file (F32, BF16, FP4 packed, I8 with
+/// quantization metadata, I64) reads the same as through the in-memory
+/// `Safetensors`; malformed headers are `InvalidFile`, a missing file
+/// `Io`, a missing name `InvalidParameter`.
+#[test]
+fn file_read_tensor_by_tensor_equals_the_whole_file() {
+    use mixprec::safetensors::SafetensorsFile;
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("mixprec-lazy-{}.safetensors", std::process::id()));
+    let mut st = Safetensors::new();
+    st.insert(
+        "w",
+        Tensor::from_vec(&[2, 3], vec![1.0f32, -2.0, 3.5, 0.0, -0.0, 7.0]).unwrap(),
+    )
+    .unwrap();
+    st.insert(
+        "h",
+        Tensor::from_vec(&[3], vec![bf16::from_f32(0.5); 3]).unwrap(),
+    )
+    .unwrap();
+    st.insert(
+        "fp4",
+        Tensor::from_vec(&[2, 2], vec![mixprec::F4E2M1::from_f32(1.5); 4]).unwrap(),
+    )
+    .unwrap();
+    let params = QuantParams::per_tensor::<i8>(0.25, 0).unwrap();
+    st.insert_quantized("q", Tensor::from_vec(&[2], vec![3i8, -4]).unwrap(), &params)
+        .unwrap();
+    st.set_metadata("note", "lazy");
+    // An I64 tensor beside them, as PyTorch writes num_batches_tracked.
+    let bytes = st.to_bytes().unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end();
+    let data_len = bytes.len() - 8 - n;
+    let header = format!(
+        r#"{},"steps":{{"dtype":"I64","shape":[],"data_offsets":[{data_len},{}]}}}}"#,
+        &header[..header.len() - 1],
+        data_len + 8
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&bytes[8 + n..]);
+    file.extend_from_slice(&42i64.to_le_bytes());
+    std::fs::write(&path, &file).unwrap();
+    let whole = Safetensors::from_bytes(&file).unwrap();
+    let mut lazy = SafetensorsFile::open(&path).unwrap();
+    assert_eq!(
+        lazy.names().collect::<Vec<_>>(),
+        whole.names().collect::<Vec<_>>()
+    );
+    assert_eq!(lazy.metadata(), whole.metadata());
+    assert_eq!(
+        lazy.tensor::<f32>("w").unwrap(),
+        whole.tensor::<f32>("w").unwrap()
+    );
+    assert_eq!(
+        lazy.tensor::<bf16>("h").unwrap(),
+        whole.tensor::<bf16>("h").unwrap()
+    );
+    assert_eq!(
+        lazy.tensor::<mixprec::F4E2M1>("fp4").unwrap(),
+        whole.tensor::<mixprec::F4E2M1>("fp4").unwrap()
+    );
+    assert_eq!(lazy.tensor::<i8>("q").unwrap().as_slice(), [3, -4]);
+    assert_eq!(lazy.raw_bytes("steps").unwrap(), 42i64.to_le_bytes());
+    assert_eq!(
+        lazy.dtype_and_shape("steps").map(|(d, s)| (d, s.to_vec())),
+        Some(("I64".to_string(), vec![]))
+    );
+    assert_eq!(lazy.element_type("steps"), None);
+    assert_eq!(lazy.element_type("w"), Some(DType::F32));
+    assert!(matches!(
+        lazy.tensor::<f32>("steps"),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        lazy.tensor::<f32>("h"),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    assert!(matches!(
+        lazy.tensor::<f32>("nope"),
+        Err(Error::InvalidParameter { .. })
+    ));
+    // Malformed: a gap, a length that does not match, a truncated file.
+    for (header, data) in [
+        (
+            r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            vec![0u8; 8],
+        ),
+        (
+            r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            vec![0u8; 4],
+        ),
+        (
+            r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            vec![0u8; 2],
+        ),
+        (
+            r#"{"x":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#,
+            vec![0u8; 4],
+        ),
+        (r#"{not json"#, vec![]),
+    ] {
+        std::fs::write(&path, raw(header, &data)).unwrap();
+        assert!(
+            matches!(SafetensorsFile::open(&path), Err(Error::InvalidFile { .. })),
+            "{header}"
+        );
+    }
+    std::fs::write(&path, [1u8, 2]).unwrap();
+    assert!(matches!(
+        SafetensorsFile::open(&path),
+        Err(Error::InvalidFile { .. })
+    ));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        SafetensorsFile::open(&path),
+        Err(Error::Io {
+            kind: std::io::ErrorKind::NotFound,
+            ..
+        })
+    ));
+}

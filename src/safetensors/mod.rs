@@ -59,6 +59,9 @@ use crate::Error;
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::BTreeMap;
 
+mod lazy;
+pub use lazy::SafetensorsFile;
+
 const FORMAT: &str = "safetensors";
 const QUANT_PREFIX: &str = "mixprec.quant.";
 
@@ -358,35 +361,7 @@ impl Safetensors {
                 value: name.to_string(),
                 requirement: "a tensor of the file",
             })?;
-        let Some(dtype) = stored.dtype else {
-            return Err(Error::InvalidParameter {
-                name: "safetensors tensor",
-                value: format!(
-                    "{name:?} of dtype {:?}, read as {}",
-                    stored.file_dtype,
-                    T::DTYPE
-                ),
-                requirement:
-                    "a dtype the crate has an element type for (read others with Safetensors::raw)",
-            });
-        };
-        // MXINT8 is stored as I8 (same bytes), so I8 tensors read as it too.
-        let same = dtype == T::DTYPE || (dtype == DType::I8 && T::DTYPE == DType::MxInt8);
-        if !same {
-            return Err(Error::DTypeMismatch {
-                what: format!("safetensors tensor {name:?}"),
-                expected: T::DTYPE,
-                actual: dtype,
-            });
-        }
-        let numel = crate::error::checked_numel(&stored.shape)?;
-        let mut bytes = match file_bits(T::DTYPE) {
-            4 => bytemuck::cast_slice(&crate::dtype::unpack_fp4(&stored.bytes, numel)?).to_vec(),
-            6 => crate::dtype::unpack_fp6(&stored.bytes, numel)?,
-            _ => stored.bytes.clone(),
-        };
-        swap_to_le(&mut bytes, T::DTYPE.size_bytes());
-        Tensor::from_bytes(&stored.shape, &bytes)
+        stored_tensor(name, stored)
     }
 
     /// Integer tensor `name` and the parameters stored with it by
@@ -556,6 +531,40 @@ impl Safetensors {
         let path = path.as_ref();
         std::fs::write(path, self.to_bytes()?).map_err(|e| Error::io(path, &e))
     }
+}
+
+/// `stored` (tensor `name`) as `Tensor<T>`: unpacked (FP4, FP6) and in
+/// native byte order.
+fn stored_tensor<T: Element>(name: &str, stored: &Stored) -> Result<Tensor<T>, Error> {
+    let Some(dtype) = stored.dtype else {
+        return Err(Error::InvalidParameter {
+            name: "safetensors tensor",
+            value: format!(
+                "{name:?} of dtype {:?}, read as {}",
+                stored.file_dtype,
+                T::DTYPE
+            ),
+            requirement:
+                "a dtype the crate has an element type for (read others with Safetensors::raw)",
+        });
+    };
+    // MXINT8 is stored as I8 (same bytes), so I8 tensors read as it too.
+    let same = dtype == T::DTYPE || (dtype == DType::I8 && T::DTYPE == DType::MxInt8);
+    if !same {
+        return Err(Error::DTypeMismatch {
+            what: format!("safetensors tensor {name:?}"),
+            expected: T::DTYPE,
+            actual: dtype,
+        });
+    }
+    let numel = crate::error::checked_numel(&stored.shape)?;
+    let mut bytes = match file_bits(T::DTYPE) {
+        4 => bytemuck::cast_slice(&crate::dtype::unpack_fp4(&stored.bytes, numel)?).to_vec(),
+        6 => crate::dtype::unpack_fp6(&stored.bytes, numel)?,
+        _ => stored.bytes.clone(),
+    };
+    swap_to_le(&mut bytes, T::DTYPE.size_bytes());
+    Tensor::from_bytes(&stored.shape, &bytes)
 }
 
 fn stored_from_view(name: &str, view: &TensorView<'_>) -> Result<Stored, Error> {
