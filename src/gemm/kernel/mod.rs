@@ -11,6 +11,8 @@ pub(crate) mod portable;
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_transposed;
 
 use super::{Activation, Epilogue};
 use crate::dtype::{DType, FloatElement};

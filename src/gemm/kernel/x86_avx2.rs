@@ -120,14 +120,14 @@ macro_rules! avx2_shared_methods {
                 Some(load) if nb.is_multiple_of(8) => {
                     let (ap, wp, pp) = (a.as_ptr(), w.as_ptr() as *const u8, p.as_mut_ptr());
                     let kt8 = kt / 8 * 8;
-                    let shape = $crate::gemm::kernel::x86_avx2::TransposedTile {
+                    let shape = $crate::gemm::kernel::x86_transposed::TransposedTile {
                         kt8,
                         mr,
                         ld,
                         nb,
                         load,
                     };
-                    use $crate::gemm::kernel::x86_avx2::tile_direct_t_avx2 as t;
+                    use $crate::gemm::kernel::x86_transposed::tile_direct_t_avx2 as t;
                     // SAFETY: the driver selects this kernel only when the
                     // CPU has AVX2, FMA and F16C; the asserts bound every
                     // access (A: kt8 ≤ kt steps of mr values; W: nb rows
@@ -421,8 +421,9 @@ unsafe fn tile_scaled_blocks_avx2(
     scaled_blocks_loop!(tile_scaled_avx2(kt, block, a, b, acc, ld, first, sa, sb))
 }
 
-/// The leaf's loads of B for the direct kernel.
-trait LoadB {
+/// The leaf's loads of B for the direct kernels (here and in
+/// [`super::x86_transposed`]).
+pub(super) trait LoadB {
     unsafe fn load8(self, p: *const u8) -> __m256;
 }
 
@@ -497,73 +498,6 @@ unsafe fn tile_direct_avx2<const R: usize>(
                     _mm256_storeu_ps(p.add(r * nb + j), s[0]);
                     _mm256_storeu_ps(p.add(r * nb + j + 8), s[1]);
                 }
-            }
-        }
-    }
-}
-
-/// The shape of a [`tile_direct_t_avx2`] call: `kt8` steps (a multiple
-/// of 8) of an A panel of stride `mr`; `nb` outputs (a multiple of 8) whose
-/// weights are rows of W (row stride `ld` elements, of `load`'s type).
-#[derive(Clone, Copy)]
-pub(crate) struct TransposedTile {
-    pub(crate) kt8: usize,
-    pub(crate) mr: usize,
-    pub(crate) ld: usize,
-    pub(crate) nb: usize,
-    pub(crate) load: DirectLoad,
-}
-
-/// [`Kernel::tile_direct_t`]'s blocks of 8 steps for `R` rows of A, eight
-/// outputs at a time: each 8 × 8 block of W transposed in registers, one
-/// FMA per step and row, continuing the chains in `p` (`R` rows of `nb`).
-/// For each output the chain runs over k in increasing order, as in
-/// `tile_avx2`. Eight outputs at a time keep eight rows of W streaming:
-/// on Zen 3, sixteen, or the same eight rows read at two or four places
-/// (two groups' or K-tiles' chains side by side, to hide the FMA latency)
-/// read 1.4–2.5× slower than this at one row of A.
-///
-/// # Safety
-/// AVX2, FMA and F16C present; `a` has `kt8 · mr` floats; `w` has
-/// `(nb − 1) · ld + kt8` elements of `load`'s type; `p` has `R · nb`
-/// floats.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn tile_direct_t_avx2<const R: usize>(
-    a: *const f32,
-    w: *const u8,
-    p: *mut f32,
-    t: TransposedTile,
-) {
-    let size = t.load.size();
-    for j0 in (0..t.nb).step_by(8) {
-        // SAFETY: outputs j0..j0 + 8 ≤ nb of W's rows and of p's rows;
-        // steps < kt8 of A and W (the function's contract).
-        unsafe {
-            let mut sums = [_mm256_setzero_ps(); R];
-            for (r, s) in sums.iter_mut().enumerate() {
-                *s = _mm256_loadu_ps(p.add(r * t.nb + j0));
-            }
-            let w_row = |j: usize, k: usize| t.load.load8(w.add((j * t.ld + k) * size));
-            for k0 in (0..t.kt8).step_by(8) {
-                let cols = crate::simd::x86_64::transpose8x8([
-                    w_row(j0, k0),
-                    w_row(j0 + 1, k0),
-                    w_row(j0 + 2, k0),
-                    w_row(j0 + 3, k0),
-                    w_row(j0 + 4, k0),
-                    w_row(j0 + 5, k0),
-                    w_row(j0 + 6, k0),
-                    w_row(j0 + 7, k0),
-                ]);
-                for (q, col) in cols.iter().enumerate() {
-                    let ak = a.add((k0 + q) * t.mr);
-                    for (r, s) in sums.iter_mut().enumerate() {
-                        *s = _mm256_fmadd_ps(_mm256_broadcast_ss(&*ak.add(r)), *col, *s);
-                    }
-                }
-            }
-            for (r, s) in sums.iter().enumerate() {
-                _mm256_storeu_ps(p.add(r * t.nb + j0), *s);
             }
         }
     }
