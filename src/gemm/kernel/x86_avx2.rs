@@ -567,7 +567,7 @@ pub(crate) unsafe fn fp4_dots8_avx2(
                     // SAFETY: `row` holds 8 f32.
                     unsafe { _mm256_loadu_ps(row.as_ptr()) }
                 });
-                sb = transpose8(rows);
+                sb = crate::simd::x86_64::transpose8x8(rows);
             } else {
                 for (b, v) in sb.iter_mut().enumerate().take(lines.blocks - blk) {
                     *v = _mm256_setr_ps(
@@ -631,38 +631,6 @@ pub(crate) unsafe fn fp4_dots8_avx2(
     }
     // SAFETY: `out` holds 8 f32.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
-}
-
-/// The 8×8 transpose of eight rows of f32.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ]
 }
 
 /// [`Kernel::fp4_packed8`] (bounds checked by the caller). Per 8 values of
