@@ -469,45 +469,48 @@ fn weight_layout_group(c: &mut Criterion) {
     for m in [1usize, 8, 32, 128] {
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         let a = values::<f32>(m * k, 1);
-        let mut out = vec![0.0f32; m * n];
-        let mut run = |name: &str, b: MatRef<'_, f32>| {
-            g.bench_function(BenchmarkId::new(name, m), |bch| {
-                bch.iter(|| {
-                    gemm(
-                        MatRef::from_row_major(black_box(&a), m, k).unwrap(),
-                        b,
-                        MatMut::from_row_major(&mut out, m, n).unwrap(),
-                        &Epilogue::new(),
-                        Parallelism::Serial,
-                    )
-                    .unwrap()
-                })
-            });
-        };
-        run("f32_in_out", MatRef::from_row_major(&w, k, n).unwrap());
-        run("f32_out_in", MatRef::from_row_major(&w, n, k).unwrap().t());
         let a16: Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
-        let mut run16 = |name: &str, b: MatRef<'_, bf16>| {
-            g.bench_function(BenchmarkId::new(name, m), |bch| {
-                bch.iter(|| {
-                    gemm(
-                        MatRef::from_row_major(black_box(&a16), m, k).unwrap(),
-                        b,
-                        MatMut::from_row_major(&mut out, m, n).unwrap(),
-                        &Epilogue::new(),
-                        Parallelism::Serial,
-                    )
-                    .unwrap()
-                })
-            });
-        };
-        run16("bf16_in_out", MatRef::from_row_major(&w16, k, n).unwrap());
-        run16(
-            "bf16_out_in",
-            MatRef::from_row_major(&w16, n, k).unwrap().t(),
-        );
+        let mut out = vec![0.0f32; m * n];
+        for (name, b) in [
+            ("f32_in_out", MatRef::from_row_major(&w, k, n).unwrap()),
+            ("f32_out_in", MatRef::from_row_major(&w, n, k).unwrap().t()),
+        ] {
+            layout_case(&mut g, name, &a, b, &mut out);
+        }
+        for (name, b) in [
+            ("bf16_in_out", MatRef::from_row_major(&w16, k, n).unwrap()),
+            (
+                "bf16_out_in",
+                MatRef::from_row_major(&w16, n, k).unwrap().t(),
+            ),
+        ] {
+            layout_case(&mut g, name, &a16, b, &mut out);
+        }
     }
     g.finish();
+}
+
+/// One case of [`weight_layout_group`]: `a` (M × K, row-major) times `b`.
+fn layout_case<T: FloatElement>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    a: &[T],
+    b: MatRef<'_, T>,
+    out: &mut [f32],
+) {
+    let (m, k, n) = (a.len() / b.rows(), b.rows(), b.cols());
+    g.bench_function(BenchmarkId::new(name, m), |bch| {
+        bch.iter(|| {
+            gemm(
+                MatRef::from_row_major(black_box(a), m, k).unwrap(),
+                b,
+                MatMut::from_row_major(out, m, n).unwrap(),
+                &Epilogue::new(),
+                Parallelism::Serial,
+            )
+            .unwrap()
+        })
+    });
 }
 
 /// `gemm_packed` (B packed once, `PackedB`) beside `gemm` on the same

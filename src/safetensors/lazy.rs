@@ -2,27 +2,14 @@
 //! header is read and checked when the file is opened, each tensor's bytes
 //! only when it is asked for.
 
-use super::{from_st_dtype, invalid, stored_tensor, Stored};
+use super::header::{header_len, parse_header, Entry};
+use super::{from_st_dtype, stored_tensor, Stored};
 use crate::dtype::{DType, Element};
 use crate::tensor::Tensor;
 use crate::Error;
-use ::safetensors::tensor::Dtype;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-
-/// The largest header accepted (the `safetensors` crate's limit).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
-
-/// Where one tensor lies in the file.
-#[derive(Clone, Debug)]
-struct Entry {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    /// Offsets in the data section (after the header).
-    start: u64,
-    end: u64,
-}
 
 /// A safetensors file opened for reading one tensor at a time: [`open`]
 /// reads and checks only the header (names, dtypes, shapes, offsets, the
@@ -73,19 +60,13 @@ impl SafetensorsFile {
         let io = |e: std::io::Error| Error::io(path, &e);
         let mut file = std::fs::File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
-        let mut n = [0u8; 8];
-        file.read_exact(&mut n)
-            .map_err(|_| invalid(format!("{}: shorter than 8 bytes", path.display())))?;
-        let n = u64::from_le_bytes(n);
-        if n > MAX_HEADER_BYTES || n > file_len.saturating_sub(8) {
-            return Err(invalid(format!(
-                "{}: header of {n} bytes in a file of {file_len}",
-                path.display()
-            )));
-        }
+        let mut prefix = [0u8; 8];
+        file.read_exact(&mut prefix)
+            .map_err(|_| invalid_len(path, file_len))?;
+        let n = header_len(&prefix, file_len)?;
         let mut header = vec![0u8; n as usize]; // n ≤ 10^8
         file.read_exact(&mut header).map_err(io)?;
-        let data_len = file_len.saturating_sub(8 + n);
+        let data_len = file_len - 8 - n; // n ≤ file_len − 8 (header_len)
         let (entries, metadata) = parse_header(&header, data_len)?;
         Ok(Self {
             file,
@@ -171,82 +152,10 @@ impl SafetensorsFile {
     }
 }
 
-/// The tensors and metadata of a header, checked as the format requires:
-/// each tensor's bytes match its dtype and shape, and the tensors fill the
-/// `data_len` data bytes contiguously from 0.
-type Header = (BTreeMap<String, Entry>, BTreeMap<String, String>);
-
-fn parse_header(header: &[u8], data_len: u64) -> Result<Header, Error> {
-    use serde_json::Value;
-    let map: serde_json::Map<String, Value> =
-        serde_json::from_slice(header).map_err(|e| invalid(format!("header: {e}")))?;
-    let mut entries = BTreeMap::new();
-    let mut metadata = BTreeMap::new();
-    for (name, v) in map {
-        if name == "__metadata__" {
-            let m = v
-                .as_object()
-                .ok_or_else(|| invalid("__metadata__ is not an object"))?;
-            for (k, v) in m {
-                let v = v
-                    .as_str()
-                    .ok_or_else(|| invalid(format!("metadata {k:?} is not a string")))?;
-                metadata.insert(k.clone(), v.to_string());
-            }
-            continue;
-        }
-        let bad = |what: &str| invalid(format!("tensor {name:?}: {what}"));
-        let dtype: Dtype = v
-            .get("dtype")
-            .cloned()
-            .and_then(|d| serde_json::from_value(d).ok())
-            .ok_or_else(|| bad("missing or unknown dtype"))?;
-        let shape: Vec<usize> = v
-            .get("shape")
-            .cloned()
-            .and_then(|s| serde_json::from_value(s).ok())
-            .ok_or_else(|| bad("missing or invalid shape"))?;
-        let offsets: [u64; 2] = v
-            .get("data_offsets")
-            .cloned()
-            .and_then(|o| serde_json::from_value(o).ok())
-            .ok_or_else(|| bad("missing or invalid data_offsets"))?;
-        let [start, end] = offsets;
-        let numel = crate::error::checked_numel(&shape).map_err(|_| bad("shape overflows"))?;
-        let bits = (numel as u64)
-            .checked_mul(dtype.bitsize() as u64)
-            .ok_or_else(|| bad("shape overflows"))?;
-        if start > end || end > data_len || bits % 8 != 0 || end - start != bits / 8 {
-            return Err(bad(&format!(
-                "offsets {start}..{end} for {numel} elements of {dtype:?} in {data_len} data bytes"
-            )));
-        }
-        entries.insert(
-            name,
-            Entry {
-                dtype,
-                shape,
-                start,
-                end,
-            },
-        );
-    }
-    // Contiguous from 0 to the end, as the format requires.
-    let mut spans: Vec<(u64, u64)> = entries.values().map(|e| (e.start, e.end)).collect();
-    spans.sort_unstable();
-    let mut at = 0;
-    for (start, end) in spans {
-        if start != at {
-            return Err(invalid(format!(
-                "tensor data not contiguous: a tensor starts at {start}, expected {at}"
-            )));
-        }
-        at = end;
-    }
-    if at != data_len {
-        return Err(invalid(format!(
-            "tensors end at {at} of {data_len} data bytes"
-        )));
-    }
-    Ok((entries, metadata))
+/// A file too short to hold the header's length.
+fn invalid_len(path: &Path, file_len: u64) -> Error {
+    super::invalid(format!(
+        "{}: {file_len} bytes, shorter than 8",
+        path.display()
+    ))
 }

@@ -86,11 +86,11 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
                         if w_main < w {
                             tile_direct_scalar(
                                 K::DIRECT_MR,
-                                kt,
+                                0..kt,
                                 rows,
                                 a_tile,
                                 &b_tile[j0 + w_main..],
-                                ldb,
+                                (ldb, 1),
                                 w - w_main,
                                 p_tail,
                             );

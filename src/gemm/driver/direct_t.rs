@@ -12,7 +12,7 @@
 
 use super::pack::{pack_a_rows, pack_b_nr};
 use super::prepacked::{add_panel_tile, PanelTile};
-use super::workspace::{grow, round_up, Workspace};
+use super::workspace::{add_tile_sums, grow, round_up, Workspace};
 use super::write_back::write_block;
 use super::MC;
 use crate::dtype::FloatElement;
@@ -86,12 +86,7 @@ pub(super) fn serial_direct_transposed<
                     p.fill(0.0);
                     K::tile_direct_t(kt, rows, a_tile, w_tile, ld, nb, p);
                     // One `acc = acc + p` per accumulator element and K-tile.
-                    for r in 0..rows {
-                        let at = (q * K::DIRECT_MR + r) * n + j0;
-                        for (s, &v) in acc[at..at + nb].iter_mut().zip(&p[r * nb..]) {
-                            *s += v;
-                        }
-                    }
+                    add_tile_sums(acc, n, (q * K::DIRECT_MR, j0), p, nb, (rows, nb));
                 }
             }
         }

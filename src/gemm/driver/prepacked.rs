@@ -3,7 +3,7 @@
 //! larger products run the blocked loops on the same panels).
 
 use super::pack::{pack_a_rows, pack_b_nr};
-use super::workspace::{grow, round_up, Workspace};
+use super::workspace::{add_tile_sums, grow, round_up, Workspace};
 use super::write_back::write_block;
 #[cfg(target_arch = "x86_64")]
 use super::{Avx2, Avx512};
@@ -123,11 +123,6 @@ pub(super) fn add_panel_tile<K: Kernel>(
         let p = grow(p_buf, rows * nr);
         p.fill(0.0);
         K::tile_direct(kt, rows, a_tile, panel, nr, nr, p);
-        for r in 0..rows {
-            let at = (q * K::DIRECT_MR + r) * n + pj * nr;
-            for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * nr..]) {
-                *s += v;
-            }
-        }
+        add_tile_sums(acc, n, (q * K::DIRECT_MR, pj * nr), p, nr, (rows, cols));
     }
 }

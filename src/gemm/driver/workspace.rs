@@ -48,3 +48,23 @@ pub(super) fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 pub(super) fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to).saturating_mul(to)
 }
+
+/// `acc = acc + p` for one K-tile's partial sums of `rows` rows and `cols`
+/// columns: row `r` of `p` (row length `p_ld`) into row `row0 + r` of `acc`
+/// (row length `ld`) from column `col0`.
+#[inline]
+pub(super) fn add_tile_sums(
+    acc: &mut [f32],
+    ld: usize,
+    (row0, col0): (usize, usize),
+    p: &[f32],
+    p_ld: usize,
+    (rows, cols): (usize, usize),
+) {
+    for r in 0..rows {
+        let at = (row0 + r) * ld + col0;
+        for (s, &v) in acc[at..at + cols].iter_mut().zip(&p[r * p_ld..]) {
+            *s += v;
+        }
+    }
+}

@@ -463,7 +463,7 @@ pub(crate) trait Kernel {
         nb: usize,
         p: &mut [f32],
     ) {
-        tile_direct_scalar::<T>(Self::DIRECT_MR, kt, rows, a, b, b_stride, nb, p)
+        tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p)
     }
 
     /// True when [`Kernel::tile_direct_t`] reads `T` with a register
@@ -488,7 +488,7 @@ pub(crate) trait Kernel {
         nb: usize,
         p: &mut [f32],
     ) {
-        tile_direct_t_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, w, ld, nb, p)
+        tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, w, (1, ld), nb, p)
     }
 
     /// `out[i*ld_out + j] = epilogue(acc[i*ld_acc + j], out[i*ld_out + j], col0 + j)`
@@ -586,42 +586,20 @@ pub(crate) fn epilogue_row_body(
     }
 }
 
-/// Scalar form of [`Kernel::tile_direct`] (the same chain of `mul_add`s),
-/// for element types a SIMD kernel does not read directly.
+/// Scalar form of [`Kernel::tile_direct`] and [`Kernel::tile_direct_t`]:
+/// for the steps `steps` of the tile, `p[r·nb + j] = fma(a[kk·mr + r],
+/// b[kk·k_stride + j·j_stride], p[r·nb + j])`, continuing whatever `p`
+/// holds (a SIMD form hands it the steps or columns it does not take). A
+/// row-major B has strides `(row stride, 1)`; B stored as the rows of W,
+/// `(1, W's row stride)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_direct_scalar<T: FloatElement>(
-    mr: usize,
-    kt: usize,
-    rows: usize,
-    a: &[f32],
-    b: &[T],
-    b_stride: usize,
-    nb: usize,
-    p: &mut [f32],
-) {
-    for kk in 0..kt {
-        let b_row = &b[kk * b_stride..kk * b_stride + nb];
-        for r in 0..rows {
-            let av = a[kk * mr + r];
-            for (s, bv) in p[r * nb..(r + 1) * nb].iter_mut().zip(b_row) {
-                *s = av.mul_add(bv.to_f32(), *s);
-            }
-        }
-    }
-}
-
-/// Scalar form of [`Kernel::tile_direct_t`] for the steps `steps` of the
-/// tile: the same chains of `mul_add`s, continuing whatever `p` holds (the
-/// SIMD forms hand it their whole blocks of 8 steps and let this finish
-/// the rest).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn tile_direct_t_scalar<T: FloatElement>(
     mr: usize,
     steps: std::ops::Range<usize>,
     rows: usize,
     a: &[f32],
-    w: &[T],
-    ld: usize,
+    b: &[T],
+    (k_stride, j_stride): (usize, usize),
     nb: usize,
     p: &mut [f32],
 ) {
@@ -629,7 +607,7 @@ pub(crate) fn tile_direct_t_scalar<T: FloatElement>(
         for r in 0..rows {
             let av = a[kk * mr + r];
             for (j, s) in p[r * nb..(r + 1) * nb].iter_mut().enumerate() {
-                *s = av.mul_add(w[j * ld + kk].to_f32(), *s);
+                *s = av.mul_add(b[kk * k_stride + j * j_stride].to_f32(), *s);
             }
         }
     }

@@ -151,7 +151,7 @@ macro_rules! avx2_shared_methods {
             };
             // The last kt % 8 steps (or all, for other types or widths)
             // continue the same chains.
-            $crate::gemm::kernel::tile_direct_t_scalar::<T>(mr, kt8..kt, rows, a, w, ld, nb, p);
+            $crate::gemm::kernel::tile_direct_scalar::<T>(mr, kt8..kt, rows, a, w, (1, ld), nb, p);
         }
 
         fn epilogue_rows(
@@ -238,7 +238,7 @@ impl Kernel for Avx2 {
         }
         match DirectLoad::of::<T>() {
             Some(load) => go!(load),
-            None => super::tile_direct_scalar::<T>(MR, kt, rows, a, b, b_stride, nb, p),
+            None => super::tile_direct_scalar::<T>(MR, 0..kt, rows, a, b, (b_stride, 1), nb, p),
         }
     }
 }

@@ -63,7 +63,7 @@ impl Kernel for Avx512 {
         p: &mut [f32],
     ) {
         let Some(load) = DirectLoad::of::<T>() else {
-            return tile_direct_scalar(DIRECT_MR, kt, rows, a, b, b_stride, nb, p);
+            return tile_direct_scalar(DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p);
         };
         assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= kt * DIRECT_MR);
         assert!(nb.is_multiple_of(NR));
