@@ -267,13 +267,17 @@ proptest! {
             }
         }
         // The bound is not vacuous: relative to Σ|x||w| it is about 2u
-        // (E4M3: u = 2^-4), far from 1.
+        // (E4M3: u = 2^-4), far from 1. Over the whole output, not element by
+        // element: the format's absolute spacing is per tensor (scale ·
+        // smallest subnormal), so an output whose operands are all near 0
+        // next to the tensor's amax (seed 191865161871278520, batch 9, i 1,
+        // o 2: x ≈ 1e-5 beside amax ≈ 2) has a bound above 0.15 Σ|x||w|
+        // without the bound being loose.
         let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
         let abs_wt: Vec<f32> = wt.iter().map(|v| v.abs()).collect();
-        let size = matmul64(&abs_x, &abs_wt, batch, i, o);
-        for (b, s) in bound(&x, &wt, (batch, i, o), e4, e4).iter().zip(&size) {
-            prop_assert!(*b <= 0.15 * s + 1e-30, "bound {b} against Σ|x||w| = {s}");
-        }
+        let size: f64 = matmul64(&abs_x, &abs_wt, batch, i, o).iter().sum();
+        let total: f64 = bound(&x, &wt, (batch, i, o), e4, e4).iter().sum();
+        prop_assert!(total <= 0.15 * size + 1e-30, "bound {total} against Σ|x||w| = {size}");
     }
 }
 
