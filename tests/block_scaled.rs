@@ -1117,7 +1117,7 @@ proptest! {
             0 => run_packed(&quantize::<F4E2M1>(&x, m, k, scheme), &b, threads, ep)?,
             1 => run_packed(&quantize::<F6E2M3>(&x, m, k, scheme), &b, threads, ep)?,
             2 => run_packed(&quantize::<MxInt8>(&x, m, k, scheme), &b, threads, ep)?,
-            // E4M3 activations: no integer view, the unpacked path.
+            // E4M3 activations: no integer view, the f32 chains on the packed codes.
             3 => run_packed(&quantize::<F8E4M3>(&x, m, k, scheme), &b, threads, ep)?,
             _ => run_packed(&BlockScaled::nvfp4(MatRef::from_row_major(&x, m, k)?, false)?, &b, threads, ep)?,
         }

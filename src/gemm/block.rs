@@ -167,17 +167,25 @@ pub fn block_gemm_packed_plan<TA: FloatElement>(
     b: &PackedFp4,
     parallelism: Parallelism,
 ) -> Result<Plan, Error> {
-    if streams_packed::<TA>(a) {
+    if streams_packed(a.lines()) {
         check_operands(dims(a), (b.lines(), b.k(), b.block()), PACKED_NAMES)?;
-        let simd = crate::cpu::has_avx2_fma_f16c();
-        let (m, n) = (a.lines(), b.lines());
-        return Ok(Plan {
-            strategy: Strategy::PackedFp4,
-            tier: driver::packed_fp4_tier(simd),
-            parts: driver::parts(m, n, b.k(), parallelism),
-        });
+        return Ok(packed_plan::<TA>(a.lines(), b, parallelism));
     }
     block_gemm_plan(a, &b.to_block_scaled(), parallelism)
+}
+
+/// The plan of a product of `m` rows that streams the packed weights `b`.
+fn packed_plan<TA: FloatElement>(m: usize, b: &PackedFp4, parallelism: Parallelism) -> Plan {
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    Plan {
+        strategy: if driver::has_integer_view::<TA>() {
+            Strategy::PackedFp4
+        } else {
+            Strategy::PackedFp4Dense
+        },
+        tier: driver::packed_fp4_tier(simd),
+        parts: driver::parts(m, b.lines(), b.k(), parallelism),
+    }
 }
 
 /// The same K and block size on both sides: `(lines, k, block)` of A and
@@ -216,13 +224,13 @@ const PACKED_NAMES: (&str, &str) = (
     "block_gemm_packed block sizes",
 );
 
-/// Whether [`block_gemm_packed`] streams the packed weights (else it
-/// unpacks them for [`block_gemm`]): activations whose values are small
-/// integers times a power of two, and at most [`PACKED_MAX_ROWS`] rows.
-fn streams_packed<TA: FloatElement>(a: &BlockScaled<TA>) -> bool {
+/// Whether [`block_gemm_packed`] and [`weight_only_gemm_packed`] stream
+/// the packed weights for `m` rows of activations (else they unpack them
+/// for the blocked engine): at most [`PACKED_MAX_ROWS`] rows.
+fn streams_packed(m: usize) -> bool {
     // Past a few dozen rows the blocked engine (which reuses each widened
     // weight across rows) is faster than a stream per row.
-    driver::has_integer_view::<TA>() && a.lines() <= PACKED_MAX_ROWS
+    m <= PACKED_MAX_ROWS
 }
 
 /// The block-scaled contract as plain loops (see [`block_gemm`]): the
@@ -263,12 +271,14 @@ pub fn block_gemm_reference<TA: FloatElement, TB: FloatElement, O: FloatElement>
 
 entry_and_portable_twin! {
     /// [`block_gemm`] with FP4 weights packed once by [`PackedFp4`] (B is
-    /// `N × K`, as there): the same contract and bits. With activations whose
-    /// values are small integers times a power of two (FP4 E2M1, FP6 E2M3,
-    /// MXINT8: each block's FMA chain is then exact, so it is an integer dot
-    /// product) and up to 32 rows, this streams the packed weights once per
-    /// row of A, at half a byte per weight, which is what batch-1 inference
-    /// needs; with other activation types or more rows it unpacks B and calls
+    /// `N × K`, as there): the same contract and bits. Up to 32 rows of A,
+    /// this streams the packed weights, at half a byte per weight, which is
+    /// what batch-1 inference needs: with activations whose values are
+    /// small integers times a power of two (FP4 E2M1, FP6 E2M3, MXINT8: each
+    /// block's FMA chain is then exact, so it is an integer dot product,
+    /// [`Strategy::PackedFp4`]), or with the contract's f32 chains on codes
+    /// decoded in registers for any other activations (MXFP8, FP8, …,
+    /// [`Strategy::PackedFp4Dense`]). With more rows it unpacks B and calls
     /// [`block_gemm`].
     ///
     /// # Errors
@@ -293,7 +303,7 @@ fn packed_on<TA: FloatElement, O: FloatElement>(
     parallelism: Parallelism,
     simd: bool,
 ) -> Result<(), Error> {
-    if !streams_packed::<TA>(a) {
+    if !streams_packed(a.lines()) {
         let unpacked = b.to_block_scaled();
         return block_gemm_on(a, &unpacked, c, epilogue, parallelism, simd);
     }
@@ -304,4 +314,207 @@ fn packed_on<TA: FloatElement, O: FloatElement>(
     validate(&a.data_mat(), &b_shape, &c, epilogue, parallelism)?;
     driver::run_packed_fp4(a.data_mat(), &grid_of(a), b, c, epilogue, parallelism, simd);
     Ok(())
+}
+
+/// Unit scales for dense activations: one 1.0 per block of K, shared by
+/// every row (`line_group` covers all of them).
+fn unit_scales(k: usize, block: usize) -> Vec<f32> {
+    vec![1.0; k.checked_div(block).unwrap_or(0)]
+}
+
+fn unit_grid(ones: &[f32]) -> driver::ScaleGrid<'_> {
+    driver::ScaleGrid {
+        scales: ones,
+        line_group: usize::MAX,
+        blocks: ones.len(),
+    }
+}
+
+const WEIGHT_ONLY_NAMES: (&str, &str) = (
+    "weight_only_gemm: A (M×K) and B (N×K)",
+    "weight_only_gemm block sizes",
+);
+
+/// K of the activations against the weights' `(lines, k, block)`: the
+/// same check as the block-scaled entry points, with A's block taken as B's.
+fn check_dense_a(m: usize, k: usize, (n, kb, block): (usize, usize, usize)) -> Result<(), Error> {
+    check_operands((m, k, block), (n, kb, block), WEIGHT_ONLY_NAMES)
+}
+
+entry_and_portable_twin! {
+    /// `C = epilogue(A · Bᵀ)` for dense activations A (`M × K`, f32, bf16,
+    /// f16 or any element type, any strides) against block-scaled weights B
+    /// (`N × K`, PyTorch's `[out, in]`: MXFP8, MXFP6, MXFP4, NVFP4, scaled
+    /// FP8, …): weight-only quantized inference, W8A16 / W4A16 / W4A32.
+    ///
+    /// # Contract
+    ///
+    /// The activations enter as their exact f32 values, unquantized, with a
+    /// scale of 1 per block; the block-scaled contract of [`block_gemm`]
+    /// then applies: for each output, per block of B's block size along K,
+    /// `p` is the FMA chain of `a[m,k] · b[n,k]` from +0.0 (k increasing)
+    /// and `acc = fma(p, s_b[n, block], acc)` (`fl(1 · s_b) = s_b`), then
+    /// the epilogue and one rounding to the output type. The bits are
+    /// those of [`block_gemm_reference`] on A made a [`BlockScaled`] with
+    /// unit scales, for every ISA and thread count, and no copy of A is
+    /// made. To quantize the activations as well, quantize them
+    /// ([`BlockScaled::mx`], [`BlockScaled::nvfp4`], …) and call
+    /// [`block_gemm`]. For FP4 weights at small batch, pack them once with
+    /// [`PackedFp4`] and call [`weight_only_gemm_packed`].
+    ///
+    /// K must be a multiple of the weights' block
+    /// ([`crate::block_scaled::pad_k`] pads both sides with zeros).
+    ///
+    /// ```
+    /// use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+    /// use mixprec::gemm::{weight_only_gemm, Epilogue, Parallelism};
+    /// use mixprec::{MatMut, MatRef, F4E2M1};
+    /// let w: Vec<f32> = (0..3 * 64).map(|i| ((i % 7) as f32 - 3.0) * 0.5).collect();
+    /// let x: Vec<f32> = (0..2 * 64).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+    /// // Weights [out = 3, in = 64] as MXFP4; activations stay f32.
+    /// let wq = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 3, 64)?, MxScaleMode::Floor)?;
+    /// let mut y = [0.0f32; 6];
+    /// weight_only_gemm(MatRef::from_row_major(&x, 2, 64)?, &wq, MatMut::from_row_major(&mut y, 2, 3)?,
+    ///     &Epilogue::new(), Parallelism::Serial)?;
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ShapeMismatch`] when A's K differs from B's or C is not M×N;
+    /// * [`Error::InvalidParameter`] for `Threads(0)`;
+    /// * [`Error::LengthMismatch`] for a bias whose length is not N;
+    /// * [`Error::Aliasing`] as [`super::gemm`].
+    pub fn weight_only_gemm / weight_only_gemm_portable<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+        a: MatRef<'_, TA>,
+        b: &BlockScaled<TB>,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => weight_only_on
+}
+
+fn weight_only_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &BlockScaled<TB>,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    check_dense_a(a.rows(), a.cols(), dims(b))?;
+    validate(&a, &b.data_mat().t(), &c, epilogue, parallelism)?;
+    let ones = unit_scales(b.k(), b.block());
+    let scaling = driver::Scaling {
+        block: b.block(),
+        a: unit_grid(&ones),
+        b: grid_of(b),
+    };
+    driver::run(
+        a,
+        b.data_mat().t(),
+        Some(&scaling),
+        c,
+        epilogue,
+        parallelism,
+        simd,
+    );
+    Ok(())
+}
+
+entry_and_portable_twin! {
+    /// [`weight_only_gemm`] with FP4 weights (MXFP4, NVFP4) packed once by
+    /// [`PackedFp4`]: the same contract and bits. Up to 32 rows of A it
+    /// streams the packed weights, decoding each code in registers into the
+    /// contract's f32 chains ([`Strategy::PackedFp4Dense`]); past that it
+    /// unpacks them for the blocked engine.
+    ///
+    /// ```
+    /// use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
+    /// use mixprec::gemm::{weight_only_gemm, weight_only_gemm_packed, Epilogue, Parallelism};
+    /// use mixprec::{bf16, MatMut, MatRef, F4E2M1};
+    /// let w: Vec<f32> = (0..16 * 64).map(|i| ((i % 11) as f32 - 5.0) * 0.3).collect();
+    /// let x: Vec<bf16> = (0..64).map(|i| bf16::from_f32(i as f32 * 0.01)).collect();
+    /// let wq = BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&w, 16, 64)?, true)?;
+    /// let packed = PackedFp4::new(&wq);
+    /// let x = MatRef::from_row_major(&x, 1, 64)?;
+    /// let (mut y1, mut y2) = ([0.0f32; 16], [0.0f32; 16]);
+    /// weight_only_gemm_packed(x, &packed, MatMut::from_row_major(&mut y1, 1, 16)?, &Epilogue::new(), Parallelism::Serial)?;
+    /// weight_only_gemm(x, &wq, MatMut::from_row_major(&mut y2, 1, 16)?, &Epilogue::new(), Parallelism::Serial)?;
+    /// assert_eq!(y1, y2); // the same bits
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`weight_only_gemm`].
+    pub fn weight_only_gemm_packed / weight_only_gemm_packed_portable<TA: FloatElement, O: FloatElement>(
+        a: MatRef<'_, TA>,
+        b: &PackedFp4,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => weight_only_packed_on
+}
+
+fn weight_only_packed_on<TA: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &PackedFp4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    if !streams_packed(a.rows()) {
+        let unpacked = b.to_block_scaled();
+        return weight_only_on(a, &unpacked, c, epilogue, parallelism, simd);
+    }
+    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.block()))?;
+    let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
+    validate(&a, &b_shape, &c, epilogue, parallelism)?;
+    let ones = unit_scales(b.k(), b.block());
+    driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
+    Ok(())
+}
+
+/// Which strategy and kernel tier [`weight_only_gemm`] runs (see [`Plan`]).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when A's K differs from B's.
+pub fn weight_only_gemm_plan<TA: FloatElement, TB: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &BlockScaled<TB>,
+    parallelism: Parallelism,
+) -> Result<Plan, Error> {
+    check_dense_a(a.rows(), a.cols(), dims(b))?;
+    let simd = crate::cpu::has_avx2_fma_f16c();
+    let ones = unit_scales(b.k(), b.block());
+    let scaling = driver::Scaling {
+        block: b.block(),
+        a: unit_grid(&ones),
+        b: grid_of(b),
+    };
+    Ok(driver::plan(
+        &a,
+        &b.data_mat().t(),
+        Some(&scaling),
+        false,
+        parallelism,
+        simd,
+    ))
+}
+
+/// Which strategy and kernel tier [`weight_only_gemm_packed`] runs (see
+/// [`Plan`]).
+///
+/// # Errors
+/// As [`weight_only_gemm_plan`].
+pub fn weight_only_gemm_packed_plan<TA: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &PackedFp4,
+    parallelism: Parallelism,
+) -> Result<Plan, Error> {
+    if streams_packed(a.rows()) {
+        check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.block()))?;
+        return Ok(packed_plan::<TA>(a.rows(), b, parallelism));
+    }
+    weight_only_gemm_plan(a, &b.to_block_scaled(), parallelism)
 }

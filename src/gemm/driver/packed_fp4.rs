@@ -1,7 +1,10 @@
-//! [`super::Strategy::PackedFp4`]: block-scaled products on FP4 weights
-//! packed by [`PackedFp4`], by exact integer block sums.
+//! [`super::Strategy::PackedFp4`] and [`super::Strategy::PackedFp4Dense`]:
+//! block-scaled products on FP4 weights packed by [`PackedFp4`], by exact
+//! integer block sums (activations with an integer view) or by f32 chains
+//! on codes decoded in registers (any other activations: f32, bf16, f16,
+//! FP8, …).
 
-use super::exact_small::IntegerRows;
+use super::exact_small::{has_integer_view, IntegerRows};
 use super::threads::{par_split, task_count};
 use super::workspace::{grow, with_workspace, Workspace};
 use super::write_back::write_block;
@@ -12,15 +15,17 @@ use super::Avx512;
 use super::{tier, with_kernel, Portable, ScaleGrid, Tier};
 use crate::block_scaled::{PackedFp4, PACK_LINES};
 use crate::dtype::FloatElement;
-use crate::gemm::kernel::Kernel;
+use crate::gemm::kernel::{Fp4DenseRows, Kernel, FP4_DENSE_MR};
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
 
 /// `c = epilogue(a · bᵀ)` under the block-scaled contract for FP4 weights
-/// packed by [`PackedFp4`], with A in a format whose values are small
-/// integers times a power of two (see [`super::exact_small::serial_exact_small`] for why the
-/// integer block sums are the contract's). Threads split C's columns in
-/// groups of 8 (or its rows).
+/// packed by [`PackedFp4`]. With A in a format whose values are small
+/// integers times a power of two, by integer block sums (see
+/// [`super::exact_small::serial_exact_small`] for why they are the
+/// contract's); with any other A, by the contract's f32 chains
+/// ([`Kernel::fp4_dense8`]). Threads split C's columns in groups of 8 (or
+/// its rows).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_packed_fp4<TA: FloatElement, O: FloatElement>(
     a: MatRef<'_, TA>,
@@ -59,7 +64,11 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
         return;
     }
     let blocks = k / block;
-    let rows = IntegerRows::new(&a, grid_a, 0, block);
+    let rows = if has_integer_view::<TA>() {
+        Rows::Integer(IntegerRows::new(&a, grid_a, 0, block))
+    } else {
+        Rows::Dense(DenseRows::new(&a, grid_a, block))
+    };
     let (codes, scales) = b.parts();
     let tasks = task_count(m, n, k, parallelism);
     par_split(
@@ -83,21 +92,10 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
                     let group_scales =
                         &scales[g * blocks * PACK_LINES..(g + 1) * blocks * PACK_LINES];
                     let live = PACK_LINES.min(np - j0);
-                    for i in 0..mp {
-                        let r = r0 + i;
-                        let mut out = [0.0f32; PACK_LINES];
-                        K::fp4_packed8(
-                            group_codes,
-                            group_scales,
-                            block,
-                            &rows.a_abs[r * k..(r + 1) * k],
-                            &rows.a_int[r * k..(r + 1) * k],
-                            &rows.sa[r * blocks..(r + 1) * blocks],
-                            rows.g,
-                            &mut out,
-                        );
+                    let group = (group_codes, group_scales);
+                    rows.group::<K>(group, (r0, mp), (k, block), |i, out| {
                         acc[i * np + j0..i * np + j0 + live].copy_from_slice(&out[..live]);
-                    }
+                    });
                 }
                 let row = grow(row_buf, np);
                 write_block::<O, K>(
@@ -114,4 +112,104 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
             });
         },
     );
+}
+
+/// A's rows as [`run_packed_fp4`]'s kernels take them.
+enum Rows {
+    /// Exact integers ([`Kernel::fp4_packed8`]).
+    Integer(IntegerRows),
+    /// f32 values ([`Kernel::fp4_dense8`]).
+    Dense(DenseRows),
+}
+
+impl Rows {
+    /// One group of 8 packed lines against rows `r0..r0 + mp`: `put(i, out)`
+    /// receives row `r0 + i`'s 8 sums.
+    #[inline]
+    fn group<K: Kernel>(
+        &self,
+        (codes, scales): (&[u8], &[f32]),
+        (r0, mp): (usize, usize),
+        (k, block): (usize, usize),
+        mut put: impl FnMut(usize, &[f32; 8]),
+    ) {
+        match self {
+            Rows::Integer(rows) => {
+                let blocks = k / block;
+                for i in 0..mp {
+                    let r = r0 + i;
+                    let mut out = [0.0f32; PACK_LINES];
+                    K::fp4_packed8(
+                        codes,
+                        scales,
+                        block,
+                        &rows.a_abs[r * k..(r + 1) * k],
+                        &rows.a_int[r * k..(r + 1) * k],
+                        &rows.sa[r * blocks..(r + 1) * blocks],
+                        rows.g,
+                        &mut out,
+                    );
+                    put(i, &out);
+                }
+            }
+            Rows::Dense(rows) => {
+                let blocks = k / block;
+                for i0 in (0..mp).step_by(FP4_DENSE_MR) {
+                    let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));
+                    let mut out = [[0.0f32; PACK_LINES]; FP4_DENSE_MR];
+                    let view = Fp4DenseRows {
+                        a: &rows.a[r * k..(r + n_rows) * k],
+                        sa: &rows.sa[r * blocks..(r + n_rows) * blocks],
+                        rows: n_rows,
+                        k,
+                        block,
+                        halved: rows.halved,
+                    };
+                    K::fp4_dense8(&view, codes, scales, &mut out);
+                    for (q, o) in out.iter().take(n_rows).enumerate() {
+                        put(i0 + q, o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A's rows widened to f32 (row-major, `m × k`) with their block scales
+/// (`m × k / block`); with `halved`, each value is a/2, which is exact
+/// for every row value (0, ±∞, NaN, or at least 2^-125 in magnitude), so
+/// the kernel can take the weights as the integers 2·w.
+struct DenseRows {
+    a: Vec<f32>,
+    sa: Vec<f32>,
+    halved: bool,
+}
+
+impl DenseRows {
+    fn new<TA: FloatElement>(a: &MatRef<'_, TA>, grid: &ScaleGrid<'_>, block: usize) -> Self {
+        let (m, k) = (a.rows(), a.cols());
+        let blocks = k / block;
+        let mut values = Vec::with_capacity(m * k);
+        for i in 0..m {
+            values.extend((0..k).map(|kk| a.at(i, kk).to_f32()));
+        }
+        let mut sa = vec![0.0f32; m * blocks];
+        for i in 0..m {
+            for (blk, x) in sa[i * blocks..(i + 1) * blocks].iter_mut().enumerate() {
+                *x = grid.at(i, blk);
+            }
+        }
+        // |x| < 2^-125 and not 0: halving would round (a subnormal result).
+        let halved = !values
+            .iter()
+            .any(|x| *x != 0.0 && x.abs() < f32::from_bits(0x0100_0000));
+        if halved {
+            values.iter_mut().for_each(|x| *x *= 0.5);
+        }
+        Self {
+            a: values,
+            sa,
+            halved,
+        }
+    }
 }

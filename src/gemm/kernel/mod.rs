@@ -12,6 +12,8 @@ pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_fp4_dense;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_transposed;
 
 use super::{Activation, Epilogue};
@@ -32,6 +34,23 @@ pub(crate) struct Fp4Lines<'a> {
 
 /// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
 pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Rows of A per [`Kernel::fp4_dense8`] call.
+pub(crate) const FP4_DENSE_MR: usize = 4;
+
+/// Up to [`FP4_DENSE_MR`] rows of f32 activations for
+/// [`Kernel::fp4_dense8`]: row `r` holds `a[r * k..][..k]` and its block
+/// scales `sa[r * (k / block)..]`. With `halved`, the rows hold a/2, which
+/// the driver checked is exact (every value 0, not finite, or at least
+/// 2^-125 in magnitude).
+pub(crate) struct Fp4DenseRows<'a> {
+    pub a: &'a [f32],
+    pub sa: &'a [f32],
+    pub rows: usize,
+    pub k: usize,
+    pub block: usize,
+    pub halved: bool,
+}
 
 /// Rows of an A panel of the FP4 × FP4 integer tiles ([`Kernel::fp4_tile`]).
 pub(crate) const FP4_MR: usize = 4;
@@ -440,6 +459,44 @@ pub(crate) trait Kernel {
             }
         }
         *out = acc;
+    }
+
+    /// Eight lines of FP4 weights in [`PackedFp4`](crate::block_scaled::PackedFp4)'s
+    /// group layout (`codes`: per 8 values of k, 32 bytes; `scales`: per
+    /// block, the 8 lines' scales) against `rows.rows` rows of f32
+    /// activations: for row `r` and line `j`, per block, the chain
+    /// `p = fma(a[r,k], w[j,k], p)` from +0.0 over the block, k
+    /// increasing, then `out[r][j] = fma(p, fl(sa[r][blk] · scales[8·blk + j]), out[r][j])`
+    /// from +0.0: the block-scaled contract of `block_gemm`. Portable form:
+    /// plain loops.
+    fn fp4_dense8(
+        rows: &Fp4DenseRows<'_>,
+        codes: &[u8],
+        scales: &[f32],
+        out: &mut [[f32; 8]; FP4_DENSE_MR],
+    ) {
+        let (k, block) = (rows.k, rows.block);
+        let blocks = k.checked_div(block).unwrap_or(0);
+        // a/2 · 2w is a · w exactly: the halved rows take the weights doubled.
+        let w_factor = if rows.halved { 1.0 } else { 0.5 };
+        for (r, out_r) in out.iter_mut().enumerate().take(rows.rows) {
+            let a = &rows.a[r * k..(r + 1) * k];
+            for (j, o) in out_r.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for blk in 0..blocks {
+                    let mut p = 0.0f32;
+                    for (kk, &av) in a.iter().enumerate().skip(blk * block).take(block) {
+                        let (q, i) = (kk / 8, kk % 8);
+                        let code = (codes[q * 32 + 4 * j + i % 4] >> (4 * (i / 4))) & 0x0F;
+                        let w = f32::from(FP4_TIMES_2[usize::from(code)]) * w_factor;
+                        p = av.mul_add(w, p);
+                    }
+                    let s = rows.sa[r * blocks + blk] * scales[blk * 8 + j];
+                    acc = p.mul_add(s, acc);
+                }
+                *o = acc;
+            }
+        }
     }
 
     /// True when [`Kernel::tile_direct`] can read B of type `T` unpacked.

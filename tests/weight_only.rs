@@ -1,0 +1,341 @@
+//! Dense activations × block-scaled weights (`weight_only_gemm`,
+//! `weight_only_gemm_packed`): every path returns the bits of the
+//! block-scaled reference loops on the activations given unit scales, for
+//! f32, bf16 and f16 activations, every weight scheme, 1–3 threads, the
+//! portable kernels too, and activations with subnormals, NaN and ±∞.
+
+use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode, PackedFp4};
+use mixprec::gemm::{
+    block_gemm_packed, block_gemm_reference, weight_only_gemm, weight_only_gemm_packed,
+    weight_only_gemm_packed_plan, weight_only_gemm_packed_portable, weight_only_gemm_plan,
+    weight_only_gemm_portable, Activation, Epilogue, Parallelism, Strategy, Tier,
+};
+use mixprec::testing::check_slice_bits_eq;
+use mixprec::{bf16, f16, Error, FloatElement, MatMut, MatRef, F4E2M1, F6E2M3, F8E4M3, F8E5M2};
+use proptest::prelude::*;
+
+/// Values of mixed magnitudes; with `specials`, some NaN, ±∞ and
+/// subnormals (which the packed kernel cannot halve exactly).
+fn values(n: usize, seed: u64, specials: bool) -> Vec<f32> {
+    let mut r = mixprec::convert::StochasticRng::new(seed);
+    (0..n)
+        .map(|_| {
+            let u = r.next_u64();
+            match u % 97 {
+                0 if specials => f32::NAN,
+                1 if specials => f32::NEG_INFINITY,
+                2 if specials => f32::from_bits(0x0000_0301), // subnormal
+                3 if specials => -1.5e-38,                    // below 2^-125
+                4 => 0.0,
+                _ => ((u >> 40) as f32 / 16_777_216.0 - 0.5) * 2f32.powi((u % 9) as i32 - 3),
+            }
+        })
+        .collect()
+}
+
+fn epilogue(ep: u8, bias: &[f32]) -> Epilogue<'_> {
+    match ep {
+        0 => Epilogue::new(),
+        1 => Epilogue::new().alpha(0.5).beta(2.0),
+        _ => Epilogue::new().bias(bias).activation(Activation::Relu),
+    }
+}
+
+fn parallelism(threads: usize) -> Parallelism {
+    if threads == 1 {
+        Parallelism::Serial
+    } else {
+        Parallelism::Threads(threads)
+    }
+}
+
+/// The weights in scheme `scheme` (`n × k`).
+fn weights(w: &[f32], n: usize, k: usize, scheme: u8) -> Result<Weights, Error> {
+    let m = MatRef::from_row_major(w, n, k)?;
+    Ok(match scheme {
+        0 => Weights::Fp4(BlockScaled::mx(m, MxScaleMode::Floor)?),
+        1 => Weights::Fp4(BlockScaled::nvfp4(m, true)?),
+        2 => Weights::Fp4(BlockScaled::nvfp4(m, false)?),
+        3 => Weights::E4M3(BlockScaled::mx(m, MxScaleMode::Ceil)?),
+        4 => Weights::E4M3(BlockScaled::fp8(m, Fp8Granularity::Blocks128x128, false)?),
+        5 => Weights::E5M2(BlockScaled::fp8(m, Fp8Granularity::Lines1x128, true)?),
+        _ => Weights::E2M3(BlockScaled::mx(m, MxScaleMode::Floor)?),
+    })
+}
+
+enum Weights {
+    Fp4(BlockScaled<F4E2M1>),
+    E4M3(BlockScaled<F8E4M3>),
+    E5M2(BlockScaled<F8E5M2>),
+    E2M3(BlockScaled<F6E2M3>),
+}
+
+/// Every path against the reference for activations of type `TA`: `a`
+/// is `m × k` (stored transposed when `transposed`, read through a view).
+#[allow(clippy::too_many_arguments)]
+fn check<TA: FloatElement, TB: FloatElement>(
+    x: &[f32],
+    (m, k): (usize, usize),
+    b: &BlockScaled<TB>,
+    packed: Option<&PackedFp4>,
+    threads: usize,
+    ep: u8,
+    transposed: bool,
+) -> Result<(), TestCaseError> {
+    let n = b.lines();
+    let xa: Vec<TA> = x.iter().map(|&v| TA::from_f32(v)).collect();
+    // The reference: A as a block-scaled matrix with unit scales.
+    let unit = BlockScaled::from_parts(
+        m,
+        k,
+        b.block(),
+        1,
+        xa.clone(),
+        vec![1.0; m * (k / b.block())],
+    )?;
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let e = epilogue(ep, &bias);
+    let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+    let mut want = c0.clone();
+    block_gemm_reference(&unit, b, MatMut::from_row_major(&mut want, m, n)?, &e)?;
+    let stored: Vec<TA> = if transposed {
+        (0..k * m).map(|i| xa[(i % m) * k + i / m]).collect()
+    } else {
+        xa.clone()
+    };
+    let a = if transposed {
+        MatRef::from_row_major(&stored, k, m)?.t()
+    } else {
+        MatRef::from_row_major(&stored, m, k)?
+    };
+    let par = parallelism(threads);
+    let mut paths: Vec<Box<dyn Fn(MatMut<'_, f32>) -> Result<(), Error> + '_>> = vec![
+        Box::new(|c| weight_only_gemm(a, b, c, &e, par)),
+        Box::new(|c| weight_only_gemm_portable(a, b, c, &e, par)),
+    ];
+    if let Some(p) = packed {
+        paths.push(Box::new(move |c| weight_only_gemm_packed(a, p, c, &e, par)));
+        paths.push(Box::new(move |c| {
+            weight_only_gemm_packed_portable(a, p, c, &e, par)
+        }));
+    }
+    for path in &paths {
+        let mut got = c0.clone();
+        path(MatMut::from_row_major(&mut got, m, n)?)?;
+        check_slice_bits_eq(&got, &want)?;
+    }
+    Ok(())
+}
+
+fn check_all_types<TB: FloatElement>(
+    x: &[f32],
+    mk: (usize, usize),
+    b: &BlockScaled<TB>,
+    packed: Option<&PackedFp4>,
+    (threads, ep, ta, transposed): (usize, u8, u8, bool),
+) -> Result<(), TestCaseError> {
+    match ta {
+        0 => check::<f32, TB>(x, mk, b, packed, threads, ep, transposed),
+        1 => check::<bf16, TB>(x, mk, b, packed, threads, ep, transposed),
+        _ => check::<f16, TB>(x, mk, b, packed, threads, ep, transposed),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Rows across the packed path's limit (32), columns across groups of 8.
+    #[test]
+    fn weight_only_paths_equal_the_reference(m in 0usize..40, n in 0usize..30, kb in 0usize..3,
+                                             seed in any::<u64>(), scheme in 0u8..7, ta in 0u8..3,
+                                             threads in 1usize..4, ep in 0u8..3, specials in any::<bool>(),
+                                             transposed in any::<bool>()) {
+        // K a multiple of 128 covers every scheme's block.
+        let k = kb * 128;
+        let (x, w) = (values(m * k, seed, specials), values(n * k, seed ^ 7, false));
+        let opts = (threads, ep, ta, transposed);
+        match weights(&w, n, k, scheme)? {
+            Weights::Fp4(b) => {
+                let packed = PackedFp4::new(&b);
+                check_all_types(&x, (m, k), &b, Some(&packed), opts)?
+            }
+            Weights::E4M3(b) => check_all_types(&x, (m, k), &b, None, opts)?,
+            Weights::E5M2(b) => check_all_types(&x, (m, k), &b, None, opts)?,
+            Weights::E2M3(b) => check_all_types(&x, (m, k), &b, None, opts)?,
+        }
+    }
+
+    /// `block_gemm_packed` with activations that have no integer view
+    /// (MXFP8 E4M3) streams the packed weights by f32 chains: the same
+    /// bits as the reference.
+    #[test]
+    fn packed_fp4_with_fp8_activations_equals_the_reference(m in 1usize..12, n in 1usize..30, kb in 1usize..4,
+                                                             seed in any::<u64>(), threads in 1usize..4) {
+        let k = kb * 32;
+        let (x, w) = (values(m * k, seed, true), values(n * k, seed ^ 3, false));
+        let a = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&x, m, k)?, MxScaleMode::Floor)?;
+        let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, n, k)?, MxScaleMode::Floor)?;
+        let packed = PackedFp4::new(&b);
+        let mut want = vec![0.0f32; m * n];
+        block_gemm_reference(&a, &b, MatMut::from_row_major(&mut want, m, n)?, &Epilogue::new())?;
+        let mut got = vec![0.0f32; m * n];
+        block_gemm_packed(&a, &packed, MatMut::from_row_major(&mut got, m, n)?, &Epilogue::new(), parallelism(threads))?;
+        check_slice_bits_eq(&got, &want)?;
+    }
+}
+
+/// A worked example: one block of 32 with scale 2^-1 and FP4 weights.
+#[test]
+fn worked_example() -> Result<(), Error> {
+    // w[0, k] = 6 for every k, w[1, k] = -0.5 (exactly FP4), MX scale 2^0.
+    let mut w = vec![6.0f32; 32];
+    w.extend(vec![-0.5f32; 32]);
+    let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 2, 32)?, MxScaleMode::Floor)?;
+    // Row 0: amax 6, ⌊log₂ 6⌋ − 2 = 0, scale 1.
+    assert_eq!(b.scales(), &[1.0, 0.125]); // row 1: amax 0.5, 2^(−1 − 2)
+    let x: Vec<f32> = (0..32).map(|i| i as f32).collect(); // Σ = 496
+    let mut y = [0.0f32; 2];
+    let a = MatRef::from_row_major(&x, 1, 32)?;
+    weight_only_gemm(
+        a,
+        &b,
+        MatMut::from_row_major(&mut y, 1, 2)?,
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )?;
+    assert_eq!(y, [496.0 * 6.0, -248.0]);
+    let mut yp = [0.0f32; 2];
+    weight_only_gemm_packed(
+        a,
+        &PackedFp4::new(&b),
+        MatMut::from_row_major(&mut yp, 1, 2)?,
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )?;
+    assert_eq!(yp, y);
+    Ok(())
+}
+
+#[test]
+fn plans_name_the_strategies() -> Result<(), Error> {
+    let w = values(64 * 256, 1, false);
+    let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 64, 256)?, MxScaleMode::Floor)?;
+    let packed = PackedFp4::new(&b);
+    let x = vec![0.5f32; 40 * 256];
+    let one = MatRef::from_row_major(&x[..256], 1, 256)?;
+    let plan = weight_only_gemm_packed_plan(one, &packed, Parallelism::Serial)?;
+    if plan.tier != Tier::Portable {
+        assert_eq!(plan.tier, Tier::Avx2);
+    }
+    assert_eq!(plan.strategy, Strategy::PackedFp4Dense);
+    // Past 32 rows the packed weights are unpacked for the blocked engine.
+    let many = MatRef::from_row_major(&x, 40, 256)?;
+    let plan = weight_only_gemm_packed_plan(many, &packed, Parallelism::Serial)?;
+    assert_ne!(plan.strategy, Strategy::PackedFp4Dense);
+    assert_eq!(plan, weight_only_gemm_plan(many, &b, Parallelism::Serial)?);
+    Ok(())
+}
+
+#[test]
+fn bad_shapes_are_typed_errors() -> Result<(), Error> {
+    let w = values(16 * 64, 2, false);
+    let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 16, 64)?, MxScaleMode::Floor)?;
+    let packed = PackedFp4::new(&b);
+    let x = vec![1.0f32; 2 * 96];
+    let a = MatRef::from_row_major(&x, 2, 96)?;
+    let mut y = vec![0.0f32; 2 * 16];
+    let e = Epilogue::new();
+    for r in [
+        weight_only_gemm(
+            a,
+            &b,
+            MatMut::from_row_major(&mut y, 2, 16)?,
+            &e,
+            Parallelism::Serial,
+        ),
+        weight_only_gemm_packed(
+            a,
+            &packed,
+            MatMut::from_row_major(&mut y, 2, 16)?,
+            &e,
+            Parallelism::Serial,
+        ),
+    ] {
+        let err = r.unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("96"), "{err}");
+    }
+    // C of the wrong shape, and Threads(0).
+    let a = MatRef::from_row_major(&x[..128], 2, 64)?;
+    let err = weight_only_gemm(
+        a,
+        &b,
+        MatMut::from_row_major(&mut y[..30], 2, 15)?,
+        &e,
+        Parallelism::Serial,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let err = weight_only_gemm_packed(
+        a,
+        &packed,
+        MatMut::from_row_major(&mut y, 2, 16)?,
+        &e,
+        Parallelism::Threads(0),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter { .. }), "{err}");
+    Ok(())
+}
+
+/// Subnormal activations (and values below 2^-125, whose half would be
+/// subnormal) keep their exact products: the packed kernel's halved
+/// activations are used only where halving is exact.
+#[test]
+fn tiny_activations_keep_their_bits() -> Result<(), Error> {
+    let (n, k) = (16, 64);
+    let w: Vec<f32> = (0..n * k).map(|i| [1.0, -0.5, 1.5, 6.0][i % 4]).collect();
+    let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, n, k)?, MxScaleMode::Floor)?;
+    let packed = PackedFp4::new(&b);
+    for tiny in [
+        f32::from_bits(1),
+        f32::from_bits(0x0000_0301),
+        -1.5e-38,
+        f32::MIN_POSITIVE * 3.0,
+    ] {
+        let x: Vec<f32> = (0..2 * k)
+            .map(|i| if i % 3 == 0 { tiny } else { 0.0 })
+            .collect();
+        let a = MatRef::from_row_major(&x, 2, k)?;
+        let unit = BlockScaled::from_parts(2, k, 32, 1, x.clone(), vec![1.0; 2 * 2])?;
+        let mut want = vec![0.0f32; 2 * n];
+        block_gemm_reference(
+            &unit,
+            &b,
+            MatMut::from_row_major(&mut want, 2, n)?,
+            &Epilogue::new(),
+        )?;
+        assert!(
+            want.iter().any(|v| *v != 0.0),
+            "{tiny:e}: the products are not all zero"
+        );
+        for portable in [false, true] {
+            let mut got = vec![0.0f32; 2 * n];
+            let c = MatMut::from_row_major(&mut got, 2, n)?;
+            if portable {
+                weight_only_gemm_packed_portable(
+                    a,
+                    &packed,
+                    c,
+                    &Epilogue::new(),
+                    Parallelism::Serial,
+                )?;
+            } else {
+                weight_only_gemm_packed(a, &packed, c, &Epilogue::new(), Parallelism::Serial)?;
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{tiny:e}, portable {portable}");
+        }
+    }
+    Ok(())
+}
