@@ -70,6 +70,9 @@ enum Weights {
     E2M3(BlockScaled<F6E2M3>),
 }
 
+/// One way of computing the product into C.
+type Path<'a> = Box<dyn Fn(MatMut<'_, f32>) -> Result<(), Error> + 'a>;
+
 /// Every path against the reference for activations of type `TA`: `a`
 /// is `m × k` (stored transposed when `transposed`, read through a view).
 #[allow(clippy::too_many_arguments)]
@@ -109,7 +112,7 @@ fn check<TA: FloatElement, TB: FloatElement>(
         MatRef::from_row_major(&stored, m, k)?
     };
     let par = parallelism(threads);
-    let mut paths: Vec<Box<dyn Fn(MatMut<'_, f32>) -> Result<(), Error> + '_>> = vec![
+    let mut paths: Vec<Path<'_>> = vec![
         Box::new(|c| weight_only_gemm(a, b, c, &e, par)),
         Box::new(|c| weight_only_gemm_portable(a, b, c, &e, par)),
     ];
