@@ -454,6 +454,112 @@ fn benches(c: &mut Criterion) {
     prepacked_group(c);
     mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
     block_scaled_group(c);
+    weight_only_group(c);
+}
+
+/// Weight-only inference, K = N = 4096, M = 1, 8, 32: f32 (and bf16)
+/// activations against MXFP4 weights packed once (`weight_only_gemm_packed`)
+/// and unpacked (`weight_only_gemm`), MXFP8 activations against the packed
+/// weights (`block_gemm_packed`), beside our f32 GEMM with the weights in
+/// either layout, and the time to read the packed weights' bytes once (the
+/// memory limit of M = 1), all in one run.
+fn weight_only_group(c: &mut Criterion) {
+    use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
+    use mixprec::gemm::{block_gemm_packed, weight_only_gemm, weight_only_gemm_packed};
+    use mixprec::F4E2M1;
+    let mut g = c.benchmark_group("gemm_weight_only");
+    g.sample_size(10);
+    let (k, n) = (4096usize, 4096usize);
+    let w = values::<f32>(n * k, 2);
+    let wq = BlockScaled::<F4E2M1>::mx(
+        MatRef::from_row_major(&w, n, k).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
+    let packed = PackedFp4::new(&wq);
+    let bytes = packed.size_bytes();
+    let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("read_packed_mxfp4_bytes", |b| {
+        b.iter(|| {
+            black_box(&data)
+                .iter()
+                .fold(0u64, |s, &v| s.wrapping_add(v))
+        })
+    });
+    for m in [1usize, 8, 32] {
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let x = values::<f32>(m * k, 1);
+        let x16: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let xm = MatRef::from_row_major(&x, m, k).unwrap();
+        let x16m = MatRef::from_row_major(&x16, m, k).unwrap();
+        let mxfp8 = BlockScaled::<F8E4M3>::mx(xm, MxScaleMode::Floor).unwrap();
+        let mut out = vec![0.0f32; m * n];
+        layout_case(
+            &mut g,
+            "f32_gemm_in_out",
+            &x,
+            MatRef::from_row_major(&w, k, n).unwrap(),
+            &mut out,
+        );
+        layout_case(
+            &mut g,
+            "f32_gemm_out_in",
+            &x,
+            MatRef::from_row_major(&w, n, k).unwrap().t(),
+            &mut out,
+        );
+        let (e, s) = (Epilogue::new(), Parallelism::Serial);
+        g.bench_function(BenchmarkId::new("mxfp4_packed_f32_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm_packed(
+                    black_box(xm),
+                    &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp4_packed_bf16_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm_packed(
+                    black_box(x16m),
+                    &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp4_packed_mxfp8_act", m), |b| {
+            b.iter(|| {
+                block_gemm_packed(
+                    black_box(&mxfp8),
+                    &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp4_unpacked_f32_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm(
+                    black_box(xm),
+                    &wq,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
 }
 
 /// `x · W` with the weights stored `[in, out]` (B row-major) beside

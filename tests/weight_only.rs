@@ -291,9 +291,10 @@ fn bad_shapes_are_typed_errors() -> Result<(), Error> {
     Ok(())
 }
 
-/// Subnormal activations (and values below 2^-125, whose half would be
-/// subnormal) keep their exact products: the packed kernel's halved
-/// activations are used only where halving is exact.
+/// Subnormal activations (and values below 2^-101, which the packed
+/// kernel's prescaling by 2^-25 would make subnormal) keep their exact
+/// products: the prescaled activations are used only where the scaling is
+/// exact.
 #[test]
 fn tiny_activations_keep_their_bits() -> Result<(), Error> {
     let (n, k) = (16, 64);

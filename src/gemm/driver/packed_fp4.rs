@@ -15,7 +15,9 @@ use super::Avx512;
 use super::{tier, with_kernel, Portable, ScaleGrid, Tier};
 use crate::block_scaled::{PackedFp4, PACK_LINES};
 use crate::dtype::FloatElement;
-use crate::gemm::kernel::{Fp4DenseRows, Kernel, FP4_DENSE_MR};
+use crate::gemm::kernel::{
+    Fp4DenseRows, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A, FP4_DENSE_MR,
+};
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
 
@@ -85,15 +87,18 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
                     ..
                 } = ws;
                 let acc = grow(acc_buf, mp * np);
-                // c0 is a multiple of 8: whole groups, the last one perhaps cut.
-                for (gi, j0) in (0..np).step_by(PACK_LINES).enumerate() {
-                    let g = c0 / PACK_LINES + gi;
-                    let group_codes = &codes[g * k * 4..(g + 1) * k * 4];
+                // c0 is a multiple of 8: whole groups, the last one perhaps
+                // cut; `per_call` groups at a time.
+                let (groups, per_call) = (np.div_ceil(PACK_LINES), rows.groups_per_call());
+                for g0 in (0..groups).step_by(per_call) {
+                    let (g, gs) = (c0 / PACK_LINES + g0, per_call.min(groups - g0));
+                    let group_codes = &codes[g * k * 4..(g + gs) * k * 4];
                     let group_scales =
-                        &scales[g * blocks * PACK_LINES..(g + 1) * blocks * PACK_LINES];
-                    let live = PACK_LINES.min(np - j0);
-                    let group = (group_codes, group_scales);
-                    rows.group::<K>(group, (r0, mp), (k, block), |i, out| {
+                        &scales[g * blocks * PACK_LINES..(g + gs) * blocks * PACK_LINES];
+                    let j0 = g0 * PACK_LINES;
+                    let live = (gs * PACK_LINES).min(np - j0);
+                    let group = (group_codes, group_scales, gs);
+                    rows.groups::<K>(group, (r0, mp), (k, block), |i, out| {
                         acc[i * np + j0..i * np + j0 + live].copy_from_slice(&out[..live]);
                     });
                 }
@@ -123,19 +128,27 @@ enum Rows {
 }
 
 impl Rows {
-    /// One group of 8 packed lines against rows `r0..r0 + mp`: `put(i, out)`
-    /// receives row `r0 + i`'s 8 sums.
+    /// Groups of 8 lines that [`Self::groups`] takes at once.
+    fn groups_per_call(&self) -> usize {
+        match self {
+            Rows::Integer(_) => 1,
+            Rows::Dense(_) => FP4_DENSE_GROUPS,
+        }
+    }
+
+    /// `gs` (≤ [`Self::groups_per_call`]) groups of 8 packed lines against
+    /// rows `r0..r0 + mp`: `put(i, out)` receives row `r0 + i`'s `8 · gs` sums.
     #[inline]
-    fn group<K: Kernel>(
+    fn groups<K: Kernel>(
         &self,
-        (codes, scales): (&[u8], &[f32]),
+        (codes, scales, gs): (&[u8], &[f32], usize),
         (r0, mp): (usize, usize),
         (k, block): (usize, usize),
-        mut put: impl FnMut(usize, &[f32; 8]),
+        mut put: impl FnMut(usize, &[f32]),
     ) {
+        let blocks = k / block;
         match self {
             Rows::Integer(rows) => {
-                let blocks = k / block;
                 for i in 0..mp {
                     let r = r0 + i;
                     let mut out = [0.0f32; PACK_LINES];
@@ -153,21 +166,21 @@ impl Rows {
                 }
             }
             Rows::Dense(rows) => {
-                let blocks = k / block;
+                const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
                 for i0 in (0..mp).step_by(FP4_DENSE_MR) {
                     let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));
-                    let mut out = [[0.0f32; PACK_LINES]; FP4_DENSE_MR];
+                    let mut out = [0.0f32; FP4_DENSE_MR * STRIDE];
                     let view = Fp4DenseRows {
                         a: &rows.a[r * k..(r + n_rows) * k],
                         sa: &rows.sa[r * blocks..(r + n_rows) * blocks],
                         rows: n_rows,
                         k,
                         block,
-                        halved: rows.halved,
+                        prescaled: rows.prescaled,
                     };
-                    K::fp4_dense8(&view, codes, scales, &mut out);
-                    for (q, o) in out.iter().take(n_rows).enumerate() {
-                        put(i0 + q, o);
+                    K::fp4_dense(&view, codes, scales, gs, &mut out, STRIDE);
+                    for q in 0..n_rows {
+                        put(i0 + q, &out[q * STRIDE..(q + 1) * STRIDE]);
                     }
                 }
             }
@@ -176,13 +189,14 @@ impl Rows {
 }
 
 /// A's rows widened to f32 (row-major, `m × k`) with their block scales
-/// (`m × k / block`); with `halved`, each value is a/2, which is exact
-/// for every row value (0, ±∞, NaN, or at least 2^-125 in magnitude), so
-/// the kernel can take the weights as the integers 2·w.
+/// (`m × k / block`); with `prescaled`, each value is a · 2^-25, which is
+/// exact for every row value (0, ±∞, NaN, or at least 2^-101 in
+/// magnitude), so the kernel can take the weights as the exact f32s
+/// 2·w · 2^24 (see [`Kernel::fp4_dense`]).
 struct DenseRows {
     a: Vec<f32>,
     sa: Vec<f32>,
-    halved: bool,
+    prescaled: bool,
 }
 
 impl DenseRows {
@@ -199,17 +213,17 @@ impl DenseRows {
                 *x = grid.at(i, blk);
             }
         }
-        // |x| < 2^-125 and not 0: halving would round (a subnormal result).
-        let halved = !values
+        // A non-zero |x| < 2^-101 would round when scaled (a subnormal).
+        let prescaled = !values
             .iter()
-            .any(|x| *x != 0.0 && x.abs() < f32::from_bits(0x0100_0000));
-        if halved {
-            values.iter_mut().for_each(|x| *x *= 0.5);
+            .any(|x| *x != 0.0 && x.abs() < FP4_DENSE_MIN_A);
+        if prescaled {
+            values.iter_mut().for_each(|x| *x *= FP4_DENSE_A_SCALE);
         }
         Self {
             a: values,
             sa,
-            halved,
+            prescaled,
         }
     }
 }

@@ -35,22 +35,31 @@ pub(crate) struct Fp4Lines<'a> {
 /// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
 pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
-/// Rows of A per [`Kernel::fp4_dense8`] call.
+/// Rows of A per [`Kernel::fp4_dense`] call.
 pub(crate) const FP4_DENSE_MR: usize = 4;
+/// Groups of 8 packed lines per [`Kernel::fp4_dense`] call.
+pub(crate) const FP4_DENSE_GROUPS: usize = 8;
 
 /// Up to [`FP4_DENSE_MR`] rows of f32 activations for
-/// [`Kernel::fp4_dense8`]: row `r` holds `a[r * k..][..k]` and its block
-/// scales `sa[r * (k / block)..]`. With `halved`, the rows hold a/2, which
-/// the driver checked is exact (every value 0, not finite, or at least
-/// 2^-125 in magnitude).
+/// [`Kernel::fp4_dense`]: row `r` holds `a[r * k..][..k]` and its block
+/// scales `sa[r * (k / block)..]`. With `prescaled`, the rows hold
+/// a · [`FP4_DENSE_A_SCALE`], which the driver checked is exact (every
+/// value 0, not finite, or at least [`FP4_DENSE_MIN_A`] in magnitude).
 pub(crate) struct Fp4DenseRows<'a> {
     pub a: &'a [f32],
     pub sa: &'a [f32],
     pub rows: usize,
     pub k: usize,
     pub block: usize,
-    pub halved: bool,
+    pub prescaled: bool,
 }
+
+/// What [`Kernel::fp4_dense`]'s prescaled activations are multiplied by:
+/// 2^-25, so that the weights enter as the exact f32s 2·w · 2^24.
+pub(crate) const FP4_DENSE_A_SCALE: f32 = 1.0 / (1u64 << 25) as f32;
+/// The smallest magnitude of a non-zero activation whose product with
+/// [`FP4_DENSE_A_SCALE`] is exact (a normal f32): 2^-101.
+pub(crate) const FP4_DENSE_MIN_A: f32 = f32::MIN_POSITIVE * (1u64 << 25) as f32;
 
 /// Rows of an A panel of the FP4 × FP4 integer tiles ([`Kernel::fp4_tile`]).
 pub(crate) const FP4_MR: usize = 4;
@@ -461,40 +470,52 @@ pub(crate) trait Kernel {
         *out = acc;
     }
 
-    /// Eight lines of FP4 weights in [`PackedFp4`](crate::block_scaled::PackedFp4)'s
-    /// group layout (`codes`: per 8 values of k, 32 bytes; `scales`: per
-    /// block, the 8 lines' scales) against `rows.rows` rows of f32
-    /// activations: for row `r` and line `j`, per block, the chain
-    /// `p = fma(a[r,k], w[j,k], p)` from +0.0 over the block, k
-    /// increasing, then `out[r][j] = fma(p, fl(sa[r][blk] · scales[8·blk + j]), out[r][j])`
-    /// from +0.0: the block-scaled contract of `block_gemm`. Portable form:
-    /// plain loops.
-    fn fp4_dense8(
+    /// `groups` (1..=[`FP4_DENSE_GROUPS`]) groups of 8 lines of FP4 weights
+    /// in [`PackedFp4`](crate::block_scaled::PackedFp4)'s layout (group `g`:
+    /// codes `codes[g · 4k..][..4k]`, per 8 values of k 32 bytes; scales
+    /// `scales[g · 8·blocks..]`, per block the 8 lines' scales) against
+    /// `rows.rows` rows of f32 activations: for row `r` and line `8g + j`,
+    /// per block, the chain `p = fma(a[r,k], w[8g + j, k], p)` from +0.0
+    /// over the block, k increasing, then
+    /// `acc = fma(p, fl(sa[r][blk] · s[8g + j][blk]), acc)` from +0.0 (the
+    /// block-scaled contract of `block_gemm`), written to
+    /// `out[r · out_stride + 8g + j]`. Portable form: plain loops.
+    fn fp4_dense(
         rows: &Fp4DenseRows<'_>,
         codes: &[u8],
         scales: &[f32],
-        out: &mut [[f32; 8]; FP4_DENSE_MR],
+        groups: usize,
+        out: &mut [f32],
+        out_stride: usize,
     ) {
         let (k, block) = (rows.k, rows.block);
         let blocks = k.checked_div(block).unwrap_or(0);
-        // a/2 · 2w is a · w exactly: the halved rows take the weights doubled.
-        let w_factor = if rows.halved { 1.0 } else { 0.5 };
-        for (r, out_r) in out.iter_mut().enumerate().take(rows.rows) {
+        // (a · 2^-25) · (2w · 2^24) is a · w exactly: the prescaled rows take
+        // the weights scaled up.
+        let w_factor = if rows.prescaled {
+            (1u32 << 24) as f32
+        } else {
+            0.5
+        };
+        for r in 0..rows.rows {
             let a = &rows.a[r * k..(r + 1) * k];
-            for (j, o) in out_r.iter_mut().enumerate() {
+            for line in 0..groups * 8 {
+                let (g, j) = (line / 8, line % 8);
+                let group_codes = &codes[g * k * 4..];
                 let mut acc = 0.0f32;
                 for blk in 0..blocks {
                     let mut p = 0.0f32;
                     for (kk, &av) in a.iter().enumerate().skip(blk * block).take(block) {
                         let (q, i) = (kk / 8, kk % 8);
-                        let code = (codes[q * 32 + 4 * j + i % 4] >> (4 * (i / 4))) & 0x0F;
+                        let byte = group_codes[q * 32 + 4 * j + i % 4];
+                        let code = (byte >> (4 * (i / 4))) & 0x0F;
                         let w = f32::from(FP4_TIMES_2[usize::from(code)]) * w_factor;
                         p = av.mul_add(w, p);
                     }
-                    let s = rows.sa[r * blocks + blk] * scales[blk * 8 + j];
+                    let s = rows.sa[r * blocks + blk] * scales[(g * blocks + blk) * 8 + j];
                     acc = p.mul_add(s, acc);
                 }
-                *o = acc;
+                out[r * out_stride + line] = acc;
             }
         }
     }

@@ -92,31 +92,28 @@ macro_rules! avx2_shared_methods {
             }
         }
 
-        fn fp4_dense8(
+        fn fp4_dense(
             rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
             codes: &[u8],
             scales: &[f32],
-            out: &mut [[f32; 8]; $crate::gemm::kernel::FP4_DENSE_MR],
+            groups: usize,
+            out: &mut [f32],
+            out_stride: usize,
         ) {
-            use $crate::gemm::kernel::x86_fp4_dense::fp4_dense8_avx2 as f;
             let blocks = rows.k / rows.block.max(1);
             assert!(rows.block.is_multiple_of(8) && blocks * rows.block == rows.k);
-            assert!(codes.len() >= rows.k * 4 && scales.len() >= blocks * 8);
+            assert!(codes.len() >= groups * rows.k * 4 && scales.len() >= groups * blocks * 8);
             assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
             assert!((1..=$crate::gemm::kernel::FP4_DENSE_MR).contains(&rows.rows));
+            assert!(
+                out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8
+            );
             // SAFETY: the driver selects this kernel only when the CPU has AVX2
-            // and FMA; the asserts above bound every read.
+            // and FMA; the asserts above bound every read and write.
             unsafe {
-                match (rows.rows, rows.halved) {
-                    (1, true) => f::<1, true>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    (2, true) => f::<2, true>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    (3, true) => f::<3, true>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    (4, true) => f::<4, true>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    (1, false) => f::<1, false>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    (2, false) => f::<2, false>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    (3, false) => f::<3, false>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                    _ => f::<4, false>(codes.as_ptr(), scales.as_ptr(), rows, out),
-                }
+                $crate::gemm::kernel::x86_fp4_dense::fp4_dense_groups(
+                    rows, codes, scales, groups, out, out_stride,
+                )
             }
         }
 

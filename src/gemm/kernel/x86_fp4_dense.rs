@@ -1,36 +1,52 @@
-//! The AVX2 kernel of [`Kernel::fp4_dense8`](super::Kernel::fp4_dense8):
+//! The AVX2 kernel of [`Kernel::fp4_dense`](super::Kernel::fp4_dense):
 //! FP4 weights packed by [`crate::block_scaled::PackedFp4`] against rows
 //! of f32 activations, each FP4 code decoded to f32 in registers. Used by
 //! the AVX2 and AVX-512 tiers (the `avx2_shared_methods!` of
 //! [`super::x86_avx2`]).
 
-use super::{Fp4DenseRows, FP4_DENSE_MR, FP4_TIMES_2};
+use super::{Fp4DenseRows, FP4_TIMES_2};
 use std::arch::x86_64::*;
 
-/// [`Kernel::fp4_dense8`](super::Kernel::fp4_dense8) for `R` rows; with
-/// `HALVED` the rows hold a/2 (exact, the driver checked) and the weights
-/// enter as 2·w, so that `fma(a/2, 2·w, p) = fma(a, w, p)` (the same real
-/// product, one rounding) and no multiply by 1/2 is needed per weight.
+/// Where [`fp4_dense_avx2`] reads its `G` groups of 8 packed lines and
+/// writes their sums: group `g`'s codes at `codes + g · code_stride`
+/// bytes, its scales at `scales + g · scale_stride` floats; row `r`,
+/// line `8g + j` of the output at `out[r · out_stride + 8g + j]`.
+#[derive(Clone, Copy)]
+pub(crate) struct DenseGroups {
+    pub(crate) codes: *const u8,
+    pub(crate) code_stride: usize,
+    pub(crate) scales: *const f32,
+    pub(crate) scale_stride: usize,
+    pub(crate) out: *mut f32,
+    pub(crate) out_stride: usize,
+}
+
+/// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) for `R` rows and `G`
+/// groups of 8 lines: `R · G` independent chains side by side, so that the
+/// FMA latency of one chain (8 dependent FMAs per 8 values of k) overlaps
+/// the others. With `PRESCALED` the rows hold a · 2^-25 (exact, the driver
+/// checked) and the weights enter as 2·w · 2^24, so that
+/// `fma(a · 2^-25, 2·w · 2^24, p) = fma(a, w, p)` (the same real product,
+/// one rounding) and no multiply is needed per weight.
 ///
-/// Per 8 values of k one 32-byte load holds the 8 lines' codes (lane `j`:
+/// Per 8 values of k one 32-byte load holds a group's codes (lane `j`:
 /// bytes `4j..4j + 4`, low nibbles k to k + 3, high nibbles k + 4 to
-/// k + 7). `vpshufb` turns the nibbles into the bytes 2·w; a shift pair
-/// sign-extends byte `i` of every lane to an i32, and `vcvtdq2ps` gives
-/// 2·w exactly. Each line's chain over k is the contract's: one FMA per
+/// k + 7). `vpshufb` turns the nibbles into the bytes 2·w; byte `i` of
+/// every lane moved to the lane's top byte (the rest zeroed) is the i32
+/// 2·w · 2^24, and `vcvtdq2ps` gives it exactly. Each line's chain over k is the contract's: one FMA per
 /// value, k increasing, from +0.0 per block; each block ends with
 /// `out = fma(p, fl(sa · sb), out)`.
 ///
 /// # Safety
-/// AVX2 and FMA present; `codes` has `4 · blocks · block` bytes and
-/// `scales` `8 · blocks` floats; `rows.a` has `R` rows of `rows.k`
-/// values and `rows.sa` `R` rows of `blocks` scales (`rows.k = blocks ·
-/// block`, block a multiple of 8).
+/// AVX2 and FMA present; each of the `G` groups has `4 · rows.k` bytes of
+/// codes and `8 · blocks` scales, and `out` `R` rows of `8 · G` floats at
+/// its stride; `rows.a` has `R` rows of `rows.k` values and `rows.sa` `R`
+/// rows of `blocks` scales (`rows.k = blocks · block`, block a multiple
+/// of 8).
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn fp4_dense8_avx2<const R: usize, const HALVED: bool>(
-    codes: *const u8,
-    scales: *const f32,
+pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCALED: bool>(
     rows: &Fp4DenseRows<'_>,
-    out: &mut [[f32; 8]; FP4_DENSE_MR],
+    at: DenseGroups,
 ) {
     let t = FP4_TIMES_2;
     let lut = _mm256_setr_epi8(
@@ -39,53 +55,135 @@ pub(crate) unsafe fn fp4_dense8_avx2<const R: usize, const HALVED: bool>(
         t[12], t[13], t[14], t[15],
     );
     let low = _mm256_set1_epi8(0x0F);
-    let half = _mm256_set1_ps(0.5);
     let (k, block) = (rows.k, rows.block);
     let blocks = k / block;
     let a = rows.a.as_ptr();
     let sa = rows.sa.as_ptr();
-    let mut acc = [_mm256_setzero_ps(); R];
-    // SAFETY (all reads): k0 + 8 ≤ blocks · block = rows.k, whose codes
-    // (32 bytes per 8 values), A values (R rows) and scales the caller
-    // guarantees.
+    let mut acc = [[_mm256_setzero_ps(); R]; G];
+    // SAFETY (all reads and writes): k0 + 8 ≤ blocks · block = rows.k,
+    // whose codes (32 bytes per 8 values and group), A values (R rows),
+    // scales and outputs the caller guarantees.
     unsafe {
+        // Byte i of every lane moved to the lane's top byte, the rest zero:
+        // 2·w · 2^24 as an i32, exactly an f32 after `vcvtdq2ps`. Bytes 0
+        // and 3 need no shuffle (a shift, a mask), bytes 1 and 2 one
+        // `vpshufb` (index 0x80 zeroes a byte).
+        let top1 = _mm256_set1_epi32(0x0180_8080u32 as i32);
+        let top2 = _mm256_set1_epi32(0x0280_8080u32 as i32);
+        let top3 = _mm256_set1_epi32(0xFF00_0000u32 as i32);
+        // Lane jj of each 128-bit half reads bytes 4·jj + i.
+        let lane_base =
+            _mm256_setr_epi32(0, 4 << 24, 8 << 24, 12 << 24, 0, 4 << 24, 8 << 24, 12 << 24);
+        let sel1 = _mm256_add_epi32(top1, lane_base);
+        let sel2 = _mm256_add_epi32(top2, lane_base);
+        let unscale = _mm256_set1_ps(f32::from_bits(0x3300_0000)); // 2^-25
+        let weight = |lo: __m256i, hi: __m256i, i: usize| -> __m256 {
+            let src = if i < 4 { lo } else { hi };
+            let top = match i % 4 {
+                0 => _mm256_slli_epi32::<24>(src),
+                1 => _mm256_shuffle_epi8(src, sel1),
+                2 => _mm256_shuffle_epi8(src, sel2),
+                _ => _mm256_and_si256(src, top3),
+            };
+            let w = _mm256_cvtepi32_ps(top);
+            if PRESCALED {
+                w
+            } else {
+                _mm256_mul_ps(w, unscale) // exact: w itself
+            }
+        };
         for blk in 0..blocks {
-            let mut p = [_mm256_setzero_ps(); R];
+            let mut p = [[_mm256_setzero_ps(); R]; G];
             for k0 in (blk * block..(blk + 1) * block).step_by(8) {
-                let v = _mm256_loadu_si256(codes.add(k0 * 4) as *const __m256i);
-                let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
-                let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(v), low));
-                // Byte i of every lane, sign-extended: 2·w at k0 + i (lo)
-                // and k0 + 4 + i (hi).
-                let w2 = [
-                    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(lo)),
-                    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(lo)),
-                    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(lo)),
-                    _mm256_srai_epi32::<24>(lo),
-                    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(hi)),
-                    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(hi)),
-                    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(hi)),
-                    _mm256_srai_epi32::<24>(hi),
-                ];
-                for (i, w) in w2.iter().enumerate() {
-                    let mut w = _mm256_cvtepi32_ps(*w);
-                    if !HALVED {
-                        w = _mm256_mul_ps(w, half); // exact: w itself
-                    }
-                    for (r, s) in p.iter_mut().enumerate() {
-                        let x = _mm256_broadcast_ss(&*a.add(r * k + k0 + i));
-                        *s = _mm256_fmadd_ps(x, w, *s);
+                // Every group's codes decoded to bytes first, then value by
+                // value across the groups: their chains interleave.
+                let mut lo = [_mm256_setzero_si256(); G];
+                let mut hi = [_mm256_setzero_si256(); G];
+                for g in 0..G {
+                    let v = _mm256_loadu_si256(
+                        at.codes.add(g * at.code_stride + k0 * 4) as *const __m256i
+                    );
+                    lo[g] = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+                    hi[g] =
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(v), low));
+                }
+                for i in 0..8 {
+                    for g in 0..G {
+                        let w = weight(lo[g], hi[g], i);
+                        for (r, s) in p[g].iter_mut().enumerate() {
+                            let x = _mm256_broadcast_ss(&*a.add(r * k + k0 + i));
+                            *s = _mm256_fmadd_ps(x, w, *s);
+                        }
                     }
                 }
             }
-            let sb = _mm256_loadu_ps(scales.add(blk * 8));
-            for (r, s) in acc.iter_mut().enumerate() {
-                let scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
-                *s = _mm256_fmadd_ps(p[r], scale, *s);
+            for g in 0..G {
+                let sb = _mm256_loadu_ps(at.scales.add(g * at.scale_stride + blk * 8));
+                for (r, s) in acc[g].iter_mut().enumerate() {
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
+                    *s = _mm256_fmadd_ps(p[g][r], scale, *s);
+                }
             }
         }
-        for (r, s) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), *s);
+        for (g, acc_g) in acc.iter().enumerate() {
+            for (r, s) in acc_g.iter().enumerate() {
+                _mm256_storeu_ps(at.out.add(r * at.out_stride + g * 8), *s);
+            }
         }
+    }
+}
+
+/// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) on `groups` (1..=8)
+/// consecutive groups: about 8 chains (`R · G`) per call: G up to 8 for
+/// one row, 4 for two, 2 for three or four.
+///
+/// # Safety
+/// As [`fp4_dense_avx2`] for every group: `codes` holds `groups · 4 · k`
+/// bytes, `scales` `groups · 8 · blocks` floats, `out` `rows.rows` rows of
+/// `out_stride ≥ 8 · groups` floats.
+pub(crate) unsafe fn fp4_dense_groups(
+    rows: &Fp4DenseRows<'_>,
+    codes: &[u8],
+    scales: &[f32],
+    groups: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let (k, blocks) = (rows.k, rows.k / rows.block);
+    let mut g0 = 0;
+    while g0 < groups {
+        let left = groups - g0;
+        // About 8 chains per call (R · G), to cover the FMA latency.
+        let most = match rows.rows {
+            1 => 4,
+            2 => 2,
+            _ => 2,
+        };
+        let g = [8, 4, 2, 1]
+            .into_iter()
+            .find(|&g| g <= most && g <= left)
+            .unwrap_or(1);
+        // SAFETY: groups g0..g0 + g < groups, within the caller's bounds.
+        unsafe {
+            let at = DenseGroups {
+                codes: codes.as_ptr().add(g0 * k * 4),
+                code_stride: k * 4,
+                scales: scales.as_ptr().add(g0 * blocks * 8),
+                scale_stride: blocks * 8,
+                out: out.as_mut_ptr().add(g0 * 8),
+                out_stride,
+            };
+            macro_rules! call {
+                ($($r:literal, $g:literal);*) => {
+                    match (rows.rows, g, rows.prescaled) {
+                        $(($r, $g, true) => fp4_dense_avx2::<$r, $g, true>(rows, at),
+                          ($r, $g, false) => fp4_dense_avx2::<$r, $g, false>(rows, at),)*
+                        _ => unreachable!("rows 1..=4 and their group counts"),
+                    }
+                };
+            }
+            call!(1, 8; 1, 4; 1, 2; 1, 1; 2, 4; 2, 2; 2, 1; 3, 2; 3, 1; 4, 2; 4, 1);
+        }
+        g0 += g;
     }
 }
