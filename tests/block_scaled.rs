@@ -1134,7 +1134,19 @@ fn packed_fp4_errors() {
     .unwrap();
     let packed = mixprec::block_scaled::PackedFp4::new(&b);
     assert_eq!((packed.lines(), packed.k(), packed.block()), (16, 64, 32));
-    assert_eq!(packed.size_bytes(), 16 * 64 / 2 + 4 * 16 * 2);
+    // Half a byte per weight, one byte per E8M0 scale.
+    assert_eq!(packed.size_bytes(), 16 * 64 / 2 + 16 * 2);
+    // NVFP4: one E4M3 byte per 16 weights (4.5 bits) and the 1 KiB table
+    // of their f32 values; the round trip exact.
+    let nv = BlockScaled::nvfp4(MatRef::from_row_major(&w, 16, 64).unwrap(), true).unwrap();
+    let packed_nv = mixprec::block_scaled::PackedFp4::new(&nv);
+    assert_eq!(packed_nv.size_bytes(), 16 * 64 / 2 + 16 * 4 + 1024);
+    assert_eq!(packed_nv.to_block_scaled(), nv);
+    // Plain f32 scales stay four bytes each.
+    let parts = BlockScaled::from_parts(16, 64, 32, 1, b.data().to_vec(), vec![0.3; 32]).unwrap();
+    let packed_f32 = mixprec::block_scaled::PackedFp4::new(&parts);
+    assert_eq!(packed_f32.size_bytes(), 16 * 64 / 2 + 4 * 16 * 2);
+    assert_eq!(packed_f32.to_block_scaled(), parts);
     let a = BlockScaled::<F4E2M1>::mx(
         MatRef::from_row_major(&w[..96], 1, 96).unwrap(),
         MxScaleMode::Floor,

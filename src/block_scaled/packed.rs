@@ -9,11 +9,16 @@ pub(crate) const PACK_LINES: usize = 8;
 
 /// FP4 weights (a [`BlockScaled<F4E2M1>`], `lines × k`, as `block_gemm`'s
 /// B) packed once for products with few rows
-/// ([`crate::gemm::block_gemm_packed`]): two codes per byte, in groups of
-/// eight lines interleaved four values of k at a time, with each group's
-/// block scales side by side. Half the bytes of the unpacked matrix, read
-/// in one sequential stream. The layout is private; [`Self::to_block_scaled`]
-/// gives the matrix back exactly.
+/// ([`crate::gemm::block_gemm_packed`], [`crate::gemm::weight_only_gemm_packed`]):
+/// two codes per byte, in groups of eight lines interleaved four values of
+/// k at a time, with each group's block scales side by side. The scales
+/// keep their own encoding, one byte each: E8M0 for MX, E4M3 for NVFP4
+/// (with a 256-entry table of the f32 values they stand for, `fl(s_t ·
+/// e4m3)` with a tensor scale; E8M0 needs none), so that [`Self::size_bytes`] is 4.25 bits
+/// per weight for MXFP4 and 4.5 (plus 1 KiB) for NVFP4; scales given as
+/// plain f32s ([`BlockScaled::from_parts`]) stay f32 (5 bits per weight at
+/// block 32). The layout is private; [`Self::to_block_scaled`] gives the
+/// matrix back exactly.
 ///
 /// ```
 /// use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
@@ -41,8 +46,63 @@ pub struct PackedFp4 {
     /// holds line j's code at k = 8q + i (low nibble) and 8q + 4 + i (high).
     codes: Vec<u8>,
     /// Per group, per block: the 8 lines' scales (padding lines: 1).
-    scales: Vec<f32>,
+    scales: PackedScales,
     kind: ScaleKind,
+}
+
+/// The scales of a [`PackedFp4`], per group and block, the 8 lines' side
+/// by side.
+#[derive(Clone, Debug, PartialEq)]
+enum PackedScales {
+    /// E8M0 codes, one byte per scale: 2^(code − 127), NaN for 0xFF.
+    /// `normal`: no code is 0 or 0xFF (every scale a normal power of two),
+    /// so the kernels can decode them with a shift.
+    E8M0 { codes: Vec<u8>, normal: bool },
+    /// One byte per scale (an E4M3 code) and the f32 each code stands for.
+    Codes {
+        codes: Vec<u8>,
+        table: Box<[f32; 256]>,
+    },
+    /// Plain f32 scales.
+    F32(Vec<f32>),
+}
+
+/// The one-byte code of each scale of `b` (E8M0 for MX, E4M3 for NVFP4),
+/// index by index, or `None` for plain f32 scales.
+fn scale_codes(b: &BlockScaled<F4E2M1>) -> Option<Vec<u8>> {
+    match &b.kind {
+        ScaleKind::E8M0 => b
+            .e8m0_scales()
+            .map(|s| s.iter().map(|c| c.to_bits()).collect()),
+        ScaleKind::Nvfp4 { block_scales, .. } => {
+            Some(block_scales.iter().map(|c| c.to_bits()).collect())
+        }
+        ScaleKind::F32 => None,
+    }
+}
+
+/// The value of an E8M0 code as [`crate::F8E8M0::to_f32`] gives it, without
+/// branches: 2^(c − 127) (2^-127 subnormal for 0), NaN for 0xFF.
+#[inline]
+fn e8m0_value(c: u8) -> f32 {
+    let bits = u32::from(c) << 23;
+    let bits = if c == 0 { 0x0040_0000 } else { bits };
+    f32::from_bits(if c == 0xFF { f32::NAN.to_bits() } else { bits })
+}
+
+/// The scales as codes and a table, when every code stands for one f32
+/// (bit for bit) throughout `scales`; else `None`.
+fn code_table(codes: &[u8], scales: &[f32]) -> Option<Box<[f32; 256]>> {
+    let mut table = Box::new([1.0f32; 256]);
+    let mut seen = [false; 256];
+    for (&c, &s) in codes.iter().zip(scales) {
+        let i = usize::from(c);
+        if seen[i] && table[i].to_bits() != s.to_bits() {
+            return None;
+        }
+        (seen[i], table[i]) = (true, s);
+    }
+    Some(table)
 }
 
 impl PackedFp4 {
@@ -55,6 +115,12 @@ impl PackedFp4 {
         // (lines + 7) · k / 2 bytes.
         let mut codes = vec![0u8; groups * k / 8 * 32];
         let mut scales = vec![1.0f32; groups * blocks * PACK_LINES];
+        let scale_bytes = scale_codes(b);
+        let table = scale_bytes
+            .as_deref()
+            .and_then(|c| code_table(c, &b.scales));
+        // Padding lines: code 127 (1 in E8M0; their outputs are never written).
+        let mut packed_codes = vec![127u8; scales.len()];
         for line in 0..lines {
             let (g, j) = (line / PACK_LINES, line % PACK_LINES);
             let row = &b.data[line * k..(line + 1) * k];
@@ -64,9 +130,33 @@ impl PackedFp4 {
                 *byte |= (v.to_bits() & 0x0F) << (4 * (r / 4));
             }
             for blk in 0..blocks {
-                scales[(g * blocks + blk) * PACK_LINES + j] = b.scales[b.scale_index(line, blk)];
+                let at = (g * blocks + blk) * PACK_LINES + j;
+                let from = b.scale_index(line, blk);
+                scales[at] = b.scales[from];
+                if let Some(c) = &scale_bytes {
+                    packed_codes[at] = c[from];
+                }
             }
         }
+        let e8m0 = matches!(b.kind, ScaleKind::E8M0)
+            && scale_bytes.as_ref().is_some_and(|c| {
+                c.iter()
+                    .zip(&b.scales)
+                    .all(|(&c, s)| e8m0_value(c).to_bits() == s.to_bits())
+            });
+        let scales = match table {
+            Some(_) if e8m0 => PackedScales::E8M0 {
+                normal: !packed_codes.iter().any(|&c| c == 0 || c == 0xFF),
+                codes: packed_codes,
+            },
+            // Padding lines read code 127, whatever it stands for: their
+            // outputs are never written.
+            Some(table) => PackedScales::Codes {
+                codes: packed_codes,
+                table,
+            },
+            None => PackedScales::F32(scales),
+        };
         Self {
             lines,
             k,
@@ -93,9 +183,26 @@ impl PackedFp4 {
         self.block
     }
 
-    /// Bytes held (codes and scales).
+    /// Bytes held: the codes, the scales (one byte each for MX and NVFP4,
+    /// four for plain f32 scales) and NVFP4's scale table (1 KiB).
+    ///
+    /// ```
+    /// use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
+    /// use mixprec::{MatRef, F4E2M1};
+    /// let w = vec![0.5f32; 256 * 1024];
+    /// let b = BlockScaled::<F4E2M1>::mx(MatRef::from_row_major(&w, 256, 1024)?, MxScaleMode::Floor)?;
+    /// let bytes = PackedFp4::new(&b).size_bytes();
+    /// // 4.25 bits per weight.
+    /// assert_eq!(bytes, 256 * 1024 * 17 / 32);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
     pub fn size_bytes(&self) -> usize {
-        self.codes.len() + 4 * self.scales.len()
+        self.codes.len()
+            + match &self.scales {
+                PackedScales::E8M0 { codes, .. } => codes.len(),
+                PackedScales::Codes { codes, table } => codes.len() + 4 * table.len(),
+                PackedScales::F32(s) => 4 * s.len(),
+            }
     }
 
     /// The packed matrix back as a [`BlockScaled<F4E2M1>`], exactly.
@@ -113,7 +220,7 @@ impl PackedFp4 {
             }
             for blk in 0..blocks {
                 scales[(line / self.line_group) * blocks + blk] =
-                    self.scales[(g * blocks + blk) * PACK_LINES + j];
+                    self.scale_at((g * blocks + blk) * PACK_LINES + j);
             }
         }
         BlockScaled {
@@ -127,8 +234,71 @@ impl PackedFp4 {
         }
     }
 
-    /// The packed codes and scales, for the kernels.
-    pub(crate) fn parts(&self) -> (&[u8], &[f32]) {
-        (&self.codes, &self.scales)
+    /// The packed scale at index `i` (group, block, line) as f32.
+    fn scale_at(&self, i: usize) -> f32 {
+        match &self.scales {
+            PackedScales::E8M0 { codes, .. } => e8m0_value(codes[i]),
+            PackedScales::Codes { codes, table } => table[usize::from(codes[i])],
+            PackedScales::F32(s) => s[i],
+        }
+    }
+
+    /// The packed FP4 codes, for the kernels: group `g` at `g · 4k` bytes.
+    pub(crate) fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+
+    /// The scales of groups `g0..g0 + gs` for [`crate::gemm::kernel::Kernel::fp4_dense`]:
+    /// E8M0 codes as stored when all are normal powers of two (decoded in
+    /// the kernel by a shift), else f32 as [`Self::group_scales`] gives
+    /// them.
+    pub(crate) fn dense_scales<'a>(
+        &'a self,
+        g0: usize,
+        gs: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> crate::gemm::kernel::GroupScales<'a> {
+        let per_group = self.k.checked_div(self.block).unwrap_or(0) * PACK_LINES;
+        match &self.scales {
+            PackedScales::E8M0 {
+                codes,
+                normal: true,
+            } => crate::gemm::kernel::GroupScales::E8M0(
+                &codes[g0 * per_group..(g0 + gs) * per_group],
+            ),
+            _ => crate::gemm::kernel::GroupScales::F32(self.group_scales(g0, gs, buf)),
+        }
+    }
+
+    /// The f32 scales of groups `g0..g0 + gs` (per group, per block, the 8
+    /// lines' side by side), decoded into `buf` where they are stored as
+    /// codes.
+    pub(crate) fn group_scales<'a>(
+        &'a self,
+        g0: usize,
+        gs: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        let per_group = self.k.checked_div(self.block).unwrap_or(0) * PACK_LINES;
+        let range = g0 * per_group..(g0 + gs) * per_group;
+        match &self.scales {
+            PackedScales::E8M0 { codes, .. } => {
+                buf.resize(range.len(), 0.0);
+                // Branch-free, so that it vectorizes: one pass over 1/32 of
+                // the weights' bytes.
+                for (o, &c) in buf.iter_mut().zip(&codes[range]) {
+                    *o = e8m0_value(c);
+                }
+                buf
+            }
+            PackedScales::Codes { codes, table } => {
+                buf.resize(range.len(), 0.0);
+                for (o, &c) in buf.iter_mut().zip(&codes[range]) {
+                    *o = table[usize::from(c)];
+                }
+                buf
+            }
+            PackedScales::F32(s) => &s[range],
+        }
     }
 }

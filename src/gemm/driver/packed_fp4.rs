@@ -65,13 +65,12 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
     if m == 0 || n == 0 {
         return;
     }
-    let blocks = k / block;
     let rows = if has_integer_view::<TA>() {
         Rows::Integer(IntegerRows::new(&a, grid_a, 0, block))
     } else {
         Rows::Dense(DenseRows::new(&a, grid_a, block))
     };
-    let (codes, scales) = b.parts();
+    let codes = b.codes();
     let tasks = task_count(m, n, k, parallelism);
     par_split(
         c,
@@ -84,6 +83,7 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
                 let Workspace {
                     acc: acc_buf,
                     row: row_buf,
+                    tmp: scale_buf,
                     ..
                 } = ws;
                 let acc = grow(acc_buf, mp * np);
@@ -93,12 +93,10 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
                 for g0 in (0..groups).step_by(per_call) {
                     let (g, gs) = (c0 / PACK_LINES + g0, per_call.min(groups - g0));
                     let group_codes = &codes[g * k * 4..(g + gs) * k * 4];
-                    let group_scales =
-                        &scales[g * blocks * PACK_LINES..(g + gs) * blocks * PACK_LINES];
                     let j0 = g0 * PACK_LINES;
                     let live = (gs * PACK_LINES).min(np - j0);
-                    let group = (group_codes, group_scales, gs);
-                    rows.groups::<K>(group, (r0, mp), (k, block), |i, out| {
+                    let group = (group_codes, g, gs);
+                    rows.groups::<K>(b, scale_buf, group, (r0, mp), (k, block), |i, out| {
                         acc[i * np + j0..i * np + j0 + live].copy_from_slice(&out[..live]);
                     });
                 }
@@ -136,12 +134,16 @@ impl Rows {
         }
     }
 
-    /// `gs` (≤ [`Self::groups_per_call`]) groups of 8 packed lines against
+    /// `gs` (≤ [`Self::groups_per_call`]) groups of 8 packed lines (from
+    /// group `g` of `b`, whose codes are `codes`) against
     /// rows `r0..r0 + mp`: `put(i, out)` receives row `r0 + i`'s `8 · gs` sums.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn groups<K: Kernel>(
         &self,
-        (codes, scales, gs): (&[u8], &[f32], usize),
+        b: &PackedFp4,
+        scale_buf: &mut Vec<f32>,
+        (codes, g, gs): (&[u8], usize, usize),
         (r0, mp): (usize, usize),
         (k, block): (usize, usize),
         mut put: impl FnMut(usize, &[f32]),
@@ -149,6 +151,7 @@ impl Rows {
         let blocks = k / block;
         match self {
             Rows::Integer(rows) => {
+                let scales = b.group_scales(g, gs, scale_buf);
                 for i in 0..mp {
                     let r = r0 + i;
                     let mut out = [0.0f32; PACK_LINES];
@@ -166,6 +169,7 @@ impl Rows {
                 }
             }
             Rows::Dense(rows) => {
+                let scales = b.dense_scales(g, gs, scale_buf);
                 const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
                 for i0 in (0..mp).step_by(FP4_DENSE_MR) {
                     let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));

@@ -54,6 +54,32 @@ pub(crate) struct Fp4DenseRows<'a> {
     pub prescaled: bool,
 }
 
+/// The scales of [`Kernel::fp4_dense`]'s groups (per group, per block, the
+/// 8 lines' side by side): f32 values, or E8M0 codes in 1..=254 (normal
+/// powers of two, no NaN) decoded in the kernel.
+#[derive(Clone, Copy)]
+pub(crate) enum GroupScales<'a> {
+    F32(&'a [f32]),
+    E8M0(&'a [u8]),
+}
+
+impl GroupScales<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            GroupScales::F32(s) => s.len(),
+            GroupScales::E8M0(c) => c.len(),
+        }
+    }
+
+    /// Scale `i` as f32 (E8M0 as [`crate::F8E8M0::to_f32`]).
+    pub(crate) fn at(&self, i: usize) -> f32 {
+        match self {
+            GroupScales::F32(s) => s[i],
+            GroupScales::E8M0(c) => crate::F8E8M0::from_bits(c[i]).to_f32(),
+        }
+    }
+}
+
 /// What [`Kernel::fp4_dense`]'s prescaled activations are multiplied by:
 /// 2^-25, so that the weights enter as the exact f32s 2·w · 2^24.
 pub(crate) const FP4_DENSE_A_SCALE: f32 = 1.0 / (1u64 << 25) as f32;
@@ -483,7 +509,7 @@ pub(crate) trait Kernel {
     fn fp4_dense(
         rows: &Fp4DenseRows<'_>,
         codes: &[u8],
-        scales: &[f32],
+        scales: GroupScales<'_>,
         groups: usize,
         out: &mut [f32],
         out_stride: usize,
@@ -512,7 +538,7 @@ pub(crate) trait Kernel {
                         let w = f32::from(FP4_TIMES_2[usize::from(code)]) * w_factor;
                         p = av.mul_add(w, p);
                     }
-                    let s = rows.sa[r * blocks + blk] * scales[(g * blocks + blk) * 8 + j];
+                    let s = rows.sa[r * blocks + blk] * scales.at((g * blocks + blk) * 8 + j);
                     acc = p.mul_add(s, acc);
                 }
                 out[r * out_stride + line] = acc;

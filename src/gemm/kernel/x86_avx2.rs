@@ -95,7 +95,7 @@ macro_rules! avx2_shared_methods {
         fn fp4_dense(
             rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
             codes: &[u8],
-            scales: &[f32],
+            scales: $crate::gemm::kernel::GroupScales<'_>,
             groups: usize,
             out: &mut [f32],
             out_stride: usize,

@@ -4,18 +4,20 @@
 //! the AVX2 and AVX-512 tiers (the `avx2_shared_methods!` of
 //! [`super::x86_avx2`]).
 
-use super::{Fp4DenseRows, FP4_TIMES_2};
+use super::{Fp4DenseRows, GroupScales, FP4_TIMES_2};
 use std::arch::x86_64::*;
 
 /// Where [`fp4_dense_avx2`] reads its `G` groups of 8 packed lines and
 /// writes their sums: group `g`'s codes at `codes + g · code_stride`
-/// bytes, its scales at `scales + g · scale_stride` floats; row `r`,
+/// bytes, its scales at `scales + g · scale_stride` floats (or, when
+/// `e8m0` is not null, E8M0 codes at `e8m0 + g · scale_stride` bytes); row `r`,
 /// line `8g + j` of the output at `out[r · out_stride + 8g + j]`.
 #[derive(Clone, Copy)]
 pub(crate) struct DenseGroups {
     pub(crate) codes: *const u8,
     pub(crate) code_stride: usize,
     pub(crate) scales: *const f32,
+    pub(crate) e8m0: *const u8,
     pub(crate) scale_stride: usize,
     pub(crate) out: *mut f32,
     pub(crate) out_stride: usize,
@@ -118,7 +120,12 @@ pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCA
                 }
             }
             for g in 0..G {
-                let sb = _mm256_loadu_ps(at.scales.add(g * at.scale_stride + blk * 8));
+                let at_scale = g * at.scale_stride + blk * 8;
+                let sb = if at.e8m0.is_null() {
+                    _mm256_loadu_ps(at.scales.add(at_scale))
+                } else {
+                    e8m0_to_f32(at.e8m0.add(at_scale))
+                };
                 for (r, s) in acc[g].iter_mut().enumerate() {
                     let scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
                     *s = _mm256_fmadd_ps(p[g][r], scale, *s);
@@ -133,23 +140,40 @@ pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCA
     }
 }
 
+/// Eight E8M0 codes in 1..=254 as f32: 2^(c − 127), the code shifted
+/// into the exponent field ([`GroupScales::E8M0`] holds no 0 or 0xFF).
+///
+/// # Safety
+/// AVX2 present; `codes` has 8 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn e8m0_to_f32(codes: *const u8) -> __m256 {
+    // SAFETY: 8 bytes at `codes` (the caller's contract).
+    let c = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(codes as *const __m128i) });
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(c))
+}
+
 /// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) on `groups` (1..=8)
 /// consecutive groups: about 8 chains (`R · G`) per call: G up to 8 for
 /// one row, 4 for two, 2 for three or four.
 ///
 /// # Safety
 /// As [`fp4_dense_avx2`] for every group: `codes` holds `groups · 4 · k`
-/// bytes, `scales` `groups · 8 · blocks` floats, `out` `rows.rows` rows of
+/// bytes, `scales` `groups · 8 · blocks` scales, `out` `rows.rows` rows of
 /// `out_stride ≥ 8 · groups` floats.
 pub(crate) unsafe fn fp4_dense_groups(
     rows: &Fp4DenseRows<'_>,
     codes: &[u8],
-    scales: &[f32],
+    scales: GroupScales<'_>,
     groups: usize,
     out: &mut [f32],
     out_stride: usize,
 ) {
     let (k, blocks) = (rows.k, rows.k / rows.block);
+    let (f32_scales, e8m0) = match scales {
+        GroupScales::F32(s) => (s.as_ptr(), std::ptr::null()),
+        GroupScales::E8M0(c) => (std::ptr::null(), c.as_ptr()),
+    };
     let mut g0 = 0;
     while g0 < groups {
         let left = groups - g0;
@@ -168,7 +192,17 @@ pub(crate) unsafe fn fp4_dense_groups(
             let at = DenseGroups {
                 codes: codes.as_ptr().add(g0 * k * 4),
                 code_stride: k * 4,
-                scales: scales.as_ptr().add(g0 * blocks * 8),
+                // The pointer not given stays null (the kernel's test).
+                scales: if f32_scales.is_null() {
+                    f32_scales
+                } else {
+                    f32_scales.add(g0 * blocks * 8)
+                },
+                e8m0: if e8m0.is_null() {
+                    e8m0
+                } else {
+                    e8m0.add(g0 * blocks * 8)
+                },
                 scale_stride: blocks * 8,
                 out: out.as_mut_ptr().add(g0 * 8),
                 out_stride,
