@@ -4,11 +4,12 @@
 //! f32, bf16 and f16 activations, every weight scheme, 1–3 threads, the
 //! portable kernels too, and activations with subnormals, NaN and ±∞.
 
-use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode, PackedFp4};
+use mixprec::block_scaled::{BlockScaled, Fp8Granularity, MxScaleMode, PackedFp4, PackedInt4};
 use mixprec::gemm::{
-    block_gemm_packed, block_gemm_reference, weight_only_gemm, weight_only_gemm_packed,
-    weight_only_gemm_packed_plan, weight_only_gemm_packed_portable, weight_only_gemm_plan,
-    weight_only_gemm_portable, Activation, Epilogue, Parallelism, Strategy, Tier,
+    block_gemm_packed, block_gemm_reference, weight_only_gemm, weight_only_gemm_int4,
+    weight_only_gemm_int4_portable, weight_only_gemm_packed, weight_only_gemm_packed_plan,
+    weight_only_gemm_packed_portable, weight_only_gemm_plan, weight_only_gemm_portable, Activation,
+    Epilogue, Parallelism, Strategy, Tier,
 };
 use mixprec::testing::check_slice_bits_eq;
 use mixprec::{bf16, f16, Error, FloatElement, MatMut, MatRef, F4E2M1, F6E2M3, F8E4M3, F8E5M2};
@@ -230,11 +231,11 @@ fn plans_name_the_strategies() -> Result<(), Error> {
     if plan.tier != Tier::Portable {
         assert_eq!(plan.tier, Tier::Avx2);
     }
-    assert_eq!(plan.strategy, Strategy::PackedFp4Dense);
+    assert_eq!(plan.strategy, Strategy::PackedDense);
     // Past 32 rows the packed weights are unpacked for the blocked engine.
     let many = MatRef::from_row_major(&x, 40, 256)?;
     let plan = weight_only_gemm_packed_plan(many, &packed, Parallelism::Serial)?;
-    assert_ne!(plan.strategy, Strategy::PackedFp4Dense);
+    assert_ne!(plan.strategy, Strategy::PackedDense);
     assert_eq!(plan, weight_only_gemm_plan(many, &b, Parallelism::Serial)?);
     Ok(())
 }
@@ -341,5 +342,159 @@ fn tiny_activations_keep_their_bits() -> Result<(), Error> {
             assert_eq!(bits(&got), bits(&want), "{tiny:e}, portable {portable}");
         }
     }
+    Ok(())
+}
+
+/// The int4 contract as plain loops: per group, the chain of
+/// `a · (q − z)` from +0.0, then `acc = fma(p, s, acc)`; the epilogue.
+fn int4_reference(x: &[f32], m: usize, b: &PackedInt4, e: &Epilogue<'_>, c: &mut [f32]) {
+    let (n, k, group) = (b.lines(), b.k(), b.group());
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for blk in 0..k / group {
+                let (s, z) = (b.scale(j, blk).unwrap(), b.zero_point(j, blk).unwrap());
+                let mut p = 0.0f32;
+                for kk in blk * group..(blk + 1) * group {
+                    let w = f32::from(b.code(j, kk).unwrap()) - f32::from(z);
+                    p = x[i * k + kk].mul_add(w, p);
+                }
+                acc = p.mul_add(s, acc);
+            }
+            let old = c[i * n + j];
+            c[i * n + j] = e.apply(acc, old, j);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// `weight_only_gemm_int4` (and its portable form) against the
+    /// contract's loops, f32 and bf16 activations, every group size.
+    #[test]
+    fn int4_equals_its_reference(m in 0usize..40, n in 0usize..30, kb in 0usize..3, seed in any::<u64>(),
+                                 group_i in 0usize..3, bf in any::<bool>(), threads in 1usize..4,
+                                 ep in 0u8..3, specials in any::<bool>()) {
+        let (k, group) = (kb * 128, mixprec::block_scaled::INT4_GROUP_SIZES[group_i]);
+        let (mut x, w) = (values(m * k, seed, specials), values(n * k, seed ^ 9, false));
+        if bf {
+            x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
+        }
+        let b = PackedInt4::quantize(MatRef::from_row_major(&w, n, k)?, group)?;
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+        let e = epilogue(ep, &bias);
+        let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+        let mut want = c0.clone();
+        int4_reference(&x, m, &b, &e, &mut want);
+        let x16: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let par = parallelism(threads);
+        for portable in [false, true] {
+            let mut got = c0.clone();
+            let c = MatMut::from_row_major(&mut got, m, n)?;
+            match (bf, portable) {
+                (false, false) => weight_only_gemm_int4(MatRef::from_row_major(&x, m, k)?, &b, c, &e, par)?,
+                (false, true) => weight_only_gemm_int4_portable(MatRef::from_row_major(&x, m, k)?, &b, c, &e, par)?,
+                (true, false) => weight_only_gemm_int4(MatRef::from_row_major(&x16, m, k)?, &b, c, &e, par)?,
+                (true, true) => weight_only_gemm_int4_portable(MatRef::from_row_major(&x16, m, k)?, &b, c, &e, par)?,
+            }
+            check_slice_bits_eq(&got, &want)?;
+        }
+    }
+}
+
+/// The int4 product is within γ(K) · Σ|a · (q − z) · s| of the exact
+/// (f64) product of the activations and the weights' values, u = 2^-24.
+#[test]
+fn int4_error_bound() -> Result<(), Error> {
+    let (m, n, k) = (3, 20, 512);
+    let (x, w) = (values(m * k, 11, false), values(n * k, 12, false));
+    for group in mixprec::block_scaled::INT4_GROUP_SIZES {
+        let b = PackedInt4::quantize(MatRef::from_row_major(&w, n, k)?, group)?;
+        let mut y = vec![0.0f32; m * n];
+        let a = MatRef::from_row_major(&x, m, k)?;
+        weight_only_gemm_int4(
+            a,
+            &b,
+            MatMut::from_row_major(&mut y, m, n)?,
+            &Epilogue::new(),
+            Parallelism::Serial,
+        )?;
+        let u = 2f64.powi(-24);
+        let gamma = k as f64 * u / (1.0 - k as f64 * u);
+        for i in 0..m {
+            for j in 0..n {
+                let (mut exact, mut abs) = (0.0f64, 0.0f64);
+                for kk in 0..k {
+                    let blk = kk / group;
+                    let wv = (f64::from(b.code(j, kk).unwrap())
+                        - f64::from(b.zero_point(j, blk).unwrap()))
+                        * f64::from(b.scale(j, blk).unwrap());
+                    exact += f64::from(x[i * k + kk]) * wv;
+                    abs += (f64::from(x[i * k + kk]) * wv).abs();
+                }
+                let err = (f64::from(y[i * n + j]) - exact).abs();
+                assert!(
+                    err <= gamma * abs,
+                    "group {group} ({i}, {j}): {err:e} > {:e}",
+                    gamma * abs
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The quantizer's rule on a worked group, the parts' checks, and the size.
+#[test]
+fn int4_quantizer_and_parts() -> Result<(), Error> {
+    // One group of 32: min −0.5, max 3.25 → s = 3.75 / 15 = 0.25, z = 2;
+    // 1.1 / 0.25 = 4.4 → 4, q = 6, value (6 − 2) · 0.25 = 1.0.
+    let mut w = vec![0.0f32; 32];
+    (w[0], w[1], w[2]) = (-0.5, 3.25, 1.1);
+    let q = PackedInt4::quantize(MatRef::from_row_major(&w, 1, 32)?, 32)?;
+    assert_eq!((q.scale(0, 0), q.zero_point(0, 0)), (Some(0.25), Some(2)));
+    assert_eq!(
+        (q.code(0, 0), q.code(0, 1), q.code(0, 2), q.code(0, 3)),
+        (Some(0), Some(15), Some(6), Some(2))
+    );
+    assert_eq!(&q.dequantize()?.as_slice()[..4], &[-0.5, 3.25, 1.0, 0.0]);
+    // A constant group keeps a finite, positive scale.
+    let c = PackedInt4::quantize(MatRef::from_row_major(&[0.0f32; 64], 1, 64)?, 64)?;
+    assert!(c.scale(0, 0).unwrap() > 0.0 && c.dequantize()?.as_slice().iter().all(|v| *v == 0.0));
+    // 4 bits per weight plus 5 bytes per group (8 lines padded).
+    let big = PackedInt4::quantize(
+        MatRef::from_row_major(&values(16 * 256, 3, false), 16, 256)?,
+        128,
+    )?;
+    assert_eq!(big.size_bytes(), 16 * 256 / 2 + 5 * 16 * 2);
+    // Bad input is a typed error naming the value.
+    let mut nan = vec![0.5f32; 64];
+    nan[37] = f32::NAN;
+    let err = PackedInt4::quantize(MatRef::from_row_major(&nan, 1, 64)?, 32).unwrap_err();
+    assert!(err.to_string().contains("column 37"), "{err}");
+    for (group, k) in [(16, 64), (32, 48)] {
+        let err =
+            PackedInt4::quantize(MatRef::from_row_major(&vec![0.0; k], 1, k)?, group).unwrap_err();
+        assert!(matches!(err, Error::InvalidParameter { .. }), "{err}");
+    }
+    let err = PackedInt4::from_parts(1, 32, 32, &[16; 32], &[1.0], &[0]).unwrap_err();
+    assert!(err.to_string().contains("16 at 0"), "{err}");
+    let err = PackedInt4::from_parts(1, 32, 32, &[1; 32], &[0.0], &[0]).unwrap_err();
+    assert!(err.to_string().contains("scale"), "{err}");
+    let err = PackedInt4::from_parts(1, 32, 32, &[1; 31], &[1.0], &[0]).unwrap_err();
+    assert!(matches!(err, Error::LengthMismatch { .. }), "{err}");
+    // K of the activations must match.
+    let mut y = [0.0f32; 16];
+    let x = vec![1.0f32; 128];
+    let err = weight_only_gemm_int4(
+        MatRef::from_row_major(&x, 1, 128)?,
+        &big,
+        MatMut::from_row_major(&mut y, 1, 16)?,
+        &Epilogue::new(),
+        Parallelism::Serial,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     Ok(())
 }

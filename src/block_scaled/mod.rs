@@ -85,12 +85,14 @@
 //! # Ok::<(), mixprec::Error>(())
 //! ```
 
+mod int4;
 mod kernel;
 mod packed;
 mod pad;
 mod quantize;
 mod scale;
 
+pub use int4::{PackedInt4, INT4_GROUP_SIZES};
 pub use packed::PackedFp4;
 pub(crate) use packed::PACK_LINES;
 pub use pad::{pad_k, padded_k};

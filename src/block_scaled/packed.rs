@@ -67,6 +67,38 @@ enum PackedScales {
     F32(Vec<f32>),
 }
 
+/// `lines × k` 4-bit codes (`code(line, kk)`, low nibble) in the packed
+/// layout: per group of [`PACK_LINES`] lines, per 8 values of k, 32 bytes;
+/// byte `4j + i` holds line j's code at k = 8q + i (low nibble) and
+/// 8q + 4 + i (high). Padding lines are code 0.
+pub(super) fn pack_nibbles(lines: usize, k: usize, code: impl Fn(usize, usize) -> u8) -> Vec<u8> {
+    // Fits: lines · k is a checked product of the caller's matrix, and
+    // this is at most (lines + 7) · k / 2 bytes.
+    let mut codes = vec![0u8; lines.div_ceil(PACK_LINES) * k / 8 * 32];
+    for line in 0..lines {
+        let (g, j) = (line / PACK_LINES, line % PACK_LINES);
+        for kk in 0..k {
+            let (q, r) = (kk / 8, kk % 8);
+            let byte = &mut codes[(g * k / 8 + q) * 32 + 4 * j + r % 4];
+            *byte |= (code(line, kk) & 0x0F) << (4 * (r / 4));
+        }
+    }
+    codes
+}
+
+/// The code of `(line, kk)` in [`pack_nibbles`]'s layout.
+pub(super) fn nibble_at(codes: &[u8], k: usize, line: usize, kk: usize) -> u8 {
+    let (g, j) = (line / PACK_LINES, line % PACK_LINES);
+    let (q, r) = (kk / 8, kk % 8);
+    (codes[(g * k / 8 + q) * 32 + 4 * j + r % 4] >> (4 * (r / 4))) & 0x0F
+}
+
+/// Where the parameter (scale, zero point) of `(line, blk)` sits in the
+/// packed layout: per group of lines, per block, the lines side by side.
+pub(super) fn param_index(line: usize, blk: usize, blocks: usize) -> usize {
+    ((line / PACK_LINES) * blocks + blk) * PACK_LINES + line % PACK_LINES
+}
+
 /// The one-byte code of each scale of `b` (E8M0 for MX, E4M3 for NVFP4),
 /// index by index, or `None` for plain f32 scales.
 fn scale_codes(b: &BlockScaled<F4E2M1>) -> Option<Vec<u8>> {
@@ -113,7 +145,7 @@ impl PackedFp4 {
         let blocks = k.checked_div(block).unwrap_or(0);
         // Fits: lines · k is a checked product and this is at most
         // (lines + 7) · k / 2 bytes.
-        let mut codes = vec![0u8; groups * k / 8 * 32];
+        let codes = pack_nibbles(lines, k, |line, kk| b.data[line * k + kk].to_bits());
         let mut scales = vec![1.0f32; groups * blocks * PACK_LINES];
         let scale_bytes = scale_codes(b);
         let table = scale_bytes
@@ -122,15 +154,8 @@ impl PackedFp4 {
         // Padding lines: code 127 (1 in E8M0; their outputs are never written).
         let mut packed_codes = vec![127u8; scales.len()];
         for line in 0..lines {
-            let (g, j) = (line / PACK_LINES, line % PACK_LINES);
-            let row = &b.data[line * k..(line + 1) * k];
-            for (kk, v) in row.iter().enumerate() {
-                let (q, r) = (kk / 8, kk % 8);
-                let byte = &mut codes[(g * k / 8 + q) * 32 + 4 * j + r % 4];
-                *byte |= (v.to_bits() & 0x0F) << (4 * (r / 4));
-            }
             for blk in 0..blocks {
-                let at = (g * blocks + blk) * PACK_LINES + j;
+                let at = param_index(line, blk, blocks);
                 let from = b.scale_index(line, blk);
                 scales[at] = b.scales[from];
                 if let Some(c) = &scale_bytes {
@@ -212,15 +237,12 @@ impl PackedFp4 {
         let mut data = vec![F4E2M1::ZERO; self.lines * k];
         let mut scales = vec![0.0f32; self.lines.div_ceil(self.line_group) * blocks];
         for line in 0..self.lines {
-            let (g, j) = (line / PACK_LINES, line % PACK_LINES);
             for (kk, v) in data[line * k..(line + 1) * k].iter_mut().enumerate() {
-                let (q, r) = (kk / 8, kk % 8);
-                let byte = self.codes[(g * k / 8 + q) * 32 + 4 * j + r % 4];
-                *v = F4E2M1::from_bits(byte >> (4 * (r / 4)));
+                *v = F4E2M1::from_bits(nibble_at(&self.codes, k, line, kk));
             }
             for blk in 0..blocks {
                 scales[(line / self.line_group) * blocks + blk] =
-                    self.scale_at((g * blocks + blk) * PACK_LINES + j);
+                    self.scale_at(param_index(line, blk, blocks));
             }
         }
         BlockScaled {

@@ -2,7 +2,7 @@
 //! per block of K (see [`block_gemm`]).
 
 use super::{driver, validate, Epilogue, Parallelism, Plan, Strategy};
-use crate::block_scaled::{BlockScaled, PackedFp4};
+use crate::block_scaled::{BlockScaled, PackedFp4, PackedInt4};
 use crate::cpu::entry_and_portable_twin;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
@@ -181,7 +181,7 @@ fn packed_plan<TA: FloatElement>(m: usize, b: &PackedFp4, parallelism: Paralleli
         strategy: if driver::has_integer_view::<TA>() {
             Strategy::PackedFp4
         } else {
-            Strategy::PackedFp4Dense
+            Strategy::PackedDense
         },
         tier: driver::packed_fp4_tier(simd),
         parts: driver::parts(m, b.lines(), b.k(), parallelism),
@@ -278,7 +278,7 @@ entry_and_portable_twin! {
     /// block's FMA chain is then exact, so it is an integer dot product,
     /// [`Strategy::PackedFp4`]), or with the contract's f32 chains on codes
     /// decoded in registers for any other activations (MXFP8, FP8, …,
-    /// [`Strategy::PackedFp4Dense`]). With more rows it unpacks B and calls
+    /// [`Strategy::PackedDense`]). With more rows it unpacks B and calls
     /// [`block_gemm`].
     ///
     /// # Errors
@@ -425,7 +425,7 @@ entry_and_portable_twin! {
     /// [`weight_only_gemm`] with FP4 weights (MXFP4, NVFP4) packed once by
     /// [`PackedFp4`]: the same contract and bits. Up to 32 rows of A it
     /// streams the packed weights, decoding each code in registers into the
-    /// contract's f32 chains ([`Strategy::PackedFp4Dense`]); past that it
+    /// contract's f32 chains ([`Strategy::PackedDense`]); past that it
     /// unpacks them for the blocked engine.
     ///
     /// ```
@@ -471,6 +471,68 @@ fn weight_only_packed_on<TA: FloatElement, O: FloatElement>(
     let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
     validate(&a, &b_shape, &c, epilogue, parallelism)?;
     let ones = unit_scales(b.k(), b.block());
+    driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
+    Ok(())
+}
+
+entry_and_portable_twin! {
+    /// `C = epilogue(A · Bᵀ)` for dense activations A (`M × K`, f32, bf16,
+    /// f16, …, any strides) against group-wise int4 weights B
+    /// ([`PackedInt4`], `N × K`, PyTorch's `[out, in]`): W4A16 / W4A32
+    /// inference on GPTQ/AWQ-style weights.
+    ///
+    /// # Contract
+    ///
+    /// The block-scaled contract of [`block_gemm`] with the groups as
+    /// blocks, the activations as their exact f32 values with scale 1, and
+    /// the weights as the exact integers `q − z`: for each output, per
+    /// group, `p` is the FMA chain of `a[m,k] · (q[n,k] − z[n,group])` from
+    /// +0.0 (k increasing) and `acc = fma(p, s[n, group], acc)`; then the
+    /// epilogue and one rounding to the output type. Every ISA and thread
+    /// count returns these bits. The result is within
+    /// `γ(K) · Σ|a·(q − z)·s|` of the exact product of A and
+    /// [`PackedInt4::dequantize`]'s values (before their own rounding).
+    /// The packed weights are streamed at every M (each 8 × 8 block of
+    /// codes decoded in registers).
+    ///
+    /// ```
+    /// use mixprec::block_scaled::PackedInt4;
+    /// use mixprec::gemm::{weight_only_gemm_int4, Epilogue, Parallelism};
+    /// use mixprec::{MatMut, MatRef};
+    /// let w: Vec<f32> = (0..8 * 64).map(|i| ((i % 9) as f32 - 4.0) * 0.25).collect();
+    /// let wq = PackedInt4::quantize(MatRef::from_row_major(&w, 8, 64)?, 32)?;
+    /// let x = vec![1.0f32; 64];
+    /// let mut y = [0.0f32; 8];
+    /// weight_only_gemm_int4(MatRef::from_row_major(&x, 1, 64)?, &wq,
+    ///     MatMut::from_row_major(&mut y, 1, 8)?, &Epilogue::new(), Parallelism::Serial)?;
+    /// let exact: f32 = wq.dequantize()?.as_slice()[..64].iter().sum();
+    /// assert!((y[0] - exact).abs() <= 1e-5);
+    /// # Ok::<(), mixprec::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`weight_only_gemm`].
+    pub fn weight_only_gemm_int4 / weight_only_gemm_int4_portable<TA: FloatElement, O: FloatElement>(
+        a: MatRef<'_, TA>,
+        b: &PackedInt4,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => int4_on
+}
+
+fn int4_on<TA: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &PackedInt4,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.group()))?;
+    let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
+    validate(&a, &b_shape, &c, epilogue, parallelism)?;
+    let ones = unit_scales(b.k(), b.group());
     driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 4 rows, FP4 weights, integer-valued A |
 //! | `Fp4Tiles` | [`fp4_tiles`] | block-scaled FP4 × FP4 past 4 rows |
 //! | `PackedFp4` | [`packed_fp4`] | [`super::block_gemm_packed`] on a [`PackedFp4`](crate::block_scaled::PackedFp4), integer-valued A |
-//! | `PackedFp4Dense` | [`packed_fp4`] | the same, or [`super::weight_only_gemm_packed`], with any other A |
+//! | `PackedDense` | [`packed_fp4`] | the same with any other A, [`super::weight_only_gemm_packed`], [`super::weight_only_gemm_int4`] |
 //!
 //! [`choose`] is the whole choice, one `match`; [`threads`] splits C into
 //! parts (each part chooses by its own shape), and every strategy shares
@@ -104,11 +104,12 @@ pub enum Strategy {
     /// weights packed by [`crate::block_scaled::PackedFp4`].
     PackedFp4,
     /// [`super::block_gemm_packed`] with activations that have no integer
-    /// view (MXFP8, FP8, …) and [`super::weight_only_gemm_packed`] (f32,
-    /// bf16, f16 activations): the contract's f32 chains on FP4 weights
-    /// packed by [`crate::block_scaled::PackedFp4`], each code decoded in
-    /// registers.
-    PackedFp4Dense,
+    /// view (MXFP8, FP8, …), [`super::weight_only_gemm_packed`] (f32,
+    /// bf16, f16 activations) and [`super::weight_only_gemm_int4`]: the
+    /// contract's f32 chains on 4-bit weights packed two per byte
+    /// ([`crate::block_scaled::PackedFp4`], [`crate::block_scaled::PackedInt4`]),
+    /// each code decoded in registers.
+    PackedDense,
 }
 
 /// The kernel family a call runs on (the micro-kernel leaves of

@@ -1,8 +1,9 @@
-//! [`super::Strategy::PackedFp4`] and [`super::Strategy::PackedFp4Dense`]:
-//! block-scaled products on FP4 weights packed by [`PackedFp4`], by exact
-//! integer block sums (activations with an integer view) or by f32 chains
-//! on codes decoded in registers (any other activations: f32, bf16, f16,
-//! FP8, …).
+//! [`super::Strategy::PackedFp4`] and [`super::Strategy::PackedDense`]:
+//! block-scaled products on 4-bit weights packed two per byte
+//! ([`PackedFp4`], [`PackedInt4`]), by exact integer block sums (FP4
+//! weights, activations with an integer view) or by f32 chains on codes
+//! decoded in registers (any other activations: f32, bf16, f16, FP8, …;
+//! and every product on int4 weights).
 
 use super::exact_small::{has_integer_view, IntegerRows};
 use super::threads::{par_split, task_count};
@@ -13,33 +14,103 @@ use super::Avx2;
 #[cfg(target_arch = "x86_64")]
 use super::Avx512;
 use super::{tier, with_kernel, Portable, ScaleGrid, Tier};
-use crate::block_scaled::{PackedFp4, PACK_LINES};
+use crate::block_scaled::{PackedFp4, PackedInt4, PACK_LINES};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::{
-    Fp4DenseRows, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A, FP4_DENSE_MR,
+    Fp4DenseRows, GroupScales, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A,
+    FP4_DENSE_MR,
 };
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
 
-/// `c = epilogue(a · bᵀ)` under the block-scaled contract for FP4 weights
-/// packed by [`PackedFp4`]. With A in a format whose values are small
-/// integers times a power of two, by integer block sums (see
+/// Weights packed two 4-bit codes per byte in groups of 8 lines
+/// ([`crate::block_scaled::PackedFp4`]'s layout), as the streaming kernels
+/// read them.
+pub(crate) trait NibbleWeights: Sync {
+    fn lines(&self) -> usize;
+    fn k(&self) -> usize;
+    /// Values of K per scale.
+    fn block(&self) -> usize;
+    /// The codes: group `g` at `g · 4k` bytes.
+    fn codes(&self) -> &[u8];
+    /// The f32 scales of groups `g0..g0 + gs` (decoded into `buf` if need be).
+    fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32];
+    /// The scales of groups `g0..g0 + gs` for [`Kernel::fp4_dense`].
+    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a>;
+    /// The zero points of groups `g0..g0 + gs` (int4 weights), laid out
+    /// as the scales; `None` for FP4 codes.
+    fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]>;
+}
+
+impl NibbleWeights for PackedFp4 {
+    fn lines(&self) -> usize {
+        PackedFp4::lines(self)
+    }
+    fn k(&self) -> usize {
+        PackedFp4::k(self)
+    }
+    fn block(&self) -> usize {
+        PackedFp4::block(self)
+    }
+    fn codes(&self) -> &[u8] {
+        PackedFp4::codes(self)
+    }
+    fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        PackedFp4::group_scales(self, g0, gs, buf)
+    }
+    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a> {
+        PackedFp4::dense_scales(self, g0, gs, buf)
+    }
+    fn zeros(&self, _: usize, _: usize) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl NibbleWeights for PackedInt4 {
+    fn lines(&self) -> usize {
+        PackedInt4::lines(self)
+    }
+    fn k(&self) -> usize {
+        PackedInt4::k(self)
+    }
+    fn block(&self) -> usize {
+        self.group()
+    }
+    fn codes(&self) -> &[u8] {
+        self.parts().0
+    }
+    fn group_scales<'a>(&'a self, g0: usize, gs: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
+        let per = self.k() / self.group() * PACK_LINES;
+        &self.parts().1[g0 * per..(g0 + gs) * per]
+    }
+    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a> {
+        GroupScales::F32(NibbleWeights::group_scales(self, g0, gs, buf))
+    }
+    fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]> {
+        let per = self.k() / self.group() * PACK_LINES;
+        Some(&self.parts().2[g0 * per..(g0 + gs) * per])
+    }
+}
+
+/// `c = epilogue(a · bᵀ)` under the block-scaled contract for weights
+/// packed two codes per byte. FP4 weights with A in a format whose values
+/// are small integers times a power of two: by integer block sums (see
 /// [`super::exact_small::serial_exact_small`] for why they are the
-/// contract's); with any other A, by the contract's f32 chains
-/// ([`Kernel::fp4_dense8`]). Threads split C's columns in groups of 8 (or
+/// contract's); any other pair: by the contract's f32 chains
+/// ([`Kernel::fp4_dense`]). Threads split C's columns in groups of 8 (or
 /// its rows).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn run_packed_fp4<TA: FloatElement, O: FloatElement>(
+pub(crate) fn run_packed_fp4<TA: FloatElement, O: FloatElement, W: NibbleWeights>(
     a: MatRef<'_, TA>,
     grid_a: &ScaleGrid<'_>,
-    b: &PackedFp4,
+    b: &W,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
     simd: bool,
 ) {
     with_kernel!(packed_fp4_tier(simd), K => {
-        packed_fp4_with::<TA, O, K>(a, grid_a, b, c, epilogue, parallelism, simd)
+        packed_fp4_with::<TA, O, W, K>(a, grid_a, b, c, epilogue, parallelism, simd)
     })
 }
 
@@ -52,10 +123,10 @@ pub(crate) fn packed_fp4_tier(simd: bool) -> Tier {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
+fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kernel>(
     a: MatRef<'_, TA>,
     grid_a: &ScaleGrid<'_>,
-    b: &PackedFp4,
+    b: &W,
     c: MatMut<'_, O>,
     epilogue: &Epilogue<'_>,
     parallelism: Parallelism,
@@ -65,7 +136,7 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
     if m == 0 || n == 0 {
         return;
     }
-    let rows = if has_integer_view::<TA>() {
+    let rows = if has_integer_view::<TA>() && b.zeros(0, 0).is_none() {
         Rows::Integer(IntegerRows::new(&a, grid_a, 0, block))
     } else {
         Rows::Dense(DenseRows::new(&a, grid_a, block))
@@ -96,7 +167,7 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, K: Kernel>(
                     let j0 = g0 * PACK_LINES;
                     let live = (gs * PACK_LINES).min(np - j0);
                     let group = (group_codes, g, gs);
-                    rows.groups::<K>(b, scale_buf, group, (r0, mp), (k, block), |i, out| {
+                    rows.groups::<K, W>(b, scale_buf, group, (r0, mp), (k, block), |i, out| {
                         acc[i * np + j0..i * np + j0 + live].copy_from_slice(&out[..live]);
                     });
                 }
@@ -139,9 +210,9 @@ impl Rows {
     /// rows `r0..r0 + mp`: `put(i, out)` receives row `r0 + i`'s `8 · gs` sums.
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    fn groups<K: Kernel>(
+    fn groups<K: Kernel, W: NibbleWeights>(
         &self,
-        b: &PackedFp4,
+        b: &W,
         scale_buf: &mut Vec<f32>,
         (codes, g, gs): (&[u8], usize, usize),
         (r0, mp): (usize, usize),
@@ -182,7 +253,7 @@ impl Rows {
                         block,
                         prescaled: rows.prescaled,
                     };
-                    K::fp4_dense(&view, codes, scales, gs, &mut out, STRIDE);
+                    K::fp4_dense(&view, codes, scales, b.zeros(g, gs), gs, &mut out, STRIDE);
                     for q in 0..n_rows {
                         put(i0 + q, &out[q * STRIDE..(q + 1) * STRIDE]);
                     }

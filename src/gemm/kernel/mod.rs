@@ -32,6 +32,11 @@ pub(crate) struct Fp4Lines<'a> {
     pub scale_start: [usize; 8],
 }
 
+/// Unsigned int4 codes 0..=15 → twice their value (the group-wise int4
+/// weights of [`Kernel::fp4_dense`] with zero points).
+pub(crate) const INT4_TIMES_2: [i8; 16] =
+    [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+
 /// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
 pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
@@ -505,11 +510,15 @@ pub(crate) trait Kernel {
     /// over the block, k increasing, then
     /// `acc = fma(p, fl(sa[r][blk] · s[8g + j][blk]), acc)` from +0.0 (the
     /// block-scaled contract of `block_gemm`), written to
-    /// `out[r · out_stride + 8g + j]`. Portable form: plain loops.
+    /// `out[r · out_stride + 8g + j]`. With `zeros` (laid out as the
+    /// scales), the codes are unsigned int4 `q` and the weights `q − z`
+    /// (group-wise int4, [`crate::block_scaled::PackedInt4`]). Portable form:
+    /// plain loops.
     fn fp4_dense(
         rows: &Fp4DenseRows<'_>,
         codes: &[u8],
         scales: GroupScales<'_>,
+        zeros: Option<&[u8]>,
         groups: usize,
         out: &mut [f32],
         out_stride: usize,
@@ -535,7 +544,15 @@ pub(crate) trait Kernel {
                         let (q, i) = (kk / 8, kk % 8);
                         let byte = group_codes[q * 32 + 4 * j + i % 4];
                         let code = (byte >> (4 * (i / 4))) & 0x0F;
-                        let w = f32::from(FP4_TIMES_2[usize::from(code)]) * w_factor;
+                        let w2 = match zeros {
+                            // 2q − 2z, exact.
+                            Some(z) => {
+                                let zero = z[(g * blocks + blk) * 8 + j];
+                                2.0 * (f32::from(code) - f32::from(zero))
+                            }
+                            None => f32::from(FP4_TIMES_2[usize::from(code)]),
+                        };
+                        let w = w2 * w_factor;
                         p = av.mul_add(w, p);
                     }
                     let s = rows.sa[r * blocks + blk] * scales.at((g * blocks + blk) * 8 + j);

@@ -96,6 +96,7 @@ macro_rules! avx2_shared_methods {
             rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
             codes: &[u8],
             scales: $crate::gemm::kernel::GroupScales<'_>,
+            zeros: Option<&[u8]>,
             groups: usize,
             out: &mut [f32],
             out_stride: usize,
@@ -112,7 +113,7 @@ macro_rules! avx2_shared_methods {
             // and FMA; the asserts above bound every read and write.
             unsafe {
                 $crate::gemm::kernel::x86_fp4_dense::fp4_dense_groups(
-                    rows, codes, scales, groups, out, out_stride,
+                    rows, codes, scales, zeros, groups, out, out_stride,
                 )
             }
         }

@@ -4,7 +4,7 @@
 //! the AVX2 and AVX-512 tiers (the `avx2_shared_methods!` of
 //! [`super::x86_avx2`]).
 
-use super::{Fp4DenseRows, GroupScales, FP4_TIMES_2};
+use super::{Fp4DenseRows, GroupScales, FP4_TIMES_2, INT4_TIMES_2};
 use std::arch::x86_64::*;
 
 /// Where [`fp4_dense_avx2`] reads its `G` groups of 8 packed lines and
@@ -18,6 +18,9 @@ pub(crate) struct DenseGroups {
     pub(crate) code_stride: usize,
     pub(crate) scales: *const f32,
     pub(crate) e8m0: *const u8,
+    /// With `ZP`: the groups' zero points (bytes 0..=15), laid out as the
+    /// scales.
+    pub(crate) zeros: *const u8,
     pub(crate) scale_stride: usize,
     pub(crate) out: *mut f32,
     pub(crate) out_stride: usize,
@@ -46,11 +49,18 @@ pub(crate) struct DenseGroups {
 /// rows of `blocks` scales (`rows.k = blocks · block`, block a multiple
 /// of 8).
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCALED: bool>(
+pub(crate) unsafe fn fp4_dense_avx2<
+    const R: usize,
+    const G: usize,
+    const PRESCALED: bool,
+    const ZP: bool,
+>(
     rows: &Fp4DenseRows<'_>,
     at: DenseGroups,
 ) {
-    let t = FP4_TIMES_2;
+    // FP4 codes → 2·w; with `ZP`, unsigned int4 codes q → 2·q, from which
+    // each block's 2·z is taken (w = q − z).
+    let t = if ZP { INT4_TIMES_2 } else { FP4_TIMES_2 };
     let lut = _mm256_setr_epi8(
         t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
         t[14], t[15], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
@@ -79,7 +89,7 @@ pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCA
         let sel1 = _mm256_add_epi32(top1, lane_base);
         let sel2 = _mm256_add_epi32(top2, lane_base);
         let unscale = _mm256_set1_ps(f32::from_bits(0x3300_0000)); // 2^-25
-        let weight = |lo: __m256i, hi: __m256i, i: usize| -> __m256 {
+        let weight = |lo: __m256i, hi: __m256i, zt: __m256i, i: usize| -> __m256 {
             let src = if i < 4 { lo } else { hi };
             let top = match i % 4 {
                 0 => _mm256_slli_epi32::<24>(src),
@@ -87,6 +97,8 @@ pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCA
                 2 => _mm256_shuffle_epi8(src, sel2),
                 _ => _mm256_and_si256(src, top3),
             };
+            // (2q − 2z) · 2^24, exact in an i32 (|2q − 2z| ≤ 30).
+            let top = if ZP { _mm256_sub_epi32(top, zt) } else { top };
             let w = _mm256_cvtepi32_ps(top);
             if PRESCALED {
                 w
@@ -96,6 +108,15 @@ pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCA
         };
         for blk in 0..blocks {
             let mut p = [[_mm256_setzero_ps(); R]; G];
+            // 2z · 2^24 per line of each group (only with `ZP`).
+            let mut zt = [_mm256_setzero_si256(); G];
+            if ZP {
+                for (g, z) in zt.iter_mut().enumerate() {
+                    let at_zero = at.zeros.add(g * at.scale_stride + blk * 8);
+                    let zb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(at_zero as *const __m128i));
+                    *z = _mm256_slli_epi32::<25>(zb);
+                }
+            }
             for k0 in (blk * block..(blk + 1) * block).step_by(8) {
                 // Every group's codes decoded to bytes first, then value by
                 // value across the groups: their chains interleave.
@@ -111,7 +132,7 @@ pub(crate) unsafe fn fp4_dense_avx2<const R: usize, const G: usize, const PRESCA
                 }
                 for i in 0..8 {
                     for g in 0..G {
-                        let w = weight(lo[g], hi[g], i);
+                        let w = weight(lo[g], hi[g], zt[g], i);
                         for (r, s) in p[g].iter_mut().enumerate() {
                             let x = _mm256_broadcast_ss(&*a.add(r * k + k0 + i));
                             *s = _mm256_fmadd_ps(x, w, *s);
@@ -159,17 +180,19 @@ unsafe fn e8m0_to_f32(codes: *const u8) -> __m256 {
 ///
 /// # Safety
 /// As [`fp4_dense_avx2`] for every group: `codes` holds `groups · 4 · k`
-/// bytes, `scales` `groups · 8 · blocks` scales, `out` `rows.rows` rows of
+/// bytes, `scales` (and `zeros`, if given) `groups · 8 · blocks` values, `out` `rows.rows` rows of
 /// `out_stride ≥ 8 · groups` floats.
 pub(crate) unsafe fn fp4_dense_groups(
     rows: &Fp4DenseRows<'_>,
     codes: &[u8],
     scales: GroupScales<'_>,
+    zeros: Option<&[u8]>,
     groups: usize,
     out: &mut [f32],
     out_stride: usize,
 ) {
     let (k, blocks) = (rows.k, rows.k / rows.block);
+    let zeros = zeros.map_or(std::ptr::null(), <[u8]>::as_ptr);
     let (f32_scales, e8m0) = match scales {
         GroupScales::F32(s) => (s.as_ptr(), std::ptr::null()),
         GroupScales::E8M0(c) => (std::ptr::null(), c.as_ptr()),
@@ -203,15 +226,22 @@ pub(crate) unsafe fn fp4_dense_groups(
                 } else {
                     e8m0.add(g0 * blocks * 8)
                 },
+                zeros: if zeros.is_null() {
+                    zeros
+                } else {
+                    zeros.add(g0 * blocks * 8)
+                },
                 scale_stride: blocks * 8,
                 out: out.as_mut_ptr().add(g0 * 8),
                 out_stride,
             };
             macro_rules! call {
                 ($($r:literal, $g:literal);*) => {
-                    match (rows.rows, g, rows.prescaled) {
-                        $(($r, $g, true) => fp4_dense_avx2::<$r, $g, true>(rows, at),
-                          ($r, $g, false) => fp4_dense_avx2::<$r, $g, false>(rows, at),)*
+                    match (rows.rows, g, rows.prescaled, !zeros.is_null()) {
+                        $(($r, $g, true, false) => fp4_dense_avx2::<$r, $g, true, false>(rows, at),
+                          ($r, $g, false, false) => fp4_dense_avx2::<$r, $g, false, false>(rows, at),
+                          ($r, $g, true, true) => fp4_dense_avx2::<$r, $g, true, true>(rows, at),
+                          ($r, $g, false, true) => fp4_dense_avx2::<$r, $g, false, true>(rows, at),)*
                         _ => unreachable!("rows 1..=4 and their group counts"),
                     }
                 };
