@@ -477,6 +477,9 @@ fn weight_only_group(c: &mut Criterion) {
     )
     .unwrap();
     let packed = PackedFp4::new(&wq);
+    let int4 =
+        mixprec::block_scaled::PackedInt4::quantize(MatRef::from_row_major(&w, n, k).unwrap(), 128)
+            .unwrap();
     let bytes = packed.size_bytes();
     let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
     g.throughput(Throughput::Bytes(bytes as u64));
@@ -515,6 +518,18 @@ fn weight_only_group(c: &mut Criterion) {
                 weight_only_gemm_packed(
                     black_box(xm),
                     &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("int4_g128_f32_act", m), |b| {
+            b.iter(|| {
+                mixprec::gemm::weight_only_gemm_int4(
+                    black_box(xm),
+                    &int4,
                     MatMut::from_row_major(&mut out, m, n).unwrap(),
                     &e,
                     s,

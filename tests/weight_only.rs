@@ -498,3 +498,135 @@ fn int4_quantizer_and_parts() -> Result<(), Error> {
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     Ok(())
 }
+
+/// `WeightOnlyLinear`: for every scheme, `forward` on rank 1, 2 and 3
+/// input gives the same bits row for row, and (but for int8 dynamic, whose
+/// activations are quantized) is within γ(K + 2) · Σ|x·w| + |bias|·u of
+/// the exact product with the layer's own dequantized weights, u = 2^-24
+/// (the chain's K − 1 roundings, the block accumulates, one for a scale
+/// product, one for the bias). `in_features` = 100 is padded to each block.
+#[test]
+fn weight_only_linear_forward_every_scheme() -> Result<(), Error> {
+    use mixprec::quant::{WeightOnlyLinear, WeightScheme};
+    use mixprec::Tensor;
+    let (out, inf) = (24usize, 100usize);
+    let w = Tensor::from_vec(&[out, inf], values(out * inf, 21, false))?;
+    let bias: Vec<f32> = (0..out).map(|j| j as f32 * 0.01 - 0.1).collect();
+    let x = values(6 * inf, 22, false);
+    let schemes = [
+        WeightScheme::Int8Dynamic,
+        WeightScheme::Mxfp8,
+        WeightScheme::Fp8Block128,
+        WeightScheme::Mxfp4,
+        WeightScheme::Nvfp4,
+        WeightScheme::Int4 { group: 32 },
+        WeightScheme::Int4 { group: 64 },
+        WeightScheme::Int4 { group: 128 },
+    ];
+    for scheme in schemes {
+        let layer = WeightOnlyLinear::new(&w, Some(&bias), scheme)?;
+        assert_eq!(
+            (layer.in_features(), layer.out_features(), layer.scheme()),
+            (inf, out, scheme)
+        );
+        let y2 = layer.forward(
+            &Tensor::from_vec(&[6, inf], x.clone())?,
+            Parallelism::Serial,
+        )?;
+        let y3 = layer.forward(
+            &Tensor::from_vec(&[2, 3, inf], x.clone())?,
+            Parallelism::Threads(2),
+        )?;
+        assert_eq!(y3.shape(), &[2, 3, out]);
+        assert_eq!(y2.as_slice(), y3.as_slice(), "{scheme:?}: rank 3");
+        for r in 0..6 {
+            let y1 = layer.forward(
+                &Tensor::from_vec(&[inf], x[r * inf..(r + 1) * inf].to_vec())?,
+                Parallelism::Serial,
+            )?;
+            assert_eq!(y1.shape(), &[out]);
+            assert_eq!(
+                y1.as_slice(),
+                &y2.as_slice()[r * out..(r + 1) * out],
+                "{scheme:?}: row {r}"
+            );
+        }
+        let empty = layer.forward(&Tensor::<f32>::zeros(&[0, inf])?, Parallelism::Serial)?;
+        assert_eq!(empty.shape(), &[0, out]);
+        if scheme == WeightScheme::Int8Dynamic {
+            continue;
+        }
+        let wd = layer.dequantized_weight()?;
+        let u = 2f64.powi(-24);
+        let n = (inf + 2) as f64;
+        let gamma = n * u / (1.0 - n * u);
+        for r in 0..6 {
+            for j in 0..out {
+                let (mut exact, mut abs) = (f64::from(bias[j]), 0.0f64);
+                for kk in 0..inf {
+                    let p = f64::from(x[r * inf + kk]) * f64::from(wd.as_slice()[j * inf + kk]);
+                    exact += p;
+                    abs += p.abs();
+                }
+                let err = (f64::from(y2.as_slice()[r * out + j]) - exact).abs();
+                let bound = gamma * abs + f64::from(bias[j]).abs() * u * 2.0;
+                assert!(err <= bound, "{scheme:?} ({r}, {j}): {err:e} > {bound:e}");
+            }
+        }
+        // bf16 activations: the same as their f32 values.
+        let x16: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let xw: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
+        let a = layer.forward(&Tensor::from_vec(&[6, inf], x16)?, Parallelism::Serial)?;
+        let b = layer.forward(&Tensor::from_vec(&[6, inf], xw)?, Parallelism::Serial)?;
+        assert_eq!(a.as_slice(), b.as_slice(), "{scheme:?}: bf16");
+    }
+    // Sizes: MXFP4 at 4.25 bits per weight (K padded to 128), int4 g128 at
+    // 4 bits + 5 bytes per group.
+    let mx = WeightOnlyLinear::new(&w, None, WeightScheme::Mxfp4)?;
+    assert_eq!(mx.weight_bytes(), out * 128 * 17 / 32);
+    let i4 = WeightOnlyLinear::new(&w, None, WeightScheme::Int4 { group: 128 })?;
+    assert_eq!(i4.weight_bytes(), out * 128 / 2 + 5 * out);
+    Ok(())
+}
+
+#[test]
+fn weight_only_linear_errors() -> Result<(), Error> {
+    use mixprec::quant::{WeightOnlyLinear, WeightScheme};
+    use mixprec::Tensor;
+    let w = Tensor::from_vec(&[4, 64], values(256, 5, false))?;
+    let layer = WeightOnlyLinear::new(&w, None, WeightScheme::Mxfp4)?;
+    let err = layer
+        .forward(
+            &Tensor::from_vec(&[2, 63], vec![0.0f32; 126])?,
+            Parallelism::Serial,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let err = WeightOnlyLinear::new(&w, Some(&[0.0; 3]), WeightScheme::Nvfp4).unwrap_err();
+    assert!(matches!(err, Error::LengthMismatch { .. }), "{err}");
+    let mut bad = w.as_slice().to_vec();
+    bad[70] = f32::INFINITY;
+    let err = WeightOnlyLinear::new(&Tensor::from_vec(&[4, 64], bad)?, None, WeightScheme::Mxfp8)
+        .unwrap_err();
+    assert!(err.to_string().contains("row 1, column 6"), "{err}");
+    let err = WeightOnlyLinear::new(&w, None, WeightScheme::Int4 { group: 48 }).unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter { .. }), "{err}");
+    let b = BlockScaled::<F4E2M1>::mx(w.as_mat()?, MxScaleMode::Floor)?;
+    for bad_in in [0, 31, 65] {
+        let err = WeightOnlyLinear::from_packed_fp4(PackedFp4::new(&b), bad_in, None).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidParameter { .. }),
+            "{bad_in}: {err}"
+        );
+    }
+    // A loaded layer computes what the quantizing one does.
+    let loaded = WeightOnlyLinear::from_packed_fp4(PackedFp4::new(&b), 64, None)?;
+    let x = Tensor::from_vec(&[3, 64], values(192, 6, true))?;
+    let (y1, y2) = (
+        layer.forward(&x, Parallelism::Serial)?,
+        loaded.forward(&x, Parallelism::Serial)?,
+    );
+    let bits = |t: &Tensor<f32>| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&y1), bits(&y2));
+    Ok(())
+}

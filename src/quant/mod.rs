@@ -52,6 +52,7 @@ mod linear;
 pub mod observer;
 pub mod ptq;
 pub mod requant;
+mod weight_only;
 
 pub use convert::{
     dequantize, dequantize_tensor, quantize, quantize_tensor, quantize_with, reference,
@@ -62,6 +63,7 @@ pub use gemm::{
     QEpilogue, QMatRef, QOutput,
 };
 pub use linear::{DynamicQuantLinear, ACTIVATION_QMAX, MAX_IN_FEATURES};
+pub use weight_only::{WeightOnlyLinear, WeightScheme};
 
 use crate::dtype::Element;
 use crate::Error;
