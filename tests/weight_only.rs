@@ -561,15 +561,15 @@ fn weight_only_linear_forward_every_scheme() -> Result<(), Error> {
         let n = (inf + 2) as f64;
         let gamma = n * u / (1.0 - n * u);
         for r in 0..6 {
-            for j in 0..out {
-                let (mut exact, mut abs) = (f64::from(bias[j]), 0.0f64);
+            for (j, &bj) in bias.iter().enumerate() {
+                let (mut exact, mut abs) = (f64::from(bj), 0.0f64);
                 for kk in 0..inf {
                     let p = f64::from(x[r * inf + kk]) * f64::from(wd.as_slice()[j * inf + kk]);
                     exact += p;
                     abs += p.abs();
                 }
                 let err = (f64::from(y2.as_slice()[r * out + j]) - exact).abs();
-                let bound = gamma * abs + f64::from(bias[j]).abs() * u * 2.0;
+                let bound = gamma * abs + f64::from(bj).abs() * u * 2.0;
                 assert!(err <= bound, "{scheme:?} ({r}, {j}): {err:e} > {bound:e}");
             }
         }
