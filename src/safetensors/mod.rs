@@ -62,6 +62,7 @@ use std::collections::BTreeMap;
 
 mod header;
 mod lazy;
+mod published;
 pub use lazy::SafetensorsFile;
 
 const FORMAT: &str = "safetensors";
