@@ -458,11 +458,12 @@ fn benches(c: &mut Criterion) {
 }
 
 /// Weight-only inference, K = N = 4096, M = 1, 8, 32: f32 (and bf16)
-/// activations against MXFP4 weights packed once (`weight_only_gemm_packed`)
-/// and unpacked (`weight_only_gemm`), MXFP8 activations against the packed
-/// weights (`block_gemm_packed`), beside our f32 GEMM with the weights in
-/// either layout, and the time to read the packed weights' bytes once (the
-/// memory limit of M = 1), all in one run.
+/// activations against MXFP4 and NVFP4 weights packed once
+/// (`weight_only_gemm_packed`), MXFP4 unpacked (`weight_only_gemm`) and
+/// group-wise int4 (`weight_only_gemm_int4`, group 128), MXFP8 activations
+/// against the packed MXFP4 weights (`block_gemm_packed`), beside our f32
+/// GEMM with the weights in either layout, and the time to read the packed
+/// MXFP4 weights' bytes once (the memory limit of M = 1), all in one run.
 fn weight_only_group(c: &mut Criterion) {
     use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
     use mixprec::gemm::{block_gemm_packed, weight_only_gemm, weight_only_gemm_packed};
@@ -477,6 +478,9 @@ fn weight_only_group(c: &mut Criterion) {
     )
     .unwrap();
     let packed = PackedFp4::new(&wq);
+    let nvfp4 = PackedFp4::new(
+        &BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&w, n, k).unwrap(), true).unwrap(),
+    );
     let int4 =
         mixprec::block_scaled::PackedInt4::quantize(MatRef::from_row_major(&w, n, k).unwrap(), 128)
             .unwrap();
@@ -518,6 +522,18 @@ fn weight_only_group(c: &mut Criterion) {
                 weight_only_gemm_packed(
                     black_box(xm),
                     &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("nvfp4_packed_f32_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm_packed(
+                    black_box(xm),
+                    &nvfp4,
                     MatMut::from_row_major(&mut out, m, n).unwrap(),
                     &e,
                     s,

@@ -27,10 +27,13 @@
 //! | the same weights many times at small batch | [`gemm::PackedB`] with [`gemm::gemm_packed`] |
 //! | int8 dynamic-quantized linear layer | [`quant::DynamicQuantLinear`] |
 //! | int8 GEMM with your own parameters | [`quant::qgemm`], [`quant::qgemm_packed`] |
-//! | weights in MXFP4/NVFP4/MXFP8/scaled FP8 | [`block_scaled::BlockScaled`], [`gemm::block_gemm`]; FP4 weights at small batch: [`block_scaled::PackedFp4`], [`gemm::block_gemm_packed`] |
+//! | weight-only quantized linear layer (FP4, int4, FP8 weights; f32/bf16 activations), any input rank | [`quant::WeightOnlyLinear`] |
+//! | f32/bf16 activations × block-scaled or int4 weights, one call | [`gemm::weight_only_gemm`], [`gemm::weight_only_gemm_packed`] ([`block_scaled::PackedFp4`]), [`gemm::weight_only_gemm_int4`] ([`block_scaled::PackedInt4`]) |
+//! | both operands in MXFP4/NVFP4/MXFP8/scaled FP8 | [`block_scaled::BlockScaled`], [`gemm::block_gemm`]; FP4 weights at small batch: [`block_scaled::PackedFp4`], [`gemm::block_gemm_packed`] |
 //! | post-training quantization of an MLP | [`quant::ptq`] |
 //! | an FP8 or f16/bf16 training step | [`amp::train_step`] with [`amp::Mlp`], [`amp::LossScaler`], `Linear::set_fp8` |
-//! | tensors in and out of safetensors files | `safetensors::Safetensors` (feature `safetensors`) |
+//! | tensors in and out of safetensors files | `safetensors::Safetensors`, `safetensors::SafetensorsFile` (one tensor at a time) (feature `safetensors`) |
+//! | load a gpt-oss (MXFP4), ModelOpt (NVFP4) or DeepSeek-V3 (block FP8) checkpoint's weights | `Safetensors::gpt_oss_mxfp4`, `modelopt_nvfp4`, `deepseek_fp8` (and their `insert_*` savers), then [`quant::WeightOnlyLinear::from_packed_fp4`] / `from_fp8` |
 //! | property-testing your own kernel | `testing` (feature `proptest`): strategies, [`gemm::reference`], `dot_reference`, `dot_error_bound`, `check_gemm_within_bound` |
 //! | which code path a call takes | [`gemm::plan`], [`active_isa`] |
 //!
