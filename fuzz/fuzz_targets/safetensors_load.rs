@@ -2,8 +2,10 @@
 //! a file whose every tensor reads back in its own dtype (and whose
 //! quantized tensors, if any parse, fit their parameters), and whose
 //! tensors of dtypes the crate has no type for read as raw bytes of the
-//! right length and are refused as f32; never a panic. Whatever loads
-//! writes out again and reloads equal.
+//! right length and are refused as f32; never a panic. The published
+//! layouts' loaders (gpt-oss MXFP4, ModelOpt NVFP4, DeepSeek FP8) return a
+//! typed error or a weight that saves back under its names and loads
+//! equal. Whatever loads writes out again and reloads equal.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -45,7 +47,34 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(len, shape.iter().product::<usize>());
         let _ = file.quantized::<i8>(name);
         let _ = file.quantized::<u8>(name);
+        published_layouts(&file, name);
     }
     let bytes = file.to_bytes().expect("a loaded file writes");
     assert_eq!(Safetensors::from_bytes(&bytes).expect("and reloads"), file);
 });
+
+/// The published layouts' loaders on the prefix of `name` (the part before
+/// its last `.`): an error, or a weight that round-trips through its saver.
+fn published_layouts(file: &Safetensors, name: &str) {
+    let Some((prefix, _)) = name.rsplit_once('.') else {
+        return;
+    };
+    if let Ok((w, shape)) = file.gpt_oss_mxfp4(prefix) {
+        let mut out = Safetensors::new();
+        out.insert_gpt_oss_mxfp4(prefix, &w, &shape).expect("a loaded gpt-oss weight saves");
+        let back = out.gpt_oss_mxfp4(prefix).expect("and reloads");
+        assert_eq!(format!("{back:?}"), format!("{:?}", (w, shape)));
+    }
+    if let Ok((w, input_scale)) = file.modelopt_nvfp4(prefix) {
+        let mut out = Safetensors::new();
+        out.insert_modelopt_nvfp4(prefix, &w, input_scale).expect("a loaded NVFP4 weight saves");
+        let back = out.modelopt_nvfp4(prefix).expect("and reloads");
+        assert_eq!(format!("{back:?}"), format!("{:?}", (w, input_scale)));
+    }
+    if let Ok(w) = file.deepseek_fp8(prefix) {
+        let mut out = Safetensors::new();
+        out.insert_deepseek_fp8(prefix, &w).expect("a loaded FP8 weight saves");
+        let back = out.deepseek_fp8(prefix).expect("and reloads");
+        assert_eq!(format!("{back:?}"), format!("{w:?}"));
+    }
+}
