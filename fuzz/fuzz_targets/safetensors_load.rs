@@ -61,19 +61,22 @@ fn published_layouts(file: &Safetensors, name: &str) {
     };
     if let Ok((w, shape)) = file.gpt_oss_mxfp4(prefix) {
         let mut out = Safetensors::new();
-        out.insert_gpt_oss_mxfp4(prefix, &w, &shape).expect("a loaded gpt-oss weight saves");
+        out.insert_gpt_oss_mxfp4(prefix, &w, &shape)
+            .expect("a loaded gpt-oss weight saves");
         let back = out.gpt_oss_mxfp4(prefix).expect("and reloads");
         assert_eq!(format!("{back:?}"), format!("{:?}", (w, shape)));
     }
     if let Ok((w, input_scale)) = file.modelopt_nvfp4(prefix) {
         let mut out = Safetensors::new();
-        out.insert_modelopt_nvfp4(prefix, &w, input_scale).expect("a loaded NVFP4 weight saves");
+        out.insert_modelopt_nvfp4(prefix, &w, input_scale)
+            .expect("a loaded NVFP4 weight saves");
         let back = out.modelopt_nvfp4(prefix).expect("and reloads");
         assert_eq!(format!("{back:?}"), format!("{:?}", (w, input_scale)));
     }
     if let Ok(w) = file.deepseek_fp8(prefix) {
         let mut out = Safetensors::new();
-        out.insert_deepseek_fp8(prefix, &w).expect("a loaded FP8 weight saves");
+        out.insert_deepseek_fp8(prefix, &w)
+            .expect("a loaded FP8 weight saves");
         let back = out.deepseek_fp8(prefix).expect("and reloads");
         assert_eq!(format!("{back:?}"), format!("{w:?}"));
     }
