@@ -117,3 +117,22 @@ fn round_trips_through_the_layouts() -> Result<(), Error> {
     assert!(matches!(err, Error::InvalidParameter { .. }), "{err}");
     Ok(())
 }
+
+/// Empty tensors may claim any shape: K = 32 · groups or 2 · (in/2) past
+/// usize is a typed error, never an overflow.
+#[test]
+fn huge_empty_shapes_are_typed_errors() -> Result<(), Error> {
+    use mixprec::Tensor;
+    let mut file = Safetensors::new();
+    let huge = usize::MAX / 16;
+    file.insert("g.blocks", Tensor::<u8>::from_vec(&[0, huge, 16], vec![])?)?;
+    file.insert("g.scales", Tensor::<u8>::from_vec(&[0, huge], vec![])?)?;
+    file.insert(
+        "n.weight",
+        Tensor::<u8>::from_vec(&[0, usize::MAX / 2 + 1], vec![])?,
+    )?;
+    let back = Safetensors::from_bytes(&file.to_bytes()?)?;
+    assert!(back.gpt_oss_mxfp4("g").is_err());
+    assert!(back.modelopt_nvfp4("n").is_err());
+    Ok(())
+}

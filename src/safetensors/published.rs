@@ -126,7 +126,9 @@ impl Safetensors {
         }
         let lines = crate::error::checked_numel(lead)?;
         let codes = scales.iter().map(|&c| F8E8M0::from_bits(c)).collect();
-        let w = BlockScaled::from_mx_parts(lines, groups * 32, unpack_low_first(bytes), codes)?;
+        // K = 32 per group, checked: an empty tensor may claim any shape.
+        let k = crate::error::checked_numel(&[groups, 32])?;
+        let w = BlockScaled::from_mx_parts(lines, k, unpack_low_first(bytes), codes)?;
         Ok((w, lead.to_vec()))
     }
 
@@ -192,7 +194,7 @@ impl Safetensors {
             return Err(bad_shape(&wname, wshape, "[out, in/2]".into()));
         };
         let block_scales = self.tensor::<F8E4M3>(&sname)?;
-        let k = half * 2;
+        let k = crate::error::checked_numel(&[half, 2])?;
         if block_scales.shape() != [out, k / 16] || !k.is_multiple_of(16) {
             return Err(bad_shape(
                 &sname,
