@@ -1017,3 +1017,54 @@ fn newcomer_issue_defects_are_fixed() {
             .is_err()
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The weight-only entry points (`weight_only_gemm`, `_packed`,
+    /// `_int4`, `WeightOnlyLinear`, `PackedInt4`) with nasty activations,
+    /// shapes that do not match, any thread count and nasty int4 parts: a
+    /// typed error or the documented result, never a panic.
+    #[test]
+    fn weight_only_entry_points_never_panic(x in floats(0..200), w in floats(64..300), m in 0usize..4,
+                                            k_a in 0usize..200, par in threads(), lines in nasty_usize(),
+                                            group in nasty_usize(), scale in nasty_f32(), zero in any::<u8>()) {
+        use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4, PackedInt4};
+        use mixprec::quant::{WeightOnlyLinear, WeightScheme};
+        use mixprec::F4E2M1;
+        let n = w.len() / 64;
+        let finite: Vec<f32> = w.iter().map(|v| if v.is_finite() { v.clamp(-1e30, 1e30) } else { 0.5 }).collect();
+        let wm = MatRef::from_row_major(&finite[..n * 64], n, 64)?;
+        let b = BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor)?;
+        let packed = PackedFp4::new(&b);
+        let int4 = PackedInt4::quantize(wm, 32)?;
+        let xs = &x[..(m * k_a).min(x.len()) / k_a.max(1) * k_a];
+        let rows = xs.len().checked_div(k_a).unwrap_or(0);
+        if let Ok(a) = MatRef::from_row_major(xs, rows, k_a) {
+            let mut y = vec![0.0f32; rows * n];
+            let e = Epilogue::new();
+            let ok_shape = k_a == 64;
+            for r in [
+                no_panic("weight_only_gemm", || gemm::weight_only_gemm(a, &b, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
+                no_panic("weight_only_gemm_packed", || gemm::weight_only_gemm_packed(a, &packed, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
+                no_panic("weight_only_gemm_int4", || gemm::weight_only_gemm_int4(a, &int4, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
+            ] {
+                prop_assert_eq!(r.is_ok(), ok_shape && !matches!(par, Parallelism::Threads(0)) , "{:?}", r);
+            }
+            let layer = no_panic("WeightOnlyLinear::new", || {
+                WeightOnlyLinear::new(&Tensor::from_vec(&[n, 64], finite[..n * 64].to_vec()).unwrap(), None, WeightScheme::Nvfp4)
+            })?;
+            if let (Ok(layer), Ok(t)) = (layer, Tensor::from_vec(&[rows, k_a], xs.to_vec())) {
+                let r = no_panic("WeightOnlyLinear::forward", || layer.forward(&t, par))?;
+                prop_assert_eq!(r.is_ok(), (ok_shape || rows == 0 && k_a == 64) && !matches!(par, Parallelism::Threads(0)), "{:?}", r.err());
+            }
+        }
+        // Nasty int4 parts: lines up to usize::MAX, any group, scale, zero point.
+        let r = no_panic("PackedInt4::from_parts", || {
+            PackedInt4::from_parts(lines, 64, group, &[1; 64], &[scale; 2], &[zero; 2])
+        })?;
+        if r.is_ok() {
+            prop_assert!(lines == 1 && group == 32 && scale.is_finite() && scale > 0.0 && zero <= 15);
+        }
+    }
+}
