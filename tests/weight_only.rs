@@ -630,3 +630,44 @@ fn weight_only_linear_errors() -> Result<(), Error> {
     assert_eq!(bits(&y1), bits(&y2));
     Ok(())
 }
+
+/// Every E4M3 code an NVFP4 block scale can hold (0x01..=0x7E, and the NaN
+/// codes 0x7F/0xFF), with and without a tensor scale: the packed kernel,
+/// which decodes the codes itself, gives the bits of the unpacked path
+/// (which reads the f32 scales).
+#[test]
+fn every_nvfp4_scale_code_decodes_exactly() -> Result<(), Error> {
+    let mut codes: Vec<u8> = (0x01..=0x7E).collect();
+    codes.extend([0x7F, 0xFF]);
+    let (lines, k) = (8, 256); // 8 lines × 16 blocks = 128 scales
+    let data: Vec<F4E2M1> = (0..lines * k)
+        .map(|i| F4E2M1::from_bits((i % 16) as u8))
+        .collect();
+    let x: Vec<f32> = (0..3 * k).map(|i| ((i % 11) as f32 - 5.0) * 0.37).collect();
+    let a = MatRef::from_row_major(&x, 3, k)?;
+    for tensor_scale in [None, Some(0.37f32), Some(3.0e-39)] {
+        let scales = codes.iter().map(|&c| F8E4M3::from_bits(c)).collect();
+        let b = BlockScaled::from_nvfp4_parts(lines, k, data.clone(), scales, tensor_scale)?;
+        let packed = PackedFp4::new(&b);
+        let (mut want, mut got) = (vec![0.0f32; 3 * lines], vec![0.0f32; 3 * lines]);
+        let e = Epilogue::new();
+        weight_only_gemm(
+            a,
+            &b,
+            MatMut::from_row_major(&mut want, 3, lines)?,
+            &e,
+            Parallelism::Serial,
+        )?;
+        weight_only_gemm_packed(
+            a,
+            &packed,
+            MatMut::from_row_major(&mut got, 3, lines)?,
+            &e,
+            Parallelism::Serial,
+        )?;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "tensor scale {tensor_scale:?}");
+        assert!(want.iter().any(|v| v.is_nan()) && want.iter().any(|v| v.is_finite()));
+    }
+    Ok(())
+}

@@ -59,9 +59,13 @@ enum PackedScales {
     /// so the kernels can decode them with a shift.
     E8M0 { codes: Vec<u8>, normal: bool },
     /// One byte per scale (an E4M3 code) and the f32 each code stands for.
+    /// `e4m3_times`: the tensor scale s_t (1 without one) when every used
+    /// code's value is `fl(e4m3 · s_t)` as [`e4m3_scale`] computes it, so
+    /// that the kernels may decode the codes themselves.
     Codes {
         codes: Vec<u8>,
         table: Box<[f32; 256]>,
+        e4m3_times: Option<f32>,
     },
     /// Plain f32 scales.
     F32(Vec<f32>),
@@ -122,6 +126,25 @@ fn e8m0_value(c: u8) -> f32 {
     f32::from_bits(if c == 0xFF { f32::NAN.to_bits() } else { bits })
 }
 
+/// An E4M3 code's value times `t` as the dense kernel decodes it
+/// (`x86_fp4_dense::e4m3_to_f32`): normal codes by moving the exponent and
+/// mantissa into place, subnormal ones as `m · 2^-9`, 0x7F/0xFF as the
+/// NaNs of [`crate::F8E4M3::to_f32`] (±0x7FF00000); then one f32 multiply
+/// by `t`.
+pub(crate) fn e4m3_scale(c: u8, t: f32) -> f32 {
+    let mag = u32::from(c & 0x7F);
+    let sign = u32::from(c & 0x80) << 24;
+    let bits = if mag == 0x7F {
+        0x7FF0_0000
+    } else if mag < 8 {
+        // m · 2^-9
+        (mag as f32 * f32::from_bits(0x3B00_0000)).to_bits()
+    } else {
+        (mag << 20) + (120 << 23)
+    };
+    f32::from_bits(bits | sign) * t
+}
+
 /// The scales as codes and a table, when every code stands for one f32
 /// (bit for bit) throughout `scales`; else `None`.
 fn code_table(codes: &[u8], scales: &[f32]) -> Option<Box<[f32; 256]>> {
@@ -176,10 +199,24 @@ impl PackedFp4 {
             },
             // Padding lines read code 127, whatever it stands for: their
             // outputs are never written.
-            Some(table) => PackedScales::Codes {
-                codes: packed_codes,
-                table,
-            },
+            Some(table) => {
+                let e4m3_times = match b.nvfp4_scales() {
+                    Some((_, t)) => Some(t.unwrap_or(1.0)).filter(|t| t.is_finite()),
+                    None => None,
+                }
+                .filter(|&t| {
+                    scale_bytes.as_ref().is_some_and(|c| {
+                        c.iter()
+                            .zip(&b.scales)
+                            .all(|(&c, s)| e4m3_scale(c, t).to_bits() == s.to_bits())
+                    })
+                });
+                PackedScales::Codes {
+                    codes: packed_codes,
+                    table,
+                    e4m3_times,
+                }
+            }
             None => PackedScales::F32(scales),
         };
         Self {
@@ -225,7 +262,7 @@ impl PackedFp4 {
         self.codes.len()
             + match &self.scales {
                 PackedScales::E8M0 { codes, .. } => codes.len(),
-                PackedScales::Codes { codes, table } => codes.len() + 4 * table.len(),
+                PackedScales::Codes { codes, table, .. } => codes.len() + 4 * table.len(),
                 PackedScales::F32(s) => 4 * s.len(),
             }
     }
@@ -260,7 +297,7 @@ impl PackedFp4 {
     fn scale_at(&self, i: usize) -> f32 {
         match &self.scales {
             PackedScales::E8M0 { codes, .. } => e8m0_value(codes[i]),
-            PackedScales::Codes { codes, table } => table[usize::from(codes[i])],
+            PackedScales::Codes { codes, table, .. } => table[usize::from(codes[i])],
             PackedScales::F32(s) => s[i],
         }
     }
@@ -288,6 +325,14 @@ impl PackedFp4 {
             } => crate::gemm::kernel::GroupScales::E8M0(
                 &codes[g0 * per_group..(g0 + gs) * per_group],
             ),
+            PackedScales::Codes {
+                codes,
+                e4m3_times: Some(t),
+                ..
+            } => crate::gemm::kernel::GroupScales::E4M3(
+                &codes[g0 * per_group..(g0 + gs) * per_group],
+                *t,
+            ),
             _ => crate::gemm::kernel::GroupScales::F32(self.group_scales(g0, gs, buf)),
         }
     }
@@ -313,7 +358,7 @@ impl PackedFp4 {
                 }
                 buf
             }
-            PackedScales::Codes { codes, table } => {
+            PackedScales::Codes { codes, table, .. } => {
                 buf.resize(range.len(), 0.0);
                 for (o, &c) in buf.iter_mut().zip(&codes[range]) {
                     *o = table[usize::from(c)];
@@ -321,6 +366,24 @@ impl PackedFp4 {
                 buf
             }
             PackedScales::F32(s) => &s[range],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{e4m3_scale, e8m0_value};
+    use crate::{F8E4M3, F8E8M0};
+
+    /// The decoders the kernels mirror give every code's value, bit for bit
+    /// (all 256 codes of each format).
+    #[test]
+    fn scale_decoders_match_the_formats() {
+        for c in 0..=255u8 {
+            let want = F8E4M3::from_bits(c).to_f32().to_bits();
+            assert_eq!(e4m3_scale(c, 1.0).to_bits(), want, "E4M3 {c:#04x}");
+            let want = F8E8M0::from_bits(c).to_f32().to_bits();
+            assert_eq!(e8m0_value(c).to_bits(), want, "E8M0 {c:#04x}");
         }
     }
 }

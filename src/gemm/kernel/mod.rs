@@ -60,19 +60,23 @@ pub(crate) struct Fp4DenseRows<'a> {
 }
 
 /// The scales of [`Kernel::fp4_dense`]'s groups (per group, per block, the
-/// 8 lines' side by side): f32 values, or E8M0 codes in 1..=254 (normal
-/// powers of two, no NaN) decoded in the kernel.
+/// 8 lines' side by side): f32 values, or codes decoded in the kernel:
+/// E8M0 codes in 1..=254 (normal powers of two, no NaN), or E4M3 codes
+/// times a tensor scale.
 #[derive(Clone, Copy)]
 pub(crate) enum GroupScales<'a> {
     F32(&'a [f32]),
     E8M0(&'a [u8]),
+    /// E4M3 codes and the tensor scale each value is multiplied by
+    /// (NVFP4; `block_scaled::packed::e4m3_scale`).
+    E4M3(&'a [u8], f32),
 }
 
 impl GroupScales<'_> {
     pub(crate) fn len(&self) -> usize {
         match self {
             GroupScales::F32(s) => s.len(),
-            GroupScales::E8M0(c) => c.len(),
+            GroupScales::E8M0(c) | GroupScales::E4M3(c, _) => c.len(),
         }
     }
 
@@ -81,6 +85,7 @@ impl GroupScales<'_> {
         match self {
             GroupScales::F32(s) => s[i],
             GroupScales::E8M0(c) => crate::F8E8M0::from_bits(c[i]).to_f32(),
+            GroupScales::E4M3(c, t) => crate::block_scaled::e4m3_scale(c[i], *t),
         }
     }
 }

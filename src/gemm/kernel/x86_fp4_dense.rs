@@ -18,6 +18,9 @@ pub(crate) struct DenseGroups {
     pub(crate) code_stride: usize,
     pub(crate) scales: *const f32,
     pub(crate) e8m0: *const u8,
+    /// With `e8m0`: when `Some(t)`, the codes are E4M3 and each value is
+    /// multiplied by `t` (NVFP4's tensor scale).
+    pub(crate) e4m3_times: Option<f32>,
     /// With `ZP`: the groups' zero points (bytes 0..=15), laid out as the
     /// scales.
     pub(crate) zeros: *const u8,
@@ -144,6 +147,8 @@ pub(crate) unsafe fn fp4_dense_avx2<
                 let at_scale = g * at.scale_stride + blk * 8;
                 let sb = if at.e8m0.is_null() {
                     _mm256_loadu_ps(at.scales.add(at_scale))
+                } else if let Some(t) = at.e4m3_times {
+                    _mm256_mul_ps(e4m3_to_f32(at.e8m0.add(at_scale)), _mm256_set1_ps(t))
                 } else {
                     e8m0_to_f32(at.e8m0.add(at_scale))
                 };
@@ -174,6 +179,32 @@ unsafe fn e8m0_to_f32(codes: *const u8) -> __m256 {
     _mm256_castsi256_ps(_mm256_slli_epi32::<23>(c))
 }
 
+/// Eight E4M3 codes as f32, as `block_scaled::packed::e4m3_scale` (before
+/// its multiply) gives them: normal codes by moving exponent and mantissa
+/// into place (bias 7 → 127), subnormal codes (exponent 0) as `m · 2^-9`,
+/// 0x7F/0xFF as [`crate::F8E4M3::to_f32`]'s NaNs (±0x7FF00000).
+///
+/// # Safety
+/// AVX2 present; `codes` has 8 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn e4m3_to_f32(codes: *const u8) -> __m256 {
+    // SAFETY: 8 bytes at `codes` (the caller's contract).
+    let c = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(codes as *const __m128i) });
+    let mag = _mm256_and_si256(c, _mm256_set1_epi32(0x7F));
+    let sign = _mm256_slli_epi32::<24>(_mm256_and_si256(c, _mm256_set1_epi32(0x80)));
+    let normal = _mm256_add_epi32(_mm256_slli_epi32::<20>(mag), _mm256_set1_epi32(120 << 23));
+    let sub = _mm256_castps_si256(_mm256_mul_ps(
+        _mm256_cvtepi32_ps(mag),
+        _mm256_set1_ps(f32::from_bits(0x3B00_0000)), // 2^-9
+    ));
+    let is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag);
+    let is_nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F));
+    let bits = _mm256_blendv_epi8(normal, sub, is_sub);
+    let bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7FF0_0000), is_nan);
+    _mm256_castsi256_ps(_mm256_or_si256(bits, sign))
+}
+
 /// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) on `groups` (1..=8)
 /// consecutive groups: about 8 chains (`R · G`) per call: G up to 8 for
 /// one row, 4 for two, 2 for three or four.
@@ -193,9 +224,10 @@ pub(crate) unsafe fn fp4_dense_groups(
 ) {
     let (k, blocks) = (rows.k, rows.k / rows.block);
     let zeros = zeros.map_or(std::ptr::null(), <[u8]>::as_ptr);
-    let (f32_scales, e8m0) = match scales {
-        GroupScales::F32(s) => (s.as_ptr(), std::ptr::null()),
-        GroupScales::E8M0(c) => (std::ptr::null(), c.as_ptr()),
+    let (f32_scales, e8m0, e4m3_times) = match scales {
+        GroupScales::F32(s) => (s.as_ptr(), std::ptr::null(), None),
+        GroupScales::E8M0(c) => (std::ptr::null(), c.as_ptr(), None),
+        GroupScales::E4M3(c, t) => (std::ptr::null(), c.as_ptr(), Some(t)),
     };
     let mut g0 = 0;
     while g0 < groups {
@@ -226,6 +258,7 @@ pub(crate) unsafe fn fp4_dense_groups(
                 } else {
                     e8m0.add(g0 * blocks * 8)
                 },
+                e4m3_times,
                 zeros: if zeros.is_null() {
                     zeros
                 } else {
