@@ -644,29 +644,37 @@ fn every_nvfp4_scale_code_decodes_exactly() -> Result<(), Error> {
         .map(|i| F4E2M1::from_bits((i % 16) as u8))
         .collect();
     let x: Vec<f32> = (0..3 * k).map(|i| ((i % 11) as f32 - 5.0) * 0.37).collect();
-    let a = MatRef::from_row_major(&x, 3, k)?;
-    for tensor_scale in [None, Some(0.37f32), Some(3.0e-39)] {
+    // One row: the kernel decodes the codes; three: one decoding pass.
+    for (rows, tensor_scale) in [1, 3]
+        .into_iter()
+        .flat_map(|r| [(r, None), (r, Some(0.37f32)), (r, Some(3.0e-39))])
+    {
+        let a = MatRef::from_row_major(&x[..rows * k], rows, k)?;
         let scales = codes.iter().map(|&c| F8E4M3::from_bits(c)).collect();
         let b = BlockScaled::from_nvfp4_parts(lines, k, data.clone(), scales, tensor_scale)?;
         let packed = PackedFp4::new(&b);
-        let (mut want, mut got) = (vec![0.0f32; 3 * lines], vec![0.0f32; 3 * lines]);
+        let (mut want, mut got) = (vec![0.0f32; rows * lines], vec![0.0f32; rows * lines]);
         let e = Epilogue::new();
         weight_only_gemm(
             a,
             &b,
-            MatMut::from_row_major(&mut want, 3, lines)?,
+            MatMut::from_row_major(&mut want, rows, lines)?,
             &e,
             Parallelism::Serial,
         )?;
         weight_only_gemm_packed(
             a,
             &packed,
-            MatMut::from_row_major(&mut got, 3, lines)?,
+            MatMut::from_row_major(&mut got, rows, lines)?,
             &e,
             Parallelism::Serial,
         )?;
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want), "tensor scale {tensor_scale:?}");
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "rows {rows}, tensor scale {tensor_scale:?}"
+        );
         assert!(want.iter().any(|v| v.is_nan()) && want.iter().any(|v| v.is_finite()));
     }
     Ok(())

@@ -35,8 +35,15 @@ pub(crate) trait NibbleWeights: Sync {
     fn codes(&self) -> &[u8];
     /// The f32 scales of groups `g0..g0 + gs` (decoded into `buf` if need be).
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32];
-    /// The scales of groups `g0..g0 + gs` for [`Kernel::fp4_dense`].
-    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a>;
+    /// The scales of groups `g0..g0 + gs` for [`Kernel::fp4_dense`], for a
+    /// product of `rows` rows.
+    fn dense_scales<'a>(
+        &'a self,
+        g0: usize,
+        gs: usize,
+        rows: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> GroupScales<'a>;
     /// The zero points of groups `g0..g0 + gs` (int4 weights), laid out
     /// as the scales; `None` for FP4 codes.
     fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]>;
@@ -58,8 +65,14 @@ impl NibbleWeights for PackedFp4 {
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
         PackedFp4::group_scales(self, g0, gs, buf)
     }
-    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a> {
-        PackedFp4::dense_scales(self, g0, gs, buf)
+    fn dense_scales<'a>(
+        &'a self,
+        g0: usize,
+        gs: usize,
+        rows: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> GroupScales<'a> {
+        PackedFp4::dense_scales(self, g0, gs, rows, buf)
     }
     fn zeros(&self, _: usize, _: usize) -> Option<&[u8]> {
         None
@@ -83,7 +96,13 @@ impl NibbleWeights for PackedInt4 {
         let per = self.k() / self.group() * PACK_LINES;
         &self.parts().1[g0 * per..(g0 + gs) * per]
     }
-    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a> {
+    fn dense_scales<'a>(
+        &'a self,
+        g0: usize,
+        gs: usize,
+        _: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> GroupScales<'a> {
         GroupScales::F32(NibbleWeights::group_scales(self, g0, gs, buf))
     }
     fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]> {
@@ -240,7 +259,7 @@ impl Rows {
                 }
             }
             Rows::Dense(rows) => {
-                let scales = b.dense_scales(g, gs, scale_buf);
+                let scales = b.dense_scales(g, gs, mp, scale_buf);
                 const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
                 for i0 in (0..mp).step_by(FP4_DENSE_MR) {
                     let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));
