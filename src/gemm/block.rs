@@ -330,6 +330,19 @@ fn unit_grid(ones: &[f32]) -> driver::ScaleGrid<'_> {
     }
 }
 
+/// The driver's scales of a weight-only product: unit scales (`ones`, from
+/// [`unit_scales`]) for the dense activations, `b`'s for the weights.
+fn weight_only_scaling<'s, TB: FloatElement>(
+    b: &'s BlockScaled<TB>,
+    ones: &'s [f32],
+) -> driver::Scaling<'s> {
+    driver::Scaling {
+        block: b.block(),
+        a: unit_grid(ones),
+        b: grid_of(b),
+    }
+}
+
 const WEIGHT_ONLY_NAMES: (&str, &str) = (
     "weight_only_gemm: A (M×K) and B (N×K)",
     "weight_only_gemm block sizes",
@@ -404,11 +417,7 @@ fn weight_only_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
     check_dense_a(a.rows(), a.cols(), dims(b))?;
     validate(&a, &b.data_mat().t(), &c, epilogue, parallelism)?;
     let ones = unit_scales(b.k(), b.block());
-    let scaling = driver::Scaling {
-        block: b.block(),
-        a: unit_grid(&ones),
-        b: grid_of(b),
-    };
+    let scaling = weight_only_scaling(b, &ones);
     driver::run(
         a,
         b.data_mat().t(),
@@ -549,11 +558,7 @@ pub fn weight_only_gemm_plan<TA: FloatElement, TB: FloatElement>(
     check_dense_a(a.rows(), a.cols(), dims(b))?;
     let simd = crate::cpu::has_avx2_fma_f16c();
     let ones = unit_scales(b.k(), b.block());
-    let scaling = driver::Scaling {
-        block: b.block(),
-        a: unit_grid(&ones),
-        b: grid_of(b),
-    };
+    let scaling = weight_only_scaling(b, &ones);
     Ok(driver::plan(
         &a,
         &b.data_mat().t(),

@@ -45,6 +45,34 @@ fn check_shape(out_features: usize, in_features: usize) -> Result<(usize, usize)
     Ok((out_features, in_features))
 }
 
+/// The rows of a linear layer's input of shape `[.., in]` (the leading
+/// dimensions' product) and the output's shape `[.., out]`, as `nn.Linear`
+/// takes them; `what` names the layer in the shape error.
+pub(super) fn linear_rows(
+    shape: &[usize],
+    (in_features, out_features): (usize, usize),
+    what: &'static str,
+) -> Result<(usize, Vec<usize>), Error> {
+    let Some((&last, lead)) = shape.split_last() else {
+        return Err(Error::RankMismatch {
+            expected: 1,
+            actual: 0,
+        });
+    };
+    if last != in_features {
+        return Err(Error::ShapeMismatch {
+            what,
+            left: shape.to_vec(),
+            right: vec![in_features],
+        });
+    }
+    // The tensor exists, so its element count fits; checked all the same.
+    let batch = crate::error::checked_numel(lead)?;
+    let mut out_shape = lead.to_vec();
+    out_shape.push(out_features);
+    Ok((batch, out_shape))
+}
+
 /// A bias, if any: finite, one per output feature.
 /// `[out, in]` i8 weights packed as the GEMM's B (`in × out`), zero point 0.
 fn pack_weight(q: &[i8], out_features: usize, in_features: usize) -> Result<PackedI8, Error> {
@@ -174,24 +202,11 @@ impl DynamicQuantLinear {
     /// * [`Error::InvalidParameter`] for a NaN or infinite activation (its
     ///   row's range has no finite scale), or `Threads(0)`.
     pub fn forward(&self, x: &Tensor<f32>, parallelism: Parallelism) -> Result<Tensor<f32>, Error> {
-        let Some((&last, lead)) = x.shape().split_last() else {
-            return Err(Error::RankMismatch {
-                expected: 1,
-                actual: 0,
-            });
-        };
-        if last != self.in_features {
-            return Err(Error::ShapeMismatch {
-                what: "DynamicQuantLinear::forward: x must be [.., in_features]",
-                left: x.shape().to_vec(),
-                right: vec![self.in_features],
-            });
-        }
-        // The rows: the leading dimensions' product (the tensor exists, so
-        // its element count fits; checked all the same).
-        let batch = crate::error::checked_numel(lead)?;
-        let mut out_shape = lead.to_vec();
-        out_shape.push(self.out_features);
+        let (batch, out_shape) = linear_rows(
+            x.shape(),
+            (self.in_features, self.out_features),
+            "DynamicQuantLinear::forward: x must be [.., in_features]",
+        )?;
         let mut xq = vec![0u8; batch * self.in_features];
         let mut scales = Vec::with_capacity(batch);
         let mut zps = Vec::with_capacity(batch);

@@ -301,27 +301,16 @@ impl WeightOnlyLinear {
         x: &Tensor<T>,
         parallelism: Parallelism,
     ) -> Result<Tensor<f32>, Error> {
-        let Some((&last, lead)) = x.shape().split_last() else {
-            return Err(Error::RankMismatch {
-                expected: 1,
-                actual: 0,
-            });
-        };
-        if last != self.in_features {
-            return Err(Error::ShapeMismatch {
-                what: "WeightOnlyLinear::forward: x must be [.., in_features]",
-                left: x.shape().to_vec(),
-                right: vec![self.in_features],
-            });
-        }
+        let (batch, out_shape) = super::linear::linear_rows(
+            x.shape(),
+            (self.in_features, self.out_features),
+            "WeightOnlyLinear::forward: x must be [.., in_features]",
+        )?;
         if let Weights::Int8(layer) = &self.weights {
             let xf =
                 Tensor::from_vec(x.shape(), x.as_slice().iter().map(|v| v.to_f32()).collect())?;
             return layer.forward(&xf, parallelism);
         }
-        let batch = crate::error::checked_numel(lead)?;
-        let mut out_shape = lead.to_vec();
-        out_shape.push(self.out_features);
         let mut y = Tensor::<f32>::zeros(&out_shape)?;
         // Rows padded with zeros to the weights' K, if need be.
         let padded;
