@@ -478,6 +478,11 @@ fn weight_only_group(c: &mut Criterion) {
     )
     .unwrap();
     let packed = PackedFp4::new(&wq);
+    let mxfp8_w = BlockScaled::<F8E4M3>::mx(
+        MatRef::from_row_major(&w, n, k).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
     let nvfp4 = PackedFp4::new(
         &BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&w, n, k).unwrap(), true).unwrap(),
     );
@@ -570,6 +575,18 @@ fn weight_only_group(c: &mut Criterion) {
                 block_gemm_packed(
                     black_box(&mxfp8),
                     &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp8_weights_f32_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm(
+                    black_box(xm),
+                    &mxfp8_w,
                     MatMut::from_row_major(&mut out, m, n).unwrap(),
                     &e,
                     s,
