@@ -483,6 +483,7 @@ fn weight_only_group(c: &mut Criterion) {
         MxScaleMode::Floor,
     )
     .unwrap();
+    let mxfp8_packed = mixprec::block_scaled::PackedFp8::new(&mxfp8_w);
     let nvfp4 = PackedFp4::new(
         &BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&w, n, k).unwrap(), true).unwrap(),
     );
@@ -575,6 +576,18 @@ fn weight_only_group(c: &mut Criterion) {
                 block_gemm_packed(
                     black_box(&mxfp8),
                     &packed,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp8_packed_f32_act", m), |b| {
+            b.iter(|| {
+                mixprec::gemm::weight_only_gemm_fp8(
+                    black_box(xm),
+                    &mxfp8_packed,
                     MatMut::from_row_major(&mut out, m, n).unwrap(),
                     &e,
                     s,

@@ -730,3 +730,117 @@ fn skinny_block_scaled_products_equal_the_reference() -> Result<(), TestCaseErro
     }
     Ok(())
 }
+
+/// `weight_only_gemm_fp8` (and its portable form) on `PackedFp8::new(b)`
+/// against the reference on `b`, activations of type `TA`.
+fn check_fp8<TA: FloatElement>(
+    x: &[f32],
+    (m, k): (usize, usize),
+    b: &BlockScaled<F8E4M3>,
+    threads: usize,
+    ep: u8,
+) -> Result<(), TestCaseError> {
+    use mixprec::block_scaled::PackedFp8;
+    use mixprec::gemm::{weight_only_gemm_fp8, weight_only_gemm_fp8_portable};
+    let n = b.lines();
+    let packed = PackedFp8::new(b);
+    // The round trip, bit for bit (a NaN code compares unequal to itself).
+    prop_assert_eq!(format!("{:?}", packed.to_block_scaled()), format!("{b:?}"));
+    let xa: Vec<TA> = x.iter().map(|&v| TA::from_f32(v)).collect();
+    let unit = BlockScaled::from_parts(
+        m,
+        k,
+        b.block(),
+        1,
+        xa.clone(),
+        vec![1.0; m * (k / b.block())],
+    )?;
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let e = epilogue(ep, &bias);
+    let c0: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.125).collect();
+    let mut want = c0.clone();
+    block_gemm_reference(&unit, b, MatMut::from_row_major(&mut want, m, n)?, &e)?;
+    let a = MatRef::from_row_major(&xa, m, k)?;
+    let par = parallelism(threads);
+    for portable in [false, true] {
+        let mut got = c0.clone();
+        let c = MatMut::from_row_major(&mut got, m, n)?;
+        if portable {
+            weight_only_gemm_fp8_portable(a, &packed, c, &e, par)?;
+        } else {
+            weight_only_gemm_fp8(a, &packed, c, &e, par)?;
+        }
+        check_slice_bits_eq(&got, &want)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// E4M3 weights laid out by `PackedFp8`: MXFP8 (both scale modes),
+    /// 128 × 128 blocks, 1 × 128 lines, and a matrix with NaN codes (which
+    /// runs on the matrix): the reference's bits, f32 and bf16 activations,
+    /// rows across the 32-row switch.
+    #[test]
+    fn fp8_packed_equals_the_reference(m in 0usize..40, n in 0usize..30, kb in 0usize..3, seed in any::<u64>(),
+                                       scheme in 0u8..5, bf in any::<bool>(), threads in 1usize..4,
+                                       ep in 0u8..3, specials in any::<bool>()) {
+        let k = kb * 128;
+        let (x, w) = (values(m * k, seed, specials), values(n * k, seed ^ 11, false));
+        let wm = MatRef::from_row_major(&w, n, k)?;
+        let b = match scheme {
+            0 => BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Floor)?,
+            1 => BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Ceil)?,
+            2 => BlockScaled::<F8E4M3>::fp8(wm, Fp8Granularity::Blocks128x128, false)?,
+            3 => BlockScaled::<F8E4M3>::fp8(wm, Fp8Granularity::Lines1x128, true)?,
+            _ => {
+                // NaN codes among the elements (from parts).
+                let q = BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Floor)?;
+                let mut data = q.data().to_vec();
+                if let Some(v) = data.get_mut(seed as usize % (n * k).max(1)) {
+                    *v = F8E4M3::from_bits(0xFF);
+                }
+                BlockScaled::from_parts(n, k, 32, 1, data, q.scales().iter().map(|s| if s.is_finite() { *s } else { 1.0 }).collect())?
+            }
+        };
+        if bf {
+            check_fp8::<bf16>(&x, (m, k), &b, threads, ep)?;
+        } else {
+            check_fp8::<f32>(&x, (m, k), &b, threads, ep)?;
+        }
+    }
+}
+
+/// Activations near f32's top (a · 2^8 would overflow) and the extreme
+/// E4M3 codes keep their bits: the prescaled rows are used only where
+/// the scaling is exact.
+#[test]
+fn fp8_packed_extremes() -> Result<(), TestCaseError> {
+    let (n, k) = (16, 64);
+    // Every finite E4M3 code, subnormals and ±448 included.
+    let codes: Vec<F8E4M3> = (0..n * k)
+        .map(|i| F8E4M3::from_bits((i * 37 % 256) as u8))
+        .map(|v| {
+            if v.to_f32().is_nan() {
+                F8E4M3::from_bits(0x01)
+            } else {
+                v
+            }
+        })
+        .collect();
+    let b = BlockScaled::from_parts(n, k, 32, 1, codes, vec![0.75; n * 2])?;
+    for big in [3.0e38f32, f32::MAX / 256.0, 1.0e-40, f32::INFINITY] {
+        let x: Vec<f32> = (0..2 * k)
+            .map(|i| {
+                if i % 5 == 0 {
+                    big
+                } else {
+                    (i % 7) as f32 - 3.0
+                }
+            })
+            .collect();
+        check_fp8::<f32>(&x, (2, k), &b, 1, 0)?;
+    }
+    Ok(())
+}

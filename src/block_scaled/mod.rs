@@ -88,6 +88,7 @@
 mod int4;
 mod kernel;
 mod packed;
+mod packed_fp8;
 mod pad;
 mod quantize;
 mod scale;
@@ -95,6 +96,7 @@ mod scale;
 pub use int4::{PackedInt4, INT4_GROUP_SIZES};
 pub use packed::PackedFp4;
 pub(crate) use packed::{e4m3_scale, PACK_LINES};
+pub use packed_fp8::PackedFp8;
 pub use pad::{pad_k, padded_k};
 pub(crate) use quantize::{amax_bits, block_reciprocal, narrow_scaled_blocks};
 pub(crate) use scale::{to_amax, ScaleRule};

@@ -2,7 +2,7 @@
 //! per block of K (see [`block_gemm`]).
 
 use super::{driver, validate, Epilogue, Parallelism, Plan, Strategy};
-use crate::block_scaled::{BlockScaled, PackedFp4, PackedInt4};
+use crate::block_scaled::{BlockScaled, PackedFp4, PackedFp8, PackedInt4};
 use crate::cpu::entry_and_portable_twin;
 use crate::dtype::FloatElement;
 use crate::tensor::{MatMut, MatRef};
@@ -542,6 +542,44 @@ fn int4_on<TA: FloatElement, O: FloatElement>(
     let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
     validate(&a, &b_shape, &c, epilogue, parallelism)?;
     let ones = unit_scales(b.k(), b.group());
+    driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
+    Ok(())
+}
+
+entry_and_portable_twin! {
+    /// [`weight_only_gemm`] with E4M3 weights (MXFP8, scaled FP8 such as
+    /// DeepSeek-V3's 128 × 128 blocks) laid out once by [`PackedFp8`]: the
+    /// same contract and bits (W8A16 / W8A32). Up to 32 rows of A it streams
+    /// the weights, eight codes per load decoded in registers (read as f16,
+    /// `vcvtph2ps`; [`Strategy::PackedDense`]); past that, or when a code
+    /// is NaN, it runs [`weight_only_gemm`] on the matrix.
+    ///
+    /// # Errors
+    /// As [`weight_only_gemm`].
+    pub fn weight_only_gemm_fp8 / weight_only_gemm_fp8_portable<TA: FloatElement, O: FloatElement>(
+        a: MatRef<'_, TA>,
+        b: &PackedFp8,
+        c: MatMut<'_, O>,
+        epilogue: &Epilogue<'_>,
+        parallelism: Parallelism,
+    ) -> Result<(), Error> => fp8_on
+}
+
+fn fp8_on<TA: FloatElement, O: FloatElement>(
+    a: MatRef<'_, TA>,
+    b: &PackedFp8,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    if !streams_packed(a.rows()) || !b.streamable() {
+        return weight_only_on(a, &b.to_block_scaled(), c, epilogue, parallelism, simd);
+    }
+    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.block()))?;
+    let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
+    validate(&a, &b_shape, &c, epilogue, parallelism)?;
+    let ones = unit_scales(b.k(), b.block());
     driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
     Ok(())
 }

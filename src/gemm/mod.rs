@@ -72,9 +72,9 @@ use crate::Error;
 pub use block::{
     block_gemm, block_gemm_packed, block_gemm_packed_plan, block_gemm_packed_portable,
     block_gemm_plan, block_gemm_portable, block_gemm_reference, weight_only_gemm,
-    weight_only_gemm_int4, weight_only_gemm_int4_portable, weight_only_gemm_packed,
-    weight_only_gemm_packed_plan, weight_only_gemm_packed_portable, weight_only_gemm_plan,
-    weight_only_gemm_portable,
+    weight_only_gemm_fp8, weight_only_gemm_fp8_portable, weight_only_gemm_int4,
+    weight_only_gemm_int4_portable, weight_only_gemm_packed, weight_only_gemm_packed_plan,
+    weight_only_gemm_packed_portable, weight_only_gemm_plan, weight_only_gemm_portable,
 };
 pub use driver::{Plan, Strategy, Tier};
 pub use packed::{gemm_packed, gemm_packed_plan, gemm_packed_portable, PackedB};

@@ -4,10 +4,10 @@
 
 use super::DynamicQuantLinear;
 use crate::block_scaled::{
-    pad_k, padded_k, BlockScaled, Fp8Granularity, MxScaleMode, PackedFp4, PackedInt4,
+    pad_k, padded_k, BlockScaled, Fp8Granularity, MxScaleMode, PackedFp4, PackedFp8, PackedInt4,
 };
 use crate::gemm::{
-    weight_only_gemm, weight_only_gemm_int4, weight_only_gemm_packed, Epilogue, Parallelism,
+    weight_only_gemm_fp8, weight_only_gemm_int4, weight_only_gemm_packed, Epilogue, Parallelism,
 };
 use crate::tensor::{MatMut, MatRef, Tensor};
 use crate::{Error, FloatElement, F4E2M1, F8E4M3};
@@ -43,7 +43,7 @@ pub enum WeightScheme {
 #[derive(Clone, Debug)]
 enum Weights {
     Int8(DynamicQuantLinear),
-    Fp8(BlockScaled<F8E4M3>),
+    Fp8(PackedFp8),
     Fp4(PackedFp4),
     Int4(PackedInt4),
 }
@@ -55,8 +55,9 @@ enum Weights {
 /// `[.., in_features]` as `nn.Linear` does.
 ///
 /// Products: the block-scaled and int4 schemes run
-/// [`weight_only_gemm`], [`weight_only_gemm_packed`] or
-/// [`weight_only_gemm_int4`] (bit-exact to their contracts); `Int8Dynamic`
+/// [`weight_only_gemm_fp8`] ([`PackedFp8`]), [`weight_only_gemm_packed`]
+/// ([`PackedFp4`]) or [`weight_only_gemm_int4`] (bit-exact to their
+/// contracts); `Int8Dynamic`
 /// runs [`DynamicQuantLinear`] (its activations quantized per row). When
 /// `in_features` is not a multiple of the scheme's block, the weights are
 /// padded with zero columns once ([`pad_k`]) and each input row with zeros
@@ -143,10 +144,14 @@ impl WeightOnlyLinear {
         let padded = pad_k(w, block)?;
         let p = padded.as_mat()?;
         let weights = match scheme {
-            WeightScheme::Mxfp8 => Weights::Fp8(BlockScaled::mx(p, MxScaleMode::Floor)?),
-            WeightScheme::Fp8Block128 => {
-                Weights::Fp8(BlockScaled::fp8(p, Fp8Granularity::Blocks128x128, false)?)
+            WeightScheme::Mxfp8 => {
+                Weights::Fp8(PackedFp8::new(&BlockScaled::mx(p, MxScaleMode::Floor)?))
             }
+            WeightScheme::Fp8Block128 => Weights::Fp8(PackedFp8::new(&BlockScaled::fp8(
+                p,
+                Fp8Granularity::Blocks128x128,
+                false,
+            )?)),
             WeightScheme::Mxfp4 => Weights::Fp4(PackedFp4::new(&BlockScaled::<F4E2M1>::mx(
                 p,
                 MxScaleMode::Floor,
@@ -234,7 +239,7 @@ impl WeightOnlyLinear {
             WeightScheme::Fp8Block128
         };
         Self::from_parts(
-            Weights::Fp8(weights),
+            Weights::Fp8(PackedFp8::new(&weights)),
             scheme,
             (out, k, block),
             in_features,
@@ -326,7 +331,7 @@ impl WeightOnlyLinear {
             None => Epilogue::new(),
         };
         match &self.weights {
-            Weights::Fp8(w) => weight_only_gemm(a, w, c, &epilogue, parallelism)?,
+            Weights::Fp8(w) => weight_only_gemm_fp8(a, w, c, &epilogue, parallelism)?,
             Weights::Fp4(w) => weight_only_gemm_packed(a, w, c, &epilogue, parallelism)?,
             Weights::Int4(w) => weight_only_gemm_int4(a, w, c, &epilogue, parallelism)?,
             Weights::Int8(_) => {} // returned above
@@ -382,7 +387,7 @@ impl WeightOnlyLinear {
                     self.in_features,
                 )
             }
-            Weights::Fp8(w) => (w.dequantize()?, self.k),
+            Weights::Fp8(w) => (w.to_block_scaled().dequantize()?, self.k),
             Weights::Fp4(w) => (w.to_block_scaled().dequantize()?, self.k),
             Weights::Int4(w) => (w.dequantize()?, self.k),
         };
@@ -400,9 +405,7 @@ impl WeightOnlyLinear {
     pub fn weight_bytes(&self) -> usize {
         match &self.weights {
             Weights::Int8(l) => l.weight_q().len() + 4 * l.weight_scales().len(),
-            Weights::Fp8(w) => {
-                w.data().len() + w.e8m0_scales().map_or(4 * w.scales().len(), |s| s.len())
-            }
+            Weights::Fp8(w) => w.size_bytes(),
             Weights::Fp4(w) => w.size_bytes(),
             Weights::Int4(w) => w.size_bytes(),
         }

@@ -14,11 +14,11 @@ use super::Avx2;
 #[cfg(target_arch = "x86_64")]
 use super::Avx512;
 use super::{tier, with_kernel, Portable, ScaleGrid, Tier};
-use crate::block_scaled::{PackedFp4, PackedInt4, PACK_LINES};
+use crate::block_scaled::{PackedFp4, PackedFp8, PackedInt4, PACK_LINES};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::{
     Fp4DenseRows, GroupScales, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A,
-    FP4_DENSE_MR,
+    FP4_DENSE_MR, FP8_DENSE_A_SCALE,
 };
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -27,6 +27,10 @@ use crate::tensor::{MatMut, MatRef};
 /// ([`crate::block_scaled::PackedFp4`]'s layout), as the streaming kernels
 /// read them.
 pub(crate) trait NibbleWeights: Sync {
+    /// E4M3 codes a byte each ([`PackedFp8`]) rather than 4-bit codes.
+    const FP8: bool = false;
+    /// Bytes of codes per value of k and group of 8 lines.
+    const CODE_BYTES: usize = 4;
     fn lines(&self) -> usize;
     fn k(&self) -> usize;
     /// Values of K per scale.
@@ -111,8 +115,41 @@ impl NibbleWeights for PackedInt4 {
     }
 }
 
+impl NibbleWeights for PackedFp8 {
+    const FP8: bool = true;
+    const CODE_BYTES: usize = 8;
+    fn lines(&self) -> usize {
+        PackedFp8::lines(self)
+    }
+    fn k(&self) -> usize {
+        PackedFp8::k(self)
+    }
+    fn block(&self) -> usize {
+        PackedFp8::block(self)
+    }
+    fn codes(&self) -> &[u8] {
+        self.parts().0
+    }
+    fn group_scales<'a>(&'a self, g0: usize, gs: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
+        let per = self.k() / self.block() * PACK_LINES;
+        &self.parts().1[g0 * per..(g0 + gs) * per]
+    }
+    fn dense_scales<'a>(
+        &'a self,
+        g0: usize,
+        gs: usize,
+        _: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> GroupScales<'a> {
+        GroupScales::F32(NibbleWeights::group_scales(self, g0, gs, buf))
+    }
+    fn zeros(&self, _: usize, _: usize) -> Option<&[u8]> {
+        None
+    }
+}
+
 /// `c = epilogue(a · bᵀ)` under the block-scaled contract for weights
-/// packed two codes per byte. FP4 weights with A in a format whose values
+/// packed two codes per byte (or, [`PackedFp8`], a byte each). FP4 weights with A in a format whose values
 /// are small integers times a power of two: by integer block sums (see
 /// [`super::exact_small::serial_exact_small`] for why they are the
 /// contract's); any other pair: by the contract's f32 chains
@@ -155,10 +192,26 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
     if m == 0 || n == 0 {
         return;
     }
-    let rows = if has_integer_view::<TA>() && b.zeros(0, 0).is_none() {
+    let rows = if has_integer_view::<TA>() && b.zeros(0, 0).is_none() && !W::FP8 {
         Rows::Integer(IntegerRows::new(&a, grid_a, 0, block))
+    } else if W::FP8 {
+        // a · 2^8 is exact unless it overflows.
+        let exact = |x: f32| !x.is_finite() || x.abs() <= f32::MAX / FP8_DENSE_A_SCALE;
+        Rows::Dense(DenseRows::new(
+            &a,
+            grid_a,
+            block,
+            (FP8_DENSE_A_SCALE, exact),
+        ))
     } else {
-        Rows::Dense(DenseRows::new(&a, grid_a, block))
+        // A non-zero |x| < 2^-101 would round when scaled (a subnormal).
+        let exact = |x: f32| x == 0.0 || x.is_nan() || x.abs() >= FP4_DENSE_MIN_A;
+        Rows::Dense(DenseRows::new(
+            &a,
+            grid_a,
+            block,
+            (FP4_DENSE_A_SCALE, exact),
+        ))
     };
     let codes = b.codes();
     let tasks = task_count(m, n, k, parallelism);
@@ -182,7 +235,7 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
                 let (groups, per_call) = (np.div_ceil(PACK_LINES), rows.groups_per_call());
                 for g0 in (0..groups).step_by(per_call) {
                     let (g, gs) = (c0 / PACK_LINES + g0, per_call.min(groups - g0));
-                    let group_codes = &codes[g * k * 4..(g + gs) * k * 4];
+                    let group_codes = &codes[g * k * W::CODE_BYTES..(g + gs) * k * W::CODE_BYTES];
                     let j0 = g0 * PACK_LINES;
                     let live = (gs * PACK_LINES).min(np - j0);
                     let group = (group_codes, g, gs);
@@ -272,7 +325,15 @@ impl Rows {
                         block,
                         prescaled: rows.prescaled,
                     };
-                    K::fp4_dense(&view, codes, scales, b.zeros(g, gs), gs, &mut out, STRIDE);
+                    match (W::FP8, scales) {
+                        (false, _) => {
+                            K::fp4_dense(&view, codes, scales, b.zeros(g, gs), gs, &mut out, STRIDE)
+                        }
+                        (true, GroupScales::F32(s)) => {
+                            K::fp8_dense(&view, codes, s, gs, &mut out, STRIDE)
+                        }
+                        (true, _) => unreachable!("PackedFp8's scales are f32"),
+                    }
                     for q in 0..n_rows {
                         put(i0 + q, &out[q * STRIDE..(q + 1) * STRIDE]);
                     }
@@ -283,10 +344,10 @@ impl Rows {
 }
 
 /// A's rows widened to f32 (row-major, `m × k`) with their block scales
-/// (`m × k / block`); with `prescaled`, each value is a · 2^-25, which is
-/// exact for every row value (0, ±∞, NaN, or at least 2^-101 in
-/// magnitude), so the kernel can take the weights as the exact f32s
-/// 2·w · 2^24 (see [`Kernel::fp4_dense`]).
+/// (`m × k / block`); with `prescaled`, each value is a · `factor` (2^-25
+/// for the FP4/int4 kernel, 2^8 for the FP8 one), which `exact` found
+/// exact for every row value, so the kernel can take the weights scaled
+/// the other way (see [`Kernel::fp4_dense`], [`Kernel::fp8_dense`]).
 struct DenseRows {
     a: Vec<f32>,
     sa: Vec<f32>,
@@ -294,7 +355,12 @@ struct DenseRows {
 }
 
 impl DenseRows {
-    fn new<TA: FloatElement>(a: &MatRef<'_, TA>, grid: &ScaleGrid<'_>, block: usize) -> Self {
+    fn new<TA: FloatElement>(
+        a: &MatRef<'_, TA>,
+        grid: &ScaleGrid<'_>,
+        block: usize,
+        (factor, exact): (f32, impl Fn(f32) -> bool),
+    ) -> Self {
         let (m, k) = (a.rows(), a.cols());
         let blocks = k / block;
         let mut values = Vec::with_capacity(m * k);
@@ -307,12 +373,9 @@ impl DenseRows {
                 *x = grid.at(i, blk);
             }
         }
-        // A non-zero |x| < 2^-101 would round when scaled (a subnormal).
-        let prescaled = !values
-            .iter()
-            .any(|x| *x != 0.0 && x.abs() < FP4_DENSE_MIN_A);
+        let prescaled = values.iter().all(|&x| exact(x));
         if prescaled {
-            values.iter_mut().for_each(|x| *x *= FP4_DENSE_A_SCALE);
+            values.iter_mut().for_each(|x| *x *= factor);
         }
         Self {
             a: values,

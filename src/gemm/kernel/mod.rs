@@ -14,6 +14,8 @@ pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp4_dense;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_fp8_dense;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_transposed;
 
 use super::{Activation, Epilogue};
@@ -89,6 +91,11 @@ impl GroupScales<'_> {
         }
     }
 }
+
+/// What [`Kernel::fp8_dense`]'s prescaled activations are multiplied by:
+/// 2^8, so that the weights enter as the exact f32s `e4m3 · 2^-8` (the
+/// codes read as f16).
+pub(crate) const FP8_DENSE_A_SCALE: f32 = 256.0;
 
 /// What [`Kernel::fp4_dense`]'s prescaled activations are multiplied by:
 /// 2^-25, so that the weights enter as the exact f32s 2·w · 2^24.
@@ -561,6 +568,47 @@ pub(crate) trait Kernel {
                         p = av.mul_add(w, p);
                     }
                     let s = rows.sa[r * blocks + blk] * scales.at((g * blocks + blk) * 8 + j);
+                    acc = p.mul_add(s, acc);
+                }
+                out[r * out_stride + line] = acc;
+            }
+        }
+    }
+
+    /// [`Kernel::fp4_dense`] for E4M3 weights packed by
+    /// [`PackedFp8`](crate::block_scaled::PackedFp8): group `g`'s codes at
+    /// `codes[g · 8k..]`, per value of k the 8 lines' codes (no NaN code);
+    /// `rows.prescaled` means the rows hold a · [`FP8_DENSE_A_SCALE`].
+    /// Portable form: plain loops.
+    fn fp8_dense(
+        rows: &Fp4DenseRows<'_>,
+        codes: &[u8],
+        scales: &[f32],
+        groups: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let (k, block) = (rows.k, rows.block);
+        let blocks = k.checked_div(block).unwrap_or(0);
+        // (a · 2^8) · (w · 2^-8) is a · w exactly.
+        let w_factor = if rows.prescaled {
+            1.0 / FP8_DENSE_A_SCALE
+        } else {
+            1.0
+        };
+        for r in 0..rows.rows {
+            let a = &rows.a[r * k..(r + 1) * k];
+            for line in 0..groups * 8 {
+                let (g, j) = (line / 8, line % 8);
+                let mut acc = 0.0f32;
+                for blk in 0..blocks {
+                    let mut p = 0.0f32;
+                    for (kk, &av) in a.iter().enumerate().skip(blk * block).take(block) {
+                        let code = codes[g * k * 8 + kk * 8 + j];
+                        let w = crate::F8E4M3::from_bits(code).to_f32() * w_factor;
+                        p = av.mul_add(w, p);
+                    }
+                    let s = rows.sa[r * blocks + blk] * scales[(g * blocks + blk) * 8 + j];
                     acc = p.mul_add(s, acc);
                 }
                 out[r * out_stride + line] = acc;
