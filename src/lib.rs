@@ -28,7 +28,7 @@
 //! | int8 dynamic-quantized linear layer | [`quant::DynamicQuantLinear`] |
 //! | int8 GEMM with your own parameters | [`quant::qgemm`], [`quant::qgemm_packed`] |
 //! | weight-only quantized linear layer (FP4, int4, FP8 weights; f32/bf16 activations), any input rank | [`quant::WeightOnlyLinear`] |
-//! | f32/bf16 activations × block-scaled or int4 weights, one call | [`gemm::weight_only_gemm`], [`gemm::weight_only_gemm_packed`] ([`block_scaled::PackedFp4`]), [`gemm::weight_only_gemm_int4`] ([`block_scaled::PackedInt4`]) |
+//! | f32/bf16 activations × block-scaled or int4 weights, one call | [`gemm::weight_only_gemm`], [`gemm::weight_only_gemm_packed`] ([`block_scaled::PackedFp4`]), [`gemm::weight_only_gemm_fp8`] ([`block_scaled::PackedFp8`]), [`gemm::weight_only_gemm_int4`] ([`block_scaled::PackedInt4`]) |
 //! | both operands in MXFP4/NVFP4/MXFP8/scaled FP8 | [`block_scaled::BlockScaled`], [`gemm::block_gemm`]; FP4 weights at small batch: [`block_scaled::PackedFp4`], [`gemm::block_gemm_packed`] |
 //! | post-training quantization of an MLP | [`quant::ptq`] |
 //! | an FP8 or f16/bf16 training step | [`amp::train_step`] with [`amp::Mlp`], [`amp::LossScaler`], `Linear::set_fp8` |
