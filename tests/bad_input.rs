@@ -1022,14 +1022,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// The weight-only entry points (`weight_only_gemm`, `_packed`,
-    /// `_int4`, `WeightOnlyLinear`, `PackedInt4`) with nasty activations,
+    /// `_fp8`, `_int4`, `WeightOnlyLinear`, `PackedInt4`) with nasty activations,
     /// shapes that do not match, any thread count and nasty int4 parts: a
     /// typed error or the documented result, never a panic.
     #[test]
     fn weight_only_entry_points_never_panic(x in floats(0..200), w in floats(64..300), m in 0usize..4,
                                             k_a in 0usize..200, par in threads(), lines in nasty_usize(),
                                             group in nasty_usize(), scale in nasty_f32(), zero in any::<u8>()) {
-        use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4, PackedInt4};
+        use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4, PackedFp8, PackedInt4};
         use mixprec::quant::{WeightOnlyLinear, WeightScheme};
         use mixprec::F4E2M1;
         let n = w.len() / 64;
@@ -1038,6 +1038,7 @@ proptest! {
         let b = BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor)?;
         let packed = PackedFp4::new(&b);
         let int4 = PackedInt4::quantize(wm, 32)?;
+        let fp8 = PackedFp8::new(&BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Ceil)?);
         let xs = &x[..(m * k_a).min(x.len()) / k_a.max(1) * k_a];
         let rows = xs.len().checked_div(k_a).unwrap_or(0);
         if let Ok(a) = MatRef::from_row_major(xs, rows, k_a) {
@@ -1048,6 +1049,7 @@ proptest! {
                 no_panic("weight_only_gemm", || gemm::weight_only_gemm(a, &b, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
                 no_panic("weight_only_gemm_packed", || gemm::weight_only_gemm_packed(a, &packed, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
                 no_panic("weight_only_gemm_int4", || gemm::weight_only_gemm_int4(a, &int4, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
+                no_panic("weight_only_gemm_fp8", || gemm::weight_only_gemm_fp8(a, &fp8, MatMut::from_row_major(&mut y, rows, n).unwrap(), &e, par))?,
             ] {
                 prop_assert_eq!(r.is_ok(), ok_shape && !matches!(par, Parallelism::Threads(0)) , "{:?}", r);
             }
