@@ -476,12 +476,7 @@ fn weight_only_packed_on<TA: FloatElement, O: FloatElement>(
         let unpacked = b.to_block_scaled();
         return weight_only_on(a, &unpacked, c, epilogue, parallelism, simd);
     }
-    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.block()))?;
-    let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
-    validate(&a, &b_shape, &c, epilogue, parallelism)?;
-    let ones = unit_scales(b.k(), b.block());
-    driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
-    Ok(())
+    stream_dense(a, b, c, epilogue, parallelism, simd)
 }
 
 entry_and_portable_twin! {
@@ -538,10 +533,26 @@ fn int4_on<TA: FloatElement, O: FloatElement>(
     parallelism: Parallelism,
     simd: bool,
 ) -> Result<(), Error> {
-    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.group()))?;
+    stream_dense(a, b, c, epilogue, parallelism, simd)
+}
+
+/// Dense activations against weights laid out for streaming (`PackedFp4`,
+/// `PackedInt4`, `PackedFp8`): the weight-only checks, unit scales for A,
+/// and the streaming kernels.
+fn stream_dense<TA: FloatElement, O: FloatElement, W: driver::NibbleWeights>(
+    a: MatRef<'_, TA>,
+    b: &W,
+    c: MatMut<'_, O>,
+    epilogue: &Epilogue<'_>,
+    parallelism: Parallelism,
+    simd: bool,
+) -> Result<(), Error> {
+    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.block()))?;
+    // Shapes, the output's layout, bias, threads: as `gemm`, with a
+    // shape-only K×N view standing for the packed B.
     let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
     validate(&a, &b_shape, &c, epilogue, parallelism)?;
-    let ones = unit_scales(b.k(), b.group());
+    let ones = unit_scales(b.k(), b.block());
     driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
     Ok(())
 }
@@ -578,12 +589,7 @@ fn fp8_on<TA: FloatElement, O: FloatElement>(
     if !b.streamable() {
         return weight_only_on(a, &b.to_block_scaled(), c, epilogue, parallelism, simd);
     }
-    check_dense_a(a.rows(), a.cols(), (b.lines(), b.k(), b.block()))?;
-    let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
-    validate(&a, &b_shape, &c, epilogue, parallelism)?;
-    let ones = unit_scales(b.k(), b.block());
-    driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
-    Ok(())
+    stream_dense(a, b, c, epilogue, parallelism, simd)
 }
 
 /// Which strategy and kernel tier [`weight_only_gemm`] runs (see [`Plan`]).

@@ -40,7 +40,7 @@ mod workspace;
 mod write_back;
 
 pub(crate) use exact_small::has_integer_view;
-pub(crate) use packed_fp4::{packed_fp4_tier, run_packed_fp4};
+pub(crate) use packed_fp4::{packed_fp4_tier, run_packed_fp4, NibbleWeights};
 pub(crate) use prepacked::{prepack_b, prepacked_kernel_fits, PREPACKED_NR};
 pub(crate) use threads::{par_split, task_count};
 

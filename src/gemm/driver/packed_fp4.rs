@@ -83,6 +83,13 @@ impl NibbleWeights for PackedFp4 {
     }
 }
 
+/// Groups `g0..g0 + gs` of per-group parameters (scales, zero points) of
+/// `w`: per group of lines, per block, the 8 lines' values side by side.
+fn groups_of<'a, T, W: NibbleWeights>(v: &'a [T], w: &W, (g0, gs): (usize, usize)) -> &'a [T] {
+    let per = w.k() / w.block() * PACK_LINES;
+    &v[g0 * per..(g0 + gs) * per]
+}
+
 impl NibbleWeights for PackedInt4 {
     fn lines(&self) -> usize {
         PackedInt4::lines(self)
@@ -97,8 +104,7 @@ impl NibbleWeights for PackedInt4 {
         self.parts().0
     }
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
-        let per = self.k() / self.group() * PACK_LINES;
-        &self.parts().1[g0 * per..(g0 + gs) * per]
+        groups_of(self.parts().1, self, (g0, gs))
     }
     fn dense_scales<'a>(
         &'a self,
@@ -110,8 +116,7 @@ impl NibbleWeights for PackedInt4 {
         GroupScales::F32(NibbleWeights::group_scales(self, g0, gs, buf))
     }
     fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]> {
-        let per = self.k() / self.group() * PACK_LINES;
-        Some(&self.parts().2[g0 * per..(g0 + gs) * per])
+        Some(groups_of(self.parts().2, self, (g0, gs)))
     }
 }
 
@@ -131,8 +136,7 @@ impl NibbleWeights for PackedFp8 {
         self.parts().0
     }
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
-        let per = self.k() / self.block() * PACK_LINES;
-        &self.parts().1[g0 * per..(g0 + gs) * per]
+        groups_of(self.parts().1, self, (g0, gs))
     }
     fn dense_scales<'a>(
         &'a self,

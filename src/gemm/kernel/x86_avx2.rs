@@ -92,57 +92,7 @@ macro_rules! avx2_shared_methods {
             }
         }
 
-        fn fp4_dense(
-            rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
-            codes: &[u8],
-            scales: $crate::gemm::kernel::GroupScales<'_>,
-            zeros: Option<&[u8]>,
-            groups: usize,
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            let blocks = rows.k / rows.block.max(1);
-            assert!(rows.block.is_multiple_of(8) && blocks * rows.block == rows.k);
-            assert!(codes.len() >= groups * rows.k * 4 && scales.len() >= groups * blocks * 8);
-            assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
-            assert!((1..=$crate::gemm::kernel::FP4_DENSE_MR).contains(&rows.rows));
-            assert!(
-                out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8
-            );
-            // SAFETY: the driver selects this kernel only when the CPU has AVX2
-            // and FMA; the asserts above bound every read and write.
-            unsafe {
-                $crate::gemm::kernel::x86_fp4_dense::fp4_dense_groups(
-                    rows, codes, scales, zeros, groups, out, out_stride,
-                )
-            }
-        }
-
-        fn fp8_dense(
-            rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
-            codes: &[u8],
-            scales: &[f32],
-            groups: usize,
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            let blocks = rows.k / rows.block.max(1);
-            assert!(rows.block.is_multiple_of(2) && blocks * rows.block == rows.k);
-            assert!(codes.len() >= groups * rows.k * 8 && scales.len() >= groups * blocks * 8);
-            assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
-            assert!((1..=$crate::gemm::kernel::FP4_DENSE_MR).contains(&rows.rows));
-            assert!(
-                out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8
-            );
-            // SAFETY: the driver selects this kernel only when the CPU has AVX2,
-            // FMA and F16C, and the packed codes hold no NaN code; the asserts
-            // above bound every read and write.
-            unsafe {
-                $crate::gemm::kernel::x86_fp8_dense::fp8_dense_groups(
-                    rows, codes, scales, groups, out, out_stride,
-                )
-            }
-        }
+        $crate::gemm::kernel::x86_fp4_dense::dense_methods!();
 
         fn reads_direct<T: $crate::dtype::FloatElement>() -> bool {
             matches!(

@@ -284,3 +284,60 @@ pub(crate) unsafe fn fp4_dense_groups(
         g0 += g;
     }
 }
+
+/// The [`Kernel`](super::Kernel) methods of the streaming dense kernels
+/// (`fp4_dense`, `fp8_dense`) for the AVX2 and AVX-512 tiers, taken by
+/// `avx2_shared_methods!`.
+macro_rules! dense_methods {
+    () => {
+        fn fp4_dense(
+            rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
+            codes: &[u8],
+            scales: $crate::gemm::kernel::GroupScales<'_>,
+            zeros: Option<&[u8]>,
+            groups: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            $crate::gemm::kernel::x86_fp4_dense::fp4_dense_checked(
+                rows, codes, scales, zeros, groups, out, out_stride,
+            )
+        }
+
+        fn fp8_dense(
+            rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
+            codes: &[u8],
+            scales: &[f32],
+            groups: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            $crate::gemm::kernel::x86_fp8_dense::fp8_dense_checked(
+                rows, codes, scales, groups, out, out_stride,
+            )
+        }
+    };
+}
+pub(crate) use dense_methods;
+
+/// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) of the AVX2 and AVX-512
+/// tiers: the bounds its `#[target_feature]` functions rely on, asserted.
+pub(crate) fn fp4_dense_checked(
+    rows: &Fp4DenseRows<'_>,
+    codes: &[u8],
+    scales: GroupScales<'_>,
+    zeros: Option<&[u8]>,
+    groups: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let blocks = rows.k / rows.block.max(1);
+    assert!(rows.block.is_multiple_of(8) && blocks * rows.block == rows.k);
+    assert!(codes.len() >= groups * rows.k * 4 && scales.len() >= groups * blocks * 8);
+    assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
+    assert!((1..=super::FP4_DENSE_MR).contains(&rows.rows));
+    assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
+    // SAFETY: the driver selects this kernel only when the CPU has AVX2
+    // and FMA; the asserts above bound every read and write.
+    unsafe { fp4_dense_groups(rows, codes, scales, zeros, groups, out, out_stride) }
+}

@@ -148,3 +148,25 @@ pub(crate) unsafe fn fp8_dense_groups(
         g0 += g;
     }
 }
+
+/// [`Kernel::fp8_dense`](super::Kernel::fp8_dense) of the AVX2 and AVX-512
+/// tiers: the bounds its `#[target_feature]` functions rely on, asserted.
+pub(crate) fn fp8_dense_checked(
+    rows: &Fp4DenseRows<'_>,
+    codes: &[u8],
+    scales: &[f32],
+    groups: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let blocks = rows.k / rows.block.max(1);
+    assert!(rows.block.is_multiple_of(2) && blocks * rows.block == rows.k);
+    assert!(codes.len() >= groups * rows.k * 8 && scales.len() >= groups * blocks * 8);
+    assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
+    assert!((1..=super::FP4_DENSE_MR).contains(&rows.rows));
+    assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
+    // SAFETY: the driver selects this kernel only when the CPU has AVX2,
+    // FMA and F16C, and the packed codes hold no NaN code; the asserts
+    // above bound every read and write.
+    unsafe { fp8_dense_groups(rows, codes, scales, groups, out, out_stride) }
+}
