@@ -12,6 +12,8 @@ pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512_dense;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp4_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp8_dense;

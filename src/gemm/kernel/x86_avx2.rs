@@ -26,7 +26,7 @@ const NR: usize = 16;
 /// products, which B types the direct kernel reads, and the epilogue.
 /// Each asserts the bounds its `#[target_feature]` function relies on.
 macro_rules! avx2_shared_methods {
-    () => {
+    ($dense_fp4:path, $dense_fp8:path) => {
         fn has_fp4_dots() -> bool {
             true
         }
@@ -92,7 +92,7 @@ macro_rules! avx2_shared_methods {
             }
         }
 
-        $crate::gemm::kernel::x86_fp4_dense::dense_methods!();
+        $crate::gemm::kernel::x86_fp4_dense::dense_methods!($dense_fp4, $dense_fp8);
 
         fn reads_direct<T: $crate::dtype::FloatElement>() -> bool {
             matches!(
@@ -187,7 +187,10 @@ impl Kernel for Avx2 {
         tile_scaled_blocks_avx2,
         tile_blocks_avx2
     );
-    avx2_shared_methods!();
+    avx2_shared_methods!(
+        super::x86_fp4_dense::fp4_dense_checked,
+        super::x86_fp8_dense::fp8_dense_checked
+    );
 
     fn fp4_tile(
         blocks: usize,

@@ -37,7 +37,10 @@ impl Kernel for Avx512 {
         tile_scaled_blocks_avx512,
         tile_blocks_avx512
     );
-    avx2_shared_methods!();
+    avx2_shared_methods!(
+        super::x86_avx512_dense::fp4_dense_checked_avx512,
+        super::x86_fp8_dense::fp8_dense_checked
+    );
 
     fn fp4_tile(
         blocks: usize,

@@ -188,7 +188,7 @@ unsafe fn e8m0_to_f32(codes: *const u8) -> __m256 {
 /// AVX2 present; `codes` has 8 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn e4m3_to_f32(codes: *const u8) -> __m256 {
+pub(crate) unsafe fn e4m3_to_f32(codes: *const u8) -> __m256 {
     // SAFETY: 8 bytes at `codes` (the caller's contract).
     let c = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(codes as *const __m128i) });
     let mag = _mm256_and_si256(c, _mm256_set1_epi32(0x7F));
@@ -289,7 +289,7 @@ pub(crate) unsafe fn fp4_dense_groups(
 /// (`fp4_dense`, `fp8_dense`) for the AVX2 and AVX-512 tiers, taken by
 /// `avx2_shared_methods!`.
 macro_rules! dense_methods {
-    () => {
+    ($fp4:path, $fp8:path) => {
         fn fp4_dense(
             rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
             codes: &[u8],
@@ -299,9 +299,7 @@ macro_rules! dense_methods {
             out: &mut [f32],
             out_stride: usize,
         ) {
-            $crate::gemm::kernel::x86_fp4_dense::fp4_dense_checked(
-                rows, codes, scales, zeros, groups, out, out_stride,
-            )
+            $fp4(rows, codes, scales, zeros, groups, out, out_stride)
         }
 
         fn fp8_dense(
@@ -312,9 +310,7 @@ macro_rules! dense_methods {
             out: &mut [f32],
             out_stride: usize,
         ) {
-            $crate::gemm::kernel::x86_fp8_dense::fp8_dense_checked(
-                rows, codes, scales, groups, out, out_stride,
-            )
+            $fp8(rows, codes, scales, groups, out, out_stride)
         }
     };
 }
@@ -331,13 +327,29 @@ pub(crate) fn fp4_dense_checked(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let blocks = rows.k / rows.block.max(1);
-    assert!(rows.block.is_multiple_of(8) && blocks * rows.block == rows.k);
-    assert!(codes.len() >= groups * rows.k * 4 && scales.len() >= groups * blocks * 8);
-    assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
-    assert!((1..=super::FP4_DENSE_MR).contains(&rows.rows));
-    assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
+    check_fp4_dense(rows, codes, scales, zeros, groups, out, out_stride);
     // SAFETY: the driver selects this kernel only when the CPU has AVX2
     // and FMA; the asserts above bound every read and write.
     unsafe { fp4_dense_groups(rows, codes, scales, zeros, groups, out, out_stride) }
+}
+
+/// The bounds every `fp4_dense` kernel (AVX2, AVX-512) relies on: whole
+/// blocks of a multiple of 8 values, `groups` groups of codes, scales and
+/// zero points, the rows of A and their scales, and the output rows.
+pub(crate) fn check_fp4_dense(
+    rows: &Fp4DenseRows<'_>,
+    codes: &[u8],
+    scales: GroupScales<'_>,
+    zeros: Option<&[u8]>,
+    groups: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    let blocks = rows.k / rows.block.max(1);
+    assert!(rows.block.is_multiple_of(8) && blocks * rows.block == rows.k);
+    assert!(codes.len() >= groups * rows.k * 4 && scales.len() >= groups * blocks * 8);
+    assert!(zeros.is_none_or(|z| z.len() >= groups * blocks * 8));
+    assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
+    assert!((1..=super::FP4_DENSE_MR).contains(&rows.rows));
+    assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
 }
