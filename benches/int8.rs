@@ -100,7 +100,8 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// Batch 1–32 against 4096×4096 int8 weights (the shapes of inference),
+/// Batch 1–128 against 4096×4096 int8 weights (the shapes of inference),
+/// packed once, unpacked `[in, out]` and unpacked `[out, in]` (`x · Wᵀ`),
 /// beside our f32 GEMM of the same shape and a read-only pass over the
 /// weight bytes (the memory limit), in GOP/s (2·M·N·K per second).
 fn small_batch(c: &mut Criterion) {
@@ -120,7 +121,9 @@ fn small_batch(c: &mut Criterion) {
             })
         })
     });
-    for m in [1usize, 8, 32] {
+    // The same weights stored `[out, in]` (PyTorch's layout), for x · Wᵀ.
+    let bt: Vec<i8> = (0..n * k).map(|x| bi[(x % k) * n + x / k]).collect();
+    for m in [1usize, 8, 32, 128] {
         let id = format!("{m}x{k}x{n}");
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         let au = bytes(m * k, 1);
@@ -161,6 +164,25 @@ fn small_batch(c: &mut Criterion) {
         g.bench_function(
             BenchmarkId::new("mixprec_u8xi8_packed_2threads", &id),
             |b| b.iter(|| packed_on(black_box(&au), 128, &mut ci, Parallelism::Threads(2))),
+        );
+        g.bench_function(
+            BenchmarkId::new("mixprec_u8xi8_unpacked_out_in", &id),
+            |b| {
+                b.iter(|| {
+                    qgemm(
+                        QMatRef::new(
+                            MatRef::from_row_major(black_box(&au), m, k).unwrap(),
+                            &[128],
+                        )
+                        .unwrap(),
+                        QMatRef::new(MatRef::from_row_major(&bt, n, k).unwrap().t(), &[0]).unwrap(),
+                        MatMut::from_row_major(&mut ci, m, n).unwrap(),
+                        &QEpilogue::I32,
+                        Parallelism::Serial,
+                    )
+                    .unwrap()
+                })
+            },
         );
         g.bench_function(BenchmarkId::new("mixprec_u8xi8_unpacked", &id), |b| {
             b.iter(|| {

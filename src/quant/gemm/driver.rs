@@ -21,6 +21,10 @@ pub(super) fn run<A: QInt, O: QOutput>(
     let (za, zb) = (a.zero_points(), b.zero_points());
     let (a, b) = (a.values(), b.values());
     #[cfg(target_arch = "x86_64")]
+    if super::direct::applies(a.rows(), &b, simd) {
+        return super::direct::run(a, za, b, zb, c, epilogue, parallelism);
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd && crate::cpu::has_avx512() {
         use super::kernel::x86_vnni::{VnniI8, VnniU8};
         return if A::QMIN == 0 {

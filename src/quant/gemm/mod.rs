@@ -24,6 +24,8 @@
 //! returns the same bits; [`crate::active_isa`] says which runs, and
 //! `MIXPREC_FORCE_AVX2=1` keeps the AVX2 ones.
 
+#[cfg(target_arch = "x86_64")]
+mod direct;
 mod driver;
 mod kernel;
 mod packed;
@@ -118,6 +120,13 @@ impl RowCorrection {
             row_sum: row_sum.wrapping_add(k.wrapping_mul(offset)),
             k,
         }
+    }
+
+    /// Whether [`Self::apply`] uses the column sums (A's zero point, with
+    /// the kernel's offset, is not zero).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn uses_column_sums(&self) -> bool {
+        self.za != 0
     }
 
     /// The corrected sum of one output from the kernel's raw sum, B's zero

@@ -1,11 +1,14 @@
 //! The integer GEMM's micro-kernels: one trait, a portable leaf, the AVX2
-//! leaves and the AVX-512 VNNI leaf (chosen at run time by the driver).
+//! leaves and the AVX-512 VNNI leaves (chosen at run time by the driver;
+//! `x86_vnni_direct` serves the direct path of few rows, B read in place).
 
 mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_vnni_direct;
 
 pub(crate) use portable::PortableInt;
 
