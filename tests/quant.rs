@@ -702,6 +702,71 @@ fn threaded_few_rows_split_columns_equal_reference() {
     }
 }
 
+/// `qgemm_packed` streams the packed weights up to 512 rows of A and
+/// unpacks them past that; `qgemm` reads B in place up to 32 rows (with
+/// AVX-512 VNNI) in either layout. Each side of each switch, with per-row
+/// and per-column zero points, i8 and u8 activations, a K that is not a
+/// multiple of 4 and an N that is not a multiple of 64, gives the
+/// reference's values; so do the weights unpacked by `to_row_major`.
+#[test]
+fn row_count_switches_equal_reference() {
+    let (n, k) = (75, 131);
+    let b: Vec<i8> = (0..k * n).map(|i| ((i * 37) % 256) as i8).collect();
+    let zb: Vec<i32> = (0..n).map(|j| (j % 9) as i32 - 4).collect();
+    let bv = MatRef::from_row_major(&b, k, n).unwrap();
+    // The same weights stored [out, in], seen as K × N.
+    let bt: Vec<i8> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+    let btv = MatRef::from_row_major(&bt, n, k).unwrap().t();
+    let packed = PackedI8::new(bv, &zb).unwrap();
+    assert_eq!(packed.to_row_major(), b);
+    fn check<A: QInt + std::fmt::Debug>(
+        m: usize,
+        k: usize,
+        n: usize,
+        to_a: fn(usize) -> A,
+        (bv, btv, zb, packed): (MatRef<'_, i8>, MatRef<'_, i8>, &[i32], &PackedI8),
+    ) {
+        let a: Vec<A> = (0..m * k).map(to_a).collect();
+        let za: Vec<i32> = (0..m).map(|i| A::QMIN + (i % 200) as i32).collect();
+        let qa = || QMatRef::new(MatRef::from_row_major(&a, m, k).unwrap(), &za).unwrap();
+        let mut want = vec![0i32; m * n];
+        qgemm_reference(
+            qa(),
+            QMatRef::new(bv, zb).unwrap(),
+            MatMut::from_row_major(&mut want, m, n).unwrap(),
+            &QEpilogue::I32,
+        )
+        .unwrap();
+        for (path, b) in [("[in, out]", bv), ("[out, in]", btv)] {
+            let mut got = vec![0i32; m * n];
+            qgemm(
+                qa(),
+                QMatRef::new(b, zb).unwrap(),
+                MatMut::from_row_major(&mut got, m, n).unwrap(),
+                &QEpilogue::I32,
+                Parallelism::Serial,
+            )
+            .unwrap();
+            assert_eq!(got, want, "qgemm {path}, m={m}");
+        }
+        let mut got = vec![0i32; m * n];
+        qgemm_packed(
+            qa(),
+            packed,
+            MatMut::from_row_major(&mut got, m, n).unwrap(),
+            &QEpilogue::I32,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        assert_eq!(got, want, "packed, m={m}");
+    }
+    let ops = (bv, btv, &zb[..], &packed);
+    for m in [1, 3, 4, 5, 32, 33, 512, 513] {
+        check::<u8>(m, k, n, |i| ((i * 29) % 256) as u8, ops);
+        check::<i8>(m, k, n, |i| ((i * 31) % 256) as i8, ops);
+    }
+}
+
 /// `DynamicQuantLinear::forward` takes any rank `[.., in]` as nn.Linear
 /// does: `[2, 3, in]` and `[in]` give the bits of the same rows as a
 /// `[6, in]` (or `[1, in]`) batch, with the leading dimensions kept; rank 0
