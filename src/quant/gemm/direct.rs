@@ -2,22 +2,23 @@
 //! against an int8 B read in place, in either layout, with no packed copy
 //! of B (the blocked engine packs all of B on every call, which at batch
 //! 1–32 costs more than the products). A's rows are converted once to the
-//! unsigned bytes `vpdpbusd` takes (as [`super::qgemm_packed`] does), the
-//! kernels of `kernel::x86_vnni_direct` give the raw sums and the column
-//! sums, and the zero-point corrections and the epilogue follow, as in
+//! values its kernel takes (AVX-512 VNNI: unsigned bytes for `vpdpbusd`, as
+//! [`super::qgemm_packed`] does; AVX2: `a − za` as i16 for `vpmaddwd`), the
+//! kernels ([`DirectKernel`]) give the raw sums (and, for VNNI, the column
+//! sums), and the zero-point corrections and the epilogue follow, as in
 //! every other path. Integer sums are exact: the bits are the reference's.
 //!
 //! - B row-major (`[in, out]`): blocks of [`k_block`] rows of B, each swept
-//!   across the columns 64 at a time, so that B is read row after row as it
+//!   across the columns a tile at a time (64 columns with VNNI, 16 with
+//!   AVX2), so that B is read row after row as it
 //!   lies; the sums wait in a per-call buffer (M × N i32).
 //! - B's columns contiguous (`[out, in]`, PyTorch's `x · Wᵀ`): four lines
 //!   of W at a time against every row of A (the lines stay in cache), each
 //!   output a dot product over k.
 
-use super::kernel::x86_vnni_direct::{
-    by_lines_checked, by_rows_checked, by_rows_slot, LINES, TILE,
-};
-use super::packed::padded_rows;
+use super::kernel::x86_avx2_direct::Avx2Direct;
+use super::kernel::x86_vnni_direct::VnniDirect;
+use super::kernel::{DirectKernel, DIRECT_LINES as LINES};
 use super::{pick, QEpilogue, QOutput, RowCorrection};
 use crate::gemm::driver::{par_split, task_count};
 use crate::gemm::Parallelism;
@@ -25,15 +26,16 @@ use crate::quant::QInt;
 use crate::tensor::{MatMut, MatRef};
 
 /// Rows of A up to which [`qgemm`](super::qgemm) reads B in place (when
-/// the CPU has AVX-512 VNNI and B has a unit stride).
+/// B has a unit stride and the CPU has AVX2; a row-major B without VNNI:
+/// [`AVX2_BY_ROWS_MAX_ROWS`]).
 pub(super) const DIRECT_MAX_ROWS: usize = 32;
 
 /// Rows of B per sweep across the columns (multiples of 4, the quads):
 /// with one call per tile (M ≤ 4), 16 rows streaming side by side; with
 /// more, 64, so that each call's sums are loaded and stored once per 64
-/// rows. On Zen 4, K = N = 4096: 16 rows take M = 1 in 0.56 ms (64 rows:
-/// 0.66 ms); 64 rows take M = 8 in 1.6 ms and M = 32 in 6.8 ms (16 rows:
-/// 2.7 and 8.4 ms).
+/// rows. On Zen 4 (VNNI), K = N = 4096: 16 rows take M = 1 in 0.56 ms
+/// (64 rows: 0.66 ms); 64 rows take M = 8 in 1.6 ms and M = 32 in 6.8 ms
+/// (16 rows: 2.7 and 8.4 ms).
 fn k_block(m: usize) -> usize {
     if m <= ROWS {
         16
@@ -45,15 +47,53 @@ fn k_block(m: usize) -> usize {
 /// Rows of A per kernel call.
 const ROWS: usize = 4;
 
+/// Rows of A up to which the AVX2 kernel (no VNNI) reads a row-major B in
+/// place: it passes over B once per row of A, which past this costs more
+/// than the blocked engine's packing. On Zen 4 with `MIXPREC_FORCE_AVX2`,
+/// K = N = 4096: M = 1, 8, 32 in 1.0, 6.3, 24.7 ms in place against 12.9,
+/// 14.0, 19.1 ms blocked.
+const AVX2_BY_ROWS_MAX_ROWS: usize = 16;
+
+/// True when B is read row by row (row-major); false when by lines (its
+/// columns contiguous, `[out, in]`).
+fn reads_rows(b: &MatRef<'_, i8>) -> bool {
+    b.col_stride() == 1 && (b.row_stride() != 1 || b.cols() > 1)
+}
+
 /// Whether the direct path takes this product.
 pub(super) fn applies(m: usize, b: &MatRef<'_, i8>, simd: bool) -> bool {
-    simd && crate::cpu::has_avx512()
-        && (1..=DIRECT_MAX_ROWS).contains(&m)
-        && b.rows() > 0
-        && (b.col_stride() == 1 || b.row_stride() == 1)
+    if !(simd && crate::cpu::has_avx2_fma_f16c()) || m == 0 || b.rows() == 0 {
+        return false;
+    }
+    let by_rows = reads_rows(b);
+    if !by_rows && b.row_stride() != 1 {
+        return false;
+    }
+    let most = if by_rows && !crate::cpu::has_avx512() {
+        AVX2_BY_ROWS_MAX_ROWS
+    } else {
+        DIRECT_MAX_ROWS
+    };
+    m <= most
 }
 
 pub(super) fn run<A: QInt, O: QOutput>(
+    a: MatRef<'_, A>,
+    za: &[i32],
+    b: MatRef<'_, i8>,
+    zb: &[i32],
+    c: MatMut<'_, O>,
+    epilogue: &QEpilogue<'_>,
+    parallelism: Parallelism,
+) {
+    if crate::cpu::has_avx512() {
+        run_with::<A, O, VnniDirect>(a, za, b, zb, c, epilogue, parallelism)
+    } else {
+        run_with::<A, O, Avx2Direct>(a, za, b, zb, c, epilogue, parallelism)
+    }
+}
+
+fn run_with<A: QInt, O: QOutput, K: DirectKernel>(
     a: MatRef<'_, A>,
     za: &[i32],
     b: MatRef<'_, i8>,
@@ -66,19 +106,37 @@ pub(super) fn run<A: QInt, O: QOutput>(
     if m == 0 || n == 0 {
         return;
     }
-    let k4 = k.div_ceil(4) * 4;
-    // `vpdpbusd` takes A as unsigned bytes: i8 values enter as a + 128.
-    let offset = if A::QMIN < 0 { 128 } else { 0 };
-    let (rows, row_sums) = padded_rows(&a, k4, |v| (v + offset) as u8);
-    let corrections: Vec<RowCorrection> = (0..m)
-        .map(|i| RowCorrection::new(pick(za, i), row_sums[i], k, offset))
-        .collect();
-    let column_sums = corrections.iter().any(|c| c.uses_column_sums());
+    let lda = k.div_ceil(K::STEP) * K::STEP;
+    // With column sums, A enters raw (i8 offset by 128: `vpdpbusd` takes
+    // unsigned bytes) and the corrections are gemmlowp's; without, A
+    // enters as a − za and only − zb · Σ(a − za) remains.
+    let offset = if K::COLUMN_SUMS && A::QMIN < 0 {
+        128
+    } else {
+        0
+    };
+    let mut rows = vec![K::A::default(); m * lda];
+    let mut corrections = Vec::with_capacity(m);
+    for (i, row) in rows.chunks_exact_mut(lda).enumerate() {
+        let z = pick(za, i);
+        let mut sum = 0i32;
+        for (kk, d) in row[..k].iter_mut().enumerate() {
+            let v = a.at(i, kk).to_i32();
+            *d = K::convert(v, z, offset);
+            sum = sum.wrapping_add(if K::COLUMN_SUMS { v } else { v - z });
+        }
+        corrections.push(if K::COLUMN_SUMS {
+            RowCorrection::new(z, sum, k, offset)
+        } else {
+            RowCorrection::new(0, sum, k, 0)
+        });
+    }
+    let column_sums = K::COLUMN_SUMS && corrections.iter().any(|c| c.uses_column_sums());
     let tasks = task_count(m, n, k, parallelism);
-    let by_rows = b.col_stride() == 1 && (b.row_stride() != 1 || n > 1);
+    let by_rows = reads_rows(&b);
     let job = Job {
         rows: &rows,
-        k4,
+        lda,
         b,
         zb,
         corrections: &corrections,
@@ -86,21 +144,21 @@ pub(super) fn run<A: QInt, O: QOutput>(
         epilogue,
     };
     if by_rows {
-        par_split(c, (0, 0), tasks, (m, TILE), &|(_, c0), part| {
-            job.by_rows(c0, part)
+        par_split(c, (0, 0), tasks, (m, K::TILE), &|(_, c0), part| {
+            job.by_rows::<K, O>(c0, part)
         });
     } else {
         par_split(c, (0, 0), tasks, (m, LINES), &|(_, c0), part| {
-            job.by_lines(c0, part)
+            job.by_lines::<K, O>(c0, part)
         });
     }
 }
 
 /// What every part of C needs.
-struct Job<'a> {
-    /// A's rows as unsigned bytes, zero-padded to `k4`.
-    rows: &'a [u8],
-    k4: usize,
+struct Job<'a, T> {
+    /// A's rows as the kernel takes them, zero-padded to `lda`.
+    rows: &'a [T],
+    lda: usize,
     b: MatRef<'a, i8>,
     zb: &'a [i32],
     corrections: &'a [RowCorrection],
@@ -108,53 +166,60 @@ struct Job<'a> {
     epilogue: &'a QEpilogue<'a>,
 }
 
-impl Job<'_> {
+impl<T> Job<'_, T> {
     /// Columns `c0..c0 + part.cols()` of C with B row-major.
-    fn by_rows<O: QOutput>(&self, c0: usize, mut part: MatMut<'_, O>) {
+    fn by_rows<K: DirectKernel<A = T>, O: QOutput>(&self, c0: usize, mut part: MatMut<'_, O>) {
         let (m, k, np) = (part.rows(), self.b.rows(), part.cols());
-        let ldb = self.b.row_stride();
+        let (ldb, lda, tile) = (self.b.row_stride(), self.lda, K::TILE);
         let data = self.b.as_slice();
-        let tiles = np.div_ceil(TILE);
-        // Per tile: m rows of 64 sums, then the tile's column sums.
-        let mut acc = vec![0i32; tiles * m * TILE];
-        let mut sums = vec![[0i32; TILE]; tiles];
+        let tiles = np.div_ceil(tile);
+        // Per tile: m rows of `tile` sums; and the tile's column sums.
+        let mut acc = vec![0i32; tiles * m * tile];
+        let mut sums = vec![0i32; tiles * tile];
         let kb = k_block(m);
+        let mut dense = if K::DENSE_TILES {
+            vec![0i8; kb * tile]
+        } else {
+            Vec::new()
+        };
         for k0 in (0..k).step_by(kb) {
             let rows_k = kb.min(k - k0);
-            for (t, tile_sums) in sums.iter_mut().enumerate() {
-                let j0 = t * TILE;
-                let cols = TILE.min(np - j0);
-                let b_tile = &data[k0 * ldb + c0 + j0..];
-                let acc_tile = &mut acc[t * m * TILE..(t + 1) * m * TILE];
+            for (t, tile_sums) in sums.chunks_exact_mut(tile).enumerate() {
+                let j0 = t * tile;
+                let shape = (rows_k, tile.min(np - j0));
+                let at = k0 * ldb + c0 + j0;
+                let (b_tile, ldb) = if K::DENSE_TILES {
+                    for (r, row) in dense.chunks_exact_mut(tile).take(rows_k).enumerate() {
+                        row[..shape.1].copy_from_slice(&data[at + r * ldb..][..shape.1]);
+                        row[shape.1..].fill(0);
+                    }
+                    (&dense[..], tile)
+                } else {
+                    (&data[at..], ldb)
+                };
+                let acc_tile = &mut acc[t * m * tile..(t + 1) * m * tile];
+                let first = k0 == 0;
                 for i0 in (0..m).step_by(ROWS) {
-                    let a_rows = &self.rows[i0 * self.k4 + k0..];
-                    let out = &mut acc_tile[i0 * TILE..];
+                    let a_rows = &self.rows[i0 * lda + k0..];
+                    let out = &mut acc_tile[i0 * tile..];
                     let col_sums = (i0 == 0 && self.column_sums).then_some(&mut *tile_sums);
-                    let shape = (rows_k, cols);
-                    let first = k0 == 0;
                     match m - i0 {
-                        1 => by_rows_checked::<1>(
-                            a_rows, self.k4, b_tile, ldb, shape, out, col_sums, first,
-                        ),
-                        2 => by_rows_checked::<2>(
-                            a_rows, self.k4, b_tile, ldb, shape, out, col_sums, first,
-                        ),
-                        3 => by_rows_checked::<3>(
-                            a_rows, self.k4, b_tile, ldb, shape, out, col_sums, first,
-                        ),
-                        _ => by_rows_checked::<ROWS>(
-                            a_rows, self.k4, b_tile, ldb, shape, out, col_sums, first,
+                        1 => K::by_rows::<1>(a_rows, lda, b_tile, ldb, shape, out, col_sums, first),
+                        2 => K::by_rows::<2>(a_rows, lda, b_tile, ldb, shape, out, col_sums, first),
+                        3 => K::by_rows::<3>(a_rows, lda, b_tile, ldb, shape, out, col_sums, first),
+                        _ => K::by_rows::<ROWS>(
+                            a_rows, lda, b_tile, ldb, shape, out, col_sums, first,
                         ),
                     }
                 }
             }
         }
-        for (t, tile_sums) in sums.iter().enumerate() {
-            let j0 = t * TILE;
+        for (t, tile_sums) in sums.chunks_exact(tile).enumerate() {
+            let j0 = t * tile;
             for i in 0..m {
-                let row = &acc[(t * m + i) * TILE..(t * m + i + 1) * TILE];
-                for jj in 0..TILE.min(np - j0) {
-                    let slot = by_rows_slot(jj);
+                let row = &acc[(t * m + i) * tile..(t * m + i + 1) * tile];
+                for jj in 0..tile.min(np - j0) {
+                    let slot = K::slot(jj);
                     self.put(&mut part, (i, j0 + jj), c0, row[slot], tile_sums[slot]);
                 }
             }
@@ -163,9 +228,9 @@ impl Job<'_> {
 
     /// Columns `c0..c0 + part.cols()` of C with B's columns contiguous (the
     /// lines of W = Bᵀ).
-    fn by_lines<O: QOutput>(&self, c0: usize, mut part: MatMut<'_, O>) {
+    fn by_lines<K: DirectKernel<A = T>, O: QOutput>(&self, c0: usize, mut part: MatMut<'_, O>) {
         let (m, k, np) = (part.rows(), self.b.rows(), part.cols());
-        let ldw = self.b.col_stride();
+        let (ldw, lda) = (self.b.col_stride(), self.lda);
         let data = self.b.as_slice();
         for l0 in (0..np).step_by(LINES) {
             let live = LINES.min(np - l0);
@@ -177,17 +242,14 @@ impl Job<'_> {
             });
             let mut line_sums = [0i32; LINES];
             for i0 in (0..m).step_by(ROWS) {
-                let a_rows = &self.rows[i0 * self.k4..];
+                let a_rows = &self.rows[i0 * lda..];
                 let sums = (i0 == 0 && self.column_sums).then_some(&mut line_sums);
                 let mut out = [[0i32; LINES]; ROWS];
                 match m - i0 {
-                    1 => out[..1]
-                        .copy_from_slice(&by_lines_checked::<1>(a_rows, self.k4, w, k, sums)),
-                    2 => out[..2]
-                        .copy_from_slice(&by_lines_checked::<2>(a_rows, self.k4, w, k, sums)),
-                    3 => out[..3]
-                        .copy_from_slice(&by_lines_checked::<3>(a_rows, self.k4, w, k, sums)),
-                    _ => out = by_lines_checked::<ROWS>(a_rows, self.k4, w, k, sums),
+                    1 => out[..1].copy_from_slice(&K::by_lines::<1>(a_rows, lda, w, k, sums)),
+                    2 => out[..2].copy_from_slice(&K::by_lines::<2>(a_rows, lda, w, k, sums)),
+                    3 => out[..3].copy_from_slice(&K::by_lines::<3>(a_rows, lda, w, k, sums)),
+                    _ => out = K::by_lines::<ROWS>(a_rows, lda, w, k, sums),
                 }
                 for (r, out_r) in out.iter().enumerate().take(ROWS.min(m - i0)) {
                     for (l, &raw) in out_r.iter().enumerate().take(live) {

@@ -201,7 +201,7 @@ fn packed_on<A: QInt, O: QOutput>(
 /// and each row's sum (wrapping, as the corrections are taken mod 2^32).
 /// Row by row over slices when A's rows are contiguous: this runs before
 /// the threads split the columns, so at M = 1 it is serial time.
-pub(super) fn padded_rows<A: QInt, P: Copy + Default>(
+fn padded_rows<A: QInt, P: Copy + Default>(
     a: &MatRef<'_, A>,
     k4: usize,
     f: impl Fn(i32) -> P,

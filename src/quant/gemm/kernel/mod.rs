@@ -6,6 +6,8 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2_direct;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni_direct;
@@ -77,4 +79,61 @@ pub(crate) trait IntKernel {
         ld: usize,
         first: bool,
     );
+}
+
+/// Lines of W per [`DirectKernel::by_lines`] call.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const DIRECT_LINES: usize = 4;
+
+/// The kernels of the direct path (`quant::gemm::direct`): a few rows of A
+/// against an int8 B read in place, in either layout, no packed copy.
+/// Integer sums, exact: any order gives the same bits.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) trait DirectKernel {
+    /// A's values as the kernel takes them.
+    type A: Copy + Default + Send + Sync;
+    /// Values of k per instruction group: A's rows are zero-padded to a
+    /// multiple of it.
+    const STEP: usize;
+    /// Columns of one `by_rows` tile.
+    const TILE: usize;
+    /// True when A enters raw (with an offset) and the corrections need
+    /// B's column sums; false when A enters as `a − za`.
+    const COLUMN_SUMS: bool;
+    /// True when `by_rows` wants each tile of B copied into a dense buffer
+    /// first (rows `TILE` apart): rows of B 4 KiB apart share one L1 set,
+    /// so a kernel that reads each row of a tile more than once misses L1
+    /// on every read.
+    const DENSE_TILES: bool;
+    /// A value of A as the kernel takes it, from its row's zero point and
+    /// the offset the driver applies (128 for i8 A with `COLUMN_SUMS`).
+    fn convert(v: i32, za: i32, offset: i32) -> Self::A;
+    /// Where a `by_rows` call puts column `j` of its tile.
+    fn slot(j: usize) -> usize;
+    /// `R` rows of A (stride `lda`, each holding `rows_k` rounded up to
+    /// `STEP` values) against `rows_k` rows of B (stride `ldb`, `cols` ≤
+    /// `TILE` columns): the sums added into `acc` (`R` rows of `TILE`, in
+    /// [`Self::slot`] order; stored when `first`), and with `sums` (only
+    /// with `COLUMN_SUMS`) B's column sums likewise.
+    #[allow(clippy::too_many_arguments)]
+    fn by_rows<const R: usize>(
+        a: &[Self::A],
+        lda: usize,
+        b: &[i8],
+        ldb: usize,
+        shape: (usize, usize),
+        acc: &mut [i32],
+        sums: Option<&mut [i32]>,
+        first: bool,
+    );
+    /// `R` rows of A against [`DIRECT_LINES`] lines of W (each `k` long):
+    /// `out[r][l] = Σ_k a[r][k]·w[l][k]` (wrapping), and with `sums` (only
+    /// with `COLUMN_SUMS`) `Σ_k w[l][k]`.
+    fn by_lines<const R: usize>(
+        a: &[Self::A],
+        lda: usize,
+        w: [&[i8]; DIRECT_LINES],
+        k: usize,
+        sums: Option<&mut [i32; DIRECT_LINES]>,
+    ) -> [[i32; DIRECT_LINES]; R];
 }

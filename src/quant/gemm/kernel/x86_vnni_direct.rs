@@ -6,47 +6,86 @@
 //! of the sums cannot change a bit.
 //!
 //! Two layouts of B, two kernels:
-//! - [`by_rows_checked`]: B row-major (`[in, out]`, `x · W`). Four rows of
+//! - [`VnniDirect::by_rows`]: B row-major (`[in, out]`, `x · W`). Four rows of
 //!   B (64 columns each) are interleaved in registers into the quads
 //!   `vpdpbusd` takes (two rounds of byte and word unpacks), so B is read
 //!   row after row, as it lies.
-//! - [`by_lines_checked`]: B's columns contiguous (`[out, in]`, `x · Wᵀ`):
+//! - [`VnniDirect::by_lines`]: B's columns contiguous (`[out, in]`, `x · Wᵀ`):
 //!   each output is a dot product of A's row with W's row, 64 values of k
 //!   per instruction, summed across the register at the end.
 //!
 //! Both also give Σ_k b[k, j] per column when asked (one `vpdpbusd` against
 //! ones per quad), which the zero-point corrections need.
 
+use super::{DirectKernel, DIRECT_LINES as LINES};
 use std::arch::x86_64::*;
 
-/// Columns of one [`by_rows_checked`] tile.
-pub(crate) const TILE: usize = 64;
+/// The AVX-512 VNNI direct kernels.
+pub(crate) struct VnniDirect;
 
-/// Where a [`by_rows_checked`] call puts column `j` (0..64) of its tile in
-/// its permuted sums: the unpacks leave the quads of columns
-/// `16·(l / 4) + 4·t + l % 4` in lane `l` of quad vector `t`.
-pub(crate) fn by_rows_slot(j: usize) -> usize {
-    let (part, t, l) = (j / 16, (j % 16) / 4, j % 4);
-    16 * t + 4 * part + l
+/// Columns of one `by_rows` tile.
+const TILE: usize = 64;
+
+impl DirectKernel for VnniDirect {
+    type A = u8;
+    const STEP: usize = 4;
+    const TILE: usize = TILE;
+    const COLUMN_SUMS: bool = true;
+    const DENSE_TILES: bool = false;
+
+    fn convert(v: i32, _za: i32, offset: i32) -> u8 {
+        (v + offset) as u8
+    }
+
+    fn slot(j: usize) -> usize {
+        // The unpacks leave the quads of columns `16·(l / 4) + 4·t + l % 4`
+        // in lane `l` of quad vector `t`.
+        let (part, t, l) = (j / 16, (j % 16) / 4, j % 4);
+        16 * t + 4 * part + l
+    }
+
+    fn by_rows<const R: usize>(
+        a: &[u8],
+        lda: usize,
+        b: &[i8],
+        ldb: usize,
+        shape: (usize, usize),
+        acc: &mut [i32],
+        sums: Option<&mut [i32]>,
+        first: bool,
+    ) {
+        by_rows_checked::<R>(a, lda, b, ldb, shape, acc, sums, first)
+    }
+
+    fn by_lines<const R: usize>(
+        a: &[u8],
+        lda: usize,
+        w: [&[i8]; LINES],
+        k: usize,
+        sums: Option<&mut [i32; LINES]>,
+    ) -> [[i32; LINES]; R] {
+        by_lines_checked::<R>(a, lda, w, k, sums)
+    }
 }
 
 /// `R` rows of A (unsigned bytes, row stride `lda`, each holding at least
 /// `rows_k` rounded up to 4 values) against `rows_k` rows of B (row stride
 /// `ldb`, `cols` ≤ 64 columns): the sums added into `acc` (`R` rows of 64
-/// i32 in [`by_rows_slot`] order; stored, not added, when `first`), and
-/// with `sums` the column sums likewise.
+/// i32 in [`VnniDirect::slot`] order; stored, not added, when `first`),
+/// and with `sums` (64) the column sums likewise.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn by_rows_checked<const R: usize>(
+fn by_rows_checked<const R: usize>(
     a: &[u8],
     lda: usize,
     b: &[i8],
     ldb: usize,
     (rows_k, cols): (usize, usize),
     acc: &mut [i32],
-    sums: Option<&mut [i32; TILE]>,
+    sums: Option<&mut [i32]>,
     first: bool,
 ) {
     assert!((1..=TILE).contains(&cols) && acc.len() >= R * TILE);
+    assert!(sums.as_ref().is_none_or(|s| s.len() >= TILE));
     assert!(rows_k == 0 || b.len() >= (rows_k - 1) * ldb + cols);
     let k4 = rows_k.div_ceil(4) * 4;
     assert!(R == 0 || (lda >= k4 && a.len() >= (R - 1) * lda + k4));
@@ -162,13 +201,10 @@ unsafe fn by_rows_vnni<const R: usize, const SUMS: bool>(
     }
 }
 
-/// Lines of W per [`by_lines_checked`] call.
-pub(crate) const LINES: usize = 4;
-
 /// `R` rows of A (unsigned bytes, row stride `lda`) against [`LINES`] lines
 /// of W (signed bytes), each `k` long: `out[r][l] = Σ_k a[r][k]·w[l][k]`
 /// (wrapping i32), and with `sums` `Σ_k w[l][k]`.
-pub(crate) fn by_lines_checked<const R: usize>(
+fn by_lines_checked<const R: usize>(
     a: &[u8],
     lda: usize,
     w: [&[i8]; LINES],
