@@ -203,37 +203,10 @@ unsafe fn fp4_dense_pairs(
     out_stride: usize,
 ) {
     let (k, blocks) = (rows.k, rows.k / rows.block);
-    let zeros_ptr = zeros.map_or(std::ptr::null(), <[u8]>::as_ptr);
-    let (f32_scales, e8m0, e4m3_times) = match scales {
-        GroupScales::F32(s) => (s.as_ptr(), std::ptr::null(), None),
-        GroupScales::E8M0(c) => (std::ptr::null(), c.as_ptr(), None),
-        GroupScales::E4M3(c, t) => (std::ptr::null(), c.as_ptr(), Some(t)),
-    };
-    let offset = |p: *const u8, g0: usize| {
-        if p.is_null() {
-            p
-        } else {
-            p.wrapping_add(g0 * blocks * 8)
-        }
-    };
     let mut g0 = 0;
     while groups - g0 >= 2 {
         let pairs = pairs_per_call(rows.rows, (groups - g0) / 2);
-        let at = DenseGroups {
-            codes: codes.as_ptr().wrapping_add(g0 * k * 4),
-            code_stride: k * 4,
-            scales: if f32_scales.is_null() {
-                f32_scales
-            } else {
-                f32_scales.wrapping_add(g0 * blocks * 8)
-            },
-            e8m0: offset(e8m0, g0),
-            e4m3_times,
-            zeros: offset(zeros_ptr, g0),
-            scale_stride: blocks * 8,
-            out: out.as_mut_ptr().wrapping_add(g0 * 8),
-            out_stride,
-        };
+        let at = DenseGroups::from_group(rows, codes, scales, zeros, g0, out, out_stride);
         // SAFETY: groups g0..g0 + 2·pairs ≤ groups, within the caller's
         // bounds; the CPU has the features (the caller's contract).
         unsafe {

@@ -29,6 +29,41 @@ pub(crate) struct DenseGroups {
     pub(crate) out_stride: usize,
 }
 
+impl DenseGroups {
+    /// The groups of a `fp4_dense` call's operands from group `g0` on
+    /// (pointers not given stay null: the kernels' test). Computing the
+    /// pointers reads nothing; the kernels' callers bound the reads.
+    pub(crate) fn from_group(
+        rows: &Fp4DenseRows<'_>,
+        codes: &[u8],
+        scales: GroupScales<'_>,
+        zeros: Option<&[u8]>,
+        g0: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) -> Self {
+        let (k, blocks) = (rows.k, rows.k / rows.block);
+        let at = |p: *const u8| p.wrapping_add(g0 * blocks * 8);
+        let null = std::ptr::null();
+        let (f32_scales, e8m0, e4m3_times) = match scales {
+            GroupScales::F32(s) => (s.as_ptr().wrapping_add(g0 * blocks * 8), null, None),
+            GroupScales::E8M0(c) => (std::ptr::null(), at(c.as_ptr()), None),
+            GroupScales::E4M3(c, t) => (std::ptr::null(), at(c.as_ptr()), Some(t)),
+        };
+        DenseGroups {
+            codes: codes.as_ptr().wrapping_add(g0 * k * 4),
+            code_stride: k * 4,
+            scales: f32_scales,
+            e8m0,
+            e4m3_times,
+            zeros: zeros.map_or(null, |z| at(z.as_ptr())),
+            scale_stride: blocks * 8,
+            out: out.as_mut_ptr().wrapping_add(g0 * 8),
+            out_stride,
+        }
+    }
+}
+
 /// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) for `R` rows and `G`
 /// groups of 8 lines: `R · G` independent chains side by side, so that the
 /// FMA latency of one chain (8 dependent FMAs per 8 values of k) overlaps
@@ -222,13 +257,6 @@ pub(crate) unsafe fn fp4_dense_groups(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let (k, blocks) = (rows.k, rows.k / rows.block);
-    let zeros = zeros.map_or(std::ptr::null(), <[u8]>::as_ptr);
-    let (f32_scales, e8m0, e4m3_times) = match scales {
-        GroupScales::F32(s) => (s.as_ptr(), std::ptr::null(), None),
-        GroupScales::E8M0(c) => (std::ptr::null(), c.as_ptr(), None),
-        GroupScales::E4M3(c, t) => (std::ptr::null(), c.as_ptr(), Some(t)),
-    };
     let mut g0 = 0;
     while g0 < groups {
         let left = groups - g0;
@@ -242,35 +270,12 @@ pub(crate) unsafe fn fp4_dense_groups(
             .into_iter()
             .find(|&g| g <= most && g <= left)
             .unwrap_or(1);
+        let at = DenseGroups::from_group(rows, codes, scales, zeros, g0, out, out_stride);
         // SAFETY: groups g0..g0 + g < groups, within the caller's bounds.
         unsafe {
-            let at = DenseGroups {
-                codes: codes.as_ptr().add(g0 * k * 4),
-                code_stride: k * 4,
-                // The pointer not given stays null (the kernel's test).
-                scales: if f32_scales.is_null() {
-                    f32_scales
-                } else {
-                    f32_scales.add(g0 * blocks * 8)
-                },
-                e8m0: if e8m0.is_null() {
-                    e8m0
-                } else {
-                    e8m0.add(g0 * blocks * 8)
-                },
-                e4m3_times,
-                zeros: if zeros.is_null() {
-                    zeros
-                } else {
-                    zeros.add(g0 * blocks * 8)
-                },
-                scale_stride: blocks * 8,
-                out: out.as_mut_ptr().add(g0 * 8),
-                out_stride,
-            };
             macro_rules! call {
                 ($($r:literal, $g:literal);*) => {
-                    match (rows.rows, g, rows.prescaled, !zeros.is_null()) {
+                    match (rows.rows, g, rows.prescaled, zeros.is_some()) {
                         $(($r, $g, true, false) => fp4_dense_avx2::<$r, $g, true, false>(rows, at),
                           ($r, $g, false, false) => fp4_dense_avx2::<$r, $g, false, false>(rows, at),
                           ($r, $g, true, true) => fp4_dense_avx2::<$r, $g, true, true>(rows, at),
