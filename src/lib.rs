@@ -26,7 +26,7 @@
 //! | bf16 (or f16, FP8, mixed) linear layer `y = act(x·Wᵀ + b)` | [`gemm::gemm`], [`gemm::gemm_mixed`] with an [`gemm::Epilogue`] |
 //! | the same weights many times at small batch | [`gemm::PackedB`] with [`gemm::gemm_packed`] |
 //! | int8 dynamic-quantized linear layer | [`quant::DynamicQuantLinear`] |
-//! | int8 GEMM with your own parameters | [`quant::qgemm`], [`quant::qgemm_packed`] |
+//! | int8 GEMM with your own parameters | [`quant::qgemm`] (batch ≤ 32 reads int8 weights in place, `[out, in]` as `w.t()` fastest), [`quant::qgemm_packed`] (weights packed once) |
 //! | weight-only quantized linear layer (FP4, int4, FP8 weights; f32/bf16 activations), any input rank | [`quant::WeightOnlyLinear`] |
 //! | f32/bf16 activations × block-scaled or int4 weights, one call | [`gemm::weight_only_gemm`], [`gemm::weight_only_gemm_packed`] ([`block_scaled::PackedFp4`]), [`gemm::weight_only_gemm_fp8`] ([`block_scaled::PackedFp8`]), [`gemm::weight_only_gemm_int4`] ([`block_scaled::PackedInt4`]) |
 //! | both operands in MXFP4/NVFP4/MXFP8/scaled FP8 | [`block_scaled::BlockScaled`], [`gemm::block_gemm`]; FP4 weights at small batch: [`block_scaled::PackedFp4`], [`gemm::block_gemm_packed`] |

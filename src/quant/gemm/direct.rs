@@ -9,9 +9,13 @@
 //! every other path. Integer sums are exact: the bits are the reference's.
 //!
 //! - B row-major (`[in, out]`): blocks of [`k_block`] rows of B, each swept
-//!   across the columns a tile at a time (64 columns with VNNI, 16 with
-//!   AVX2), so that B is read row after row as it
-//!   lies; the sums wait in a per-call buffer (M × N i32).
+//!   across the columns a tile of 64 at a time, so that B is read row after
+//!   row as it lies; the sums wait in a per-call buffer (M × N i32). With
+//!   few rows of A the kernel reads the tile in place; with more
+//!   ([`DirectKernel::PACK_PAST_ROWS`]), each tile is packed once (a dense
+//!   copy for VNNI, i16 pairs for AVX2) and every block of 4 rows runs on
+//!   it: rows of B 4 KiB apart share one L1 set, so reading them in place
+//!   again per block of rows misses L1.
 //! - B's columns contiguous (`[out, in]`, PyTorch's `x · Wᵀ`): four lines
 //!   of W at a time against every row of A (the lines stay in cache), each
 //!   output a dot product over k.
@@ -26,8 +30,9 @@ use crate::quant::QInt;
 use crate::tensor::{MatMut, MatRef};
 
 /// Rows of A up to which [`qgemm`](super::qgemm) reads B in place (when
-/// B has a unit stride and the CPU has AVX2; a row-major B without VNNI:
-/// [`AVX2_BY_ROWS_MAX_ROWS`]).
+/// B has a unit stride and the CPU has AVX2). Past it the blocked engine's
+/// packing pays: on Zen 4 without VNNI (`MIXPREC_FORCE_AVX2`), K = N =
+/// 4096, M = 32 takes 8.7 ms here and 19.1 ms blocked.
 pub(super) const DIRECT_MAX_ROWS: usize = 32;
 
 /// Rows of B per sweep across the columns (multiples of 4, the quads):
@@ -47,13 +52,6 @@ fn k_block(m: usize) -> usize {
 /// Rows of A per kernel call.
 const ROWS: usize = 4;
 
-/// Rows of A up to which the AVX2 kernel (no VNNI) reads a row-major B in
-/// place: it passes over B once per row of A, which past this costs more
-/// than the blocked engine's packing. On Zen 4 with `MIXPREC_FORCE_AVX2`,
-/// K = N = 4096: M = 1, 8, 32 in 1.0, 6.3, 24.7 ms in place against 12.9,
-/// 14.0, 19.1 ms blocked.
-const AVX2_BY_ROWS_MAX_ROWS: usize = 16;
-
 /// True when B is read row by row (row-major); false when by lines (its
 /// columns contiguous, `[out, in]`).
 fn reads_rows(b: &MatRef<'_, i8>) -> bool {
@@ -65,16 +63,7 @@ pub(super) fn applies(m: usize, b: &MatRef<'_, i8>, simd: bool) -> bool {
     if !(simd && crate::cpu::has_avx2_fma_f16c()) || m == 0 || b.rows() == 0 {
         return false;
     }
-    let by_rows = reads_rows(b);
-    if !by_rows && b.row_stride() != 1 {
-        return false;
-    }
-    let most = if by_rows && !crate::cpu::has_avx512() {
-        AVX2_BY_ROWS_MAX_ROWS
-    } else {
-        DIRECT_MAX_ROWS
-    };
-    m <= most
+    (reads_rows(b) || b.row_stride() == 1) && m <= DIRECT_MAX_ROWS
 }
 
 pub(super) fn run<A: QInt, O: QOutput>(
@@ -177,28 +166,33 @@ impl<T> Job<'_, T> {
         let mut acc = vec![0i32; tiles * m * tile];
         let mut sums = vec![0i32; tiles * tile];
         let kb = k_block(m);
-        let mut dense = if K::DENSE_TILES {
-            vec![0i8; kb * tile]
-        } else {
-            Vec::new()
-        };
+        // Enough blocks of rows: each tile packed once for all.
+        let packs = m > K::PACK_PAST_ROWS;
+        let mut packed = vec![K::Tile::default(); if packs { K::tile_len(kb) } else { 0 }];
         for k0 in (0..k).step_by(kb) {
             let rows_k = kb.min(k - k0);
             for (t, tile_sums) in sums.chunks_exact_mut(tile).enumerate() {
                 let j0 = t * tile;
                 let shape = (rows_k, tile.min(np - j0));
-                let at = k0 * ldb + c0 + j0;
-                let (b_tile, ldb) = if K::DENSE_TILES {
-                    for (r, row) in dense.chunks_exact_mut(tile).take(rows_k).enumerate() {
-                        row[..shape.1].copy_from_slice(&data[at + r * ldb..][..shape.1]);
-                        row[shape.1..].fill(0);
-                    }
-                    (&dense[..], tile)
-                } else {
-                    (&data[at..], ldb)
-                };
+                let b_tile = &data[k0 * ldb + c0 + j0..];
                 let acc_tile = &mut acc[t * m * tile..(t + 1) * m * tile];
                 let first = k0 == 0;
+                if packs {
+                    let col_sums = self.column_sums.then_some(&mut *tile_sums);
+                    K::pack_tile(b_tile, ldb, shape, &mut packed, col_sums, first);
+                    for i0 in (0..m).step_by(ROWS) {
+                        let a_rows = &self.rows[i0 * lda + k0..];
+                        let out = &mut acc_tile[i0 * tile..];
+                        let p = &packed[..];
+                        match m - i0 {
+                            1 => K::by_rows_packed::<1>(a_rows, lda, p, rows_k, out, first),
+                            2 => K::by_rows_packed::<2>(a_rows, lda, p, rows_k, out, first),
+                            3 => K::by_rows_packed::<3>(a_rows, lda, p, rows_k, out, first),
+                            _ => K::by_rows_packed::<ROWS>(a_rows, lda, p, rows_k, out, first),
+                        }
+                    }
+                    continue;
+                }
                 for i0 in (0..m).step_by(ROWS) {
                     let a_rows = &self.rows[i0 * lda + k0..];
                     let out = &mut acc_tile[i0 * tile..];

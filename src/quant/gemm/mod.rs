@@ -411,9 +411,9 @@ entry_and_portable_twin! {
     /// for A (per row, as dynamic quantization gives), 1 or N for B (per
     /// output channel).
     ///
-    /// **Small batch, either weight layout.** Up to 32 rows of A (16 for a
-    /// row-major B on CPUs without AVX-512 VNNI), a B with a unit stride is
-    /// read in place, never packed: `[in, out]` storage (B row-major) or
+    /// **Small batch, either weight layout.** Up to 32 rows of A (on CPUs
+    /// with AVX2), a B with a unit stride is read in place, never packed
+    /// whole: `[in, out]` storage (B row-major) or
     /// PyTorch's `[out, in]` (pass `w.t()`, B's columns contiguous), which
     /// is as fast or faster (on Zen 4 at K = N = 4096, M = 1: 0.43 ms
     /// against 0.57 ms; BENCHMARKS.md "int8"). Larger products pack B per

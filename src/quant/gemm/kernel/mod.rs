@@ -100,11 +100,12 @@ pub(crate) trait DirectKernel {
     /// True when A enters raw (with an offset) and the corrections need
     /// B's column sums; false when A enters as `a − za`.
     const COLUMN_SUMS: bool;
-    /// True when `by_rows` wants each tile of B copied into a dense buffer
-    /// first (rows `TILE` apart): rows of B 4 KiB apart share one L1 set,
-    /// so a kernel that reads each row of a tile more than once misses L1
-    /// on every read.
-    const DENSE_TILES: bool;
+    /// What a tile of B becomes in [`Self::pack_tile`].
+    type Tile: Copy + Default + Send + Sync;
+    /// Products of more rows than this pack each tile of B once
+    /// ([`Self::pack_tile`]) and run every block of rows on it
+    /// ([`Self::by_rows_packed`]) rather than reading B in place per block.
+    const PACK_PAST_ROWS: usize;
     /// A value of A as the kernel takes it, from its row's zero point and
     /// the offset the driver applies (128 for i8 A with `COLUMN_SUMS`).
     fn convert(v: i32, za: i32, offset: i32) -> Self::A;
@@ -124,6 +125,30 @@ pub(crate) trait DirectKernel {
         shape: (usize, usize),
         acc: &mut [i32],
         sums: Option<&mut [i32]>,
+        first: bool,
+    );
+    /// Elements of a tile of `rows_k` rows packed by [`Self::pack_tile`].
+    fn tile_len(rows_k: usize) -> usize;
+    /// `rows_k` rows of B (stride `ldb`, `cols` ≤ `TILE` columns) packed
+    /// into `out` (at least [`Self::tile_len`]), zero past `cols`; with
+    /// `sums` (only with `COLUMN_SUMS`) B's column sums added in, in
+    /// [`Self::slot`] order (stored when `first`).
+    fn pack_tile(
+        b: &[i8],
+        ldb: usize,
+        shape: (usize, usize),
+        out: &mut [Self::Tile],
+        sums: Option<&mut [i32]>,
+        first: bool,
+    );
+    /// [`Self::by_rows`] on a tile of `rows_k` rows packed by
+    /// [`Self::pack_tile`] (its column sums were taken there).
+    fn by_rows_packed<const R: usize>(
+        a: &[Self::A],
+        lda: usize,
+        tile: &[Self::Tile],
+        rows_k: usize,
+        acc: &mut [i32],
         first: bool,
     );
     /// `R` rows of A against [`DIRECT_LINES`] lines of W (each `k` long):

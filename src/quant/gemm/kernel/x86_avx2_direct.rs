@@ -29,7 +29,10 @@ impl DirectKernel for Avx2Direct {
     const STEP: usize = 2;
     const TILE: usize = TILE;
     const COLUMN_SUMS: bool = false;
-    const DENSE_TILES: bool = false;
+    type Tile = i16;
+    // On Zen 4 (forced AVX2), K = N = 4096: M = 8 in 6.3 ms in place, 3.3
+    // ms packed.
+    const PACK_PAST_ROWS: usize = 4;
 
     fn convert(v: i32, za: i32, _offset: i32) -> i16 {
         (v - za) as i16
@@ -74,6 +77,63 @@ impl DirectKernel for Avx2Direct {
                 lda,
                 b.as_ptr(),
                 ldb,
+                rows_k,
+                acc.as_mut_ptr(),
+                first,
+            )
+        }
+    }
+
+    fn tile_len(rows_k: usize) -> usize {
+        // Per pair of rows, per run of 16 columns: 16 pairs of i16, twice.
+        rows_k.div_ceil(2) * 2 * TILE
+    }
+
+    /// Per pair of B's rows, per run of 16 columns, the two vectors of
+    /// i16 pairs `by_rows` builds in registers (`vpunpcklwd`, then
+    /// `vpunpckhwd` of the sign-extended rows), stored.
+    fn pack_tile(
+        b: &[i8],
+        ldb: usize,
+        (rows_k, cols): (usize, usize),
+        out: &mut [i16],
+        _sums: Option<&mut [i32]>,
+        _first: bool,
+    ) {
+        assert!((1..=TILE).contains(&cols) && out.len() >= Self::tile_len(rows_k));
+        assert!(rows_k == 0 || b.len() >= (rows_k - 1) * ldb + cols);
+        if cols < TILE {
+            let mut tile = vec![0i8; rows_k * TILE];
+            for (r, row) in tile.chunks_exact_mut(TILE).enumerate() {
+                row[..cols].copy_from_slice(&b[r * ldb..r * ldb + cols]);
+            }
+            return Self::pack_tile(&tile, TILE, (rows_k, TILE), out, None, false);
+        }
+        // SAFETY: the driver calls this only when the CPU has AVX2; the
+        // asserts bound every read (64 bytes of each of `rows_k` rows) and
+        // write (`tile_len(rows_k)` values).
+        unsafe { pack_pairs_avx2(b.as_ptr(), ldb, rows_k, out.as_mut_ptr()) }
+    }
+
+    fn by_rows_packed<const R: usize>(
+        a: &[i16],
+        lda: usize,
+        tile: &[i16],
+        rows_k: usize,
+        acc: &mut [i32],
+        first: bool,
+    ) {
+        let k2 = rows_k.div_ceil(2) * 2;
+        assert!(tile.len() >= Self::tile_len(rows_k) && acc.len() >= R * TILE);
+        assert!(R == 0 || (lda >= k2 && a.len() >= (R - 1) * lda + k2));
+        // SAFETY: the driver calls this only when the CPU has AVX2; the
+        // asserts bound every read (the packed pairs, `k2` values of each
+        // row of A) and write.
+        unsafe {
+            by_rows_packed_avx2::<R>(
+                a.as_ptr(),
+                lda,
+                tile.as_ptr(),
                 rows_k,
                 acc.as_mut_ptr(),
                 first,
@@ -182,6 +242,84 @@ unsafe fn by_row_avx2(
         for (run, s_run) in s.iter().enumerate() {
             for (h, v) in s_run.iter().enumerate() {
                 _mm256_storeu_si256(acc.add(run * RUN + 8 * h) as *mut __m256i, *v);
+            }
+        }
+    }
+}
+
+/// [`Avx2Direct::pack_tile`]'s packing: pair `p`, run `q` at
+/// `out[(4p + q) · 32..]`, low then high unpack.
+///
+/// # Safety
+/// AVX2 present; `b` has `rows_k` rows (stride `ldb`) of 64 bytes; `out`
+/// has `tile_len(rows_k)` values.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_pairs_avx2(b: *const i8, ldb: usize, rows_k: usize, out: *mut i16) {
+    // SAFETY (all reads and writes): within the caller's bounds.
+    unsafe {
+        for p in 0..rows_k.div_ceil(2) {
+            for run in 0..TILE / RUN {
+                let row = |i: usize| {
+                    if i < rows_k {
+                        let at = b.add(i * ldb + run * RUN);
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(at as *const __m128i))
+                    } else {
+                        _mm256_setzero_si256()
+                    }
+                };
+                let (x0, x1) = (row(2 * p), row(2 * p + 1));
+                let at = out.add((4 * p + run) * 32);
+                _mm256_storeu_si256(at as *mut __m256i, _mm256_unpacklo_epi16(x0, x1));
+                _mm256_storeu_si256(at.add(16) as *mut __m256i, _mm256_unpackhi_epi16(x0, x1));
+            }
+        }
+    }
+}
+
+/// [`Avx2Direct::by_rows_packed`]: run by run of 16 columns, every pair of
+/// the packed tile against `R` rows of A (the pairs' loads shared by the
+/// rows).
+///
+/// # Safety
+/// AVX2 present; `a` has `R` rows (stride `lda`) of `rows_k` rounded up to
+/// 2 values; `tile` `tile_len(rows_k)` values; `acc` `R` rows of 64 i32.
+#[target_feature(enable = "avx2")]
+unsafe fn by_rows_packed_avx2<const R: usize>(
+    a: *const i16,
+    lda: usize,
+    tile: *const i16,
+    rows_k: usize,
+    acc: *mut i32,
+    first: bool,
+) {
+    // SAFETY (all reads and writes): within the caller's bounds.
+    unsafe {
+        for run in 0..TILE / RUN {
+            let mut s = [[_mm256_setzero_si256(); 2]; R];
+            if !first {
+                for (r, s_r) in s.iter_mut().enumerate() {
+                    for (h, v) in s_r.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(
+                            acc.add(r * TILE + run * RUN + 8 * h) as *const __m256i
+                        );
+                    }
+                }
+            }
+            for p in 0..rows_k.div_ceil(2) {
+                let at = tile.add((4 * p + run) * 32);
+                let lo = _mm256_loadu_si256(at as *const __m256i);
+                let hi = _mm256_loadu_si256(at.add(16) as *const __m256i);
+                for (r, s_r) in s.iter_mut().enumerate() {
+                    let a2 =
+                        _mm256_set1_epi32((a.add(r * lda + 2 * p) as *const i32).read_unaligned());
+                    s_r[0] = _mm256_add_epi32(s_r[0], _mm256_madd_epi16(a2, lo));
+                    s_r[1] = _mm256_add_epi32(s_r[1], _mm256_madd_epi16(a2, hi));
+                }
+            }
+            for (r, s_r) in s.iter().enumerate() {
+                for (h, v) in s_r.iter().enumerate() {
+                    _mm256_storeu_si256(acc.add(r * TILE + run * RUN + 8 * h) as *mut __m256i, *v);
+                }
             }
         }
     }

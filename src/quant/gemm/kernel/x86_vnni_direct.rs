@@ -31,7 +31,10 @@ impl DirectKernel for VnniDirect {
     const STEP: usize = 4;
     const TILE: usize = TILE;
     const COLUMN_SUMS: bool = true;
-    const DENSE_TILES: bool = false;
+    type Tile = i8;
+    // On Zen 4, K = N = 4096: M = 8 in 1.7 ms in place, 2.45 ms packed;
+    // M = 32 in 7.0 ms in place, 5.55 ms packed.
+    const PACK_PAST_ROWS: usize = 8;
 
     fn convert(v: i32, _za: i32, offset: i32) -> u8 {
         (v + offset) as u8
@@ -55,6 +58,46 @@ impl DirectKernel for VnniDirect {
         first: bool,
     ) {
         by_rows_checked::<R>(a, lda, b, ldb, shape, acc, sums, first)
+    }
+
+    fn tile_len(rows_k: usize) -> usize {
+        rows_k * TILE
+    }
+
+    /// A dense copy (rows 64 bytes apart: rows of B 4 KiB apart share one
+    /// L1 set, so every block of rows after the first would miss L1 on
+    /// each read), and the column sums from it.
+    fn pack_tile(
+        b: &[i8],
+        ldb: usize,
+        (rows_k, cols): (usize, usize),
+        out: &mut [i8],
+        sums: Option<&mut [i32]>,
+        first: bool,
+    ) {
+        assert!((1..=TILE).contains(&cols) && out.len() >= rows_k * TILE);
+        for (r, row) in out.chunks_exact_mut(TILE).take(rows_k).enumerate() {
+            if cols == TILE {
+                row.copy_from_slice(&b[r * ldb..r * ldb + TILE]);
+            } else {
+                row[..cols].copy_from_slice(&b[r * ldb..r * ldb + cols]);
+                row[cols..].fill(0);
+            }
+        }
+        if sums.is_some() {
+            by_rows_checked::<0>(&[], 0, out, TILE, (rows_k, TILE), &mut [], sums, first);
+        }
+    }
+
+    fn by_rows_packed<const R: usize>(
+        a: &[u8],
+        lda: usize,
+        tile: &[i8],
+        rows_k: usize,
+        acc: &mut [i32],
+        first: bool,
+    ) {
+        by_rows_checked::<R>(a, lda, tile, TILE, (rows_k, TILE), acc, None, first)
     }
 
     fn by_lines<const R: usize>(
