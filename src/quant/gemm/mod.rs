@@ -415,8 +415,8 @@ entry_and_portable_twin! {
     /// with AVX2), a B with a unit stride is read in place, never packed
     /// whole: `[in, out]` storage (B row-major) or
     /// PyTorch's `[out, in]` (pass `w.t()`, B's columns contiguous), which
-    /// is as fast or faster (on Zen 4 at K = N = 4096, M = 1: 0.43 ms
-    /// against 0.57 ms; BENCHMARKS.md "int8"). Larger products pack B per
+    /// is as fast or faster (on Zen 4 at K = N = 4096, M = 1: 0.46 ms
+    /// against 0.58 ms; BENCHMARKS.md "int8"). Larger products pack B per
     /// call; for weights reused across calls, [`PackedI8`] packs them once.
     ///
     /// ```
