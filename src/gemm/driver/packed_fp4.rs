@@ -40,17 +40,22 @@ pub(crate) trait NibbleWeights: Sync {
     /// The f32 scales of groups `g0..g0 + gs` (decoded into `buf` if need be).
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32];
     /// The scales of groups `g0..g0 + gs` for [`Kernel::fp4_dense`], for a
-    /// product of `rows` rows.
+    /// product of `rows` rows: the f32 scales unless the weights keep
+    /// them encoded.
     fn dense_scales<'a>(
         &'a self,
         g0: usize,
         gs: usize,
-        rows: usize,
+        _rows: usize,
         buf: &'a mut Vec<f32>,
-    ) -> GroupScales<'a>;
+    ) -> GroupScales<'a> {
+        GroupScales::F32(self.group_scales(g0, gs, buf))
+    }
     /// The zero points of groups `g0..g0 + gs` (int4 weights), laid out
-    /// as the scales; `None` for FP4 codes.
-    fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]>;
+    /// as the scales; `None` for FP4 and FP8 codes.
+    fn zeros(&self, _g0: usize, _gs: usize) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl NibbleWeights for PackedFp4 {
@@ -78,9 +83,6 @@ impl NibbleWeights for PackedFp4 {
     ) -> GroupScales<'a> {
         PackedFp4::dense_scales(self, g0, gs, rows, buf)
     }
-    fn zeros(&self, _: usize, _: usize) -> Option<&[u8]> {
-        None
-    }
 }
 
 /// Groups `g0..g0 + gs` of per-group parameters (scales, zero points) of
@@ -106,15 +108,6 @@ impl NibbleWeights for PackedInt4 {
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
         groups_of(self.parts().1, self, (g0, gs))
     }
-    fn dense_scales<'a>(
-        &'a self,
-        g0: usize,
-        gs: usize,
-        _: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> GroupScales<'a> {
-        GroupScales::F32(NibbleWeights::group_scales(self, g0, gs, buf))
-    }
     fn zeros(&self, g0: usize, gs: usize) -> Option<&[u8]> {
         Some(groups_of(self.parts().2, self, (g0, gs)))
     }
@@ -137,18 +130,6 @@ impl NibbleWeights for PackedFp8 {
     }
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
         groups_of(self.parts().1, self, (g0, gs))
-    }
-    fn dense_scales<'a>(
-        &'a self,
-        g0: usize,
-        gs: usize,
-        _: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> GroupScales<'a> {
-        GroupScales::F32(NibbleWeights::group_scales(self, g0, gs, buf))
-    }
-    fn zeros(&self, _: usize, _: usize) -> Option<&[u8]> {
-        None
     }
 }
 

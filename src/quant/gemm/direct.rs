@@ -23,6 +23,7 @@
 use super::kernel::x86_avx2_direct::Avx2Direct;
 use super::kernel::x86_vnni_direct::VnniDirect;
 use super::kernel::{DirectKernel, DIRECT_LINES as LINES};
+use super::packed::padded_rows;
 use super::{pick, QEpilogue, QOutput, RowCorrection};
 use crate::gemm::driver::{par_split, task_count};
 use crate::gemm::Parallelism;
@@ -104,22 +105,21 @@ fn run_with<A: QInt, O: QOutput, K: DirectKernel>(
     } else {
         0
     };
-    let mut rows = vec![K::A::default(); m * lda];
-    let mut corrections = Vec::with_capacity(m);
-    for (i, row) in rows.chunks_exact_mut(lda).enumerate() {
-        let z = pick(za, i);
-        let mut sum = 0i32;
-        for (kk, d) in row[..k].iter_mut().enumerate() {
-            let v = a.at(i, kk).to_i32();
-            *d = K::convert(v, z, offset);
-            sum = sum.wrapping_add(if K::COLUMN_SUMS { v } else { v - z });
-        }
-        corrections.push(if K::COLUMN_SUMS {
-            RowCorrection::new(z, sum, k, offset)
-        } else {
-            RowCorrection::new(0, sum, k, 0)
-        });
-    }
+    let (rows, raw_sums) = padded_rows(&a, lda, |v, i| K::convert(v, pick(za, i), offset));
+    let corrections: Vec<RowCorrection> = raw_sums
+        .iter()
+        .enumerate()
+        .map(|(i, &sum)| {
+            let z = pick(za, i);
+            if K::COLUMN_SUMS {
+                RowCorrection::new(z, sum, k, offset)
+            } else {
+                // Σ(a − za) = Σa − k·za (wrapping, as the corrections).
+                let centred = sum.wrapping_sub((k as i32).wrapping_mul(z));
+                RowCorrection::new(0, centred, k, 0)
+            }
+        })
+        .collect();
     let column_sums = K::COLUMN_SUMS && corrections.iter().any(|c| c.uses_column_sums());
     let tasks = task_count(m, n, k, parallelism);
     let by_rows = reads_rows(&b);

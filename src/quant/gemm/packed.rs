@@ -197,14 +197,15 @@ fn packed_on<A: QInt, O: QOutput>(
     Ok(())
 }
 
-/// A's rows converted by `f` and zero-padded to `k4`, one after another,
-/// and each row's sum (wrapping, as the corrections are taken mod 2^32).
-/// Row by row over slices when A's rows are contiguous: this runs before
-/// the threads split the columns, so at M = 1 it is serial time.
-fn padded_rows<A: QInt, P: Copy + Default>(
+/// A's rows converted by `f(value, row)` and zero-padded to `k4`, one
+/// after another, and each row's sum of its raw values (wrapping, as the
+/// corrections are taken mod 2^32). Row by row over slices when A's rows
+/// are contiguous: this runs before the threads split the columns, so at
+/// M = 1 it is serial time. Also the direct path's (`super::direct`).
+pub(super) fn padded_rows<A: QInt, P: Copy + Default>(
     a: &MatRef<'_, A>,
     k4: usize,
-    f: impl Fn(i32) -> P,
+    f: impl Fn(i32, usize) -> P,
 ) -> (Vec<P>, Vec<i32>) {
     let (m, k) = (a.rows(), a.cols());
     let mut out = vec![P::default(); m * k4];
@@ -216,13 +217,13 @@ fn padded_rows<A: QInt, P: Copy + Default>(
         if a.col_stride() == 1 || k == 1 {
             let src = &a.as_slice()[i * a.row_stride()..][..k];
             for (d, &v) in row.iter_mut().zip(src) {
-                *d = f(v.to_i32());
+                *d = f(v.to_i32(), i);
             }
             *sum = src.iter().fold(0i32, |s, &v| s.wrapping_add(v.to_i32()));
         } else {
             for (kk, d) in row[..k].iter_mut().enumerate() {
                 let v = a.at(i, kk).to_i32();
-                *d = f(v);
+                *d = f(v, i);
                 *sum = sum.wrapping_add(v);
             }
         }
@@ -267,13 +268,13 @@ fn run_packed<A: QInt, O: QOutput>(
     // the zero point and the row sum to match).
     let offset = if vnni && A::QMIN < 0 { 128 } else { 0 };
     let (rows, row_sums) = if vnni {
-        let (rows, sums) = padded_rows(&a, k4, |v| (v + offset) as u8);
+        let (rows, sums) = padded_rows(&a, k4, |v, _| (v + offset) as u8);
         (Rows::U8(rows), sums)
     } else if seven {
-        let (rows, sums) = padded_rows(&a, k4, |v| v as u8);
+        let (rows, sums) = padded_rows(&a, k4, |v, _| v as u8);
         (Rows::U7(rows), sums)
     } else {
-        let (rows, sums) = padded_rows(&a, k4, |v| v as i16);
+        let (rows, sums) = padded_rows(&a, k4, |v, _| v as i16);
         (Rows::I16(rows), sums)
     };
     let pick = |v: &[i32], i: usize| v[if v.len() == 1 { 0 } else { i }];

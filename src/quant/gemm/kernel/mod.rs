@@ -81,6 +81,26 @@ pub(crate) trait IntKernel {
     );
 }
 
+/// Columns of a [`DirectKernel`] tile (both leaves).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const DIRECT_TILE: usize = 64;
+
+/// `rows_k` rows of B (stride `ldb`, `cols` ≤ [`DIRECT_TILE`] values each)
+/// copied into `out` as rows of [`DIRECT_TILE`] bytes, zero past `cols`:
+/// the dense tile the direct kernels read when B's own rows would not do
+/// (a short tile, or rows 4 KiB apart that share one L1 set).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn copy_tile(b: &[i8], ldb: usize, (rows_k, cols): (usize, usize), out: &mut [i8]) {
+    for (r, row) in out.chunks_exact_mut(DIRECT_TILE).take(rows_k).enumerate() {
+        if cols == DIRECT_TILE {
+            row.copy_from_slice(&b[r * ldb..r * ldb + DIRECT_TILE]);
+        } else {
+            row[..cols].copy_from_slice(&b[r * ldb..r * ldb + cols]);
+            row[cols..].fill(0);
+        }
+    }
+}
+
 /// Lines of W per [`DirectKernel::by_lines`] call.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const DIRECT_LINES: usize = 4;

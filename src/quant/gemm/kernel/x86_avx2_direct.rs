@@ -11,16 +11,15 @@
 //!   products over k, 16 values per instruction, summed across the
 //!   register at the end.
 
-use super::{DirectKernel, DIRECT_LINES};
+use super::{copy_tile, DirectKernel, DIRECT_LINES, DIRECT_TILE as TILE};
 use std::arch::x86_64::*;
 
 /// The AVX2 direct kernels.
 pub(crate) struct Avx2Direct;
 
-/// Columns per call: four runs of 16 (one pair of ymm sums per row each),
-/// so that each call does enough work to carry its overhead (16 columns
-/// per call ran M = 1 at 1.97 ms on Zen 4, K = N = 4096).
-const TILE: usize = 64;
+// Columns per call (`TILE`): four runs of 16 (one pair of ymm sums per
+// row each), so that each call does enough work to carry its overhead (16
+// columns per call ran M = 1 at 1.97 ms on Zen 4, K = N = 4096).
 /// Columns per run (two ymm of i32 sums).
 const RUN: usize = 16;
 
@@ -63,9 +62,7 @@ impl DirectKernel for Avx2Direct {
         if cols < TILE {
             // A short tile: its rows copied into 64-byte rows, zero-padded.
             let mut tile = vec![0i8; rows_k * TILE];
-            for (r, row) in tile.chunks_exact_mut(TILE).enumerate() {
-                row[..cols].copy_from_slice(&b[r * ldb..r * ldb + cols]);
-            }
+            copy_tile(b, ldb, (rows_k, cols), &mut tile);
             return Self::by_rows::<R>(a, lda, &tile, TILE, (rows_k, TILE), acc, None, first);
         }
         // SAFETY: the driver calls this only when the CPU has AVX2; the
@@ -104,9 +101,7 @@ impl DirectKernel for Avx2Direct {
         assert!(rows_k == 0 || b.len() >= (rows_k - 1) * ldb + cols);
         if cols < TILE {
             let mut tile = vec![0i8; rows_k * TILE];
-            for (r, row) in tile.chunks_exact_mut(TILE).enumerate() {
-                row[..cols].copy_from_slice(&b[r * ldb..r * ldb + cols]);
-            }
+            copy_tile(b, ldb, (rows_k, cols), &mut tile);
             return Self::pack_tile(&tile, TILE, (rows_k, TILE), out, None, false);
         }
         // SAFETY: the driver calls this only when the CPU has AVX2; the

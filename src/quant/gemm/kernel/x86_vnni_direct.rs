@@ -17,14 +17,11 @@
 //! Both also give Σ_k b[k, j] per column when asked (one `vpdpbusd` against
 //! ones per quad), which the zero-point corrections need.
 
-use super::{DirectKernel, DIRECT_LINES as LINES};
+use super::{copy_tile, DirectKernel, DIRECT_LINES as LINES, DIRECT_TILE as TILE};
 use std::arch::x86_64::*;
 
 /// The AVX-512 VNNI direct kernels.
 pub(crate) struct VnniDirect;
-
-/// Columns of one `by_rows` tile.
-const TILE: usize = 64;
 
 impl DirectKernel for VnniDirect {
     type A = u8;
@@ -76,14 +73,7 @@ impl DirectKernel for VnniDirect {
         first: bool,
     ) {
         assert!((1..=TILE).contains(&cols) && out.len() >= rows_k * TILE);
-        for (r, row) in out.chunks_exact_mut(TILE).take(rows_k).enumerate() {
-            if cols == TILE {
-                row.copy_from_slice(&b[r * ldb..r * ldb + TILE]);
-            } else {
-                row[..cols].copy_from_slice(&b[r * ldb..r * ldb + cols]);
-                row[cols..].fill(0);
-            }
-        }
+        copy_tile(b, ldb, (rows_k, cols), out);
         if sums.is_some() {
             by_rows_checked::<0>(&[], 0, out, TILE, (rows_k, TILE), &mut [], sums, first);
         }
