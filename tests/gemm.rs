@@ -582,13 +582,15 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
 /// `x · Wᵀ` with W stored `[out, in]` (B a transposed view, its columns
 /// contiguous): the strategy that transposes each K-tile of a panel in L1,
 /// for row counts across the register block and past it, a K with a short
-/// last tile, an N that is not a multiple of 16 or 8 (the transpose's
-/// blocks and the panel's tail), f32/f16/bf16 weights, and 1, 2 and 3
-/// threads: the reference's bits.
+/// last tile (301: one pair of whole tiles, read side by side for bf16 on
+/// AVX-512, then 45 steps; 600: two pairs, so the second pair's sums are
+/// added to a non-zero accumulator in tile order), an N that is not a
+/// multiple of 16 or 8 (the transpose's blocks and the panel's tail),
+/// f32/f16/bf16 weights, and 1, 2 and 3 threads: the reference's bits.
 #[test]
 fn skinny_transposed_weights_equal_reference() {
-    fn check<TB: FloatElement>() {
-        let (n, k) = (1037, 301);
+    fn check<TB: FloatElement>(k: usize) {
+        let n = 1037;
         // W: n rows of k, row-major; B = Wᵀ is k × n.
         let w: Vec<TB> = (0..n * k)
             .map(|i| TB::from_f32(((i * 7 % 43) as f32 - 21.0) / 8.0))
@@ -609,9 +611,11 @@ fn skinny_transposed_weights_equal_reference() {
             mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2, 3]);
         }
     }
-    check::<f32>();
-    check::<f16>();
-    check::<bf16>();
+    for k in [301, 600] {
+        check::<f32>(k);
+        check::<f16>(k);
+        check::<bf16>(k);
+    }
 }
 
 #[test]

@@ -24,10 +24,6 @@ use crate::tensor::{MatMut, MatRef};
 /// runs of each f32 row of W, a 128 KiB chunk for 16 columns.
 const CHUNK_STEPS: usize = 16 * ARRAY_ROWS;
 
-/// Outputs (rows of W) that the in-place kernel takes through all of K
-/// before the next ones: as many row streams as the prefetchers follow.
-const OUTPUT_BLOCK: usize = 8;
-
 /// Rows of A up to which the kernel reads W in place (past them, packing
 /// each panel once is cheaper than transposing it per A panel).
 const IN_PLACE_MAX_ROWS: usize = 16;
@@ -72,22 +68,43 @@ pub(super) fn serial_direct_transposed<
         let in_place = mb <= IN_PLACE_MAX_ROWS && K::reads_direct_t::<TB>();
         let (w, ld) = (b.as_slice(), b.col_stride());
         let n_main = if in_place { n / nr * nr } else { 0 };
-        // OUTPUT_BLOCK outputs (rows of W) at a time over all of K, so
-        // that few rows of W stream at once.
-        for j0 in (0..n_main).step_by(OUTPUT_BLOCK) {
-            let nb = OUTPUT_BLOCK.min(n_main - j0);
-            for k0 in (0..k).step_by(ARRAY_ROWS) {
-                let kt = ARRAY_ROWS.min(k - k0);
-                let w_tile = &w[j0 * ld + k0..];
+        // A register's worth of outputs (rows of W) at a time over all
+        // of K, so that few rows of W stream at once.
+        let outputs = K::direct_t_outputs::<TB>();
+        for j0 in (0..n_main).step_by(outputs) {
+            let nb = outputs.min(n_main - j0);
+            // Two K-tiles at a time where the kernel runs their chains
+            // side by side, else tile by tile; each tile's sums are added
+            // into acc in tile order either way.
+            let mut k0 = 0;
+            while k0 < k {
+                let span = (2 * ARRAY_ROWS).min(k - k0);
                 for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
-                    let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
                     let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
-                    let p = grow(p_buf, rows * nb);
-                    p.fill(0.0);
-                    K::tile_direct_t(kt, rows, a_tile, w_tile, ld, nb, p);
-                    // One `acc = acc + p` per accumulator element and K-tile.
-                    add_tile_sums(acc, n, (q * K::DIRECT_MR, j0), p, nb, (rows, nb));
+                    if span == 2 * ARRAY_ROWS
+                        && K::tile_pair_direct_t(
+                            rows,
+                            &a_panel[k0 * K::DIRECT_MR..(k0 + span) * K::DIRECT_MR],
+                            &w[j0 * ld + k0..],
+                            ld,
+                            nb,
+                            &mut acc[q * K::DIRECT_MR * n + j0..],
+                            n,
+                        )
+                    {
+                        continue;
+                    }
+                    for t0 in (k0..k0 + span).step_by(ARRAY_ROWS) {
+                        let kt = ARRAY_ROWS.min(k0 + span - t0);
+                        let a_tile = &a_panel[t0 * K::DIRECT_MR..(t0 + kt) * K::DIRECT_MR];
+                        let p = grow(p_buf, rows * nb);
+                        p.fill(0.0);
+                        K::tile_direct_t(kt, rows, a_tile, &w[j0 * ld + t0..], ld, nb, p);
+                        // One `acc = acc + p` per accumulator element and K-tile.
+                        add_tile_sums(acc, n, (q * K::DIRECT_MR, j0), p, nb, (rows, nb));
+                    }
                 }
+                k0 += span;
             }
         }
         for pj in n_main / nr..n.div_ceil(nr) {

@@ -14,6 +14,8 @@ pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_dense;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512_transposed;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp4_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp8_dense;
@@ -648,6 +650,13 @@ pub(crate) trait Kernel {
         false
     }
 
+    /// Outputs (rows of W) that the driver hands [`Kernel::tile_direct_t`]
+    /// at a time, each group through all of K before the next: as many row
+    /// streams as one register of the kernel holds outputs.
+    fn direct_t_outputs<T: FloatElement>() -> usize {
+        8
+    }
+
     /// [`Kernel::tile_direct`] for a B whose columns are contiguous (B =
     /// Wᵀ, W stored `[out, in]`): `w` holds `nb` columns of B as rows,
     /// column j's `kt` values at `w[j * ld..][..kt]`. The partial sums of
@@ -665,6 +674,25 @@ pub(crate) trait Kernel {
         p: &mut [f32],
     ) {
         tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, w, (1, ld), nb, p)
+    }
+
+    /// Two whole K-tiles (`2 · ARRAY_ROWS` steps) of [`Kernel::tile_direct_t`]
+    /// at once, each tile's partial sums from +0.0 then added into `acc`
+    /// (`rows × nb`, rows `ld_acc` apart) in tile order, as the driver adds
+    /// them: `acc = (acc + p₀) + p₁`. Returns false, having done nothing,
+    /// where the kernel has no such form for `T` and `nb` (the driver then
+    /// goes tile by tile).
+    #[allow(clippy::too_many_arguments)]
+    fn tile_pair_direct_t<T: FloatElement>(
+        _rows: usize,
+        _a: &[f32],
+        _w: &[T],
+        _ld: usize,
+        _nb: usize,
+        _acc: &mut [f32],
+        _ld_acc: usize,
+    ) -> bool {
+        false
     }
 
     /// `out[i*ld_out + j] = epilogue(acc[i*ld_acc + j], out[i*ld_out + j], col0 + j)`

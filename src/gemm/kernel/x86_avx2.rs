@@ -26,7 +26,7 @@ const NR: usize = 16;
 /// products, which B types the direct kernel reads, and the epilogue.
 /// Each asserts the bounds its `#[target_feature]` function relies on.
 macro_rules! avx2_shared_methods {
-    ($dense_fp4:path, $dense_fp8:path) => {
+    ($dense_fp4:path, $dense_fp8:path, $direct_t:path) => {
         fn has_fp4_dots() -> bool {
             true
         }
@@ -129,24 +129,12 @@ macro_rules! avx2_shared_methods {
                         nb,
                         load,
                     };
-                    use $crate::gemm::kernel::x86_transposed::tile_direct_t_avx2 as t;
                     // SAFETY: the driver selects this kernel only when the
-                    // CPU has AVX2, FMA and F16C; the asserts bound every
-                    // access (A: kt8 ≤ kt steps of mr values; W: nb rows
-                    // of ld, kt8 ≤ kt values each; p: rows × nb); `load`
-                    // reads elements of the type `T` is.
-                    unsafe {
-                        match rows {
-                            1 => t::<1>(ap, wp, pp, shape),
-                            2 => t::<2>(ap, wp, pp, shape),
-                            3 => t::<3>(ap, wp, pp, shape),
-                            4 => t::<4>(ap, wp, pp, shape),
-                            5 => t::<5>(ap, wp, pp, shape),
-                            6 => t::<6>(ap, wp, pp, shape),
-                            7 => t::<7>(ap, wp, pp, shape),
-                            _ => t::<8>(ap, wp, pp, shape),
-                        }
-                    }
+                    // CPU has the features of `$direct_t`'s tier; the
+                    // asserts bound every access (A: kt8 ≤ kt steps of mr
+                    // values; W: nb rows of ld, kt8 ≤ kt values each; p:
+                    // rows × nb); `load` reads elements of the type `T` is.
+                    unsafe { $direct_t(rows, ap, wp, pp, shape) };
                     kt8
                 }
                 _ => 0,
@@ -189,7 +177,8 @@ impl Kernel for Avx2 {
     );
     avx2_shared_methods!(
         super::x86_fp4_dense::fp4_dense_checked,
-        super::x86_fp8_dense::fp8_dense_checked
+        super::x86_fp8_dense::fp8_dense_checked,
+        super::x86_transposed::direct_t_avx2
     );
 
     fn fp4_tile(

@@ -6,8 +6,9 @@
 //! runs a zmm FMA on both 256-bit pipes, about 5 % faster at n = 1024).
 //! The packed layouts are the AVX2 kernel's, and so are the small-M FP4
 //! dot products and the epilogue; the direct-B kernel of skinny products is
-//! the AVX2 one's traversal on zmm registers, and the FP4 × FP4 integer
-//! tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
+//! the AVX2 one's traversal on zmm registers, the `x · Wᵀ` kernel of f32
+//! and bf16 W is [`super::x86_avx512_transposed`]'s, and the FP4 × FP4
+//! integer tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
 use super::x86_avx2::{avx2_shared_methods, fp4_block_accumulate};
 use super::{
@@ -15,6 +16,7 @@ use super::{
     DirectLoad, Fp4Tile, Kernel, FP4_MR, FP4_NR,
 };
 use crate::dtype::FloatElement;
+use crate::gemm::ARRAY_ROWS;
 use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
 
@@ -39,7 +41,8 @@ impl Kernel for Avx512 {
     );
     avx2_shared_methods!(
         super::x86_avx512_dense::fp4_dense_checked_avx512,
-        super::x86_fp8_dense::fp8_dense_checked
+        super::x86_fp8_dense::fp8_dense_checked,
+        super::x86_avx512_transposed::direct_t_avx512
     );
 
     fn fp4_tile(
@@ -54,6 +57,62 @@ impl Kernel for Avx512 {
         // SAFETY: the CPU has AVX2, FMA and AVX-512 F/BW/VL/VNNI (the
         // driver's choice of kernel); the asserts bound every access.
         unsafe { fp4_tile_vnni(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
+    }
+
+    fn direct_t_outputs<T: FloatElement>() -> usize {
+        match DirectLoad::of::<T>() {
+            Some(DirectLoad::F32 | DirectLoad::BF16) => super::x86_avx512_transposed::OUTPUTS,
+            _ => 8,
+        }
+    }
+
+    fn tile_pair_direct_t<T: FloatElement>(
+        rows: usize,
+        a: &[f32],
+        w: &[T],
+        ld: usize,
+        nb: usize,
+        acc: &mut [f32],
+        ld_acc: usize,
+    ) -> bool {
+        // bf16 only: f32 rows arrive at half the rate, one chain keeps up,
+        // and a second place read in each row slowed f32 by 10–15 %.
+        if T::DTYPE != crate::dtype::DType::BF16
+            || nb == 0
+            || !nb.is_multiple_of(super::x86_avx512_transposed::OUTPUTS)
+        {
+            return false;
+        }
+        let kt = ARRAY_ROWS;
+        assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= 2 * kt * DIRECT_MR);
+        assert!(w.len() >= (nb - 1) * ld + 2 * kt);
+        assert!(acc.len() >= (rows - 1) * ld_acc + nb);
+        let shape = super::x86_transposed::TransposedTile {
+            kt8: kt,
+            mr: DIRECT_MR,
+            ld,
+            nb,
+            load: DirectLoad::BF16,
+        };
+        let (ap, wp, cp) = (a.as_ptr(), w.as_ptr() as *const u8, acc.as_mut_ptr());
+        use super::x86_avx512_transposed::tile_pair_direct_t_avx512 as t;
+        // SAFETY: the CPU has AVX-512F (the driver's dispatch); the asserts
+        // bound every access (A: two tiles of DIRECT_MR values per step; W:
+        // nb rows of ld, two tiles each; acc: rows rows of nb, ld_acc
+        // apart); `T` is bf16 (checked above).
+        unsafe {
+            match rows {
+                1 => t::<1>(ap, wp, cp, ld_acc, shape),
+                2 => t::<2>(ap, wp, cp, ld_acc, shape),
+                3 => t::<3>(ap, wp, cp, ld_acc, shape),
+                4 => t::<4>(ap, wp, cp, ld_acc, shape),
+                5 => t::<5>(ap, wp, cp, ld_acc, shape),
+                6 => t::<6>(ap, wp, cp, ld_acc, shape),
+                7 => t::<7>(ap, wp, cp, ld_acc, shape),
+                _ => t::<8>(ap, wp, cp, ld_acc, shape),
+            }
+        }
+        true
     }
 
     fn tile_direct<T: FloatElement>(

@@ -1,7 +1,8 @@
 //! The AVX2 kernel of [`Kernel::tile_direct_t`](super::Kernel::tile_direct_t):
 //! B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`) read in
 //! place, each 8 × 8 block of W transposed in registers. Used by the AVX2
-//! and AVX-512 tiers (the `avx2_shared_methods!` of [`super::x86_avx2`]).
+//! tier, and by the AVX-512 tier for f16 W and widths that are not a
+//! multiple of 16 (its f32/bf16 kernel is [`super::x86_avx512_transposed`]).
 
 use super::x86_avx2::LoadB;
 use super::DirectLoad;
@@ -17,6 +18,32 @@ pub(crate) struct TransposedTile {
     pub(crate) ld: usize,
     pub(crate) nb: usize,
     pub(crate) load: DirectLoad,
+}
+
+/// [`tile_direct_t_avx2`] for `rows` (1..=8) rows of A.
+///
+/// # Safety
+/// As [`tile_direct_t_avx2`], with `R = rows`.
+pub(crate) unsafe fn direct_t_avx2(
+    rows: usize,
+    a: *const f32,
+    w: *const u8,
+    p: *mut f32,
+    t: TransposedTile,
+) {
+    // SAFETY: the caller's contract is each instance's.
+    unsafe {
+        match rows {
+            1 => tile_direct_t_avx2::<1>(a, w, p, t),
+            2 => tile_direct_t_avx2::<2>(a, w, p, t),
+            3 => tile_direct_t_avx2::<3>(a, w, p, t),
+            4 => tile_direct_t_avx2::<4>(a, w, p, t),
+            5 => tile_direct_t_avx2::<5>(a, w, p, t),
+            6 => tile_direct_t_avx2::<6>(a, w, p, t),
+            7 => tile_direct_t_avx2::<7>(a, w, p, t),
+            _ => tile_direct_t_avx2::<8>(a, w, p, t),
+        }
+    }
 }
 
 /// [`Kernel::tile_direct_t`]'s blocks of 8 steps for `R` rows of A, eight

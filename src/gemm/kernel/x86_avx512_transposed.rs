@@ -1,0 +1,253 @@
+//! The AVX-512 kernel of [`Kernel::tile_direct_t`](super::Kernel::tile_direct_t)
+//! for f32 and bf16 weights: B with contiguous columns (`x · Wᵀ`, W stored
+//! `[out, in]`) read in place, sixteen outputs per zmm register.
+//!
+//! At one row of A the AVX2 kernel ([`super::x86_transposed`]) is bound by
+//! the latency of its one FMA chain per eight outputs; here each FMA
+//! carries sixteen outputs, so a chain step covers twice the weights.
+//! Each 16 × 4 block of 32-bit values is transposed from 128-bit row pieces
+//! (row `i` in lane 0, rows `i + 4`, `i + 8`, `i + 12` inserted from
+//! memory in lanes 1–3): two in-lane unpack stages, eight shuffles per
+//! block. Four such blocks are read together, so that each row's 64-byte
+//! line is read whole at once: the sixteen rows of W lie a multiple of
+//! 4 KiB apart in the usual shapes, share one L1 set, and a line read a
+//! piece per pass is evicted between pieces.
+//!
+//! A bf16 row is transposed as pairs (one 32-bit value holds steps `2q`
+//! and `2q + 1`) and widened after the transpose by a shift (the even
+//! step, in the low half) and a mask (the odd step): half the shuffles per
+//! weight of widening first. The chains and bits are those of every other
+//! kernel: for each output, one FMA per step over k in increasing order.
+
+use super::x86_transposed::{direct_t_avx2, TransposedTile};
+use super::DirectLoad;
+use std::arch::x86_64::*;
+
+/// Outputs per zmm register (and per call's group of W rows).
+pub(crate) const OUTPUTS: usize = 16;
+
+/// The AVX-512 tier's transposed tile for `rows` (1..=8) rows of A: f32
+/// and bf16 W sixteen outputs at a time when `t.nb` is a multiple of 16,
+/// everything else on the AVX2 kernel.
+///
+/// # Safety
+/// AVX2, FMA, F16C and AVX-512F present; otherwise as
+/// [`tile_direct_t_avx2`](super::x86_transposed::tile_direct_t_avx2) with
+/// `R = rows`.
+pub(crate) unsafe fn direct_t_avx512(
+    rows: usize,
+    a: *const f32,
+    w: *const u8,
+    p: *mut f32,
+    t: TransposedTile,
+) {
+    if !t.nb.is_multiple_of(OUTPUTS) || matches!(t.load, DirectLoad::F16) {
+        // SAFETY: the caller's contract.
+        return unsafe { direct_t_avx2(rows, a, w, p, t) };
+    }
+    macro_rules! by_rows {
+        ($bf16:literal) => {
+            // SAFETY: the caller's contract is each instance's; the load
+            // is BF16 exactly when `$bf16`, and nb a multiple of 16
+            // (checked above).
+            unsafe {
+                match rows {
+                    1 => tile_direct_t_avx512::<1, $bf16>(a, w, p, t),
+                    2 => tile_direct_t_avx512::<2, $bf16>(a, w, p, t),
+                    3 => tile_direct_t_avx512::<3, $bf16>(a, w, p, t),
+                    4 => tile_direct_t_avx512::<4, $bf16>(a, w, p, t),
+                    5 => tile_direct_t_avx512::<5, $bf16>(a, w, p, t),
+                    6 => tile_direct_t_avx512::<6, $bf16>(a, w, p, t),
+                    7 => tile_direct_t_avx512::<7, $bf16>(a, w, p, t),
+                    _ => tile_direct_t_avx512::<8, $bf16>(a, w, p, t),
+                }
+            }
+        };
+    }
+    if matches!(t.load, DirectLoad::BF16) {
+        by_rows!(true)
+    } else {
+        by_rows!(false)
+    }
+}
+
+/// [`Kernel::tile_direct_t`](super::Kernel::tile_direct_t) on `R` rows of
+/// A, sixteen outputs at a time, for f32 or bf16 W (`t.load`); `t.nb` is a
+/// multiple of 16 and `t.kt8` of 8. Continues the chains in `p` (`R` rows
+/// of `nb`). `BF16` says which: `t.load` is `BF16` when it is true,
+/// `F32` when it is false.
+///
+/// # Safety
+/// AVX-512F present; `t.load` is `BF16` if `BF16`, else `F32`; `a` has `kt8 · mr`
+/// floats; `w` has `(nb − 1) · ld + kt8` elements of `load`'s type; `p`
+/// has `R · nb` floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
+    a: *const f32,
+    w: *const u8,
+    p: *mut f32,
+    t: TransposedTile,
+) {
+    let size = t.load.size();
+    let row_bytes = t.ld * size;
+    // Steps per 64-byte line of a row, per 16-byte piece.
+    let (line_steps, piece_steps) = (64 / size, 16 / size);
+    let whole_lines = t.kt8 / line_steps * line_steps;
+    for j0 in (0..t.nb).step_by(OUTPUTS) {
+        // SAFETY: outputs j0..j0 + 16 ≤ nb of W's rows and of p's rows;
+        // steps < kt8 of A and W (the function's contract).
+        unsafe {
+            let mut sums = [_mm512_setzero_ps(); R];
+            for (r, s) in sums.iter_mut().enumerate() {
+                *s = _mm512_loadu_ps(p.add(r * t.nb + j0));
+            }
+            let rows = w.add(j0 * row_bytes);
+            // Whole lines of each row, then 16-byte pieces.
+            for k0 in (0..whole_lines).step_by(line_steps) {
+                let v = transpose16x16(rows.add(k0 * size), row_bytes);
+                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+            }
+            for k0 in (whole_lines..t.kt8).step_by(piece_steps) {
+                let v = transpose16x4(rows.add(k0 * size), row_bytes);
+                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+            }
+            for (r, s) in sums.iter().enumerate() {
+                _mm512_storeu_ps(p.add(r * t.nb + j0), *s);
+            }
+        }
+    }
+}
+
+/// Two whole K-tiles (`2 · ARRAY_ROWS` steps) of `R` rows of A against
+/// `t.nb` outputs (a multiple of 16) of bf16 W, each tile's chains from
+/// +0.0 side by side (two independent chains per register of sums: one row
+/// of A is otherwise bound by the FMA latency, as bf16 rows arrive twice
+/// as fast as f32 ones), then added into `acc` (`R` rows, `ld_acc` apart)
+/// in tile order: `acc = (acc + p₀) + p₁`, the driver's two roundings.
+/// `t.kt8` is one tile's steps (a multiple of 8).
+///
+/// # Safety
+/// AVX-512F present; `t.load` is `BF16`; `a` has `2 · kt8 · mr` floats;
+/// `w` has `(nb − 1) · ld + 2 · kt8` bf16 values; `acc` has
+/// `(R − 1) · ld_acc + nb` floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile_pair_direct_t_avx512<const R: usize>(
+    a: *const f32,
+    w: *const u8,
+    acc: *mut f32,
+    ld_acc: usize,
+    t: TransposedTile,
+) {
+    let kt = t.kt8;
+    let row_bytes = t.ld * 2;
+    for j0 in (0..t.nb).step_by(OUTPUTS) {
+        // SAFETY: outputs j0..j0 + 16 ≤ nb of W's rows and of acc's rows;
+        // steps < 2 · kt8 of A and W (the function's contract).
+        unsafe {
+            let mut first = [_mm512_setzero_ps(); R];
+            let mut second = [_mm512_setzero_ps(); R];
+            let rows = w.add(j0 * row_bytes);
+            // Eight steps of each tile at a time, their FMAs interleaved.
+            for k0 in (0..kt).step_by(8) {
+                let v0 = transpose16x4(rows.add(k0 * 2), row_bytes);
+                let v1 = transpose16x4(rows.add((kt + k0) * 2), row_bytes);
+                for q in 0..4 {
+                    steps::<R, true>(&mut first, a, t.mr, k0 + 2 * q, &v0[q..q + 1]);
+                    steps::<R, true>(&mut second, a, t.mr, kt + k0 + 2 * q, &v1[q..q + 1]);
+                }
+            }
+            for r in 0..R {
+                let at = acc.add(r * ld_acc + j0);
+                let sum = _mm512_add_ps(_mm512_loadu_ps(at), first[r]);
+                _mm512_storeu_ps(at, _mm512_add_ps(sum, second[r]));
+            }
+        }
+    }
+}
+
+/// The steps from k0 on of `R` chains, from transposed 32-bit values:
+/// `v[q]` holds value q of the 16 rows of W, step `k0 + q` of f32 W, or
+/// steps `k0 + 2q` (low half) and `k0 + 2q + 1` (high half) of bf16 W,
+/// widened by a shift and a mask. A step is `sums[r] = fma(a[k][r], col,
+/// sums[r])`, A's steps `mr` floats apart.
+///
+/// # Safety
+/// AVX-512F present; `a` has `R` readable floats at each step's offset.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn steps<const R: usize, const BF16: bool>(
+    sums: &mut [__m512; R],
+    a: *const f32,
+    mr: usize,
+    k0: usize,
+    v: &[__m512i],
+) {
+    let odd_mask = _mm512_set1_epi32(0xFFFF_0000_u32 as i32);
+    let mut fma = |k: usize, col: __m512| {
+        for (r, s) in sums.iter_mut().enumerate() {
+            // SAFETY: r < R values of step k (the caller's contract).
+            let ak = unsafe { *a.add(k * mr + r) };
+            *s = _mm512_fmadd_ps(_mm512_set1_ps(ak), col, *s);
+        }
+    };
+    for (q, x) in v.iter().enumerate() {
+        if BF16 {
+            fma(k0 + 2 * q, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(*x)));
+            fma(
+                k0 + 2 * q + 1,
+                _mm512_castsi512_ps(_mm512_and_si512(*x, odd_mask)),
+            );
+        } else {
+            fma(k0 + q, _mm512_castsi512_ps(*x));
+        }
+    }
+}
+
+/// Sixteen 32-bit values (one 64-byte line) of 16 rows (`row_bytes`
+/// apart) at `w`, transposed: output `q` holds value `q` of rows 0..16, in
+/// lane order. Four [`transpose16x4`] blocks whose loads are issued
+/// together, so each line is read whole at once.
+///
+/// # Safety
+/// AVX-512F present; 64 bytes readable at `w + i · row_bytes` for each
+/// row `i` < 16.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
+    // SAFETY: block b reads bytes 16b..16b + 16 of each row (the caller's
+    // contract).
+    let blocks: [[__m512i; 4]; 4] =
+        std::array::from_fn(|b| unsafe { transpose16x4(w.add(16 * b), row_bytes) });
+    std::array::from_fn(|q| blocks[q / 4][q % 4])
+}
+
+/// Four 32-bit values of 16 rows (`row_bytes` apart) at `w`, transposed:
+/// output `q` holds value `q` of rows 0..16, in lane order.
+///
+/// # Safety
+/// AVX-512F present; 16 bytes readable at `w + i · row_bytes` for each
+/// row `i` < 16.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16x4(w: *const u8, row_bytes: usize) -> [__m512i; 4] {
+    // SAFETY: rows 0..16, 16 bytes each (the caller's contract).
+    let piece = |i: usize| unsafe { _mm_loadu_si128(w.add(i * row_bytes) as *const __m128i) };
+    // Register i: rows i, i + 4, i + 8, i + 12 in lanes 0–3.
+    let lanes = |i: usize| {
+        let x = _mm512_castsi128_si512(piece(i));
+        let x = _mm512_inserti32x4::<1>(x, piece(i + 4));
+        let x = _mm512_inserti32x4::<2>(x, piece(i + 8));
+        _mm512_inserti32x4::<3>(x, piece(i + 12))
+    };
+    let (r0, r1, r2, r3) = (lanes(0), lanes(1), lanes(2), lanes(3));
+    let t0 = _mm512_unpacklo_epi32(r0, r1);
+    let t1 = _mm512_unpackhi_epi32(r0, r1);
+    let t2 = _mm512_unpacklo_epi32(r2, r3);
+    let t3 = _mm512_unpackhi_epi32(r2, r3);
+    [
+        _mm512_unpacklo_epi64(t0, t2),
+        _mm512_unpackhi_epi64(t0, t2),
+        _mm512_unpacklo_epi64(t1, t3),
+        _mm512_unpackhi_epi64(t1, t3),
+    ]
+}
