@@ -735,6 +735,118 @@ fn skinny_block_scaled_products_equal_the_reference() -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// Weights stored `[out, in]` as one-byte codes, read in place at small
+/// batch (`Strategy::DirectTransposedBlocks` on AVX-512): every code format
+/// the kernel decodes (FP8 E4M3 and E5M2, FP6 E2M3 and E3M2, FP4 E2M1),
+/// MX, NVFP4 and per-line / 128 × 128 FP8 scales, FP8 weights with NaN and
+/// infinite codes (detected, and those lines computed by the contract's
+/// loops), a K whose last blocks are not a whole 64-byte
+/// line (544 with blocks of 32), an N that is not a multiple of 16, 1–32
+/// rows (one to four A panels), both operand kinds, 1 and 2 threads: the
+/// reference's bits.
+#[test]
+fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
+    use mixprec::gemm::{block_gemm, block_gemm_plan, Strategy, Tier};
+    use mixprec::F6E3M2;
+    fn run<TB: FloatElement>(b: &BlockScaled<TB>, k: usize) -> Result<(), TestCaseError> {
+        let n = b.lines();
+        for m in [1usize, 8, 9, 32] {
+            // NaN and infinite activations only past 8 rows, so that the
+            // weights' own specials show in the first rows' outputs.
+            let x = values(m * k, 40 + m as u64, m > 8);
+            let xm = MatRef::from_row_major(&x, m, k)?;
+            let unit = BlockScaled::<f32>::from_parts(
+                m,
+                k,
+                b.block(),
+                1,
+                x.clone(),
+                vec![1.0; m * (k / b.block())],
+            )?;
+            let plan = block_gemm_plan(&unit, b, Parallelism::Serial)?;
+            if plan.tier == Tier::Avx512 {
+                prop_assert_eq!(plan.strategy, Strategy::DirectTransposedBlocks, "{}", plan);
+            }
+            let mx = BlockScaled::<F8E4M3>::mx(xm, MxScaleMode::Floor)?;
+            for threads in [1, 2] {
+                let par = parallelism(threads);
+                let (mut want, mut got) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+                block_gemm_reference(
+                    &unit,
+                    b,
+                    MatMut::from_row_major(&mut want, m, n)?,
+                    &Epilogue::new(),
+                )?;
+                weight_only_gemm(
+                    xm,
+                    b,
+                    MatMut::from_row_major(&mut got, m, n)?,
+                    &Epilogue::new(),
+                    par,
+                )?;
+                check_slice_bits_eq(&got, &want)?;
+                if b.block() == 32 {
+                    block_gemm_reference(
+                        &mx,
+                        b,
+                        MatMut::from_row_major(&mut want, m, n)?,
+                        &Epilogue::new(),
+                    )?;
+                    block_gemm(
+                        &mx,
+                        b,
+                        MatMut::from_row_major(&mut got, m, n)?,
+                        &Epilogue::new(),
+                        par,
+                    )?;
+                    check_slice_bits_eq(&got, &want)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    // FP8 weights with NaN (E4M3 0x7F / 0xFF; E5M2 0x7E) and infinite
+    // (E5M2 0x7C / 0xFC) codes placed in a few lines.
+    fn with_specials<TB: FloatElement>(b: BlockScaled<TB>, codes: &[u32]) -> BlockScaled<TB> {
+        let mut data = b.data().to_vec();
+        for (i, &c) in codes.iter().enumerate() {
+            data[(37 + 101 * i) * b.k() + 5 + 29 * i] = TB::from_raw_bits(c);
+        }
+        let (lines, k, block, group) = (b.lines(), b.k(), b.block(), b.line_group());
+        // (The quantizer marks a block holding a NaN by a NaN scale, which
+        // `from_parts` refuses: those blocks get scale 1.)
+        let scales = b
+            .scales()
+            .iter()
+            .map(|&s| if s.is_finite() && s > 0.0 { s } else { 1.0 });
+        BlockScaled::from_parts(lines, k, block, group, data, scales.collect()).unwrap()
+    }
+    let n = 530;
+    for k in [512usize, 544] {
+        let w = values(n * k, 39 + k as u64, false);
+        let wm = MatRef::from_row_major(&w, n, k)?;
+        let e4m3 = BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Floor)?;
+        run(&with_specials(e4m3, &[0x7F, 0xFF]), k)?;
+        let e5m2 = BlockScaled::<F8E5M2>::mx(wm, MxScaleMode::Ceil)?;
+        run(&with_specials(e5m2, &[0x7C, 0xFC, 0x7E]), k)?;
+        run(&BlockScaled::<F6E2M3>::mx(wm, MxScaleMode::Floor)?, k)?;
+        run(&BlockScaled::<F6E3M2>::mx(wm, MxScaleMode::Floor)?, k)?;
+        run(&BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor)?, k)?;
+        run(&BlockScaled::<F4E2M1>::nvfp4(wm, true)?, k)?;
+        if k.is_multiple_of(128) {
+            run(
+                &BlockScaled::<F8E4M3>::fp8(wm, Fp8Granularity::Blocks128x128, false)?,
+                k,
+            )?;
+            run(
+                &BlockScaled::<F8E5M2>::fp8(wm, Fp8Granularity::Lines1x128, true)?,
+                k,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// `weight_only_gemm_fp8` (and its portable form) on `PackedFp8::new(b)`
 /// against the reference on `b`, activations of type `TA`.
 fn check_fp8<TA: FloatElement>(

@@ -7,6 +7,7 @@
 //! | `DirectB` | [`direct_b`] | few rows, a large row-major B: B read in place |
 //! | `DirectTransposed` | [`direct_t`] | few rows, a large B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`): each K-tile of a panel transposed in L1 |
 //! | `DirectPrepacked` | [`prepacked`] | few rows, B pre-packed ([`super::PackedB`]) |
+//! | `DirectTransposedBlocks` | [`direct_t_blocks`] | block-scaled, few rows, weights `[out, in]` of one-byte codes (FP8, FP6, FP4) the kernel decodes: read in place |
 //! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 4 rows, FP4 weights, integer-valued A |
 //! | `Fp4Tiles` | [`fp4_tiles`] | block-scaled FP4 × FP4 past 4 rows |
 //! | `PackedFp4` | [`packed_fp4`] | [`super::block_gemm_packed`] on a [`PackedFp4`](crate::block_scaled::PackedFp4), integer-valued A |
@@ -30,6 +31,7 @@
 mod blocked;
 mod direct_b;
 mod direct_t;
+mod direct_t_blocks;
 mod exact_small;
 mod fp4_tiles;
 mod pack;
@@ -49,7 +51,7 @@ use super::kernel::portable::Portable;
 use super::kernel::x86_avx2::Avx2;
 #[cfg(target_arch = "x86_64")]
 use super::kernel::x86_avx512::Avx512;
-use super::kernel::Kernel;
+use super::kernel::{Kernel, BLOCKS_T_LINES};
 use super::{Epilogue, Parallelism};
 use crate::dtype::{DType, FloatElement};
 use crate::tensor::{MatMut, MatRef};
@@ -93,6 +95,12 @@ pub enum Strategy {
     /// A skinny product on a pre-packed B ([`super::PackedB`]): its panels
     /// are streamed in place.
     DirectPrepacked,
+    /// A block-scaled skinny product whose weights are `N × K` lines of
+    /// one-byte codes (FP8 E4M3/E5M2, FP6, FP4 as a
+    /// [`BlockScaled`](crate::block_scaled::BlockScaled) holds them:
+    /// [`super::weight_only_gemm`], [`super::block_gemm`]): the codes are
+    /// read in place, sixteen lines at a time, and decoded in registers.
+    DirectTransposedBlocks,
     /// A block-scaled product of at most four rows with FP4 weights and
     /// activations whose values are small integers times a power of two
     /// (FP4, FP6 E2M3, MXINT8): exact integer block sums from the codes.
@@ -240,6 +248,8 @@ struct Operands {
     b_cols_contiguous: bool,
     /// The direct kernel reads B's element type in place.
     direct_reads_b: bool,
+    /// The block-scaled `[out, in]` kernel reads B's codes in place.
+    blocks_t_reads_b: bool,
     /// B is FP4 and A's values are small integers times a power of two.
     exact_small_types: bool,
     /// Both operands are FP4 codes the integer tiles take.
@@ -265,6 +275,7 @@ impl Operands {
             b_rows_contiguous: b.col_stride() == 1,
             b_cols_contiguous: b.row_stride() == 1,
             direct_reads_b: K::reads_direct::<TB>(),
+            blocks_t_reads_b: K::reads_blocks_t::<TB>(),
             exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
             fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
         }
@@ -304,6 +315,17 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
                 && K::has_fp4_dots() =>
         {
             Strategy::ExactSmallFp4
+        }
+        (false, Some(blk))
+            if o.m <= DIRECT_B_MAX_M
+                && skinny
+                && o.b_cols_contiguous
+                && !o.b_rows_contiguous
+                && o.n >= BLOCKS_T_LINES
+                && blk.is_multiple_of(16)
+                && o.blocks_t_reads_b =>
+        {
+            Strategy::DirectTransposedBlocks
         }
         (false, Some(_)) if !few_rows && o.fp4_operands => Strategy::Fp4Tiles,
         (false, Some(_)) if o.prescaled => Strategy::BlockedFoldedScales,
@@ -491,6 +513,11 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         }
         (Strategy::DirectB, _, _) => {
             direct_b::serial_direct_b::<TA, TB, O, K>(a, b, c, col0, epilogue, ws, simd)
+        }
+        (Strategy::DirectTransposedBlocks, _, Some(s)) => {
+            direct_t_blocks::serial_direct_t_blocks::<TA, TB, O, K>(
+                a, b, c, part, s, epilogue, ws, simd,
+            )
         }
         (Strategy::ExactSmallFp4, _, Some(s)) => {
             exact_small::serial_exact_small::<TA, TB, O, K>(a, b, c, part, s, epilogue, ws, simd)

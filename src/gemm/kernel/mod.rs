@@ -12,6 +12,8 @@ pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512_blocks_t;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_transposed;
@@ -215,6 +217,28 @@ impl DirectLoad {
             Self::F16 | Self::BF16 => 2,
         }
     }
+}
+
+/// Lines of codes per [`Kernel::blocks_t`] call.
+pub(crate) const BLOCKS_T_LINES: usize = 16;
+
+/// The operands of [`Kernel::blocks_t`]: `a`, the A panel (`k` steps of
+/// the kernel's `DIRECT_MR` floats); `sa`, row `r`'s block scales at
+/// `sa[r · k / block..]`; `lines`, [`BLOCKS_T_LINES`] lines of `k` codes,
+/// `ld` apart; `sb_start[j]`, where line `j`'s block scales start in `sb`;
+/// `out`, row `r`, line `j` at `out[r · out_ld + j]`.
+pub(crate) struct BlocksTile<'a, T> {
+    pub(crate) rows: usize,
+    pub(crate) k: usize,
+    pub(crate) block: usize,
+    pub(crate) a: &'a [f32],
+    pub(crate) sa: &'a [f32],
+    pub(crate) lines: &'a [T],
+    pub(crate) ld: usize,
+    pub(crate) sb: &'a [f32],
+    pub(crate) sb_start: [usize; BLOCKS_T_LINES],
+    pub(crate) out: &'a mut [f32],
+    pub(crate) out_ld: usize,
 }
 
 /// The body of a leaf's `tile_scaled_blocks`: its one-block scaled tile
@@ -692,6 +716,24 @@ pub(crate) trait Kernel {
         _acc: &mut [f32],
         _ld_acc: usize,
     ) -> bool {
+        false
+    }
+
+    /// True when [`Kernel::blocks_t`] reads block-scaled codes of `T` in
+    /// place.
+    fn reads_blocks_t<T: FloatElement>() -> bool {
+        false
+    }
+
+    /// The block-scaled products of `t.rows` rows of A and
+    /// [`BLOCKS_T_LINES`] lines of codes of `T` (W stored `[out, in]`, one
+    /// code per element) over all of K: for each row and line, per block
+    /// the FMA chain from +0.0 over k increasing, then
+    /// `acc = fma(p, fl(s_a · s_b), acc)`; the sums go to `t.out`. Returns
+    /// false where the kernel has no such form for `T`, or a code was NaN
+    /// or infinity (the sums written are then not the contract's: the
+    /// caller computes those lines another way).
+    fn blocks_t<T: FloatElement>(_t: &mut BlocksTile<'_, T>) -> bool {
         false
     }
 

@@ -213,7 +213,7 @@ unsafe fn steps<const R: usize, const BF16: bool>(
 /// row `i` < 16.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
+pub(crate) unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
     // SAFETY: block b reads bytes 16b..16b + 16 of each row (the caller's
     // contract).
     let blocks: [[__m512i; 4]; 4] =
@@ -229,7 +229,7 @@ unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
 /// row `i` < 16.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16x4(w: *const u8, row_bytes: usize) -> [__m512i; 4] {
+pub(crate) unsafe fn transpose16x4(w: *const u8, row_bytes: usize) -> [__m512i; 4] {
     // SAFETY: rows 0..16, 16 bytes each (the caller's contract).
     let piece = |i: usize| unsafe { _mm_loadu_si128(w.add(i * row_bytes) as *const __m128i) };
     // Register i: rows i, i + 4, i + 8, i + 12 in lanes 0–3.

@@ -1,0 +1,274 @@
+//! The AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t):
+//! block-scaled weights stored `[out, in]` as a [`BlockScaled`]
+//! holds them (one code per byte: FP8 E4M3/E5M2, FP6 E2M3/E3M2, FP4
+//! E2M1), read in place, sixteen lines per zmm register, for a few rows of
+//! f32 activations. This is `weight_only_gemm` and `block_gemm` at small
+//! batch without packing or widening the weights per call.
+//!
+//! Each 16 × 16 block of code bytes is transposed as 32-bit values (four
+//! codes of a line per lane) by [`transpose16x4`]. A code is decoded by
+//! shifts: its magnitude bits placed at the top of an f32 mantissa and
+//! exponent field read as an f32 are its value times `2^-(127 − bias)`
+//! (normals and subnormals alike, as the f16 reading of an E4M3 code in
+//! [`super::x86_fp8_dense`]), its sign moved to bit 31; one multiply by
+//! `2^(127 − bias)` (exact) gives the value. FP8 codes whose magnitude is
+//! NaN or infinity are detected instead of decoded; the kernel reports
+//! them and the driver computes those lines in scalar code.
+//!
+//! For each line and row the chain is the contract's: one FMA per code, k
+//! increasing, from +0.0 per block; each block ends with
+//! `acc = fma(p, fl(s_a · s_b), acc)`.
+//!
+//! [`BlockScaled`]: crate::block_scaled::BlockScaled
+
+use super::x86_avx512_transposed::{transpose16x16, transpose16x4};
+use super::BLOCKS_T_LINES;
+use std::arch::x86_64::*;
+
+/// A minifloat code of at most 8 bits that [`tile_blocks_t_avx512`]
+/// decodes by shifts.
+pub(crate) trait ShiftCode {
+    /// Mantissa bits.
+    const MBITS: u32;
+    /// The magnitude bits (exponent and mantissa) of a code.
+    const MAG_MASK: u32;
+    /// The sign bit's position.
+    const SIGN_POS: u32;
+    /// The exponent bias.
+    const BIAS: i32;
+    /// The smallest magnitude code that is NaN or infinity (0: none).
+    const SPECIAL_FROM: u8;
+    /// For a 4-bit format, its 16 values by code: decoded by one table
+    /// lookup (`vpermps`) instead of shifts.
+    const TABLE: Option<[f32; 16]> = None;
+}
+
+/// FP8 E4M3 (bias 7; magnitude 0x7F is NaN).
+pub(crate) struct E4M3;
+/// FP8 E5M2 (bias 15; magnitudes from 0x7C are infinities and NaNs).
+pub(crate) struct E5M2;
+/// FP6 E2M3 (bias 1).
+pub(crate) struct E2M3;
+/// FP6 E3M2 (bias 3).
+pub(crate) struct E3M2;
+/// FP4 E2M1 (bias 1).
+pub(crate) struct E2M1;
+
+impl ShiftCode for E4M3 {
+    const MBITS: u32 = 3;
+    const MAG_MASK: u32 = 0x7F;
+    const SIGN_POS: u32 = 7;
+    const BIAS: i32 = 7;
+    const SPECIAL_FROM: u8 = 0x7F;
+}
+impl ShiftCode for E5M2 {
+    const MBITS: u32 = 2;
+    const MAG_MASK: u32 = 0x7F;
+    const SIGN_POS: u32 = 7;
+    const BIAS: i32 = 15;
+    const SPECIAL_FROM: u8 = 0x7C;
+}
+impl ShiftCode for E2M3 {
+    const MBITS: u32 = 3;
+    const MAG_MASK: u32 = 0x1F;
+    const SIGN_POS: u32 = 5;
+    const BIAS: i32 = 1;
+    const SPECIAL_FROM: u8 = 0;
+}
+impl ShiftCode for E3M2 {
+    const MBITS: u32 = 2;
+    const MAG_MASK: u32 = 0x1F;
+    const SIGN_POS: u32 = 5;
+    const BIAS: i32 = 3;
+    const SPECIAL_FROM: u8 = 0;
+}
+impl ShiftCode for E2M1 {
+    const MBITS: u32 = 1;
+    const MAG_MASK: u32 = 0x07;
+    const SIGN_POS: u32 = 3;
+    const BIAS: i32 = 1;
+    const SPECIAL_FROM: u8 = 0;
+    const TABLE: Option<[f32; 16]> = Some([
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+    ]);
+}
+
+/// Where [`tile_blocks_t_avx512`] reads and writes. `a`: the A panel,
+/// `k` steps of `mr` floats; `sa`: row `r`'s block scales at
+/// `sa[r · blocks..]`; `codes`: 16 lines of `k` codes, `ld` bytes apart;
+/// `sb_start`: line `j`'s first block scale at `sb[sb_start[j]]` (then one
+/// per block); `out`: row `r`, line `j` at `out[r · out_ld + j]`.
+#[derive(Clone, Copy)]
+pub(crate) struct BlocksT {
+    pub(crate) k: usize,
+    pub(crate) block: usize,
+    pub(crate) a: *const f32,
+    pub(crate) mr: usize,
+    pub(crate) sa: *const f32,
+    pub(crate) codes: *const u8,
+    pub(crate) ld: usize,
+    pub(crate) sb: *const f32,
+    pub(crate) sb_start: [i32; BLOCKS_T_LINES],
+    pub(crate) out: *mut f32,
+    pub(crate) out_ld: usize,
+}
+
+/// The block-scaled products of `R` rows of A and 16 lines of codes of
+/// format `F` over all of `t.k`, written to `t.out`. Returns false when a
+/// code is NaN or infinity (the sums written are then not the contract's).
+///
+/// # Safety
+/// AVX-512 F/BW present; `t.k` a multiple of `t.block`, itself a multiple
+/// of 16; `a` has `k · mr` floats; `sa` `R` rows of `k / block` scales;
+/// each of the 16 lines `k` codes; each `sb_start[j] + k / block − 1` a
+/// valid index of `sb`; `out` `R` rows of 16 floats at `out_ld`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
+    let blocks = t.k / t.block;
+    let sb_index = _mm512_loadu_si512(t.sb_start.as_ptr() as *const _);
+    let consts = DecodeConsts::of::<F>();
+    let byte_mag = _mm512_set1_epi8(F::MAG_MASK as i8);
+    let special_from = _mm512_set1_epi8(F::SPECIAL_FROM as i8);
+    let mut special: u64 = 0;
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut p = [_mm512_setzero_ps(); R];
+    // Sixteen steps from k0 (`v[q]` holds codes k0 + 4q..k0 + 4q + 4 of
+    // the 16 lines), then the block's accumulate where a block ends.
+    let mut group = |k0: usize, v: &[__m512i]| {
+        // SAFETY: steps k0..k0 + 16 < k of A; the scales of block
+        // (k0 + 16) / block − 1 (the function's contract).
+        unsafe {
+            for (q, x) in v.iter().enumerate() {
+                if F::SPECIAL_FROM != 0 {
+                    let mag = _mm512_and_si512(*x, byte_mag);
+                    special |= _mm512_cmpge_epu8_mask(mag, special_from);
+                }
+                for j in 0..4 {
+                    let w = decode::<F>(*x, j, &consts);
+                    let ak = t.a.add((k0 + 4 * q + j) * t.mr);
+                    for (r, s) in p.iter_mut().enumerate() {
+                        *s = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), w, *s);
+                    }
+                }
+            }
+            if (k0 + 16).is_multiple_of(t.block) {
+                let blk = (k0 + 16) / t.block - 1;
+                let blk_index = _mm512_add_epi32(sb_index, _mm512_set1_epi32(blk as i32));
+                let sb = _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _);
+                for (r, (s, pr)) in acc.iter_mut().zip(&mut p).enumerate() {
+                    let scale = _mm512_mul_ps(_mm512_set1_ps(*t.sa.add(r * blocks + blk)), sb);
+                    *s = _mm512_fmadd_ps(*pr, scale, *s);
+                    *pr = _mm512_setzero_ps();
+                }
+            }
+        }
+    };
+    // Whole 64-byte lines of each line of codes where they remain (the
+    // lines lie a multiple of 4 KiB apart in the usual shapes and share an
+    // L1 set: a line read a piece per pass is evicted between pieces),
+    // then 16-byte pieces.
+    let whole = t.k / 64 * 64;
+    // SAFETY (the reads of codes): per the function's contract.
+    unsafe {
+        for k0 in (0..whole).step_by(64) {
+            let v = transpose16x16(t.codes.add(k0), t.ld);
+            for (g, v4) in v.chunks_exact(4).enumerate() {
+                group(k0 + 16 * g, v4);
+            }
+        }
+        for k0 in (whole..t.k).step_by(16) {
+            group(k0, &transpose16x4(t.codes.add(k0), t.ld));
+        }
+    }
+    // SAFETY: out has R rows of 16 floats at out_ld (the contract).
+    unsafe {
+        for (r, s) in acc.iter().enumerate() {
+            _mm512_storeu_ps(t.out.add(r * t.out_ld), *s);
+        }
+    }
+    special == 0
+}
+
+/// The vectors [`decode`] uses, built once per call.
+struct DecodeConsts {
+    /// The magnitude bits once moved (exponent field from bit 23).
+    mag_mask: __m512i,
+    /// The exponent field once moved.
+    exp_mask: __m512i,
+    /// `(127 − bias) << 23`: rebiases a moved normal magnitude.
+    rebias: __m512i,
+    /// `(128 − bias) << 23`: the same for a subnormal one, to `2^(1 − bias)`.
+    rebias_subnormal: __m512i,
+    /// `2^(1 − bias)`: the implicit one a moved subnormal gains.
+    implicit: __m512,
+    sign_bit: __m512i,
+    /// `F::TABLE` in a register (zeros without one).
+    table: __m512,
+}
+
+impl DecodeConsts {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn of<F: ShiftCode>() -> Self {
+        let at = 23 - F::MBITS;
+        Self {
+            mag_mask: _mm512_set1_epi32((F::MAG_MASK << at) as i32),
+            exp_mask: _mm512_set1_epi32(((F::MAG_MASK >> F::MBITS) << 23) as i32),
+            rebias: _mm512_set1_epi32((127 - F::BIAS) << 23),
+            rebias_subnormal: _mm512_set1_epi32((128 - F::BIAS) << 23),
+            implicit: _mm512_set1_ps(f32::from_bits(((128 - F::BIAS) as u32) << 23)),
+            sign_bit: _mm512_set1_epi32(i32::MIN),
+            table: {
+                let t = F::TABLE.unwrap_or([0.0; 16]);
+                _mm512_setr_ps(
+                    t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
+                    t[12], t[13], t[14], t[15],
+                )
+            },
+        }
+    }
+}
+
+/// Code `j` (bits 8j..8j + 8) of each 32-bit lane of `x`, decoded exactly:
+/// the magnitude moved to bit `23 − MBITS` on (masked) and its exponent
+/// rebiased by an integer add, which is the value of a normal code; a
+/// subnormal one (exponent field 0) is rebiased to `2^(1 − bias)` and so
+/// has gained an implicit one, which one subtraction removes (exact; zero
+/// stays +0);
+/// the sign moved to bit 31. Every result is a normal f32 or zero (no
+/// subnormal operand, which costs a microcode assist on Intel cores: a
+/// multiply by `2^(127 − bias)` after reading the moved bits as an f32
+/// made MXFP4 weights 18× slower there). A 4-bit format is one table
+/// lookup.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
+    let shifted = |by: i32| {
+        if by >= 0 {
+            _mm512_sllv_epi32(x, _mm512_set1_epi32(by))
+        } else {
+            _mm512_srlv_epi32(x, _mm512_set1_epi32(-by))
+        }
+    };
+    if F::TABLE.is_some() {
+        // vpermps reads the low 4 bits of each lane: code j's.
+        return _mm512_permutexvar_ps(shifted(-8 * j as i32), c.table);
+    }
+    let moved = _mm512_and_si512(shifted((23 - F::MBITS) as i32 - 8 * j as i32), c.mag_mask);
+    let subnormal = _mm512_testn_epi32_mask(moved, c.exp_mask);
+    let rebiased = _mm512_mask_add_epi32(
+        _mm512_add_epi32(moved, c.rebias),
+        subnormal,
+        moved,
+        c.rebias_subnormal,
+    );
+    let value = _mm512_castsi512_ps(rebiased);
+    let value = _mm512_mask_sub_ps(value, subnormal, value, c.implicit);
+    let sign = shifted((31 - F::SIGN_POS) as i32 - 8 * j as i32);
+    // sign_bit ? sign : value
+    _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
+        sign,
+        _mm512_castps_si512(value),
+        c.sign_bit,
+    ))
+}
