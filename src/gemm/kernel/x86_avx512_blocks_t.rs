@@ -5,8 +5,8 @@
 //! f32 activations. This is `weight_only_gemm` and `block_gemm` at small
 //! batch without packing or widening the weights per call.
 //!
-//! Each 16 × 16 block of code bytes is transposed as 32-bit values (four
-//! codes of a line per lane) by [`transpose16x4`]. A code is decoded by
+//! Each 16 × 16 block of code bytes (16 bytes of each line) is transposed
+//! as 32-bit values (four codes of a line per lane) by [`transpose16x4`]. A code is decoded by
 //! shifts: its magnitude bits placed at the top of an f32 mantissa and
 //! exponent field read as an f32 are its value times `2^-(127 − bias)`
 //! (normals and subnormals alike, as the f16 reading of an E4M3 code in
@@ -21,7 +21,7 @@
 //!
 //! [`BlockScaled`]: crate::block_scaled::BlockScaled
 
-use super::x86_avx512_transposed::{transpose16x16, transpose16x4};
+use super::x86_avx512_transposed::transpose16x4;
 use super::BLOCKS_T_LINES;
 use std::arch::x86_64::*;
 
@@ -124,60 +124,25 @@ pub(crate) struct BlocksT {
 /// valid index of `sb`; `out` `R` rows of 16 floats at `out_ld`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
-    let blocks = t.k / t.block;
-    let sb_index = _mm512_loadu_si512(t.sb_start.as_ptr() as *const _);
-    let consts = DecodeConsts::of::<F>();
-    let byte_mag = _mm512_set1_epi8(F::MAG_MASK as i8);
-    let special_from = _mm512_set1_epi8(F::SPECIAL_FROM as i8);
+    let consts = DecodeConsts::of::<F>(&t.sb_start);
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
-    // Sixteen steps from k0 (`v[q]` holds codes k0 + 4q..k0 + 4q + 4 of
-    // the 16 lines), then the block's accumulate where a block ends.
-    let mut group = |k0: usize, v: &[__m512i]| {
-        // SAFETY: steps k0..k0 + 16 < k of A; the scales of block
-        // (k0 + 16) / block − 1 (the function's contract).
-        unsafe {
-            for (q, x) in v.iter().enumerate() {
-                if F::SPECIAL_FROM != 0 {
-                    let mag = _mm512_and_si512(*x, byte_mag);
-                    special |= _mm512_cmpge_epu8_mask(mag, special_from);
-                }
-                for j in 0..4 {
-                    let w = decode::<F>(*x, j, &consts);
-                    let ak = t.a.add((k0 + 4 * q + j) * t.mr);
-                    for (r, s) in p.iter_mut().enumerate() {
-                        *s = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), w, *s);
-                    }
-                }
-            }
-            if (k0 + 16).is_multiple_of(t.block) {
-                let blk = (k0 + 16) / t.block - 1;
-                let blk_index = _mm512_add_epi32(sb_index, _mm512_set1_epi32(blk as i32));
-                let sb = _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _);
-                for (r, (s, pr)) in acc.iter_mut().zip(&mut p).enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*t.sa.add(r * blocks + blk)), sb);
-                    *s = _mm512_fmadd_ps(*pr, scale, *s);
-                    *pr = _mm512_setzero_ps();
-                }
-            }
-        }
+    let mut at = Sums {
+        p: &mut p,
+        acc: &mut acc,
+        special: &mut special,
     };
-    // Whole 64-byte lines of each line of codes where they remain (the
-    // lines lie a multiple of 4 KiB apart in the usual shapes and share an
-    // L1 set: a line read a piece per pass is evicted between pieces),
-    // then 16-byte pieces.
-    let whole = t.k / 64 * 64;
-    // SAFETY (the reads of codes): per the function's contract.
+    // 16-byte pieces of each line of codes (plain functions, not closures:
+    // a closure does not take the target features and stays out of line).
+    // Reading whole 64-byte lines at once, as the f32 kernel does, kept
+    // sixteen more registers live: 1.5× slower at 8 rows, no faster at 1.
+    // SAFETY (the reads of codes and the steps): per the function's
+    // contract.
     unsafe {
-        for k0 in (0..whole).step_by(64) {
-            let v = transpose16x16(t.codes.add(k0), t.ld);
-            for (g, v4) in v.chunks_exact(4).enumerate() {
-                group(k0 + 16 * g, v4);
-            }
-        }
-        for k0 in (whole..t.k).step_by(16) {
-            group(k0, &transpose16x4(t.codes.add(k0), t.ld));
+        for k0 in (0..t.k).step_by(16) {
+            let v = transpose16x4(t.codes.add(k0), t.ld);
+            group::<R, F>(t, &consts, k0, &v, &mut at);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -187,6 +152,58 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
         }
     }
     special == 0
+}
+
+/// The running sums of [`tile_blocks_t_avx512`]: the block's chains, the
+/// accumulators, and the special codes seen.
+struct Sums<'s, const R: usize> {
+    p: &'s mut [__m512; R],
+    acc: &'s mut [__m512; R],
+    special: &'s mut u64,
+}
+
+/// Sixteen steps from k0 (`v[q]` holds codes k0 + 4q..k0 + 4q + 4 of the
+/// 16 lines), then the block's accumulate where a block ends.
+///
+/// # Safety
+/// As [`tile_blocks_t_avx512`], with k0 + 16 ≤ `t.k`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn group<const R: usize, F: ShiftCode>(
+    t: &BlocksT,
+    c: &DecodeConsts,
+    k0: usize,
+    v: &[__m512i],
+    s: &mut Sums<'_, R>,
+) {
+    // SAFETY: steps k0..k0 + 16 < k of A; the scales of block
+    // (k0 + 16) / block − 1 (the caller's contract).
+    unsafe {
+        for (q, x) in v.iter().enumerate() {
+            if F::SPECIAL_FROM != 0 {
+                let mag = _mm512_and_si512(*x, c.byte_mag);
+                *s.special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
+            }
+            for j in 0..4 {
+                let w = decode::<F>(*x, j, c);
+                let ak = t.a.add((k0 + 4 * q + j) * t.mr);
+                for (r, pr) in s.p.iter_mut().enumerate() {
+                    *pr = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), w, *pr);
+                }
+            }
+        }
+        if (k0 + 16).is_multiple_of(t.block) {
+            let blk = (k0 + 16) / t.block - 1;
+            let blk_index = _mm512_add_epi32(c.sb_start, _mm512_set1_epi32(blk as i32));
+            let sb = _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _);
+            let blocks = t.k / t.block;
+            for (r, (acc, pr)) in s.acc.iter_mut().zip(s.p.iter_mut()).enumerate() {
+                let scale = _mm512_mul_ps(_mm512_set1_ps(*t.sa.add(r * blocks + blk)), sb);
+                *acc = _mm512_fmadd_ps(*pr, scale, *acc);
+                *pr = _mm512_setzero_ps();
+            }
+        }
+    }
 }
 
 /// The vectors [`decode`] uses, built once per call.
@@ -204,12 +221,18 @@ struct DecodeConsts {
     sign_bit: __m512i,
     /// `F::TABLE` in a register (zeros without one).
     table: __m512,
+    /// A code's magnitude bits, in each byte.
+    byte_mag: __m512i,
+    /// `F::SPECIAL_FROM` in each byte.
+    special_from: __m512i,
+    /// Where each line's block scales start.
+    sb_start: __m512i,
 }
 
 impl DecodeConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>() -> Self {
+    fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES]) -> Self {
         let at = 23 - F::MBITS;
         Self {
             mag_mask: _mm512_set1_epi32((F::MAG_MASK << at) as i32),
@@ -218,6 +241,26 @@ impl DecodeConsts {
             rebias_subnormal: _mm512_set1_epi32((128 - F::BIAS) << 23),
             implicit: _mm512_set1_ps(f32::from_bits(((128 - F::BIAS) as u32) << 23)),
             sign_bit: _mm512_set1_epi32(i32::MIN),
+            byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
+            special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
+            sb_start: _mm512_setr_epi32(
+                sb_start[0],
+                sb_start[1],
+                sb_start[2],
+                sb_start[3],
+                sb_start[4],
+                sb_start[5],
+                sb_start[6],
+                sb_start[7],
+                sb_start[8],
+                sb_start[9],
+                sb_start[10],
+                sb_start[11],
+                sb_start[12],
+                sb_start[13],
+                sb_start[14],
+                sb_start[15],
+            ),
             table: {
                 let t = F::TABLE.unwrap_or([0.0; 16]);
                 _mm512_setr_ps(
@@ -243,18 +286,14 @@ impl DecodeConsts {
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
-    let shifted = |by: i32| {
-        if by >= 0 {
-            _mm512_sllv_epi32(x, _mm512_set1_epi32(by))
-        } else {
-            _mm512_srlv_epi32(x, _mm512_set1_epi32(-by))
-        }
-    };
     if F::TABLE.is_some() {
         // vpermps reads the low 4 bits of each lane: code j's.
-        return _mm512_permutexvar_ps(shifted(-8 * j as i32), c.table);
+        return _mm512_permutexvar_ps(shift_left(x, -8 * j as i32), c.table);
     }
-    let moved = _mm512_and_si512(shifted((23 - F::MBITS) as i32 - 8 * j as i32), c.mag_mask);
+    let moved = _mm512_and_si512(
+        shift_left(x, (23 - F::MBITS) as i32 - 8 * j as i32),
+        c.mag_mask,
+    );
     let subnormal = _mm512_testn_epi32_mask(moved, c.exp_mask);
     let rebiased = _mm512_mask_add_epi32(
         _mm512_add_epi32(moved, c.rebias),
@@ -264,11 +303,22 @@ fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
     );
     let value = _mm512_castsi512_ps(rebiased);
     let value = _mm512_mask_sub_ps(value, subnormal, value, c.implicit);
-    let sign = shifted((31 - F::SIGN_POS) as i32 - 8 * j as i32);
+    let sign = shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32);
     // sign_bit ? sign : value
     _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
         sign,
         _mm512_castps_si512(value),
         c.sign_bit,
     ))
+}
+
+/// Each 32-bit lane of `x` shifted left by `by` bits (right by `−by`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn shift_left(x: __m512i, by: i32) -> __m512i {
+    if by >= 0 {
+        _mm512_sllv_epi32(x, _mm512_set1_epi32(by))
+    } else {
+        _mm512_srlv_epi32(x, _mm512_set1_epi32(-by))
+    }
 }

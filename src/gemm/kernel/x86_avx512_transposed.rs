@@ -215,10 +215,20 @@ unsafe fn steps<const R: usize, const BF16: bool>(
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
     // SAFETY: block b reads bytes 16b..16b + 16 of each row (the caller's
-    // contract).
-    let blocks: [[__m512i; 4]; 4] =
-        std::array::from_fn(|b| unsafe { transpose16x4(w.add(16 * b), row_bytes) });
-    std::array::from_fn(|q| blocks[q / 4][q % 4])
+    // contract). Four calls, not a closure: a closure does not take the
+    // function's target features, and LLVM then keeps it out of line.
+    let [b0, b1, b2, b3] = unsafe {
+        [
+            transpose16x4(w, row_bytes),
+            transpose16x4(w.add(16), row_bytes),
+            transpose16x4(w.add(32), row_bytes),
+            transpose16x4(w.add(48), row_bytes),
+        ]
+    };
+    [
+        b0[0], b0[1], b0[2], b0[3], b1[0], b1[1], b1[2], b1[3], b2[0], b2[1], b2[2], b2[3], b3[0],
+        b3[1], b3[2], b3[3],
+    ]
 }
 
 /// Four 32-bit values of 16 rows (`row_bytes` apart) at `w`, transposed:
