@@ -18,7 +18,7 @@ use crate::gemm::Epilogue;
 use crate::tensor::{MatMut, MatRef};
 
 /// [`super::serial`] for a block-scaled product of at most
-/// [`super::DIRECT_B_MAX_M`] rows whose B has contiguous columns (the
+/// [`Kernel::blocks_t_max_rows`] rows whose B has contiguous columns (the
 /// `N × K` lines of a `BlockScaled`), on a kernel that reads `TB`'s codes
 /// ([`Kernel::reads_blocks_t`]).
 #[allow(clippy::too_many_arguments)]

@@ -248,8 +248,9 @@ struct Operands {
     b_cols_contiguous: bool,
     /// The direct kernel reads B's element type in place.
     direct_reads_b: bool,
-    /// The block-scaled `[out, in]` kernel reads B's codes in place.
-    blocks_t_reads_b: bool,
+    /// Rows up to which the block-scaled `[out, in]` kernel reads B's
+    /// codes in place (0: it does not read them).
+    blocks_t_max_rows: usize,
     /// B is FP4 and A's values are small integers times a power of two.
     exact_small_types: bool,
     /// Both operands are FP4 codes the integer tiles take.
@@ -275,7 +276,7 @@ impl Operands {
             b_rows_contiguous: b.col_stride() == 1,
             b_cols_contiguous: b.row_stride() == 1,
             direct_reads_b: K::reads_direct::<TB>(),
-            blocks_t_reads_b: K::reads_blocks_t::<TB>(),
+            blocks_t_max_rows: K::blocks_t_max_rows::<TB>(),
             exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
             fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
         }
@@ -317,13 +318,12 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
             Strategy::ExactSmallFp4
         }
         (false, Some(blk))
-            if o.m <= DIRECT_B_MAX_M
+            if o.m <= o.blocks_t_max_rows
                 && skinny
                 && o.b_cols_contiguous
                 && !o.b_rows_contiguous
                 && o.n >= BLOCKS_T_LINES
-                && blk.is_multiple_of(16)
-                && o.blocks_t_reads_b =>
+                && blk.is_multiple_of(16) =>
         {
             Strategy::DirectTransposedBlocks
         }

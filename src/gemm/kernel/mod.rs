@@ -18,6 +18,8 @@ pub(crate) mod x86_avx512_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_transposed;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_blocks_t;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp4_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp8_dense;
@@ -723,6 +725,13 @@ pub(crate) trait Kernel {
     /// place.
     fn reads_blocks_t<T: FloatElement>() -> bool {
         false
+    }
+
+    /// Rows of A up to which reading codes of `T` in place with
+    /// [`Kernel::blocks_t`] beats widening B for the blocked loops (0: it
+    /// does not read `T`).
+    fn blocks_t_max_rows<T: FloatElement>() -> usize {
+        0
     }
 
     /// The block-scaled products of `t.rows` rows of A and

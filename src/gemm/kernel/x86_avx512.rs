@@ -11,11 +11,12 @@
 //! integer tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
 use super::x86_avx2::{avx2_shared_methods, fp4_block_accumulate};
+use super::x86_blocks_t::blocks_t_methods;
 use super::{
     check_fp4_tile, checked_tiles, scaled_blocks_loop, scaling_blocks, tile_direct_scalar,
-    BlocksTile, DirectLoad, Fp4Tile, Kernel, BLOCKS_T_LINES, FP4_MR, FP4_NR,
+    DirectLoad, Fp4Tile, Kernel, FP4_MR, FP4_NR,
 };
-use crate::dtype::{DType, FloatElement};
+use crate::dtype::FloatElement;
 use crate::gemm::ARRAY_ROWS;
 use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
@@ -115,71 +116,7 @@ impl Kernel for Avx512 {
         true
     }
 
-    fn reads_blocks_t<T: FloatElement>() -> bool {
-        matches!(
-            T::DTYPE,
-            DType::F8E4M3 | DType::F8E5M2 | DType::F6E2M3 | DType::F6E3M2 | DType::F4E2M1
-        )
-    }
-
-    fn blocks_t<T: FloatElement>(t: &mut BlocksTile<'_, T>) -> bool {
-        use super::x86_avx512_blocks_t::{
-            tile_blocks_t_avx512 as f, BlocksT, E2M1, E2M3, E3M2, E4M3, E5M2,
-        };
-        if !Self::reads_blocks_t::<T>() || t.k == 0 {
-            return false;
-        }
-        let (k, blocks) = (t.k, t.k / t.block);
-        assert_eq!(std::mem::size_of::<T>(), 1);
-        assert!((1..=DIRECT_MR).contains(&t.rows) && t.a.len() >= k * DIRECT_MR);
-        assert!(t.block.is_multiple_of(16) && k.is_multiple_of(t.block));
-        assert!(t.sa.len() >= t.rows * blocks);
-        assert!(t.lines.len() >= (BLOCKS_T_LINES - 1) * t.ld + k);
-        assert!(t.sb_start.iter().all(|&s| s + blocks <= t.sb.len()));
-        assert!(t.sb.len() <= i32::MAX as usize);
-        assert!(t.out.len() >= (t.rows - 1) * t.out_ld + BLOCKS_T_LINES);
-        let shape = BlocksT {
-            k,
-            block: t.block,
-            a: t.a.as_ptr(),
-            mr: DIRECT_MR,
-            sa: t.sa.as_ptr(),
-            codes: t.lines.as_ptr() as *const u8,
-            ld: t.ld,
-            sb: t.sb.as_ptr(),
-            sb_start: t.sb_start.map(|s| s as i32),
-            out: t.out.as_mut_ptr(),
-            out_ld: t.out_ld,
-        };
-        macro_rules! by_rows {
-            ($f:ty) => {
-                // SAFETY: the CPU has AVX-512 F/BW (the driver's dispatch);
-                // the asserts bound every access (A: k steps of DIRECT_MR;
-                // sa: rows × blocks; codes: 16 lines of k bytes, `T` is one
-                // byte; sb: each line's blocks, indices within i32; out:
-                // rows of 16 at out_ld), and `$f` is the format `T` is.
-                unsafe {
-                    match t.rows {
-                        1 => f::<1, $f>(&shape),
-                        2 => f::<2, $f>(&shape),
-                        3 => f::<3, $f>(&shape),
-                        4 => f::<4, $f>(&shape),
-                        5 => f::<5, $f>(&shape),
-                        6 => f::<6, $f>(&shape),
-                        7 => f::<7, $f>(&shape),
-                        _ => f::<8, $f>(&shape),
-                    }
-                }
-            };
-        }
-        match T::DTYPE {
-            DType::F8E4M3 => by_rows!(E4M3),
-            DType::F8E5M2 => by_rows!(E5M2),
-            DType::F6E2M3 => by_rows!(E2M3),
-            DType::F6E3M2 => by_rows!(E3M2),
-            _ => by_rows!(E2M1),
-        }
-    }
+    blocks_t_methods!(super::x86_avx512_blocks_t::tile_blocks_t_avx512, 32);
 
     fn tile_direct<T: FloatElement>(
         kt: usize,

@@ -1,117 +1,12 @@
-//! The AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t):
-//! block-scaled weights stored `[out, in]` as a [`BlockScaled`]
-//! holds them (one code per byte: FP8 E4M3/E5M2, FP6 E2M3/E3M2, FP4
-//! E2M1), read in place, sixteen lines per zmm register, for a few rows of
-//! f32 activations. This is `weight_only_gemm` and `block_gemm` at small
-//! batch without packing or widening the weights per call.
-//!
-//! Each 16 × 16 block of code bytes (16 bytes of each line) is transposed
-//! as 32-bit values (four codes of a line per lane) by [`transpose16x4`]. A code is decoded by
-//! shifts: its magnitude bits placed at the top of an f32 mantissa and
-//! exponent field read as an f32 are its value times `2^-(127 − bias)`
-//! (normals and subnormals alike, as the f16 reading of an E4M3 code in
-//! [`super::x86_fp8_dense`]), its sign moved to bit 31; one multiply by
-//! `2^(127 − bias)` (exact) gives the value. FP8 codes whose magnitude is
-//! NaN or infinity are detected instead of decoded; the kernel reports
-//! them and the driver computes those lines in scalar code.
-//!
-//! For each line and row the chain is the contract's: one FMA per code, k
-//! increasing, from +0.0 per block; each block ends with
-//! `acc = fma(p, fl(s_a · s_b), acc)`.
-//!
-//! [`BlockScaled`]: crate::block_scaled::BlockScaled
+//! The AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t)
+//! (see [`super::x86_blocks_t`] for the formats and the decoding): sixteen
+//! lines per zmm register, each code decoded with AVX-512's masks and
+//! ternary logic, FP4 by one `vpermps` on a 16-entry table.
 
 use super::x86_avx512_transposed::transpose16x4;
+use super::x86_blocks_t::{BlocksT, ShiftCode};
 use super::BLOCKS_T_LINES;
 use std::arch::x86_64::*;
-
-/// A minifloat code of at most 8 bits that [`tile_blocks_t_avx512`]
-/// decodes by shifts.
-pub(crate) trait ShiftCode {
-    /// Mantissa bits.
-    const MBITS: u32;
-    /// The magnitude bits (exponent and mantissa) of a code.
-    const MAG_MASK: u32;
-    /// The sign bit's position.
-    const SIGN_POS: u32;
-    /// The exponent bias.
-    const BIAS: i32;
-    /// The smallest magnitude code that is NaN or infinity (0: none).
-    const SPECIAL_FROM: u8;
-    /// For a 4-bit format, its 16 values by code: decoded by one table
-    /// lookup (`vpermps`) instead of shifts.
-    const TABLE: Option<[f32; 16]> = None;
-}
-
-/// FP8 E4M3 (bias 7; magnitude 0x7F is NaN).
-pub(crate) struct E4M3;
-/// FP8 E5M2 (bias 15; magnitudes from 0x7C are infinities and NaNs).
-pub(crate) struct E5M2;
-/// FP6 E2M3 (bias 1).
-pub(crate) struct E2M3;
-/// FP6 E3M2 (bias 3).
-pub(crate) struct E3M2;
-/// FP4 E2M1 (bias 1).
-pub(crate) struct E2M1;
-
-impl ShiftCode for E4M3 {
-    const MBITS: u32 = 3;
-    const MAG_MASK: u32 = 0x7F;
-    const SIGN_POS: u32 = 7;
-    const BIAS: i32 = 7;
-    const SPECIAL_FROM: u8 = 0x7F;
-}
-impl ShiftCode for E5M2 {
-    const MBITS: u32 = 2;
-    const MAG_MASK: u32 = 0x7F;
-    const SIGN_POS: u32 = 7;
-    const BIAS: i32 = 15;
-    const SPECIAL_FROM: u8 = 0x7C;
-}
-impl ShiftCode for E2M3 {
-    const MBITS: u32 = 3;
-    const MAG_MASK: u32 = 0x1F;
-    const SIGN_POS: u32 = 5;
-    const BIAS: i32 = 1;
-    const SPECIAL_FROM: u8 = 0;
-}
-impl ShiftCode for E3M2 {
-    const MBITS: u32 = 2;
-    const MAG_MASK: u32 = 0x1F;
-    const SIGN_POS: u32 = 5;
-    const BIAS: i32 = 3;
-    const SPECIAL_FROM: u8 = 0;
-}
-impl ShiftCode for E2M1 {
-    const MBITS: u32 = 1;
-    const MAG_MASK: u32 = 0x07;
-    const SIGN_POS: u32 = 3;
-    const BIAS: i32 = 1;
-    const SPECIAL_FROM: u8 = 0;
-    const TABLE: Option<[f32; 16]> = Some([
-        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
-    ]);
-}
-
-/// Where [`tile_blocks_t_avx512`] reads and writes. `a`: the A panel,
-/// `k` steps of `mr` floats; `sa`: row `r`'s block scales at
-/// `sa[r · blocks..]`; `codes`: 16 lines of `k` codes, `ld` bytes apart;
-/// `sb_start`: line `j`'s first block scale at `sb[sb_start[j]]` (then one
-/// per block); `out`: row `r`, line `j` at `out[r · out_ld + j]`.
-#[derive(Clone, Copy)]
-pub(crate) struct BlocksT {
-    pub(crate) k: usize,
-    pub(crate) block: usize,
-    pub(crate) a: *const f32,
-    pub(crate) mr: usize,
-    pub(crate) sa: *const f32,
-    pub(crate) codes: *const u8,
-    pub(crate) ld: usize,
-    pub(crate) sb: *const f32,
-    pub(crate) sb_start: [i32; BLOCKS_T_LINES],
-    pub(crate) out: *mut f32,
-    pub(crate) out_ld: usize,
-}
 
 /// The block-scaled products of `R` rows of A and 16 lines of codes of
 /// format `F` over all of `t.k`, written to `t.out`. Returns false when a

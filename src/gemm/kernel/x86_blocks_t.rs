@@ -1,0 +1,366 @@
+//! The AVX2 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t), and
+//! what it shares with the AVX-512 one ([`super::x86_avx512_blocks_t`]):
+//! block-scaled weights stored `[out, in]` as a
+//! [`BlockScaled`](crate::block_scaled::BlockScaled) holds them (one code
+//! per byte: FP8 E4M3/E5M2, FP6 E2M3/E3M2, FP4 E2M1), read in place, for a
+//! few rows of f32 activations: `weight_only_gemm` and `block_gemm` at
+//! small batch, without packing or widening the weights per call.
+//!
+//! Each block of 16 bytes of each line is transposed as 32-bit values (four
+//! codes of a line per lane). A code is decoded exactly: its magnitude
+//! bits moved under the f32 exponent field and rebiased by an integer add
+//! give a normal code's value; a subnormal code (exponent field 0) is
+//! rebiased to `2^(1 − bias)` and so has gained an implicit one, which one
+//! subtraction removes (zero stays +0); the sign goes to bit 31. No result
+//! and no operand is a subnormal f32 (on Intel cores an operation on one is
+//! a microcode assist: an earlier decode that multiplied the moved bits
+//! read as an f32 by `2^(127 − bias)` made MXFP4 18× slower there). A 4-bit
+//! code is a table lookup. FP8 codes whose magnitude is NaN or infinity
+//! are detected, not decoded: the kernel reports them and the driver
+//! computes those lines by the contract's loops.
+//!
+//! For each line and row the chain is the contract's: one FMA per code, k
+//! increasing, from +0.0 per block; each block ends with
+//! `acc = fma(p, fl(s_a · s_b), acc)`.
+
+use super::BLOCKS_T_LINES;
+use std::arch::x86_64::*;
+
+/// A minifloat code of at most 8 bits that the `blocks_t` kernels decode
+/// by shifts (or by a table, for 4 bits).
+pub(crate) trait ShiftCode {
+    /// Mantissa bits.
+    const MBITS: u32;
+    /// The magnitude bits (exponent and mantissa) of a code.
+    const MAG_MASK: u32;
+    /// The sign bit's position.
+    const SIGN_POS: u32;
+    /// The exponent bias.
+    const BIAS: i32;
+    /// The smallest magnitude code that is NaN or infinity (0: none).
+    const SPECIAL_FROM: u8;
+    /// For a 4-bit format, its 16 values by code: decoded by one table
+    /// lookup (`vpermps`) instead of shifts.
+    const TABLE: Option<[f32; 16]> = None;
+}
+
+/// FP8 E4M3 (bias 7; magnitude 0x7F is NaN).
+pub(crate) struct E4M3;
+/// FP8 E5M2 (bias 15; magnitudes from 0x7C are infinities and NaNs).
+pub(crate) struct E5M2;
+/// FP6 E2M3 (bias 1).
+pub(crate) struct E2M3;
+/// FP6 E3M2 (bias 3).
+pub(crate) struct E3M2;
+/// FP4 E2M1 (bias 1).
+pub(crate) struct E2M1;
+
+impl ShiftCode for E4M3 {
+    const MBITS: u32 = 3;
+    const MAG_MASK: u32 = 0x7F;
+    const SIGN_POS: u32 = 7;
+    const BIAS: i32 = 7;
+    const SPECIAL_FROM: u8 = 0x7F;
+}
+impl ShiftCode for E5M2 {
+    const MBITS: u32 = 2;
+    const MAG_MASK: u32 = 0x7F;
+    const SIGN_POS: u32 = 7;
+    const BIAS: i32 = 15;
+    const SPECIAL_FROM: u8 = 0x7C;
+}
+impl ShiftCode for E2M3 {
+    const MBITS: u32 = 3;
+    const MAG_MASK: u32 = 0x1F;
+    const SIGN_POS: u32 = 5;
+    const BIAS: i32 = 1;
+    const SPECIAL_FROM: u8 = 0;
+}
+impl ShiftCode for E3M2 {
+    const MBITS: u32 = 2;
+    const MAG_MASK: u32 = 0x1F;
+    const SIGN_POS: u32 = 5;
+    const BIAS: i32 = 3;
+    const SPECIAL_FROM: u8 = 0;
+}
+impl ShiftCode for E2M1 {
+    const MBITS: u32 = 1;
+    const MAG_MASK: u32 = 0x07;
+    const SIGN_POS: u32 = 3;
+    const BIAS: i32 = 1;
+    const SPECIAL_FROM: u8 = 0;
+    const TABLE: Option<[f32; 16]> = Some([
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+    ]);
+}
+
+/// Where a `blocks_t` kernel reads and writes. `a`: the A panel,
+/// `k` steps of `mr` floats; `sa`: row `r`'s block scales at
+/// `sa[r · blocks..]`; `codes`: 16 lines of `k` codes, `ld` bytes apart;
+/// `sb_start`: line `j`'s first block scale at `sb[sb_start[j]]` (then one
+/// per block); `out`: row `r`, line `j` at `out[r · out_ld + j]`.
+#[derive(Clone, Copy)]
+pub(crate) struct BlocksT {
+    pub(crate) k: usize,
+    pub(crate) block: usize,
+    pub(crate) a: *const f32,
+    pub(crate) mr: usize,
+    pub(crate) sa: *const f32,
+    pub(crate) codes: *const u8,
+    pub(crate) ld: usize,
+    pub(crate) sb: *const f32,
+    pub(crate) sb_start: [i32; BLOCKS_T_LINES],
+    pub(crate) out: *mut f32,
+    pub(crate) out_ld: usize,
+}
+
+/// The [`Kernel::reads_blocks_t`](super::Kernel::reads_blocks_t) and
+/// [`Kernel::blocks_t`](super::Kernel::blocks_t) methods of an x86 tier,
+/// written once: the bounds the leaf's `$kernel::<R, F>(&BlocksT) -> bool`
+/// relies on are asserted, then it is called for the rows and format.
+/// `$max_rows`: the rows up to which the tier reads codes decoded by shifts
+/// in place (4-bit codes, one table lookup each: 32).
+macro_rules! blocks_t_methods {
+    ($kernel:path, $max_rows:expr) => {
+        fn blocks_t_max_rows<T: $crate::dtype::FloatElement>() -> usize {
+            match T::DTYPE {
+                _ if !Self::reads_blocks_t::<T>() => 0,
+                $crate::dtype::DType::F4E2M1 => 32,
+                _ => $max_rows,
+            }
+        }
+
+        fn reads_blocks_t<T: $crate::dtype::FloatElement>() -> bool {
+            use $crate::dtype::DType;
+            matches!(
+                T::DTYPE,
+                DType::F8E4M3 | DType::F8E5M2 | DType::F6E2M3 | DType::F6E3M2 | DType::F4E2M1
+            )
+        }
+
+        fn blocks_t<T: $crate::dtype::FloatElement>(
+            t: &mut $crate::gemm::kernel::BlocksTile<'_, T>,
+        ) -> bool {
+            use $crate::dtype::DType;
+            use $crate::gemm::kernel::x86_blocks_t::{BlocksT, E2M1, E2M3, E3M2, E4M3, E5M2};
+            use $crate::gemm::kernel::BLOCKS_T_LINES;
+            use $kernel as f;
+            if !Self::reads_blocks_t::<T>() || t.k == 0 {
+                return false;
+            }
+            let mr = <Self as $crate::gemm::kernel::Kernel>::DIRECT_MR;
+            let (k, blocks) = (t.k, t.k / t.block);
+            assert_eq!(std::mem::size_of::<T>(), 1);
+            assert!((1..=mr.min(8)).contains(&t.rows) && t.a.len() >= k * mr);
+            assert!(t.block.is_multiple_of(16) && k.is_multiple_of(t.block));
+            assert!(t.sa.len() >= t.rows * blocks);
+            assert!(t.lines.len() >= (BLOCKS_T_LINES - 1) * t.ld + k);
+            assert!(t.sb_start.iter().all(|&s| s + blocks <= t.sb.len()));
+            assert!(t.sb.len() <= i32::MAX as usize);
+            assert!(t.out.len() >= (t.rows - 1) * t.out_ld + BLOCKS_T_LINES);
+            let shape = BlocksT {
+                k,
+                block: t.block,
+                a: t.a.as_ptr(),
+                mr,
+                sa: t.sa.as_ptr(),
+                codes: t.lines.as_ptr() as *const u8,
+                ld: t.ld,
+                sb: t.sb.as_ptr(),
+                sb_start: t.sb_start.map(|s| s as i32),
+                out: t.out.as_mut_ptr(),
+                out_ld: t.out_ld,
+            };
+            macro_rules! by_rows {
+                ($f:ty) => {
+                    // SAFETY: the driver picks this kernel only on a CPU with
+                    // its tier's features; the asserts bound every access
+                    // (A: k steps of mr; sa: rows × blocks; codes: 16 lines
+                    // of k bytes, `T` is one byte; sb: each line's blocks,
+                    // indices within i32; out: rows of 16 at out_ld), and
+                    // `$f` is the format `T` is.
+                    unsafe {
+                        match t.rows {
+                            1 => f::<1, $f>(&shape),
+                            2 => f::<2, $f>(&shape),
+                            3 => f::<3, $f>(&shape),
+                            4 => f::<4, $f>(&shape),
+                            5 => f::<5, $f>(&shape),
+                            6 => f::<6, $f>(&shape),
+                            7 => f::<7, $f>(&shape),
+                            _ => f::<8, $f>(&shape),
+                        }
+                    }
+                };
+            }
+            match T::DTYPE {
+                DType::F8E4M3 => by_rows!(E4M3),
+                DType::F8E5M2 => by_rows!(E5M2),
+                DType::F6E2M3 => by_rows!(E2M3),
+                DType::F6E3M2 => by_rows!(E3M2),
+                _ => by_rows!(E2M1),
+            }
+        }
+    };
+}
+pub(crate) use blocks_t_methods;
+
+/// The block-scaled products of `R` rows of A and 16 lines of codes of
+/// format `F` over all of `t.k`, written to `t.out`, eight lines per ymm
+/// register (the two halves one after the other). Returns false when a
+/// code is NaN or infinity (the sums written are then not the contract's).
+///
+/// # Safety
+/// AVX2 and FMA present; otherwise as
+/// [`tile_blocks_t_avx512`](super::x86_avx512_blocks_t::tile_blocks_t_avx512).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn tile_blocks_t_avx2<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
+    let c = Consts::of::<F>();
+    let blocks = t.k / t.block;
+    let mut special = _mm256_setzero_si256();
+    for half in 0..2 {
+        // SAFETY (all reads and writes): lines 8·half..8·half + 8 of the
+        // 16, their scales and outputs; steps < k (the function's contract).
+        unsafe {
+            let codes = t.codes.add(8 * half * t.ld);
+            let sb_start = _mm256_loadu_si256(t.sb_start.as_ptr().add(8 * half) as *const __m256i);
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut p = [_mm256_setzero_ps(); R];
+            for k0 in (0..t.k).step_by(16) {
+                let v = transpose8x4(codes.add(k0), t.ld);
+                for (q, x) in v.iter().enumerate() {
+                    if F::SPECIAL_FROM != 0 {
+                        // mag ≥ SPECIAL_FROM (unsigned, per byte).
+                        let mag = _mm256_and_si256(*x, c.byte_mag);
+                        let at_least = _mm256_cmpeq_epi8(_mm256_max_epu8(mag, c.special_from), mag);
+                        special = _mm256_or_si256(special, at_least);
+                    }
+                    for j in 0..4 {
+                        let w = decode_avx2::<F>(*x, j, &c);
+                        let ak = t.a.add((k0 + 4 * q + j) * t.mr);
+                        for (r, pr) in p.iter_mut().enumerate() {
+                            *pr = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(r)), w, *pr);
+                        }
+                    }
+                }
+                if (k0 + 16).is_multiple_of(t.block) {
+                    let blk = (k0 + 16) / t.block - 1;
+                    let index = _mm256_add_epi32(sb_start, _mm256_set1_epi32(blk as i32));
+                    let sb = _mm256_i32gather_ps::<4>(t.sb, index);
+                    for (r, (s, pr)) in acc.iter_mut().zip(p.iter_mut()).enumerate() {
+                        let scale = _mm256_mul_ps(_mm256_set1_ps(*t.sa.add(r * blocks + blk)), sb);
+                        *s = _mm256_fmadd_ps(*pr, scale, *s);
+                        *pr = _mm256_setzero_ps();
+                    }
+                }
+            }
+            for (r, s) in acc.iter().enumerate() {
+                _mm256_storeu_ps(t.out.add(r * t.out_ld + 8 * half), *s);
+            }
+        }
+    }
+    _mm256_testz_si256(special, special) == 1
+}
+
+/// The constant vectors of [`decode_avx2`] and the special-code check.
+struct Consts {
+    mag_mask: __m256i,
+    exp_mask: __m256i,
+    rebias: __m256i,
+    /// `1 << 23`: the extra exponent step of a subnormal code.
+    exp_one: __m256i,
+    implicit: __m256,
+    sign_bit: __m256i,
+    byte_mag: __m256i,
+    special_from: __m256i,
+    /// The magnitudes of a 4-bit format's codes 0..8 (its `TABLE`).
+    table: __m256,
+}
+
+impl Consts {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn of<F: ShiftCode>() -> Self {
+        let t = F::TABLE.unwrap_or([0.0; 16]);
+        Self {
+            mag_mask: _mm256_set1_epi32((F::MAG_MASK << (23 - F::MBITS)) as i32),
+            exp_mask: _mm256_set1_epi32(((F::MAG_MASK >> F::MBITS) << 23) as i32),
+            rebias: _mm256_set1_epi32((127 - F::BIAS) << 23),
+            exp_one: _mm256_set1_epi32(1 << 23),
+            implicit: _mm256_set1_ps(f32::from_bits(((128 - F::BIAS) as u32) << 23)),
+            sign_bit: _mm256_set1_epi32(i32::MIN),
+            byte_mag: _mm256_set1_epi8(F::MAG_MASK as i8),
+            special_from: _mm256_set1_epi8(F::SPECIAL_FROM as i8),
+            table: _mm256_setr_ps(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]),
+        }
+    }
+}
+
+/// Code `j` of each 32-bit lane of `x`, decoded exactly (see the module
+/// docs): a 4-bit code's magnitude by `vpermps` on the table's first eight
+/// values, any other by the rebias and the subnormal fix; then the sign.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn decode_avx2<F: ShiftCode>(x: __m256i, j: usize, c: &Consts) -> __m256 {
+    let sign = _mm256_and_si256(
+        shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32),
+        c.sign_bit,
+    );
+    let magnitude = if F::TABLE.is_some() {
+        // vpermps reads the low 3 bits of each lane: code j's magnitude.
+        _mm256_permutevar8x32_ps(c.table, shift_left(x, -8 * j as i32))
+    } else {
+        let moved = _mm256_and_si256(
+            shift_left(x, (23 - F::MBITS) as i32 - 8 * j as i32),
+            c.mag_mask,
+        );
+        let subnormal =
+            _mm256_cmpeq_epi32(_mm256_and_si256(moved, c.exp_mask), _mm256_setzero_si256());
+        let rebias = _mm256_add_epi32(c.rebias, _mm256_and_si256(subnormal, c.exp_one));
+        let value = _mm256_castsi256_ps(_mm256_add_epi32(moved, rebias));
+        _mm256_sub_ps(
+            value,
+            _mm256_and_ps(c.implicit, _mm256_castsi256_ps(subnormal)),
+        )
+    };
+    _mm256_or_ps(magnitude, _mm256_castsi256_ps(sign))
+}
+
+/// Each 32-bit lane of `x` shifted left by `by` bits (right by `−by`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn shift_left(x: __m256i, by: i32) -> __m256i {
+    if by >= 0 {
+        _mm256_sllv_epi32(x, _mm256_set1_epi32(by))
+    } else {
+        _mm256_srlv_epi32(x, _mm256_set1_epi32(-by))
+    }
+}
+
+/// Four 32-bit values of 8 rows (`row_bytes` apart) at `w`, transposed:
+/// output `q` holds value `q` of rows 0..8 (row `i` in lane `i`).
+///
+/// # Safety
+/// AVX2 present; 16 bytes readable at `w + i · row_bytes` for each row
+/// `i` < 8.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8x4(w: *const u8, row_bytes: usize) -> [__m256i; 4] {
+    // SAFETY: rows 0..8, 16 bytes each (the caller's contract).
+    let piece = |i: usize| unsafe { _mm_loadu_si128(w.add(i * row_bytes) as *const __m128i) };
+    // Register i: rows i and i + 4 in the two 128-bit lanes.
+    let r0 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(piece(0)), piece(4));
+    let r1 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(piece(1)), piece(5));
+    let r2 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(piece(2)), piece(6));
+    let r3 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(piece(3)), piece(7));
+    let t0 = _mm256_unpacklo_epi32(r0, r1);
+    let t1 = _mm256_unpackhi_epi32(r0, r1);
+    let t2 = _mm256_unpacklo_epi32(r2, r3);
+    let t3 = _mm256_unpackhi_epi32(r2, r3);
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
+}
