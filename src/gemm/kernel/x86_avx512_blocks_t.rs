@@ -79,11 +79,18 @@ unsafe fn group<const R: usize, F: ShiftCode>(
                 let mag = _mm512_and_si512(*x, c.byte_mag);
                 *s.special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
             }
-            for j in 0..4 {
-                let w = decode::<F>(*x, j, c);
-                let ak = t.a.add((k0 + 4 * q + j) * t.mr);
-                for (r, pr) in s.p.iter_mut().enumerate() {
-                    *pr = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(r)), w, *pr);
+            // Most registers hold no subnormal code (exponent field 0,
+            // mantissa not 0): their codes skip decode's subnormal fix.
+            let mantissa = _mm512_test_epi8_mask(*x, c.mant_bytes);
+            if F::TABLE.is_none() && _mm512_mask_testn_epi8_mask(mantissa, *x, c.exp_bytes) == 0 {
+                for j in 0..4 {
+                    let w = decode_normal::<F>(*x, j, c);
+                    fma_rows(s.p, t.a.add((k0 + 4 * q + j) * t.mr), w);
+                }
+            } else {
+                for j in 0..4 {
+                    let w = decode::<F>(*x, j, c);
+                    fma_rows(s.p, t.a.add((k0 + 4 * q + j) * t.mr), w);
                 }
             }
         }
@@ -98,6 +105,19 @@ unsafe fn group<const R: usize, F: ShiftCode>(
                 *pr = _mm512_setzero_ps();
             }
         }
+    }
+}
+
+/// One step of `R` chains: `p[r] = fma(a[r], w, p[r])`.
+///
+/// # Safety
+/// `a` has `R` readable floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_rows<const R: usize>(p: &mut [__m512; R], a: *const f32, w: __m512) {
+    for (r, pr) in p.iter_mut().enumerate() {
+        // SAFETY: r < R (the caller's contract).
+        *pr = _mm512_fmadd_ps(_mm512_set1_ps(unsafe { *a.add(r) }), w, *pr);
     }
 }
 
@@ -122,6 +142,10 @@ struct DecodeConsts {
     special_from: __m512i,
     /// Where each line's block scales start.
     sb_start: __m512i,
+    /// A code's exponent bits, in each byte.
+    exp_bytes: __m512i,
+    /// A code's mantissa bits, in each byte.
+    mant_bytes: __m512i,
 }
 
 impl DecodeConsts {
@@ -137,6 +161,8 @@ impl DecodeConsts {
             implicit: _mm512_set1_ps(f32::from_bits(((128 - F::BIAS) as u32) << 23)),
             sign_bit: _mm512_set1_epi32(i32::MIN),
             byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
+            exp_bytes: _mm512_set1_epi8((F::MAG_MASK & !((1 << F::MBITS) - 1)) as i8),
+            mant_bytes: _mm512_set1_epi8(((1u32 << F::MBITS) - 1) as i8),
             special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
             sb_start: _mm512_setr_epi32(
                 sb_start[0],
@@ -205,6 +231,23 @@ fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
         _mm512_castps_si512(value),
         c.sign_bit,
     ))
+}
+
+/// [`decode`] for a register that holds no subnormal code: a zero code
+/// stays +0 (before its sign), every other is rebiased; two operations
+/// fewer than the subnormal fix.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn decode_normal<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
+    let moved = _mm512_and_si512(
+        shift_left(x, (23 - F::MBITS) as i32 - 8 * j as i32),
+        c.mag_mask,
+    );
+    let nonzero = _mm512_test_epi32_mask(moved, moved);
+    let value = _mm512_maskz_add_epi32(nonzero, moved, c.rebias);
+    let sign = shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32);
+    // sign_bit ? sign : value
+    _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(sign, value, c.sign_bit))
 }
 
 /// Each 32-bit lane of `x` shifted left by `by` bits (right by `−by`).
