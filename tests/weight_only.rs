@@ -686,12 +686,36 @@ fn every_nvfp4_scale_code_decodes_exactly() -> Result<(), Error> {
     Ok(())
 }
 
+/// `block_gemm` on `a` and `b` gives `block_gemm_reference`'s bits.
+fn block_gemm_equals_reference<TA: FloatElement, TB: FloatElement>(
+    a: &BlockScaled<TA>,
+    b: &BlockScaled<TB>,
+    par: Parallelism,
+) -> Result<(), TestCaseError> {
+    let (m, n) = (a.lines(), b.lines());
+    let (mut want, mut got) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+    block_gemm_reference(
+        a,
+        b,
+        MatMut::from_row_major(&mut want, m, n)?,
+        &Epilogue::new(),
+    )?;
+    mixprec::gemm::block_gemm(
+        a,
+        b,
+        MatMut::from_row_major(&mut got, m, n)?,
+        &Epilogue::new(),
+        par,
+    )?;
+    check_slice_bits_eq(&got, &want)?;
+    Ok(())
+}
+
 /// Skinny products on a large block-scaled B (past the skinny thresholds
 /// of the plan) give the reference's bits: weight-only and fully
 /// block-scaled, every scheme's block size, 1–2 threads.
 #[test]
 fn skinny_block_scaled_products_equal_the_reference() -> Result<(), TestCaseError> {
-    use mixprec::gemm::block_gemm;
     let (n, k) = (520, 512); // 266,240 weights: past the skinny threshold
     let w = values(n * k, 31, false);
     let wm = MatRef::from_row_major(&w, n, k)?;
@@ -714,21 +738,7 @@ fn skinny_block_scaled_products_equal_the_reference() -> Result<(), TestCaseErro
             let a8 = BlockScaled::<F8E4M3>::mx(xm, MxScaleMode::Ceil)?;
             let a_lines = BlockScaled::<F8E4M3>::fp8(xm, Fp8Granularity::Lines1x128, false)?;
             for (a, b) in [(&a8, &b8), (&a_lines, &b_blocks)] {
-                let (mut want, mut got) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
-                block_gemm_reference(
-                    a,
-                    b,
-                    MatMut::from_row_major(&mut want, m, n)?,
-                    &Epilogue::new(),
-                )?;
-                block_gemm(
-                    a,
-                    b,
-                    MatMut::from_row_major(&mut got, m, n)?,
-                    &Epilogue::new(),
-                    par,
-                )?;
-                check_slice_bits_eq(&got, &want)?;
+                block_gemm_equals_reference(a, b, par)?;
             }
         }
     }
@@ -747,10 +757,9 @@ fn skinny_block_scaled_products_equal_the_reference() -> Result<(), TestCaseErro
 /// threads: the reference's bits.
 #[test]
 fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
-    use mixprec::gemm::{block_gemm, block_gemm_plan, Strategy, Tier};
+    use mixprec::gemm::{block_gemm_plan, Strategy, Tier};
     use mixprec::F6E3M2;
     fn run<TB: FloatElement>(b: &BlockScaled<TB>, k: usize) -> Result<(), TestCaseError> {
-        let n = b.lines();
         for m in [1usize, 8, 9, 32] {
             // NaN and infinite activations only past 8 rows, so that the
             // weights' own specials show in the first rows' outputs.
@@ -771,37 +780,9 @@ fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
             }
             let mx = BlockScaled::<F8E4M3>::mx(xm, MxScaleMode::Floor)?;
             for threads in [1, 2] {
-                let par = parallelism(threads);
-                let (mut want, mut got) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
-                block_gemm_reference(
-                    &unit,
-                    b,
-                    MatMut::from_row_major(&mut want, m, n)?,
-                    &Epilogue::new(),
-                )?;
-                weight_only_gemm(
-                    xm,
-                    b,
-                    MatMut::from_row_major(&mut got, m, n)?,
-                    &Epilogue::new(),
-                    par,
-                )?;
-                check_slice_bits_eq(&got, &want)?;
+                check::<f32, TB>(&x, (m, k), b, None, threads, 0, false)?;
                 if b.block() == 32 {
-                    block_gemm_reference(
-                        &mx,
-                        b,
-                        MatMut::from_row_major(&mut want, m, n)?,
-                        &Epilogue::new(),
-                    )?;
-                    block_gemm(
-                        &mx,
-                        b,
-                        MatMut::from_row_major(&mut got, m, n)?,
-                        &Epilogue::new(),
-                        par,
-                    )?;
-                    check_slice_bits_eq(&got, &want)?;
+                    block_gemm_equals_reference(&mx, b, parallelism(threads))?;
                 }
             }
         }

@@ -24,74 +24,71 @@
 //! `acc = fma(p, fl(s_a · s_b), acc)`.
 
 use super::BLOCKS_T_LINES;
+use crate::dtype::format::{widen_bits, Format};
 use std::arch::x86_64::*;
 
 /// A minifloat code of at most 8 bits that the `blocks_t` kernels decode
-/// by shifts (or by a table, for 4 bits).
+/// by shifts (or by a table, for 4 bits): its layout is the crate's
+/// [`Format`] description, from which the rest follows.
 pub(crate) trait ShiftCode {
+    /// The format's layout.
+    const FORMAT: Format;
     /// Mantissa bits.
-    const MBITS: u32;
+    const MBITS: u32 = Self::FORMAT.man_bits;
     /// The magnitude bits (exponent and mantissa) of a code.
-    const MAG_MASK: u32;
+    const MAG_MASK: u32 = Self::FORMAT.sign_bit() - 1;
     /// The sign bit's position.
-    const SIGN_POS: u32;
+    const SIGN_POS: u32 = Self::FORMAT.exp_bits + Self::FORMAT.man_bits;
     /// The exponent bias.
-    const BIAS: i32;
+    const BIAS: i32 = Self::FORMAT.bias;
     /// The smallest magnitude code that is NaN or infinity (0: none).
-    const SPECIAL_FROM: u8;
+    const SPECIAL_FROM: u8 = if Self::FORMAT.finite_only {
+        0
+    } else {
+        Self::FORMAT.inf_or_nan_bits() as u8
+    };
     /// For a 4-bit format, its 16 values by code: decoded by one table
     /// lookup (`vpermps`) instead of shifts.
     const TABLE: Option<[f32; 16]> = None;
 }
 
-/// FP8 E4M3 (bias 7; magnitude 0x7F is NaN).
+/// The 16 values of a 4-bit format by code.
+const fn values16(fmt: Format) -> [f32; 16] {
+    let mut t = [0.0f32; 16];
+    let mut code = 0;
+    while code < 16 {
+        t[code] = widen_bits(code as u32, fmt);
+        code += 1;
+    }
+    t
+}
+
+/// FP8 E4M3.
 pub(crate) struct E4M3;
-/// FP8 E5M2 (bias 15; magnitudes from 0x7C are infinities and NaNs).
+/// FP8 E5M2.
 pub(crate) struct E5M2;
-/// FP6 E2M3 (bias 1).
+/// FP6 E2M3.
 pub(crate) struct E2M3;
-/// FP6 E3M2 (bias 3).
+/// FP6 E3M2.
 pub(crate) struct E3M2;
-/// FP4 E2M1 (bias 1).
+/// FP4 E2M1.
 pub(crate) struct E2M1;
 
 impl ShiftCode for E4M3 {
-    const MBITS: u32 = 3;
-    const MAG_MASK: u32 = 0x7F;
-    const SIGN_POS: u32 = 7;
-    const BIAS: i32 = 7;
-    const SPECIAL_FROM: u8 = 0x7F;
+    const FORMAT: Format = Format::E4M3;
 }
 impl ShiftCode for E5M2 {
-    const MBITS: u32 = 2;
-    const MAG_MASK: u32 = 0x7F;
-    const SIGN_POS: u32 = 7;
-    const BIAS: i32 = 15;
-    const SPECIAL_FROM: u8 = 0x7C;
+    const FORMAT: Format = Format::E5M2;
 }
 impl ShiftCode for E2M3 {
-    const MBITS: u32 = 3;
-    const MAG_MASK: u32 = 0x1F;
-    const SIGN_POS: u32 = 5;
-    const BIAS: i32 = 1;
-    const SPECIAL_FROM: u8 = 0;
+    const FORMAT: Format = Format::E2M3;
 }
 impl ShiftCode for E3M2 {
-    const MBITS: u32 = 2;
-    const MAG_MASK: u32 = 0x1F;
-    const SIGN_POS: u32 = 5;
-    const BIAS: i32 = 3;
-    const SPECIAL_FROM: u8 = 0;
+    const FORMAT: Format = Format::E3M2;
 }
 impl ShiftCode for E2M1 {
-    const MBITS: u32 = 1;
-    const MAG_MASK: u32 = 0x07;
-    const SIGN_POS: u32 = 3;
-    const BIAS: i32 = 1;
-    const SPECIAL_FROM: u8 = 0;
-    const TABLE: Option<[f32; 16]> = Some([
-        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
-    ]);
+    const FORMAT: Format = Format::E2M1;
+    const TABLE: Option<[f32; 16]> = Some(values16(Format::E2M1));
 }
 
 /// Where a `blocks_t` kernel reads and writes. `a`: the A panel,
