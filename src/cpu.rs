@@ -43,11 +43,42 @@ pub(crate) fn has_avx512() -> bool {
 pub(crate) fn has_avx512_vbmi() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        has_avx512() && is_x86_feature_detected!("avx512vbmi")
+        has_avx512() && is_x86_feature_detected!("avx512vbmi") && !no_vbmi()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// True when the AVX-512 tier is on and the CPU also has AVX-512 VBMI and
+/// GFNI (Ice Lake and later, Zen 4 and later): the block-scaled `[out, in]`
+/// kernel then decodes codes through f16
+/// (`gemm::kernel::x86_avx512_blocks_staged`).
+#[inline]
+pub(crate) fn has_avx512_vbmi_gfni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512_vbmi() && is_x86_feature_detected!("gfni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `MIXPREC_FORCE_NO_VBMI`: the AVX-512 tier without VBMI and GFNI, as on
+/// Cascade Lake (to test those kernels on any AVX-512 CPU). Read once.
+#[cfg(target_arch = "x86_64")]
+fn no_vbmi() -> bool {
+    static NO_VBMI: AtomicU8 = AtomicU8::new(UNKNOWN);
+    match NO_VBMI.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let off = env_flag("MIXPREC_FORCE_NO_VBMI");
+            NO_VBMI.store(if off { 2 } else { 1 }, Ordering::Relaxed);
+            off
+        }
+        known => known == 2,
     }
 }
 

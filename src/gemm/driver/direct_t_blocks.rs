@@ -13,7 +13,7 @@ use super::workspace::{grow, round_up, Workspace};
 use super::write_back::write_block;
 use super::{Part, Scaling};
 use crate::dtype::FloatElement;
-use crate::gemm::kernel::{BlocksTile, Kernel, BLOCKS_T_LINES};
+use crate::gemm::kernel::{BlocksTile, Kernel, BLOCKS_T_GROUPS, BLOCKS_T_LINES};
 use crate::gemm::Epilogue;
 use crate::tensor::{MatMut, MatRef};
 
@@ -59,26 +59,27 @@ pub(super) fn serial_direct_t_blocks<
     let acc = grow(acc_buf, round_up(m, mr) * n);
     let (lines, ld) = (b.as_slice(), b.col_stride());
     let main = n / BLOCKS_T_LINES * BLOCKS_T_LINES;
-    for j0 in (0..main).step_by(BLOCKS_T_LINES) {
-        for (q, a_panel) in packed_a.chunks_exact(k * mr).enumerate() {
-            let rows = mr.min(m - q * mr);
-            let mut tile = BlocksTile {
-                rows,
-                k,
-                block,
-                a: a_panel,
-                sa: &sa[q * mr * blocks..],
-                lines: &lines[j0 * ld..],
-                ld,
-                sb: s.b.scales,
-                sb_start: std::array::from_fn(|j| s.b.start(col0 + j0 + j)),
-                out: &mut acc[q * mr * n + j0..],
-                out_ld: n,
-            };
-            if !K::blocks_t(&mut tile) {
-                let r = q * mr..q * mr + rows;
-                contract_loops(&a, &b, s, (r0, col0), r, j0..j0 + BLOCKS_T_LINES, acc, n);
-            }
+    let call = BLOCKS_T_LINES * BLOCKS_T_GROUPS;
+    for j0 in (0..main).step_by(call) {
+        let groups = (main - j0).min(call) / BLOCKS_T_LINES;
+        let mut tile = BlocksTile {
+            rows: m,
+            groups,
+            k,
+            block,
+            a: packed_a,
+            sa,
+            lines: &lines[j0 * ld..],
+            ld,
+            sb: s.b.scales,
+            sb_start: std::array::from_fn(|j| s.b.start(col0 + (j0 + j).min(n - 1))),
+            out: &mut acc[j0..],
+            out_ld: n,
+        };
+        let done = K::blocks_t(&mut tile);
+        for g in (0..groups).filter(|g| done & (1 << g) == 0) {
+            let j = j0 + g * BLOCKS_T_LINES;
+            contract_loops(&a, &b, s, (r0, col0), 0..m, j..j + BLOCKS_T_LINES, acc, n);
         }
     }
     contract_loops(&a, &b, s, (r0, col0), 0..m, main..n, acc, n);

@@ -13,6 +13,8 @@ pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512_blocks_staged;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_blocks_t;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_dense;
@@ -581,16 +583,16 @@ pub(crate) trait Kernel {
         0
     }
 
-    /// The block-scaled products of `t.rows` rows of A and
-    /// [`BLOCKS_T_LINES`] lines of codes of `T` (W stored `[out, in]`, one
-    /// code per element) over all of K: for each row and line, per block
-    /// the FMA chain from +0.0 over k increasing, then
+    /// The block-scaled products of `t.rows` rows of A and `t.groups`
+    /// groups of [`BLOCKS_T_LINES`] lines of codes of `T` (W stored
+    /// `[out, in]`, one code per element) over all of K: for each row and
+    /// line, per block the FMA chain from +0.0 over k increasing, then
     /// `acc = fma(p, fl(s_a · s_b), acc)`; the sums go to `t.out`. Returns
-    /// false where the kernel has no such form for `T`, or a code was NaN
-    /// or infinity (the sums written are then not the contract's: the
-    /// caller computes those lines another way).
-    fn blocks_t<T: FloatElement>(_t: &mut BlocksTile<'_, T>) -> bool {
-        false
+    /// the groups whose sums are the contract's (bit `g`): a group with a
+    /// NaN or infinity code, or every group where the kernel has no such
+    /// form for `T`, is left to the caller to compute another way.
+    fn blocks_t<T: FloatElement>(_t: &mut BlocksTile<'_, T>) -> u32 {
+        0
     }
 
     /// `out[i*ld_out + j] = epilogue(acc[i*ld_acc + j], out[i*ld_out + j], col0 + j)`

@@ -138,16 +138,22 @@ impl DirectLoad {
     }
 }
 
-/// Lines of codes per [`Kernel::blocks_t`] call.
+/// Lines of codes per group of a [`Kernel::blocks_t`] call.
 pub(crate) const BLOCKS_T_LINES: usize = 16;
+/// Groups of [`BLOCKS_T_LINES`] lines a [`Kernel::blocks_t`] call takes
+/// at most.
+pub(crate) const BLOCKS_T_GROUPS: usize = 2;
 
-/// The operands of [`Kernel::blocks_t`]: `a`, the A panel (`k` steps of
-/// the kernel's `DIRECT_MR` floats); `sa`, row `r`'s block scales at
-/// `sa[r · k / block..]`; `lines`, [`BLOCKS_T_LINES`] lines of `k` codes,
+/// The operands of [`Kernel::blocks_t`]: `rows` rows of A (at most
+/// [`Kernel::blocks_t_max_rows`]) and `groups` groups of
+/// [`BLOCKS_T_LINES`] lines. `a`, the packed A (panels of the kernel's
+/// `DIRECT_MR` rows, each `k` steps of `DIRECT_MR` floats); `sa`, row `r`'s
+/// block scales at `sa[r · k / block..]`; `lines`, the lines of `k` codes,
 /// `ld` apart; `sb_start[j]`, where line `j`'s block scales start in `sb`;
 /// `out`, row `r`, line `j` at `out[r · out_ld + j]`.
 pub(crate) struct BlocksTile<'a, T> {
     pub(crate) rows: usize,
+    pub(crate) groups: usize,
     pub(crate) k: usize,
     pub(crate) block: usize,
     pub(crate) a: &'a [f32],
@@ -155,7 +161,7 @@ pub(crate) struct BlocksTile<'a, T> {
     pub(crate) lines: &'a [T],
     pub(crate) ld: usize,
     pub(crate) sb: &'a [f32],
-    pub(crate) sb_start: [usize; BLOCKS_T_LINES],
+    pub(crate) sb_start: [usize; BLOCKS_T_LINES * BLOCKS_T_GROUPS],
     pub(crate) out: &'a mut [f32],
     pub(crate) out_ld: usize,
 }

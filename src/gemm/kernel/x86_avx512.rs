@@ -116,7 +116,12 @@ impl Kernel for Avx512 {
         true
     }
 
-    blocks_t_methods!(super::x86_avx512_blocks_t::tile_blocks_t_avx512, 32);
+    blocks_t_methods!(
+        super::x86_avx512_blocks_t::tile_blocks_t_avx512,
+        32,
+        staged: super::x86_avx512_blocks_staged::blocks_t_staged,
+        when: crate::cpu::has_avx512_vbmi_gfni
+    );
 
     fn tile_direct<T: FloatElement>(
         kt: usize,

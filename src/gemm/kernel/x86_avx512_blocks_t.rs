@@ -5,7 +5,6 @@
 
 use super::x86_avx512_transposed::transpose16x4;
 use super::x86_blocks_t::{BlocksT, ShiftCode};
-use super::BLOCKS_T_LINES;
 use std::arch::x86_64::*;
 
 /// The block-scaled products of `R` rows of A and 16 lines of codes of
@@ -151,7 +150,7 @@ struct DecodeConsts {
 impl DecodeConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES]) -> Self {
+    fn of<F: ShiftCode>(sb_start: &[i32]) -> Self {
         let at = 23 - F::MBITS;
         Self {
             mag_mask: _mm512_set1_epi32((F::MAG_MASK << at) as i32),

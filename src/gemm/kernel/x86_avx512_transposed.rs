@@ -249,11 +249,18 @@ pub(crate) unsafe fn transpose16x4(w: *const u8, row_bytes: usize) -> [__m512i; 
         let x = _mm512_inserti32x4::<2>(x, piece(i + 8));
         _mm512_inserti32x4::<3>(x, piece(i + 12))
     };
-    let (r0, r1, r2, r3) = (lanes(0), lanes(1), lanes(2), lanes(3));
-    let t0 = _mm512_unpacklo_epi32(r0, r1);
-    let t1 = _mm512_unpackhi_epi32(r0, r1);
-    let t2 = _mm512_unpacklo_epi32(r2, r3);
-    let t3 = _mm512_unpackhi_epi32(r2, r3);
+    transpose_dwords4([lanes(0), lanes(1), lanes(2), lanes(3)])
+}
+
+/// The 4 × 4 transposes of 32-bit values within each 128-bit lane of
+/// `r`: lane `L` of output `j` holds dword `j` of lane `L` of `r[0..4]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn transpose_dwords4(r: [__m512i; 4]) -> [__m512i; 4] {
+    let t0 = _mm512_unpacklo_epi32(r[0], r[1]);
+    let t1 = _mm512_unpackhi_epi32(r[0], r[1]);
+    let t2 = _mm512_unpacklo_epi32(r[2], r[3]);
+    let t3 = _mm512_unpackhi_epi32(r[2], r[3]);
     [
         _mm512_unpacklo_epi64(t0, t2),
         _mm512_unpackhi_epi64(t0, t2),

@@ -23,7 +23,7 @@
 //! increasing, from +0.0 per block; each block ends with
 //! `acc = fma(p, fl(s_a · s_b), acc)`.
 
-use super::BLOCKS_T_LINES;
+use super::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
 use crate::dtype::format::{widen_bits, Format};
 use std::arch::x86_64::*;
 
@@ -91,13 +91,17 @@ impl ShiftCode for E2M1 {
     const TABLE: Option<[f32; 16]> = Some(values16(Format::E2M1));
 }
 
-/// Where a `blocks_t` kernel reads and writes. `a`: the A panel,
-/// `k` steps of `mr` floats; `sa`: row `r`'s block scales at
-/// `sa[r · blocks..]`; `codes`: 16 lines of `k` codes, `ld` bytes apart;
-/// `sb_start`: line `j`'s first block scale at `sb[sb_start[j]]` (then one
-/// per block); `out`: row `r`, line `j` at `out[r · out_ld + j]`.
+/// Where a `blocks_t` kernel reads and writes. `rows` rows of A and
+/// `groups` groups of 16 lines (the per-panel kernels take `R` rows and one
+/// group). `a`: the A panel(s), `k` steps of `mr` floats each; `sa`: row
+/// `r`'s block scales at `sa[r · blocks..]`; `codes`: the lines of `k`
+/// codes, `ld` bytes apart; `sb_start`: line `j`'s first block scale at
+/// `sb[sb_start[j]]` (then one per block); `out`: row `r`, line `j` at
+/// `out[r · out_ld + j]`.
 #[derive(Clone, Copy)]
 pub(crate) struct BlocksT {
+    pub(crate) rows: usize,
+    pub(crate) groups: usize,
     pub(crate) k: usize,
     pub(crate) block: usize,
     pub(crate) a: *const f32,
@@ -106,19 +110,50 @@ pub(crate) struct BlocksT {
     pub(crate) codes: *const u8,
     pub(crate) ld: usize,
     pub(crate) sb: *const f32,
-    pub(crate) sb_start: [i32; BLOCKS_T_LINES],
+    pub(crate) sb_start: [i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS],
     pub(crate) out: *mut f32,
     pub(crate) out_ld: usize,
+}
+
+impl BlocksT {
+    /// The same call restricted to group `g` and the panel of rows
+    /// `q · mr..` (for the kernels that take one group and one panel).
+    ///
+    /// # Safety
+    /// `g < groups` and `q · mr < rows`: the pointers stay inside the
+    /// call's operands.
+    pub(crate) unsafe fn panel(&self, g: usize, q: usize) -> Self {
+        let blocks = self.k / self.block;
+        let mut sb_start = [0; BLOCKS_T_LINES * BLOCKS_T_GROUPS];
+        sb_start[..BLOCKS_T_LINES]
+            .copy_from_slice(&self.sb_start[g * BLOCKS_T_LINES..(g + 1) * BLOCKS_T_LINES]);
+        // SAFETY: per the function's contract.
+        unsafe {
+            Self {
+                rows: self.mr.min(self.rows - q * self.mr),
+                groups: 1,
+                a: self.a.add(q * self.mr * self.k),
+                sa: self.sa.add(q * self.mr * blocks),
+                codes: self.codes.add(g * BLOCKS_T_LINES * self.ld),
+                sb_start,
+                out: self.out.add(q * self.mr * self.out_ld + g * BLOCKS_T_LINES),
+                ..*self
+            }
+        }
+    }
 }
 
 /// The [`Kernel::reads_blocks_t`](super::Kernel::reads_blocks_t) and
 /// [`Kernel::blocks_t`](super::Kernel::blocks_t) methods of an x86 tier,
 /// written once: the bounds the leaf's `$kernel::<R, F>(&BlocksT) -> bool`
-/// relies on are asserted, then it is called for the rows and format.
-/// `$max_rows`: the rows up to which the tier reads codes decoded by shifts
-/// in place (4-bit codes, one table lookup each: 32).
+/// (one group, one panel of `R` rows) relies on are asserted, then it is
+/// called for each group, panel and format. `$max_rows`: the rows up to
+/// which the tier reads codes decoded by shifts in place (4-bit codes, one
+/// table lookup each: 32). With `staged: $f`, `$f::<F>(&BlocksT) -> u32`
+/// takes the whole call (two groups) where `$when` holds and the rows are
+/// in `STAGED_MIN_ROWS..=STAGED_MAX_ROWS`.
 macro_rules! blocks_t_methods {
-    ($kernel:path, $max_rows:expr) => {
+    ($kernel:path, $max_rows:expr $(, staged: $staged:path, when: $when:path)?) => {
         fn blocks_t_max_rows<T: $crate::dtype::FloatElement>() -> usize {
             match T::DTYPE {
                 _ if !Self::reads_blocks_t::<T>() => 0,
@@ -137,25 +172,29 @@ macro_rules! blocks_t_methods {
 
         fn blocks_t<T: $crate::dtype::FloatElement>(
             t: &mut $crate::gemm::kernel::BlocksTile<'_, T>,
-        ) -> bool {
+        ) -> u32 {
             use $crate::dtype::DType;
             use $crate::gemm::kernel::x86_blocks_t::{BlocksT, E2M1, E2M3, E3M2, E4M3, E5M2};
-            use $crate::gemm::kernel::BLOCKS_T_LINES;
+            use $crate::gemm::kernel::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
             use $kernel as f;
             if !Self::reads_blocks_t::<T>() || t.k == 0 {
-                return false;
+                return 0;
             }
             let mr = <Self as $crate::gemm::kernel::Kernel>::DIRECT_MR;
-            let (k, blocks) = (t.k, t.k / t.block);
+            let (k, blocks, lines) = (t.k, t.k / t.block, t.groups * BLOCKS_T_LINES);
             assert_eq!(std::mem::size_of::<T>(), 1);
-            assert!((1..=mr.min(8)).contains(&t.rows) && t.a.len() >= k * mr);
+            assert!((1..=Self::blocks_t_max_rows::<T>()).contains(&t.rows));
+            assert!((1..=BLOCKS_T_GROUPS).contains(&t.groups));
+            assert!(t.a.len() >= t.rows.div_ceil(mr) * mr * k);
             assert!(t.block.is_multiple_of(16) && k.is_multiple_of(t.block));
             assert!(t.sa.len() >= t.rows * blocks);
-            assert!(t.lines.len() >= (BLOCKS_T_LINES - 1) * t.ld + k);
-            assert!(t.sb_start.iter().all(|&s| s + blocks <= t.sb.len()));
+            assert!(t.lines.len() >= (lines - 1) * t.ld + k);
+            assert!(t.sb_start[..lines].iter().all(|&s| s + blocks <= t.sb.len()));
             assert!(t.sb.len() <= i32::MAX as usize);
-            assert!(t.out.len() >= (t.rows - 1) * t.out_ld + BLOCKS_T_LINES);
+            assert!(t.out.len() >= (t.rows - 1) * t.out_ld + lines);
             let shape = BlocksT {
+                rows: t.rows,
+                groups: t.groups,
                 k,
                 block: t.block,
                 a: t.a.as_ptr(),
@@ -164,31 +203,54 @@ macro_rules! blocks_t_methods {
                 codes: t.lines.as_ptr() as *const u8,
                 ld: t.ld,
                 sb: t.sb.as_ptr(),
-                sb_start: t.sb_start.map(|s| s as i32),
+                sb_start: t.sb_start.map(|s| if s <= i32::MAX as usize { s as i32 } else { 0 }),
                 out: t.out.as_mut_ptr(),
                 out_ld: t.out_ld,
             };
             macro_rules! by_rows {
-                ($f:ty) => {
-                    // SAFETY: the driver picks this kernel only on a CPU with
-                    // its tier's features; the asserts bound every access
-                    // (A: k steps of mr; sa: rows × blocks; codes: 16 lines
-                    // of k bytes, `T` is one byte; sb: each line's blocks,
-                    // indices within i32; out: rows of 16 at out_ld), and
-                    // `$f` is the format `T` is.
-                    unsafe {
-                        match t.rows {
-                            1 => f::<1, $f>(&shape),
-                            2 => f::<2, $f>(&shape),
-                            3 => f::<3, $f>(&shape),
-                            4 => f::<4, $f>(&shape),
-                            5 => f::<5, $f>(&shape),
-                            6 => f::<6, $f>(&shape),
-                            7 => f::<7, $f>(&shape),
-                            _ => f::<8, $f>(&shape),
+                ($f:ty) => {{
+                    $(
+                        use $staged as staged;
+                        use $crate::gemm::kernel::x86_avx512_blocks_staged::{STAGED_MAX_ROWS, STAGED_MIN_ROWS};
+                        if $when() && (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) {
+                            // SAFETY: `$when` checked the features; the
+                            // asserts bound every access (as below, for
+                            // all rows and groups).
+                            return unsafe { staged::<$f>(&shape) };
+                        }
+                    )?
+                    let mut done = 0;
+                    for g in 0..t.groups {
+                        let mut ok = true;
+                        for q in 0..t.rows.div_ceil(mr) {
+                            // SAFETY: the driver picks this kernel only on a
+                            // CPU with its tier's features; the asserts bound
+                            // every access (A: k steps of mr per panel; sa:
+                            // rows × blocks; codes: the groups' lines of k
+                            // bytes, `T` is one byte; sb: each line's blocks,
+                            // indices within i32; out: rows of the groups'
+                            // lines at out_ld), g < groups and q · mr < rows,
+                            // and `$f` is the format `T` is.
+                            ok &= unsafe {
+                                let s = shape.panel(g, q);
+                                match s.rows {
+                                    1 => f::<1, $f>(&s),
+                                    2 => f::<2, $f>(&s),
+                                    3 => f::<3, $f>(&s),
+                                    4 => f::<4, $f>(&s),
+                                    5 => f::<5, $f>(&s),
+                                    6 => f::<6, $f>(&s),
+                                    7 => f::<7, $f>(&s),
+                                    _ => f::<8, $f>(&s),
+                                }
+                            };
+                        }
+                        if ok {
+                            done |= 1 << g;
                         }
                     }
-                };
+                    done
+                }};
             }
             match T::DTYPE {
                 DType::F8E4M3 => by_rows!(E4M3),

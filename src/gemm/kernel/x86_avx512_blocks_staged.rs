@@ -1,0 +1,498 @@
+//! The staged AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t)
+//! (CPUs with AVX-512 VBMI and GFNI: Ice Lake and later, Zen 4 and later)
+//! for 9 to 32 rows of A: 16 or 32 lines of codes and every row in one
+//! call.
+//!
+//! K runs in chunks of 64 steps. Each chunk of each group of 16 lines is
+//! read as whole 64-byte lines (lines lie `ld` bytes apart, often a
+//! multiple of 4 KiB, so pieces of them read one at a time share an L1 set
+//! and evict each other), transposed in registers (128-bit lanes, then
+//! 32-bit values) and decoded once into an L1 buffer of f32, sixteen lines
+//! per zmm. Every panel of up to eight rows then runs its FMA chains from
+//! that buffer: the decode is paid once per code whatever the rows (the
+//! per-panel kernel, [`super::x86_avx512_blocks_t`], decodes again for each
+//! panel of eight rows), and two groups give each row two chains.
+//!
+//! At eight rows or fewer the per-panel kernel is faster (one panel
+//! decodes once anyway, and it keeps the decoded codes in registers): on
+//! the Intel Xeon of BENCHMARKS.md, K = N = 4096, MXFP8 at M = 8 took
+//! 5.0–5.4 ms here against 4.5–4.6 ms there, at M = 16 6.9–7.0 against
+//! 8.4–9.2, at M = 32 11.1–11.6 against 16.4.
+//!
+//! A code of at most 5 exponent and 10 mantissa bits is exactly an f16
+//! scaled by `2^(bias − 15)`: its sign to bit 15, its magnitude to bit
+//! `10 − MBITS`. One GFNI affine byte transform per 64 codes builds each
+//! byte of that f16 (a bit permutation), one VBMI two-table byte permute
+//! per 16 codes puts the bytes of one step's 16 lines together, and
+//! `vcvtph2ps` widens them: zero, subnormal codes and the sign come out
+//! exact in hardware, and no f32 operand is subnormal. A multiply by
+//! `2^(15 − bias)` (exact) gives the code's value; E5M2 has the f16's own
+//! exponent and needs none. A 4-bit code is one `vpermps` table lookup.
+//!
+//! The chains are the contract's: per row and line, per block the FMA chain
+//! from +0.0 over k increasing, then `acc = fma(p, fl(s_a · s_b), acc)`.
+//! NaN and infinity codes are detected, not decoded: the group's bit is
+//! cleared in the result and the driver computes its lines another way.
+
+use super::x86_avx512_transposed::transpose_dwords4;
+use super::x86_blocks_t::{BlocksT, ShiftCode};
+use super::BLOCKS_T_LINES;
+use std::arch::x86_64::*;
+
+/// Steps of K per chunk (one 64-byte line of codes).
+const CHUNK: usize = 64;
+/// Rows of A one call takes at most.
+pub(crate) const STAGED_MAX_ROWS: usize = 32;
+/// Rows of A from which this kernel beats the per-panel one (see the
+/// module docs).
+pub(crate) const STAGED_MIN_ROWS: usize = 9;
+/// Groups of [`BLOCKS_T_LINES`] lines one call takes.
+pub(crate) const STAGED_MAX_GROUPS: usize = 2;
+/// The odd bytes of a register's low 32 (the high bytes of 16 f16).
+const ODD_BYTES: u64 = 0xAAAA_AAAA;
+/// Rows of a panel of packed A (the AVX-512 kernel's `DIRECT_MR`).
+const PANEL: usize = 8;
+/// Lines of the decoded buffer per step.
+const WIDTH: usize = BLOCKS_T_LINES * STAGED_MAX_GROUPS;
+
+/// The per-call buffers: one group's chunk of codes as copied, and the
+/// chunk's decoded weights (step `kk`, line `l` at `w[kk · WIDTH + l]`).
+#[repr(C, align(64))]
+struct Buffers {
+    w: [f32; CHUNK * WIDTH],
+}
+
+/// The running sums of every row and line: the block's chain `p` and the
+/// accumulator, one zmm per row and group.
+struct State {
+    p: [[__m512; STAGED_MAX_GROUPS]; STAGED_MAX_ROWS],
+    acc: [[__m512; STAGED_MAX_GROUPS]; STAGED_MAX_ROWS],
+}
+
+/// The block-scaled products of `t.rows` rows of A (packed in panels of
+/// eight) and `16 · t.groups` lines of codes of format `F` over all of
+/// `t.k`, written to `t.out`. Returns bit `g` set where group `g`'s sums are
+/// the contract's (clear: a code of the group is NaN or infinity).
+///
+/// # Safety
+/// AVX-512 F/BW, VBMI and GFNI present; `t.rows` in `1..=32`, `t.groups`
+/// in `1..=2`; `t.k` a multiple of `t.block`, itself a multiple of 16; `a`
+/// has `⌈rows / 8⌉ · 8 · k` floats (panel `q`'s step `k` at
+/// `a[q · 8k + 8k..]`); `sa` `rows` rows of `k / block` scales; each of
+/// the `16 · groups` lines `k` codes, `ld` bytes apart; each
+/// `sb_start[j] + k / block − 1` a valid index of `sb`; `out` `rows` rows
+/// of `16 · groups` floats at `out_ld`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
+    let consts = HalfConsts::of::<F>();
+    let mut buf = Buffers {
+        w: [0.0; CHUNK * WIDTH],
+    };
+    let zero = _mm512_setzero_ps();
+    let mut state = State {
+        p: [[zero; STAGED_MAX_GROUPS]; STAGED_MAX_ROWS],
+        acc: [[zero; STAGED_MAX_GROUPS]; STAGED_MAX_ROWS],
+    };
+    let mut special = [0u64; STAGED_MAX_GROUPS];
+    let sb_start: [__m512i; STAGED_MAX_GROUPS] = [
+        load_starts(&t.sb_start[..BLOCKS_T_LINES]),
+        load_starts(&t.sb_start[BLOCKS_T_LINES..]),
+    ];
+    let mut sbv = [[zero; STAGED_MAX_GROUPS]; CHUNK / 16];
+    for k0 in (0..t.k).step_by(CHUNK) {
+        let kc = CHUNK.min(t.k - k0);
+        for (g, sp) in special.iter_mut().enumerate().take(t.groups) {
+            // SAFETY: lines 16g..16g + 16, steps k0..k0 + kc < k (the
+            // function's contract).
+            *sp |= unsafe {
+                decode_group::<F>(
+                    t.codes.add(g * BLOCKS_T_LINES * t.ld + k0),
+                    t.ld,
+                    kc,
+                    &mut buf,
+                    g,
+                    &consts,
+                )
+            };
+        }
+        // The B scales of the blocks that end in this chunk, per group.
+        for (u, v) in sbv.iter_mut().enumerate().take(kc / 16) {
+            let end = k0 + 16 * u + 16;
+            if end.is_multiple_of(t.block) {
+                let blk = _mm512_set1_epi32((end / t.block - 1) as i32);
+                for g in 0..t.groups {
+                    let index = _mm512_add_epi32(sb_start[g], blk);
+                    // SAFETY: sb_start[j] + blk is a valid index of sb (the
+                    // contract).
+                    v[g] = unsafe { _mm512_i32gather_ps::<4>(index, t.sb as *const _) };
+                }
+            }
+        }
+        let chunk = Chunk {
+            k0,
+            kc,
+            w: buf.w.as_ptr(),
+            sbv: &sbv,
+        };
+        for q in 0..t.rows.div_ceil(PANEL) {
+            let rows = PANEL.min(t.rows - q * PANEL);
+            // SAFETY: panel q of A and rows q·8.. of sa and the state
+            // exist (the contract: rows ≤ 32).
+            unsafe {
+                macro_rules! panel {
+                    ($r:literal) => {
+                        if t.groups == 2 {
+                            panel::<$r, 2>(t, &chunk, q, &mut state)
+                        } else {
+                            panel::<$r, 1>(t, &chunk, q, &mut state)
+                        }
+                    };
+                }
+                match rows {
+                    1 => panel!(1),
+                    2 => panel!(2),
+                    3 => panel!(3),
+                    4 => panel!(4),
+                    5 => panel!(5),
+                    6 => panel!(6),
+                    7 => panel!(7),
+                    _ => panel!(8),
+                }
+            }
+        }
+    }
+    for (r, sums) in state.acc.iter().enumerate().take(t.rows) {
+        for (g, s) in sums.iter().enumerate().take(t.groups) {
+            // SAFETY: out has rows of 16 · groups floats at out_ld.
+            unsafe { _mm512_storeu_ps(t.out.add(r * t.out_ld + g * BLOCKS_T_LINES), *s) };
+        }
+    }
+    let mut done = 0;
+    for (g, sp) in special.iter().enumerate().take(t.groups) {
+        if *sp == 0 {
+            done |= 1 << g;
+        }
+    }
+    done
+}
+
+/// Sixteen lines' first block-scale indices in a register.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load_starts(s: &[i32]) -> __m512i {
+    let mut a = [0i32; BLOCKS_T_LINES];
+    a.copy_from_slice(s);
+    // SAFETY: a holds 16 i32.
+    unsafe { _mm512_loadu_si512(a.as_ptr() as *const _) }
+}
+
+/// One chunk's decoded weights and the B scales of its blocks.
+struct Chunk<'c> {
+    k0: usize,
+    kc: usize,
+    w: *const f32,
+    sbv: &'c [[__m512; STAGED_MAX_GROUPS]; CHUNK / 16],
+}
+
+/// Rows `8q..8q + R` over one chunk, `G` groups: the chains from the
+/// state, one FMA per row, line and step, and each block that ends in the
+/// chunk folded into the accumulators; the chains go back to the state.
+///
+/// # Safety
+/// As [`blocks_t_staged`]; `8q + R ≤ t.rows`, `G ≤ t.groups`; the chunk's
+/// `kc` steps decoded in `c.w`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn panel<const R: usize, const G: usize>(
+    t: &BlocksT,
+    c: &Chunk<'_>,
+    q: usize,
+    s: &mut State,
+) {
+    let row0 = q * PANEL;
+    let blocks = t.k / t.block;
+    let mut p = [[_mm512_setzero_ps(); G]; R];
+    for (r, pr) in p.iter_mut().enumerate() {
+        for (g, x) in pr.iter_mut().enumerate() {
+            *x = s.p[row0 + r][g];
+        }
+    }
+    // SAFETY: panel q's steps k0..k0 + kc (a: 8 floats a step); the
+    // decoded chunk; sa's rows row0.. (the caller's contract).
+    unsafe {
+        let a = t.a.add(q * PANEL * t.k + c.k0 * PANEL);
+        for u in 0..c.kc / 16 {
+            for kk in 16 * u..16 * u + 16 {
+                let mut w = [_mm512_setzero_ps(); G];
+                for (g, x) in w.iter_mut().enumerate() {
+                    *x = _mm512_load_ps(c.w.add(kk * WIDTH + g * BLOCKS_T_LINES));
+                }
+                let ak = a.add(kk * PANEL);
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*ak.add(r));
+                    for (g, pg) in pr.iter_mut().enumerate() {
+                        *pg = _mm512_fmadd_ps(x, w[g], *pg);
+                    }
+                }
+            }
+            let end = c.k0 + 16 * u + 16;
+            if end.is_multiple_of(t.block) {
+                let blk = end / t.block - 1;
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let sa = _mm512_set1_ps(*t.sa.add((row0 + r) * blocks + blk));
+                    for (g, pg) in pr.iter_mut().enumerate() {
+                        let scale = _mm512_mul_ps(sa, c.sbv[u][g]);
+                        let acc = &mut s.acc[row0 + r][g];
+                        *acc = _mm512_fmadd_ps(*pg, scale, *acc);
+                        *pg = _mm512_setzero_ps();
+                    }
+                }
+            }
+        }
+    }
+    for (r, pr) in p.iter().enumerate() {
+        for (g, x) in pr.iter().enumerate() {
+            s.p[row0 + r][g] = *x;
+        }
+    }
+}
+
+/// Decodes steps `0..kc` (a multiple of 16, at most 64) of the 16 lines at
+/// `codes` (`ld` bytes apart) into the buffer's group `g`; returns the
+/// bytes that hold a NaN or infinity code (0: none).
+///
+/// # Safety
+/// AVX-512 F/BW, VBMI and GFNI present; 16 lines of `kc` readable codes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+unsafe fn decode_group<F: ShiftCode>(
+    codes: *const u8,
+    ld: usize,
+    kc: usize,
+    buf: &mut Buffers,
+    g: usize,
+    c: &HalfConsts,
+) -> u64 {
+    let mask = if kc == CHUNK {
+        u64::MAX
+    } else {
+        (1u64 << kc) - 1
+    };
+    let mut special = 0;
+    let mut l = [_mm512_setzero_si512(); BLOCKS_T_LINES];
+    // SAFETY: line i's kc codes (a masked load reads no byte past them).
+    unsafe {
+        for (i, x) in l.iter_mut().enumerate() {
+            *x = _mm512_maskz_loadu_epi8(mask, codes.add(i * ld) as *const i8);
+            if F::SPECIAL_FROM != 0 {
+                let mag = _mm512_and_si512(*x, c.byte_mag);
+                special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
+            }
+        }
+    }
+    // r[q][i]: lane L holds steps 16q..16q + 16 of line i + 4L.
+    let mut r = [[_mm512_setzero_si512(); 4]; 4];
+    for i in 0..4 {
+        let (x0, x4, x8, x12) = (l[i], l[i + 4], l[i + 8], l[i + 12]);
+        let lo04 = _mm512_shuffle_i32x4::<0x44>(x0, x4);
+        let lo812 = _mm512_shuffle_i32x4::<0x44>(x8, x12);
+        let hi04 = _mm512_shuffle_i32x4::<0xEE>(x0, x4);
+        let hi812 = _mm512_shuffle_i32x4::<0xEE>(x8, x12);
+        r[0][i] = _mm512_shuffle_i32x4::<0x88>(lo04, lo812);
+        r[1][i] = _mm512_shuffle_i32x4::<0xDD>(lo04, lo812);
+        r[2][i] = _mm512_shuffle_i32x4::<0x88>(hi04, hi812);
+        r[3][i] = _mm512_shuffle_i32x4::<0xDD>(hi04, hi812);
+    }
+    let w = buf.w.as_mut_ptr();
+    for (q, rq) in r.iter().enumerate().take(kc / 16) {
+        let v = transpose_dwords4(*rq);
+        for (j, x) in v.iter().enumerate() {
+            let f = decode4::<F>(*x, c);
+            for (b, fb) in f.iter().enumerate() {
+                let kk = 16 * q + 4 * j + b;
+                // SAFETY: step kk < 64, group g < 2: inside w, aligned.
+                unsafe { _mm512_store_ps(w.add(kk * WIDTH + g * BLOCKS_T_LINES), *fb) };
+            }
+        }
+    }
+    special
+}
+
+/// The vectors [`decode4`] and the special-code check use.
+struct HalfConsts {
+    /// Builds each code's f16 high byte (sign, then magnitude bits).
+    high: __m512i,
+    /// Builds each code's f16 low byte (the magnitude's low bits).
+    low: __m512i,
+    /// Byte permutes: step `b`'s f16 of line `i` (bytes `2i`, `2i + 1`)
+    /// from byte `4i + b` of the low- and high-byte tables.
+    pick: [__m512i; 4],
+    /// `2^(15 − bias)`.
+    factor: __m512,
+    /// A 4-bit format's values by code.
+    table: __m512,
+    /// A code's magnitude bits, in each byte.
+    byte_mag: __m512i,
+    /// `F::SPECIAL_FROM` in each byte.
+    special_from: __m512i,
+}
+
+/// The 8 × 8 bit matrix (as GFNI's `vgf2p8affineqb` reads it: row of
+/// output bit `i` in byte `7 − i`) that maps a code of `F` to byte `byte`
+/// (0: low, 1: high) of its f16: the sign to bit 15, magnitude bit `j` to
+/// bit `j + 10 − MBITS`.
+const fn f16_byte_matrix<F: ShiftCode>(byte: u32) -> u64 {
+    let mut m = 0u64;
+    let mut j = 0;
+    while j <= F::SIGN_POS {
+        let to = if j == F::SIGN_POS {
+            15
+        } else {
+            j + 10 - F::MBITS
+        };
+        if to / 8 == byte {
+            let i = to % 8;
+            m |= 1u64 << (8 * (7 - i) + j);
+        }
+        j += 1;
+    }
+    m
+}
+
+/// True when a code of `F` is already its f16's high byte and the low
+/// byte is zero (E5M2).
+const fn is_high_byte<F: ShiftCode>() -> bool {
+    f16_byte_matrix::<F>(0) == 0 && f16_byte_matrix::<F>(1) == 0x0102_0408_1020_4080
+}
+
+impl HalfConsts {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn of<F: ShiftCode>() -> Self {
+        let mut pick = [[0u8; 64]; 4];
+        for (b, p) in pick.iter_mut().enumerate() {
+            for i in 0..BLOCKS_T_LINES {
+                p[2 * i] = (4 * i + b) as u8;
+                p[2 * i + 1] = (4 * i + b) as u8;
+            }
+        }
+        let t = F::TABLE.unwrap_or([0.0; 16]);
+        let mut picks = [_mm512_setzero_si512(); 4];
+        // Opaque to the compiler: with the indices known, LLVM rewrites
+        // each one-table permute as two in-lane shuffles, an OR and a
+        // cross-lane permute.
+        let pick = std::hint::black_box(pick);
+        for (v, p) in picks.iter_mut().zip(&pick) {
+            // SAFETY: p holds 64 bytes.
+            *v = unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) };
+        }
+        // SAFETY: t holds 16 floats.
+        unsafe {
+            Self {
+                high: _mm512_set1_epi64(f16_byte_matrix::<F>(1) as i64),
+                low: _mm512_set1_epi64(f16_byte_matrix::<F>(0) as i64),
+                pick: picks,
+                factor: _mm512_set1_ps(f32::from_bits(((127 + 15 - F::BIAS) as u32) << 23)),
+                table: _mm512_loadu_ps(t.as_ptr()),
+                byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
+                special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
+            }
+        }
+    }
+}
+
+/// The four steps of 16 lines in `x` (32-bit lane `i`: line `i`, byte `b`:
+/// step `b`), decoded exactly: one f32 register per step.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
+    let mut out = [_mm512_setzero_ps(); 4];
+    if F::TABLE.is_some() {
+        for (b, o) in out.iter_mut().enumerate() {
+            // vpermps reads the low 4 bits of each lane: step b's code.
+            let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
+            *o = _mm512_permutexvar_ps(code, c.table);
+        }
+        return out;
+    }
+    let (low, high) = if is_high_byte::<F>() {
+        (x, x)
+    } else if f16_byte_matrix::<F>(0) == 0 {
+        (x, _mm512_gf2p8affine_epi64_epi8::<0>(x, c.high))
+    } else {
+        (
+            _mm512_gf2p8affine_epi64_epi8::<0>(x, c.low),
+            _mm512_gf2p8affine_epi64_epi8::<0>(x, c.high),
+        )
+    };
+    for (b, o) in out.iter_mut().enumerate() {
+        // Odd bytes: the high bytes; even bytes: the low ones (two
+        // one-table permutes: a two-table byte permute is three µops on
+        // Intel cores).
+        let high = _mm512_maskz_permutexvar_epi8(ODD_BYTES, c.pick[b], high);
+        let half = if is_high_byte::<F>() || f16_byte_matrix::<F>(0) == 0 {
+            high
+        } else {
+            _mm512_mask_permutexvar_epi8(high, !ODD_BYTES, c.pick[b], low)
+        };
+        let value = _mm512_cvtph_ps(_mm512_castsi512_si256(half));
+        *o = if F::BIAS == 15 {
+            value
+        } else {
+            _mm512_mul_ps(value, c.factor)
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::format::widen_bits;
+    use crate::gemm::kernel::x86_blocks_t::{E2M1, E2M3, E3M2, E4M3, E5M2};
+
+    /// Every code of `F` (both signs) through [`decode4`] equals the
+    /// crate's scalar decode, bit for bit (NaN and infinity codes, which
+    /// the kernel reports instead, aside).
+    fn decodes_every_code<F: ShiftCode>() {
+        if !crate::cpu::has_avx512_vbmi_gfni() {
+            return;
+        }
+        let codes: Vec<u32> = (0..=(2 * F::FORMAT.sign_bit() - 1)).collect();
+        for chunk in codes.chunks(64) {
+            let mut bytes = [0u8; 64];
+            for (b, c) in bytes.iter_mut().zip(chunk) {
+                *b = *c as u8;
+            }
+            // SAFETY: the CPU has the features (checked above).
+            let out = unsafe {
+                let c = HalfConsts::of::<F>();
+                let x = _mm512_loadu_si512(bytes.as_ptr() as *const _);
+                decode4::<F>(x, &c)
+            };
+            for (b, o) in out.iter().enumerate() {
+                let mut got = [0f32; 16];
+                // SAFETY: 16 floats.
+                unsafe { _mm512_storeu_ps(got.as_mut_ptr(), *o) };
+                for (i, g) in got.iter().enumerate() {
+                    let code = u32::from(bytes[4 * i + b]);
+                    let mag = code & F::MAG_MASK;
+                    if F::SPECIAL_FROM != 0 && mag >= u32::from(F::SPECIAL_FROM) {
+                        continue;
+                    }
+                    let want = widen_bits(code, F::FORMAT);
+                    assert_eq!(g.to_bits(), want.to_bits(), "code {code:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_code_decodes_exactly() {
+        decodes_every_code::<E4M3>();
+        decodes_every_code::<E5M2>();
+        decodes_every_code::<E2M3>();
+        decodes_every_code::<E3M2>();
+        decodes_every_code::<E2M1>();
+    }
+}
