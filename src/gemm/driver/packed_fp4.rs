@@ -18,7 +18,7 @@ use crate::block_scaled::{PackedFp4, PackedFp8, PackedInt4, PACK_LINES};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::{
     Fp4DenseRows, GroupScales, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A,
-    FP4_DENSE_MR, FP8_DENSE_A_SCALE,
+    FP4_DENSE_MR, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
 };
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -181,12 +181,12 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
     } else if W::FP8 {
         // a · 2^8 is exact unless it overflows.
         let exact = |x: f32| !x.is_finite() || x.abs() <= f32::MAX / FP8_DENSE_A_SCALE;
-        Rows::Dense(DenseRows::new(
-            &a,
-            grid_a,
-            block,
-            (FP8_DENSE_A_SCALE, exact),
-        ))
+        let rows = DenseRows::new(&a, grid_a, block, (FP8_DENSE_A_SCALE, exact));
+        Rows::Dense(if m > FP4_DENSE_MR && K::fp8_staged_runs() {
+            rows.with_panels(k)
+        } else {
+            rows
+        })
     } else {
         // A non-zero |x| < 2^-101 would round when scaled (a subnormal).
         let exact = |x: f32| x == 0.0 || x.is_nan() || x.abs() >= FP4_DENSE_MIN_A;
@@ -298,6 +298,11 @@ impl Rows {
             Rows::Dense(rows) => {
                 let scales = b.dense_scales(g, gs, mp, scale_buf);
                 const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
+                if let (true, GroupScales::F32(s)) = (W::FP8, scales) {
+                    if rows.staged(r0, mp, gs) && Self::fp8_staged::<K>(rows, codes, s, gs, (r0, mp), (k, block), &mut put) {
+                        return;
+                    }
+                }
                 for i0 in (0..mp).step_by(FP4_DENSE_MR) {
                     let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));
                     let mut out = [0.0f32; FP4_DENSE_MR * STRIDE];
@@ -327,6 +332,45 @@ impl Rows {
     }
 }
 
+impl Rows {
+    /// [`Kernel::fp8_staged`] on rows `r0..r0 + mp` (in calls of up to
+    /// [`FP8_STAGED_MAX_ROWS`]) and `gs` groups: false where the kernel has
+    /// no such form (nothing was put).
+    #[allow(clippy::too_many_arguments)]
+    fn fp8_staged<K: Kernel>(
+        rows: &DenseRows,
+        codes: &[u8],
+        scales: &[f32],
+        gs: usize,
+        (r0, mp): (usize, usize),
+        (k, block): (usize, usize),
+        put: &mut impl FnMut(usize, &[f32]),
+    ) -> bool {
+        const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
+        let blocks = k / block;
+        for i0 in (0..mp).step_by(FP8_STAGED_MAX_ROWS) {
+            let (r, n_rows) = (r0 + i0, FP8_STAGED_MAX_ROWS.min(mp - i0));
+            let mut out = [0.0f32; FP8_STAGED_MAX_ROWS * STRIDE];
+            let view = Fp4DenseRows {
+                a: &rows.a[r * k..(r + n_rows) * k],
+                sa: &rows.sa[r * blocks..(r + n_rows) * blocks],
+                rows: n_rows,
+                k,
+                block,
+                prescaled: rows.prescaled,
+            };
+            // Panel r / 8 starts at r · k (r is a multiple of 8).
+            if !K::fp8_staged(&view, &rows.panels[r * k..], codes, scales, gs, &mut out, STRIDE) {
+                return false;
+            }
+            for q in 0..n_rows {
+                put(i0 + q, &out[q * STRIDE..(q + 1) * STRIDE]);
+            }
+        }
+        true
+    }
+}
+
 /// A's rows widened to f32 (row-major, `m × k`) with their block scales
 /// (`m × k / block`); with `prescaled`, each value is a · `factor` (2^-25
 /// for the FP4/int4 kernel, 2^8 for the FP8 one), which `exact` found
@@ -336,6 +380,10 @@ struct DenseRows {
     a: Vec<f32>,
     sa: Vec<f32>,
     prescaled: bool,
+    /// `a` in panels of [`FP8_STAGED_PANEL`] rows (per step, the panel's
+    /// values side by side, zeros past the last row) for
+    /// [`Kernel::fp8_staged`]; empty where it does not run.
+    panels: Vec<f32>,
 }
 
 impl DenseRows {
@@ -365,6 +413,29 @@ impl DenseRows {
             a: values,
             sa,
             prescaled,
+            panels: Vec::new(),
         }
+    }
+
+    /// With [`Self::panels`] filled in.
+    fn with_panels(mut self, k: usize) -> Self {
+        let m = self.a.len() / k.max(1);
+        let p = FP8_STAGED_PANEL;
+        let mut panels = vec![0.0f32; m.div_ceil(p) * p * k];
+        for (i, row) in self.a.chunks_exact(k.max(1)).enumerate() {
+            let (q, r) = (i / p, i % p);
+            for (kk, &x) in row.iter().enumerate() {
+                panels[(q * k + kk) * p + r] = x;
+            }
+        }
+        self.panels = panels;
+        self
+    }
+
+    /// Whether [`Rows::fp8_staged`] may take rows `r0..r0 + mp` and `gs`
+    /// groups: more rows than one [`Kernel::fp8_dense`] panel, whole A
+    /// panels, and pairs of groups.
+    fn staged(&self, r0: usize, mp: usize, gs: usize) -> bool {
+        mp > FP4_DENSE_MR && r0.is_multiple_of(FP8_STAGED_PANEL) && gs.is_multiple_of(2) && !self.panels.is_empty()
     }
 }

@@ -454,6 +454,30 @@ pub(crate) trait Kernel {
         }
     }
 
+    /// True when [`Kernel::fp8_staged`] runs on this CPU.
+    fn fp8_staged_runs() -> bool {
+        false
+    }
+
+    /// [`Kernel::fp8_dense`] for up to [`FP8_STAGED_MAX_ROWS`] rows at
+    /// once, each code decoded once for every row: `panels` holds the rows
+    /// of `rows.a` in panels of [`FP8_STAGED_PANEL`] (per step, the panel's
+    /// values side by side, zeros past the last row); `groups` is even.
+    /// Returns false where the kernel has no such form (the caller then
+    /// runs [`Kernel::fp8_dense`] per panel of rows).
+    #[allow(clippy::too_many_arguments)]
+    fn fp8_staged(
+        _rows: &Fp4DenseRows<'_>,
+        _panels: &[f32],
+        _codes: &[u8],
+        _scales: &[f32],
+        _groups: usize,
+        _out: &mut [f32],
+        _out_stride: usize,
+    ) -> bool {
+        false
+    }
+
     /// [`Kernel::fp4_dense`] for E4M3 weights packed by
     /// [`PackedFp8`](crate::block_scaled::PackedFp8): group `g`'s codes at
     /// `codes[g · 8k..]`, per value of k the 8 lines' codes (no NaN code);

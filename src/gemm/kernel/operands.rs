@@ -79,6 +79,10 @@ impl GroupScales<'_> {
 /// 2^8, so that the weights enter as the exact f32s `e4m3 · 2^-8` (the
 /// codes read as f16).
 pub(crate) const FP8_DENSE_A_SCALE: f32 = 256.0;
+/// Rows one [`Kernel::fp8_staged`] call takes at most.
+pub(crate) const FP8_STAGED_MAX_ROWS: usize = 32;
+/// Rows per panel of [`Kernel::fp8_staged`]'s A.
+pub(crate) const FP8_STAGED_PANEL: usize = 8;
 
 /// What [`Kernel::fp4_dense`]'s prescaled activations are multiplied by:
 /// 2^-25, so that the weights enter as the exact f32s 2·w · 2^24.

@@ -116,6 +116,74 @@ impl Kernel for Avx512 {
         true
     }
 
+    fn fp8_staged_runs() -> bool {
+        crate::cpu::has_avx512_vbmi_gfni()
+    }
+
+    fn fp8_staged(
+        rows: &super::Fp4DenseRows<'_>,
+        panels: &[f32],
+        codes: &[u8],
+        scales: &[f32],
+        groups: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) -> bool {
+        use super::x86_avx512_blocks_staged::{fp8_packed_staged, PackedE4M3};
+        use super::x86_blocks_t::BlocksT;
+        use super::{FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL};
+        let (k, block) = (rows.k, rows.block);
+        if !Self::fp8_staged_runs()
+            || groups == 0
+            || !groups.is_multiple_of(2)
+            || block == 0
+            || !block.is_multiple_of(16)
+            || !(1..=FP8_STAGED_MAX_ROWS).contains(&rows.rows)
+        {
+            return false;
+        }
+        let blocks = k / block;
+        assert!(blocks * block == k && FP8_STAGED_PANEL == DIRECT_MR);
+        assert!(panels.len() >= rows.rows.div_ceil(FP8_STAGED_PANEL) * FP8_STAGED_PANEL * k);
+        assert!(rows.sa.len() >= rows.rows * blocks);
+        assert!(codes.len() >= groups * 8 * k && scales.len() >= groups * 8 * blocks);
+        assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
+        // Calls of up to 32 lines (two staged groups of 16, four packed
+        // groups of 8).
+        for c0 in (0..groups).step_by(4) {
+            let packed = 4.min(groups - c0);
+            let call = BlocksT {
+                rows: rows.rows,
+                groups: packed / 2,
+                k,
+                block,
+                a: panels.as_ptr(),
+                mr: FP8_STAGED_PANEL,
+                sa: rows.sa.as_ptr(),
+                codes: std::ptr::null(),
+                ld: 0,
+                sb: std::ptr::null(),
+                sb_start: [0; 32],
+                out: out[8 * c0..].as_mut_ptr(),
+                out_ld: out_stride,
+            };
+            let src = PackedE4M3 {
+                codes: codes[c0 * 8 * k..].as_ptr(),
+                code_stride: 8 * k,
+                scales: scales[c0 * 8 * blocks..].as_ptr(),
+                scale_stride: 8 * blocks,
+                unscale: !rows.prescaled,
+            };
+            // SAFETY: the CPU has AVX-512 F/BW, VBMI and GFNI (checked);
+            // the asserts bound every access: the panels (rows, k), A's
+            // scales, the packed groups c0..c0 + packed of k steps and
+            // their blocks, the output rows; block a multiple of 16 and k
+            // of block; PackedFp8 streams no NaN code.
+            unsafe { fp8_packed_staged(&call, &src) };
+        }
+        true
+    }
+
     blocks_t_methods!(
         super::x86_avx512_blocks_t::tile_blocks_t_avx512,
         32,

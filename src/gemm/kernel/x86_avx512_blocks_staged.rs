@@ -84,7 +84,81 @@ struct State {
 /// of `16 · groups` floats at `out_ld`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
-    let consts = HalfConsts::of::<F>();
+    let src = Lines::<F> {
+        t,
+        consts: HalfConsts::of::<F>(),
+        sb_start: [
+            load_starts(&t.sb_start[..BLOCKS_T_LINES]),
+            load_starts(&t.sb_start[BLOCKS_T_LINES..]),
+        ],
+        format: std::marker::PhantomData,
+    };
+    // SAFETY: per the function's contract.
+    unsafe { staged(t, &src) }
+}
+
+/// Where a staged call's lines come from: each group of 16 lines decoded
+/// for a chunk of steps, and their B scales per block.
+trait Source {
+    /// Decodes steps `k0..k0 + kc` (`kc` a multiple of 16, at most 64) of
+    /// group `g` into `w` (step `kk` at `w[kk · WIDTH..]`, 16 floats);
+    /// returns the bytes that held a NaN or infinity code (0: none).
+    ///
+    /// # Safety
+    /// The CPU has the staged kernel's features; the steps and group exist.
+    unsafe fn decode(&self, g: usize, k0: usize, kc: usize, w: *mut f32) -> u64;
+
+    /// Group `g`'s 16 B scales of block `blk`.
+    ///
+    /// # Safety
+    /// As [`Self::decode`]; the block exists.
+    unsafe fn scales(&self, g: usize, blk: usize) -> __m512;
+}
+
+/// The lines of codes of a [`BlocksT`] (a `BlockScaled`'s, `[out, in]`).
+struct Lines<'t, F> {
+    t: &'t BlocksT,
+    consts: HalfConsts,
+    sb_start: [__m512i; STAGED_MAX_GROUPS],
+    format: std::marker::PhantomData<F>,
+}
+
+impl<F: ShiftCode> Source for Lines<'_, F> {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    unsafe fn decode(&self, g: usize, k0: usize, kc: usize, w: *mut f32) -> u64 {
+        let t = self.t;
+        // SAFETY: lines 16g..16g + 16, steps k0..k0 + kc < k (the caller's
+        // contract).
+        unsafe {
+            decode_group::<F>(
+                t.codes.add(g * BLOCKS_T_LINES * t.ld + k0),
+                t.ld,
+                kc,
+                w,
+                g,
+                &self.consts,
+            )
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    unsafe fn scales(&self, g: usize, blk: usize) -> __m512 {
+        let index = _mm512_add_epi32(self.sb_start[g], _mm512_set1_epi32(blk as i32));
+        // SAFETY: sb_start[j] + blk is a valid index of sb (the contract).
+        unsafe { _mm512_i32gather_ps::<4>(index, self.t.sb as *const _) }
+    }
+}
+
+/// The body of the staged kernels: `t.rows` rows of A (packed in panels of
+/// eight; `t`'s codes unused) against `16 · t.groups` lines from `src`.
+///
+/// # Safety
+/// As [`blocks_t_staged`], with `src` for the codes and B scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+unsafe fn staged<S: Source>(t: &BlocksT, src: &S) -> u32 {
     let mut buf = Buffers {
         w: [0.0; CHUNK * WIDTH],
     };
@@ -94,46 +168,24 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
         acc: [[zero; STAGED_MAX_GROUPS]; STAGED_MAX_ROWS],
     };
     let mut special = [0u64; STAGED_MAX_GROUPS];
-    let sb_start: [__m512i; STAGED_MAX_GROUPS] = [
-        load_starts(&t.sb_start[..BLOCKS_T_LINES]),
-        load_starts(&t.sb_start[BLOCKS_T_LINES..]),
-    ];
     let mut sbv = [[zero; STAGED_MAX_GROUPS]; CHUNK / 16];
     for k0 in (0..t.k).step_by(CHUNK) {
         let kc = CHUNK.min(t.k - k0);
         for (g, sp) in special.iter_mut().enumerate().take(t.groups) {
-            // SAFETY: lines 16g..16g + 16, steps k0..k0 + kc < k (the
-            // function's contract).
-            *sp |= unsafe {
-                decode_group::<F>(
-                    t.codes.add(g * BLOCKS_T_LINES * t.ld + k0),
-                    t.ld,
-                    kc,
-                    &mut buf,
-                    g,
-                    &consts,
-                )
-            };
+            // SAFETY: group g < groups, steps k0..k0 + kc < k.
+            *sp |= unsafe { src.decode(g, k0, kc, buf.w.as_mut_ptr()) };
         }
         // The blocks that end in this chunk (by unit of 16 steps), and
         // their B scales per group: worked out once here, not per panel
         // (an integer division per unit cost the FMA loop a fifth).
         let mut ends = [None; CHUNK / 16];
-        for (u, (v, end_of)) in sbv
-            .iter_mut()
-            .zip(ends.iter_mut())
-            .enumerate()
-            .take(kc / 16)
-        {
+        for (u, (v, end_of)) in sbv.iter_mut().zip(ends.iter_mut()).enumerate().take(kc / 16) {
             let end = k0 + 16 * u + 16;
             if end.is_multiple_of(t.block) {
                 *end_of = Some(end / t.block - 1);
-                let blk = _mm512_set1_epi32((end / t.block - 1) as i32);
-                for g in 0..t.groups {
-                    let index = _mm512_add_epi32(sb_start[g], blk);
-                    // SAFETY: sb_start[j] + blk is a valid index of sb (the
-                    // contract).
-                    v[g] = unsafe { _mm512_i32gather_ps::<4>(index, t.sb as *const _) };
+                for (g, x) in v.iter_mut().enumerate().take(t.groups) {
+                    // SAFETY: block end / block − 1 exists.
+                    *x = unsafe { src.scales(g, end / t.block - 1) };
                 }
             }
         }
@@ -279,7 +331,7 @@ unsafe fn decode_group<F: ShiftCode>(
     codes: *const u8,
     ld: usize,
     kc: usize,
-    buf: &mut Buffers,
+    w: *mut f32,
     g: usize,
     c: &HalfConsts,
 ) -> u64 {
@@ -313,7 +365,6 @@ unsafe fn decode_group<F: ShiftCode>(
         r[2][i] = _mm512_shuffle_i32x4::<0x88>(hi04, hi812);
         r[3][i] = _mm512_shuffle_i32x4::<0xDD>(hi04, hi812);
     }
-    let w = buf.w.as_mut_ptr();
     for (q, rq) in r.iter().enumerate().take(kc / 16) {
         let v = transpose_dwords4(*rq);
         for (j, x) in v.iter().enumerate() {
@@ -505,4 +556,86 @@ mod tests {
         decodes_every_code::<E3M2>();
         decodes_every_code::<E2M1>();
     }
+}
+
+/// E4M3 weights packed by [`PackedFp8`](crate::block_scaled::PackedFp8)
+/// as a staged source: per group of 8 lines (`code_stride` bytes apart),
+/// per step the 8 lines' codes; per group (`scale_stride` floats apart)
+/// and block, the 8 lines' f32 scales side by side. A group of 16 lines is
+/// two packed groups. With `unscale` the decoded codes are multiplied by
+/// 2^8 (their values); without, they stay `value · 2^-8` for rows that
+/// hold `a · 2^8` (exact: the driver checked), the same products.
+pub(crate) struct PackedE4M3 {
+    pub(crate) codes: *const u8,
+    pub(crate) code_stride: usize,
+    pub(crate) scales: *const f32,
+    pub(crate) scale_stride: usize,
+    pub(crate) unscale: bool,
+}
+
+impl Source for PackedE4M3 {
+    /// Two steps of 16 lines per round: 16 bytes of each packed group,
+    /// their qwords ordered step by step, widened to words (the code in
+    /// the high byte), E4M3's magnitude shifted into the f16's place
+    /// (`value · 2^-8` as an f16, subnormals included), `vcvtph2ps`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    unsafe fn decode(&self, g: usize, k0: usize, kc: usize, w: *mut f32) -> u64 {
+        let keep = _mm512_set1_epi16(0xBFFFu16 as i16);
+        let up = _mm512_set1_ps(256.0);
+        // SAFETY: packed groups 2g and 2g + 1 hold steps k0..k0 + kc (the
+        // caller's contract); w has kc steps of WIDTH floats.
+        unsafe {
+            let lo = self.codes.add(2 * g * self.code_stride + 8 * k0);
+            let hi = self.codes.add((2 * g + 1) * self.code_stride + 8 * k0);
+            for s in (0..kc).step_by(2) {
+                let x0 = _mm_loadu_si128(lo.add(8 * s) as *const __m128i);
+                let x1 = _mm_loadu_si128(hi.add(8 * s) as *const __m128i);
+                let y = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x0), x1);
+                // Steps s | s + 1, each lines 0–7 then 8–15.
+                let y = _mm256_permute4x64_epi64::<0b11_01_10_00>(y);
+                let words = _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(y));
+                let half = _mm512_and_si512(_mm512_srai_epi16::<1>(words), keep);
+                let steps = [
+                    _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
+                ];
+                for (j, f) in steps.iter().enumerate() {
+                    let f = if self.unscale { _mm512_mul_ps(*f, up) } else { *f };
+                    _mm512_store_ps(w.add((s + j) * WIDTH + g * BLOCKS_T_LINES), f);
+                }
+            }
+        }
+        0
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    unsafe fn scales(&self, g: usize, blk: usize) -> __m512 {
+        // SAFETY: packed groups 2g and 2g + 1 have block blk's scales.
+        unsafe {
+            let lo = _mm256_loadu_ps(self.scales.add(2 * g * self.scale_stride + 8 * blk));
+            let hi = _mm256_loadu_ps(self.scales.add((2 * g + 1) * self.scale_stride + 8 * blk));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ))
+        }
+    }
+}
+
+/// The staged kernel on weights packed by
+/// [`PackedFp8`](crate::block_scaled::PackedFp8): `t.rows` rows of A (in
+/// panels of eight) against `16 · t.groups` lines from `src` (`t`'s own
+/// codes and B scales unused); the sums to `t.out`.
+///
+/// # Safety
+/// AVX-512 F/BW, VBMI and GFNI present; `t` as [`blocks_t_staged`] states
+/// it for A, its scales and the output; `src` holds `2 · t.groups` packed
+/// groups of `t.k` steps and their `t.k / t.block` blocks of scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+pub(crate) unsafe fn fp8_packed_staged(t: &BlocksT, src: &PackedE4M3) {
+    // SAFETY: per the function's contract (no code is NaN: PackedFp8
+    // streams only matrices without one).
+    unsafe { staged(t, src) };
 }
