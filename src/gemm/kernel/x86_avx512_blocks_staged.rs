@@ -179,7 +179,12 @@ unsafe fn staged<S: Source>(t: &BlocksT, src: &S) -> u32 {
         // their B scales per group: worked out once here, not per panel
         // (an integer division per unit cost the FMA loop a fifth).
         let mut ends = [None; CHUNK / 16];
-        for (u, (v, end_of)) in sbv.iter_mut().zip(ends.iter_mut()).enumerate().take(kc / 16) {
+        for (u, (v, end_of)) in sbv
+            .iter_mut()
+            .zip(ends.iter_mut())
+            .enumerate()
+            .take(kc / 16)
+        {
             let end = k0 + 16 * u + 16;
             if end.is_multiple_of(t.block) {
                 *end_of = Some(end / t.block - 1);
@@ -506,6 +511,92 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
     out
 }
 
+/// E4M3 weights packed by [`PackedFp8`](crate::block_scaled::PackedFp8)
+/// as a staged source: per group of 8 lines (`code_stride` bytes apart),
+/// per step the 8 lines' codes; per group (`scale_stride` floats apart)
+/// and block, the 8 lines' f32 scales side by side. A group of 16 lines is
+/// two packed groups. With `unscale` the decoded codes are multiplied by
+/// 2^8 (their values); without, they stay `value · 2^-8` for rows that
+/// hold `a · 2^8` (exact: the driver checked), the same products.
+pub(crate) struct PackedE4M3 {
+    pub(crate) codes: *const u8,
+    pub(crate) code_stride: usize,
+    pub(crate) scales: *const f32,
+    pub(crate) scale_stride: usize,
+    pub(crate) unscale: bool,
+}
+
+impl Source for PackedE4M3 {
+    /// Two steps of 16 lines per round: 16 bytes of each packed group,
+    /// their qwords ordered step by step, widened to words (the code in
+    /// the high byte), E4M3's magnitude shifted into the f16's place
+    /// (`value · 2^-8` as an f16, subnormals included), `vcvtph2ps`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    unsafe fn decode(&self, g: usize, k0: usize, kc: usize, w: *mut f32) -> u64 {
+        let keep = _mm512_set1_epi16(0xBFFFu16 as i16);
+        let up = _mm512_set1_ps(256.0);
+        // SAFETY: packed groups 2g and 2g + 1 hold steps k0..k0 + kc (the
+        // caller's contract); w has kc steps of WIDTH floats.
+        unsafe {
+            let lo = self.codes.add(2 * g * self.code_stride + 8 * k0);
+            let hi = self.codes.add((2 * g + 1) * self.code_stride + 8 * k0);
+            for s in (0..kc).step_by(2) {
+                let x0 = _mm_loadu_si128(lo.add(8 * s) as *const __m128i);
+                let x1 = _mm_loadu_si128(hi.add(8 * s) as *const __m128i);
+                let y = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x0), x1);
+                // Steps s | s + 1, each lines 0–7 then 8–15.
+                let y = _mm256_permute4x64_epi64::<0b11_01_10_00>(y);
+                let words = _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(y));
+                let half = _mm512_and_si512(_mm512_srai_epi16::<1>(words), keep);
+                let steps = [
+                    _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
+                ];
+                for (j, f) in steps.iter().enumerate() {
+                    let f = if self.unscale {
+                        _mm512_mul_ps(*f, up)
+                    } else {
+                        *f
+                    };
+                    _mm512_store_ps(w.add((s + j) * WIDTH + g * BLOCKS_T_LINES), f);
+                }
+            }
+        }
+        0
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    unsafe fn scales(&self, g: usize, blk: usize) -> __m512 {
+        // SAFETY: packed groups 2g and 2g + 1 have block blk's scales.
+        unsafe {
+            let lo = _mm256_loadu_ps(self.scales.add(2 * g * self.scale_stride + 8 * blk));
+            let hi = _mm256_loadu_ps(self.scales.add((2 * g + 1) * self.scale_stride + 8 * blk));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ))
+        }
+    }
+}
+
+/// The staged kernel on weights packed by
+/// [`PackedFp8`](crate::block_scaled::PackedFp8): `t.rows` rows of A (in
+/// panels of eight) against `16 · t.groups` lines from `src` (`t`'s own
+/// codes and B scales unused); the sums to `t.out`.
+///
+/// # Safety
+/// AVX-512 F/BW, VBMI and GFNI present; `t` as [`blocks_t_staged`] states
+/// it for A, its scales and the output; `src` holds `2 · t.groups` packed
+/// groups of `t.k` steps and their `t.k / t.block` blocks of scales.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+pub(crate) unsafe fn fp8_packed_staged(t: &BlocksT, src: &PackedE4M3) {
+    // SAFETY: per the function's contract (no code is NaN: PackedFp8
+    // streams only matrices without one).
+    unsafe { staged(t, src) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,86 +647,4 @@ mod tests {
         decodes_every_code::<E3M2>();
         decodes_every_code::<E2M1>();
     }
-}
-
-/// E4M3 weights packed by [`PackedFp8`](crate::block_scaled::PackedFp8)
-/// as a staged source: per group of 8 lines (`code_stride` bytes apart),
-/// per step the 8 lines' codes; per group (`scale_stride` floats apart)
-/// and block, the 8 lines' f32 scales side by side. A group of 16 lines is
-/// two packed groups. With `unscale` the decoded codes are multiplied by
-/// 2^8 (their values); without, they stay `value · 2^-8` for rows that
-/// hold `a · 2^8` (exact: the driver checked), the same products.
-pub(crate) struct PackedE4M3 {
-    pub(crate) codes: *const u8,
-    pub(crate) code_stride: usize,
-    pub(crate) scales: *const f32,
-    pub(crate) scale_stride: usize,
-    pub(crate) unscale: bool,
-}
-
-impl Source for PackedE4M3 {
-    /// Two steps of 16 lines per round: 16 bytes of each packed group,
-    /// their qwords ordered step by step, widened to words (the code in
-    /// the high byte), E4M3's magnitude shifted into the f16's place
-    /// (`value · 2^-8` as an f16, subnormals included), `vcvtph2ps`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
-    unsafe fn decode(&self, g: usize, k0: usize, kc: usize, w: *mut f32) -> u64 {
-        let keep = _mm512_set1_epi16(0xBFFFu16 as i16);
-        let up = _mm512_set1_ps(256.0);
-        // SAFETY: packed groups 2g and 2g + 1 hold steps k0..k0 + kc (the
-        // caller's contract); w has kc steps of WIDTH floats.
-        unsafe {
-            let lo = self.codes.add(2 * g * self.code_stride + 8 * k0);
-            let hi = self.codes.add((2 * g + 1) * self.code_stride + 8 * k0);
-            for s in (0..kc).step_by(2) {
-                let x0 = _mm_loadu_si128(lo.add(8 * s) as *const __m128i);
-                let x1 = _mm_loadu_si128(hi.add(8 * s) as *const __m128i);
-                let y = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x0), x1);
-                // Steps s | s + 1, each lines 0–7 then 8–15.
-                let y = _mm256_permute4x64_epi64::<0b11_01_10_00>(y);
-                let words = _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(y));
-                let half = _mm512_and_si512(_mm512_srai_epi16::<1>(words), keep);
-                let steps = [
-                    _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
-                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
-                ];
-                for (j, f) in steps.iter().enumerate() {
-                    let f = if self.unscale { _mm512_mul_ps(*f, up) } else { *f };
-                    _mm512_store_ps(w.add((s + j) * WIDTH + g * BLOCKS_T_LINES), f);
-                }
-            }
-        }
-        0
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
-    unsafe fn scales(&self, g: usize, blk: usize) -> __m512 {
-        // SAFETY: packed groups 2g and 2g + 1 have block blk's scales.
-        unsafe {
-            let lo = _mm256_loadu_ps(self.scales.add(2 * g * self.scale_stride + 8 * blk));
-            let hi = _mm256_loadu_ps(self.scales.add((2 * g + 1) * self.scale_stride + 8 * blk));
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                _mm256_castps_pd(hi),
-            ))
-        }
-    }
-}
-
-/// The staged kernel on weights packed by
-/// [`PackedFp8`](crate::block_scaled::PackedFp8): `t.rows` rows of A (in
-/// panels of eight) against `16 · t.groups` lines from `src` (`t`'s own
-/// codes and B scales unused); the sums to `t.out`.
-///
-/// # Safety
-/// AVX-512 F/BW, VBMI and GFNI present; `t` as [`blocks_t_staged`] states
-/// it for A, its scales and the output; `src` holds `2 · t.groups` packed
-/// groups of `t.k` steps and their `t.k / t.block` blocks of scales.
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
-pub(crate) unsafe fn fp8_packed_staged(t: &BlocksT, src: &PackedE4M3) {
-    // SAFETY: per the function's contract (no code is NaN: PackedFp8
-    // streams only matrices without one).
-    unsafe { staged(t, src) };
 }
