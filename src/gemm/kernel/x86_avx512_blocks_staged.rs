@@ -1,7 +1,9 @@
 //! The staged AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t)
 //! (CPUs with AVX-512 VBMI and GFNI: Ice Lake and later, Zen 4 and later)
-//! for 9 to 32 rows of A: 16 or 32 lines of codes and every row in one
-//! call.
+//! for 8 to 32 rows of A: 16 or 32 lines of codes and every row in one
+//! call; and of [`Kernel::fp8_staged`](super::Kernel::fp8_staged), the
+//! same for E4M3 weights packed by
+//! [`PackedFp8`](crate::block_scaled::PackedFp8) at any row count.
 //!
 //! K runs in chunks of 64 steps. Each chunk of each group of 16 lines is
 //! read as whole 64-byte lines (lines lie `ld` bytes apart, often a
@@ -13,17 +15,19 @@
 //! per-panel kernel, [`super::x86_avx512_blocks_t`], decodes again for each
 //! panel of eight rows), and two groups give each row two chains.
 //!
-//! At eight rows or fewer the per-panel kernel is faster (one panel
-//! decodes once anyway, and it keeps the decoded codes in registers): on
-//! the Intel Xeon of BENCHMARKS.md, K = N = 4096, MXFP8 at M = 8 took
-//! 5.0–5.4 ms here against 4.5–4.6 ms there, at M = 16 6.9–7.0 against
-//! 8.4–9.2, at M = 32 11.1–11.6 against 16.4.
+//! Below eight rows the per-panel kernel is faster (one panel decodes once
+//! anyway, and it keeps the decoded codes in registers): on the Intel Xeon
+//! of BENCHMARKS.md, K = N = 4096, MXFP8 at M = 1 took 2.63 ms here against
+//! 2.42 ms there; at M = 8 4.04 against 4.2, at M = 16 6.9 against
+//! 8.4–9.2, at M = 32 9.9 against 16.4.
 //!
 //! A code of at most 5 exponent and 10 mantissa bits is exactly an f16
 //! scaled by `2^(bias − 15)`: its sign to bit 15, its magnitude to bit
-//! `10 − MBITS`. One GFNI affine byte transform per 64 codes builds each
-//! byte of that f16 (a bit permutation), one VBMI two-table byte permute
-//! per 16 codes puts the bytes of one step's 16 lines together, and
+//! `10 − MBITS`. An FP8 code is put step by step (one byte permute per 64
+//! codes), widened to a word and shifted into place (E4M3: sign-extended,
+//! shifted by 7, bit 14 cleared). For FP6 one GFNI affine byte transform
+//! per 64 codes builds each byte of that f16 (a bit permutation) and two
+//! VBMI byte permutes per 16 codes put one step's 16 lines together.
 //! `vcvtph2ps` widens them: zero, subnormal codes and the sign come out
 //! exact in hardware, and no f32 operand is subnormal. A multiply by
 //! `2^(15 − bias)` (exact) gives the code's value; E5M2 has the f16's own
@@ -45,7 +49,7 @@ const CHUNK: usize = 64;
 pub(crate) const STAGED_MAX_ROWS: usize = 32;
 /// Rows of A from which this kernel beats the per-panel one (see the
 /// module docs).
-pub(crate) const STAGED_MIN_ROWS: usize = 9;
+pub(crate) const STAGED_MIN_ROWS: usize = 8;
 /// Groups of [`BLOCKS_T_LINES`] lines one call takes.
 pub(crate) const STAGED_MAX_GROUPS: usize = 2;
 /// The odd bytes of a register's low 32 (the high bytes of 16 f16).
@@ -395,6 +399,10 @@ struct HalfConsts {
     pick: [__m512i; 4],
     /// `2^(15 − bias)`.
     factor: __m512,
+    /// Byte permute: step `b` of the 16 lines to bytes `16b..16b + 16`.
+    step_major: __m512i,
+    /// The f16 bits an E4M3 code keeps once shifted (all but bit 14).
+    keep: __m512i,
     /// A 4-bit format's values by code.
     table: __m512,
     /// A code's magnitude bits, in each byte.
@@ -448,6 +456,11 @@ impl HalfConsts {
         // each one-table permute as two in-lane shuffles, an OR and a
         // cross-lane permute.
         let pick = std::hint::black_box(pick);
+        let mut steps = [0u8; 64];
+        for (i, x) in steps.iter_mut().enumerate() {
+            *x = (4 * (i % 16) + i / 16) as u8;
+        }
+        let steps = std::hint::black_box(steps);
         for (v, p) in picks.iter_mut().zip(&pick) {
             // SAFETY: p holds 64 bytes.
             *v = unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) };
@@ -458,6 +471,8 @@ impl HalfConsts {
                 high: _mm512_set1_epi64(f16_byte_matrix::<F>(1) as i64),
                 low: _mm512_set1_epi64(f16_byte_matrix::<F>(0) as i64),
                 pick: picks,
+                step_major: _mm512_loadu_si512(steps.as_ptr() as *const _),
+                keep: _mm512_set1_epi16(0xBFFFu16 as i16),
                 factor: _mm512_set1_ps(f32::from_bits(((127 + 15 - F::BIAS) as u32) << 23)),
                 table: _mm512_loadu_ps(t.as_ptr()),
                 byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
@@ -478,6 +493,37 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
             // vpermps reads the low 4 bits of each lane: step b's code.
             let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
             *o = _mm512_permutexvar_ps(code, c.table);
+        }
+        return out;
+    }
+    if let Some(shift) = F::F16_SHIFT {
+        // FP8: the codes step by step (one byte permute), each two steps
+        // widened to words and moved into an f16's place.
+        let steps = _mm512_permutexvar_epi8(c.step_major, x);
+        for h in 0..2 {
+            let y = if h == 0 {
+                _mm512_castsi512_si256(steps)
+            } else {
+                _mm512_extracti64x4_epi64::<1>(steps)
+            };
+            let half = if shift == 0 {
+                _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(y))
+            } else {
+                // Sign-extended and shifted by 7: the sign lands in bit 15
+                // (and bit 14, cleared), the magnitude under it.
+                _mm512_and_si512(_mm512_slli_epi16::<7>(_mm512_cvtepi8_epi16(y)), c.keep)
+            };
+            let pair = [
+                _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
+                _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
+            ];
+            for (j, v) in pair.iter().enumerate() {
+                out[2 * h + j] = if F::BIAS == 15 {
+                    *v
+                } else {
+                    _mm512_mul_ps(*v, c.factor)
+                };
+            }
         }
         return out;
     }
