@@ -752,11 +752,11 @@ fn skinny_block_scaled_products_equal_the_reference() -> Result<(), TestCaseErro
 /// infinite codes (detected, and those lines computed by the contract's
 /// loops), a K whose last blocks are not a whole 64-byte
 /// line (544 with blocks of 32), an N that is not a multiple of 16 nor of
-/// 32, 1–32 rows (one to four A panels of the AVX-512 kernel, up to four of
-/// the AVX2 one; 9 and 32 rows run the staged AVX-512 kernel, two groups
-/// of lines per call, where the CPU has VBMI and GFNI; CI runs this file on
-/// both tiers and without VBMI), both operand kinds, 1 and 2 threads: the
-/// reference's bits.
+/// 32, 1–32 rows (one to four A panels of the AVX-512 kernel, up to six of
+/// the AVX2 one; 8, 9 and 32 rows run the staged kernels, two groups of
+/// lines per call, on AVX2 and, where the CPU has VBMI and GFNI, AVX-512;
+/// CI runs this file on both tiers and without VBMI), both operand kinds,
+/// 1 and 2 threads: the reference's bits.
 #[test]
 fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
     use mixprec::dtype::DType;
@@ -793,11 +793,12 @@ fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
         Ok(())
     }
     // FP8 weights with NaN (E4M3 0x7F / 0xFF; E5M2 0x7E) and infinite
-    // (E5M2 0x7C / 0xFC) codes placed in a few lines.
+    // (E5M2 0x7C / 0xFC) codes placed in a few lines: 37, 154 and 271 (the
+    // first and the second group of 16 in a call of 32 lines).
     fn with_specials<TB: FloatElement>(b: BlockScaled<TB>, codes: &[u32]) -> BlockScaled<TB> {
         let mut data = b.data().to_vec();
         for (i, &c) in codes.iter().enumerate() {
-            data[(37 + 101 * i) * b.k() + 5 + 29 * i] = TB::from_raw_bits(c);
+            data[(37 + 117 * i) * b.k() + 5 + 29 * i] = TB::from_raw_bits(c);
         }
         let (lines, k, block, group) = (b.lines(), b.k(), b.block(), b.line_group());
         // (The quantizer marks a block holding a NaN by a NaN scale, which

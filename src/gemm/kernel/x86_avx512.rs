@@ -187,8 +187,7 @@ impl Kernel for Avx512 {
     blocks_t_methods!(
         super::x86_avx512_blocks_t::tile_blocks_t_avx512,
         32,
-        staged: super::x86_avx512_blocks_staged::blocks_t_staged,
-        when: crate::cpu::has_avx512_vbmi_gfni
+        whole: super::x86_avx512_blocks_staged::blocks_t_whole_avx512
     );
 
     fn tile_direct<T: FloatElement>(

@@ -101,6 +101,23 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     unsafe { staged(t, &src) }
 }
 
+/// The whole-call kernel of the AVX-512 tier: [`blocks_t_staged`] for
+/// [`STAGED_MIN_ROWS`] to [`STAGED_MAX_ROWS`] rows on a CPU with VBMI and
+/// GFNI; `None` otherwise (the caller then runs the per-panel kernel,
+/// [`super::x86_avx512_blocks_t`], per group and panel).
+///
+/// # Safety
+/// AVX-512 F/BW present; the operands as [`blocks_t_staged`] states them.
+pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
+    if (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) && crate::cpu::has_avx512_vbmi_gfni() {
+        // SAFETY: the CPU has VBMI and GFNI (checked), the rest per the
+        // function's contract.
+        Some(unsafe { blocks_t_staged::<F>(t) })
+    } else {
+        None
+    }
+}
+
 /// Where a staged call's lines come from: each group of 16 lines decoded
 /// for a chunk of steps, and their B scales per block.
 trait Source {

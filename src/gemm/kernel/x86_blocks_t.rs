@@ -162,11 +162,11 @@ impl BlocksT {
 /// (one group, one panel of `R` rows) relies on are asserted, then it is
 /// called for each group, panel and format. `$max_rows`: the rows up to
 /// which the tier reads FP6 codes (decoded by shifts) in place; FP8 codes
-/// (through F16C on AVX2) and 4-bit codes (one table lookup each): 32. With `staged: $f`, `$f::<F>(&BlocksT) -> u32`
-/// takes the whole call (two groups) where `$when` holds and the rows are
-/// in `STAGED_MIN_ROWS..=STAGED_MAX_ROWS`.
+/// (through F16C on AVX2) and 4-bit codes (one table lookup each): 32.
+/// `$whole::<F>(&BlocksT) -> Option<u32>` is asked first and may take the
+/// whole call (all rows and groups: the staged kernels).
 macro_rules! blocks_t_methods {
-    ($kernel:path, $max_rows:expr $(, staged: $staged:path, when: $when:path)?) => {
+    ($kernel:path, $max_rows:expr, whole: $whole:path) => {
         fn blocks_t_max_rows<T: $crate::dtype::FloatElement>() -> usize {
             match T::DTYPE {
                 _ if !Self::reads_blocks_t::<T>() => 0,
@@ -204,7 +204,9 @@ macro_rules! blocks_t_methods {
             assert!(t.block.is_multiple_of(16) && k.is_multiple_of(t.block));
             assert!(t.sa.len() >= t.rows * blocks);
             assert!(t.lines.len() >= (lines - 1) * t.ld + k);
-            assert!(t.sb_start[..lines].iter().all(|&s| s + blocks <= t.sb.len()));
+            assert!(t.sb_start[..lines]
+                .iter()
+                .all(|&s| s + blocks <= t.sb.len()));
             assert!(t.sb.len() <= i32::MAX as usize);
             assert!(t.out.len() >= (t.rows - 1) * t.out_ld + lines);
             let shape = BlocksT {
@@ -218,22 +220,21 @@ macro_rules! blocks_t_methods {
                 codes: t.lines.as_ptr() as *const u8,
                 ld: t.ld,
                 sb: t.sb.as_ptr(),
-                sb_start: t.sb_start.map(|s| if s <= i32::MAX as usize { s as i32 } else { 0 }),
+                sb_start: t
+                    .sb_start
+                    .map(|s| if s <= i32::MAX as usize { s as i32 } else { 0 }),
                 out: t.out.as_mut_ptr(),
                 out_ld: t.out_ld,
             };
             macro_rules! by_rows {
                 ($f:ty) => {{
-                    $(
-                        use $staged as staged;
-                        use $crate::gemm::kernel::x86_avx512_blocks_staged::{STAGED_MAX_ROWS, STAGED_MIN_ROWS};
-                        if $when() && (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) {
-                            // SAFETY: `$when` checked the features; the
-                            // asserts bound every access (as below, for
-                            // all rows and groups).
-                            return unsafe { staged::<$f>(&shape) };
-                        }
-                    )?
+                    use $whole as whole;
+                    // SAFETY: the CPU has the tier's features (the driver's
+                    // choice of kernel); the asserts bound every access (as
+                    // below, for all rows and groups).
+                    if let Some(done) = unsafe { whole::<$f>(&shape) } {
+                        return done;
+                    }
                     let mut done = 0;
                     for g in 0..t.groups {
                         let mut ok = true;
@@ -512,4 +513,237 @@ unsafe fn transpose8x4(w: *const u8, row_bytes: usize) -> [__m256i; 4] {
         _mm256_unpacklo_epi64(t1, t3),
         _mm256_unpackhi_epi64(t1, t3),
     ]
+}
+
+/// Steps of K per chunk of [`blocks_t_staged_avx2`].
+const STAGED_CHUNK: usize = 64;
+/// Rows [`blocks_t_staged_avx2`] takes at most.
+const STAGED_AVX2_MAX_ROWS: usize = 32;
+/// Rows from which [`blocks_t_staged_avx2`] beats the per-panel kernel
+/// (which decodes the codes again for every panel of rows). Forced AVX2
+/// on the Intel Xeon of BENCHMARKS.md, K = N = 4096, MXFP8 at M = 1 / 8 /
+/// 32: 3.27 / 6.55 / 18.2 ms staged against 2.99 / 9.14 / 30.6 per panel.
+const STAGED_AVX2_MIN_ROWS: usize = 8;
+/// Floats of the decoded buffer per step (two groups of 16 lines).
+const STAGED_WIDTH: usize = BLOCKS_T_LINES * BLOCKS_T_GROUPS;
+/// Vectors of eight lines per row of the staged sums.
+const STAGED_VECTORS: usize = STAGED_WIDTH / 8;
+
+/// The whole-call kernel of the AVX2 tier: [`blocks_t_staged_avx2`] for
+/// 8 to 32 rows; `None` otherwise (the caller then runs
+/// [`tile_blocks_t_avx2`] per group and panel).
+///
+/// # Safety
+/// AVX2, FMA and F16C present; the operands as [`blocks_t_staged_avx2`]
+/// states them.
+pub(crate) unsafe fn blocks_t_whole_avx2<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
+    if (STAGED_AVX2_MIN_ROWS..=STAGED_AVX2_MAX_ROWS).contains(&t.rows) {
+        // SAFETY: per the function's contract.
+        Some(unsafe { blocks_t_staged_avx2::<F>(t) })
+    } else {
+        None
+    }
+}
+
+/// The decoded weights of one chunk: step `kk`, line `l` at
+/// `[kk · STAGED_WIDTH + l]`.
+#[repr(C, align(32))]
+struct StagedBuffer([f32; STAGED_CHUNK * STAGED_WIDTH]);
+
+/// The staged form of [`tile_blocks_t_avx2`]: `t.rows` rows (panels of
+/// `t.mr`) and `t.groups` groups of 16 lines in one call. Each chunk of 64
+/// steps of every line is decoded once into an L1 buffer, which every
+/// panel of rows then reads: the per-panel kernel decodes each code again
+/// for every panel. Same chains, same bits. Returns bit `g` set where
+/// group `g`'s sums are the contract's (clear: a NaN or infinity code).
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `t.rows` in `1..=32`, `t.groups` in
+/// `1..=2`; `t.k` a multiple of `t.block`, itself a multiple of 16; `a`
+/// has `⌈rows / mr⌉ · mr · k` floats (panel `q`'s step `k` at
+/// `a[q · mr · k + mr · k..]`); `sa` `rows` rows of `k / block` scales;
+/// each of the `16 · groups` lines `k` codes, `ld` bytes apart; each
+/// `sb_start[j] + k / block − 1` a valid index of `sb`; `out` `rows` rows
+/// of `16 · groups` floats at `out_ld`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn blocks_t_staged_avx2<F: ShiftCode>(t: &BlocksT) -> u32 {
+    let c = Consts::of::<F>();
+    let zero = _mm256_setzero_ps();
+    let mut w = StagedBuffer([0.0; STAGED_CHUNK * STAGED_WIDTH]);
+    let mut state = StagedSums {
+        p: [[zero; STAGED_VECTORS]; STAGED_AVX2_MAX_ROWS],
+        acc: [[zero; STAGED_VECTORS]; STAGED_AVX2_MAX_ROWS],
+    };
+    let mut special = [_mm256_setzero_si256(); BLOCKS_T_GROUPS];
+    let vectors = 2 * t.groups;
+    let mut sbv = [[zero; STAGED_VECTORS]; STAGED_CHUNK / 16];
+    for k0 in (0..t.k).step_by(STAGED_CHUNK) {
+        let kc = STAGED_CHUNK.min(t.k - k0);
+        for (v, sp) in (0..vectors).zip([0, 0, 1, 1]) {
+            // SAFETY: lines 8v..8v + 8 of the call, steps k0..k0 + kc < k;
+            // the buffer holds kc steps.
+            unsafe {
+                let codes = t.codes.add(8 * v * t.ld + k0);
+                for q in 0..kc / 16 {
+                    let x4 = transpose8x4(codes.add(16 * q), t.ld);
+                    for (j, x) in x4.iter().enumerate() {
+                        if F::SPECIAL_FROM != 0 {
+                            let mag = _mm256_and_si256(*x, c.byte_mag);
+                            let at_least =
+                                _mm256_cmpeq_epi8(_mm256_max_epu8(mag, c.special_from), mag);
+                            special[sp] = _mm256_or_si256(special[sp], at_least);
+                        }
+                        let step = |b: usize| (16 * q + 4 * j + b) * STAGED_WIDTH + 8 * v;
+                        if F::F16_SHIFT.is_some() {
+                            for h in 0..2 {
+                                let d = decode_pair_f16::<F>(*x, h, &c);
+                                _mm256_store_ps(w.0.as_mut_ptr().add(step(2 * h)), d[0]);
+                                _mm256_store_ps(w.0.as_mut_ptr().add(step(2 * h + 1)), d[1]);
+                            }
+                        } else {
+                            for b in 0..4 {
+                                let d = decode_avx2::<F>(*x, b, &c);
+                                _mm256_store_ps(w.0.as_mut_ptr().add(step(b)), d);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The blocks that end in this chunk, and their B scales.
+        let mut ends = [None; STAGED_CHUNK / 16];
+        for (u, (sv, end_of)) in sbv
+            .iter_mut()
+            .zip(ends.iter_mut())
+            .enumerate()
+            .take(kc / 16)
+        {
+            let end = k0 + 16 * u + 16;
+            if end.is_multiple_of(t.block) {
+                let blk = end / t.block - 1;
+                *end_of = Some(blk);
+                for (v, x) in sv.iter_mut().enumerate().take(vectors) {
+                    // SAFETY: sb_start[j] + blk is a valid index of sb (the
+                    // contract), for the call's lines 8v..8v + 8.
+                    *x = unsafe {
+                        let start =
+                            _mm256_loadu_si256(t.sb_start.as_ptr().add(8 * v) as *const __m256i);
+                        let index = _mm256_add_epi32(start, _mm256_set1_epi32(blk as i32));
+                        _mm256_i32gather_ps::<4>(t.sb, index)
+                    };
+                }
+            }
+        }
+        let chunk = StagedChunk {
+            k0,
+            kc,
+            w: w.0.as_ptr(),
+            sbv: &sbv,
+            ends,
+        };
+        for g in 0..t.groups {
+            for q in 0..t.rows.div_ceil(t.mr) {
+                let rows = t.mr.min(t.rows - q * t.mr);
+                // SAFETY: panel q of A, rows q · mr.. of sa and the sums,
+                // group g of the buffer (the contract: rows ≤ 32).
+                unsafe {
+                    match rows {
+                        1 => staged_panel_avx2::<1>(t, &chunk, g, q, &mut state),
+                        2 => staged_panel_avx2::<2>(t, &chunk, g, q, &mut state),
+                        3 => staged_panel_avx2::<3>(t, &chunk, g, q, &mut state),
+                        4 => staged_panel_avx2::<4>(t, &chunk, g, q, &mut state),
+                        5 => staged_panel_avx2::<5>(t, &chunk, g, q, &mut state),
+                        _ => staged_panel_avx2::<6>(t, &chunk, g, q, &mut state),
+                    }
+                }
+            }
+        }
+    }
+    for (r, sums) in state.acc.iter().enumerate().take(t.rows) {
+        for (v, s) in sums.iter().enumerate().take(vectors) {
+            // SAFETY: out has rows of 16 · groups floats at out_ld.
+            unsafe { _mm256_storeu_ps(t.out.add(r * t.out_ld + 8 * v), *s) };
+        }
+    }
+    let mut done = 0;
+    for (g, sp) in special.iter().enumerate().take(t.groups) {
+        if _mm256_testz_si256(*sp, *sp) == 1 {
+            done |= 1 << g;
+        }
+    }
+    done
+}
+
+/// The running sums of [`blocks_t_staged_avx2`]: per row, eight lines per
+/// vector, the block's chain and the accumulator.
+struct StagedSums {
+    p: [[__m256; STAGED_VECTORS]; STAGED_AVX2_MAX_ROWS],
+    acc: [[__m256; STAGED_VECTORS]; STAGED_AVX2_MAX_ROWS],
+}
+
+/// One chunk of [`blocks_t_staged_avx2`]: its steps, the decoded buffer,
+/// and the blocks that end in it with their B scales.
+struct StagedChunk<'c> {
+    k0: usize,
+    kc: usize,
+    w: *const f32,
+    sbv: &'c [[__m256; STAGED_VECTORS]; STAGED_CHUNK / 16],
+    ends: [Option<usize>; STAGED_CHUNK / 16],
+}
+
+/// Rows `q · mr..q · mr + R` and group `g` (two vectors of eight lines)
+/// over one chunk: the chains from the sums, one FMA per row, line and
+/// step, each block that ends in the chunk folded into the accumulators.
+///
+/// # Safety
+/// As [`blocks_t_staged_avx2`]; `q · mr + R ≤ t.rows`, `g < t.groups`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn staged_panel_avx2<const R: usize>(
+    t: &BlocksT,
+    c: &StagedChunk<'_>,
+    g: usize,
+    q: usize,
+    s: &mut StagedSums,
+) {
+    let (row0, blocks) = (q * t.mr, t.k / t.block);
+    let mut p = [[_mm256_setzero_ps(); 2]; R];
+    for (r, pr) in p.iter_mut().enumerate() {
+        for (h, x) in pr.iter_mut().enumerate() {
+            *x = s.p[row0 + r][2 * g + h];
+        }
+    }
+    // SAFETY: panel q's steps k0..k0 + kc (mr floats a step); the decoded
+    // chunk; sa's rows row0.. (the caller's contract).
+    unsafe {
+        let a = t.a.add(q * t.mr * t.k + c.k0 * t.mr);
+        for u in 0..c.kc / 16 {
+            for kk in 16 * u..16 * u + 16 {
+                let at = c.w.add(kk * STAGED_WIDTH + 16 * g);
+                let w = [_mm256_load_ps(at), _mm256_load_ps(at.add(8))];
+                let ak = a.add(kk * t.mr);
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*ak.add(r));
+                    pr[0] = _mm256_fmadd_ps(x, w[0], pr[0]);
+                    pr[1] = _mm256_fmadd_ps(x, w[1], pr[1]);
+                }
+            }
+            if let Some(blk) = c.ends[u] {
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let sa = _mm256_set1_ps(*t.sa.add((row0 + r) * blocks + blk));
+                    for (h, ph) in pr.iter_mut().enumerate() {
+                        let scale = _mm256_mul_ps(sa, c.sbv[u][2 * g + h]);
+                        let acc = &mut s.acc[row0 + r][2 * g + h];
+                        *acc = _mm256_fmadd_ps(*ph, scale, *acc);
+                        *ph = _mm256_setzero_ps();
+                    }
+                }
+            }
+        }
+    }
+    for (r, pr) in p.iter().enumerate() {
+        for (h, x) in pr.iter().enumerate() {
+            s.p[row0 + r][2 * g + h] = *x;
+        }
+    }
 }
