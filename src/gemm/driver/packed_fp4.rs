@@ -308,14 +308,7 @@ impl Rows {
                 for i0 in (0..mp).step_by(FP4_DENSE_MR) {
                     let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));
                     let mut out = [0.0f32; FP4_DENSE_MR * STRIDE];
-                    let view = Fp4DenseRows {
-                        a: &rows.a[r * k..(r + n_rows) * k],
-                        sa: &rows.sa[r * blocks..(r + n_rows) * blocks],
-                        rows: n_rows,
-                        k,
-                        block,
-                        prescaled: rows.prescaled,
-                    };
+                    let view = rows.view(r, n_rows, (k, block));
                     match (W::FP8, scales) {
                         (false, _) => {
                             K::fp4_dense(&view, codes, scales, b.zeros(g, gs), gs, &mut out, STRIDE)
@@ -349,18 +342,10 @@ impl Rows {
         put: &mut impl FnMut(usize, &[f32]),
     ) -> bool {
         const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
-        let blocks = k / block;
         for i0 in (0..mp).step_by(FP8_STAGED_MAX_ROWS) {
             let (r, n_rows) = (r0 + i0, FP8_STAGED_MAX_ROWS.min(mp - i0));
             let mut out = [0.0f32; FP8_STAGED_MAX_ROWS * STRIDE];
-            let view = Fp4DenseRows {
-                a: &rows.a[r * k..(r + n_rows) * k],
-                sa: &rows.sa[r * blocks..(r + n_rows) * blocks],
-                rows: n_rows,
-                k,
-                block,
-                prescaled: rows.prescaled,
-            };
+            let view = rows.view(r, n_rows, (k, block));
             // Panel r / 8 starts at r · k (r is a multiple of 8).
             if !K::fp8_staged(
                 &view,
@@ -424,6 +409,19 @@ impl DenseRows {
             sa,
             prescaled,
             panels: Vec::new(),
+        }
+    }
+
+    /// Rows `r..r + n_rows` as the dense kernels take them.
+    fn view(&self, r: usize, n_rows: usize, (k, block): (usize, usize)) -> Fp4DenseRows<'_> {
+        let blocks = k / block;
+        Fp4DenseRows {
+            a: &self.a[r * k..(r + n_rows) * k],
+            sa: &self.sa[r * blocks..(r + n_rows) * blocks],
+            rows: n_rows,
+            k,
+            block,
+            prescaled: self.prescaled,
         }
     }
 

@@ -39,12 +39,10 @@
 //! cleared in the result and the driver computes its lines another way.
 
 use super::x86_avx512_transposed::transpose_dwords4;
-use super::x86_blocks_t::{BlocksT, ShiftCode};
+use super::x86_blocks_t::{block_ends, BlocksT, ShiftCode, StagedChunk, STAGED_CHUNK as CHUNK};
 use super::BLOCKS_T_LINES;
 use std::arch::x86_64::*;
 
-/// Steps of K per chunk (one 64-byte line of codes).
-const CHUNK: usize = 64;
 /// Rows of A one call takes at most.
 pub(crate) const STAGED_MAX_ROWS: usize = 32;
 /// Rows of A from which this kernel beats the per-panel one (see the
@@ -196,23 +194,13 @@ unsafe fn staged<S: Source>(t: &BlocksT, src: &S) -> u32 {
             // SAFETY: group g < groups, steps k0..k0 + kc < k.
             *sp |= unsafe { src.decode(g, k0, kc, buf.w.as_mut_ptr()) };
         }
-        // The blocks that end in this chunk (by unit of 16 steps), and
-        // their B scales per group: worked out once here, not per panel
-        // (an integer division per unit cost the FMA loop a fifth).
-        let mut ends = [None; CHUNK / 16];
-        for (u, (v, end_of)) in sbv
-            .iter_mut()
-            .zip(ends.iter_mut())
-            .enumerate()
-            .take(kc / 16)
-        {
-            let end = k0 + 16 * u + 16;
-            if end.is_multiple_of(t.block) {
-                *end_of = Some(end / t.block - 1);
-                for (g, x) in v.iter_mut().enumerate().take(t.groups) {
-                    // SAFETY: block end / block − 1 exists.
-                    *x = unsafe { src.scales(g, end / t.block - 1) };
-                }
+        // The blocks that end in this chunk, and their B scales per group.
+        let ends = block_ends(k0, kc, t.block);
+        for (v, blk) in sbv.iter_mut().zip(ends) {
+            let Some(blk) = blk else { continue };
+            for (g, x) in v.iter_mut().enumerate().take(t.groups) {
+                // SAFETY: block blk exists.
+                *x = unsafe { src.scales(g, blk) };
             }
         }
         let chunk = Chunk {
@@ -274,15 +262,8 @@ fn load_starts(s: &[i32]) -> __m512i {
     unsafe { _mm512_loadu_si512(a.as_ptr() as *const _) }
 }
 
-/// One chunk's decoded weights and the B scales of its blocks.
-struct Chunk<'c> {
-    k0: usize,
-    kc: usize,
-    w: *const f32,
-    sbv: &'c [[__m512; STAGED_MAX_GROUPS]; CHUNK / 16],
-    /// The block that ends with unit `u` (16 steps) of the chunk, if any.
-    ends: [Option<usize>; CHUNK / 16],
-}
+/// One chunk of this kernel: sixteen lines of B scales per vector.
+type Chunk<'c> = StagedChunk<'c, __m512, STAGED_MAX_GROUPS>;
 
 /// Rows `8q..8q + R` over one chunk, `G` groups: the chains from the
 /// state, one FMA per row, line and step, and each block that ends in the

@@ -515,8 +515,8 @@ unsafe fn transpose8x4(w: *const u8, row_bytes: usize) -> [__m256i; 4] {
     ]
 }
 
-/// Steps of K per chunk of [`blocks_t_staged_avx2`].
-const STAGED_CHUNK: usize = 64;
+/// Steps of K per chunk of the staged kernels (one 64-byte line of codes).
+pub(crate) const STAGED_CHUNK: usize = 64;
 /// Rows [`blocks_t_staged_avx2`] takes at most.
 const STAGED_AVX2_MAX_ROWS: usize = 32;
 /// Rows from which [`blocks_t_staged_avx2`] beats the per-panel kernel
@@ -611,27 +611,18 @@ pub(crate) unsafe fn blocks_t_staged_avx2<F: ShiftCode>(t: &BlocksT) -> u32 {
             }
         }
         // The blocks that end in this chunk, and their B scales.
-        let mut ends = [None; STAGED_CHUNK / 16];
-        for (u, (sv, end_of)) in sbv
-            .iter_mut()
-            .zip(ends.iter_mut())
-            .enumerate()
-            .take(kc / 16)
-        {
-            let end = k0 + 16 * u + 16;
-            if end.is_multiple_of(t.block) {
-                let blk = end / t.block - 1;
-                *end_of = Some(blk);
-                for (v, x) in sv.iter_mut().enumerate().take(vectors) {
-                    // SAFETY: sb_start[j] + blk is a valid index of sb (the
-                    // contract), for the call's lines 8v..8v + 8.
-                    *x = unsafe {
-                        let start =
-                            _mm256_loadu_si256(t.sb_start.as_ptr().add(8 * v) as *const __m256i);
-                        let index = _mm256_add_epi32(start, _mm256_set1_epi32(blk as i32));
-                        _mm256_i32gather_ps::<4>(t.sb, index)
-                    };
-                }
+        let ends = block_ends(k0, kc, t.block);
+        for (sv, blk) in sbv.iter_mut().zip(ends) {
+            let Some(blk) = blk else { continue };
+            for (v, x) in sv.iter_mut().enumerate().take(vectors) {
+                // SAFETY: sb_start[j] + blk is a valid index of sb (the
+                // contract), for the call's lines 8v..8v + 8.
+                *x = unsafe {
+                    let start =
+                        _mm256_loadu_si256(t.sb_start.as_ptr().add(8 * v) as *const __m256i);
+                    let index = _mm256_add_epi32(start, _mm256_set1_epi32(blk as i32));
+                    _mm256_i32gather_ps::<4>(t.sb, index)
+                };
             }
         }
         let chunk = StagedChunk {
@@ -681,14 +672,31 @@ struct StagedSums {
     acc: [[__m256; STAGED_VECTORS]; STAGED_AVX2_MAX_ROWS],
 }
 
-/// One chunk of [`blocks_t_staged_avx2`]: its steps, the decoded buffer,
-/// and the blocks that end in it with their B scales.
-struct StagedChunk<'c> {
-    k0: usize,
-    kc: usize,
-    w: *const f32,
-    sbv: &'c [[__m256; STAGED_VECTORS]; STAGED_CHUNK / 16],
-    ends: [Option<usize>; STAGED_CHUNK / 16],
+/// Per unit of 16 steps of the chunk `k0..k0 + kc`, the block (of `block`
+/// steps, a multiple of 16) that ends with it, if one does: worked out once
+/// per chunk, not per panel (an integer division per unit cost the FMA
+/// loop a fifth).
+pub(crate) fn block_ends(k0: usize, kc: usize, block: usize) -> [Option<usize>; 4] {
+    let mut ends = [None; 4];
+    for (u, e) in ends.iter_mut().enumerate().take(kc / 16) {
+        let end = k0 + 16 * u + 16;
+        if end.is_multiple_of(block) {
+            *e = Some(end / block - 1);
+        }
+    }
+    ends
+}
+
+/// One chunk of 64 steps of a staged kernel ([`blocks_t_staged_avx2`],
+/// [`super::x86_avx512_blocks_staged`]): its first step and length, the
+/// decoded buffer, and per unit of 16 steps the block that ends with it
+/// and that block's B scales (`N` vectors `V`).
+pub(crate) struct StagedChunk<'c, V, const N: usize> {
+    pub(crate) k0: usize,
+    pub(crate) kc: usize,
+    pub(crate) w: *const f32,
+    pub(crate) sbv: &'c [[V; N]; 4],
+    pub(crate) ends: [Option<usize>; 4],
 }
 
 /// Rows `q · mr..q · mr + R` and group `g` (two vectors of eight lines)
@@ -701,7 +709,7 @@ struct StagedChunk<'c> {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn staged_panel_avx2<const R: usize>(
     t: &BlocksT,
-    c: &StagedChunk<'_>,
+    c: &StagedChunk<'_, __m256, STAGED_VECTORS>,
     g: usize,
     q: usize,
     s: &mut StagedSums,
