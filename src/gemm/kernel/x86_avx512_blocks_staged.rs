@@ -57,8 +57,8 @@ const PANEL: usize = 8;
 /// Lines of the decoded buffer per step.
 const WIDTH: usize = BLOCKS_T_LINES * STAGED_MAX_GROUPS;
 
-/// The per-call buffers: one group's chunk of codes as copied, and the
-/// chunk's decoded weights (step `kk`, line `l` at `w[kk · WIDTH + l]`).
+/// The chunk's decoded weights (step `kk`, line `l` at
+/// `w[kk · WIDTH + l]`).
 #[repr(C, align(64))]
 struct Buffers {
     w: [f32; CHUNK * WIDTH],
@@ -327,11 +327,13 @@ unsafe fn panel<const R: usize, const G: usize>(
 }
 
 /// Decodes steps `0..kc` (a multiple of 16, at most 64) of the 16 lines at
-/// `codes` (`ld` bytes apart) into the buffer's group `g`; returns the
-/// bytes that hold a NaN or infinity code (0: none).
+/// `codes` (`ld` bytes apart) into `w` (step `kk` at `w[kk · WIDTH..]`),
+/// floats `16g..16g + 16` of each step; returns the bytes that hold a NaN
+/// or infinity code (0: none).
 ///
 /// # Safety
-/// AVX-512 F/BW, VBMI and GFNI present; 16 lines of `kc` readable codes.
+/// AVX-512 F/BW, VBMI and GFNI present; 16 lines of `kc` readable codes;
+/// `w` holds `kc` steps of `WIDTH` floats, aligned to 64 bytes; `g < 2`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 unsafe fn decode_group<F: ShiftCode>(
