@@ -291,31 +291,58 @@ pub(crate) use blocks_t_methods;
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn tile_blocks_t_avx2<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
     let c = Consts::of::<F>();
-    let blocks = t.k / t.block;
     let mut special = _mm256_setzero_si256();
-    for half in 0..2 {
-        // SAFETY (all reads and writes): lines 8·half..8·half + 8 of the
-        // 16, their scales and outputs; steps < k (the function's contract).
-        unsafe {
-            let codes = t.codes.add(8 * half * t.ld);
-            let sb_start = _mm256_loadu_si256(t.sb_start.as_ptr().add(8 * half) as *const __m256i);
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut p = [_mm256_setzero_ps(); R];
-            for k0 in (0..t.k).step_by(16) {
-                let v = transpose8x4(codes.add(k0), t.ld);
+    // SAFETY: halves 0 and 1 of the 16 lines (the function's contract).
+    unsafe {
+        if R <= 2 {
+            // Both halves' chains side by side: at one or two rows a
+            // half's chain alone waits on the FMA latency every step.
+            halves_avx2::<R, 2, F>(t, &c, 0, &mut special);
+        } else {
+            halves_avx2::<R, 1, F>(t, &c, 0, &mut special);
+            halves_avx2::<R, 1, F>(t, &c, 1, &mut special);
+        }
+    }
+    _mm256_testz_si256(special, special) == 1
+}
+
+/// [`tile_blocks_t_avx2`] on the `H` halves of eight lines from half
+/// `first`, their chains interleaved step by step; the bytes of special
+/// codes seen are ORed into `special`.
+///
+/// # Safety
+/// As [`tile_blocks_t_avx2`]; `first + H ≤ 2`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn halves_avx2<const R: usize, const H: usize, F: ShiftCode>(
+    t: &BlocksT,
+    c: &Consts,
+    first: usize,
+    special: &mut __m256i,
+) {
+    let blocks = t.k / t.block;
+    let mut acc = [[_mm256_setzero_ps(); R]; H];
+    let mut p = [[_mm256_setzero_ps(); R]; H];
+    // SAFETY (all reads and writes): lines 8·half..8·half + 8 of the 16,
+    // their scales and outputs; steps < k (the caller's contract).
+    unsafe {
+        for k0 in (0..t.k).step_by(16) {
+            for (hh, ph) in p.iter_mut().enumerate() {
+                let half = first + hh;
+                let v = transpose8x4(t.codes.add(8 * half * t.ld + k0), t.ld);
                 for (q, x) in v.iter().enumerate() {
                     if F::SPECIAL_FROM != 0 {
                         // mag ≥ SPECIAL_FROM (unsigned, per byte).
                         let mag = _mm256_and_si256(*x, c.byte_mag);
                         let at_least = _mm256_cmpeq_epi8(_mm256_max_epu8(mag, c.special_from), mag);
-                        special = _mm256_or_si256(special, at_least);
+                        *special = _mm256_or_si256(*special, at_least);
                     }
                     if F::F16_SHIFT.is_some() {
                         for h in 0..2 {
-                            let w = decode_pair_f16::<F>(*x, h, &c);
+                            let w = decode_pair_f16::<F>(*x, h, c);
                             for (j, wj) in w.iter().enumerate() {
                                 let ak = t.a.add((k0 + 4 * q + 2 * h + j) * t.mr);
-                                for (r, pr) in p.iter_mut().enumerate() {
+                                for (r, pr) in ph.iter_mut().enumerate() {
                                     *pr = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(r)), *wj, *pr);
                                 }
                             }
@@ -323,30 +350,36 @@ pub(crate) unsafe fn tile_blocks_t_avx2<const R: usize, F: ShiftCode>(t: &Blocks
                         continue;
                     }
                     for j in 0..4 {
-                        let w = decode_avx2::<F>(*x, j, &c);
+                        let w = decode_avx2::<F>(*x, j, c);
                         let ak = t.a.add((k0 + 4 * q + j) * t.mr);
-                        for (r, pr) in p.iter_mut().enumerate() {
+                        for (r, pr) in ph.iter_mut().enumerate() {
                             *pr = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(r)), w, *pr);
                         }
                     }
                 }
-                if (k0 + 16).is_multiple_of(t.block) {
-                    let blk = (k0 + 16) / t.block - 1;
+            }
+            if (k0 + 16).is_multiple_of(t.block) {
+                let blk = (k0 + 16) / t.block - 1;
+                for (hh, (acc_h, ph)) in acc.iter_mut().zip(p.iter_mut()).enumerate() {
+                    let half = first + hh;
+                    let sb_start =
+                        _mm256_loadu_si256(t.sb_start.as_ptr().add(8 * half) as *const __m256i);
                     let index = _mm256_add_epi32(sb_start, _mm256_set1_epi32(blk as i32));
                     let sb = _mm256_i32gather_ps::<4>(t.sb, index);
-                    for (r, (s, pr)) in acc.iter_mut().zip(p.iter_mut()).enumerate() {
+                    for (r, (s, pr)) in acc_h.iter_mut().zip(ph.iter_mut()).enumerate() {
                         let scale = _mm256_mul_ps(_mm256_set1_ps(*t.sa.add(r * blocks + blk)), sb);
                         *s = _mm256_fmadd_ps(*pr, scale, *s);
                         *pr = _mm256_setzero_ps();
                     }
                 }
             }
-            for (r, s) in acc.iter().enumerate() {
-                _mm256_storeu_ps(t.out.add(r * t.out_ld + 8 * half), *s);
+        }
+        for (hh, acc_h) in acc.iter().enumerate() {
+            for (r, s) in acc_h.iter().enumerate() {
+                _mm256_storeu_ps(t.out.add(r * t.out_ld + 8 * (first + hh)), *s);
             }
         }
     }
-    _mm256_testz_si256(special, special) == 1
 }
 
 /// The constant vectors of [`decode_avx2`] and the special-code check.
