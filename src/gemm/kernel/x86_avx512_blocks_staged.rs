@@ -86,13 +86,15 @@ struct State {
 /// of `16 · groups` floats at `out_ld`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
+    let mut sb_start = [_mm512_setzero_si512(); STAGED_MAX_GROUPS];
+    for (g, x) in sb_start.iter_mut().enumerate() {
+        // SAFETY: sb_start holds 16 starts for each of the two groups.
+        *x = unsafe { _mm512_loadu_si512(t.sb_start.as_ptr().add(BLOCKS_T_LINES * g) as *const _) };
+    }
     let src = Lines::<F> {
         t,
         consts: HalfConsts::of::<F>(),
-        sb_start: [
-            load_starts(&t.sb_start[..BLOCKS_T_LINES]),
-            load_starts(&t.sb_start[BLOCKS_T_LINES..]),
-        ],
+        sb_start,
         format: std::marker::PhantomData,
     };
     // SAFETY: per the function's contract.
@@ -250,16 +252,6 @@ unsafe fn staged<S: Source>(t: &BlocksT, src: &S) -> u32 {
         }
     }
     done
-}
-
-/// Sixteen lines' first block-scale indices in a register.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load_starts(s: &[i32]) -> __m512i {
-    let mut a = [0i32; BLOCKS_T_LINES];
-    a.copy_from_slice(s);
-    // SAFETY: a holds 16 i32.
-    unsafe { _mm512_loadu_si512(a.as_ptr() as *const _) }
 }
 
 /// One chunk of this kernel: sixteen lines of B scales per vector.
@@ -433,12 +425,6 @@ const fn f16_byte_matrix<F: ShiftCode>(byte: u32) -> u64 {
     m
 }
 
-/// True when a code of `F` is already its f16's high byte and the low
-/// byte is zero (E5M2).
-const fn is_high_byte<F: ShiftCode>() -> bool {
-    f16_byte_matrix::<F>(0) == 0 && f16_byte_matrix::<F>(1) == 0x0102_0408_1020_4080
-}
-
 impl HalfConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -527,9 +513,8 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         }
         return out;
     }
-    let (low, high) = if is_high_byte::<F>() {
-        (x, x)
-    } else if f16_byte_matrix::<F>(0) == 0 {
+    // FP6 (FP8 took the branch above): the low byte is zero for E3M2.
+    let (low, high) = if f16_byte_matrix::<F>(0) == 0 {
         (x, _mm512_gf2p8affine_epi64_epi8::<0>(x, c.high))
     } else {
         (
@@ -542,7 +527,7 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         // one-table permutes: a two-table byte permute is three µops on
         // Intel cores).
         let high = _mm512_maskz_permutexvar_epi8(ODD_BYTES, c.pick[b], high);
-        let half = if is_high_byte::<F>() || f16_byte_matrix::<F>(0) == 0 {
+        let half = if f16_byte_matrix::<F>(0) == 0 {
             high
         } else {
             _mm512_mask_permutexvar_epi8(high, !ODD_BYTES, c.pick[b], low)

@@ -331,29 +331,11 @@ unsafe fn halves_avx2<const R: usize, const H: usize, F: ShiftCode>(
                 let half = first + hh;
                 let v = transpose8x4(t.codes.add(8 * half * t.ld + k0), t.ld);
                 for (q, x) in v.iter().enumerate() {
-                    if F::SPECIAL_FROM != 0 {
-                        // mag ≥ SPECIAL_FROM (unsigned, per byte).
-                        let mag = _mm256_and_si256(*x, c.byte_mag);
-                        let at_least = _mm256_cmpeq_epi8(_mm256_max_epu8(mag, c.special_from), mag);
-                        *special = _mm256_or_si256(*special, at_least);
-                    }
-                    if F::F16_SHIFT.is_some() {
-                        for h in 0..2 {
-                            let w = decode_pair_f16::<F>(*x, h, c);
-                            for (j, wj) in w.iter().enumerate() {
-                                let ak = t.a.add((k0 + 4 * q + 2 * h + j) * t.mr);
-                                for (r, pr) in ph.iter_mut().enumerate() {
-                                    *pr = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(r)), *wj, *pr);
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    for j in 0..4 {
-                        let w = decode_avx2::<F>(*x, j, c);
+                    *special = _mm256_or_si256(*special, special_bytes_avx2::<F>(*x, c));
+                    for (j, w) in decode4_avx2::<F>(*x, c).iter().enumerate() {
                         let ak = t.a.add((k0 + 4 * q + j) * t.mr);
                         for (r, pr) in ph.iter_mut().enumerate() {
-                            *pr = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(r)), w, *pr);
+                            *pr = _mm256_fmadd_ps(_mm256_set1_ps(*ak.add(r)), *w, *pr);
                         }
                     }
                 }
@@ -455,6 +437,37 @@ fn decode_avx2<F: ShiftCode>(x: __m256i, j: usize, c: &Consts) -> __m256 {
         )
     };
     _mm256_or_ps(magnitude, _mm256_castsi256_ps(sign))
+}
+
+/// The bytes of `x` that hold a NaN or infinity code of `F` (magnitude ≥
+/// `SPECIAL_FROM`, unsigned): all ones there, zero elsewhere.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn special_bytes_avx2<F: ShiftCode>(x: __m256i, c: &Consts) -> __m256i {
+    if F::SPECIAL_FROM == 0 {
+        return _mm256_setzero_si256();
+    }
+    let mag = _mm256_and_si256(x, c.byte_mag);
+    _mm256_cmpeq_epi8(_mm256_max_epu8(mag, c.special_from), mag)
+}
+
+/// The four steps of the eight lines in `x` (32-bit lane `i`: line `i`,
+/// byte `b`: step `b`), decoded exactly: FP8 through F16C
+/// ([`decode_pair_f16`]), any other format by [`decode_avx2`].
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn decode4_avx2<F: ShiftCode>(x: __m256i, c: &Consts) -> [__m256; 4] {
+    if F::F16_SHIFT.is_some() {
+        let [s0, s1] = decode_pair_f16::<F>(x, 0, c);
+        let [s2, s3] = decode_pair_f16::<F>(x, 1, c);
+        return [s0, s1, s2, s3];
+    }
+    // A loop, not a closure: a closure does not take the target features.
+    let mut out = [_mm256_setzero_ps(); 4];
+    for (b, o) in out.iter_mut().enumerate() {
+        *o = decode_avx2::<F>(x, b, c);
+    }
+    out
 }
 
 /// The `vpshufb` pattern that puts, in each 128-bit lane (lines
@@ -620,24 +633,10 @@ pub(crate) unsafe fn blocks_t_staged_avx2<F: ShiftCode>(t: &BlocksT) -> u32 {
                 for q in 0..kc / 16 {
                     let x4 = transpose8x4(codes.add(16 * q), t.ld);
                     for (j, x) in x4.iter().enumerate() {
-                        if F::SPECIAL_FROM != 0 {
-                            let mag = _mm256_and_si256(*x, c.byte_mag);
-                            let at_least =
-                                _mm256_cmpeq_epi8(_mm256_max_epu8(mag, c.special_from), mag);
-                            special[sp] = _mm256_or_si256(special[sp], at_least);
-                        }
-                        let step = |b: usize| (16 * q + 4 * j + b) * STAGED_WIDTH + 8 * v;
-                        if F::F16_SHIFT.is_some() {
-                            for h in 0..2 {
-                                let d = decode_pair_f16::<F>(*x, h, &c);
-                                _mm256_store_ps(w.0.as_mut_ptr().add(step(2 * h)), d[0]);
-                                _mm256_store_ps(w.0.as_mut_ptr().add(step(2 * h + 1)), d[1]);
-                            }
-                        } else {
-                            for b in 0..4 {
-                                let d = decode_avx2::<F>(*x, b, &c);
-                                _mm256_store_ps(w.0.as_mut_ptr().add(step(b)), d);
-                            }
+                        special[sp] = _mm256_or_si256(special[sp], special_bytes_avx2::<F>(*x, &c));
+                        for (b, d) in decode4_avx2::<F>(*x, &c).iter().enumerate() {
+                            let step = 16 * q + 4 * j + b;
+                            _mm256_store_ps(w.0.as_mut_ptr().add(step * STAGED_WIDTH + 8 * v), *d);
                         }
                     }
                 }
