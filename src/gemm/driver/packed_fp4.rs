@@ -18,7 +18,7 @@ use crate::block_scaled::{PackedFp4, PackedFp8, PackedInt4, PACK_LINES};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::{
     Fp4DenseRows, GroupScales, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A,
-    FP4_DENSE_MR, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
+    FP4_DENSE_MR, FP4_DENSE_ROWS_WIDE, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
 };
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -305,9 +305,14 @@ impl Rows {
                         return;
                     }
                 }
-                for i0 in (0..mp).step_by(FP4_DENSE_MR) {
-                    let (r, n_rows) = (r0 + i0, FP4_DENSE_MR.min(mp - i0));
-                    let mut out = [0.0f32; FP4_DENSE_MR * STRIDE];
+                let per_call = if W::FP8 {
+                    FP4_DENSE_MR
+                } else {
+                    K::FP4_DENSE_ROWS
+                };
+                for i0 in (0..mp).step_by(per_call) {
+                    let (r, n_rows) = (r0 + i0, per_call.min(mp - i0));
+                    let mut out = [0.0f32; FP4_DENSE_ROWS_WIDE * STRIDE];
                     let view = rows.view(r, n_rows, (k, block));
                     match (W::FP8, scales) {
                         (false, _) => {

@@ -213,6 +213,8 @@ pub(crate) trait Kernel {
     /// keeps one accumulator per row and none for B, so it can hold more
     /// rows than the packed tile).
     const DIRECT_MR: usize = Self::MR;
+    /// Rows of A per [`Kernel::fp4_dense`] call (1..=this many).
+    const FP4_DENSE_ROWS: usize = FP4_DENSE_MR;
 
     /// `acc[r * ld + c] = start + sum` for the `MR × NR` block, where `sum`
     /// is the contract's K-tile partial sum over the `kt` steps of `a` and

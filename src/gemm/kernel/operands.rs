@@ -25,8 +25,13 @@ pub(crate) const INT4_TIMES_2: [i8; 16] =
 /// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
 pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
-/// Rows of A per [`Kernel::fp4_dense`] call.
+/// Rows of A per [`Kernel::fp4_dense`] call on the AVX2 tier (and per
+/// [`Kernel::fp8_dense`] call on every tier).
 pub(crate) const FP4_DENSE_MR: usize = 4;
+/// Rows of A per [`Kernel::fp4_dense`] call on the AVX-512 tier (its
+/// [`Kernel::FP4_DENSE_ROWS`]): 16 chains at two pairs of groups, each
+/// code decoded once for all 8 rows.
+pub(crate) const FP4_DENSE_ROWS_WIDE: usize = 8;
 /// Groups of 8 packed lines per [`Kernel::fp4_dense`] call.
 pub(crate) const FP4_DENSE_GROUPS: usize = 8;
 

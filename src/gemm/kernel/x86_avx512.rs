@@ -32,6 +32,7 @@ const DIRECT_MR: usize = 8;
 impl Kernel for Avx512 {
     const MR: usize = MR;
     const DIRECT_MR: usize = DIRECT_MR;
+    const FP4_DENSE_ROWS: usize = super::FP4_DENSE_ROWS_WIDE;
     const NR: usize = NR;
 
     checked_tiles!(

@@ -332,7 +332,8 @@ pub(crate) fn fp4_dense_checked(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    check_fp4_dense(rows, codes, scales, zeros, groups, out, out_stride);
+    let bounds = (groups, out_stride, super::FP4_DENSE_MR);
+    check_fp4_dense(rows, codes, scales, zeros, bounds, out);
     // SAFETY: the driver selects this kernel only when the CPU has AVX2
     // and FMA; the asserts above bound every read and write.
     unsafe { fp4_dense_groups(rows, codes, scales, zeros, groups, out, out_stride) }
@@ -346,15 +347,14 @@ pub(crate) fn check_fp4_dense(
     codes: &[u8],
     scales: GroupScales<'_>,
     zeros: Option<&[u8]>,
-    groups: usize,
+    (groups, out_stride, max_rows): (usize, usize, usize),
     out: &[f32],
-    out_stride: usize,
 ) {
     let blocks = rows.k / rows.block.max(1);
     assert!(rows.block.is_multiple_of(8) && blocks * rows.block == rows.k);
     assert!(codes.len() >= groups * rows.k * 4 && scales.len() >= groups * blocks * 8);
     assert!(zeros.is_none_or(|z| z.len() >= groups * blocks * 8));
     assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
-    assert!((1..=super::FP4_DENSE_MR).contains(&rows.rows));
+    assert!((1..=max_rows).contains(&rows.rows));
     assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
 }
