@@ -17,8 +17,8 @@ use super::{tier, with_kernel, Portable, ScaleGrid, Tier};
 use crate::block_scaled::{PackedFp4, PackedFp8, PackedInt4, PACK_LINES};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::{
-    Fp4DenseRows, GroupScales, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A,
-    FP4_DENSE_MR, FP4_DENSE_ROWS_WIDE, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
+    Fp4DenseRows, GroupScales, Kernel, DENSE_ROWS_WIDE, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS,
+    FP4_DENSE_MIN_A, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
 };
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -299,20 +299,17 @@ impl Rows {
                 let scales = b.dense_scales(g, gs, mp, scale_buf);
                 const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
                 if let (true, GroupScales::F32(s)) = (W::FP8, scales) {
-                    if rows.staged(r0, mp, gs)
+                    if mp > K::DENSE_ROWS
+                        && rows.staged(r0, mp, gs)
                         && Self::fp8_staged::<K>(rows, codes, s, gs, (r0, mp), (k, block), &mut put)
                     {
                         return;
                     }
                 }
-                let per_call = if W::FP8 {
-                    FP4_DENSE_MR
-                } else {
-                    K::FP4_DENSE_ROWS
-                };
+                let per_call = K::DENSE_ROWS;
                 for i0 in (0..mp).step_by(per_call) {
                     let (r, n_rows) = (r0 + i0, per_call.min(mp - i0));
-                    let mut out = [0.0f32; FP4_DENSE_ROWS_WIDE * STRIDE];
+                    let mut out = [0.0f32; DENSE_ROWS_WIDE * STRIDE];
                     let view = rows.view(r, n_rows, (k, block));
                     match (W::FP8, scales) {
                         (false, _) => {
@@ -446,10 +443,12 @@ impl DenseRows {
     }
 
     /// Whether [`Rows::fp8_staged`] may take rows `r0..r0 + mp` and `gs`
-    /// groups: whole A panels and pairs of groups. (It beats
-    /// [`Kernel::fp8_dense`] at every row count measured: on the Intel
-    /// Xeon of BENCHMARKS.md, K = N = 4096, MXFP8 at M = 1 / 8 / 32 took
-    /// 1.71 / 3.10 / 8.63 ms against 1.89 / 5.65 / 23.0.)
+    /// groups: whole A panels and pairs of groups. (The driver asks only
+    /// past [`Kernel::DENSE_ROWS`] rows: on the Intel Xeon of
+    /// BENCHMARKS.md, K = N = 4096, MXFP8 at M = 1 / 8 / 16 / 32 took
+    /// 1.74 / 3.08 / 5.12 / 9.22 ms staged against 0.96 / 2.69 / 5.46 /
+    /// 11.3 in the AVX-512 `fp8_dense` kernel, and 1.89 / 5.65 / – / 23.0
+    /// in the AVX2 one.)
     fn staged(&self, r0: usize, mp: usize, gs: usize) -> bool {
         mp > 0
             && r0.is_multiple_of(FP8_STAGED_PANEL)

@@ -19,6 +19,8 @@ pub(crate) mod x86_avx512_blocks_t;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_dense;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512_fp8_dense;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_transposed;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_blocks_t;
@@ -213,8 +215,9 @@ pub(crate) trait Kernel {
     /// keeps one accumulator per row and none for B, so it can hold more
     /// rows than the packed tile).
     const DIRECT_MR: usize = Self::MR;
-    /// Rows of A per [`Kernel::fp4_dense`] call (1..=this many).
-    const FP4_DENSE_ROWS: usize = FP4_DENSE_MR;
+    /// Rows of A per [`Kernel::fp4_dense`] and [`Kernel::fp8_dense`] call
+    /// (1..=this many).
+    const DENSE_ROWS: usize = FP4_DENSE_MR;
 
     /// `acc[r * ld + c] = start + sum` for the `MR × NR` block, where `sum`
     /// is the contract's K-tile partial sum over the `kt` steps of `a` and

@@ -25,13 +25,14 @@ pub(crate) const INT4_TIMES_2: [i8; 16] =
 /// FP4 E2M1 codes 0..=15 → twice their value, an exact small integer.
 pub(crate) const FP4_TIMES_2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
-/// Rows of A per [`Kernel::fp4_dense`] call on the AVX2 tier (and per
-/// [`Kernel::fp8_dense`] call on every tier).
+/// Rows of A per [`Kernel::fp4_dense`] and [`Kernel::fp8_dense`] call on
+/// the AVX2 tier (the ymm kernels, which the AVX-512 tier also runs on an
+/// odd last group).
 pub(crate) const FP4_DENSE_MR: usize = 4;
-/// Rows of A per [`Kernel::fp4_dense`] call on the AVX-512 tier (its
-/// [`Kernel::FP4_DENSE_ROWS`]): 16 chains at two pairs of groups, each
-/// code decoded once for all 8 rows.
-pub(crate) const FP4_DENSE_ROWS_WIDE: usize = 8;
+/// Rows of A per [`Kernel::fp4_dense`] and [`Kernel::fp8_dense`] call on
+/// the AVX-512 tier (its [`Kernel::DENSE_ROWS`]): 16 chains at two pairs
+/// of groups, each code decoded once for all 8 rows.
+pub(crate) const DENSE_ROWS_WIDE: usize = 8;
 /// Groups of 8 packed lines per [`Kernel::fp4_dense`] call.
 pub(crate) const FP4_DENSE_GROUPS: usize = 8;
 
@@ -47,6 +48,19 @@ pub(crate) struct Fp4DenseRows<'a> {
     pub k: usize,
     pub block: usize,
     pub prescaled: bool,
+}
+
+impl<'a> Fp4DenseRows<'a> {
+    /// Rows `r0..r0 + rows` of these (within them: the caller's bound).
+    pub(crate) fn part(&self, r0: usize, rows: usize) -> Fp4DenseRows<'a> {
+        let blocks = self.k.checked_div(self.block).unwrap_or(0);
+        Fp4DenseRows {
+            a: &self.a[r0 * self.k..],
+            sa: &self.sa[r0 * blocks..],
+            rows,
+            ..*self
+        }
+    }
 }
 
 /// The scales of [`Kernel::fp4_dense`]'s groups (per group, per block, the

@@ -32,7 +32,7 @@ const DIRECT_MR: usize = 8;
 impl Kernel for Avx512 {
     const MR: usize = MR;
     const DIRECT_MR: usize = DIRECT_MR;
-    const FP4_DENSE_ROWS: usize = super::FP4_DENSE_ROWS_WIDE;
+    const DENSE_ROWS: usize = super::DENSE_ROWS_WIDE;
     const NR: usize = NR;
 
     checked_tiles!(
@@ -43,7 +43,7 @@ impl Kernel for Avx512 {
     );
     avx2_shared_methods!(
         super::x86_avx512_dense::fp4_dense_checked_avx512,
-        super::x86_fp8_dense::fp8_dense_checked,
+        super::x86_avx512_fp8_dense::fp8_dense_checked_avx512,
         super::x86_avx512_transposed::direct_t_avx512
     );
 

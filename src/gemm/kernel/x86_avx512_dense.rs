@@ -15,16 +15,14 @@
 //! same decoding on zmm registers (two groups joined, `vcvtph2ps` on 16
 //! values) measured 5–10 % slower on Zen 4.
 //!
-//! A call takes up to [`FP4_DENSE_ROWS_WIDE`] (8) rows, twice the AVX2
+//! A call takes up to [`DENSE_ROWS_WIDE`] (8) rows, twice the AVX2
 //! kernel's, so each code is decoded once for 8 rows; the per-block sums
 //! then live in the outputs (loaded and stored once per block), leaving
 //! the registers to the 16 chains. On the Intel Xeon (Sapphire Rapids
 //! class), MXFP4 at K = N = 4096: M = 8 / 32 2.59 / 10.30 → 2.22 / 8.77 ms.
 
 use super::x86_fp4_dense::{e4m3_to_f32, fp4_dense_groups, DenseGroups};
-use super::{
-    Fp4DenseRows, GroupScales, FP4_DENSE_MR, FP4_DENSE_ROWS_WIDE, FP4_TIMES_2, INT4_TIMES_2,
-};
+use super::{Fp4DenseRows, GroupScales, DENSE_ROWS_WIDE, FP4_DENSE_MR, FP4_TIMES_2, INT4_TIMES_2};
 use std::arch::x86_64::*;
 
 /// Two 256-bit runs (`lo` at bits 0..256, `hi` at 256..512) as one zmm.
@@ -247,12 +245,7 @@ unsafe fn fp4_dense_pairs(
         };
         // The AVX2 kernel takes up to FP4_DENSE_MR rows per call.
         for r0 in (0..rows.rows).step_by(FP4_DENSE_MR) {
-            let part = Fp4DenseRows {
-                a: &rows.a[r0 * k..],
-                sa: &rows.sa[r0 * blocks..],
-                rows: FP4_DENSE_MR.min(rows.rows - r0),
-                ..*rows
-            };
+            let part = rows.part(r0, FP4_DENSE_MR.min(rows.rows - r0));
             // SAFETY: group g0 is within the caller's bounds, the slices
             // start at it, and rows r0.. of A and of the output are the
             // caller's rows.
@@ -282,7 +275,7 @@ pub(crate) fn fp4_dense_checked_avx512(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let bounds = (groups, out_stride, FP4_DENSE_ROWS_WIDE);
+    let bounds = (groups, out_stride, DENSE_ROWS_WIDE);
     super::x86_fp4_dense::check_fp4_dense(rows, codes, scales, zeros, bounds, out);
     // SAFETY: the driver selects the AVX-512 tier only when the CPU has
     // AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C; the checks bound

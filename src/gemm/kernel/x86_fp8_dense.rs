@@ -159,7 +159,13 @@ pub(crate) fn fp8_dense_checked(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    check_fp8_dense(rows, codes, scales, groups, out, out_stride);
+    check_fp8_dense(
+        rows,
+        codes,
+        scales,
+        (groups, out_stride, super::FP4_DENSE_MR),
+        out,
+    );
     // SAFETY: the driver selects this kernel only when the CPU has AVX2,
     // FMA and F16C, and the packed codes hold no NaN code; the asserts
     // above bound every read and write.
@@ -173,14 +179,13 @@ pub(crate) fn check_fp8_dense(
     rows: &Fp4DenseRows<'_>,
     codes: &[u8],
     scales: &[f32],
-    groups: usize,
+    (groups, out_stride, max_rows): (usize, usize, usize),
     out: &[f32],
-    out_stride: usize,
 ) {
     let blocks = rows.k / rows.block.max(1);
     assert!(rows.block.is_multiple_of(2) && blocks * rows.block == rows.k);
     assert!(codes.len() >= groups * rows.k * 8 && scales.len() >= groups * blocks * 8);
     assert!(rows.a.len() >= rows.rows * rows.k && rows.sa.len() >= rows.rows * blocks);
-    assert!((1..=super::FP4_DENSE_MR).contains(&rows.rows));
+    assert!((1..=max_rows).contains(&rows.rows));
     assert!(out_stride >= groups * 8 && out.len() >= (rows.rows - 1) * out_stride + groups * 8);
 }
