@@ -38,6 +38,7 @@
 //! NaN and infinity codes are detected, not decoded: the group's bit is
 //! cleared in the result and the driver computes its lines another way.
 
+use super::x86_avx512_fp8_dense::{fix_exponent_zero, E4M3ToF32};
 use super::x86_avx512_transposed::transpose_dwords4;
 use super::x86_blocks_t::{block_ends, BlocksT, ShiftCode, StagedChunk, STAGED_CHUNK as CHUNK};
 use super::BLOCKS_T_LINES;
@@ -101,21 +102,52 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     unsafe { staged(t, &src) }
 }
 
-/// The whole-call kernel of the AVX-512 tier: [`blocks_t_staged`] for
-/// [`STAGED_MIN_ROWS`] to [`STAGED_MAX_ROWS`] rows on a CPU with VBMI and
-/// GFNI; `None` otherwise (the caller then runs the per-panel kernel,
+/// The whole-call kernel of the AVX-512 tier on a CPU with VBMI and GFNI:
+/// [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to [`STAGED_MAX_ROWS`]
+/// rows, and below them, for E4M3, the per-panel kernel that decodes
+/// codes straight to f32
+/// ([`super::x86_avx512_blocks_t::tile_e4m3_avx512_gfni`]); `None`
+/// otherwise (the caller then runs the per-panel kernel,
 /// [`super::x86_avx512_blocks_t`], per group and panel).
 ///
 /// # Safety
 /// AVX-512 F/BW present; the operands as [`blocks_t_staged`] states them.
 pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
-    if (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) && crate::cpu::has_avx512_vbmi_gfni() {
+    if !crate::cpu::has_avx512_vbmi_gfni() {
+        return None;
+    }
+    if (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) {
         // SAFETY: the CPU has VBMI and GFNI (checked), the rest per the
         // function's contract.
-        Some(unsafe { blocks_t_staged::<F>(t) })
-    } else {
-        None
+        return Some(unsafe { blocks_t_staged::<F>(t) });
     }
+    let e4m3 = F::FORMAT.exp_bits == 4 && F::FORMAT.man_bits == 3;
+    if !e4m3 || !(1..STAGED_MIN_ROWS).contains(&t.rows) || t.rows > t.mr {
+        return None;
+    }
+    let mut done = 0;
+    for g in 0..t.groups {
+        // SAFETY: the CPU has VBMI and GFNI (checked); group g < groups,
+        // and the rows are one panel (rows ≤ mr), per the function's
+        // contract; `F` is E4M3.
+        let ok = unsafe {
+            use super::x86_avx512_blocks_t::tile_e4m3_avx512_gfni as f;
+            let s = t.panel(g, 0);
+            match s.rows {
+                1 => f::<1>(&s),
+                2 => f::<2>(&s),
+                3 => f::<3>(&s),
+                4 => f::<4>(&s),
+                5 => f::<5>(&s),
+                6 => f::<6>(&s),
+                _ => f::<7>(&s),
+            }
+        };
+        if ok {
+            done |= 1 << g;
+        }
+    }
+    Some(done)
 }
 
 /// Where a staged call's lines come from: each group of 16 lines decoded
@@ -401,6 +433,14 @@ struct HalfConsts {
     byte_mag: __m512i,
     /// `F::SPECIAL_FROM` in each byte.
     special_from: __m512i,
+    /// E4M3's decode straight to f32 (lane `i`'s byte `b`: line `i`,
+    /// step `b`).
+    e4m3: E4M3ToF32,
+}
+
+/// True when `F` is E4M3 (the only 8-bit format with 3 mantissa bits).
+const fn is_e4m3<F: ShiftCode>() -> bool {
+    F::FORMAT.exp_bits == 4 && F::FORMAT.man_bits == 3
 }
 
 /// The 8 × 8 bit matrix (as GFNI's `vgf2p8affineqb` reads it: row of
@@ -463,6 +503,7 @@ impl HalfConsts {
                 table: _mm512_loadu_ps(t.as_ptr()),
                 byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
                 special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
+                e4m3: E4M3ToF32::new(|s, i| 4 * i + s),
             }
         }
     }
@@ -479,6 +520,19 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
             // vpermps reads the low 4 bits of each lane: step b's code.
             let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
             *o = _mm512_permutexvar_ps(code, c.table);
+        }
+        return out;
+    }
+    if is_e4m3::<F>() {
+        // Straight to f32 (value · 2^-8; exponent field 0 fixed where a
+        // code has it), then scaled back by 2^8: exact.
+        let mut out = c.e4m3.decode(x);
+        let exponent_zero = _mm512_testn_epi8_mask(x, _mm512_set1_epi8(0x78)) != 0;
+        for o in out.iter_mut() {
+            if exponent_zero {
+                *o = fix_exponent_zero(*o);
+            }
+            *o = _mm512_mul_ps(*o, _mm512_set1_ps(256.0));
         }
         return out;
     }

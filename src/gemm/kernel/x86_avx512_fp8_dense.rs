@@ -34,7 +34,7 @@ use super::{Fp4DenseRows, DENSE_ROWS_WIDE, FP4_DENSE_MR};
 use std::arch::x86_64::*;
 
 /// Values of k per round: 4 steps of 16 lines are 64 codes, one zmm.
-const STEPS: usize = 4;
+pub(crate) const STEPS: usize = 4;
 
 /// The 8 × 8 bit matrix (as `vgf2p8affineqb` reads it: the row of output
 /// bit `i` in byte `7 − i`) that maps an E4M3 code to byte `byte` (3: the
@@ -54,22 +54,22 @@ const fn f32_byte_matrix(byte: u32) -> u64 {
     m
 }
 
-/// The constants of a call: the two byte matrices, and the `vpermb`
-/// indices that order a round's 64 codes (bytes `8s + j` for the first
-/// group's line `j` at step `s`, `32 + 8s + j` for the second group's) so
-/// that [`Round::decode`]'s byte unpacks leave step `s`'s f32 of line `j`
-/// in lane `j` of one register.
-struct Consts {
+/// The E4M3 decode's constants: the two byte matrices, and the `vpermb`
+/// indices that order a round's 64 codes so that [`Self::decode`]'s byte
+/// unpacks leave step `s`'s f32 of line `j` in lane `j` of one register.
+/// Also the decode of [`super::x86_avx512_blocks_t`]'s E4M3 kernel.
+pub(crate) struct E4M3ToF32 {
     top: __m512i,
     next: __m512i,
     order: __m512i,
 }
 
-impl Consts {
+impl E4M3ToF32 {
+    /// The constants for rounds whose code of line `j` (0..16) at step `s`
+    /// (0..4) is byte `source(s, j)` of the 64.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn new() -> Self {
-        let source = |s: usize, j: usize| if j < 8 { 8 * s + j } else { 32 + 8 * s + j - 8 };
+    pub(crate) fn new(source: fn(usize, usize) -> usize) -> Self {
         // Lane j = 4L + d sits in 128-bit lane L; the low byte unpack
         // reads bytes 16L + 2d (step 0) and 16L + 2d + 1 (step 1) into its
         // words, the high unpack bytes 16L + 8 + 2d (step 2) and + 1
@@ -96,7 +96,7 @@ impl Consts {
     /// round's 64 codes, per step `s` the 16 lines in lane order.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
-    fn decode(&self, codes: __m512i) -> [__m512; STEPS] {
+    pub(crate) fn decode(&self, codes: __m512i) -> [__m512; STEPS] {
         let ordered = _mm512_permutexvar_epi8(self.order, codes);
         let top = _mm512_gf2p8affine_epi64_epi8::<0x38>(ordered, self.top);
         let next = _mm512_gf2p8affine_epi64_epi8::<0>(ordered, self.next);
@@ -113,11 +113,21 @@ impl Consts {
     }
 }
 
+/// Where a packed round's code of line `j` at step `s` is: bytes `8s + j`
+/// for the first group's lines, `32 + 8s + j − 8` for the second's.
+fn packed_source(s: usize, j: usize) -> usize {
+    if j < 8 {
+        8 * s + j
+    } else {
+        32 + 8 * s + j - 8
+    }
+}
+
 /// The lanes of `x` that came from a code with exponent field 0 (x's
 /// exponent field 112), made exact: `2 · (x − ±2^-15)`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn fix_exponent_zero(x: __m512) -> __m512 {
+pub(crate) fn fix_exponent_zero(x: __m512) -> __m512 {
     let bits = _mm512_castps_si512(x);
     let exponent = _mm512_and_si512(bits, _mm512_set1_epi32(0x7F80_0000));
     let lanes = _mm512_cmpeq_epi32_mask(exponent, _mm512_set1_epi32(0x3800_0000));
@@ -165,7 +175,7 @@ unsafe fn fp8_dense_avx512<const R: usize, const P: usize, const PRESCALED: bool
     let blocks = k / block;
     let a = rows.a.as_ptr();
     let sa = rows.sa.as_ptr();
-    let c = Consts::new();
+    let c = E4M3ToF32::new(packed_source);
     let exponent_bits = _mm512_set1_epi8(0x78);
     let up = _mm512_set1_ps(256.0);
     let group = |pair: usize, half: usize| 2 * pair + half;
@@ -350,7 +360,7 @@ mod tests {
     /// 0..32 the first group's, 32..64 the second's), in code order.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
     unsafe fn decode64(codes: &[u8], out: &mut [f32; 64]) {
-        let c = Consts::new();
+        let c = E4M3ToF32::new(packed_source);
         // SAFETY: codes holds 64 bytes (the caller's chunk).
         let v = unsafe { _mm512_loadu_si512(codes.as_ptr() as *const _) };
         for (s, &w) in c.decode(v).iter().enumerate() {
@@ -359,7 +369,7 @@ mod tests {
             // SAFETY: lanes holds 16 floats.
             unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), w) };
             for (j, &x) in lanes.iter().enumerate() {
-                let at = if j < 8 { 8 * s + j } else { 32 + 8 * s + j - 8 };
+                let at = packed_source(s, j);
                 out[at] = x;
             }
         }
