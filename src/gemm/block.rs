@@ -572,11 +572,13 @@ entry_and_portable_twin! {
     /// 0.18× the time of [`weight_only_gemm`] on the matrix at M = 1, 0.48×
     /// at 8, 1.07× at 32 (BENCHMARKS.md "Weight-only inference"). On CPUs
     /// with AVX-512 VBMI and GFNI (Ice Lake and later, Zen 4 and later)
-    /// each chunk of 32 lines is decoded once into an L1 buffer that every
-    /// row reads, sixteen lines per zmm: on an Intel Xeon (Sapphire Rapids
-    /// class) at K = N = 4096, 1.5× / 1.6× / 2.2× faster than our f32
-    /// [`gemm`](crate::gemm::gemm) at M = 1 / 8 / 32. A matrix with a NaN
-    /// code runs [`weight_only_gemm`] on the matrix.
+    /// sixteen lines go per zmm: up to 8 rows each code is decoded in
+    /// registers straight to f32 (two GFNI affines and byte unpacks), and
+    /// past 8 rows each chunk of 32 lines is decoded once into an L1
+    /// buffer that every row reads. On an Intel Xeon (Sapphire Rapids
+    /// class) at K = N = 4096 that is 2.7× / 1.8× / 2.4× faster than our
+    /// f32 [`gemm`](crate::gemm::gemm) at M = 1 / 8 / 32. A matrix with a
+    /// NaN code runs [`weight_only_gemm`] on the matrix.
     ///
     /// # Errors
     /// As [`weight_only_gemm`].

@@ -120,13 +120,17 @@ unsafe fn fp4_dense_avx512<
     // whose codes (32 bytes per 8 values and group), A values (R rows),
     // scales, zero points and outputs the caller guarantees for 2P groups.
     unsafe {
-        // The per-block sums `acc` live in the outputs, not in registers:
-        // they change once per block, and the registers go to the `R · P`
-        // chains of `p` (16 at 8 rows and 2 pairs).
+        // Past 8 chains the per-block sums `acc` live in the outputs, not
+        // in registers: they change once per block, and the registers go
+        // to the `R · P` chains of `p` (16 at 8 rows and 2 pairs).
+        let in_outputs = R * P > 8;
         let out_at = |r: usize, q: usize| at.out.add(r * at.out_stride + q * 16);
-        for q in 0..P {
-            for r in 0..R {
-                _mm512_storeu_ps(out_at(r, q), _mm512_setzero_ps());
+        let mut acc = [[_mm512_setzero_ps(); R]; P];
+        if in_outputs {
+            for q in 0..P {
+                for r in 0..R {
+                    _mm512_storeu_ps(out_at(r, q), _mm512_setzero_ps());
+                }
             }
         }
         for blk in 0..blocks {
@@ -178,8 +182,19 @@ unsafe fn fp4_dense_avx512<
                 );
                 for (r, s) in p_q.iter().enumerate() {
                     let scale = _mm512_mul_ps(_mm512_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    let acc = _mm512_fmadd_ps(*s, scale, _mm512_loadu_ps(out_at(r, q)));
-                    _mm512_storeu_ps(out_at(r, q), acc);
+                    if in_outputs {
+                        let sum = _mm512_fmadd_ps(*s, scale, _mm512_loadu_ps(out_at(r, q)));
+                        _mm512_storeu_ps(out_at(r, q), sum);
+                    } else {
+                        acc[q][r] = _mm512_fmadd_ps(*s, scale, acc[q][r]);
+                    }
+                }
+            }
+        }
+        if !in_outputs {
+            for (q, acc_q) in acc.iter().enumerate() {
+                for (r, sum) in acc_q.iter().enumerate() {
+                    _mm512_storeu_ps(out_at(r, q), *sum);
                 }
             }
         }
