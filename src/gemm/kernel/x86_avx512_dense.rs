@@ -202,8 +202,9 @@ unsafe fn fp4_dense_avx512<
 }
 
 /// Pairs of groups per call for `rows` rows: about 4 chains (`R · P`) to
-/// cover the FMA latency, and a count the kernels are instantiated for.
-fn pairs_per_call(rows: usize, left: usize) -> usize {
+/// cover the FMA latency, and a count the kernels are instantiated for
+/// (here and in [`super::x86_avx512_fp8_dense`]).
+pub(crate) fn pairs_per_call(rows: usize, left: usize) -> usize {
     let most = if rows == 1 { 4 } else { 2 };
     [4, 2, 1]
         .into_iter()

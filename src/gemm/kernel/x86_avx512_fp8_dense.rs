@@ -29,6 +29,7 @@
 //! per-block sums live in the outputs, leaving the registers to the
 //! chains.
 
+use super::x86_avx512_dense::pairs_per_call;
 use super::x86_fp8_dense::{check_fp8_dense, fp8_dense_groups};
 use super::{Fp4DenseRows, DENSE_ROWS_WIDE, FP4_DENSE_MR};
 use std::arch::x86_64::*;
@@ -241,16 +242,6 @@ unsafe fn fp8_dense_avx512<const R: usize, const P: usize, const PRESCALED: bool
             }
         }
     }
-}
-
-/// Pairs of groups per call for `rows` rows: at least 4 chains (`R · P`)
-/// where the groups allow, and a count the kernels are instantiated for.
-fn pairs_per_call(rows: usize, left: usize) -> usize {
-    let most = if rows == 1 { 4 } else { 2 };
-    [4, 2, 1]
-        .into_iter()
-        .find(|&p| p <= most && p <= left)
-        .unwrap_or(1)
 }
 
 /// [`Kernel::fp8_dense`](super::Kernel::fp8_dense) of the AVX-512 tier:
