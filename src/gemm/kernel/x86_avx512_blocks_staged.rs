@@ -690,7 +690,7 @@ mod tests {
 
     /// Every code of `F` (both signs) through [`decode4`] equals the
     /// crate's scalar decode, bit for bit (NaN and infinity codes, which
-    /// the kernel reports instead, aside).
+    /// the kernel reports instead, aside; E4M3's −0.0 may be +0.0).
     fn decodes_every_code<F: ShiftCode>() {
         if !crate::cpu::has_avx512_vbmi_gfni() {
             return;
@@ -718,7 +718,10 @@ mod tests {
                         continue;
                     }
                     let want = widen_bits(code, F::FORMAT);
-                    assert_eq!(g.to_bits(), want.to_bits(), "code {code:#x}");
+                    // E4M3 (straight to f32) may give +0.0 for −0.0, which
+                    // no chain can tell apart (see `E4M3ToF32`); only that.
+                    let zero = is_e4m3::<F>() && want == 0.0 && *g == 0.0;
+                    assert!(g.to_bits() == want.to_bits() || zero, "code {code:#x}: {g}");
                 }
             }
         }
