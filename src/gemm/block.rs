@@ -576,7 +576,7 @@ entry_and_portable_twin! {
     /// registers straight to f32 (two GFNI affines and byte unpacks), and
     /// past 8 rows each chunk of 32 lines is decoded once into an L1
     /// buffer that every row reads. On an Intel Xeon (Sapphire Rapids
-    /// class) at K = N = 4096 that is 2.7× / 1.8× / 2.4× faster than our
+    /// class) at K = N = 4096 that is 2.8× / 1.8× / 2.4× faster than our
     /// f32 [`gemm`](crate::gemm::gemm) at M = 1 / 8 / 32. A matrix with a
     /// NaN code runs [`weight_only_gemm`] on the matrix.
     ///
