@@ -51,15 +51,22 @@ pub(crate) struct Fp4DenseRows<'a> {
 }
 
 impl<'a> Fp4DenseRows<'a> {
-    /// Rows `r0..r0 + rows` of these (within them: the caller's bound).
-    pub(crate) fn part(&self, r0: usize, rows: usize) -> Fp4DenseRows<'a> {
+    /// These rows in parts of at most `most` (the first row of each part,
+    /// and the part), for a kernel that takes fewer rows per call.
+    pub(crate) fn parts(
+        &self,
+        most: usize,
+    ) -> impl Iterator<Item = (usize, Fp4DenseRows<'a>)> + '_ {
         let blocks = self.k.checked_div(self.block).unwrap_or(0);
-        Fp4DenseRows {
-            a: &self.a[r0 * self.k..],
-            sa: &self.sa[r0 * blocks..],
-            rows,
-            ..*self
-        }
+        (0..self.rows).step_by(most.max(1)).map(move |r0| {
+            let part = Fp4DenseRows {
+                a: &self.a[r0 * self.k..],
+                sa: &self.sa[r0 * blocks..],
+                rows: most.min(self.rows - r0),
+                ..*self
+            };
+            (r0, part)
+        })
     }
 }
 

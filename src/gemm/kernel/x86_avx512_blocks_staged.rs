@@ -38,7 +38,7 @@
 //! NaN and infinity codes are detected, not decoded: the group's bit is
 //! cleared in the result and the driver computes its lines another way.
 
-use super::x86_avx512_fp8_dense::{fix_exponent_zero, E4M3ToF32};
+use super::x86_avx512_fp8_dense::E4M3ToF32;
 use super::x86_avx512_transposed::transpose_dwords4;
 use super::x86_blocks_t::{block_ends, BlocksT, ShiftCode, StagedChunk, STAGED_CHUNK as CHUNK};
 use super::BLOCKS_T_LINES;
@@ -121,8 +121,7 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
         // function's contract.
         return Some(unsafe { blocks_t_staged::<F>(t) });
     }
-    let e4m3 = F::FORMAT.exp_bits == 4 && F::FORMAT.man_bits == 3;
-    if !e4m3 || !(1..STAGED_MIN_ROWS).contains(&t.rows) || t.rows > t.mr {
+    if !is_e4m3::<F>() || !(1..STAGED_MIN_ROWS).contains(&t.rows) || t.rows > t.mr {
         return None;
     }
     let mut done = 0;
@@ -524,17 +523,8 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         return out;
     }
     if is_e4m3::<F>() {
-        // Straight to f32 (value · 2^-8; exponent field 0 fixed where a
-        // code has it), then scaled back by 2^8: exact.
-        let mut out = c.e4m3.decode(x);
-        let exponent_zero = _mm512_testn_epi8_mask(x, _mm512_set1_epi8(0x78)) != 0;
-        for o in out.iter_mut() {
-            if exponent_zero {
-                *o = fix_exponent_zero(*o);
-            }
-            *o = _mm512_mul_ps(*o, _mm512_set1_ps(256.0));
-        }
-        return out;
+        // Straight to f32.
+        return c.e4m3.decode_values(x);
     }
     if let Some(shift) = F::F16_SHIFT {
         // FP8: the codes step by step (one byte permute), each two steps

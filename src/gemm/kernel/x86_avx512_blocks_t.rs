@@ -3,7 +3,7 @@
 //! lines per zmm register, each code decoded with AVX-512's masks and
 //! ternary logic, FP4 by one `vpermps` on a 16-entry table.
 
-use super::x86_avx512_fp8_dense::{fix_exponent_zero, E4M3ToF32};
+use super::x86_avx512_fp8_dense::E4M3ToF32;
 use super::x86_avx512_transposed::transpose16x4;
 use super::x86_blocks_t::{BlocksT, ShiftCode, E4M3};
 use std::arch::x86_64::*;
@@ -144,8 +144,6 @@ pub(crate) unsafe fn tile_e4m3_avx512_gfni<const R: usize>(t: &BlocksT) -> bool 
     // Lane j of a transposed register holds line j's 4 codes, step s at
     // byte s.
     let bytes = E4M3ToF32::new(|s, j| 4 * j + s);
-    let exponent_bits = _mm512_set1_epi8(0x78);
-    let up = _mm512_set1_ps(256.0);
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
@@ -164,15 +162,8 @@ pub(crate) unsafe fn tile_e4m3_avx512_gfni<const R: usize>(t: &BlocksT) -> bool 
                 for (q, x) in v.iter().enumerate() {
                     let mag = _mm512_and_si512(*x, consts.byte_mag);
                     *at.special |= _mm512_cmpge_epu8_mask(mag, consts.special_from);
-                    let mut w = bytes.decode(*x);
-                    if _mm512_testn_epi8_mask(*x, exponent_bits) != 0 {
-                        for w in w.iter_mut() {
-                            *w = fix_exponent_zero(*w);
-                        }
-                    }
-                    for (j, w) in w.iter().enumerate() {
-                        let w = _mm512_mul_ps(*w, up);
-                        fma_rows(at.p, t.a.add((k0 + 4 * q + j) * t.mr), w);
+                    for (j, w) in bytes.decode_values(*x).iter().enumerate() {
+                        fma_rows(at.p, t.a.add((k0 + 4 * q + j) * t.mr), *w);
                     }
                 }
             }

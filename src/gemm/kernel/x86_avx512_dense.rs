@@ -274,8 +274,7 @@ unsafe fn fp4_dense_pairs(
             GroupScales::E4M3(c, t) => GroupScales::E4M3(&c[start..], t),
         };
         // The AVX2 kernel takes up to FP4_DENSE_MR rows per call.
-        for r0 in (0..rows.rows).step_by(FP4_DENSE_MR) {
-            let part = rows.part(r0, FP4_DENSE_MR.min(rows.rows - r0));
+        for (r0, part) in rows.parts(FP4_DENSE_MR) {
             // SAFETY: group g0 is within the caller's bounds, the slices
             // start at it, and rows r0.. of A and of the output are the
             // caller's rows.

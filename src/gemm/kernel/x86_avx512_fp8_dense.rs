@@ -93,11 +93,39 @@ impl E4M3ToF32 {
         }
     }
 
-    /// The f32s (value times 2^-8; exponent field 0 not yet fixed) of a
-    /// round's 64 codes, per step `s` the 16 lines in lane order.
+    /// The exact f32s, value times 2^-8, of a round's 64 codes (no NaN
+    /// among them), per step `s` the 16 lines in lane order: the fast
+    /// bytes, then, where a code has exponent field 0 (one byte test),
+    /// [`fix_exponent_zero`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
     pub(crate) fn decode(&self, codes: __m512i) -> [__m512; STEPS] {
+        let mut w = self.fast(codes);
+        if _mm512_testn_epi8_mask(codes, _mm512_set1_epi8(0x78)) != 0 {
+            for w in w.iter_mut() {
+                *w = fix_exponent_zero(*w);
+            }
+        }
+        w
+    }
+
+    /// [`Self::decode`] scaled back by 2^8 (exact): the codes' values.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    pub(crate) fn decode_values(&self, codes: __m512i) -> [__m512; STEPS] {
+        let mut w = self.decode(codes);
+        // A loop, not a closure: a closure does not take the features.
+        for w in w.iter_mut() {
+            *w = _mm512_mul_ps(*w, _mm512_set1_ps(256.0));
+        }
+        w
+    }
+
+    /// The fast bytes alone: exact for every code but those with exponent
+    /// field 0, which come out as `±2^-15 (1 + m/8)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
+    fn fast(&self, codes: __m512i) -> [__m512; STEPS] {
         let ordered = _mm512_permutexvar_epi8(self.order, codes);
         let top = _mm512_gf2p8affine_epi64_epi8::<0x38>(ordered, self.top);
         let next = _mm512_gf2p8affine_epi64_epi8::<0>(ordered, self.next);
@@ -128,7 +156,7 @@ fn packed_source(s: usize, j: usize) -> usize {
 /// exponent field 112), made exact: `2 · (x − ±2^-15)`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) fn fix_exponent_zero(x: __m512) -> __m512 {
+fn fix_exponent_zero(x: __m512) -> __m512 {
     let bits = _mm512_castps_si512(x);
     let exponent = _mm512_and_si512(bits, _mm512_set1_epi32(0x7F80_0000));
     let lanes = _mm512_cmpeq_epi32_mask(exponent, _mm512_set1_epi32(0x3800_0000));
@@ -177,8 +205,6 @@ unsafe fn fp8_dense_avx512<const R: usize, const P: usize, const PRESCALED: bool
     let a = rows.a.as_ptr();
     let sa = rows.sa.as_ptr();
     let c = E4M3ToF32::new(packed_source);
-    let exponent_bits = _mm512_set1_epi8(0x78);
-    let up = _mm512_set1_ps(256.0);
     let group = |pair: usize, half: usize| 2 * pair + half;
     // SAFETY (all reads and writes): k0 + STEPS ≤ blocks · block = rows.k,
     // whose codes (8 bytes per value and group), A values (R rows),
@@ -203,17 +229,11 @@ unsafe fn fp8_dense_avx512<const R: usize, const P: usize, const PRESCALED: bool
                         _mm512_castsi256_si512(_mm256_loadu_si256(first as *const _)),
                         _mm256_loadu_si256(second as *const _),
                     );
-                    *w = c.decode(codes);
-                    if _mm512_testn_epi8_mask(codes, exponent_bits) != 0 {
-                        for w in w.iter_mut() {
-                            *w = fix_exponent_zero(*w);
-                        }
-                    }
-                    if !PRESCALED {
-                        for w in w.iter_mut() {
-                            *w = _mm512_mul_ps(*w, up);
-                        }
-                    }
+                    *w = if PRESCALED {
+                        c.decode(codes)
+                    } else {
+                        c.decode_values(codes)
+                    };
                 }
                 // Each broadcast value of A serves every pair at once
                 // (`p[q][r]` and `w[q][s]` share the loops' indices).
@@ -298,8 +318,7 @@ pub(crate) fn fp8_dense_checked_avx512(
         }
     }
     if g0 < groups {
-        for r0 in (0..rows.rows).step_by(FP4_DENSE_MR) {
-            let part = rows.part(r0, FP4_DENSE_MR.min(rows.rows - r0));
+        for (r0, part) in rows.parts(FP4_DENSE_MR) {
             // SAFETY: the CPU has AVX2, FMA and F16C (the tier); groups
             // g0..groups and rows r0.. are within the checked bounds.
             unsafe {
@@ -355,7 +374,6 @@ mod tests {
         // SAFETY: codes holds 64 bytes (the caller's chunk).
         let v = unsafe { _mm512_loadu_si512(codes.as_ptr() as *const _) };
         for (s, &w) in c.decode(v).iter().enumerate() {
-            let w = fix_exponent_zero(w);
             let mut lanes = [0.0f32; 16];
             // SAFETY: lanes holds 16 floats.
             unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), w) };
