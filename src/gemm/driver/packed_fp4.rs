@@ -377,6 +377,8 @@ struct DenseRows {
     a: Vec<f32>,
     sa: Vec<f32>,
     prescaled: bool,
+    /// Every value of `sa` is 1.0 (activations without block scales).
+    unit_scales: bool,
     /// `a` in panels of [`FP8_STAGED_PANEL`] rows (per step, the panel's
     /// values side by side, zeros past the last row) for
     /// [`Kernel::fp8_staged`]; empty where it does not run.
@@ -406,10 +408,12 @@ impl DenseRows {
         if prescaled {
             values.iter_mut().for_each(|x| *x *= factor);
         }
+        let unit_scales = sa.iter().all(|&s| s == 1.0);
         Self {
             a: values,
             sa,
             prescaled,
+            unit_scales,
             panels: Vec::new(),
         }
     }
@@ -424,6 +428,7 @@ impl DenseRows {
             k,
             block,
             prescaled: self.prescaled,
+            unit_scales: self.unit_scales,
         }
     }
 

@@ -48,6 +48,9 @@ pub(crate) struct Fp4DenseRows<'a> {
     pub k: usize,
     pub block: usize,
     pub prescaled: bool,
+    /// Every block scale in `sa` is 1.0, so fl(sa · sb) is sb and the
+    /// kernels may skip the product.
+    pub unit_scales: bool,
 }
 
 impl<'a> Fp4DenseRows<'a> {

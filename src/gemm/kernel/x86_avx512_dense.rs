@@ -115,6 +115,7 @@ unsafe fn fp4_dense_avx512<
     let blocks = k / block;
     let a = rows.a.as_ptr();
     let sa = rows.sa.as_ptr();
+    let unit_scales = rows.unit_scales;
     let group = |pair: usize, half: usize| 2 * pair + half;
     // SAFETY (all reads and writes): k0 + 8 ≤ blocks · block = rows.k,
     // whose codes (32 bytes per 8 values and group), A values (R rows),
@@ -194,8 +195,16 @@ unsafe fn fp4_dense_avx512<
                     group(q, 0) * at.scale_stride + blk * 8,
                     at.scale_stride,
                 );
+                // fl(1 · sb) is sb (NaN included): rows without block
+                // scales skip the products.
+                let mut scales = [sb; R];
+                if !unit_scales {
+                    for (r, scale) in scales.iter_mut().enumerate() {
+                        *scale = _mm512_mul_ps(_mm512_set1_ps(*sa.add(r * blocks + blk)), sb);
+                    }
+                }
                 for (r, s) in p_q.iter().enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*sa.add(r * blocks + blk)), sb);
+                    let scale = scales[r];
                     if in_outputs {
                         let sum = _mm512_fmadd_ps(*s, scale, _mm512_loadu_ps(out_at(r, q)));
                         _mm512_storeu_ps(out_at(r, q), sum);
