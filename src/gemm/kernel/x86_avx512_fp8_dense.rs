@@ -254,9 +254,16 @@ unsafe fn fp8_dense_avx512<const R: usize, const P: usize, const PRESCALED: bool
                     _mm512_castsi256_si512(_mm256_loadu_si256(scales(0) as *const _)),
                     _mm256_loadu_si256(scales(1) as *const _),
                 ));
+                // fl(1 · sb) is sb (NaN included): rows without block
+                // scales skip the products.
+                let mut scales = [sb; R];
+                if !rows.unit_scales {
+                    for (r, scale) in scales.iter_mut().enumerate() {
+                        *scale = _mm512_mul_ps(_mm512_set1_ps(*sa.add(r * blocks + blk)), sb);
+                    }
+                }
                 for (r, sum) in p_q.iter().enumerate() {
-                    let scale = _mm512_mul_ps(_mm512_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    let acc = _mm512_fmadd_ps(*sum, scale, _mm512_loadu_ps(out_at(r, q)));
+                    let acc = _mm512_fmadd_ps(*sum, scales[r], _mm512_loadu_ps(out_at(r, q)));
                     _mm512_storeu_ps(out_at(r, q), acc);
                 }
             }
