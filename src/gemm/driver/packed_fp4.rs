@@ -17,8 +17,8 @@ use super::{tier, with_kernel, Portable, ScaleGrid, Tier};
 use crate::block_scaled::{PackedFp4, PackedFp8, PackedInt4, PACK_LINES};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::{
-    Fp4DenseRows, GroupScales, Kernel, DENSE_ROWS_WIDE, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS,
-    FP4_DENSE_MIN_A, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
+    Fp4DenseRows, GroupScales, Kernel, FP4_DENSE_A_SCALE, FP4_DENSE_GROUPS, FP4_DENSE_MIN_A,
+    FP4_DENSE_ROWS_WIDE, FP8_DENSE_A_SCALE, FP8_STAGED_MAX_ROWS, FP8_STAGED_PANEL,
 };
 use crate::gemm::{Epilogue, Parallelism};
 use crate::tensor::{MatMut, MatRef};
@@ -190,12 +190,15 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
     } else {
         // A non-zero |x| < 2^-101 would round when scaled (a subnormal).
         let exact = |x: f32| x == 0.0 || x.is_nan() || x.abs() >= FP4_DENSE_MIN_A;
-        Rows::Dense(DenseRows::new(
-            &a,
-            grid_a,
-            block,
-            (FP4_DENSE_A_SCALE, exact),
-        ))
+        let rows = DenseRows::new(&a, grid_a, block, (FP4_DENSE_A_SCALE, exact));
+        // The wide calls read their rows from panels.
+        Rows::Dense(
+            if K::FP4_DENSE_ROWS > K::DENSE_ROWS && m >= K::FP4_DENSE_ROWS {
+                rows.with_panels(k)
+            } else {
+                rows
+            },
+        )
     };
     let codes = b.codes();
     let tasks = task_count(m, n, k, parallelism);
@@ -306,10 +309,17 @@ impl Rows {
                         return;
                     }
                 }
-                let per_call = K::DENSE_ROWS;
+                // The FP4 kernel's wide calls need the rows in panels (r0 a
+                // multiple of the panel, so every call's first row is).
+                let wide = !W::FP8 && rows.in_panels(r0);
+                let per_call = if wide {
+                    K::FP4_DENSE_ROWS
+                } else {
+                    K::DENSE_ROWS
+                };
                 for i0 in (0..mp).step_by(per_call) {
                     let (r, n_rows) = (r0 + i0, per_call.min(mp - i0));
-                    let mut out = [0.0f32; DENSE_ROWS_WIDE * STRIDE];
+                    let mut out = [0.0f32; FP4_DENSE_ROWS_WIDE * STRIDE];
                     let view = rows.view(r, n_rows, (k, block));
                     match (W::FP8, scales) {
                         (false, _) => {
@@ -429,6 +439,10 @@ impl DenseRows {
             block,
             prescaled: self.prescaled,
             unit_scales: self.unit_scales,
+            panels: match self.panels.get(r * k..) {
+                Some(p) if r.is_multiple_of(FP8_STAGED_PANEL) => p,
+                _ => &[],
+            },
         }
     }
 
@@ -455,9 +469,12 @@ impl DenseRows {
     /// 11.3 in the AVX-512 `fp8_dense` kernel, and 1.89 / 5.65 / – / 23.0
     /// in the AVX2 one.)
     fn staged(&self, r0: usize, mp: usize, gs: usize) -> bool {
-        mp > 0
-            && r0.is_multiple_of(FP8_STAGED_PANEL)
-            && gs.is_multiple_of(2)
-            && !self.panels.is_empty()
+        mp > 0 && gs.is_multiple_of(2) && self.in_panels(r0)
+    }
+
+    /// Whether rows from `r0` on are in [`Self::panels`], from a panel's
+    /// first row.
+    fn in_panels(&self, r0: usize) -> bool {
+        r0.is_multiple_of(FP8_STAGED_PANEL) && !self.panels.is_empty()
     }
 }

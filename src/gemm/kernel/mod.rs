@@ -218,6 +218,9 @@ pub(crate) trait Kernel {
     /// Rows of A per [`Kernel::fp4_dense`] and [`Kernel::fp8_dense`] call
     /// (1..=this many).
     const DENSE_ROWS: usize = FP4_DENSE_MR;
+    /// Rows of A per [`Kernel::fp4_dense`] call (1..=this many; at least
+    /// [`Self::DENSE_ROWS`]).
+    const FP4_DENSE_ROWS: usize = Self::DENSE_ROWS;
 
     /// `acc[r * ld + c] = start + sum` for the `MR × NR` block, where `sum`
     /// is the contract's K-tile partial sum over the `kt` steps of `a` and

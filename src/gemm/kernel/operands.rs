@@ -33,6 +33,10 @@ pub(crate) const FP4_DENSE_MR: usize = 4;
 /// the AVX-512 tier (its [`Kernel::DENSE_ROWS`]): 16 chains at two pairs
 /// of groups, each code decoded once for all 8 rows.
 pub(crate) const DENSE_ROWS_WIDE: usize = 8;
+/// Rows of A per [`Kernel::fp4_dense`] call on the AVX-512 tier (its
+/// [`Kernel::FP4_DENSE_ROWS`]): 16 chains on one pair of groups, each
+/// code decoded once for 16 rows.
+pub(crate) const FP4_DENSE_ROWS_WIDE: usize = 16;
 /// Groups of 8 packed lines per [`Kernel::fp4_dense`] call.
 pub(crate) const FP4_DENSE_GROUPS: usize = 8;
 
@@ -51,6 +55,11 @@ pub(crate) struct Fp4DenseRows<'a> {
     /// Every block scale in `sa` is 1.0, so fl(sa · sb) is sb and the
     /// kernels may skip the product.
     pub unit_scales: bool,
+    /// The same rows in panels of [`FP8_STAGED_PANEL`] (per step, the
+    /// panel's 8 values side by side, zeros past the last row), or empty.
+    /// The AVX-512 FP4 kernel reads its 16-row calls from here: two
+    /// pointers for all rows, where 16 row pointers spilled.
+    pub panels: &'a [f32],
 }
 
 impl<'a> Fp4DenseRows<'a> {
@@ -66,6 +75,11 @@ impl<'a> Fp4DenseRows<'a> {
                 a: &self.a[r0 * self.k..],
                 sa: &self.sa[r0 * blocks..],
                 rows: most.min(self.rows - r0),
+                // A part's panels start at a panel boundary, or it has none.
+                panels: match self.panels.get(r0 * self.k..) {
+                    Some(p) if r0.is_multiple_of(FP8_STAGED_PANEL) => p,
+                    _ => &[],
+                },
                 ..*self
             };
             (r0, part)

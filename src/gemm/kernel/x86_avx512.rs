@@ -33,6 +33,7 @@ impl Kernel for Avx512 {
     const MR: usize = MR;
     const DIRECT_MR: usize = DIRECT_MR;
     const DENSE_ROWS: usize = super::DENSE_ROWS_WIDE;
+    const FP4_DENSE_ROWS: usize = super::FP4_DENSE_ROWS_WIDE;
     const NR: usize = NR;
 
     checked_tiles!(
