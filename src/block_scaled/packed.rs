@@ -307,16 +307,29 @@ impl PackedFp4 {
         &self.codes
     }
 
+    /// The E4M3 scale codes of groups `g0..g0 + gs` and the tensor scale
+    /// they are multiplied by, where every used code's value is
+    /// [`e4m3_scale`]'s (NVFP4); else `None`.
+    pub(crate) fn e4m3_scales(&self, g0: usize, gs: usize) -> Option<(&[u8], f32)> {
+        let per_group = self.k.checked_div(self.block).unwrap_or(0) * PACK_LINES;
+        match &self.scales {
+            PackedScales::Codes {
+                codes,
+                e4m3_times: Some(t),
+                ..
+            } => Some((&codes[g0 * per_group..(g0 + gs) * per_group], *t)),
+            _ => None,
+        }
+    }
+
     /// The scales of groups `g0..g0 + gs` for [`crate::gemm::kernel::Kernel::fp4_dense`]:
     /// E8M0 codes as stored when all are normal powers of two (decoded in
-    /// the kernel by a shift), E4M3 codes for products of `rows` ≤ 2 rows
-    /// (decoded in the kernel), else f32 as [`Self::group_scales`] gives
-    /// them.
+    /// the kernel by a shift), else f32 as [`Self::group_scales`] gives
+    /// them ([`Self::e4m3_scales`] serves NVFP4's codes).
     pub(crate) fn dense_scales<'a>(
         &'a self,
         g0: usize,
         gs: usize,
-        rows: usize,
         buf: &'a mut Vec<f32>,
     ) -> crate::gemm::kernel::GroupScales<'a> {
         let per_group = self.k.checked_div(self.block).unwrap_or(0) * PACK_LINES;
@@ -326,17 +339,6 @@ impl PackedFp4 {
                 normal: true,
             } => crate::gemm::kernel::GroupScales::E8M0(
                 &codes[g0 * per_group..(g0 + gs) * per_group],
-            ),
-            // E4M3 decoding in the kernel pays for one or two rows; past
-            // them one pass into `buf` serves every row (measured on Zen 3:
-            // at M = 8 in-kernel decoding was 1.4× slower).
-            PackedScales::Codes {
-                codes,
-                e4m3_times: Some(t),
-                ..
-            } if rows <= 2 => crate::gemm::kernel::GroupScales::E4M3(
-                &codes[g0 * per_group..(g0 + gs) * per_group],
-                *t,
             ),
             _ => crate::gemm::kernel::GroupScales::F32(self.group_scales(g0, gs, buf)),
         }

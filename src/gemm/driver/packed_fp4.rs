@@ -39,17 +39,16 @@ pub(crate) trait NibbleWeights: Sync {
     fn codes(&self) -> &[u8];
     /// The f32 scales of groups `g0..g0 + gs` (decoded into `buf` if need be).
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32];
-    /// The scales of groups `g0..g0 + gs` for [`Kernel::fp4_dense`], for a
-    /// product of `rows` rows: the f32 scales unless the weights keep
-    /// them encoded.
-    fn dense_scales<'a>(
-        &'a self,
-        g0: usize,
-        gs: usize,
-        _rows: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> GroupScales<'a> {
+    /// The scales of groups `g0..g0 + gs` for [`Kernel::fp4_dense`]: the
+    /// f32 scales unless the weights keep them encoded.
+    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a> {
         GroupScales::F32(self.group_scales(g0, gs, buf))
+    }
+    /// The E4M3 scale codes of groups `g0..g0 + gs` and the tensor scale
+    /// each value is multiplied by, where the weights keep NVFP4 scales
+    /// that [`crate::block_scaled::e4m3_scale`] decodes; else `None`.
+    fn e4m3_scales(&self, _g0: usize, _gs: usize) -> Option<(&[u8], f32)> {
+        None
     }
     /// The zero points of groups `g0..g0 + gs` (int4 weights), laid out
     /// as the scales; `None` for FP4 and FP8 codes.
@@ -74,14 +73,11 @@ impl NibbleWeights for PackedFp4 {
     fn group_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
         PackedFp4::group_scales(self, g0, gs, buf)
     }
-    fn dense_scales<'a>(
-        &'a self,
-        g0: usize,
-        gs: usize,
-        rows: usize,
-        buf: &'a mut Vec<f32>,
-    ) -> GroupScales<'a> {
-        PackedFp4::dense_scales(self, g0, gs, rows, buf)
+    fn dense_scales<'a>(&'a self, g0: usize, gs: usize, buf: &'a mut Vec<f32>) -> GroupScales<'a> {
+        PackedFp4::dense_scales(self, g0, gs, buf)
+    }
+    fn e4m3_scales(&self, g0: usize, gs: usize) -> Option<(&[u8], f32)> {
+        PackedFp4::e4m3_scales(self, g0, gs)
     }
 }
 
@@ -247,6 +243,10 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
     );
 }
 
+/// Rows up to which [`Kernel::fp4_dense`] decodes NVFP4's E4M3 scales
+/// itself.
+const E4M3_IN_KERNEL_ROWS: usize = 2;
+
 /// A's rows as [`run_packed_fp4`]'s kernels take them.
 enum Rows {
     /// Exact integers ([`Kernel::fp4_packed8`]).
@@ -299,7 +299,18 @@ impl Rows {
                 }
             }
             Rows::Dense(rows) => {
-                let scales = b.dense_scales(g, gs, mp, scale_buf);
+                // NVFP4 scales: decoded in the kernel for one or two rows
+                // (measured on Zen 3: at M = 8 in-kernel decoding was 1.4×
+                // slower), past them once into `scale_buf` for every row.
+                let scales = match b.e4m3_scales(g, gs) {
+                    Some((codes, t)) if mp <= E4M3_IN_KERNEL_ROWS => GroupScales::E4M3(codes, t),
+                    Some((codes, t)) => {
+                        scale_buf.resize(codes.len(), 0.0);
+                        K::e4m3_scales(codes, t, scale_buf);
+                        GroupScales::F32(scale_buf)
+                    }
+                    None => b.dense_scales(g, gs, scale_buf),
+                };
                 const STRIDE: usize = FP4_DENSE_GROUPS * PACK_LINES;
                 if let (true, GroupScales::F32(s)) = (W::FP8, scales) {
                     if mp > K::DENSE_ROWS

@@ -400,6 +400,16 @@ pub(crate) trait Kernel {
         *out = acc;
     }
 
+    /// NVFP4 block scales for [`Kernel::fp4_dense`] decoded ahead, once
+    /// for every row: `out[i] = fl(e4m3(codes[i]) · t)`, bit for bit
+    /// [`crate::block_scaled::e4m3_scale`] (`codes` and `out` of one
+    /// length). Portable form: that function per code.
+    fn e4m3_scales(codes: &[u8], t: f32, out: &mut [f32]) {
+        for (o, &c) in out.iter_mut().zip(codes) {
+            *o = crate::block_scaled::e4m3_scale(c, t);
+        }
+    }
+
     /// `groups` (1..=[`FP4_DENSE_GROUPS`]) groups of 8 lines of FP4 weights
     /// in [`PackedFp4`](crate::block_scaled::PackedFp4)'s layout (group `g`:
     /// codes `codes[g · 4k..][..4k]`, per 8 values of k 32 bytes; scales

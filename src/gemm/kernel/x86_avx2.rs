@@ -175,6 +175,10 @@ impl Kernel for Avx2 {
         tile_scaled_blocks_avx2,
         tile_blocks_avx2
     );
+    fn e4m3_scales(codes: &[u8], t: f32, out: &mut [f32]) {
+        super::x86_fp4_dense::e4m3_scales_avx2(codes, t, out)
+    }
+
     avx2_shared_methods!(
         super::x86_fp4_dense::fp4_dense_checked,
         super::x86_fp8_dense::fp8_dense_checked,

@@ -240,6 +240,42 @@ pub(crate) unsafe fn e4m3_to_f32(codes: *const u8) -> __m256 {
     _mm256_castsi256_ps(_mm256_or_si256(bits, sign))
 }
 
+/// [`Kernel::e4m3_scales`](super::Kernel::e4m3_scales) of the AVX2 tier:
+/// 8 codes per [`e4m3_to_f32`] and one multiply, the rest one by one.
+///
+/// # Panics
+/// If `out` and `codes` differ in length (a crate bug).
+pub(crate) fn e4m3_scales_avx2(codes: &[u8], t: f32, out: &mut [f32]) {
+    assert_eq!(codes.len(), out.len());
+    // SAFETY: the driver selects the AVX2 tier only when the CPU has AVX2.
+    unsafe { e4m3_scales_body_avx2(codes, t, out) }
+}
+
+/// The loop of [`e4m3_scales_avx2`], compiled with the features (so that
+/// the intrinsics are inlined).
+///
+/// # Safety
+/// AVX2 present.
+#[target_feature(enable = "avx2")]
+unsafe fn e4m3_scales_body_avx2(codes: &[u8], t: f32, out: &mut [f32]) {
+    let mut code_chunks = codes.chunks_exact(8);
+    let mut out_chunks = out.chunks_exact_mut(8);
+    for (c, o) in (&mut code_chunks).zip(&mut out_chunks) {
+        // SAFETY: 8 bytes in and 8 floats out.
+        unsafe {
+            let v = _mm256_mul_ps(e4m3_to_f32(c.as_ptr()), _mm256_set1_ps(t));
+            _mm256_storeu_ps(o.as_mut_ptr(), v);
+        }
+    }
+    for (&c, o) in code_chunks
+        .remainder()
+        .iter()
+        .zip(out_chunks.into_remainder())
+    {
+        *o = crate::block_scaled::e4m3_scale(c, t);
+    }
+}
+
 /// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) on `groups` (1..=8)
 /// consecutive groups: about 8 chains (`R · G`) per call: G up to 8 for
 /// one row, 4 for two, 2 for three or four.
