@@ -402,7 +402,8 @@ struct DenseRows {
     unit_scales: bool,
     /// `a` in panels of [`FP8_STAGED_PANEL`] rows (per step, the panel's
     /// values side by side, zeros past the last row) for
-    /// [`Kernel::fp8_staged`]; empty where it does not run.
+    /// [`Kernel::fp8_staged`] and the wide [`Kernel::fp4_dense`] calls
+    /// ([`Kernel::FP4_DENSE_ROWS`]); empty where neither runs.
     panels: Vec<f32>,
 }
 
