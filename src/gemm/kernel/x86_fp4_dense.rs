@@ -187,9 +187,16 @@ pub(crate) unsafe fn fp4_dense_avx2<
                 } else {
                     e8m0_to_f32(at.e8m0.add(at_scale))
                 };
+                // fl(1 · sb) is sb (NaN included): rows without block
+                // scales skip the products.
+                let mut scales = [sb; R];
+                if !rows.unit_scales {
+                    for (r, scale) in scales.iter_mut().enumerate() {
+                        *scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
+                    }
+                }
                 for (r, s) in acc[g].iter_mut().enumerate() {
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    *s = _mm256_fmadd_ps(p[g][r], scale, *s);
+                    *s = _mm256_fmadd_ps(p[g][r], scales[r], *s);
                 }
             }
         }

@@ -86,9 +86,16 @@ pub(crate) unsafe fn fp8_dense_avx2<const R: usize, const G: usize, const PRESCA
             }
             for g in 0..G {
                 let sb = _mm256_loadu_ps(at.scales.add(g * at.scale_stride + blk * 8));
+                // fl(1 · sb) is sb (NaN included): rows without block
+                // scales skip the products.
+                let mut scales = [sb; R];
+                if !rows.unit_scales {
+                    for (r, scale) in scales.iter_mut().enumerate() {
+                        *scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
+                    }
+                }
                 for (r, s) in acc[g].iter_mut().enumerate() {
-                    let scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    *s = _mm256_fmadd_ps(p[g][r], scale, *s);
+                    *s = _mm256_fmadd_ps(p[g][r], scales[r], *s);
                 }
             }
         }
