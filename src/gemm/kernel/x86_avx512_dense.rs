@@ -11,9 +11,10 @@
 //! What changes is the decoding: one `vpermps` table lookup per value
 //! (a shift selects the nibble) instead of a byte shuffle and a convert.
 //! On Zen 4, MXFP4 at M = 1, K = N = 4096: 0.65 ms against the AVX2
-//! kernel's 0.71–0.73 ms. The FP8 kernel stays AVX2's on this tier: the
-//! same decoding on zmm registers (two groups joined, `vcvtph2ps` on 16
-//! values) measured 5–10 % slower on Zen 4.
+//! kernel's 0.71–0.73 ms. The FP8 kernel of this tier is
+//! [`super::x86_avx512_fp8_dense`] where the CPU has VBMI and GFNI, else
+//! AVX2's: the f16 decoding on zmm registers (two groups joined,
+//! `vcvtph2ps` on 16 values) measured 5–10 % slower on Zen 4.
 //!
 //! A call takes up to [`DENSE_ROWS_WIDE`] (8) rows, twice the AVX2
 //! kernel's, so each code is decoded once for 8 rows; the per-block sums
