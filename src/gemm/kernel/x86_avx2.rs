@@ -26,7 +26,7 @@ const NR: usize = 16;
 /// products, which B types the direct kernel reads, and the epilogue.
 /// Each asserts the bounds its `#[target_feature]` function relies on.
 macro_rules! avx2_shared_methods {
-    ($dense_fp4:path, $dense_fp8:path, $direct_t:path) => {
+    ($dense_fp4:path, $dense_fp8:path, $e4m3_scales:path, $direct_t:path) => {
         fn has_fp4_dots() -> bool {
             true
         }
@@ -92,7 +92,7 @@ macro_rules! avx2_shared_methods {
             }
         }
 
-        $crate::gemm::kernel::x86_fp4_dense::dense_methods!($dense_fp4, $dense_fp8);
+        $crate::gemm::kernel::x86_fp4_dense::dense_methods!($dense_fp4, $dense_fp8, $e4m3_scales);
 
         fn reads_direct<T: $crate::dtype::FloatElement>() -> bool {
             matches!(
@@ -175,13 +175,10 @@ impl Kernel for Avx2 {
         tile_scaled_blocks_avx2,
         tile_blocks_avx2
     );
-    fn e4m3_scales(codes: &[u8], t: f32, out: &mut [f32]) {
-        super::x86_fp4_dense::e4m3_scales_avx2(codes, t, out)
-    }
-
     avx2_shared_methods!(
         super::x86_fp4_dense::fp4_dense_checked,
         super::x86_fp8_dense::fp8_dense_checked,
+        super::x86_fp4_dense::e4m3_scales_avx2,
         super::x86_transposed::direct_t_avx2
     );
     // FP8/FP6 in place up to 24 rows: at 32 the blocked loops were faster

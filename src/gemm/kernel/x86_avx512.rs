@@ -42,13 +42,10 @@ impl Kernel for Avx512 {
         tile_scaled_blocks_avx512,
         tile_blocks_avx512
     );
-    fn e4m3_scales(codes: &[u8], t: f32, out: &mut [f32]) {
-        super::x86_avx512_dense::e4m3_scales_avx512(codes, t, out)
-    }
-
     avx2_shared_methods!(
         super::x86_avx512_dense::fp4_dense_checked_avx512,
         super::x86_avx512_fp8_dense::fp8_dense_checked_avx512,
+        super::x86_avx512_dense::e4m3_scales_avx512,
         super::x86_avx512_transposed::direct_t_avx512
     );
 

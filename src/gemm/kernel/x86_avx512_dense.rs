@@ -28,7 +28,7 @@
 //! pointers (16 row pointers spilled: 40 % slower). Same Xeon, M = 32:
 //! MXFP4 8.72 → 8.26–8.39 ms, int4 9.17 → 8.60.
 
-use super::x86_fp4_dense::{fp4_dense_groups, DenseGroups};
+use super::x86_fp4_dense::{fp4_dense_checked, DenseGroups};
 use super::{
     Fp4DenseRows, GroupScales, DENSE_ROWS_WIDE, FP4_DENSE_MR, FP4_DENSE_ROWS_WIDE, FP4_TIMES_2,
     INT4_TIMES_2,
@@ -69,6 +69,32 @@ unsafe fn block_scales16(at: &DenseGroups, first: usize, stride: usize) -> __m51
         // E8M0 codes in 1..=254: 2^(c − 127), the code in the exponent field.
         _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_cvtepu8_epi32(c)))
     }
+}
+
+/// Each of the `R` rows' scale of block `blk` of `blocks` times `sb`:
+/// `fl(sa · sb)`, or `sb` itself where the rows have no block scales
+/// (`fl(1 · sb)` is `sb`, NaN included), for both AVX-512 dense kernels.
+/// An array filled before the accumulates: a branch inside their per-row
+/// loop made LLVM keep the chains in memory (2× slower).
+///
+/// # Safety
+/// `rows.sa` holds `R` rows of `blocks` scales; `blk < blocks`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn row_scales16<const R: usize>(
+    rows: &Fp4DenseRows<'_>,
+    (blk, blocks): (usize, usize),
+    sb: __m512,
+) -> [__m512; R] {
+    let mut scales = [sb; R];
+    if !rows.unit_scales {
+        for (r, scale) in scales.iter_mut().enumerate() {
+            // SAFETY: r < R rows, blk < blocks (the caller's contract).
+            let sa = unsafe { *rows.sa.as_ptr().add(r * blocks + blk) };
+            *scale = _mm512_mul_ps(_mm512_set1_ps(sa), sb);
+        }
+    }
+    scales
 }
 
 /// 16 E4M3 codes (the bytes of `codes`) times `t`, each lane
@@ -186,8 +212,6 @@ unsafe fn fp4_dense_avx512<
     let blocks = k / block;
     let a = rows.a.as_ptr();
     let panels = rows.panels.as_ptr();
-    let sa = rows.sa.as_ptr();
-    let unit_scales = rows.unit_scales;
     let group = |pair: usize, half: usize| 2 * pair + half;
     // SAFETY (all reads and writes): k0 + 8 ≤ blocks · block = rows.k,
     // whose codes (32 bytes per 8 values and group), A values (R rows),
@@ -272,14 +296,7 @@ unsafe fn fp4_dense_avx512<
                     group(q, 0) * at.scale_stride + blk * 8,
                     at.scale_stride,
                 );
-                // fl(1 · sb) is sb (NaN included): rows without block
-                // scales skip the products.
-                let mut scales = [sb; R];
-                if !unit_scales {
-                    for (r, scale) in scales.iter_mut().enumerate() {
-                        *scale = _mm512_mul_ps(_mm512_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    }
-                }
+                let scales = row_scales16::<R>(rows, (blk, blocks), sb);
                 for (r, s) in p_q.iter().enumerate() {
                     let scale = scales[r];
                     if in_outputs {
@@ -365,20 +382,15 @@ unsafe fn fp4_dense_pairs(
         };
         // The AVX2 kernel takes up to FP4_DENSE_MR rows per call.
         for (r0, part) in rows.parts(FP4_DENSE_MR) {
-            // SAFETY: group g0 is within the caller's bounds, the slices
-            // start at it, and rows r0.. of A and of the output are the
-            // caller's rows.
-            unsafe {
-                fp4_dense_groups(
-                    &part,
-                    &codes[g0 * k * 4..],
-                    scales,
-                    zeros.map(|z| &z[start..]),
-                    1,
-                    &mut out[r0 * out_stride + g0 * 8..],
-                    out_stride,
-                )
-            }
+            fp4_dense_checked(
+                &part,
+                &codes[g0 * k * 4..],
+                scales,
+                zeros.map(|z| &z[start..]),
+                1,
+                &mut out[r0 * out_stride + g0 * 8..],
+                out_stride,
+            );
         }
     }
 }

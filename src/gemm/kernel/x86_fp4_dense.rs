@@ -108,7 +108,6 @@ pub(crate) unsafe fn fp4_dense_avx2<
     let (k, block) = (rows.k, rows.block);
     let blocks = k / block;
     let a = rows.a.as_ptr();
-    let sa = rows.sa.as_ptr();
     let mut acc = [[_mm256_setzero_ps(); R]; G];
     // SAFETY (all reads and writes): k0 + 8 ≤ blocks · block = rows.k,
     // whose codes (32 bytes per 8 values and group), A values (R rows),
@@ -187,14 +186,7 @@ pub(crate) unsafe fn fp4_dense_avx2<
                 } else {
                     e8m0_to_f32(at.e8m0.add(at_scale))
                 };
-                // fl(1 · sb) is sb (NaN included): rows without block
-                // scales skip the products.
-                let mut scales = [sb; R];
-                if !rows.unit_scales {
-                    for (r, scale) in scales.iter_mut().enumerate() {
-                        *scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    }
-                }
+                let scales = row_scales8::<R>(rows, (blk, blocks), sb);
                 for (r, s) in acc[g].iter_mut().enumerate() {
                     *s = _mm256_fmadd_ps(p[g][r], scales[r], *s);
                 }
@@ -245,6 +237,30 @@ pub(crate) unsafe fn e4m3_to_f32(codes: *const u8) -> __m256 {
     let bits = _mm256_blendv_epi8(normal, sub, is_sub);
     let bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7FF0_0000), is_nan);
     _mm256_castsi256_ps(_mm256_or_si256(bits, sign))
+}
+
+/// [`super::x86_avx512_dense::row_scales16`] on ymm, for both AVX2 dense
+/// kernels: each row's `fl(sa · sb)`, or `sb` where the rows have no
+/// block scales.
+///
+/// # Safety
+/// `rows.sa` holds `R` rows of `blocks` scales; `blk < blocks`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn row_scales8<const R: usize>(
+    rows: &Fp4DenseRows<'_>,
+    (blk, blocks): (usize, usize),
+    sb: __m256,
+) -> [__m256; R] {
+    let mut scales = [sb; R];
+    if !rows.unit_scales {
+        for (r, scale) in scales.iter_mut().enumerate() {
+            // SAFETY: r < R rows, blk < blocks (the caller's contract).
+            let sa = unsafe { *rows.sa.as_ptr().add(r * blocks + blk) };
+            *scale = _mm256_mul_ps(_mm256_set1_ps(sa), sb);
+        }
+    }
+    scales
 }
 
 /// [`Kernel::e4m3_scales`](super::Kernel::e4m3_scales) of the AVX2 tier:
@@ -334,10 +350,11 @@ pub(crate) unsafe fn fp4_dense_groups(
 }
 
 /// The [`Kernel`](super::Kernel) methods of the streaming dense kernels
-/// (`fp4_dense`, `fp8_dense`) for the AVX2 and AVX-512 tiers, taken by
+/// (`fp4_dense`, `fp8_dense`, and `e4m3_scales` for NVFP4's scales) for
+/// the AVX2 and AVX-512 tiers, taken by
 /// `avx2_shared_methods!`.
 macro_rules! dense_methods {
-    ($fp4:path, $fp8:path) => {
+    ($fp4:path, $fp8:path, $e4m3_scales:path) => {
         fn fp4_dense(
             rows: &$crate::gemm::kernel::Fp4DenseRows<'_>,
             codes: &[u8],
@@ -359,6 +376,10 @@ macro_rules! dense_methods {
             out_stride: usize,
         ) {
             $fp8(rows, codes, scales, groups, out, out_stride)
+        }
+
+        fn e4m3_scales(codes: &[u8], t: f32, out: &mut [f32]) {
+            $e4m3_scales(codes, t, out)
         }
     };
 }

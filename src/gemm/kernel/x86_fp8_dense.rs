@@ -10,6 +10,7 @@
 //! once. With the activations prescaled by 2^8 (where exact) the chain
 //! `fma(a · 2^8, w · 2^-8, p)` is `fma(a, w, p)`.
 
+use super::x86_fp4_dense::row_scales8;
 use super::Fp4DenseRows;
 use std::arch::x86_64::*;
 
@@ -49,7 +50,6 @@ pub(crate) unsafe fn fp8_dense_avx2<const R: usize, const G: usize, const PRESCA
     let (k, block) = (rows.k, rows.block);
     let blocks = k / block;
     let a = rows.a.as_ptr();
-    let sa = rows.sa.as_ptr();
     let magnitude = _mm256_set1_epi16(0x3F80);
     let sign = _mm256_set1_epi16(0x8000u16 as i16);
     let up = _mm256_set1_ps(256.0);
@@ -86,14 +86,7 @@ pub(crate) unsafe fn fp8_dense_avx2<const R: usize, const G: usize, const PRESCA
             }
             for g in 0..G {
                 let sb = _mm256_loadu_ps(at.scales.add(g * at.scale_stride + blk * 8));
-                // fl(1 · sb) is sb (NaN included): rows without block
-                // scales skip the products.
-                let mut scales = [sb; R];
-                if !rows.unit_scales {
-                    for (r, scale) in scales.iter_mut().enumerate() {
-                        *scale = _mm256_mul_ps(_mm256_set1_ps(*sa.add(r * blocks + blk)), sb);
-                    }
-                }
+                let scales = row_scales8::<R>(rows, (blk, blocks), sb);
                 for (r, s) in acc[g].iter_mut().enumerate() {
                     *s = _mm256_fmadd_ps(p[g][r], scales[r], *s);
                 }
