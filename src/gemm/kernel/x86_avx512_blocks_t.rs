@@ -4,8 +4,9 @@
 //! ternary logic, FP4 by one `vpermps` on a 16-entry table.
 
 use super::x86_avx512_fp8_dense::E4M3ToF32;
-use super::x86_avx512_transposed::transpose16x4;
+use super::x86_avx512_transposed::{transpose16x16_whole_lines, transpose16x4};
 use super::x86_blocks_t::{BlocksT, ShiftCode, E4M3};
+use super::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
 use std::arch::x86_64::*;
 
 /// The block-scaled products of `R` rows of A and 16 lines of codes of
@@ -23,15 +24,11 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
-    let mut at = Sums {
-        p: &mut p,
-        acc: &mut acc,
-        special: &mut special,
-    };
     // 16-byte pieces of each line of codes (plain functions, not closures:
     // a closure does not take the target features and stays out of line).
     // Reading whole 64-byte lines at once, as the f32 kernel does, kept
-    // sixteen more registers live: 1.5× slower at 8 rows, no faster at 1.
+    // sixteen more registers live: 1.5× slower at 8 rows (at one or two
+    // rows and two groups, [`tile_lines_avx512`] does).
     // SAFETY (the reads of codes and the steps): per the function's
     // contract.
     unsafe {
@@ -39,9 +36,11 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
         for blk in 0..blocks {
             for k0 in (blk * t.block..(blk + 1) * t.block).step_by(16) {
                 let v = transpose16x4(t.codes.add(k0), t.ld);
-                group::<R, F>(t, &consts, k0, &v, &mut at);
+                for (q, x) in v.iter().enumerate() {
+                    steps4::<R, F>(t, &consts, k0 + 4 * q, *x, &mut p, &mut special);
+                }
             }
-            end_block(t, &consts, (blk, blocks), &mut at);
+            end_block(t, &consts, 0, (blk, blocks), &mut acc, &mut p);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -53,75 +52,159 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
     special == 0
 }
 
-/// The running sums of [`tile_blocks_t_avx512`]: the block's chains, the
-/// accumulators, and the special codes seen.
-struct Sums<'s, const R: usize> {
-    p: &'s mut [__m512; R],
-    acc: &'s mut [__m512; R],
-    special: &'s mut u64,
-}
-
-/// Sixteen steps from k0 (`v[q]` holds codes k0 + 4q..k0 + 4q + 4 of the
-/// 16 lines).
+/// [`tile_blocks_t_avx512`] on `G` groups of 16 lines at once (group `g`'s
+/// lines from `codes + 16g · ld`, its scales from `sb_start[16g..]`, its
+/// sums to `out + 16g`): each group's lines read as whole 64-byte lines (64
+/// steps) and transposed in registers a chunk ahead of the chains that use
+/// them, the groups' chains side by side. Returns bit `g` set where group
+/// `g` held no NaN or infinity code.
+///
+/// The per-panel kernel reads 16-byte pieces of each line at four times,
+/// 16 steps apart; when lines lie a multiple of 4 KiB apart (K = 4096 codes
+/// a line) the 16 lines share an L1 set of 12 ways and evict each other
+/// between the pieces. Here each line is read once. For 4-bit codes up to
+/// six rows (see `WHOLE_LINES_MAX_ROWS` in the staged module): Intel Xeon,
+/// K = N = 4096, MXFP4 at M = 1 1.53 → 1.31 ms; one group alone 1.44; four
+/// groups side by side 1.59 (their 64 lines then conflict in turn).
 ///
 /// # Safety
-/// As [`tile_blocks_t_avx512`], with k0 + 16 ≤ `t.k`.
+/// As [`tile_blocks_t_avx512`], for each of the `G ≤ BLOCKS_T_GROUPS`
+/// groups; `R ≤ mr`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftCode>(
+    t: &BlocksT,
+) -> u32 {
+    let c = DecodeConsts::of::<F>(&t.sb_start);
+    let mut special = [0u64; G];
+    let mut acc = [[_mm512_setzero_ps(); R]; G];
+    let mut p = [[_mm512_setzero_ps(); R]; G];
+    let blocks = t.k / t.block;
+    // Steps in whole chunks of 64; the rest (16, 32 or 48, as blocks are
+    // multiples of 16) in pieces of 16.
+    let whole = t.k / 64 * 64;
+    // The step that ends the current block, and its index.
+    let (mut end, mut blk) = (t.block, 0);
+    // SAFETY (the reads of codes, steps and scales): per the function's
+    // contract; every chunk and piece lies within the k steps.
+    unsafe {
+        let lines = |g: usize| t.codes.add(g * BLOCKS_T_LINES * t.ld);
+        let mut next = [[_mm512_setzero_si512(); 16]; G];
+        if whole > 0 {
+            for (g, x) in next.iter_mut().enumerate() {
+                *x = transpose16x16_whole_lines(lines(g), t.ld);
+            }
+        }
+        let mut k0 = 0;
+        while k0 < t.k {
+            let mut v = next;
+            let steps = if k0 < whole {
+                // The next chunk's lines, transposed ahead of this one's
+                // chains.
+                if k0 + 64 < whole {
+                    for (g, x) in next.iter_mut().enumerate() {
+                        *x = transpose16x16_whole_lines(lines(g).add(k0 + 64), t.ld);
+                    }
+                }
+                64
+            } else {
+                for (g, x) in v.iter_mut().enumerate() {
+                    let q = transpose16x4(lines(g).add(k0), t.ld);
+                    x[..4].copy_from_slice(&q);
+                }
+                16
+            };
+            for d in 0..steps / 4 {
+                let k = k0 + 4 * d;
+                for (g, vg) in v.iter().enumerate() {
+                    steps4::<R, F>(t, &c, k, vg[d], &mut p[g], &mut special[g]);
+                }
+                if k + 4 == end {
+                    for g in 0..G {
+                        end_block(t, &c, g, (blk, blocks), &mut acc[g], &mut p[g]);
+                    }
+                    (end, blk) = (end + t.block, blk + 1);
+                }
+            }
+            k0 += steps;
+        }
+    }
+    // SAFETY: out has R rows of 16 floats of each group at out_ld (the
+    // contract).
+    unsafe {
+        for (g, acc) in acc.iter().enumerate() {
+            for (r, s) in acc.iter().enumerate() {
+                _mm512_storeu_ps(t.out.add(r * t.out_ld + g * BLOCKS_T_LINES), *s);
+            }
+        }
+    }
+    (0..G)
+        .filter(|&g| special[g] == 0)
+        .fold(0, |d, g| d | 1 << g)
+}
+
+/// Four steps from `k` of `R` chains on one group of 16 lines: `x` holds
+/// each line's codes k..k + 4 (step `k + j` in byte `j` of its lane); the
+/// bytes of NaN or infinity codes are ORed into `special`.
+///
+/// # Safety
+/// Steps k..k + 4 of the `R` rows of A exist (`t.a`, `mr` floats a step).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn group<const R: usize, F: ShiftCode>(
+unsafe fn steps4<const R: usize, F: ShiftCode>(
     t: &BlocksT,
     c: &DecodeConsts,
-    k0: usize,
-    v: &[__m512i],
-    s: &mut Sums<'_, R>,
+    k: usize,
+    x: __m512i,
+    p: &mut [__m512; R],
+    special: &mut u64,
 ) {
-    // SAFETY: steps k0..k0 + 16 < k of A; the scales of block
-    // (k0 + 16) / block − 1 (the caller's contract).
+    if F::SPECIAL_FROM != 0 {
+        let mag = _mm512_and_si512(x, c.byte_mag);
+        *special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
+    }
+    // SAFETY: steps k..k + 4 of A (the caller's contract).
     unsafe {
-        for (q, x) in v.iter().enumerate() {
-            if F::SPECIAL_FROM != 0 {
-                let mag = _mm512_and_si512(*x, c.byte_mag);
-                *s.special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
+        let a = t.a.add(k * t.mr);
+        // Most registers hold no subnormal code (exponent field 0,
+        // mantissa not 0): their codes skip decode's subnormal fix.
+        let mantissa = _mm512_test_epi8_mask(x, c.mant_bytes);
+        if F::TABLE.is_none() && _mm512_mask_testn_epi8_mask(mantissa, x, c.exp_bytes) == 0 {
+            for j in 0..4 {
+                fma_rows(p, a.add(j * t.mr), decode_normal::<F>(x, j, c));
             }
-            // Most registers hold no subnormal code (exponent field 0,
-            // mantissa not 0): their codes skip decode's subnormal fix.
-            let mantissa = _mm512_test_epi8_mask(*x, c.mant_bytes);
-            if F::TABLE.is_none() && _mm512_mask_testn_epi8_mask(mantissa, *x, c.exp_bytes) == 0 {
-                for j in 0..4 {
-                    let w = decode_normal::<F>(*x, j, c);
-                    fma_rows(s.p, t.a.add((k0 + 4 * q + j) * t.mr), w);
-                }
-            } else {
-                for j in 0..4 {
-                    let w = decode::<F>(*x, j, c);
-                    fma_rows(s.p, t.a.add((k0 + 4 * q + j) * t.mr), w);
-                }
+        } else {
+            for j in 0..4 {
+                fma_rows(p, a.add(j * t.mr), decode::<F>(x, j, c));
             }
         }
     }
 }
 
-/// The end of block `blk`: its accumulate, `acc = fma(p, fl(sa · sb),
-/// acc)`, and its chains back to +0.0. (The kernels loop over blocks: a
-/// test of each 16 steps against the block size is an integer division,
-/// which cost about a fifth of the staged kernel's time.)
+/// The end of block `blk` for group `g`'s chains: its accumulate, `acc =
+/// fma(p, fl(sa · sb), acc)`, and its chains back to +0.0. (The kernels
+/// track block ends by counting: a test of each step against the block
+/// size is an integer division, which cost about a fifth of the staged
+/// kernel's time.)
 ///
 /// # Safety
-/// As [`group`]; block `blk` of `blocks` exists.
+/// Block `blk` of `blocks` exists, for the `R` rows of A and group `g`'s
+/// lines.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn end_block<const R: usize>(
     t: &BlocksT,
     c: &DecodeConsts,
+    g: usize,
     (blk, blocks): (usize, usize),
-    s: &mut Sums<'_, R>,
+    acc: &mut [__m512; R],
+    p: &mut [__m512; R],
 ) {
-    let blk_index = _mm512_add_epi32(c.sb_start, _mm512_set1_epi32(blk as i32));
+    let blk_index = _mm512_add_epi32(c.sb_start[g], _mm512_set1_epi32(blk as i32));
     // SAFETY: the scales of block blk of every line, and A's scales of
     // the R rows (the caller's contract).
     unsafe {
         let sb = _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _);
-        for (r, (acc, pr)) in s.acc.iter_mut().zip(s.p.iter_mut()).enumerate() {
+        for (r, (acc, pr)) in acc.iter_mut().zip(p.iter_mut()).enumerate() {
             let scale = _mm512_mul_ps(_mm512_set1_ps(*t.sa.add(r * blocks + blk)), sb);
             *acc = _mm512_fmadd_ps(*pr, scale, *acc);
             *pr = _mm512_setzero_ps();
@@ -147,11 +230,6 @@ pub(crate) unsafe fn tile_e4m3_avx512_gfni<const R: usize>(t: &BlocksT) -> bool 
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
-    let mut at = Sums {
-        p: &mut p,
-        acc: &mut acc,
-        special: &mut special,
-    };
     // SAFETY (the reads of codes, steps and scales): per the function's
     // contract.
     unsafe {
@@ -161,13 +239,13 @@ pub(crate) unsafe fn tile_e4m3_avx512_gfni<const R: usize>(t: &BlocksT) -> bool 
                 let v = transpose16x4(t.codes.add(k0), t.ld);
                 for (q, x) in v.iter().enumerate() {
                     let mag = _mm512_and_si512(*x, consts.byte_mag);
-                    *at.special |= _mm512_cmpge_epu8_mask(mag, consts.special_from);
+                    special |= _mm512_cmpge_epu8_mask(mag, consts.special_from);
                     for (j, w) in bytes.decode_values(*x).iter().enumerate() {
-                        fma_rows(at.p, t.a.add((k0 + 4 * q + j) * t.mr), *w);
+                        fma_rows(&mut p, t.a.add((k0 + 4 * q + j) * t.mr), *w);
                     }
                 }
             }
-            end_block(t, &consts, (blk, blocks), &mut at);
+            end_block(t, &consts, 0, (blk, blocks), &mut acc, &mut p);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -211,8 +289,8 @@ struct DecodeConsts {
     byte_mag: __m512i,
     /// `F::SPECIAL_FROM` in each byte.
     special_from: __m512i,
-    /// Where each line's block scales start.
-    sb_start: __m512i,
+    /// Where each line's block scales start, per group.
+    sb_start: [__m512i; BLOCKS_T_GROUPS],
     /// A code's exponent bits, in each byte.
     exp_bytes: __m512i,
     /// A code's mantissa bits, in each byte.
@@ -222,7 +300,7 @@ struct DecodeConsts {
 impl DecodeConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>(sb_start: &[i32]) -> Self {
+    fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS]) -> Self {
         let at = 23 - F::MBITS;
         Self {
             mag_mask: _mm512_set1_epi32((F::MAG_MASK << at) as i32),
@@ -235,24 +313,12 @@ impl DecodeConsts {
             exp_bytes: _mm512_set1_epi8((F::MAG_MASK & !((1 << F::MBITS) - 1)) as i8),
             mant_bytes: _mm512_set1_epi8(((1u32 << F::MBITS) - 1) as i8),
             special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
-            sb_start: _mm512_setr_epi32(
-                sb_start[0],
-                sb_start[1],
-                sb_start[2],
-                sb_start[3],
-                sb_start[4],
-                sb_start[5],
-                sb_start[6],
-                sb_start[7],
-                sb_start[8],
-                sb_start[9],
-                sb_start[10],
-                sb_start[11],
-                sb_start[12],
-                sb_start[13],
-                sb_start[14],
-                sb_start[15],
-            ),
+            // SAFETY: sb_start holds the starts of every group's 16 lines.
+            sb_start: std::array::from_fn(|g| unsafe {
+                _mm512_loadu_si512(
+                    sb_start[g * BLOCKS_T_LINES..][..BLOCKS_T_LINES].as_ptr() as *const _
+                )
+            }),
             table: {
                 let t = F::TABLE.unwrap_or([0.0; 16]);
                 _mm512_setr_ps(
