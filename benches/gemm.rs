@@ -455,6 +455,54 @@ fn benches(c: &mut Criterion) {
     mixed_group(c, &[(1024, 1024, 1024), (8, 4096, 4096)]);
     block_scaled_group(c);
     weight_only_group(c);
+    weight_only_small_group(c);
+}
+
+/// Weight-only products with a small weight matrix (N = 256, K = 512: 2^17
+/// weights, under the size from which the f32 GEMM reads B in place), M =
+/// 1, 8, 32: MXFP4 and MXFP8 weights as a `BlockScaled` holds them
+/// (`weight_only_gemm`), and MXFP4 × MXFP4 (`block_gemm`), beside our f32
+/// GEMM with the weights `[out, in]`, the same layout. Such products read
+/// the codes in place as the large ones do (they used to widen the weights
+/// per call: 0.5–0.65× our f32 GEMM at M = 1).
+fn weight_only_small_group(c: &mut Criterion) {
+    use mixprec::block_scaled::{BlockScaled, MxScaleMode};
+    use mixprec::gemm::{block_gemm, weight_only_gemm};
+    use mixprec::F4E2M1;
+    let mut g = c.benchmark_group("gemm_weight_only_small");
+    let (k, n) = (512usize, 256usize);
+    let w = values::<f32>(n * k, 2);
+    let wm = MatRef::from_row_major(&w, n, k).unwrap();
+    let mxfp4 = BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor).unwrap();
+    let mxfp8 = BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Floor).unwrap();
+    let (e, s) = (Epilogue::new(), Parallelism::Serial);
+    for m in [1usize, 8, 32] {
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let x = values::<f32>(m * k, 1);
+        let xm = MatRef::from_row_major(&x, m, k).unwrap();
+        let x4 = BlockScaled::<F4E2M1>::mx(xm, MxScaleMode::Floor).unwrap();
+        let mut out = vec![0.0f32; m * n];
+        layout_case(&mut g, "f32_gemm_out_in", &x, wm.t(), &mut out);
+        g.bench_function(BenchmarkId::new("mxfp4_weights_f32_act", m), |b| {
+            b.iter(|| {
+                let c = MatMut::from_row_major(&mut out, m, n).unwrap();
+                weight_only_gemm(black_box(xm), &mxfp4, c, &e, s).unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp8_weights_f32_act", m), |b| {
+            b.iter(|| {
+                let c = MatMut::from_row_major(&mut out, m, n).unwrap();
+                weight_only_gemm(black_box(xm), &mxfp8, c, &e, s).unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp4_x_mxfp4_block_gemm", m), |b| {
+            b.iter(|| {
+                let c = MatMut::from_row_major(&mut out, m, n).unwrap();
+                block_gemm(black_box(&x4), &mxfp4, c, &e, s).unwrap()
+            })
+        });
+    }
+    g.finish();
 }
 
 /// Weight-only inference, K = N = 4096, M = 1, 8, 32: f32 (and bf16)

@@ -188,7 +188,10 @@ struct FloatPanels<'x, 'p, 's, TA, TB, K> {
 impl<TA: FloatElement, TB: FloatElement, K: Kernel> FloatPanels<'_, '_, '_, TA, TB, K> {
     /// The packed scales to fold into the panels, when the part is prescaled.
     fn fold<'s>(&self, scales: &'s [f32], padded: usize) -> Option<FoldScales<'s>> {
-        let s = self.part.scaling.filter(|_| self.part.prescaled)?;
+        let s = self
+            .part
+            .scaling
+            .filter(|_| self.part.prescaled::<TA, TB>())?;
         Some(FoldScales {
             scales,
             padded,
@@ -270,7 +273,7 @@ impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '
         let Some(s) = self.part.scaling else {
             return K::tile(kt, a_tile, b_tile, acc, ld, k0 == 0);
         };
-        if self.part.prescaled {
+        if self.part.prescaled::<TA, TB>() {
             // The scales are in the panels: each block ends with acc + p.
             return K::tile_blocks(kt, s.block, a_tile, b_tile, acc, ld, k0 == 0);
         }

@@ -8,7 +8,7 @@
 //! | `DirectTransposed` | [`direct_t`] | few rows, a large B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`): each K-tile of a panel transposed in L1 |
 //! | `DirectPrepacked` | [`prepacked`] | few rows, B pre-packed ([`super::PackedB`]) |
 //! | `DirectTransposedBlocks` | [`direct_t_blocks`] | block-scaled, few rows, weights `[out, in]` of one-byte codes (FP8, FP6, FP4) the kernel decodes: read in place |
-//! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 4 rows, FP4 weights, integer-valued A |
+//! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 1 (AVX-512) / 2 (AVX2) rows, FP4 weights, integer-valued A |
 //! | `Fp4Tiles` | [`fp4_tiles`] | block-scaled FP4 × FP4 past 4 rows |
 //! | `PackedFp4` | [`packed_fp4`] | [`super::block_gemm_packed`] on a [`PackedFp4`](crate::block_scaled::PackedFp4), integer-valued A |
 //! | `PackedDense` | [`packed_fp4`] | the same with any other A, [`super::weight_only_gemm_packed`], [`super::weight_only_gemm_int4`] |
@@ -55,6 +55,7 @@ use super::kernel::{Kernel, BLOCKS_T_LINES};
 use super::{Epilogue, Parallelism};
 use crate::dtype::{DType, FloatElement};
 use crate::tensor::{MatMut, MatRef};
+use std::sync::OnceLock;
 use workspace::{with_workspace, Workspace};
 
 /// Rows of A per packed block (a multiple of every kernel's MR).
@@ -70,8 +71,9 @@ const DIRECT_B_MAX_M: usize = 32;
 const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
 const DIRECT_B_MAX_M_LARGE_B: usize = 96;
 const LARGE_B_ELEMENTS: usize = 1 << 20;
-/// Rows up to which block-scaled FP4 products take `ExactSmallFp4`.
-const EXACT_SMALL_MAX_M: usize = 4;
+/// Rows up to which block-scaled FP4 × FP4 products do not take the
+/// integer tiles (`Fp4Tiles`).
+const FP4_TILES_MIN_M: usize = 5;
 
 /// Which code path computes a product (see [`Plan`]). Every path returns
 /// the bits of the contract's reference loops.
@@ -95,13 +97,14 @@ pub enum Strategy {
     /// A skinny product on a pre-packed B ([`super::PackedB`]): its panels
     /// are streamed in place.
     DirectPrepacked,
-    /// A block-scaled skinny product whose weights are `N × K` lines of
+    /// A block-scaled product of few rows (B of any size) whose weights are `N × K` lines of
     /// one-byte codes (FP8 E4M3/E5M2, FP6, FP4 as a
     /// [`BlockScaled`](crate::block_scaled::BlockScaled) holds them:
     /// [`super::weight_only_gemm`], [`super::block_gemm`]): the codes are
     /// read in place, sixteen lines at a time, and decoded in registers.
     DirectTransposedBlocks,
-    /// A block-scaled product of at most four rows with FP4 weights and
+    /// A block-scaled product of one or two rows (the tier's
+    /// `Kernel::EXACT_SMALL_ROWS`) with FP4 weights and
     /// activations whose values are small integers times a power of two
     /// (FP4, FP6 E2M3, MXINT8): exact integer block sums from the codes.
     ExactSmallFp4,
@@ -238,8 +241,6 @@ struct Operands {
     k: usize,
     /// The scaling block of a block-scaled product.
     block: Option<usize>,
-    /// The block scales fold into the packed panels ([`blocked::prescalable`]).
-    prescaled: bool,
     /// B comes as pre-packed panels.
     prepacked: bool,
     /// B's rows are contiguous (`col_stride == 1`).
@@ -262,7 +263,6 @@ impl Operands {
         a: &MatRef<'_, TA>,
         b: &MatRef<'_, TB>,
         scaling: Option<&Scaling<'_>>,
-        prescaled: bool,
         prepacked: bool,
     ) -> Self {
         let block = scaling.map(|s| s.block);
@@ -271,7 +271,6 @@ impl Operands {
             n: b.cols(),
             k: a.cols(),
             block,
-            prescaled,
             prepacked,
             b_rows_contiguous: b.col_stride() == 1,
             b_cols_contiguous: b.row_stride() == 1,
@@ -288,7 +287,6 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
     let b_elements = o.k.saturating_mul(o.n);
     let skinny = (o.m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (o.m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
-    let few_rows = o.m <= EXACT_SMALL_MAX_M;
     match (o.prepacked, o.block) {
         (true, _) if skinny && K::NR == PREPACKED_NR && K::reads_direct::<f32>() => {
             Strategy::DirectPrepacked
@@ -308,7 +306,7 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
         }
         (false, None) => Strategy::Blocked,
         (false, Some(_))
-            if few_rows
+            if o.m <= K::EXACT_SMALL_ROWS
                 && skinny
                 && o.n >= 8
                 && o.b_cols_contiguous
@@ -317,9 +315,10 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
         {
             Strategy::ExactSmallFp4
         }
+        // Whatever B's size: widening B per call (the blocked loops) costs
+        // more than reading its codes in place, down to the smallest B.
         (false, Some(blk))
             if o.m <= o.blocks_t_max_rows
-                && skinny
                 && o.b_cols_contiguous
                 && !o.b_rows_contiguous
                 && o.n >= BLOCKS_T_LINES
@@ -327,8 +326,8 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
         {
             Strategy::DirectTransposedBlocks
         }
-        (false, Some(_)) if !few_rows && o.fp4_operands => Strategy::Fp4Tiles,
-        (false, Some(_)) if o.prescaled => Strategy::BlockedFoldedScales,
+        (false, Some(_)) if o.m >= FP4_TILES_MIN_M && o.fp4_operands => Strategy::Fp4Tiles,
+        // (BlockedFoldedScales where the scales fold: see `folded`.)
         (false, Some(_)) => Strategy::Blocked,
     }
 }
@@ -340,6 +339,17 @@ fn folds_scales<TA: FloatElement, TB: FloatElement>(
     prepacked: bool,
 ) -> bool {
     !prepacked && scaling.is_some_and(blocked::prescalable::<TA, TB>)
+}
+
+/// `strategy`, with `Blocked` named `BlockedFoldedScales` where the block
+/// scales fold (`folds()`). Only the blocked loops ask: the answer reads
+/// every scale (0.45 ms of a 1.9 ms product at K = N = 4096, M = 1, when
+/// every strategy asked it up front).
+fn folded(strategy: Strategy, folds: impl FnOnce() -> bool) -> Strategy {
+    match strategy {
+        Strategy::Blocked if folds() => Strategy::BlockedFoldedScales,
+        s => s,
+    }
 }
 
 /// How many parts an `m × n × k` call splits C into (0 for an empty C).
@@ -363,8 +373,8 @@ pub(crate) fn plan<TA: FloatElement, TB: FloatElement>(
     let tier = tier(simd);
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let strategy = with_kernel!(tier, K => {
-        let prescaled = folds_scales::<TA, TB>(scaling, packed);
-        choose::<K>(&Operands::of::<TA, TB, K>(a, b, scaling, prescaled, packed))
+        let chosen = choose::<K>(&Operands::of::<TA, TB, K>(a, b, scaling, packed));
+        folded(chosen, || folds_scales::<TA, TB>(scaling, packed))
     });
     Plan {
         strategy,
@@ -457,7 +467,8 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         return;
     }
     let tasks = task_count(m, n, k, parallelism);
-    let prescaled = folds_scales::<TA, TB>(scaling, packed_b.is_some());
+    // Asked once, by the first part that runs the blocked loops.
+    let folds = OnceLock::new();
     par_split(c, (0, 0), tasks, (K::MR, K::NR), &|(r0, c0), c_part| {
         let a = a.sub(r0, c_part.rows(), 0, k);
         let b = b.sub(0, k, c0, c_part.cols());
@@ -465,7 +476,7 @@ fn run_with<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
             origin: (r0, c0),
             scaling,
             packed_b,
-            prescaled,
+            folds: &folds,
         };
         with_workspace(|ws| serial::<TA, TB, O, K>(a, b, c_part, &part, epilogue, ws, simd))
     });
@@ -477,9 +488,19 @@ struct Part<'p, 's> {
     origin: (usize, usize),
     scaling: Option<&'p Scaling<'s>>,
     packed_b: Option<&'p [f32]>,
-    /// The block scales are folded into the packed panels (see
-    /// [`blocked::prescalable`]): each block ends with `acc = acc + p`.
-    prescaled: bool,
+    /// Whether the block scales fold into the packed panels (see
+    /// [`blocked::prescalable`]; each block then ends with `acc = acc +
+    /// p`), once a part has asked.
+    folds: &'p OnceLock<bool>,
+}
+
+impl Part<'_, '_> {
+    /// Whether the blocked loops fold the block scales into the panels.
+    fn prescaled<TA: FloatElement, TB: FloatElement>(&self) -> bool {
+        *self
+            .folds
+            .get_or_init(|| folds_scales::<TA, TB>(self.scaling, self.packed_b.is_some()))
+    }
 }
 
 /// One part of C on one thread, by the strategy [`choose`] picks for it.
@@ -493,13 +514,7 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
     ws: &mut Workspace,
     simd: bool,
 ) {
-    let operands = Operands::of::<TA, TB, K>(
-        &a,
-        &b,
-        part.scaling,
-        part.prescaled,
-        part.packed_b.is_some(),
-    );
+    let operands = Operands::of::<TA, TB, K>(&a, &b, part.scaling, part.packed_b.is_some());
     let col0 = part.origin.1;
     match (choose::<K>(&operands), part.packed_b, part.scaling) {
         (Strategy::DirectPrepacked, Some(panels), _) => {

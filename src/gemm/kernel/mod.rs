@@ -221,6 +221,12 @@ pub(crate) trait Kernel {
     /// Rows of A per [`Kernel::fp4_dense`] call (1..=this many; at least
     /// [`Self::DENSE_ROWS`]).
     const FP4_DENSE_ROWS: usize = Self::DENSE_ROWS;
+    /// Rows of A up to which a block-scaled FP4 × FP4 product with weights
+    /// `[out, in]` takes the integer block sums ([`Kernel::fp4_dots8`],
+    /// `Strategy::ExactSmallFp4`) rather than the codes read in place
+    /// ([`Kernel::blocks_t`]), where both apply. Their time grows with the
+    /// rows at different rates; see the tiers' values.
+    const EXACT_SMALL_ROWS: usize = 4;
 
     /// `acc[r * ld + c] = start + sum` for the `MR × NR` block, where `sum`
     /// is the contract's K-tile partial sum over the `kt` steps of `a` and
