@@ -374,9 +374,10 @@ entry_and_portable_twin! {
     /// ([`BlockScaled::mx`], [`BlockScaled::nvfp4`], …) and call
     /// [`block_gemm`]. At small batch (up to 32 rows; on AVX2, 24 for FP6)
     /// weights of one-byte codes (FP8, FP6, FP4) are read in place and
-    /// decoded in registers ([`Strategy::DirectTransposedBlocks`]; from 8
-    /// rows each chunk of codes is decoded once into an L1 buffer that
-    /// every row reads); otherwise B is widened per call. For FP4 weights
+    /// decoded in registers ([`Strategy::DirectTransposedBlocks`], whatever
+    /// the size of W; from 8 rows, FP4 from 9, each chunk of codes is
+    /// decoded once into an L1 buffer that every row reads); past 32 rows B
+    /// is widened per call. For FP4 weights
     /// at small batch, packing
     /// them once with [`PackedFp4`] and calling [`weight_only_gemm_packed`]
     /// is faster still (half a byte per weight).

@@ -1,7 +1,8 @@
 //! The staged AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t)
 //! (CPUs with AVX-512 VBMI and GFNI: Ice Lake and later, Zen 4 and later)
-//! for 8 to 32 rows of A: 16 or 32 lines of codes and every row in one
-//! call; and of [`Kernel::fp8_staged`](super::Kernel::fp8_staged), the
+//! for 8 to 32 rows of A (4-bit codes: 9 to 32; up to 8 rows they run on
+//! [`super::x86_avx512_blocks_t::tile_lines_avx512`]): 16 or 32 lines of
+//! codes and every row in one call; and of [`Kernel::fp8_staged`](super::Kernel::fp8_staged), the
 //! same for E4M3 weights packed by
 //! [`PackedFp8`](crate::block_scaled::PackedFp8) at any row count.
 //!
@@ -102,14 +103,13 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     unsafe { staged(t, &src) }
 }
 
-/// The whole-call kernel of the AVX-512 tier: on a CPU with VBMI and
-/// GFNI, [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to [`STAGED_MAX_ROWS`]
-/// rows, and below them, for E4M3, the per-panel kernel that decodes
-/// codes straight to f32
-/// ([`super::x86_avx512_blocks_t::tile_e4m3_avx512_gfni`]); for 4-bit
-/// codes, up to [`WHOLE_LINES_MAX_ROWS`] rows of two groups, the kernel
-/// that reads whole lines
-/// ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); `None` otherwise
+/// The whole-call kernel of the AVX-512 tier: for 4-bit codes, up to
+/// [`WHOLE_LINES_MAX_ROWS`] rows of two groups, the kernel that reads
+/// whole lines ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); on a
+/// CPU with VBMI and GFNI, [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to
+/// [`STAGED_MAX_ROWS`] rows, and below them, for E4M3, the per-panel
+/// kernel that decodes codes straight to f32
+/// ([`super::x86_avx512_blocks_t::tile_e4m3_avx512_gfni`]); `None` otherwise
 /// (the caller then runs the per-panel kernel,
 /// [`super::x86_avx512_blocks_t`], per group and panel).
 ///
@@ -117,6 +117,26 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
 /// AVX-512 F/BW present; the operands as [`blocks_t_staged`] states them.
 pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
     let gfni = crate::cpu::has_avx512_vbmi_gfni();
+    if F::TABLE.is_some()
+        && t.groups == STAGED_MAX_GROUPS
+        && (1..=WHOLE_LINES_MAX_ROWS).contains(&t.rows)
+    {
+        use super::x86_avx512_blocks_t::tile_lines_avx512 as f;
+        // SAFETY: two groups of lines and at most eight rows, one panel
+        // (mr = 8); the rest per the function's contract.
+        return Some(unsafe {
+            match t.rows {
+                1 => f::<1, 2, F>(t),
+                2 => f::<2, 2, F>(t),
+                3 => f::<3, 2, F>(t),
+                4 => f::<4, 2, F>(t),
+                5 => f::<5, 2, F>(t),
+                6 => f::<6, 2, F>(t),
+                7 => f::<7, 2, F>(t),
+                _ => f::<8, 2, F>(t),
+            }
+        });
+    }
     if gfni && (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) {
         // SAFETY: the CPU has VBMI and GFNI (checked), the rest per the
         // function's contract.
@@ -147,35 +167,18 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
         }
         return Some(done);
     }
-    if F::TABLE.is_some()
-        && t.groups == STAGED_MAX_GROUPS
-        && (1..=WHOLE_LINES_MAX_ROWS).contains(&t.rows)
-    {
-        use super::x86_avx512_blocks_t::tile_lines_avx512 as f;
-        // SAFETY: two groups of lines and at most six rows, one panel
-        // (mr = 8); the rest per the function's contract.
-        return Some(unsafe {
-            match t.rows {
-                1 => f::<1, 2, F>(t),
-                2 => f::<2, 2, F>(t),
-                3 => f::<3, 2, F>(t),
-                4 => f::<4, 2, F>(t),
-                5 => f::<5, 2, F>(t),
-                _ => f::<6, 2, F>(t),
-            }
-        });
-    }
     None
 }
 
 /// Rows up to which [`blocks_t_whole_avx512`] runs 4-bit codes (one table
-/// lookup each) on [`super::x86_avx512_blocks_t::tile_lines_avx512`].
-/// Intel Xeon, K = N = 4096, MXFP4, ms against the per-panel kernel: M = 1
-/// 1.31 / 1.53, 2 1.51 / 1.75, 3 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61,
-/// 6 2.46 / 2.82, 7 3.14 / 3.06. Codes decoded by shifts (FP8, FP6) keep
+/// lookup each) on [`super::x86_avx512_blocks_t::tile_lines_avx512`], one
+/// panel of A. Intel Xeon, K = N = 4096, MXFP4, ms against the kernel
+/// before (per-panel up to 7 rows, staged at 8): M = 1 1.31 / 1.53, 2
+/// 1.51 / 1.75, 3 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80,
+/// 7 2.72 / 3.03, 8 2.89 / 3.17. Codes decoded by shifts (FP8, FP6) keep
 /// the per-panel kernel: MXFP6 at M = 1 2.95 / 2.84, E5M2 at M = 3 3.19 /
 /// 2.92 (more live registers for the decode).
-const WHOLE_LINES_MAX_ROWS: usize = 6;
+const WHOLE_LINES_MAX_ROWS: usize = 8;
 
 /// Where a staged call's lines come from: each group of 16 lines decoded
 /// for a chunk of steps, and their B scales per block.

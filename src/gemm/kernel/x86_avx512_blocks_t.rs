@@ -63,9 +63,9 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 /// 16 steps apart; when lines lie a multiple of 4 KiB apart (K = 4096 codes
 /// a line) the 16 lines share an L1 set of 12 ways and evict each other
 /// between the pieces. Here each line is read once. For 4-bit codes up to
-/// six rows (see `WHOLE_LINES_MAX_ROWS` in the staged module): Intel Xeon,
-/// K = N = 4096, MXFP4 at M = 1 1.53 → 1.31 ms; one group alone 1.44; four
-/// groups side by side 1.59 (their 64 lines then conflict in turn).
+/// eight rows (see `WHOLE_LINES_MAX_ROWS` in the staged module): Intel
+/// Xeon, K = N = 4096, MXFP4 at M = 1 1.53 → 1.31 ms; one group alone 1.44;
+/// four groups side by side 1.59 (their 64 lines then conflict in turn).
 ///
 /// # Safety
 /// As [`tile_blocks_t_avx512`], for each of the `G ≤ BLOCKS_T_GROUPS`
