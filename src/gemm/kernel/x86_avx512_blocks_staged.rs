@@ -175,7 +175,9 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
 /// panel of A. Intel Xeon, K = N = 4096, MXFP4, ms against the kernel
 /// before (per-panel up to 7 rows, staged at 8): M = 1 1.31 / 1.53, 2
 /// 1.51 / 1.75, 3 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80,
-/// 7 2.72 / 3.03, 8 2.89 / 3.17. Codes decoded by shifts (FP8, FP6) keep
+/// 7 2.72 / 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary, measured
+/// with a one-load-per-line transpose since dropped; with the four loads
+/// kept, M = 1 1.37 and M = 8 2.86–2.91). Codes decoded by shifts (FP8, FP6) keep
 /// the per-panel kernel: MXFP6 at M = 1 2.95 / 2.84, E5M2 at M = 3 3.19 /
 /// 2.92 (more live registers for the decode).
 const WHOLE_LINES_MAX_ROWS: usize = 8;

@@ -4,7 +4,7 @@
 //! ternary logic, FP4 by one `vpermps` on a 16-entry table.
 
 use super::x86_avx512_fp8_dense::E4M3ToF32;
-use super::x86_avx512_transposed::{transpose16x16_whole_lines, transpose16x4};
+use super::x86_avx512_transposed::{transpose16x16, transpose16x4};
 use super::x86_blocks_t::{BlocksT, ShiftCode, E4M3};
 use super::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
 use std::arch::x86_64::*;
@@ -54,18 +54,23 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 
 /// [`tile_blocks_t_avx512`] on `G` groups of 16 lines at once (group `g`'s
 /// lines from `codes + 16g · ld`, its scales from `sb_start[16g..]`, its
-/// sums to `out + 16g`): each group's lines read as whole 64-byte lines (64
-/// steps) and transposed in registers a chunk ahead of the chains that use
-/// them, the groups' chains side by side. Returns bit `g` set where group
-/// `g` held no NaN or infinity code.
+/// sums to `out + 16g`): each group's 64 steps of its 16 lines read
+/// together ([`transpose16x16`], the loads of a line issued side by side)
+/// and transposed in registers a chunk ahead of the chains that use them,
+/// the groups' chains side by side. Returns bit `g` set where group `g`
+/// held no NaN or infinity code.
 ///
 /// The per-panel kernel reads 16-byte pieces of each line at four times,
 /// 16 steps apart; when lines lie a multiple of 4 KiB apart (K = 4096 codes
 /// a line) the 16 lines share an L1 set of 12 ways and evict each other
-/// between the pieces. Here each line is read once. For 4-bit codes up to
-/// eight rows (see `WHOLE_LINES_MAX_ROWS` in the staged module): Intel
-/// Xeon, K = N = 4096, MXFP4 at M = 1 1.53 → 1.31 ms; one group alone 1.44;
-/// four groups side by side 1.59 (their 64 lines then conflict in turn).
+/// between the pieces. Here a line's 64 bytes are read at once. For 4-bit
+/// codes up to eight rows (see `WHOLE_LINES_MAX_ROWS` in the staged
+/// module): Intel Xeon, K = N = 4096, MXFP4 at M = 1 1.53 → 1.37 ms; one
+/// group alone 1.44; four groups side by side 1.59 (their 64 lines then
+/// conflict in turn). One 64-byte load per line and a shuffle transpose
+/// was 1.30 ms where the codes start on a 64-byte boundary but 1.51 where
+/// they do not (a `Vec`'s usual start, 16 bytes past one: each load then
+/// splits two cache lines), so the four 16-byte loads stay.
 ///
 /// # Safety
 /// As [`tile_blocks_t_avx512`], for each of the `G ≤ BLOCKS_T_GROUPS`
@@ -91,7 +96,7 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
         let mut next = [[_mm512_setzero_si512(); 16]; G];
         if whole > 0 {
             for (g, x) in next.iter_mut().enumerate() {
-                *x = transpose16x16_whole_lines(lines(g), t.ld);
+                *x = transpose16x16(lines(g), t.ld);
             }
         }
         let mut k0 = 0;
@@ -102,7 +107,7 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
                 // chains.
                 if k0 + 64 < whole {
                     for (g, x) in next.iter_mut().enumerate() {
-                        *x = transpose16x16_whole_lines(lines(g).add(k0 + 64), t.ld);
+                        *x = transpose16x16(lines(g).add(k0 + 64), t.ld);
                     }
                 }
                 64

@@ -231,52 +231,6 @@ pub(crate) unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i;
     ]
 }
 
-/// [`transpose16x16`] with each line read by one 64-byte load, then 32-bit
-/// and 64-bit unpacks and two rounds of 128-bit lane shuffles (64
-/// shuffles, all on the shuffle port, where [`transpose16x16`]'s inserts
-/// from memory may use two ports). Faster where few chains run beside it
-/// (the one- and two-row block-scaled kernel: MXFP4 at M = 1 1.39–1.48 →
-/// 1.31 ms, Intel Xeon, K = N = 4096), slower in the f32 `[out, in]`
-/// kernel at eight rows (4.10 → 4.89 ms), which keeps
-/// [`transpose16x16`].
-///
-/// # Safety
-/// AVX-512F present; 64 bytes readable at `w + i · row_bytes` for each
-/// row `i` < 16.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn transpose16x16_whole_lines(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
-    let mut l = [_mm512_setzero_si512(); 16];
-    for (i, x) in l.iter_mut().enumerate() {
-        // SAFETY: row i's 64 bytes (the caller's contract).
-        *x = unsafe { _mm512_loadu_si512(w.add(i * row_bytes) as *const _) };
-    }
-    // u[4q + e]: in each 128-bit lane L, value 4L + e of rows 4q..4q + 4.
-    let mut u = [_mm512_setzero_si512(); 16];
-    for q in 0..4 {
-        let [r0, r1, r2, r3] = [l[4 * q], l[4 * q + 1], l[4 * q + 2], l[4 * q + 3]];
-        let (lo01, hi01) = (_mm512_unpacklo_epi32(r0, r1), _mm512_unpackhi_epi32(r0, r1));
-        let (lo23, hi23) = (_mm512_unpacklo_epi32(r2, r3), _mm512_unpackhi_epi32(r2, r3));
-        u[4 * q] = _mm512_unpacklo_epi64(lo01, lo23);
-        u[4 * q + 1] = _mm512_unpackhi_epi64(lo01, lo23);
-        u[4 * q + 2] = _mm512_unpacklo_epi64(hi01, hi23);
-        u[4 * q + 3] = _mm512_unpackhi_epi64(hi01, hi23);
-    }
-    // Output 4L + e: lane L of u[e], u[4 + e], u[8 + e], u[12 + e].
-    let mut v = [_mm512_setzero_si512(); 16];
-    for e in 0..4 {
-        let lo01 = _mm512_shuffle_i32x4::<0x44>(u[e], u[4 + e]);
-        let hi01 = _mm512_shuffle_i32x4::<0xEE>(u[e], u[4 + e]);
-        let lo23 = _mm512_shuffle_i32x4::<0x44>(u[8 + e], u[12 + e]);
-        let hi23 = _mm512_shuffle_i32x4::<0xEE>(u[8 + e], u[12 + e]);
-        v[e] = _mm512_shuffle_i32x4::<0x88>(lo01, lo23);
-        v[4 + e] = _mm512_shuffle_i32x4::<0xDD>(lo01, lo23);
-        v[8 + e] = _mm512_shuffle_i32x4::<0x88>(hi01, hi23);
-        v[12 + e] = _mm512_shuffle_i32x4::<0xDD>(hi01, hi23);
-    }
-    v
-}
-
 /// Four 32-bit values of 16 rows (`row_bytes` apart) at `w`, transposed:
 /// output `q` holds value `q` of rows 0..16, in lane order.
 ///
