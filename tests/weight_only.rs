@@ -838,6 +838,38 @@ fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Every code of each format decoded by a table on AVX-512 (FP6 E2M3 and
+/// E3M2: 32 magnitudes and the sign; FP4 E2M1: 16 values), and of the FP8
+/// formats, placed so that each line of 16 and each of the four codes a
+/// 32-bit lane holds meets all of them (code `(i + 7 · line) mod 2^w` at
+/// step `i`), read in place at 1, 2, 8 and 9 rows: the reference's bits.
+#[test]
+fn every_code_read_in_place_equals_the_reference() -> Result<(), TestCaseError> {
+    use mixprec::F6E3M2;
+    fn run<TB: FloatElement>(width: u32) -> Result<(), TestCaseError> {
+        let (n, k) = (48, 256);
+        let codes = 1usize << width;
+        let data: Vec<TB> = (0..n * k)
+            .map(|i| TB::from_raw_bits(((i % k + 7 * (i / k)) % codes) as u32))
+            .collect();
+        // Scales of 2^-3..2^3 (exact products with any code).
+        let scales: Vec<f32> = (0..n * k / 32).map(|i| [0.125, 1.0, 8.0][i % 3]).collect();
+        let b = BlockScaled::from_parts(n, k, 32, 1, data, scales)?;
+        for m in [1usize, 2, 8, 9] {
+            let x = values(m * k, 500 + m as u64, false);
+            check::<f32, TB>(&x, (m, k), &b, None, 1, 0, false)?;
+        }
+        Ok(())
+    }
+    run::<F6E2M3>(6)?;
+    run::<F6E3M2>(6)?;
+    run::<F4E2M1>(4)?;
+    // FP8 codes past the finite ones are NaN or infinity: the lines that
+    // hold them are computed by the contract's loops.
+    run::<F8E4M3>(8)?;
+    run::<F8E5M2>(8)
+}
+
 /// `weight_only_gemm_fp8` (and its portable form) on `PackedFp8::new(b)`
 /// against the reference on `b`, activations of type `TA`.
 fn check_fp8<TA: FloatElement>(

@@ -1,7 +1,7 @@
 //! The staged AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t)
 //! (CPUs with AVX-512 VBMI and GFNI: Ice Lake and later, Zen 4 and later)
-//! for 8 to 32 rows of A (4-bit codes: 9 to 32; up to 8 rows they run on
-//! [`super::x86_avx512_blocks_t::tile_lines_avx512`]): 16 or 32 lines of
+//! for 8 to 32 rows of A (4-bit codes: 9 to 32, 6-bit ones 7 to 32; below
+//! them they run on [`super::x86_avx512_blocks_t::tile_lines_avx512`]): 16 or 32 lines of
 //! codes and every row in one call; and of [`Kernel::fp8_staged`](super::Kernel::fp8_staged), the
 //! same for E4M3 weights packed by
 //! [`PackedFp8`](crate::block_scaled::PackedFp8) at any row count.
@@ -22,17 +22,17 @@
 //! 2.42 ms there; at M = 8 4.04 against 4.2, at M = 16 6.9 against
 //! 8.4–9.2, at M = 32 9.9 against 16.4.
 //!
-//! A code of at most 5 exponent and 10 mantissa bits is exactly an f16
-//! scaled by `2^(bias − 15)`: its sign to bit 15, its magnitude to bit
-//! `10 − MBITS`. An FP8 code is put step by step (one byte permute per 64
-//! codes), widened to a word and shifted into place (E4M3: sign-extended,
-//! shifted by 7, bit 14 cleared). For FP6 one GFNI affine byte transform
-//! per 64 codes builds each byte of that f16 (a bit permutation) and two
-//! VBMI byte permutes per 16 codes put one step's 16 lines together.
-//! `vcvtph2ps` widens them: zero, subnormal codes and the sign come out
-//! exact in hardware, and no f32 operand is subnormal. A multiply by
-//! `2^(15 − bias)` (exact) gives the code's value; E5M2 has the f16's own
-//! exponent and needs none. A 4-bit code is one `vpermps` table lookup.
+//! An FP8 code of at most 5 exponent bits is exactly an f16 scaled by
+//! `2^(bias − 15)`: its sign to bit 15, its magnitude to bit `10 − MBITS`.
+//! E5M2 codes are put step by step (one byte permute per 64 codes),
+//! widened to a word and shifted into place; `vcvtph2ps` widens them
+//! (zero, subnormal codes and the sign come out exact in hardware, and no
+//! f32 operand is subnormal); E5M2 has the f16's own exponent and needs no
+//! rescale. E4M3 codes go straight to f32 by GFNI (`E4M3ToF32`). A 4-bit
+//! code is one `vpermps` table lookup; a 6-bit one a `vpermt2ps` lookup of
+//! its 5 magnitude bits in a 32-entry table and its sign moved to bit 31
+//! (the GFNI-built f16 it replaced took 4.47 ms at M = 8, K = N = 4096,
+//! MXFP6 E2M3, Intel Xeon; the table 3.77).
 //!
 //! The chains are the contract's: per row and line, per block the FMA chain
 //! from +0.0 over k increasing, then `acc = fma(p, fl(s_a · s_b), acc)`.
@@ -52,8 +52,6 @@ pub(crate) const STAGED_MAX_ROWS: usize = 32;
 pub(crate) const STAGED_MIN_ROWS: usize = 8;
 /// Groups of [`BLOCKS_T_LINES`] lines one call takes.
 pub(crate) const STAGED_MAX_GROUPS: usize = 2;
-/// The odd bytes of a register's low 32 (the high bytes of 16 f16).
-const ODD_BYTES: u64 = 0xAAAA_AAAA;
 /// Rows of a panel of packed A (the AVX-512 kernel's `DIRECT_MR`).
 const PANEL: usize = 8;
 /// Lines of the decoded buffer per step.
@@ -103,8 +101,8 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     unsafe { staged(t, &src) }
 }
 
-/// The whole-call kernel of the AVX-512 tier: for 4-bit codes, up to
-/// [`WHOLE_LINES_MAX_ROWS`] rows of two groups, the kernel that reads
+/// The whole-call kernel of the AVX-512 tier: for 4-bit and 6-bit codes, up to
+/// [`whole_lines_max_rows`] rows of two groups, the kernel that reads
 /// whole lines ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); on a
 /// CPU with VBMI and GFNI, [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to
 /// [`STAGED_MAX_ROWS`] rows, and below them, for E4M3, the per-panel
@@ -117,10 +115,7 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
 /// AVX-512 F/BW present; the operands as [`blocks_t_staged`] states them.
 pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
     let gfni = crate::cpu::has_avx512_vbmi_gfni();
-    if F::TABLE.is_some()
-        && t.groups == STAGED_MAX_GROUPS
-        && (1..=WHOLE_LINES_MAX_ROWS).contains(&t.rows)
-    {
+    if t.groups == STAGED_MAX_GROUPS && (1..=whole_lines_max_rows::<F>()).contains(&t.rows) {
         use super::x86_avx512_blocks_t::tile_lines_avx512 as f;
         // SAFETY: two groups of lines and at most eight rows, one panel
         // (mr = 8); the rest per the function's contract.
@@ -170,17 +165,29 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
     None
 }
 
-/// Rows up to which [`blocks_t_whole_avx512`] runs 4-bit codes (one table
-/// lookup each) on [`super::x86_avx512_blocks_t::tile_lines_avx512`], one
-/// panel of A. Intel Xeon, K = N = 4096, MXFP4, ms against the kernel
-/// before (per-panel up to 7 rows, staged at 8): M = 1 1.31 / 1.53, 2
-/// 1.51 / 1.75, 3 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80,
-/// 7 2.72 / 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary, measured
-/// with a one-load-per-line transpose since dropped; with the four loads
-/// kept, M = 1 1.37 and M = 8 2.86–2.91). Codes decoded by shifts (FP8, FP6) keep
-/// the per-panel kernel: MXFP6 at M = 1 2.95 / 2.84, E5M2 at M = 3 3.19 /
-/// 2.92 (more live registers for the decode).
-const WHOLE_LINES_MAX_ROWS: usize = 8;
+/// Rows up to which [`blocks_t_whole_avx512`] runs codes of format `F` on
+/// [`super::x86_avx512_blocks_t::tile_lines_avx512`], one panel of A: 4-bit
+/// codes (one table lookup each) up to 8, 6-bit ones (a two-register
+/// lookup and the sign) up to 6, others none.
+///
+/// Intel Xeon, K = N = 4096, ms against the kernels before (per-panel up
+/// to 7 rows, staged at 8). MXFP4: M = 1 1.31 / 1.53, 2 1.51 / 1.75, 3
+/// 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80, 7 2.72 /
+/// 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary, measured with a
+/// one-load-per-line transpose since dropped; with the four loads kept,
+/// M = 1 1.37 and M = 8 2.86–2.91). MXFP6 E2M3 (both kernels with the
+/// table decode): M = 4 2.43 / 2.50, 6 2.95 / 3.12, 7 3.59 / 3.41, 8 4.05 /
+/// 3.77. Codes decoded by shifts (FP8) keep the per-panel kernel: E5M2 at
+/// M = 3 3.19 / 2.92 (more live registers for the decode).
+const fn whole_lines_max_rows<F: ShiftCode>() -> usize {
+    if F::TABLE.is_some() {
+        8
+    } else if F::MAGNITUDES.is_some() {
+        6
+    } else {
+        0
+    }
+}
 
 /// Where a staged call's lines come from: each group of 16 lines decoded
 /// for a chunk of steps, and their B scales per block.
@@ -446,21 +453,15 @@ unsafe fn decode_group<F: ShiftCode>(
 
 /// The vectors [`decode4`] and the special-code check use.
 struct HalfConsts {
-    /// Builds each code's f16 high byte (sign, then magnitude bits).
-    high: __m512i,
-    /// Builds each code's f16 low byte (the magnitude's low bits).
-    low: __m512i,
-    /// Byte permutes: step `b`'s f16 of line `i` (bytes `2i`, `2i + 1`)
-    /// from byte `4i + b` of the low- and high-byte tables.
-    pick: [__m512i; 4],
     /// `2^(15 − bias)`.
     factor: __m512,
     /// Byte permute: step `b` of the 16 lines to bytes `16b..16b + 16`.
     step_major: __m512i,
     /// The f16 bits an E4M3 code keeps once shifted (all but bit 14).
     keep: __m512i,
-    /// A 4-bit format's values by code.
-    table: __m512,
+    /// A 4-bit format's values by code, or a 6-bit one's 32 magnitudes
+    /// (`ShiftCode::MAGNITUDES`).
+    table: [__m512; 2],
     /// A code's magnitude bits, in each byte.
     byte_mag: __m512i,
     /// `F::SPECIAL_FROM` in each byte.
@@ -475,64 +476,25 @@ const fn is_e4m3<F: ShiftCode>() -> bool {
     F::FORMAT.exp_bits == 4 && F::FORMAT.man_bits == 3
 }
 
-/// The 8 × 8 bit matrix (as GFNI's `vgf2p8affineqb` reads it: row of
-/// output bit `i` in byte `7 − i`) that maps a code of `F` to byte `byte`
-/// (0: low, 1: high) of its f16: the sign to bit 15, magnitude bit `j` to
-/// bit `j + 10 − MBITS`.
-const fn f16_byte_matrix<F: ShiftCode>(byte: u32) -> u64 {
-    let mut m = 0u64;
-    let mut j = 0;
-    while j <= F::SIGN_POS {
-        let to = if j == F::SIGN_POS {
-            15
-        } else {
-            j + 10 - F::MBITS
-        };
-        if to / 8 == byte {
-            let i = to % 8;
-            m |= 1u64 << (8 * (7 - i) + j);
-        }
-        j += 1;
-    }
-    m
-}
-
 impl HalfConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn of<F: ShiftCode>() -> Self {
-        let mut pick = [[0u8; 64]; 4];
-        for (b, p) in pick.iter_mut().enumerate() {
-            for i in 0..BLOCKS_T_LINES {
-                p[2 * i] = (4 * i + b) as u8;
-                p[2 * i + 1] = (4 * i + b) as u8;
-            }
-        }
-        let t = F::TABLE.unwrap_or([0.0; 16]);
-        let mut picks = [_mm512_setzero_si512(); 4];
         // Opaque to the compiler: with the indices known, LLVM rewrites
-        // each one-table permute as two in-lane shuffles, an OR and a
+        // the one-table byte permute as two in-lane shuffles, an OR and a
         // cross-lane permute.
-        let pick = std::hint::black_box(pick);
         let mut steps = [0u8; 64];
         for (i, x) in steps.iter_mut().enumerate() {
             *x = (4 * (i % 16) + i / 16) as u8;
         }
         let steps = std::hint::black_box(steps);
-        for (v, p) in picks.iter_mut().zip(&pick) {
-            // SAFETY: p holds 64 bytes.
-            *v = unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) };
-        }
-        // SAFETY: t holds 16 floats.
+        // SAFETY: steps holds 64 bytes.
         unsafe {
             Self {
-                high: _mm512_set1_epi64(f16_byte_matrix::<F>(1) as i64),
-                low: _mm512_set1_epi64(f16_byte_matrix::<F>(0) as i64),
-                pick: picks,
                 step_major: _mm512_loadu_si512(steps.as_ptr() as *const _),
                 keep: _mm512_set1_epi16(0xBFFFu16 as i16),
                 factor: _mm512_set1_ps(f32::from_bits(((127 + 15 - F::BIAS) as u32) << 23)),
-                table: _mm512_loadu_ps(t.as_ptr()),
+                table: super::x86_avx512_blocks_t::table_regs::<F>(),
                 byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
                 special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
                 e4m3: E4M3ToF32::new(|s, i| 4 * i + s),
@@ -551,7 +513,23 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         for (b, o) in out.iter_mut().enumerate() {
             // vpermps reads the low 4 bits of each lane: step b's code.
             let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
-            *o = _mm512_permutexvar_ps(code, c.table);
+            *o = _mm512_permutexvar_ps(code, c.table[0]);
+        }
+        return out;
+    }
+    if F::MAGNITUDES.is_some() {
+        for (b, o) in out.iter_mut().enumerate() {
+            // vpermt2ps reads the low 5 bits of each lane: step b's
+            // magnitude; the sign goes to bit 31.
+            let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
+            let magnitude = _mm512_permutex2var_ps(c.table[0], code, c.table[1]);
+            let sign =
+                _mm512_sllv_epi32(x, _mm512_set1_epi32(31 - F::SIGN_POS as i32 - 8 * b as i32));
+            *o = _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
+                sign,
+                _mm512_castps_si512(magnitude),
+                _mm512_set1_epi32(i32::MIN),
+            ));
         }
         return out;
     }
@@ -590,32 +568,7 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         }
         return out;
     }
-    // FP6 (FP8 took the branch above): the low byte is zero for E3M2.
-    let (low, high) = if f16_byte_matrix::<F>(0) == 0 {
-        (x, _mm512_gf2p8affine_epi64_epi8::<0>(x, c.high))
-    } else {
-        (
-            _mm512_gf2p8affine_epi64_epi8::<0>(x, c.low),
-            _mm512_gf2p8affine_epi64_epi8::<0>(x, c.high),
-        )
-    };
-    for (b, o) in out.iter_mut().enumerate() {
-        // Odd bytes: the high bytes; even bytes: the low ones (two
-        // one-table permutes: a two-table byte permute is three µops on
-        // Intel cores).
-        let high = _mm512_maskz_permutexvar_epi8(ODD_BYTES, c.pick[b], high);
-        let half = if f16_byte_matrix::<F>(0) == 0 {
-            high
-        } else {
-            _mm512_mask_permutexvar_epi8(high, !ODD_BYTES, c.pick[b], low)
-        };
-        let value = _mm512_cvtph_ps(_mm512_castsi512_si256(half));
-        *o = if F::BIAS == 15 {
-            value
-        } else {
-            _mm512_mul_ps(value, c.factor)
-        };
-    }
+    // (No format reaches here: FP4 and FP6 have tables, FP8 an f16 shift.)
     out
 }
 

@@ -55,6 +55,10 @@ pub(crate) trait ShiftCode {
     /// For a 4-bit format, its 16 values by code: decoded by one table
     /// lookup (`vpermps`) instead of shifts.
     const TABLE: Option<[f32; 16]> = None;
+    /// For a 6-bit format, its 32 magnitudes by magnitude code: the AVX-512
+    /// kernels decode it by one two-register lookup (`vpermt2ps`) and the
+    /// sign moved to bit 31.
+    const MAGNITUDES: Option<[f32; 32]> = None;
     /// For an FP8 format whose code, moved to the high byte of an f16, is
     /// that f16 once its magnitude is shifted right by this many bits
     /// (E5M2: 0; E4M3: 1): the AVX2 kernel decodes it through F16C.
@@ -63,6 +67,17 @@ pub(crate) trait ShiftCode {
     } else {
         None
     };
+}
+
+/// The 32 magnitudes of a 6-bit format by magnitude code.
+const fn magnitudes32(fmt: Format) -> [f32; 32] {
+    let mut t = [0.0f32; 32];
+    let mut code = 0;
+    while code < 32 {
+        t[code] = widen_bits(code as u32, fmt);
+        code += 1;
+    }
+    t
 }
 
 /// The 16 values of a 4-bit format by code.
@@ -95,9 +110,11 @@ impl ShiftCode for E5M2 {
 }
 impl ShiftCode for E2M3 {
     const FORMAT: Format = Format::E2M3;
+    const MAGNITUDES: Option<[f32; 32]> = Some(magnitudes32(Format::E2M3));
 }
 impl ShiftCode for E3M2 {
     const FORMAT: Format = Format::E3M2;
+    const MAGNITUDES: Option<[f32; 32]> = Some(magnitudes32(Format::E3M2));
 }
 impl ShiftCode for E2M1 {
     const FORMAT: Format = Format::E2M1;
@@ -161,7 +178,8 @@ impl BlocksT {
 /// written once: the bounds the leaf's `$kernel::<R, F>(&BlocksT) -> bool`
 /// (one group, one panel of `R` rows) relies on are asserted, then it is
 /// called for each group, panel and format. `$max_rows`: the rows up to
-/// which the tier reads FP6 codes (decoded by shifts) in place; FP8 codes
+/// which the tier reads FP6 codes (AVX2: decoded by shifts; AVX-512: a
+/// 32-entry magnitude table) in place; FP8 codes
 /// (through F16C on AVX2) and 4-bit codes (one table lookup each): 32.
 /// `$whole::<F>(&BlocksT) -> Option<u32>` is asked first and may take the
 /// whole call (all rows and groups: the staged kernels).
