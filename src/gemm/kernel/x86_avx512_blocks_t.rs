@@ -1,12 +1,12 @@
 //! The AVX-512 kernel of [`Kernel::blocks_t`](super::Kernel::blocks_t)
-//! (see [`super::x86_blocks_t`] for the formats and the decoding): sixteen
-//! lines per zmm register, each code decoded with AVX-512's masks and
-//! ternary logic, FP4 by one `vpermps` on a 16-entry table, FP6 by one
-//! `vpermt2ps` on its 32 magnitudes and the sign moved to bit 31 (MXFP6
-//! E2M3, K = N = 4096, Intel Xeon: M = 1 2.82 → 1.75 ms, M = 8 4.47 → 3.77
-//! against the shift decode), FP8 through an f16 and `vcvtph2ps`
-//! ([`decode4_f16`]; E5M2 at M = 1 2.37 → 1.93 ms, E4M3 without VBMI 2.34
-//! → 2.03; with VBMI and GFNI E4M3 goes straight to f32,
+//! (see [`super::x86_blocks_t`] for the formats): sixteen lines per zmm
+//! register, each code decoded exactly by a lookup or through an f16, not
+//! by the AVX2 kernel's shifts and masks. FP4 by one `vpermps` on its 16
+//! values; FP6 by one `vpermt2ps` on its 32 magnitudes and the sign moved
+//! to bit 31 (MXFP6 E2M3, K = N = 4096, Intel Xeon: M = 1 2.82 → 1.75 ms,
+//! M = 8 4.47 → 3.77 against the shift decode); FP8 through an f16 and
+//! `vcvtph2ps` ([`decode4_f16`]; E5M2 at M = 1 2.37 → 1.93 ms, E4M3
+//! without VBMI 2.34 → 2.03; with VBMI and GFNI E4M3 goes straight to f32,
 //! [`tile_e4m3_avx512_gfni`]).
 
 use super::x86_avx512_fp8_dense::E4M3ToF32;
@@ -176,21 +176,12 @@ unsafe fn steps4<const R: usize, F: ShiftCode>(
     // SAFETY: steps k..k + 4 of A (the caller's contract).
     unsafe {
         let a = t.a.add(k * t.mr);
-        // Most registers hold no subnormal code (exponent field 0,
-        // mantissa not 0): their codes skip decode's subnormal fix.
+        // Every format the kernels read has an f16 form, a table or
+        // 32 magnitudes.
+        const { assert!(F::F16_SHIFT.is_some() || F::TABLE.is_some() || F::MAGNITUDES.is_some()) };
         if F::F16_SHIFT.is_some() {
             for (j, w) in decode4_f16::<F>(x, c).iter().enumerate() {
                 fma_rows(p, a.add(j * t.mr), *w);
-            }
-            return;
-        }
-        let mantissa = _mm512_test_epi8_mask(x, c.mant_bytes);
-        if F::TABLE.is_none()
-            && F::MAGNITUDES.is_none()
-            && _mm512_mask_testn_epi8_mask(mantissa, x, c.exp_bytes) == 0
-        {
-            for j in 0..4 {
-                fma_rows(p, a.add(j * t.mr), decode_normal::<F>(x, j, c));
             }
         } else {
             for j in 0..4 {
@@ -235,7 +226,7 @@ unsafe fn end_block<const R: usize>(
 /// [`tile_blocks_t_avx512`] for E4M3 codes on CPUs with VBMI and GFNI:
 /// the same chains, each register of codes (4 steps of the 16 lines, a
 /// line's 4 codes per lane) decoded straight to f32 by [`E4M3ToF32`]
-/// (about 16 operations per 64 codes, against 28 for the shift decode)
+/// (about 16 operations per 64 codes, against 28 for a shift decode)
 /// and scaled back by 2^8 (exact).
 ///
 /// # Safety
@@ -292,16 +283,6 @@ unsafe fn fma_rows<const R: usize>(p: &mut [__m512; R], a: *const f32, w: __m512
 
 /// The vectors [`decode`] uses, built once per call.
 struct DecodeConsts {
-    /// The magnitude bits once moved (exponent field from bit 23).
-    mag_mask: __m512i,
-    /// The exponent field once moved.
-    exp_mask: __m512i,
-    /// `(127 − bias) << 23`: rebiases a moved normal magnitude.
-    rebias: __m512i,
-    /// `(128 − bias) << 23`: the same for a subnormal one, to `2^(1 − bias)`.
-    rebias_subnormal: __m512i,
-    /// `2^(1 − bias)`: the implicit one a moved subnormal gains.
-    implicit: __m512,
     sign_bit: __m512i,
     /// `F::TABLE` in a register, or `F::MAGNITUDES` in two (zeros
     /// without one).
@@ -312,10 +293,6 @@ struct DecodeConsts {
     special_from: __m512i,
     /// Where each line's block scales start, per group.
     sb_start: [__m512i; BLOCKS_T_GROUPS],
-    /// A code's exponent bits, in each byte.
-    exp_bytes: __m512i,
-    /// A code's mantissa bits, in each byte.
-    mant_bytes: __m512i,
     /// In-lane byte shuffles for [`decode4_f16`]: steps `2h`, `2h + 1` of
     /// a 128-bit lane's 4 lines, each code the high byte of a word.
     f16_pick: [__m512i; 2],
@@ -331,17 +308,9 @@ impl DecodeConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS]) -> Self {
-        let at = 23 - F::MBITS;
         Self {
-            mag_mask: _mm512_set1_epi32((F::MAG_MASK << at) as i32),
-            exp_mask: _mm512_set1_epi32(((F::MAG_MASK >> F::MBITS) << 23) as i32),
-            rebias: _mm512_set1_epi32((127 - F::BIAS) << 23),
-            rebias_subnormal: _mm512_set1_epi32((128 - F::BIAS) << 23),
-            implicit: _mm512_set1_ps(f32::from_bits(((128 - F::BIAS) as u32) << 23)),
             sign_bit: _mm512_set1_epi32(i32::MIN),
             byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
-            exp_bytes: _mm512_set1_epi8((F::MAG_MASK & !((1 << F::MBITS) - 1)) as i8),
-            mant_bytes: _mm512_set1_epi8(((1u32 << F::MBITS) - 1) as i8),
             special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
             f16_pick: std::array::from_fn(|h| {
                 // Byte 2w + 1 of each lane: line w mod 4, step 2h + w / 4;
@@ -388,17 +357,10 @@ pub(crate) fn table_regs<F: ShiftCode>() -> [__m512; 2] {
     }
 }
 
-/// Code `j` (bits 8j..8j + 8) of each 32-bit lane of `x`, decoded exactly:
-/// the magnitude moved to bit `23 − MBITS` on (masked) and its exponent
-/// rebiased by an integer add, which is the value of a normal code; a
-/// subnormal one (exponent field 0) is rebiased to `2^(1 − bias)` and so
-/// has gained an implicit one, which one subtraction removes (exact; zero
-/// stays +0);
-/// the sign moved to bit 31. Every result is a normal f32 or zero (no
-/// subnormal operand, which costs a microcode assist on Intel cores: a
-/// multiply by `2^(127 − bias)` after reading the moved bits as an f32
-/// made MXFP4 weights 18× slower there). A 4-bit format is one table
-/// lookup.
+/// Code `j` (bits 8j..8j + 8) of each 32-bit lane of `x`, of a 4-bit or
+/// 6-bit format, decoded exactly: a 4-bit code by one lookup of its 16
+/// values, a 6-bit one by one lookup of its magnitude among 32 and its sign
+/// moved to bit 31.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
@@ -406,55 +368,15 @@ fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
         // vpermps reads the low 4 bits of each lane: code j's.
         return _mm512_permutexvar_ps(shift_left(x, -8 * j as i32), c.table[0]);
     }
-    if F::MAGNITUDES.is_some() {
-        // vpermt2ps reads the low 5 bits of each lane: code j's magnitude.
-        let magnitude =
-            _mm512_permutex2var_ps(c.table[0], shift_left(x, -8 * j as i32), c.table[1]);
-        let sign = shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32);
-        // sign_bit ? sign : magnitude
-        return _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
-            sign,
-            _mm512_castps_si512(magnitude),
-            c.sign_bit,
-        ));
-    }
-    let moved = _mm512_and_si512(
-        shift_left(x, (23 - F::MBITS) as i32 - 8 * j as i32),
-        c.mag_mask,
-    );
-    let subnormal = _mm512_testn_epi32_mask(moved, c.exp_mask);
-    let rebiased = _mm512_mask_add_epi32(
-        _mm512_add_epi32(moved, c.rebias),
-        subnormal,
-        moved,
-        c.rebias_subnormal,
-    );
-    let value = _mm512_castsi512_ps(rebiased);
-    let value = _mm512_mask_sub_ps(value, subnormal, value, c.implicit);
+    // vpermt2ps reads the low 5 bits of each lane: code j's magnitude.
+    let magnitude = _mm512_permutex2var_ps(c.table[0], shift_left(x, -8 * j as i32), c.table[1]);
     let sign = shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32);
-    // sign_bit ? sign : value
+    // sign_bit ? sign : magnitude
     _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
         sign,
-        _mm512_castps_si512(value),
+        _mm512_castps_si512(magnitude),
         c.sign_bit,
     ))
-}
-
-/// [`decode`] for a register that holds no subnormal code: a zero code
-/// stays +0 (before its sign), every other is rebiased; two operations
-/// fewer than the subnormal fix.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn decode_normal<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
-    let moved = _mm512_and_si512(
-        shift_left(x, (23 - F::MBITS) as i32 - 8 * j as i32),
-        c.mag_mask,
-    );
-    let nonzero = _mm512_test_epi32_mask(moved, moved);
-    let value = _mm512_maskz_add_epi32(nonzero, moved, c.rebias);
-    let sign = shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32);
-    // sign_bit ? sign : value
-    _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(sign, value, c.sign_bit))
 }
 
 /// The four steps in `x` (byte `s` of lane `j`: step `s` of line `j`) of
