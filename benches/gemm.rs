@@ -507,8 +507,9 @@ fn weight_only_small_group(c: &mut Criterion) {
 
 /// Weight-only inference, K = N = 4096, M = 1, 8, 32: f32 (and bf16)
 /// activations against MXFP4 and NVFP4 weights packed once
-/// (`weight_only_gemm_packed`), MXFP4 unpacked (`weight_only_gemm`) and
-/// group-wise int4 (`weight_only_gemm_int4`, group 128), MXFP8 activations
+/// (`weight_only_gemm_packed`), MXFP4, MXFP6 (E2M3) and MXFP8 (E4M3, E5M2)
+/// unpacked, read in place (`weight_only_gemm`), MXFP8 packed
+/// (`weight_only_gemm_fp8`) and group-wise int4 (`weight_only_gemm_int4`, group 128), MXFP8 activations
 /// against the packed MXFP4 weights (`block_gemm_packed`), beside our f32
 /// GEMM with the weights in either layout, and the time to read the packed
 /// MXFP4 weights' bytes once (the memory limit of M = 1), all in one run.
@@ -532,6 +533,16 @@ fn weight_only_group(c: &mut Criterion) {
     )
     .unwrap();
     let mxfp8_packed = mixprec::block_scaled::PackedFp8::new(&mxfp8_w);
+    let mxfp6_w = BlockScaled::<mixprec::F6E2M3>::mx(
+        MatRef::from_row_major(&w, n, k).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
+    let e5m2_w = BlockScaled::<F8E5M2>::mx(
+        MatRef::from_row_major(&w, n, k).unwrap(),
+        MxScaleMode::Floor,
+    )
+    .unwrap();
     let nvfp4 = PackedFp4::new(
         &BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&w, n, k).unwrap(), true).unwrap(),
     );
@@ -660,6 +671,30 @@ fn weight_only_group(c: &mut Criterion) {
                 weight_only_gemm(
                     black_box(xm),
                     &wq,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp6_unpacked_f32_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm(
+                    black_box(xm),
+                    &mxfp6_w,
+                    MatMut::from_row_major(&mut out, m, n).unwrap(),
+                    &e,
+                    s,
+                )
+                .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("mxfp8_e5m2_unpacked_f32_act", m), |b| {
+            b.iter(|| {
+                weight_only_gemm(
+                    black_box(xm),
+                    &e5m2_w,
                     MatMut::from_row_major(&mut out, m, n).unwrap(),
                     &e,
                     s,
