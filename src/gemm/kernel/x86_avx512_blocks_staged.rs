@@ -453,12 +453,8 @@ unsafe fn decode_group<F: ShiftCode>(
 
 /// The vectors [`decode4`] and the special-code check use.
 struct HalfConsts {
-    /// `2^(15 − bias)`.
-    factor: __m512,
-    /// Byte permute: step `b` of the 16 lines to bytes `16b..16b + 16`.
-    step_major: __m512i,
-    /// The f16 bits an E4M3 code keeps once shifted (all but bit 14).
-    keep: __m512i,
+    /// FP8 through f16 ([`super::x86_avx512_blocks_t::decode4_f16`]).
+    f16: super::x86_avx512_blocks_t::F16Consts,
     /// A 4-bit format's values by code, or a 6-bit one's 32 magnitudes
     /// (`ShiftCode::MAGNITUDES`).
     table: [__m512; 2],
@@ -480,25 +476,12 @@ impl HalfConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn of<F: ShiftCode>() -> Self {
-        // Opaque to the compiler: with the indices known, LLVM rewrites
-        // the one-table byte permute as two in-lane shuffles, an OR and a
-        // cross-lane permute.
-        let mut steps = [0u8; 64];
-        for (i, x) in steps.iter_mut().enumerate() {
-            *x = (4 * (i % 16) + i / 16) as u8;
-        }
-        let steps = std::hint::black_box(steps);
-        // SAFETY: steps holds 64 bytes.
-        unsafe {
-            Self {
-                step_major: _mm512_loadu_si512(steps.as_ptr() as *const _),
-                keep: _mm512_set1_epi16(0xBFFFu16 as i16),
-                factor: _mm512_set1_ps(f32::from_bits(((127 + 15 - F::BIAS) as u32) << 23)),
-                table: super::x86_avx512_blocks_t::table_regs::<F>(),
-                byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
-                special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
-                e4m3: E4M3ToF32::new(|s, i| 4 * i + s),
-            }
+        Self {
+            f16: super::x86_avx512_blocks_t::F16Consts::of::<F>(),
+            table: super::x86_avx512_blocks_t::table_regs::<F>(),
+            byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
+            special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
+            e4m3: E4M3ToF32::new(|s, i| 4 * i + s),
         }
     }
 }
@@ -508,28 +491,13 @@ impl HalfConsts {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
-    let mut out = [_mm512_setzero_ps(); 4];
-    if F::TABLE.is_some() {
+    if F::TABLE.is_some() || F::MAGNITUDES.is_some() {
+        // One lookup per code (4-bit codes: their values; 6-bit: their
+        // magnitudes, then the sign).
+        // (A loop: a closure would not take the target features.)
+        let mut out = [_mm512_setzero_ps(); 4];
         for (b, o) in out.iter_mut().enumerate() {
-            // vpermps reads the low 4 bits of each lane: step b's code.
-            let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
-            *o = _mm512_permutexvar_ps(code, c.table[0]);
-        }
-        return out;
-    }
-    if F::MAGNITUDES.is_some() {
-        for (b, o) in out.iter_mut().enumerate() {
-            // vpermt2ps reads the low 5 bits of each lane: step b's
-            // magnitude; the sign goes to bit 31.
-            let code = _mm512_srlv_epi32(x, _mm512_set1_epi32(8 * b as i32));
-            let magnitude = _mm512_permutex2var_ps(c.table[0], code, c.table[1]);
-            let sign =
-                _mm512_sllv_epi32(x, _mm512_set1_epi32(31 - F::SIGN_POS as i32 - 8 * b as i32));
-            *o = _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
-                sign,
-                _mm512_castps_si512(magnitude),
-                _mm512_set1_epi32(i32::MIN),
-            ));
+            *o = super::x86_avx512_blocks_t::decode::<F>(x, b, &c.table);
         }
         return out;
     }
@@ -537,39 +505,8 @@ fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         // Straight to f32.
         return c.e4m3.decode_values(x);
     }
-    if let Some(shift) = F::F16_SHIFT {
-        // FP8: the codes step by step (one byte permute), each two steps
-        // widened to words and moved into an f16's place.
-        let steps = _mm512_permutexvar_epi8(c.step_major, x);
-        for h in 0..2 {
-            let y = if h == 0 {
-                _mm512_castsi512_si256(steps)
-            } else {
-                _mm512_extracti64x4_epi64::<1>(steps)
-            };
-            let half = if shift == 0 {
-                _mm512_slli_epi16::<8>(_mm512_cvtepu8_epi16(y))
-            } else {
-                // Sign-extended and shifted by 7: the sign lands in bit 15
-                // (and bit 14, cleared), the magnitude under it.
-                _mm512_and_si512(_mm512_slli_epi16::<7>(_mm512_cvtepi8_epi16(y)), c.keep)
-            };
-            let pair = [
-                _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
-                _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
-            ];
-            for (j, v) in pair.iter().enumerate() {
-                out[2 * h + j] = if F::BIAS == 15 {
-                    *v
-                } else {
-                    _mm512_mul_ps(*v, c.factor)
-                };
-            }
-        }
-        return out;
-    }
-    // (No format reaches here: FP4 and FP6 have tables, FP8 an f16 shift.)
-    out
+    // FP8 (E5M2 here, or E4M3 through f16 where asked): through an f16.
+    super::x86_avx512_blocks_t::decode4_f16::<F>(x, &c.f16)
 }
 
 /// E4M3 weights packed by [`PackedFp8`](crate::block_scaled::PackedFp8)

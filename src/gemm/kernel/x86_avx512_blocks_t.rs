@@ -180,12 +180,12 @@ unsafe fn steps4<const R: usize, F: ShiftCode>(
         // 32 magnitudes.
         const { assert!(F::F16_SHIFT.is_some() || F::TABLE.is_some() || F::MAGNITUDES.is_some()) };
         if F::F16_SHIFT.is_some() {
-            for (j, w) in decode4_f16::<F>(x, c).iter().enumerate() {
+            for (j, w) in decode4_f16::<F>(x, &c.f16).iter().enumerate() {
                 fma_rows(p, a.add(j * t.mr), *w);
             }
         } else {
             for j in 0..4 {
-                fma_rows(p, a.add(j * t.mr), decode::<F>(x, j, c));
+                fma_rows(p, a.add(j * t.mr), decode::<F>(x, j, &c.table));
             }
         }
     }
@@ -281,9 +281,9 @@ unsafe fn fma_rows<const R: usize>(p: &mut [__m512; R], a: *const f32, w: __m512
     }
 }
 
-/// The vectors [`decode`] uses, built once per call.
+/// The vectors the per-panel and whole-line kernels use, built once per
+/// call.
 struct DecodeConsts {
-    sign_bit: __m512i,
     /// `F::TABLE` in a register, or `F::MAGNITUDES` in two (zeros
     /// without one).
     table: [__m512; 2],
@@ -293,26 +293,29 @@ struct DecodeConsts {
     special_from: __m512i,
     /// Where each line's block scales start, per group.
     sb_start: [__m512i; BLOCKS_T_GROUPS],
-    /// In-lane byte shuffles for [`decode4_f16`]: steps `2h`, `2h + 1` of
-    /// a 128-bit lane's 4 lines, each code the high byte of a word.
-    f16_pick: [__m512i; 2],
+    /// What [`decode4_f16`] uses.
+    f16: F16Consts,
+}
+
+/// The vectors [`decode4_f16`] uses, built once per call.
+pub(crate) struct F16Consts {
+    /// In-lane byte shuffles: steps `2h`, `2h + 1` of a 128-bit lane's 4
+    /// lines, each code the high byte of a word.
+    pick: [__m512i; 2],
     /// The qwords of those words by step: lanes' low halves, then high.
     by_step: __m512i,
     /// The f16 bits an E4M3 code keeps once shifted (all but bit 14).
-    f16_keep: __m512i,
+    keep: __m512i,
     /// `2^(15 − bias)`: an f16 built from a code, times it, is the code.
-    f16_factor: __m512,
+    factor: __m512,
 }
 
-impl DecodeConsts {
+impl F16Consts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS]) -> Self {
+    pub(crate) fn of<F: ShiftCode>() -> Self {
         Self {
-            sign_bit: _mm512_set1_epi32(i32::MIN),
-            byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
-            special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
-            f16_pick: std::array::from_fn(|h| {
+            pick: std::array::from_fn(|h| {
                 // Byte 2w + 1 of each lane: line w mod 4, step 2h + w / 4;
                 // byte 2w: zero (index bit 7 set).
                 let mut pick = [0x80u8; 64];
@@ -325,8 +328,20 @@ impl DecodeConsts {
                 unsafe { _mm512_loadu_si512(pick.as_ptr() as *const _) }
             }),
             by_step: _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7),
-            f16_keep: _mm512_set1_epi16(0xBFFFu16 as i16),
-            f16_factor: _mm512_set1_ps(f32::from_bits(((127 + 15 - F::BIAS) as u32) << 23)),
+            keep: _mm512_set1_epi16(0xBFFFu16 as i16),
+            factor: _mm512_set1_ps(f32::from_bits(((127 + 15 - F::BIAS) as u32) << 23)),
+        }
+    }
+}
+
+impl DecodeConsts {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS]) -> Self {
+        Self {
+            byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
+            special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
+            f16: F16Consts::of::<F>(),
             // SAFETY: sb_start holds the starts of every group's 16 lines.
             sb_start: std::array::from_fn(|g| unsafe {
                 _mm512_loadu_si512(
@@ -363,19 +378,19 @@ pub(crate) fn table_regs<F: ShiftCode>() -> [__m512; 2] {
 /// moved to bit 31.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
+pub(crate) fn decode<F: ShiftCode>(x: __m512i, j: usize, table: &[__m512; 2]) -> __m512 {
     if F::TABLE.is_some() {
         // vpermps reads the low 4 bits of each lane: code j's.
-        return _mm512_permutexvar_ps(shift_left(x, -8 * j as i32), c.table[0]);
+        return _mm512_permutexvar_ps(shift_left(x, -8 * j as i32), table[0]);
     }
     // vpermt2ps reads the low 5 bits of each lane: code j's magnitude.
-    let magnitude = _mm512_permutex2var_ps(c.table[0], shift_left(x, -8 * j as i32), c.table[1]);
+    let magnitude = _mm512_permutex2var_ps(table[0], shift_left(x, -8 * j as i32), table[1]);
     let sign = shift_left(x, (31 - F::SIGN_POS) as i32 - 8 * j as i32);
-    // sign_bit ? sign : magnitude
+    // bit 31 ? sign : magnitude
     _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xE4>(
         sign,
         _mm512_castps_si512(magnitude),
-        c.sign_bit,
+        _mm512_set1_epi32(i32::MIN),
     ))
 }
 
@@ -390,13 +405,13 @@ fn decode<F: ShiftCode>(x: __m512i, j: usize, c: &DecodeConsts) -> __m512 {
 /// NaN and infinity codes are not decoded (the caller detects them).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn decode4_f16<F: ShiftCode>(x: __m512i, c: &DecodeConsts) -> [__m512; 4] {
+pub(crate) fn decode4_f16<F: ShiftCode>(x: __m512i, c: &F16Consts) -> [__m512; 4] {
     let mut out = [_mm512_setzero_ps(); 4];
     for h in 0..2 {
-        let words = _mm512_permutexvar_epi64(c.by_step, _mm512_shuffle_epi8(x, c.f16_pick[h]));
+        let words = _mm512_permutexvar_epi64(c.by_step, _mm512_shuffle_epi8(x, c.pick[h]));
         let half = match F::F16_SHIFT {
             Some(0) | None => words,
-            Some(_) => _mm512_and_si512(_mm512_srai_epi16::<1>(words), c.f16_keep),
+            Some(_) => _mm512_and_si512(_mm512_srai_epi16::<1>(words), c.keep),
         };
         let pair = [
             _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
@@ -406,7 +421,7 @@ fn decode4_f16<F: ShiftCode>(x: __m512i, c: &DecodeConsts) -> [__m512; 4] {
             out[2 * h + j] = if F::BIAS == 15 {
                 *v
             } else {
-                _mm512_mul_ps(*v, c.f16_factor)
+                _mm512_mul_ps(*v, c.factor)
             };
         }
     }

@@ -69,22 +69,12 @@ pub(crate) trait ShiftCode {
     };
 }
 
-/// The 32 magnitudes of a 6-bit format by magnitude code.
-const fn magnitudes32(fmt: Format) -> [f32; 32] {
-    let mut t = [0.0f32; 32];
+/// The values of codes `0..N` of a format: a 4-bit format's 16 values
+/// (N = 16), a 6-bit one's 32 magnitudes (N = 32, the codes without sign).
+const fn values<const N: usize>(fmt: Format) -> [f32; N] {
+    let mut t = [0.0f32; N];
     let mut code = 0;
-    while code < 32 {
-        t[code] = widen_bits(code as u32, fmt);
-        code += 1;
-    }
-    t
-}
-
-/// The 16 values of a 4-bit format by code.
-const fn values16(fmt: Format) -> [f32; 16] {
-    let mut t = [0.0f32; 16];
-    let mut code = 0;
-    while code < 16 {
+    while code < N {
         t[code] = widen_bits(code as u32, fmt);
         code += 1;
     }
@@ -110,15 +100,15 @@ impl ShiftCode for E5M2 {
 }
 impl ShiftCode for E2M3 {
     const FORMAT: Format = Format::E2M3;
-    const MAGNITUDES: Option<[f32; 32]> = Some(magnitudes32(Format::E2M3));
+    const MAGNITUDES: Option<[f32; 32]> = Some(values(Format::E2M3));
 }
 impl ShiftCode for E3M2 {
     const FORMAT: Format = Format::E3M2;
-    const MAGNITUDES: Option<[f32; 32]> = Some(magnitudes32(Format::E3M2));
+    const MAGNITUDES: Option<[f32; 32]> = Some(values(Format::E3M2));
 }
 impl ShiftCode for E2M1 {
     const FORMAT: Format = Format::E2M1;
-    const TABLE: Option<[f32; 16]> = Some(values16(Format::E2M1));
+    const TABLE: Option<[f32; 16]> = Some(values(Format::E2M1));
 }
 
 /// Where a `blocks_t` kernel reads and writes. `rows` rows of A and
