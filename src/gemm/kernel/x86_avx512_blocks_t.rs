@@ -397,35 +397,43 @@ pub(crate) fn decode<F: ShiftCode>(x: __m512i, j: usize, table: &[__m512; 2]) ->
 /// The four steps in `x` (byte `s` of lane `j`: step `s` of line `j`) of
 /// an FP8 code with an f16 form (`F::F16_SHIFT`), decoded exactly: each
 /// code moved to the high byte of a word (one in-lane byte shuffle for two
-/// steps), put in step order (one qword permute), its magnitude shifted
-/// into an f16's place (E4M3: arithmetic shift by 1, the sign's copy in
-/// bit 14 cleared), widened by `vcvtph2ps` (zero, subnormal codes and the
-/// sign exact in hardware; no f32 operand subnormal) and scaled by
-/// `2^(15 − bias)` (exact; none for E5M2, whose exponent is the f16's).
+/// steps), put in step order (one qword permute), then [`f16_pair`].
 /// NaN and infinity codes are not decoded (the caller detects them).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) fn decode4_f16<F: ShiftCode>(x: __m512i, c: &F16Consts) -> [__m512; 4] {
+fn decode4_f16<F: ShiftCode>(x: __m512i, c: &F16Consts) -> [__m512; 4] {
     let mut out = [_mm512_setzero_ps(); 4];
     for h in 0..2 {
         let words = _mm512_permutexvar_epi64(c.by_step, _mm512_shuffle_epi8(x, c.pick[h]));
-        let half = match F::F16_SHIFT {
-            Some(0) | None => words,
-            Some(_) => _mm512_and_si512(_mm512_srai_epi16::<1>(words), c.keep),
-        };
-        let pair = [
-            _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
-            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
-        ];
-        for (j, v) in pair.iter().enumerate() {
-            out[2 * h + j] = if F::BIAS == 15 {
-                *v
-            } else {
-                _mm512_mul_ps(*v, c.factor)
-            };
-        }
+        let [first, second] = f16_pair::<F>(words, c);
+        (out[2 * h], out[2 * h + 1]) = (first, second);
     }
     out
+}
+
+/// Two steps of 16 lines of FP8 codes with an f16 form, each code in the
+/// high byte of a word (low byte zero; words 0–15 the first step, 16–31
+/// the second), decoded exactly: the magnitude shifted into an f16's place
+/// (E4M3: arithmetic shift by 1, the sign's copy in bit 14 cleared),
+/// widened by `vcvtph2ps` (zero, subnormal codes and the sign exact in
+/// hardware; no f32 operand subnormal) and scaled by `2^(15 − bias)`
+/// (exact; none for E5M2, whose exponent is the f16's).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) fn f16_pair<F: ShiftCode>(words: __m512i, c: &F16Consts) -> [__m512; 2] {
+    let half = match F::F16_SHIFT {
+        Some(0) | None => words,
+        Some(_) => _mm512_and_si512(_mm512_srai_epi16::<1>(words), c.keep),
+    };
+    let pair = [
+        _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
+        _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
+    ];
+    if F::BIAS == 15 {
+        pair
+    } else {
+        pair.map(|v| _mm512_mul_ps(v, c.factor))
+    }
 }
 
 /// Each 32-bit lane of `x` shifted left by `by` bits (right by `−by`).
