@@ -109,9 +109,9 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
 /// [`whole_lines_max_rows`] rows of two groups, the kernel that reads
 /// whole lines ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); on a
 /// CPU with VBMI and GFNI, [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to
-/// [`STAGED_MAX_ROWS`] rows, and below them, for E4M3, the per-panel
-/// kernel that decodes codes straight to f32
-/// ([`super::x86_avx512_blocks_t::tile_e4m3_avx512_gfni`]); `None` otherwise
+/// [`STAGED_MAX_ROWS`] rows, and below them, for FP8, the per-panel
+/// kernel on this kernel's decode
+/// ([`super::x86_avx512_blocks_t::tile_fp8_avx512_vbmi`]); `None` otherwise
 /// (the caller then runs the per-panel kernel,
 /// [`super::x86_avx512_blocks_t`], per group and panel).
 ///
@@ -141,23 +141,23 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
         // function's contract.
         return Some(unsafe { blocks_t_staged::<F>(t) });
     }
-    if gfni && is_e4m3::<F>() && (1..STAGED_MIN_ROWS).contains(&t.rows) && t.rows <= t.mr {
+    if gfni && F::F16_SHIFT.is_some() && (1..STAGED_MIN_ROWS).contains(&t.rows) && t.rows <= t.mr {
         let mut done = 0;
         for g in 0..t.groups {
             // SAFETY: the CPU has VBMI and GFNI (checked); group g <
             // groups, and the rows are one panel (rows ≤ mr), per the
-            // function's contract; `F` is E4M3.
+            // function's contract; `F` is FP8.
             let ok = unsafe {
-                use super::x86_avx512_blocks_t::tile_e4m3_avx512_gfni as f;
+                use super::x86_avx512_blocks_t::tile_fp8_avx512_vbmi as f;
                 let s = t.panel(g, 0);
                 match s.rows {
-                    1 => f::<1>(&s),
-                    2 => f::<2>(&s),
-                    3 => f::<3>(&s),
-                    4 => f::<4>(&s),
-                    5 => f::<5>(&s),
-                    6 => f::<6>(&s),
-                    _ => f::<7>(&s),
+                    1 => f::<1, F>(&s),
+                    2 => f::<2, F>(&s),
+                    3 => f::<3, F>(&s),
+                    4 => f::<4, F>(&s),
+                    5 => f::<5, F>(&s),
+                    6 => f::<6, F>(&s),
+                    _ => f::<7, F>(&s),
                 }
             };
             if ok {
@@ -456,7 +456,7 @@ unsafe fn decode_group<F: ShiftCode>(
 }
 
 /// The vectors [`decode4`] and the special-code check use.
-struct HalfConsts {
+pub(crate) struct HalfConsts {
     /// FP8 through f16 ([`super::x86_avx512_blocks_t::f16_pair`]).
     f16: super::x86_avx512_blocks_t::F16Consts,
     /// Byte permutes: word `w` of pair `h` takes line `w mod 16`'s code of
@@ -482,7 +482,7 @@ const fn is_e4m3<F: ShiftCode>() -> bool {
 impl HalfConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>() -> Self {
+    pub(crate) fn of<F: ShiftCode>() -> Self {
         let mut pair = [[0u8; 64]; 2];
         for (h, p) in pair.iter_mut().enumerate() {
             for w in 0..32 {
@@ -509,7 +509,7 @@ impl HalfConsts {
 /// step `b`), decoded exactly: one f32 register per step.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
-fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
+pub(crate) fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
     if F::TABLE.is_some() || F::MAGNITUDES.is_some() {
         // One lookup per code (4-bit codes: their values; 6-bit: their
         // magnitudes, then the sign).

@@ -6,12 +6,12 @@
 //! to bit 31 (MXFP6 E2M3, K = N = 4096, Intel Xeon: M = 1 2.82 → 1.75 ms,
 //! M = 8 4.47 → 3.77 against the shift decode); FP8 through an f16 and
 //! `vcvtph2ps` ([`decode4_f16`]; E5M2 at M = 1 2.37 → 1.93 ms, E4M3
-//! without VBMI 2.34 → 2.03; with VBMI and GFNI E4M3 goes straight to f32,
-//! [`tile_e4m3_avx512_gfni`]).
+//! without VBMI 2.34 → 2.03). With VBMI and GFNI, FP8 runs on
+//! [`tile_fp8_avx512_vbmi`]: E4M3 straight to f32, E5M2 to f16 words by
+//! one byte permute per two steps (M = 1 1.85 → 1.69 ms).
 
-use super::x86_avx512_fp8_dense::E4M3ToF32;
 use super::x86_avx512_transposed::{transpose16x16, transpose16x4};
-use super::x86_blocks_t::{BlocksT, ShiftCode, E4M3};
+use super::x86_blocks_t::{BlocksT, ShiftCode};
 use super::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
 use std::arch::x86_64::*;
 
@@ -223,21 +223,21 @@ unsafe fn end_block<const R: usize>(
     }
 }
 
-/// [`tile_blocks_t_avx512`] for E4M3 codes on CPUs with VBMI and GFNI:
+/// [`tile_blocks_t_avx512`] for FP8 codes on CPUs with VBMI and GFNI:
 /// the same chains, each register of codes (4 steps of the 16 lines, a
-/// line's 4 codes per lane) decoded straight to f32 by [`E4M3ToF32`]
-/// (about 16 operations per 64 codes, against 28 for a shift decode)
-/// and scaled back by 2^8 (exact).
+/// line's 4 codes per lane) decoded by the staged kernel's decode
+/// ([`super::x86_avx512_blocks_staged::decode4`]): E4M3 straight to f32 by
+/// [`super::x86_avx512_fp8_dense::E4M3ToF32`] (about 16 operations per 64
+/// codes), E5M2 to words by one byte permute per two steps, then f16.
 ///
 /// # Safety
 /// AVX-512 F/BW, VBMI and GFNI present; otherwise as
 /// [`tile_blocks_t_avx512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
-pub(crate) unsafe fn tile_e4m3_avx512_gfni<const R: usize>(t: &BlocksT) -> bool {
-    let consts = DecodeConsts::of::<E4M3>(&t.sb_start);
-    // Lane j of a transposed register holds line j's 4 codes, step s at
-    // byte s.
-    let bytes = E4M3ToF32::new(|s, j| 4 * j + s);
+pub(crate) unsafe fn tile_fp8_avx512_vbmi<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
+    use super::x86_avx512_blocks_staged::{decode4, HalfConsts};
+    let consts = DecodeConsts::of::<F>(&t.sb_start);
+    let half = HalfConsts::of::<F>();
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
@@ -251,7 +251,7 @@ pub(crate) unsafe fn tile_e4m3_avx512_gfni<const R: usize>(t: &BlocksT) -> bool 
                 for (q, x) in v.iter().enumerate() {
                     let mag = _mm512_and_si512(*x, consts.byte_mag);
                     special |= _mm512_cmpge_epu8_mask(mag, consts.special_from);
-                    for (j, w) in bytes.decode_values(*x).iter().enumerate() {
+                    for (j, w) in decode4::<F>(*x, &half).iter().enumerate() {
                         fma_rows(&mut p, t.a.add((k0 + 4 * q + j) * t.mr), *w);
                     }
                 }
