@@ -870,6 +870,39 @@ fn every_code_read_in_place_equals_the_reference() -> Result<(), TestCaseError> 
     run::<F8E5M2>(8)
 }
 
+/// E4M3 weights read in place against activations at the edge of the
+/// AVX-512 tier's `a · 2^8` form (A scaled by 2^8 so the decode skips its
+/// multiply): f32::MAX / 2^8 (scaled exactly to f32::MAX: the scaled form
+/// is used), just above it (2^120 · 1.5: not scaled, the plain decode),
+/// subnormal and tiny activations, and a row of ordinary values; 1, 3 and 9
+/// rows (the per-panel and staged kernels), 1 and 2 threads: the
+/// reference's bits (infinities where products overflow, in both).
+#[test]
+fn e4m3_in_place_with_activations_near_overflow_equals_the_reference() -> Result<(), TestCaseError>
+{
+    let (n, k) = (64, 256);
+    let w = values(n * k, 77, false);
+    let b = BlockScaled::<F8E4M3>::mx(MatRef::from_row_major(&w, n, k)?, MxScaleMode::Floor)?;
+    for (edge, m) in [
+        (f32::MAX / 256.0, 1usize),
+        (1.5 * 2f32.powi(120), 3),
+        (f32::MAX / 256.0, 9),
+    ] {
+        let mut x = values(m * k, 78 + m as u64, false);
+        // One large value per row (its products overflow at most to one
+        // infinity per chain: no inf − inf), a subnormal and a tiny one.
+        for r in 0..m {
+            x[r * k + 5 + r] = if r % 2 == 0 { edge } else { -edge };
+            x[r * k + 40] = f32::from_bits(0x0000_0301);
+            x[r * k + 41] = -1.5e-38;
+        }
+        for threads in [1, 2] {
+            check::<f32, F8E4M3>(&x, (m, k), &b, None, threads, 0, false)?;
+        }
+    }
+    Ok(())
+}
+
 /// `weight_only_gemm_fp8` (and its portable form) on `PackedFp8::new(b)`
 /// against the reference on `b`, activations of type `TA`.
 fn check_fp8<TA: FloatElement>(

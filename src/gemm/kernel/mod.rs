@@ -624,6 +624,15 @@ pub(crate) trait Kernel {
         false
     }
 
+    /// True when [`Kernel::blocks_t`] reads codes of `T` faster from an A
+    /// that holds `a · 2^8` (exactly; `BlocksTile::a_times_256`): E4M3 on
+    /// the AVX-512 tier, whose decode gives `value · 2^-8` and saves its
+    /// multiply by 2^8 (the products `a · 2^8 · value · 2^-8` are `a ·
+    /// value` exactly, so the chains are the same).
+    fn blocks_t_wants_a_times_256<T: FloatElement>() -> bool {
+        false
+    }
+
     /// Rows of A up to which reading codes of `T` in place with
     /// [`Kernel::blocks_t`] beats widening B for the blocked loops (0: it
     /// does not read `T`).

@@ -197,7 +197,9 @@ pub(crate) const BLOCKS_T_GROUPS: usize = 2;
 /// `DIRECT_MR` rows, each `k` steps of `DIRECT_MR` floats); `sa`, row `r`'s
 /// block scales at `sa[r · k / block..]`; `lines`, the lines of `k` codes,
 /// `ld` apart; `sb_start[j]`, where line `j`'s block scales start in `sb`;
-/// `out`, row `r`, line `j` at `out[r · out_ld + j]`.
+/// `out`, row `r`, line `j` at `out[r · out_ld + j]`. `a_times_256`: `a`
+/// holds each value times 2^8 (exact), only where
+/// [`Kernel::blocks_t_wants_a_times_256`](super::Kernel::blocks_t_wants_a_times_256).
 pub(crate) struct BlocksTile<'a, T> {
     pub(crate) rows: usize,
     pub(crate) groups: usize,
@@ -211,4 +213,5 @@ pub(crate) struct BlocksTile<'a, T> {
     pub(crate) sb_start: [usize; BLOCKS_T_LINES * BLOCKS_T_GROUPS],
     pub(crate) out: &'a mut [f32],
     pub(crate) out_ld: usize,
+    pub(crate) a_times_256: bool,
 }

@@ -190,7 +190,8 @@ impl Kernel for Avx2 {
     super::x86_blocks_t::blocks_t_methods!(
         super::x86_blocks_t::tile_blocks_t_avx2,
         24,
-        whole: super::x86_blocks_t::blocks_t_whole_avx2
+        whole: super::x86_blocks_t::blocks_t_whole_avx2,
+        e4m3_a_times_256: false
     );
 
     fn fp4_tile(

@@ -172,6 +172,7 @@ impl Kernel for Avx512 {
                 sb_start: [0; 32],
                 out: out[8 * c0..].as_mut_ptr(),
                 out_ld: out_stride,
+                a_times_256: rows.prescaled,
             };
             let src = PackedE4M3 {
                 codes: codes[c0 * 8 * k..].as_ptr(),
@@ -193,7 +194,8 @@ impl Kernel for Avx512 {
     blocks_t_methods!(
         super::x86_avx512_blocks_t::tile_blocks_t_avx512,
         32,
-        whole: super::x86_avx512_blocks_staged::blocks_t_whole_avx512
+        whole: super::x86_avx512_blocks_staged::blocks_t_whole_avx512,
+        e4m3_a_times_256: true
     );
 
     fn tile_direct<T: FloatElement>(

@@ -97,7 +97,7 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     }
     let src = Lines::<F> {
         t,
-        consts: HalfConsts::of::<F>(),
+        consts: HalfConsts::of::<F>(t.a_times_256),
         sb_start,
         format: std::marker::PhantomData,
     };
@@ -472,6 +472,9 @@ pub(crate) struct HalfConsts {
     /// E4M3's decode straight to f32 (lane `i`'s byte `b`: line `i`,
     /// step `b`).
     e4m3: E4M3ToF32,
+    /// Whether E4M3 codes are decoded to their values (else to `value ·
+    /// 2^-8`, against an A that holds `a · 2^8`).
+    e4m3_values: bool,
 }
 
 /// True when `F` is E4M3 (the only 8-bit format with 3 mantissa bits).
@@ -482,7 +485,7 @@ const fn is_e4m3<F: ShiftCode>() -> bool {
 impl HalfConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn of<F: ShiftCode>() -> Self {
+    pub(crate) fn of<F: ShiftCode>(a_times_256: bool) -> Self {
         let mut pair = [[0u8; 64]; 2];
         for (h, p) in pair.iter_mut().enumerate() {
             for w in 0..32 {
@@ -494,7 +497,8 @@ impl HalfConsts {
         // cross-lane permute.
         let pair = std::hint::black_box(pair);
         Self {
-            f16: super::x86_avx512_blocks_t::F16Consts::of::<F>(),
+            f16: super::x86_avx512_blocks_t::F16Consts::of::<F>(a_times_256),
+            e4m3_values: !a_times_256,
             // SAFETY: each holds 64 bytes.
             pair_words: pair.map(|p| unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) }),
             table: super::x86_avx512_blocks_t::table_regs::<F>(),
@@ -522,7 +526,11 @@ pub(crate) fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
     }
     if is_e4m3::<F>() {
         // Straight to f32.
-        return c.e4m3.decode_values(x);
+        return if c.e4m3_values {
+            c.e4m3.decode_values(x)
+        } else {
+            c.e4m3.decode(x)
+        };
     }
     // FP8 (E5M2): each two steps' codes to the high bytes of 32 words by
     // one byte permute (low bytes zeroed), then through an f16.
@@ -642,7 +650,7 @@ mod tests {
             }
             // SAFETY: the CPU has the features (checked above).
             let out = unsafe {
-                let c = HalfConsts::of::<F>();
+                let c = HalfConsts::of::<F>(false);
                 let x = _mm512_loadu_si512(bytes.as_ptr() as *const _);
                 decode4::<F>(x, &c)
             };

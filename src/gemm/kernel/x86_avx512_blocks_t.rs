@@ -26,7 +26,7 @@ use std::arch::x86_64::*;
 /// valid index of `sb`; `out` `R` rows of 16 floats at `out_ld`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
-    let consts = DecodeConsts::of::<F>(&t.sb_start);
+    let consts = DecodeConsts::of::<F>(t);
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
@@ -85,7 +85,7 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftCode>(
     t: &BlocksT,
 ) -> u32 {
-    let c = DecodeConsts::of::<F>(&t.sb_start);
+    let c = DecodeConsts::of::<F>(t);
     let mut special = [0u64; G];
     let mut acc = [[_mm512_setzero_ps(); R]; G];
     let mut p = [[_mm512_setzero_ps(); R]; G];
@@ -236,8 +236,8 @@ unsafe fn end_block<const R: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 pub(crate) unsafe fn tile_fp8_avx512_vbmi<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
     use super::x86_avx512_blocks_staged::{decode4, HalfConsts};
-    let consts = DecodeConsts::of::<F>(&t.sb_start);
-    let half = HalfConsts::of::<F>();
+    let consts = DecodeConsts::of::<F>(t);
+    let half = HalfConsts::of::<F>(t.a_times_256);
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
@@ -308,13 +308,17 @@ pub(crate) struct F16Consts {
     keep: __m512i,
     /// `2^(15 − bias)`: an f16 built from a code, times it, is the code.
     factor: __m512,
+    /// Whether to multiply by `factor` (not for E5M2, whose f16 is the
+    /// code, nor for E4M3 against an A that holds `a · 2^8`).
+    rescale: bool,
 }
 
 impl F16Consts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn of<F: ShiftCode>() -> Self {
+    pub(crate) fn of<F: ShiftCode>(a_times_256: bool) -> Self {
         Self {
+            rescale: F::BIAS != 15 && !a_times_256,
             pick: std::array::from_fn(|h| {
                 // Byte 2w + 1 of each lane: line w mod 4, step 2h + w / 4;
                 // byte 2w: zero (index bit 7 set).
@@ -337,11 +341,12 @@ impl F16Consts {
 impl DecodeConsts {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>(sb_start: &[i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS]) -> Self {
+    fn of<F: ShiftCode>(t: &BlocksT) -> Self {
+        let sb_start = &t.sb_start;
         Self {
             byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
             special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
-            f16: F16Consts::of::<F>(),
+            f16: F16Consts::of::<F>(t.a_times_256),
             // SAFETY: sb_start holds the starts of every group's 16 lines.
             sb_start: std::array::from_fn(|g| unsafe {
                 _mm512_loadu_si512(
@@ -429,7 +434,7 @@ pub(crate) fn f16_pair<F: ShiftCode>(words: __m512i, c: &F16Consts) -> [__m512; 
         _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
         _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
     ];
-    if F::BIAS == 15 {
+    if F::BIAS == 15 || !c.rescale {
         pair
     } else {
         pair.map(|v| _mm512_mul_ps(v, c.factor))

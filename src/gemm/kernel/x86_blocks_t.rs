@@ -117,7 +117,8 @@ impl ShiftCode for E2M1 {
 /// `r`'s block scales at `sa[r · blocks..]`; `codes`: the lines of `k`
 /// codes, `ld` bytes apart; `sb_start`: line `j`'s first block scale at
 /// `sb[sb_start[j]]` (then one per block); `out`: row `r`, line `j` at
-/// `out[r · out_ld + j]`.
+/// `out[r · out_ld + j]`; `a_times_256`: A holds `a · 2^8` and E4M3 codes
+/// are decoded as `value · 2^-8` (the AVX-512 kernels only).
 #[derive(Clone, Copy)]
 pub(crate) struct BlocksT {
     pub(crate) rows: usize,
@@ -133,6 +134,7 @@ pub(crate) struct BlocksT {
     pub(crate) sb_start: [i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS],
     pub(crate) out: *mut f32,
     pub(crate) out_ld: usize,
+    pub(crate) a_times_256: bool,
 }
 
 impl BlocksT {
@@ -173,8 +175,14 @@ impl BlocksT {
 /// (through F16C on AVX2) and 4-bit codes (one table lookup each): 32.
 /// `$whole::<F>(&BlocksT) -> Option<u32>` is asked first and may take the
 /// whole call (all rows and groups: the staged kernels).
+/// `e4m3_a_times_256`: whether the tier's kernels read E4M3 against an A
+/// that holds `a · 2^8` ([`Kernel::blocks_t_wants_a_times_256`](super::Kernel::blocks_t_wants_a_times_256)).
 macro_rules! blocks_t_methods {
-    ($kernel:path, $max_rows:expr, whole: $whole:path) => {
+    ($kernel:path, $max_rows:expr, whole: $whole:path, e4m3_a_times_256: $times:expr) => {
+        fn blocks_t_wants_a_times_256<T: $crate::dtype::FloatElement>() -> bool {
+            $times && T::DTYPE == $crate::dtype::DType::F8E4M3
+        }
+
         fn blocks_t_max_rows<T: $crate::dtype::FloatElement>() -> usize {
             match T::DTYPE {
                 _ if !Self::reads_blocks_t::<T>() => 0,
@@ -217,6 +225,7 @@ macro_rules! blocks_t_methods {
                 .all(|&s| s + blocks <= t.sb.len()));
             assert!(t.sb.len() <= i32::MAX as usize);
             assert!(t.out.len() >= (t.rows - 1) * t.out_ld + lines);
+            assert!(!t.a_times_256 || Self::blocks_t_wants_a_times_256::<T>());
             let shape = BlocksT {
                 rows: t.rows,
                 groups: t.groups,
@@ -233,6 +242,7 @@ macro_rules! blocks_t_methods {
                     .map(|s| if s <= i32::MAX as usize { s as i32 } else { 0 }),
                 out: t.out.as_mut_ptr(),
                 out_ld: t.out_ld,
+                a_times_256: t.a_times_256,
             };
             macro_rules! by_rows {
                 ($f:ty) => {{
