@@ -25,6 +25,8 @@ pub(crate) mod x86_avx512_transposed;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_blocks_t;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_code_formats;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp4_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp8_dense;

@@ -185,13 +185,11 @@ impl Kernel for Avx2 {
         super::x86_transposed::direct_t_avx2
     );
     // FP8/FP6 in place up to 24 rows: at 32 the blocked loops were faster
-    // (Intel Xeon, forced AVX2, K = N = 4096: 36.1 against 31.3 ms; at 24,
-    // 24.9 against 25.5).
+    // (Xeon, forced AVX2, K = N = 4096: 36.1 vs 31.3 ms; at 24 24.9 vs 25.5).
     super::x86_blocks_t::blocks_t_methods!(
         super::x86_blocks_t::tile_blocks_t_avx2,
         24,
-        whole: super::x86_blocks_t::blocks_t_whole_avx2,
-        e4m3_a_times_256: false
+        whole: super::x86_blocks_t::blocks_t_whole_avx2
     );
 
     fn fp4_tile(

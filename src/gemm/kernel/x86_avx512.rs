@@ -194,9 +194,13 @@ impl Kernel for Avx512 {
     blocks_t_methods!(
         super::x86_avx512_blocks_t::tile_blocks_t_avx512,
         32,
-        whole: super::x86_avx512_blocks_staged::blocks_t_whole_avx512,
-        e4m3_a_times_256: true
+        whole: super::x86_avx512_blocks_staged::blocks_t_whole_avx512
     );
+
+    fn blocks_t_wants_a_times_256<T: FloatElement>() -> bool {
+        // The E4M3 decodes give `value · 2^-8` (x86_avx512_blocks_t).
+        T::DTYPE == crate::dtype::DType::F8E4M3
+    }
 
     fn tile_direct<T: FloatElement>(
         kt: usize,

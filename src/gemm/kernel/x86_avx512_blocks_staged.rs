@@ -41,6 +41,7 @@
 //! NaN and infinity codes are detected, not decoded: the group's bit is
 //! cleared in the result and the driver computes its lines another way.
 
+use super::x86_avx512_blocks_t::CodeConsts;
 use super::x86_avx512_fp8_dense::E4M3ToF32;
 use super::x86_avx512_transposed::transpose_dwords4;
 use super::x86_blocks_t::{block_ends, BlocksT, ShiftCode, StagedChunk, STAGED_CHUNK as CHUNK};
@@ -90,15 +91,10 @@ struct State {
 /// of `16 · groups` floats at `out_ld`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
-    let mut sb_start = [_mm512_setzero_si512(); STAGED_MAX_GROUPS];
-    for (g, x) in sb_start.iter_mut().enumerate() {
-        // SAFETY: sb_start holds 16 starts for each of the two groups.
-        *x = unsafe { _mm512_loadu_si512(t.sb_start.as_ptr().add(BLOCKS_T_LINES * g) as *const _) };
-    }
     let src = Lines::<F> {
         t,
         consts: HalfConsts::of::<F>(t.a_times_256),
-        sb_start,
+        sb_start: super::x86_avx512_blocks_t::sb_starts(t),
         format: std::marker::PhantomData,
     };
     // SAFETY: per the function's contract.
@@ -423,8 +419,7 @@ unsafe fn decode_group<F: ShiftCode>(
         for (i, x) in l.iter_mut().enumerate() {
             *x = _mm512_maskz_loadu_epi8(mask, codes.add(i * ld) as *const i8);
             if F::SPECIAL_FROM != 0 {
-                let mag = _mm512_and_si512(*x, c.byte_mag);
-                special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
+                special |= c.code.specials(*x);
             }
         }
     }
@@ -457,24 +452,15 @@ unsafe fn decode_group<F: ShiftCode>(
 
 /// The vectors [`decode4`] and the special-code check use.
 pub(crate) struct HalfConsts {
-    /// FP8 through f16 ([`super::x86_avx512_blocks_t::f16_pair`]).
-    f16: super::x86_avx512_blocks_t::F16Consts,
+    /// The tables, the f16 decode's vectors and the special-code check
+    /// (as the other AVX-512 `blocks_t` kernels use them).
+    pub(crate) code: CodeConsts,
     /// Byte permutes: word `w` of pair `h` takes line `w mod 16`'s code of
     /// step `2h + w / 16` in its high byte.
     pair_words: [__m512i; 2],
-    /// A 4-bit format's values by code, or a 6-bit one's 32 magnitudes
-    /// (`ShiftCode::MAGNITUDES`).
-    table: [__m512; 2],
-    /// A code's magnitude bits, in each byte.
-    byte_mag: __m512i,
-    /// `F::SPECIAL_FROM` in each byte.
-    special_from: __m512i,
     /// E4M3's decode straight to f32 (lane `i`'s byte `b`: line `i`,
     /// step `b`).
     e4m3: E4M3ToF32,
-    /// Whether E4M3 codes are decoded to their values (else to `value ·
-    /// 2^-8`, against an A that holds `a · 2^8`).
-    e4m3_values: bool,
 }
 
 /// True when `F` is E4M3 (the only 8-bit format with 3 mantissa bits).
@@ -497,13 +483,9 @@ impl HalfConsts {
         // cross-lane permute.
         let pair = std::hint::black_box(pair);
         Self {
-            f16: super::x86_avx512_blocks_t::F16Consts::of::<F>(a_times_256),
-            e4m3_values: !a_times_256,
+            code: CodeConsts::of::<F>(a_times_256),
             // SAFETY: each holds 64 bytes.
             pair_words: pair.map(|p| unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) }),
-            table: super::x86_avx512_blocks_t::table_regs::<F>(),
-            byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
-            special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
             e4m3: E4M3ToF32::new(|s, i| 4 * i + s),
         }
     }
@@ -520,13 +502,14 @@ pub(crate) fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
         // (A loop: a closure would not take the target features.)
         let mut out = [_mm512_setzero_ps(); 4];
         for (b, o) in out.iter_mut().enumerate() {
-            *o = super::x86_avx512_blocks_t::decode::<F>(x, b, &c.table);
+            *o = super::x86_avx512_blocks_t::decode::<F>(x, b, &c.code.table);
         }
         return out;
     }
     if is_e4m3::<F>() {
-        // Straight to f32.
-        return if c.e4m3_values {
+        // Straight to f32 (`value · 2^-8`, brought to the value unless A
+        // holds `a · 2^8`: the same choice as the f16 decode's).
+        return if c.code.f16.rescale {
             c.e4m3.decode_values(x)
         } else {
             c.e4m3.decode(x)
@@ -537,7 +520,7 @@ pub(crate) fn decode4<F: ShiftCode>(x: __m512i, c: &HalfConsts) -> [__m512; 4] {
     let mut out = [_mm512_setzero_ps(); 4];
     for (h, pick) in c.pair_words.iter().enumerate() {
         let words = _mm512_maskz_permutexvar_epi8(ODD_BYTES, *pick, x);
-        let [first, second] = super::x86_avx512_blocks_t::f16_pair::<F>(words, &c.f16);
+        let [first, second] = super::x86_avx512_blocks_t::f16_pair::<F>(words, &c.code.f16);
         (out[2 * h], out[2 * h + 1]) = (first, second);
     }
     out

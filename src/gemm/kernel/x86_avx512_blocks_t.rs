@@ -26,7 +26,8 @@ use std::arch::x86_64::*;
 /// valid index of `sb`; `out` `R` rows of 16 floats at `out_ld`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
-    let consts = DecodeConsts::of::<F>(t);
+    let consts = CodeConsts::of::<F>(t.a_times_256);
+    let [sb_start, _] = sb_starts(t);
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
@@ -46,7 +47,7 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
                     steps4::<R, F>(t, &consts, k0 + 4 * q, *x, &mut p, &mut special);
                 }
             }
-            end_block(t, &consts, 0, (blk, blocks), &mut acc, &mut p);
+            end_block(t, sb_start, (blk, blocks), &mut acc, &mut p);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -85,7 +86,8 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftCode>(
     t: &BlocksT,
 ) -> u32 {
-    let c = DecodeConsts::of::<F>(t);
+    let c = CodeConsts::of::<F>(t.a_times_256);
+    let sb_start = sb_starts(t);
     let mut special = [0u64; G];
     let mut acc = [[_mm512_setzero_ps(); R]; G];
     let mut p = [[_mm512_setzero_ps(); R]; G];
@@ -131,7 +133,7 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
                 }
                 if k + 4 == end {
                     for g in 0..G {
-                        end_block(t, &c, g, (blk, blocks), &mut acc[g], &mut p[g]);
+                        end_block(t, sb_start[g], (blk, blocks), &mut acc[g], &mut p[g]);
                     }
                     (end, blk) = (end + t.block, blk + 1);
                 }
@@ -163,15 +165,14 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn steps4<const R: usize, F: ShiftCode>(
     t: &BlocksT,
-    c: &DecodeConsts,
+    c: &CodeConsts,
     k: usize,
     x: __m512i,
     p: &mut [__m512; R],
     special: &mut u64,
 ) {
     if F::SPECIAL_FROM != 0 {
-        let mag = _mm512_and_si512(x, c.byte_mag);
-        *special |= _mm512_cmpge_epu8_mask(mag, c.special_from);
+        *special |= c.specials(x);
     }
     // SAFETY: steps k..k + 4 of A (the caller's contract).
     unsafe {
@@ -197,20 +198,20 @@ unsafe fn steps4<const R: usize, F: ShiftCode>(
 /// size is an integer division, which cost about a fifth of the staged
 /// kernel's time.)
 ///
+/// `sb_start`: where the 16 lines' block scales start ([`sb_starts`]).
+///
 /// # Safety
-/// Block `blk` of `blocks` exists, for the `R` rows of A and group `g`'s
-/// lines.
+/// Block `blk` of `blocks` exists, for the `R` rows of A and the lines.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn end_block<const R: usize>(
     t: &BlocksT,
-    c: &DecodeConsts,
-    g: usize,
+    sb_start: __m512i,
     (blk, blocks): (usize, usize),
     acc: &mut [__m512; R],
     p: &mut [__m512; R],
 ) {
-    let blk_index = _mm512_add_epi32(c.sb_start[g], _mm512_set1_epi32(blk as i32));
+    let blk_index = _mm512_add_epi32(sb_start, _mm512_set1_epi32(blk as i32));
     // SAFETY: the scales of block blk of every line, and A's scales of
     // the R rows (the caller's contract).
     unsafe {
@@ -236,8 +237,8 @@ unsafe fn end_block<const R: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,gfni")]
 pub(crate) unsafe fn tile_fp8_avx512_vbmi<const R: usize, F: ShiftCode>(t: &BlocksT) -> bool {
     use super::x86_avx512_blocks_staged::{decode4, HalfConsts};
-    let consts = DecodeConsts::of::<F>(t);
-    let half = HalfConsts::of::<F>(t.a_times_256);
+    let c = HalfConsts::of::<F>(t.a_times_256);
+    let [sb_start, _] = sb_starts(t);
     let mut special: u64 = 0;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut p = [_mm512_setzero_ps(); R];
@@ -249,14 +250,13 @@ pub(crate) unsafe fn tile_fp8_avx512_vbmi<const R: usize, F: ShiftCode>(t: &Bloc
             for k0 in (blk * t.block..(blk + 1) * t.block).step_by(16) {
                 let v = transpose16x4(t.codes.add(k0), t.ld);
                 for (q, x) in v.iter().enumerate() {
-                    let mag = _mm512_and_si512(*x, consts.byte_mag);
-                    special |= _mm512_cmpge_epu8_mask(mag, consts.special_from);
-                    for (j, w) in decode4::<F>(*x, &half).iter().enumerate() {
+                    special |= c.code.specials(*x);
+                    for (j, w) in decode4::<F>(*x, &c).iter().enumerate() {
                         fma_rows(&mut p, t.a.add((k0 + 4 * q + j) * t.mr), *w);
                     }
                 }
             }
-            end_block(t, &consts, 0, (blk, blocks), &mut acc, &mut p);
+            end_block(t, sb_start, (blk, blocks), &mut acc, &mut p);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -281,20 +281,18 @@ unsafe fn fma_rows<const R: usize>(p: &mut [__m512; R], a: *const f32, w: __m512
     }
 }
 
-/// The vectors the per-panel and whole-line kernels use, built once per
-/// call.
-struct DecodeConsts {
+/// The vectors every AVX-512 `blocks_t` kernel uses to decode codes of a
+/// format and to find its NaN and infinity codes, built once per call.
+pub(crate) struct CodeConsts {
     /// `F::TABLE` in a register, or `F::MAGNITUDES` in two (zeros
     /// without one).
-    table: [__m512; 2],
+    pub(crate) table: [__m512; 2],
     /// A code's magnitude bits, in each byte.
     byte_mag: __m512i,
     /// `F::SPECIAL_FROM` in each byte.
     special_from: __m512i,
-    /// Where each line's block scales start, per group.
-    sb_start: [__m512i; BLOCKS_T_GROUPS],
-    /// What [`decode4_f16`] uses.
-    f16: F16Consts,
+    /// What [`f16_pair`] uses.
+    pub(crate) f16: F16Consts,
 }
 
 /// The vectors [`decode4_f16`] uses, built once per call.
@@ -308,9 +306,10 @@ pub(crate) struct F16Consts {
     keep: __m512i,
     /// `2^(15 − bias)`: an f16 built from a code, times it, is the code.
     factor: __m512,
-    /// Whether to multiply by `factor` (not for E5M2, whose f16 is the
-    /// code, nor for E4M3 against an A that holds `a · 2^8`).
-    rescale: bool,
+    /// Whether decoded codes are brought to their values: E4M3's f16 (and
+    /// its direct decode) is `value · 2^-8`, kept so against an A that
+    /// holds `a · 2^8`; E5M2's f16 is the code (never scaled).
+    pub(crate) rescale: bool,
 }
 
 impl F16Consts {
@@ -338,30 +337,43 @@ impl F16Consts {
     }
 }
 
-impl DecodeConsts {
+impl CodeConsts {
+    /// For codes of `F`; `a_times_256`: A holds `a · 2^8` (E4M3 then stays
+    /// `value · 2^-8`).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn of<F: ShiftCode>(t: &BlocksT) -> Self {
-        let sb_start = &t.sb_start;
+    pub(crate) fn of<F: ShiftCode>(a_times_256: bool) -> Self {
         Self {
             byte_mag: _mm512_set1_epi8(F::MAG_MASK as i8),
             special_from: _mm512_set1_epi8(F::SPECIAL_FROM as i8),
-            f16: F16Consts::of::<F>(t.a_times_256),
-            // SAFETY: sb_start holds the starts of every group's 16 lines.
-            sb_start: std::array::from_fn(|g| unsafe {
-                _mm512_loadu_si512(
-                    sb_start[g * BLOCKS_T_LINES..][..BLOCKS_T_LINES].as_ptr() as *const _
-                )
-            }),
+            f16: F16Consts::of::<F>(a_times_256),
             table: table_regs::<F>(),
         }
     }
+
+    /// The bytes of `x` that hold a NaN or infinity code.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) fn specials(&self, x: __m512i) -> u64 {
+        _mm512_cmpge_epu8_mask(_mm512_and_si512(x, self.byte_mag), self.special_from)
+    }
+}
+
+/// Where each line's block scales start in `t.sb`, 16 lines (a group) per
+/// register.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn sb_starts(t: &BlocksT) -> [__m512i; BLOCKS_T_GROUPS] {
+    // SAFETY: sb_start holds the starts of every group's 16 lines.
+    std::array::from_fn(|g| unsafe {
+        _mm512_loadu_si512(t.sb_start[g * BLOCKS_T_LINES..][..BLOCKS_T_LINES].as_ptr() as *const _)
+    })
 }
 
 /// `F::TABLE`, or `F::MAGNITUDES`, in registers (zeros without one).
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) fn table_regs<F: ShiftCode>() -> [__m512; 2] {
+fn table_regs<F: ShiftCode>() -> [__m512; 2] {
     let mut t = [0.0f32; 32];
     if let Some(values) = F::TABLE {
         t[..16].copy_from_slice(&values);
