@@ -467,7 +467,7 @@ fn benches(c: &mut Criterion) {
 /// per call: 0.5–0.65× our f32 GEMM at M = 1).
 fn weight_only_small_group(c: &mut Criterion) {
     use mixprec::block_scaled::{BlockScaled, MxScaleMode};
-    use mixprec::gemm::{block_gemm, weight_only_gemm};
+    use mixprec::gemm::block_gemm;
     use mixprec::F4E2M1;
     let mut g = c.benchmark_group("gemm_weight_only_small");
     let (k, n) = (512usize, 256usize);
@@ -483,18 +483,8 @@ fn weight_only_small_group(c: &mut Criterion) {
         let x4 = BlockScaled::<F4E2M1>::mx(xm, MxScaleMode::Floor).unwrap();
         let mut out = vec![0.0f32; m * n];
         layout_case(&mut g, "f32_gemm_out_in", &x, wm.t(), &mut out);
-        g.bench_function(BenchmarkId::new("mxfp4_weights_f32_act", m), |b| {
-            b.iter(|| {
-                let c = MatMut::from_row_major(&mut out, m, n).unwrap();
-                weight_only_gemm(black_box(xm), &mxfp4, c, &e, s).unwrap()
-            })
-        });
-        g.bench_function(BenchmarkId::new("mxfp8_weights_f32_act", m), |b| {
-            b.iter(|| {
-                let c = MatMut::from_row_major(&mut out, m, n).unwrap();
-                weight_only_gemm(black_box(xm), &mxfp8, c, &e, s).unwrap()
-            })
-        });
+        weight_only_case(&mut g, "mxfp4_weights_f32_act", xm, &mxfp4, &mut out);
+        weight_only_case(&mut g, "mxfp8_weights_f32_act", xm, &mxfp8, &mut out);
         g.bench_function(BenchmarkId::new("mxfp4_x_mxfp4_block_gemm", m), |b| {
             b.iter(|| {
                 let c = MatMut::from_row_major(&mut out, m, n).unwrap();
@@ -515,7 +505,7 @@ fn weight_only_small_group(c: &mut Criterion) {
 /// MXFP4 weights' bytes once (the memory limit of M = 1), all in one run.
 fn weight_only_group(c: &mut Criterion) {
     use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
-    use mixprec::gemm::{block_gemm_packed, weight_only_gemm, weight_only_gemm_packed};
+    use mixprec::gemm::{block_gemm_packed, weight_only_gemm_packed};
     use mixprec::F4E2M1;
     let mut g = c.benchmark_group("gemm_weight_only");
     g.sample_size(10);
@@ -654,54 +644,10 @@ fn weight_only_group(c: &mut Criterion) {
                 .unwrap()
             })
         });
-        g.bench_function(BenchmarkId::new("mxfp8_weights_f32_act", m), |b| {
-            b.iter(|| {
-                weight_only_gemm(
-                    black_box(xm),
-                    &mxfp8_w,
-                    MatMut::from_row_major(&mut out, m, n).unwrap(),
-                    &e,
-                    s,
-                )
-                .unwrap()
-            })
-        });
-        g.bench_function(BenchmarkId::new("mxfp4_unpacked_f32_act", m), |b| {
-            b.iter(|| {
-                weight_only_gemm(
-                    black_box(xm),
-                    &wq,
-                    MatMut::from_row_major(&mut out, m, n).unwrap(),
-                    &e,
-                    s,
-                )
-                .unwrap()
-            })
-        });
-        g.bench_function(BenchmarkId::new("mxfp6_unpacked_f32_act", m), |b| {
-            b.iter(|| {
-                weight_only_gemm(
-                    black_box(xm),
-                    &mxfp6_w,
-                    MatMut::from_row_major(&mut out, m, n).unwrap(),
-                    &e,
-                    s,
-                )
-                .unwrap()
-            })
-        });
-        g.bench_function(BenchmarkId::new("mxfp8_e5m2_unpacked_f32_act", m), |b| {
-            b.iter(|| {
-                weight_only_gemm(
-                    black_box(xm),
-                    &e5m2_w,
-                    MatMut::from_row_major(&mut out, m, n).unwrap(),
-                    &e,
-                    s,
-                )
-                .unwrap()
-            })
-        });
+        weight_only_case(&mut g, "mxfp8_weights_f32_act", xm, &mxfp8_w, &mut out);
+        weight_only_case(&mut g, "mxfp4_unpacked_f32_act", xm, &wq, &mut out);
+        weight_only_case(&mut g, "mxfp6_unpacked_f32_act", xm, &mxfp6_w, &mut out);
+        weight_only_case(&mut g, "mxfp8_e5m2_unpacked_f32_act", xm, &e5m2_w, &mut out);
     }
     g.finish();
 }
@@ -755,6 +701,31 @@ fn layout_case<T: FloatElement>(
                 MatRef::from_row_major(black_box(a), m, k).unwrap(),
                 b,
                 MatMut::from_row_major(out, m, n).unwrap(),
+                &Epilogue::new(),
+                Parallelism::Serial,
+            )
+            .unwrap()
+        })
+    });
+}
+
+/// `weight_only_gemm` of f32 activations `x` (M × K) against block-scaled
+/// weights `w` stored `[out, in]` (N lines of K codes), read in place.
+fn weight_only_case<T: FloatElement>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    x: MatRef<'_, f32>,
+    w: &mixprec::block_scaled::BlockScaled<T>,
+    out: &mut [f32],
+) {
+    let (m, n) = (x.rows(), w.lines());
+    g.bench_function(BenchmarkId::new(name, m), |b| {
+        b.iter(|| {
+            let c = MatMut::from_row_major(out, m, n).unwrap();
+            mixprec::gemm::weight_only_gemm(
+                black_box(x),
+                w,
+                c,
                 &Epilogue::new(),
                 Parallelism::Serial,
             )
