@@ -67,6 +67,48 @@ pub(crate) fn has_avx512_vbmi_gfni() -> bool {
     }
 }
 
+/// The associativity of the L1 data cache (from CPUID's cache
+/// parameters: leaf 4 on Intel, leaf 0x8000_001D on AMD), or 8 where the
+/// CPU does not report it. Read once.
+///
+/// The block-scaled `[out, in]` kernel reads 16 lines `K` codes apart,
+/// which share an L1 set where `K` is a multiple of 4 KiB; it sizes what it
+/// keeps in flight by this (`gemm::kernel::x86_avx512_blocks_staged`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn l1d_ways() -> usize {
+    static WAYS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WAYS.get_or_init(|| {
+        use std::arch::x86_64::__cpuid_count;
+        let vendor = __cpuid_count(0, 0);
+        let leaf = if vendor.ebx == u32::from_le_bytes(*b"Auth") {
+            // AMD: leaf 0x8000_001D, where the CPU has it.
+            let top = __cpuid_count(0x8000_0000, 0).eax;
+            if top < 0x8000_001D {
+                return 8;
+            }
+            0x8000_001D
+        } else {
+            if vendor.eax < 4 {
+                return 8;
+            }
+            4
+        };
+        // Sub-leaves list the caches until type 0; the L1 data cache is
+        // type 1 (data) at level 1. Ways − 1 in EBX bits 22..32.
+        for sub in 0..16 {
+            let r = __cpuid_count(leaf, sub);
+            let (kind, level) = (r.eax & 0x1F, (r.eax >> 5) & 0x7);
+            if kind == 0 {
+                break;
+            }
+            if kind == 1 && level == 1 {
+                return ((r.ebx >> 22) & 0x3FF) as usize + 1;
+            }
+        }
+        8
+    })
+}
+
 /// `MIXPREC_FORCE_NO_VBMI`: the AVX-512 tier without VBMI and GFNI, as on
 /// Cascade Lake (to test those kernels on any AVX-512 CPU). Read once.
 #[cfg(target_arch = "x86_64")]

@@ -38,7 +38,8 @@ pub(super) fn serial_direct_t_blocks<
     simd: bool,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
-    let ((r0, col0), block, mr) = (part.origin, s.block, K::DIRECT_MR);
+    let ((r0, col0), block) = (part.origin, s.block);
+    let mr = crate::gemm::kernel::blocks_t_panel_rows::<K>(m);
     let blocks = k / block;
     let Workspace {
         a: a_buf,

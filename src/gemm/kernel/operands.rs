@@ -191,10 +191,17 @@ pub(crate) const BLOCKS_T_LINES: usize = 16;
 /// at most.
 pub(crate) const BLOCKS_T_GROUPS: usize = 2;
 
+/// The rows of each A panel of a [`Kernel::blocks_t`] call of `rows` rows:
+/// `rows` itself up to the kernel's `DIRECT_MR`, so that a product of a few
+/// rows packs (and its kernel reads) no zero rows.
+pub(crate) fn blocks_t_panel_rows<K: super::Kernel>(rows: usize) -> usize {
+    rows.clamp(1, K::DIRECT_MR)
+}
+
 /// The operands of [`Kernel::blocks_t`]: `rows` rows of A (at most
 /// [`Kernel::blocks_t_max_rows`]) and `groups` groups of
-/// [`BLOCKS_T_LINES`] lines. `a`, the packed A (panels of the kernel's
-/// `DIRECT_MR` rows, each `k` steps of `DIRECT_MR` floats); `sa`, row `r`'s
+/// [`BLOCKS_T_LINES`] lines. `a`, the packed A (panels of
+/// [`blocks_t_panel_rows`] rows, each `k` steps of that many floats); `sa`, row `r`'s
 /// block scales at `sa[r · k / block..]`; `lines`, the lines of `k` codes,
 /// `ld` apart; `sb_start[j]`, where line `j`'s block scales start in `sb`;
 /// `out`, row `r`, line `j` at `out[r · out_ld + j]`. `a_times_256`: `a`

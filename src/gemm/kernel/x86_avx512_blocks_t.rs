@@ -10,7 +10,9 @@
 //! [`tile_fp8_avx512_vbmi`]: E4M3 straight to f32, E5M2 to f16 words by
 //! one byte permute per two steps (M = 1 1.85 → 1.69 ms).
 
-use super::x86_avx512_transposed::{transpose16x16, transpose16x4};
+use super::x86_avx512_transposed::{
+    transpose16x16_regs, transpose16x16_whole_lines, transpose16x4,
+};
 use super::x86_blocks_t::{BlocksT, ShiftCode};
 use super::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
 use std::arch::x86_64::*;
@@ -61,23 +63,28 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 
 /// [`tile_blocks_t_avx512`] on `G` groups of 16 lines at once (group `g`'s
 /// lines from `codes + 16g · ld`, its scales from `sb_start[16g..]`, its
-/// sums to `out + 16g`): each group's 64 steps of its 16 lines read
-/// together ([`transpose16x16`], the loads of a line issued side by side)
-/// and transposed in registers a chunk ahead of the chains that use them,
-/// the groups' chains side by side. Returns bit `g` set where group `g`
-/// held no NaN or infinity code.
+/// sums to `out + 16g`): each group's 64 steps of its 16 lines read by one
+/// 64-byte load a line ([`transpose16x16_whole_lines`]) and transposed in
+/// registers a chunk ahead of the chains that use them, the groups' chains
+/// side by side. Returns bit `g` set where group `g` held no NaN or
+/// infinity code.
 ///
 /// The per-panel kernel reads 16-byte pieces of each line at four times,
 /// 16 steps apart; when lines lie a multiple of 4 KiB apart (K = 4096 codes
-/// a line) the 16 lines share an L1 set of 12 ways and evict each other
-/// between the pieces. Here a line's 64 bytes are read at once. For 4-bit
-/// codes up to eight rows, 6-bit ones up to six (see `whole_lines_max_rows` in the staged
-/// module): Intel Xeon, K = N = 4096, MXFP4 at M = 1 1.53 → 1.37 ms; one
-/// group alone 1.44; four groups side by side 1.59 (their 64 lines then
-/// conflict in turn). One 64-byte load per line and a shuffle transpose
-/// was 1.30 ms where the codes start on a 64-byte boundary but 1.51 where
-/// they do not (a `Vec`'s usual start, 16 bytes past one: each load then
-/// splits two cache lines), so the four 16-byte loads stay.
+/// a line) the 16 lines share an L1 set and evict each other between the
+/// pieces. Here each line's 64 bytes are read at once, and the chunks start
+/// where the lines' codes start a 64-byte line (the steps before, and after
+/// the last chunk, in pieces of 16), so that no line of cache is read
+/// twice: a load that splits two lines of cache reads each again for the
+/// next chunk, by which time the other lines have evicted it. For 4-bit
+/// codes up to eight rows, 6-bit ones up to six (see `whole_lines_max_rows`
+/// in the staged module).
+///
+/// `gather_scales`: each block's 16 scales of a group by one gather (where
+/// gathers are fast); otherwise each line's scales of 16 blocks by one
+/// load, transposed ([`scales16`]) every 16 blocks. AMD EPYC (Zen 4),
+/// MXFP4, K = N = 4096, one group: the transposed scales 3–9 % faster at
+/// M = 1–8 (a zmm gather there takes about 21 cycles).
 ///
 /// # Safety
 /// As [`tile_blocks_t_avx512`], for each of the `G ≤ BLOCKS_T_GROUPS`
@@ -85,6 +92,7 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftCode>(
     t: &BlocksT,
+    gather_scales: bool,
 ) -> u32 {
     let c = CodeConsts::of::<F>(t.a_times_256);
     let sb_start = sb_starts(t);
@@ -92,30 +100,43 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
     let mut acc = [[_mm512_setzero_ps(); R]; G];
     let mut p = [[_mm512_setzero_ps(); R]; G];
     let blocks = t.k / t.block;
-    // Steps in whole chunks of 64; the rest (16, 32 or 48, as blocks are
-    // multiples of 16) in pieces of 16.
-    let whole = t.k / 64 * 64;
+    // Steps in whole chunks of 64 from `head`, the first step whose codes
+    // start a 64-byte line in every line (where `ld` keeps the lines'
+    // offsets equal); the rest (before `head`, and after the last chunk,
+    // multiples of 16 as blocks are) in pieces of 16.
+    let head = if t.ld.is_multiple_of(64) {
+        (t.codes as usize).wrapping_neg() % 64
+    } else {
+        0
+    };
+    let head = if head.is_multiple_of(16) && head < t.k {
+        head
+    } else {
+        0
+    };
+    let whole = head + (t.k - head) / 64 * 64;
     // The step that ends the current block, and its index.
     let (mut end, mut blk) = (t.block, 0);
     // SAFETY (the reads of codes, steps and scales): per the function's
     // contract; every chunk and piece lies within the k steps.
     unsafe {
         let lines = |g: usize| t.codes.add(g * BLOCKS_T_LINES * t.ld);
+        let mut sb16 = [[_mm512_setzero_si512(); 16]; G];
         let mut next = [[_mm512_setzero_si512(); 16]; G];
-        if whole > 0 {
+        if whole > head {
             for (g, x) in next.iter_mut().enumerate() {
-                *x = transpose16x16(lines(g), t.ld);
+                *x = transpose16x16_whole_lines(lines(g).add(head), t.ld);
             }
         }
         let mut k0 = 0;
         while k0 < t.k {
             let mut v = next;
-            let steps = if k0 < whole {
+            let steps = if (head..whole).contains(&k0) {
                 // The next chunk's lines, transposed ahead of this one's
                 // chains.
                 if k0 + 64 < whole {
                     for (g, x) in next.iter_mut().enumerate() {
-                        *x = transpose16x16(lines(g).add(k0 + 64), t.ld);
+                        *x = transpose16x16_whole_lines(lines(g).add(k0 + 64), t.ld);
                     }
                 }
                 64
@@ -132,8 +153,18 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
                     steps4::<R, F>(t, &c, k, vg[d], &mut p[g], &mut special[g]);
                 }
                 if k + 4 == end {
+                    if !gather_scales && blk % 16 == 0 {
+                        for (g, x) in sb16.iter_mut().enumerate() {
+                            *x = scales16(t, g, blk, blocks);
+                        }
+                    }
                     for g in 0..G {
-                        end_block(t, sb_start[g], (blk, blocks), &mut acc[g], &mut p[g]);
+                        let sb = if gather_scales {
+                            block_scales(t, sb_start[g], blk)
+                        } else {
+                            _mm512_castsi512_ps(sb16[g][blk % 16])
+                        };
+                        end_block_scaled(t, sb, (blk, blocks), &mut acc[g], &mut p[g]);
                     }
                     (end, blk) = (end + t.block, blk + 1);
                 }
@@ -192,6 +223,29 @@ unsafe fn steps4<const R: usize, F: ShiftCode>(
     }
 }
 
+/// The block scales of blocks `blk..blk + 16` of group `g`'s 16 lines
+/// (those past `blocks` zero), transposed: output `q` holds block
+/// `blk + q`'s scale of each line. Each line's 16 scales read by one
+/// (masked) load.
+///
+/// # Safety
+/// `g < t.groups`; blocks `blk..blocks` of each of the group's lines exist.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn scales16(t: &BlocksT, g: usize, blk: usize, blocks: usize) -> [__m512i; 16] {
+    let live: __mmask16 = if blocks - blk >= 16 {
+        !0
+    } else {
+        (1 << (blocks - blk)) - 1
+    };
+    transpose16x16_regs(std::array::from_fn(|j| {
+        let start = t.sb_start[g * BLOCKS_T_LINES + j] as usize + blk;
+        // SAFETY: the lanes loaded are blocks blk..blocks of line j (the
+        // caller's contract); masked lanes are not read.
+        unsafe { _mm512_maskz_loadu_epi32(live, t.sb.add(start) as *const i32) }
+    }))
+}
+
 /// The end of block `blk` for group `g`'s chains: its accumulate, `acc =
 /// fma(p, fl(sa · sb), acc)`, and its chains back to +0.0. (The kernels
 /// track block ends by counting: a test of each step against the block
@@ -211,16 +265,42 @@ unsafe fn end_block<const R: usize>(
     acc: &mut [__m512; R],
     p: &mut [__m512; R],
 ) {
+    // SAFETY: per the caller's contract.
+    unsafe { end_block_scaled(t, block_scales(t, sb_start, blk), (blk, blocks), acc, p) }
+}
+
+/// The block scales of block `blk` of the 16 lines whose scales start at
+/// `sb_start` (one gather).
+///
+/// # Safety
+/// Block `blk` of each of those lines exists in `t.sb`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_scales(t: &BlocksT, sb_start: __m512i, blk: usize) -> __m512 {
     let blk_index = _mm512_add_epi32(sb_start, _mm512_set1_epi32(blk as i32));
-    // SAFETY: the scales of block blk of every line, and A's scales of
-    // the R rows (the caller's contract).
-    unsafe {
-        let sb = _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _);
-        for (r, (acc, pr)) in acc.iter_mut().zip(p.iter_mut()).enumerate() {
-            let scale = _mm512_mul_ps(_mm512_set1_ps(*t.sa.add(r * blocks + blk)), sb);
-            *acc = _mm512_fmadd_ps(*pr, scale, *acc);
-            *pr = _mm512_setzero_ps();
-        }
+    // SAFETY: the scales of block blk of every line (the caller's contract).
+    unsafe { _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _) }
+}
+
+/// [`end_block`] with the lines' block scales `sb` in hand.
+///
+/// # Safety
+/// A's scales of block `blk` of the `R` rows exist (`t.sa`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn end_block_scaled<const R: usize>(
+    t: &BlocksT,
+    sb: __m512,
+    (blk, blocks): (usize, usize),
+    acc: &mut [__m512; R],
+    p: &mut [__m512; R],
+) {
+    for (r, (acc, pr)) in acc.iter_mut().zip(p.iter_mut()).enumerate() {
+        // SAFETY: A's scale of row r, block blk (the caller's contract).
+        let sa = unsafe { *t.sa.add(r * blocks + blk) };
+        let scale = _mm512_mul_ps(_mm512_set1_ps(sa), sb);
+        *acc = _mm512_fmadd_ps(*pr, scale, *acc);
+        *pr = _mm512_setzero_ps();
     }
 }
 
@@ -461,5 +541,114 @@ fn shift_left(x: __m512i, by: i32) -> __m512i {
         _mm512_sllv_epi32(x, _mm512_set1_epi32(by))
     } else {
         _mm512_srlv_epi32(x, _mm512_set1_epi32(-by))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::format::widen_bits;
+    use crate::gemm::kernel::x86_blocks_t::{E2M1, E2M3};
+
+    /// [`tile_lines_avx512`] of `R` rows and `G` groups, the lines' codes
+    /// starting `offset` bytes past a 64-byte boundary, `ld` bytes apart,
+    /// against the contract's loops (per block a chain of fused
+    /// multiply-adds from +0.0 in step order, then `fma(p, fl(sa · sb),
+    /// acc)`), bit for bit; both ways of reading the block scales.
+    fn whole_lines_match_the_contract<const R: usize, const G: usize, F: ShiftCode>(
+        (k, ld, offset): (usize, usize, usize),
+    ) {
+        if !crate::cpu::has_avx512() {
+            return;
+        }
+        let (block, lines) = (32, G * BLOCKS_T_LINES);
+        let blocks = k / block;
+        let mut seed = 0x2545_f491_u32 ^ (k * 31 + ld * 7 + offset) as u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        // A 64-byte-aligned base inside `buf`, then `offset`.
+        let mut buf = vec![0u8; lines * ld + 128];
+        let base = (buf.as_ptr() as usize).wrapping_neg() % 64 + offset;
+        let code_mask = (2 * F::FORMAT.sign_bit() - 1) as u8;
+        for x in &mut buf {
+            *x = next() as u8 & code_mask;
+        }
+        let a: Vec<f32> = (0..k * R)
+            .map(|_| next() as f32 / 2f32.powi(31) - 1.0)
+            .collect();
+        let sa: Vec<f32> = (0..R * blocks).map(|i| [0.5, 3.0, 0.0625][i % 3]).collect();
+        // Each line's scales from 5 + 3j (not a multiple of 16), a few
+        // more after the last (so masked loads past them stay inside).
+        let sb: Vec<f32> = (0..5 + 3 * lines + lines * blocks)
+            .map(|i| [1.0, 0.25, 6.0, 1.5][i % 4])
+            .collect();
+        let sb_start: [i32; BLOCKS_T_LINES * BLOCKS_T_GROUPS] = std::array::from_fn(|j| {
+            (5 + j * (blocks + 3)).min(5 + (lines - 1) * (blocks + 3)) as i32
+        });
+        for gather_scales in [true, false] {
+            let mut out = vec![f32::NAN; R * lines];
+            let t = BlocksT {
+                rows: R,
+                groups: G,
+                k,
+                block,
+                a: a.as_ptr(),
+                mr: R,
+                sa: sa.as_ptr(),
+                codes: buf[base..].as_ptr(),
+                ld,
+                sb: sb.as_ptr(),
+                sb_start,
+                out: out.as_mut_ptr(),
+                out_ld: lines,
+                a_times_256: false,
+            };
+            // SAFETY: the CPU has AVX-512 (checked above); every operand
+            // is as the function's contract states it (A: k steps of R;
+            // codes: lines of k bytes ld apart inside buf; scales of every
+            // block of every line; out: R rows of the lines).
+            let done = unsafe { tile_lines_avx512::<R, G, F>(&t, gather_scales) };
+            assert_eq!(done, (1 << G) - 1);
+            for r in 0..R {
+                for j in 0..lines {
+                    let mut sum = 0.0f32;
+                    for blk in 0..blocks {
+                        let mut p = 0.0f32;
+                        for kk in blk * block..(blk + 1) * block {
+                            let w = widen_bits(u32::from(buf[base + j * ld + kk]), F::FORMAT);
+                            p = a[kk * R + r].mul_add(w, p);
+                        }
+                        let scale = sa[r * blocks + blk] * sb[sb_start[j] as usize + blk];
+                        sum = p.mul_add(scale, sum);
+                    }
+                    let got = out[r * lines + j];
+                    assert_eq!(
+                        got.to_bits(),
+                        sum.to_bits(),
+                        "k {k} ld {ld} offset {offset} gather {gather_scales} row {r} line {j}: {got} vs {sum}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Chunks from any 16-byte start (the steps before the first 64-byte
+    /// boundary in pieces), a stride that is not a multiple of 64 (no
+    /// aligned start: every chunk from step 0), blocks past the last whole
+    /// 16 (the masked scale loads), one and two groups.
+    #[test]
+    fn whole_lines_equal_the_contract_at_any_start() {
+        for offset in [0, 16, 32, 48] {
+            for (k, ld) in [(1088, 1088), (320, 384), (1184, 1184), (64, 64), (32, 64)] {
+                whole_lines_match_the_contract::<1, 1, E2M1>((k, ld, offset));
+                whole_lines_match_the_contract::<3, 2, E2M1>((k, ld, offset));
+                whole_lines_match_the_contract::<8, 1, E2M1>((k, ld, offset));
+                whole_lines_match_the_contract::<6, 2, E2M3>((k, ld, offset));
+            }
+        }
     }
 }

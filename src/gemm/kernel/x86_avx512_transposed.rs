@@ -231,6 +231,53 @@ pub(crate) unsafe fn transpose16x16(w: *const u8, row_bytes: usize) -> [__m512i;
     ]
 }
 
+/// [`transpose16x16`] with each line read by one 64-byte load, then
+/// [`transpose16x16_regs`].
+///
+/// # Safety
+/// AVX-512F present; 64 bytes readable at `w + i · row_bytes` for each
+/// row `i` < 16.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn transpose16x16_whole_lines(w: *const u8, row_bytes: usize) -> [__m512i; 16] {
+    // SAFETY: row i's 64 bytes (the caller's contract).
+    transpose16x16_regs(std::array::from_fn(|i| unsafe {
+        _mm512_loadu_si512(w.add(i * row_bytes) as *const _)
+    }))
+}
+
+/// The 16 × 16 transpose of 32-bit values in registers: output `q` holds
+/// value `q` of `l[0..16]`, in lane order. 32-bit and 64-bit unpacks and
+/// two rounds of 128-bit lane shuffles (64 shuffles).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn transpose16x16_regs(l: [__m512i; 16]) -> [__m512i; 16] {
+    // u[4q + e]: in each 128-bit lane L, value 4L + e of rows 4q..4q + 4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for q in 0..4 {
+        let [r0, r1, r2, r3] = [l[4 * q], l[4 * q + 1], l[4 * q + 2], l[4 * q + 3]];
+        let (lo01, hi01) = (_mm512_unpacklo_epi32(r0, r1), _mm512_unpackhi_epi32(r0, r1));
+        let (lo23, hi23) = (_mm512_unpacklo_epi32(r2, r3), _mm512_unpackhi_epi32(r2, r3));
+        u[4 * q] = _mm512_unpacklo_epi64(lo01, lo23);
+        u[4 * q + 1] = _mm512_unpackhi_epi64(lo01, lo23);
+        u[4 * q + 2] = _mm512_unpacklo_epi64(hi01, hi23);
+        u[4 * q + 3] = _mm512_unpackhi_epi64(hi01, hi23);
+    }
+    // Output 4L + e: lane L of u[e], u[4 + e], u[8 + e], u[12 + e].
+    let mut v = [_mm512_setzero_si512(); 16];
+    for e in 0..4 {
+        let lo01 = _mm512_shuffle_i32x4::<0x44>(u[e], u[4 + e]);
+        let hi01 = _mm512_shuffle_i32x4::<0xEE>(u[e], u[4 + e]);
+        let lo23 = _mm512_shuffle_i32x4::<0x44>(u[8 + e], u[12 + e]);
+        let hi23 = _mm512_shuffle_i32x4::<0xEE>(u[8 + e], u[12 + e]);
+        v[e] = _mm512_shuffle_i32x4::<0x88>(lo01, lo23);
+        v[4 + e] = _mm512_shuffle_i32x4::<0xDD>(lo01, lo23);
+        v[8 + e] = _mm512_shuffle_i32x4::<0x88>(hi01, hi23);
+        v[12 + e] = _mm512_shuffle_i32x4::<0xDD>(hi01, hi23);
+    }
+    v
+}
+
 /// Four 32-bit values of 16 rows (`row_bytes` apart) at `w`, transposed:
 /// output `q` holds value `q` of rows 0..16, in lane order.
 ///

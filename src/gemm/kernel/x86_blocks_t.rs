@@ -126,7 +126,7 @@ macro_rules! blocks_t_methods {
             if !Self::reads_blocks_t::<T>() || t.k == 0 {
                 return 0;
             }
-            let mr = <Self as $crate::gemm::kernel::Kernel>::DIRECT_MR;
+            let mr = $crate::gemm::kernel::blocks_t_panel_rows::<Self>(t.rows);
             let (k, blocks, lines) = (t.k, t.k / t.block, t.groups * BLOCKS_T_LINES);
             assert_eq!(std::mem::size_of::<T>(), 1);
             assert!((1..=Self::blocks_t_max_rows::<T>()).contains(&t.rows));
