@@ -101,7 +101,7 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     unsafe { staged(t, &src) }
 }
 
-/// The whole-call kernel of the AVX-512 tier: for 4-bit and 6-bit codes, up to
+/// The whole-call kernel of the AVX-512 tier: up to
 /// [`whole_lines_max_rows`] rows of two groups, the kernel that reads
 /// whole lines ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); on a
 /// CPU with VBMI and GFNI, [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to
@@ -115,7 +115,9 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
 /// AVX-512 F/BW present; the operands as [`blocks_t_staged`] states them.
 pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
     let gfni = crate::cpu::has_avx512_vbmi_gfni();
-    if t.groups == STAGED_MAX_GROUPS && (1..=whole_lines_max_rows::<F>()).contains(&t.rows) {
+    let one_group = crate::cpu::l1d_ways() < 12;
+    if t.groups == STAGED_MAX_GROUPS && (1..=whole_lines_max_rows::<F>(one_group)).contains(&t.rows)
+    {
         use super::x86_avx512_blocks_t::tile_lines_avx512 as f;
         macro_rules! by_rows {
             ($g:literal, $t:expr, $gather:expr) => {
@@ -137,7 +139,7 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
         // Fewer (AMD EPYC, Zen 4: 8 ways): one group at a time, the scales
         // transposed (M = 1 / 4 / 8: 1.70 / 3.50 / 4.94 ms side by side,
         // 1.40 / 3.00 / 4.07 one group at a time).
-        if crate::cpu::l1d_ways() >= 12 {
+        if !one_group {
             // SAFETY: two groups of lines and at most eight rows, one
             // panel (rows ≤ mr); the rest per the function's contract.
             return Some(unsafe { by_rows!(2, t, true) });
@@ -184,21 +186,27 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
 }
 
 /// Rows up to which [`blocks_t_whole_avx512`] runs codes of format `F` on
-/// [`super::x86_avx512_blocks_t::tile_lines_avx512`], one panel of A: 4-bit
-/// codes (one table lookup each) up to 8, 6-bit ones (a two-register
-/// lookup and the sign) up to 6, others none.
+/// [`super::x86_avx512_blocks_t::tile_lines_avx512`], one panel of A. With
+/// both groups side by side (`one_group` false; where the L1 set holds 12
+/// lines or more): 4-bit codes (one table lookup each) up to 8, 6-bit ones
+/// (a two-register lookup and the sign) up to 6, FP8 none. One group at a
+/// time: every format up to 8.
 ///
-/// Intel Xeon, K = N = 4096, ms against the kernels before (per-panel up
-/// to 7 rows, staged at 8). MXFP4: M = 1 1.31 / 1.53, 2 1.51 / 1.75, 3
-/// 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80, 7 2.72 /
-/// 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary, measured with a
-/// one-load-per-line transpose since dropped; with the four loads kept,
-/// M = 1 1.37 and M = 8 2.86–2.91). MXFP6 E2M3 (both kernels with the
-/// table decode): M = 4 2.43 / 2.50, 6 2.95 / 3.12, 7 3.59 / 3.41, 8 4.05 /
-/// 3.77. Codes decoded by shifts (FP8) keep the per-panel kernel: E5M2 at
+/// Intel Xeon, two groups, K = N = 4096, ms against the kernels before
+/// (per-panel up to 7 rows, staged at 8). MXFP4: M = 1 1.31 / 1.53, 2 1.51
+/// / 1.75, 3 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80, 7
+/// 2.72 / 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary). MXFP6 E2M3
+/// (both kernels with the table decode): M = 4 2.43 / 2.50, 6 2.95 / 3.12,
+/// 7 3.59 / 3.41, 8 4.05 / 3.77. FP8 keeps the per-panel kernel: E5M2 at
 /// M = 3 3.19 / 2.92 (more live registers for the decode).
-const fn whole_lines_max_rows<F: ShiftCode>() -> usize {
-    if F::TABLE.is_some() {
+///
+/// AMD EPYC (Zen 4), one group, K = N = 4096, ms against the per-panel
+/// (FP8 up to 7 rows) and staged kernels: MXFP6 at M = 6 / 7 / 8 4.2 /
+/// 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8 E4M3 at M = 1 / 8 2.2 / 3.9–4.7
+/// against 2.6–3.2 / 5.8–5.9; E5M2 at M = 1 / 8 2.1–2.6 / 4.0–4.7 against
+/// 2.6 / 7.6.
+fn whole_lines_max_rows<F: ShiftCode>(one_group: bool) -> usize {
+    if F::TABLE.is_some() || one_group {
         8
     } else if F::MAGNITUDES.is_some() {
         6

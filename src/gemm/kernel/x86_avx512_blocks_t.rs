@@ -76,9 +76,9 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
 /// where the lines' codes start a 64-byte line (the steps before, and after
 /// the last chunk, in pieces of 16), so that no line of cache is read
 /// twice: a load that splits two lines of cache reads each again for the
-/// next chunk, by which time the other lines have evicted it. For 4-bit
-/// codes up to eight rows, 6-bit ones up to six (see `whole_lines_max_rows`
-/// in the staged module).
+/// next chunk, by which time the other lines have evicted it. The rows and
+/// formats it takes depend on the CPU (see `whole_lines_max_rows` in the
+/// staged module).
 ///
 /// `gather_scales`: each block's 16 scales of a group by one gather (where
 /// gathers are fast); otherwise each line's scales of 16 blocks by one
@@ -548,7 +548,7 @@ fn shift_left(x: __m512i, by: i32) -> __m512i {
 mod tests {
     use super::*;
     use crate::dtype::format::widen_bits;
-    use crate::gemm::kernel::x86_blocks_t::{E2M1, E2M3};
+    use crate::gemm::kernel::x86_blocks_t::{E2M1, E2M3, E4M3, E5M2};
 
     /// [`tile_lines_avx512`] of `R` rows and `G` groups, the lines' codes
     /// starting `offset` bytes past a 64-byte boundary, `ld` bytes apart,
@@ -574,8 +574,15 @@ mod tests {
         let mut buf = vec![0u8; lines * ld + 128];
         let base = (buf.as_ptr() as usize).wrapping_neg() % 64 + offset;
         let code_mask = (2 * F::FORMAT.sign_bit() - 1) as u8;
+        // Finite codes only (a group with a NaN or infinity is left to the
+        // contract's loops).
+        let finite =
+            |c: u8| F::SPECIAL_FROM == 0 || u32::from(c) & F::MAG_MASK < u32::from(F::SPECIAL_FROM);
         for x in &mut buf {
             *x = next() as u8 & code_mask;
+            while !finite(*x) {
+                *x = next() as u8 & code_mask;
+            }
         }
         let a: Vec<f32> = (0..k * R)
             .map(|_| next() as f32 / 2f32.powi(31) - 1.0)
@@ -648,6 +655,9 @@ mod tests {
                 whole_lines_match_the_contract::<3, 2, E2M1>((k, ld, offset));
                 whole_lines_match_the_contract::<8, 1, E2M1>((k, ld, offset));
                 whole_lines_match_the_contract::<6, 2, E2M3>((k, ld, offset));
+                whole_lines_match_the_contract::<8, 1, E2M3>((k, ld, offset));
+                whole_lines_match_the_contract::<1, 1, E4M3>((k, ld, offset));
+                whole_lines_match_the_contract::<8, 1, E5M2>((k, ld, offset));
             }
         }
     }
