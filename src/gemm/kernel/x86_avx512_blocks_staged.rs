@@ -101,7 +101,9 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
     unsafe { staged(t, &src) }
 }
 
-/// The whole-call kernel of the AVX-512 tier: up to
+/// The whole-call kernel of the AVX-512 tier: where the L1 set holds
+/// fewer than [`ONE_GROUP_BELOW_WAYS`] lines, the kernel that reads whole
+/// lines for every call, one group and panel at a time; otherwise up to
 /// [`whole_lines_max_rows`] rows of two groups, the kernel that reads
 /// whole lines ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); on a
 /// CPU with VBMI and GFNI, [`blocks_t_staged`] for [`STAGED_MIN_ROWS`] to
@@ -115,42 +117,42 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
 /// AVX-512 F/BW present; the operands as [`blocks_t_staged`] states them.
 pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<u32> {
     let gfni = crate::cpu::has_avx512_vbmi_gfni();
-    let one_group = crate::cpu::l1d_ways() < 12;
-    if t.groups == STAGED_MAX_GROUPS && (1..=whole_lines_max_rows::<F>(one_group)).contains(&t.rows)
-    {
-        use super::x86_avx512_blocks_t::tile_lines_avx512 as f;
-        macro_rules! by_rows {
-            ($g:literal, $t:expr, $gather:expr) => {
-                match t.rows {
-                    1 => f::<1, $g, F>($t, $gather),
-                    2 => f::<2, $g, F>($t, $gather),
-                    3 => f::<3, $g, F>($t, $gather),
-                    4 => f::<4, $g, F>($t, $gather),
-                    5 => f::<5, $g, F>($t, $gather),
-                    6 => f::<6, $g, F>($t, $gather),
-                    7 => f::<7, $g, F>($t, $gather),
-                    _ => f::<8, $g, F>($t, $gather),
-                }
-            };
-        }
-        // Where the L1 set holds 12 lines or more (Intel Xeon, Golden
-        // Cove): both groups side by side, each block's scales gathered
-        // (MXFP4, K = N = 4096, M = 1: 1.37 ms; one group at a time 1.44).
-        // Fewer (AMD EPYC, Zen 4: 8 ways): one group at a time, the scales
-        // transposed (M = 1 / 4 / 8: 1.70 / 3.50 / 4.94 ms side by side,
-        // 1.40 / 3.00 / 4.07 one group at a time).
-        if !one_group {
-            // SAFETY: two groups of lines and at most eight rows, one
-            // panel (rows ≤ mr); the rest per the function's contract.
-            return Some(unsafe { by_rows!(2, t, true) });
-        }
+    use super::x86_avx512_blocks_t::tile_lines_avx512 as f;
+    macro_rules! by_rows {
+        ($rows:expr, $g:literal, $t:expr, $gather:expr) => {
+            match $rows {
+                1 => f::<1, $g, F>($t, $gather),
+                2 => f::<2, $g, F>($t, $gather),
+                3 => f::<3, $g, F>($t, $gather),
+                4 => f::<4, $g, F>($t, $gather),
+                5 => f::<5, $g, F>($t, $gather),
+                6 => f::<6, $g, F>($t, $gather),
+                7 => f::<7, $g, F>($t, $gather),
+                _ => f::<8, $g, F>($t, $gather),
+            }
+        };
+    }
+    if crate::cpu::l1d_ways() < ONE_GROUP_BELOW_WAYS {
         let mut done = 0;
-        for g in 0..STAGED_MAX_GROUPS {
-            // SAFETY: g < groups, and the rows are one panel (rows ≤ mr);
-            // the rest per the function's contract.
-            done |= unsafe { by_rows!(1, &t.panel(g, 0), false) } << g;
+        for g in 0..t.groups {
+            let mut ok = 1;
+            for q in 0..t.rows.div_ceil(t.mr) {
+                // SAFETY: g < groups and q · mr < rows: one group and one
+                // panel of at most mr ≤ 8 rows; the rest per the
+                // function's contract.
+                ok &= unsafe {
+                    let s = t.panel(g, q);
+                    by_rows!(s.rows, 1, &s, false)
+                };
+            }
+            done |= ok << g;
         }
         return Some(done);
+    }
+    if t.groups == STAGED_MAX_GROUPS && (1..=whole_lines_max_rows::<F>()).contains(&t.rows) {
+        // SAFETY: two groups of lines and at most eight rows, one panel
+        // (rows ≤ mr); the rest per the function's contract.
+        return Some(unsafe { by_rows!(t.rows, 2, t, true) });
     }
     if gfni && (STAGED_MIN_ROWS..=STAGED_MAX_ROWS).contains(&t.rows) {
         // SAFETY: the CPU has VBMI and GFNI (checked), the rest per the
@@ -185,28 +187,43 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
     None
 }
 
+/// The L1 associativity below which [`blocks_t_whole_avx512`] runs
+/// [`super::x86_avx512_blocks_t::tile_lines_avx512`] on one group of 16
+/// lines at a time (their 16 lines of cache, where `K` is a multiple of
+/// 4 KiB, are then all one set can hold), for every format and panel of
+/// A, the block scales transposed rather than gathered; at or above it,
+/// [`whole_lines_max_rows`] decides.
+///
+/// AMD EPYC (Zen 4: 8-way L1, a zmm gather about 21 cycles), K = N = 4096,
+/// ms against the kernels before (two groups side by side, FP8 per
+/// panel, staged from 8 rows or, for FP6, 7): MXFP4 M = 1 / 4 / 8 1.40 /
+/// 3.00 / 4.07 against 1.70 / 3.50 / 4.94 (both with transposed scales);
+/// MXFP6 M = 6 / 7 / 8 4.2 / 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8
+/// E4M3 M = 1 / 8 2.2 / 3.9–4.7 against 2.6–3.2 / 5.8–5.9; E5M2 M = 1 / 8
+/// 2.1–2.6 / 4.0–4.7 against 2.6 / 7.6; MXFP4 M = 12 / 16 / 32 6.6 / 6.8–7.7
+/// / 14.3–14.8 against 7.4 / 8.8–9.1 / 15.1–16.6, E4M3 6.4 / 7.2 / 13.9
+/// against 7.7 / 9.0–10.4 / 15.0 (panels of 8 rows against the staged
+/// kernel).
+const ONE_GROUP_BELOW_WAYS: usize = 12;
+
 /// Rows up to which [`blocks_t_whole_avx512`] runs codes of format `F` on
-/// [`super::x86_avx512_blocks_t::tile_lines_avx512`], one panel of A. With
-/// both groups side by side (`one_group` false; where the L1 set holds 12
-/// lines or more): 4-bit codes (one table lookup each) up to 8, 6-bit ones
-/// (a two-register lookup and the sign) up to 6, FP8 none. One group at a
-/// time: every format up to 8.
+/// [`super::x86_avx512_blocks_t::tile_lines_avx512`], two groups side by
+/// side and one panel of A, where the L1 set holds
+/// [`ONE_GROUP_BELOW_WAYS`] lines or more: 4-bit codes (one table lookup
+/// each) up to 8, 6-bit ones (a two-register lookup and the sign) up to 6,
+/// others none.
 ///
-/// Intel Xeon, two groups, K = N = 4096, ms against the kernels before
-/// (per-panel up to 7 rows, staged at 8). MXFP4: M = 1 1.31 / 1.53, 2 1.51
-/// / 1.75, 3 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80, 7
-/// 2.72 / 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary). MXFP6 E2M3
-/// (both kernels with the table decode): M = 4 2.43 / 2.50, 6 2.95 / 3.12,
-/// 7 3.59 / 3.41, 8 4.05 / 3.77. FP8 keeps the per-panel kernel: E5M2 at
-/// M = 3 3.19 / 2.92 (more live registers for the decode).
-///
-/// AMD EPYC (Zen 4), one group, K = N = 4096, ms against the per-panel
-/// (FP8 up to 7 rows) and staged kernels: MXFP6 at M = 6 / 7 / 8 4.2 /
-/// 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8 E4M3 at M = 1 / 8 2.2 / 3.9–4.7
-/// against 2.6–3.2 / 5.8–5.9; E5M2 at M = 1 / 8 2.1–2.6 / 4.0–4.7 against
-/// 2.6 / 7.6.
-fn whole_lines_max_rows<F: ShiftCode>(one_group: bool) -> usize {
-    if F::TABLE.is_some() || one_group {
+/// Intel Xeon, K = N = 4096, ms against the kernels before (per-panel up
+/// to 7 rows, staged at 8). MXFP4: M = 1 1.31 / 1.53, 2 1.51 / 1.75, 3
+/// 1.77 / 1.99, 4 2.00 / 2.18, 5 2.25 / 2.61, 6 2.43 / 2.80, 7 2.72 /
+/// 3.03, 8 2.89 / 3.17 (codes on a 64-byte boundary). MXFP6 E2M3 (both
+/// kernels with the table decode): M = 4 2.43 / 2.50, 6 2.95 / 3.12, 7
+/// 3.59 / 3.41, 8 4.05 / 3.77. Codes decoded through f16 (FP8) keep the
+/// per-panel kernel: E5M2 at M = 3 3.19 / 2.92 (more live registers for
+/// the decode). Both groups side by side: MXFP4 at M = 1 1.37 ms, one
+/// group alone 1.44.
+const fn whole_lines_max_rows<F: ShiftCode>() -> usize {
+    if F::TABLE.is_some() {
         8
     } else if F::MAGNITUDES.is_some() {
         6
