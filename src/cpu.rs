@@ -109,6 +109,15 @@ pub(crate) fn l1d_ways() -> usize {
     })
 }
 
+/// True where an L1 set holds fewer than 12 lines (AMD Zen 4: 8 ways;
+/// Intel Golden Cove: 12). The kernels that read 16 lines of W a multiple
+/// of 4 KiB apart then read each line of cache by one load, from where the
+/// lines start a 64-byte boundary, and keep fewer lines in flight.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn narrow_l1() -> bool {
+    l1d_ways() < 12
+}
+
 /// `MIXPREC_FORCE_NO_VBMI`: the AVX-512 tier without VBMI and GFNI, as on
 /// Cascade Lake (to test those kernels on any AVX-512 CPU). Read once.
 #[cfg(target_arch = "x86_64")]

@@ -84,7 +84,12 @@ impl Kernel for Avx512 {
     ) -> bool {
         // bf16 only: f32 rows arrive at half the rate, one chain keeps up,
         // and a second place read in each row slowed f32 by 10–15 %.
-        if T::DTYPE != crate::dtype::DType::BF16
+        // Not where an L1 set holds fewer than 12 lines: there the
+        // one-tile kernel, which reads each line of W by one load, is
+        // faster (AMD EPYC, Zen 4, K = N = 4096, bf16 W: M = 1 3.0–4.9 →
+        // 2.3–2.6 ms, M = 8 4.9 → 4.4).
+        if crate::cpu::narrow_l1()
+            || T::DTYPE != crate::dtype::DType::BF16
             || nb == 0
             || !nb.is_multiple_of(super::x86_avx512_transposed::OUTPUTS)
         {

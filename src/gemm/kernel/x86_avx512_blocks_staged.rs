@@ -102,7 +102,7 @@ pub(crate) unsafe fn blocks_t_staged<F: ShiftCode>(t: &BlocksT) -> u32 {
 }
 
 /// The whole-call kernel of the AVX-512 tier: where the L1 set holds
-/// fewer than [`ONE_GROUP_BELOW_WAYS`] lines, the kernel that reads whole
+/// fewer than 12 lines ([`crate::cpu::narrow_l1`]), the kernel that reads whole
 /// lines for every call, one group and panel at a time; otherwise up to
 /// [`whole_lines_max_rows`] rows of two groups, the kernel that reads
 /// whole lines ([`super::x86_avx512_blocks_t::tile_lines_avx512`]); on a
@@ -132,7 +132,24 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
             }
         };
     }
-    if crate::cpu::l1d_ways() < ONE_GROUP_BELOW_WAYS {
+    // Where an L1 set holds fewer than 12 lines (`cpu::narrow_l1`):
+    // `tile_lines_avx512` on one group of 16
+    // lines at a time (their 16 lines of cache, where `K` is a multiple of
+    // 4 KiB, are then all one set can hold), for every format and panel of
+    // A, the block scales transposed rather than gathered; elsewhere
+    // `whole_lines_max_rows` decides.
+    //
+    // AMD EPYC (Zen 4: 8-way L1, a zmm gather about 21 cycles), K = N = 4096,
+    // ms against the kernels before (two groups side by side, FP8 per
+    // panel, staged from 8 rows or, for FP6, 7): MXFP4 M = 1 / 4 / 8 1.40 /
+    // 3.00 / 4.07 against 1.70 / 3.50 / 4.94 (both with transposed scales);
+    // MXFP6 M = 6 / 7 / 8 4.2 / 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8
+    // E4M3 M = 1 / 8 2.2 / 3.9–4.7 against 2.6–3.2 / 5.8–5.9; E5M2 M = 1 / 8
+    // 2.1–2.6 / 4.0–4.7 against 2.6 / 7.6; MXFP4 M = 12 / 16 / 32 6.6 / 6.8–7.7
+    // / 14.3–14.8 against 7.4 / 8.8–9.1 / 15.1–16.6, E4M3 6.4 / 7.2 / 13.9
+    // against 7.7 / 9.0–10.4 / 15.0 (panels of 8 rows against the staged
+    // kernel).
+    if crate::cpu::narrow_l1() {
         let mut done = 0;
         for g in 0..t.groups {
             let mut ok = 1;
@@ -187,29 +204,10 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
     None
 }
 
-/// The L1 associativity below which [`blocks_t_whole_avx512`] runs
-/// [`super::x86_avx512_blocks_t::tile_lines_avx512`] on one group of 16
-/// lines at a time (their 16 lines of cache, where `K` is a multiple of
-/// 4 KiB, are then all one set can hold), for every format and panel of
-/// A, the block scales transposed rather than gathered; at or above it,
-/// [`whole_lines_max_rows`] decides.
-///
-/// AMD EPYC (Zen 4: 8-way L1, a zmm gather about 21 cycles), K = N = 4096,
-/// ms against the kernels before (two groups side by side, FP8 per
-/// panel, staged from 8 rows or, for FP6, 7): MXFP4 M = 1 / 4 / 8 1.40 /
-/// 3.00 / 4.07 against 1.70 / 3.50 / 4.94 (both with transposed scales);
-/// MXFP6 M = 6 / 7 / 8 4.2 / 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8
-/// E4M3 M = 1 / 8 2.2 / 3.9–4.7 against 2.6–3.2 / 5.8–5.9; E5M2 M = 1 / 8
-/// 2.1–2.6 / 4.0–4.7 against 2.6 / 7.6; MXFP4 M = 12 / 16 / 32 6.6 / 6.8–7.7
-/// / 14.3–14.8 against 7.4 / 8.8–9.1 / 15.1–16.6, E4M3 6.4 / 7.2 / 13.9
-/// against 7.7 / 9.0–10.4 / 15.0 (panels of 8 rows against the staged
-/// kernel).
-const ONE_GROUP_BELOW_WAYS: usize = 12;
-
 /// Rows up to which [`blocks_t_whole_avx512`] runs codes of format `F` on
 /// [`super::x86_avx512_blocks_t::tile_lines_avx512`], two groups side by
 /// side and one panel of A, where the L1 set holds
-/// [`ONE_GROUP_BELOW_WAYS`] lines or more: 4-bit codes (one table lookup
+/// 12 lines or more: 4-bit codes (one table lookup
 /// each) up to 8, 6-bit ones (a two-register lookup and the sign) up to 6,
 /// others none.
 ///
