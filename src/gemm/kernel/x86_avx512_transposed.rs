@@ -45,7 +45,9 @@ pub(crate) unsafe fn direct_t_avx512(
         // SAFETY: the caller's contract.
         return unsafe { direct_t_avx2(rows, a, w, p, t) };
     }
-    let lines = crate::cpu::narrow_l1();
+    // Rows 2 KiB apart (or a multiple): 8 or all 16 of them share an L1
+    // set.
+    let lines = crate::cpu::narrow_l1() && (t.ld * t.load.size()).is_multiple_of(2048);
     macro_rules! by_rows {
         ($bf16:literal) => {
             // SAFETY: the caller's contract is each instance's; the load
@@ -79,12 +81,15 @@ pub(crate) unsafe fn direct_t_avx512(
 /// `F32` when it is false.
 ///
 /// `one_load_lines` (where an L1 set holds fewer than 12 lines, see
-/// [`crate::cpu::narrow_l1`]): 16-byte pieces up to the rows' first 64-byte
+/// [`crate::cpu::narrow_l1`], and rows lie a multiple of 2 KiB apart, so
+/// that 8 or 16 of them share a set): 16-byte pieces up to the rows' first 64-byte
 /// boundary, then each line by one load ([`transpose16x16_whole_lines`]),
 /// then pieces, so that no line of cache is read twice (AMD EPYC, Zen 4,
 /// K = N = 4096, `[out, in]` W: f32 M = 1 4.5–5.0 → 4.0–4.2 ms, M = 8 6.5
-/// → 6.0; bf16 M = 1 3.2–3.3 → 2.3–2.4, M = 8 5.0 → 4.6). Otherwise four
-/// 16-byte loads a line, issued together ([`transpose16x16`]).
+/// → 6.0; bf16 M = 1 3.2–3.3 → 2.3–2.4, M = 8 5.0 → 4.6; f32 at K = 11008,
+/// rows not sharing sets, 8.9 → 10.4, hence the stride condition).
+/// Otherwise four 16-byte loads a line, issued together
+/// ([`transpose16x16`]).
 ///
 /// # Safety
 /// AVX-512F present; `t.load` is `BF16` if `BF16`, else `F32`; `a` has `kt8 · mr`
