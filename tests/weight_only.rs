@@ -842,7 +842,7 @@ fn codes_read_in_place_equal_the_reference() -> Result<(), TestCaseError> {
 /// E3M2: 32 magnitudes and the sign; FP4 E2M1: 16 values), and of the FP8
 /// formats, placed so that each line of 16 and each of the four codes a
 /// 32-bit lane holds meets all of them (code `(i + 7 · line) mod 2^w` at
-/// step `i`), read in place at 1, 2, 8 and 9 rows: the reference's bits.
+/// step `i`), read in place at 1, 2, 8, 9, 16 and 32 rows: the reference's bits.
 #[test]
 fn every_code_read_in_place_equals_the_reference() -> Result<(), TestCaseError> {
     use mixprec::F6E3M2;
@@ -855,7 +855,7 @@ fn every_code_read_in_place_equals_the_reference() -> Result<(), TestCaseError> 
         // Scales of 2^-3..2^3 (exact products with any code).
         let scales: Vec<f32> = (0..n * k / 32).map(|i| [0.125, 1.0, 8.0][i % 3]).collect();
         let b = BlockScaled::from_parts(n, k, 32, 1, data, scales)?;
-        for m in [1usize, 2, 8, 9] {
+        for m in [1usize, 2, 8, 9, 16, 32] {
             let x = values(m * k, 500 + m as u64, false);
             check::<f32, TB>(&x, (m, k), &b, None, 1, 0, false)?;
         }

@@ -635,6 +635,13 @@ pub(crate) trait Kernel {
         false
     }
 
+    /// Whether [`Kernel::blocks_t`] takes A in panels of 16 rows where the
+    /// rows are a multiple of 16 (see [`blocks_t_panel_rows`]): each code
+    /// decoded once for 16 rows instead of 8.
+    fn blocks_t_wide_panels() -> bool {
+        false
+    }
+
     /// Rows of A up to which reading codes of `T` in place with
     /// [`Kernel::blocks_t`] beats widening B for the blocked loops (0: it
     /// does not read `T`).

@@ -193,9 +193,15 @@ pub(crate) const BLOCKS_T_GROUPS: usize = 2;
 
 /// The rows of each A panel of a [`Kernel::blocks_t`] call of `rows` rows:
 /// `rows` itself up to the kernel's `DIRECT_MR`, so that a product of a few
-/// rows packs (and its kernel reads) no zero rows.
+/// rows packs (and its kernel reads) no zero rows; 16 where the kernel
+/// takes wide panels ([`super::Kernel::blocks_t_wide_panels`]) and `rows`
+/// is a multiple of 16.
 pub(crate) fn blocks_t_panel_rows<K: super::Kernel>(rows: usize) -> usize {
-    rows.clamp(1, K::DIRECT_MR)
+    if K::blocks_t_wide_panels() && rows.is_multiple_of(16) {
+        16
+    } else {
+        rows.clamp(1, K::DIRECT_MR)
+    }
 }
 
 /// The operands of [`Kernel::blocks_t`]: `rows` rows of A (at most

@@ -207,6 +207,11 @@ impl Kernel for Avx512 {
         T::DTYPE == crate::dtype::DType::F8E4M3
     }
 
+    fn blocks_t_wide_panels() -> bool {
+        // Where the whole-line kernel takes every call (x86_avx512_blocks_staged).
+        crate::cpu::narrow_l1()
+    }
+
     fn tile_direct<T: FloatElement>(
         kt: usize,
         rows: usize,

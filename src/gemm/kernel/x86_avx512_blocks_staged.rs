@@ -159,7 +159,11 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
                 // function's contract.
                 ok &= unsafe {
                     let s = t.panel(g, q);
-                    by_rows!(s.rows, 1, &s, false)
+                    if s.rows == 16 {
+                        f::<16, 1, F>(&s, false)
+                    } else {
+                        by_rows!(s.rows, 1, &s, false)
+                    }
                 };
             }
             done |= ok << g;

@@ -658,6 +658,8 @@ mod tests {
                 whole_lines_match_the_contract::<8, 1, E2M3>((k, ld, offset));
                 whole_lines_match_the_contract::<1, 1, E4M3>((k, ld, offset));
                 whole_lines_match_the_contract::<8, 1, E5M2>((k, ld, offset));
+                whole_lines_match_the_contract::<16, 1, E4M3>((k, ld, offset));
+                whole_lines_match_the_contract::<16, 1, E2M1>((k, ld, offset));
             }
         }
     }
