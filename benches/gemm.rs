@@ -511,34 +511,15 @@ fn weight_only_group(c: &mut Criterion) {
     g.sample_size(10);
     let (k, n) = (4096usize, 4096usize);
     let w = values::<f32>(n * k, 2);
-    let wq = BlockScaled::<F4E2M1>::mx(
-        MatRef::from_row_major(&w, n, k).unwrap(),
-        MxScaleMode::Floor,
-    )
-    .unwrap();
+    let wm = MatRef::from_row_major(&w, n, k).unwrap();
+    let wq = BlockScaled::<F4E2M1>::mx(wm, MxScaleMode::Floor).unwrap();
     let packed = PackedFp4::new(&wq);
-    let mxfp8_w = BlockScaled::<F8E4M3>::mx(
-        MatRef::from_row_major(&w, n, k).unwrap(),
-        MxScaleMode::Floor,
-    )
-    .unwrap();
+    let mxfp8_w = BlockScaled::<F8E4M3>::mx(wm, MxScaleMode::Floor).unwrap();
     let mxfp8_packed = mixprec::block_scaled::PackedFp8::new(&mxfp8_w);
-    let mxfp6_w = BlockScaled::<mixprec::F6E2M3>::mx(
-        MatRef::from_row_major(&w, n, k).unwrap(),
-        MxScaleMode::Floor,
-    )
-    .unwrap();
-    let e5m2_w = BlockScaled::<F8E5M2>::mx(
-        MatRef::from_row_major(&w, n, k).unwrap(),
-        MxScaleMode::Floor,
-    )
-    .unwrap();
-    let nvfp4 = PackedFp4::new(
-        &BlockScaled::<F4E2M1>::nvfp4(MatRef::from_row_major(&w, n, k).unwrap(), true).unwrap(),
-    );
-    let int4 =
-        mixprec::block_scaled::PackedInt4::quantize(MatRef::from_row_major(&w, n, k).unwrap(), 128)
-            .unwrap();
+    let mxfp6_w = BlockScaled::<mixprec::F6E2M3>::mx(wm, MxScaleMode::Floor).unwrap();
+    let e5m2_w = BlockScaled::<F8E5M2>::mx(wm, MxScaleMode::Floor).unwrap();
+    let nvfp4 = PackedFp4::new(&BlockScaled::<F4E2M1>::nvfp4(wm, true).unwrap());
+    let int4 = mixprec::block_scaled::PackedInt4::quantize(wm, 128).unwrap();
     let bytes = packed.size_bytes();
     let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
     g.throughput(Throughput::Bytes(bytes as u64));
@@ -564,13 +545,7 @@ fn weight_only_group(c: &mut Criterion) {
             MatRef::from_row_major(&w, k, n).unwrap(),
             &mut out,
         );
-        layout_case(
-            &mut g,
-            "f32_gemm_out_in",
-            &x,
-            MatRef::from_row_major(&w, n, k).unwrap().t(),
-            &mut out,
-        );
+        layout_case(&mut g, "f32_gemm_out_in", &x, wm.t(), &mut out);
         let (e, s) = (Epilogue::new(), Parallelism::Serial);
         g.bench_function(BenchmarkId::new("mxfp4_packed_f32_act", m), |b| {
             b.iter(|| {

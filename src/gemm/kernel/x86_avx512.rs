@@ -208,8 +208,8 @@ impl Kernel for Avx512 {
     }
 
     fn blocks_t_wide_panels() -> bool {
-        // Where the whole-line kernel takes every call (x86_avx512_blocks_staged).
-        crate::cpu::narrow_l1()
+        // Only the whole-line kernel takes panels of 16 rows.
+        super::x86_avx512_blocks_staged::whole_lines_take_every_call()
     }
 
     fn tile_direct<T: FloatElement>(

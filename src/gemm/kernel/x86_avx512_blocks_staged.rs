@@ -132,24 +132,7 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
             }
         };
     }
-    // Where an L1 set holds fewer than 12 lines (`cpu::narrow_l1`):
-    // `tile_lines_avx512` on one group of 16
-    // lines at a time (their 16 lines of cache, where `K` is a multiple of
-    // 4 KiB, are then all one set can hold), for every format and panel of
-    // A, the block scales transposed rather than gathered; elsewhere
-    // `whole_lines_max_rows` decides.
-    //
-    // AMD EPYC (Zen 4: 8-way L1, a zmm gather about 21 cycles), K = N = 4096,
-    // ms against the kernels before (two groups side by side, FP8 per
-    // panel, staged from 8 rows or, for FP6, 7): MXFP4 M = 1 / 4 / 8 1.40 /
-    // 3.00 / 4.07 against 1.70 / 3.50 / 4.94 (both with transposed scales);
-    // MXFP6 M = 6 / 7 / 8 4.2 / 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8
-    // E4M3 M = 1 / 8 2.2 / 3.9–4.7 against 2.6–3.2 / 5.8–5.9; E5M2 M = 1 / 8
-    // 2.1–2.6 / 4.0–4.7 against 2.6 / 7.6; MXFP4 M = 12 / 16 / 32 6.6 / 6.8–7.7
-    // / 14.3–14.8 against 7.4 / 8.8–9.1 / 15.1–16.6, E4M3 6.4 / 7.2 / 13.9
-    // against 7.7 / 9.0–10.4 / 15.0 (panels of 8 rows against the staged
-    // kernel).
-    if crate::cpu::narrow_l1() {
+    if whole_lines_take_every_call() {
         let mut done = 0;
         for g in 0..t.groups {
             let mut ok = 1;
@@ -206,6 +189,32 @@ pub(crate) unsafe fn blocks_t_whole_avx512<F: ShiftCode>(t: &BlocksT) -> Option<
         return Some(done);
     }
     None
+}
+
+/// Whether [`blocks_t_whole_avx512`] takes every call on
+/// [`super::x86_avx512_blocks_t::tile_lines_avx512`], one group of 16
+/// lines at a time (their 16 lines of cache, where `K` is a multiple of
+/// 4 KiB, are then all one set can hold), for every format and panel of
+/// A, the block scales transposed rather than gathered; elsewhere
+/// `whole_lines_max_rows` decides.
+///
+/// AMD EPYC (Zen 4: 8-way L1, a zmm gather about 21 cycles), K = N = 4096,
+/// ms against the kernels before (two groups side by side, FP8 per
+/// panel, staged from 8 rows or, for FP6, 7): MXFP4 M = 1 / 4 / 8 1.40 /
+/// 3.00 / 4.07 against 1.70 / 3.50 / 4.94 (both with transposed scales);
+/// MXFP6 M = 6 / 7 / 8 4.2 / 4.4 / 4.8 against 6.8 / 5.3 / 7.4; MXFP8
+/// E4M3 M = 1 / 8 2.2 / 3.9–4.7 against 2.6–3.2 / 5.8–5.9; E5M2 M = 1 / 8
+/// 2.1–2.6 / 4.0–4.7 against 2.6 / 7.6; MXFP4 M = 12 / 16 / 32 6.6 / 6.8–7.7
+/// / 14.3–14.8 against 7.4 / 8.8–9.1 / 15.1–16.6, E4M3 6.4 / 7.2 / 13.9
+/// against 7.7 / 9.0–10.4 / 15.0 (panels of 8 rows against the staged
+/// kernel).
+///
+/// True where an L1 set holds fewer than 12 lines ([`crate::cpu::narrow_l1`]).
+/// The panels of A may then be 16 rows
+/// ([`Kernel::blocks_t_wide_panels`](super::Kernel::blocks_t_wide_panels)),
+/// which only this kernel takes.
+pub(crate) fn whole_lines_take_every_call() -> bool {
+    crate::cpu::narrow_l1()
 }
 
 /// Rows up to which [`blocks_t_whole_avx512`] runs codes of format `F` on

@@ -11,7 +11,7 @@
 //! one byte permute per two steps (M = 1 1.85 → 1.69 ms).
 
 use super::x86_avx512_transposed::{
-    transpose16x16_regs, transpose16x16_whole_lines, transpose16x4,
+    one_load_span, transpose16x16_regs, transpose16x16_whole_lines, transpose16x4,
 };
 use super::x86_blocks_t::{BlocksT, ShiftCode};
 use super::{BLOCKS_T_GROUPS, BLOCKS_T_LINES};
@@ -49,7 +49,8 @@ pub(crate) unsafe fn tile_blocks_t_avx512<const R: usize, F: ShiftCode>(t: &Bloc
                     steps4::<R, F>(t, &consts, k0 + 4 * q, *x, &mut p, &mut special);
                 }
             }
-            end_block(t, sb_start, (blk, blocks), &mut acc, &mut p);
+            let sb = block_scales(t, sb_start, blk);
+            end_block(t, sb, (blk, blocks), &mut acc, &mut p);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -100,21 +101,9 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
     let mut acc = [[_mm512_setzero_ps(); R]; G];
     let mut p = [[_mm512_setzero_ps(); R]; G];
     let blocks = t.k / t.block;
-    // Steps in whole chunks of 64 from `head`, the first step whose codes
-    // start a 64-byte line in every line (where `ld` keeps the lines'
-    // offsets equal); the rest (before `head`, and after the last chunk,
-    // multiples of 16 as blocks are) in pieces of 16.
-    let head = if t.ld.is_multiple_of(64) {
-        (t.codes as usize).wrapping_neg() % 64
-    } else {
-        0
-    };
-    let head = if head.is_multiple_of(16) && head < t.k {
-        head
-    } else {
-        0
-    };
-    let whole = head + (t.k - head) / 64 * 64;
+    // Steps in whole chunks of 64 from the lines' first 64-byte boundary,
+    // the rest (multiples of 16, as blocks are) in pieces of 16.
+    let (head, whole) = one_load_span(t.codes, t.ld, 1, t.k);
     // The step that ends the current block, and its index.
     let (mut end, mut blk) = (t.block, 0);
     // SAFETY (the reads of codes, steps and scales): per the function's
@@ -164,7 +153,7 @@ pub(crate) unsafe fn tile_lines_avx512<const R: usize, const G: usize, F: ShiftC
                         } else {
                             _mm512_castsi512_ps(sb16[g][blk % 16])
                         };
-                        end_block_scaled(t, sb, (blk, blocks), &mut acc[g], &mut p[g]);
+                        end_block(t, sb, (blk, blocks), &mut acc[g], &mut p[g]);
                     }
                     (end, blk) = (end + t.block, blk + 1);
                 }
@@ -246,29 +235,6 @@ unsafe fn scales16(t: &BlocksT, g: usize, blk: usize, blocks: usize) -> [__m512i
     }))
 }
 
-/// The end of block `blk` for group `g`'s chains: its accumulate, `acc =
-/// fma(p, fl(sa · sb), acc)`, and its chains back to +0.0. (The kernels
-/// track block ends by counting: a test of each step against the block
-/// size is an integer division, which cost about a fifth of the staged
-/// kernel's time.)
-///
-/// `sb_start`: where the 16 lines' block scales start ([`sb_starts`]).
-///
-/// # Safety
-/// Block `blk` of `blocks` exists, for the `R` rows of A and the lines.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn end_block<const R: usize>(
-    t: &BlocksT,
-    sb_start: __m512i,
-    (blk, blocks): (usize, usize),
-    acc: &mut [__m512; R],
-    p: &mut [__m512; R],
-) {
-    // SAFETY: per the caller's contract.
-    unsafe { end_block_scaled(t, block_scales(t, sb_start, blk), (blk, blocks), acc, p) }
-}
-
 /// The block scales of block `blk` of the 16 lines whose scales start at
 /// `sb_start` (one gather).
 ///
@@ -282,13 +248,17 @@ unsafe fn block_scales(t: &BlocksT, sb_start: __m512i, blk: usize) -> __m512 {
     unsafe { _mm512_i32gather_ps::<4>(blk_index, t.sb as *const _) }
 }
 
-/// [`end_block`] with the lines' block scales `sb` in hand.
+/// The end of block `blk` for group `g`'s chains: its accumulate, `acc =
+/// fma(p, fl(sa · sb), acc)` with the lines' block scales `sb`, and its
+/// chains back to +0.0. (The kernels track block ends by counting: a test
+/// of each step against the block size is an integer division, which cost
+/// about a fifth of the staged kernel's time.)
 ///
 /// # Safety
 /// A's scales of block `blk` of the `R` rows exist (`t.sa`).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn end_block_scaled<const R: usize>(
+unsafe fn end_block<const R: usize>(
     t: &BlocksT,
     sb: __m512,
     (blk, blocks): (usize, usize),
@@ -336,7 +306,8 @@ pub(crate) unsafe fn tile_fp8_avx512_vbmi<const R: usize, F: ShiftCode>(t: &Bloc
                     }
                 }
             }
-            end_block(t, sb_start, (blk, blocks), &mut acc, &mut p);
+            let sb = block_scales(t, sb_start, blk);
+            end_block(t, sb, (blk, blocks), &mut acc, &mut p);
         }
     }
     // SAFETY: out has R rows of 16 floats at out_ld (the contract).
@@ -563,13 +534,8 @@ mod tests {
         }
         let (block, lines) = (32, G * BLOCKS_T_LINES);
         let blocks = k / block;
-        let mut seed = 0x2545_f491_u32 ^ (k * 31 + ld * 7 + offset) as u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut rng = crate::convert::StochasticRng::new((k * 31 + ld * 7 + offset) as u64);
+        let mut next = || (rng.next_u64() >> 32) as u32;
         // A 64-byte-aligned base inside `buf`, then `offset`.
         let mut buf = vec![0u8; lines * ld + 128];
         let base = (buf.as_ptr() as usize).wrapping_neg() % 64 + offset;

@@ -117,43 +117,28 @@ pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
                 *s = _mm512_loadu_ps(p.add(r * t.nb + j0));
             }
             let rows = w.add(j0 * row_bytes);
-            if one_load_lines {
-                // 16-byte pieces up to the rows' first 64-byte boundary
-                // (the same in each, row_bytes a multiple of 64), then each
-                // line by one load, then pieces.
-                let head = if row_bytes.is_multiple_of(64) {
-                    (rows as usize).wrapping_neg() % 64
-                } else {
-                    0
-                };
-                let head = if head.is_multiple_of(16) {
-                    (head / size).min(t.kt8)
-                } else {
-                    0
-                };
-                let whole_end = head + (t.kt8 - head) / line_steps * line_steps;
-                for k0 in (0..head).step_by(piece_steps) {
-                    let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                    steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
-                }
-                for k0 in (head..whole_end).step_by(line_steps) {
-                    let v = transpose16x16_whole_lines(rows.add(k0 * size), row_bytes);
-                    steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
-                }
-                for k0 in (whole_end..t.kt8).step_by(piece_steps) {
-                    let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                    steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
-                }
+            // Whole lines from `head` to `end` (one load or four a line),
+            // 16-byte pieces before and after.
+            let (head, end) = if one_load_lines {
+                one_load_span(rows, row_bytes, size, t.kt8)
             } else {
-                // Whole lines of each row, then 16-byte pieces.
-                for k0 in (0..whole_lines).step_by(line_steps) {
-                    let v = transpose16x16(rows.add(k0 * size), row_bytes);
-                    steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
-                }
-                for k0 in (whole_lines..t.kt8).step_by(piece_steps) {
-                    let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                    steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
-                }
+                (0, whole_lines)
+            };
+            for k0 in (0..head).step_by(piece_steps) {
+                let v = transpose16x4(rows.add(k0 * size), row_bytes);
+                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+            }
+            for k0 in (head..end).step_by(line_steps) {
+                let v = if one_load_lines {
+                    transpose16x16_whole_lines(rows.add(k0 * size), row_bytes)
+                } else {
+                    transpose16x16(rows.add(k0 * size), row_bytes)
+                };
+                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+            }
+            for k0 in (end..t.kt8).step_by(piece_steps) {
+                let v = transpose16x4(rows.add(k0 * size), row_bytes);
+                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
             }
             for (r, s) in sums.iter().enumerate() {
                 _mm512_storeu_ps(p.add(r * t.nb + j0), *s);
@@ -290,6 +275,34 @@ pub(crate) unsafe fn transpose16x16_whole_lines(w: *const u8, row_bytes: usize) 
     }))
 }
 
+/// The steps `head..end` of `steps` (each `size` bytes; rows `row_bytes`
+/// apart from `start`) that a kernel reads a 64-byte line at a time by one
+/// aligned load: from the rows' first 64-byte boundary (the same in every
+/// row where `row_bytes` is a multiple of 64, else none: `head` 0) to the
+/// last whole line; the steps before and after are read in 16-byte
+/// pieces. A load that splits two lines of cache reads each again for the
+/// next line of steps, by which time rows that share an L1 set have
+/// evicted it.
+pub(crate) fn one_load_span(
+    start: *const u8,
+    row_bytes: usize,
+    size: usize,
+    steps: usize,
+) -> (usize, usize) {
+    let head_bytes = if row_bytes.is_multiple_of(64) {
+        (start as usize).wrapping_neg() % 64
+    } else {
+        0
+    };
+    let head = if head_bytes.is_multiple_of(16) {
+        (head_bytes / size).min(steps)
+    } else {
+        0
+    };
+    let line_steps = 64 / size;
+    (head, head + (steps - head) / line_steps * line_steps)
+}
+
 /// The 16 × 16 transpose of 32-bit values in registers: output `q` holds
 /// value `q` of `l[0..16]`, in lane order. 32-bit and 64-bit unpacks and
 /// two rounds of 128-bit lane shuffles (64 shuffles).
@@ -375,13 +388,8 @@ mod tests {
         }
         fn run<const R: usize, const BF16: bool>(kt8: usize, ld: usize, offset: usize) {
             let (nb, size) = (32, if BF16 { 2 } else { 4 });
-            let mut seed = 0x9e37_79b9_u32 ^ (kt8 * 131 + ld * 7 + offset) as u32;
-            let mut next = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                (seed >> 8) as f32 / 8388608.0 - 1.0
-            };
+            let mut rng = crate::convert::StochasticRng::new((kt8 * 131 + ld * 7 + offset) as u64);
+            let mut next = || (rng.next_u64() >> 40) as f32 / 8388608.0 - 1.0;
             let a: Vec<f32> = (0..kt8 * 8).map(|_| next()).collect();
             let wv: Vec<f32> = (0..nb * ld)
                 .map(|_| {
