@@ -71,6 +71,18 @@ pub(super) trait Panels {
     /// K-tile `k0..k0 + kt` of B panel `p` times A panel `q` into the
     /// accumulator block `acc` (rows at stride `ld`; `k0 == 0` starts it).
     fn tile(&self, k_tile: (usize, usize), panel: (usize, usize), acc: &mut [f32], ld: usize);
+    /// [`Panels::tile`] for B panels `p` and `p + 1` at once (accumulator
+    /// columns `0..2·NR`), or false, doing nothing, where these panels have
+    /// no such tile.
+    fn tile_pair(
+        &self,
+        _k_tile: (usize, usize),
+        _panel: (usize, usize),
+        _acc: &mut [f32],
+        _ld: usize,
+    ) -> bool {
+        false
+    }
 }
 
 /// [`super::Strategy::Blocked`]: the f32 panels of `a` and `b` through
@@ -144,10 +156,20 @@ pub(super) fn blocked<O: FloatElement, K: Kernel, P: Panels>(
             }
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
-                for p in 0..nb_pad / P::NR {
+                // B panels two at a time where the panels have a tile
+                // for two (each accumulator element's chain is the same).
+                let b_panels = nb_pad / P::NR;
+                for p in (0..b_panels).step_by(2) {
                     for q in 0..mb_pad / P::MR {
                         let at = q * P::MR * nb_pad + p * P::NR;
-                        panels.tile((k0, kt), (p, q), &mut acc[at..], nb_pad);
+                        let acc = &mut acc[at..];
+                        if p + 1 < b_panels && panels.tile_pair((k0, kt), (p, q), acc, nb_pad) {
+                            continue;
+                        }
+                        panels.tile((k0, kt), (p, q), acc, nb_pad);
+                        if p + 1 < b_panels {
+                            panels.tile((k0, kt), (p + 1, q), &mut acc[P::NR..], nb_pad);
+                        }
                     }
                 }
             }
@@ -291,6 +313,26 @@ impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '
             (&self.scales.0[blk0 * mb_pad + q * K::MR..], mb_pad),
             (&self.scales.1[blk0 * nb_pad + p * K::NR..], nb_pad),
         );
+    }
+
+    // Only the plain tile (no block scales) has a pair form.
+    #[inline(always)]
+    fn tile_pair(
+        &self,
+        (k0, kt): (usize, usize),
+        (p, q): (usize, usize),
+        acc: &mut [f32],
+        ld: usize,
+    ) -> bool {
+        if self.part.scaling.is_some() {
+            return false;
+        }
+        let k = self.a.cols();
+        let b = self.packed_b();
+        let b0 = &b[p * k * K::NR + k0 * K::NR..][..kt * K::NR];
+        let b1 = &b[(p + 1) * k * K::NR + k0 * K::NR..][..kt * K::NR];
+        let a_tile = &self.bufs.0[q * k * K::MR + k0 * K::MR..][..kt * K::MR];
+        K::tile_pair(kt, a_tile, b0, b1, acc, ld, k0 == 0)
     }
 }
 

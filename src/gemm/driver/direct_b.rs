@@ -95,15 +95,15 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
                                 p_tail,
                             );
                         }
-                        // acc = acc + p, once per K-tile.
+                        // acc = acc + p, once per K-tile (two plain loops,
+                        // which vectorize: a chained iterator kept this
+                        // scalar, a quarter of the time of 32 × 1024 × 1024).
+                        let w_tail = w - w_main;
                         for r in 0..rows {
                             let at = (q * K::DIRECT_MR + r) * nb + j0;
-                            let sums = p_main[r * w_main..(r + 1) * w_main]
-                                .iter()
-                                .chain(&p_tail[r * (w - w_main)..(r + 1) * (w - w_main)]);
-                            for (s, &v) in acc[at..at + w].iter_mut().zip(sums) {
-                                *s += v;
-                            }
+                            let (acc_main, acc_tail) = acc[at..at + w].split_at_mut(w_main);
+                            add_assign(acc_main, &p_main[r * w_main..(r + 1) * w_main]);
+                            add_assign(acc_tail, &p_tail[r * w_tail..(r + 1) * w_tail]);
                         }
                     }
                 }
@@ -121,6 +121,13 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
                 simd,
             );
         }
+    }
+}
+
+/// `acc[i] += p[i]` (the slices are as long).
+fn add_assign(acc: &mut [f32], p: &[f32]) {
+    for (s, &v) in acc.iter_mut().zip(p) {
+        *s += v;
     }
 }
 

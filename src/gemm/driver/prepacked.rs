@@ -80,7 +80,12 @@ pub(super) fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kern
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
                 let panel = &panels[((col0 / nr + pj) * k + k0) * nr..];
-                let tile = PanelTile { pj, k0, kt };
+                let tile = PanelTile {
+                    col: pj * nr,
+                    width: nr,
+                    k0,
+                    kt,
+                };
                 add_panel_tile::<K>(packed_a, k, mb, panel, tile, n, acc, p_buf);
             }
         }
@@ -89,19 +94,21 @@ pub(super) fn serial_direct_prepacked<TA: FloatElement, O: FloatElement, K: Kern
     }
 }
 
-/// One K-tile of one NR-column panel of B: panel `pj`, steps `k0..k0 + kt`.
+/// One K-tile of a panel of B (`width` columns a step, a multiple of NR):
+/// its first column `col`, steps `k0..k0 + kt`.
 #[derive(Clone, Copy)]
 pub(super) struct PanelTile {
-    pub(super) pj: usize,
+    pub(super) col: usize,
+    pub(super) width: usize,
     pub(super) k0: usize,
     pub(super) kt: usize,
 }
 
 /// `acc += p` for every A panel of `packed_a` (`mb` rows, all K) against
-/// one K-tile of one B panel (`panel`: `kt` steps of NR values), `p` the
-/// tile's partial sums by the streaming kernel: one `acc = acc + p` per
-/// accumulator element and K-tile, as everywhere. `acc` is `mb × n`
-/// (row-major, rows padded to DIRECT_MR).
+/// one K-tile of one B panel (`panel`: `kt` steps of `tile.width` values,
+/// those past `n` zero), `p` the tile's partial sums by the streaming
+/// kernel: one `acc = acc + p` per accumulator element and K-tile, as
+/// everywhere. `acc` is `mb × n` (row-major, rows padded to DIRECT_MR).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) fn add_panel_tile<K: Kernel>(
@@ -114,15 +121,14 @@ pub(super) fn add_panel_tile<K: Kernel>(
     acc: &mut [f32],
     p_buf: &mut Vec<f32>,
 ) {
-    let nr = K::NR;
-    let PanelTile { pj, k0, kt } = tile;
-    let cols = nr.min(n - pj * nr);
+    let PanelTile { col, width, k0, kt } = tile;
+    let cols = width.min(n - col);
     for (q, a_panel) in packed_a.chunks_exact(k * K::DIRECT_MR).enumerate() {
         let a_tile = &a_panel[k0 * K::DIRECT_MR..(k0 + kt) * K::DIRECT_MR];
         let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
-        let p = grow(p_buf, rows * nr);
+        let p = grow(p_buf, rows * width);
         p.fill(0.0);
-        K::tile_direct(kt, rows, a_tile, panel, nr, nr, p);
-        add_tile_sums(acc, n, (q * K::DIRECT_MR, pj * nr), p, nr, (rows, cols));
+        K::tile_direct(kt, rows, a_tile, panel, width, width, p);
+        add_tile_sums(acc, n, (q * K::DIRECT_MR, col), p, width, (rows, cols));
     }
 }
