@@ -189,7 +189,7 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
         let rows = DenseRows::new(&a, grid_a, block, (FP4_DENSE_A_SCALE, exact));
         // The wide calls read their rows from panels.
         Rows::Dense(
-            if K::FP4_DENSE_ROWS > K::DENSE_ROWS && m >= K::FP4_DENSE_ROWS {
+            if K::fp4_dense_rows() > K::DENSE_ROWS && m >= K::fp4_dense_rows() {
                 rows.with_panels(k)
             } else {
                 rows
@@ -324,7 +324,7 @@ impl Rows {
                 // multiple of the panel, so every call's first row is).
                 let wide = !W::FP8 && rows.in_panels(r0);
                 let per_call = if wide {
-                    K::FP4_DENSE_ROWS
+                    K::fp4_dense_rows()
                 } else {
                     K::DENSE_ROWS
                 };

@@ -223,6 +223,12 @@ pub(crate) trait Kernel {
     /// Rows of A per [`Kernel::fp4_dense`] call (1..=this many; at least
     /// [`Self::DENSE_ROWS`]).
     const FP4_DENSE_ROWS: usize = Self::DENSE_ROWS;
+    /// Rows of A per [`Kernel::fp4_dense`] call on this CPU: at most
+    /// [`Self::FP4_DENSE_ROWS`]; where it is more than
+    /// [`Self::DENSE_ROWS`], the driver hands the calls A in panels.
+    fn fp4_dense_rows() -> usize {
+        Self::FP4_DENSE_ROWS
+    }
     /// Rows of A up to which a block-scaled FP4 × FP4 product with weights
     /// `[out, in]` takes the integer block sums ([`Kernel::fp4_dots8`],
     /// `Strategy::ExactSmallFp4`) rather than the codes read in place

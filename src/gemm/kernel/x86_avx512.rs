@@ -89,6 +89,21 @@ impl Kernel for Avx512 {
         true
     }
 
+    /// 16 rows on one pair of groups, except where the core has two load
+    /// ports ([`crate::cpu::two_load_ports`]): there each of those FMAs
+    /// needs its own broadcast of A, and 8 rows on two pairs (two FMAs
+    /// per broadcast) are faster (Intel Xeon, Ice Lake-SP, K = N = 4096,
+    /// M = 16 / 32, ms: MXFP4 7.0–7.2 / 14.7–16.0 → 5.7–6.1 / 8.9–12.5,
+    /// int4 6.7 / 12.5–13.2 → 5.0–5.1 / 9.7–11.0, NVFP4 7.7–8.3 /
+    /// 16.4–16.8 → 5.5–7.4 / 10.8–11.0).
+    fn fp4_dense_rows() -> usize {
+        if crate::cpu::two_load_ports() {
+            super::DENSE_ROWS_WIDE
+        } else {
+            super::FP4_DENSE_ROWS_WIDE
+        }
+    }
+
     fn direct_t_outputs<T: FloatElement>() -> usize {
         match DirectLoad::of::<T>() {
             Some(DirectLoad::F32 | DirectLoad::BF16) => super::x86_avx512_transposed::OUTPUTS,
