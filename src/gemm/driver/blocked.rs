@@ -56,6 +56,11 @@ pub(super) fn prescalable<TA: FloatElement, TB: FloatElement>(scaling: &Scaling<
     fits(&scaling.a, TA::DTYPE) && fits(&scaling.b, TB::DTYPE)
 }
 
+/// B panels that the blocked loops hand to one tile call where the panels
+/// have a tile for several ([`Panels::tile_panels`]): the AVX-512 tile on
+/// three panels is 8 × 48 (24 chains).
+const WIDE_PANELS: usize = 3;
+
 /// One pair of operands as the blocked loops ([`blocked`]) see them: how
 /// B's `NC`-column blocks and A's `MC`-row blocks are packed, and the
 /// kernel call for one K-tile of a B panel and an A panel.
@@ -71,13 +76,14 @@ pub(super) trait Panels {
     /// K-tile `k0..k0 + kt` of B panel `p` times A panel `q` into the
     /// accumulator block `acc` (rows at stride `ld`; `k0 == 0` starts it).
     fn tile(&self, k_tile: (usize, usize), panel: (usize, usize), acc: &mut [f32], ld: usize);
-    /// [`Panels::tile`] for B panels `p` and `p + 1` at once (accumulator
-    /// columns `0..2·NR`), or false, doing nothing, where these panels have
-    /// no such tile.
-    fn tile_pair(
+    /// [`Panels::tile`] for B panels `p..p + count` at once (accumulator
+    /// columns `0..count·NR`), or false, doing nothing, where these panels
+    /// have no such tile.
+    fn tile_panels(
         &self,
         _k_tile: (usize, usize),
         _panel: (usize, usize),
+        _count: usize,
         _acc: &mut [f32],
         _ld: usize,
     ) -> bool {
@@ -156,19 +162,20 @@ pub(super) fn blocked<O: FloatElement, K: Kernel, P: Panels>(
             }
             for k0 in (0..k).step_by(ARRAY_ROWS) {
                 let kt = ARRAY_ROWS.min(k - k0);
-                // B panels two at a time where the panels have a tile
-                // for two (each accumulator element's chain is the same).
+                // B panels WIDE_PANELS at a time where the panels have a
+                // tile for several (each accumulator element's chain is the
+                // same).
                 let b_panels = nb_pad / P::NR;
-                for p in (0..b_panels).step_by(2) {
+                for p in (0..b_panels).step_by(WIDE_PANELS) {
+                    let count = WIDE_PANELS.min(b_panels - p);
                     for q in 0..mb_pad / P::MR {
                         let at = q * P::MR * nb_pad + p * P::NR;
                         let acc = &mut acc[at..];
-                        if p + 1 < b_panels && panels.tile_pair((k0, kt), (p, q), acc, nb_pad) {
+                        if count > 1 && panels.tile_panels((k0, kt), (p, q), count, acc, nb_pad) {
                             continue;
                         }
-                        panels.tile((k0, kt), (p, q), acc, nb_pad);
-                        if p + 1 < b_panels {
-                            panels.tile((k0, kt), (p + 1, q), &mut acc[P::NR..], nb_pad);
+                        for i in 0..count {
+                            panels.tile((k0, kt), (p + i, q), &mut acc[i * P::NR..], nb_pad);
                         }
                     }
                 }
@@ -315,24 +322,25 @@ impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '
         );
     }
 
-    // Only the plain tile (no block scales) has a pair form.
+    // Only the plain tile (no block scales) has a form for several panels.
     #[inline(always)]
-    fn tile_pair(
+    fn tile_panels(
         &self,
         (k0, kt): (usize, usize),
         (p, q): (usize, usize),
+        count: usize,
         acc: &mut [f32],
         ld: usize,
     ) -> bool {
-        if self.part.scaling.is_some() {
+        if self.part.scaling.is_some() || !(2..=WIDE_PANELS).contains(&count) {
             return false;
         }
         let k = self.a.cols();
         let b = self.packed_b();
-        let b0 = &b[p * k * K::NR + k0 * K::NR..][..kt * K::NR];
-        let b1 = &b[(p + 1) * k * K::NR + k0 * K::NR..][..kt * K::NR];
+        let tile = |i: usize| &b[(p + i) * k * K::NR + k0 * K::NR..][..kt * K::NR];
+        let bs = [tile(0), tile(1), tile(count.min(WIDE_PANELS) - 1)];
         let a_tile = &self.bufs.0[q * k * K::MR + k0 * K::MR..][..kt * K::MR];
-        K::tile_pair(kt, a_tile, b0, b1, acc, ld, k0 == 0)
+        K::tile_panels(kt, a_tile, &bs[..count], acc, ld, k0 == 0)
     }
 }
 

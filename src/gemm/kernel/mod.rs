@@ -242,18 +242,16 @@ pub(crate) trait Kernel {
     /// for the first K-tile (`first`), +0.0 (so the block needs no zeroing).
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool);
 
-    /// [`Kernel::tile`] for two B panels at once, `b0` and `b1` (the
-    /// columns `0..NR` and `NR..2·NR` of `acc`), with the same chains; false
-    /// (nothing done) where the kernel has no such tile, and the caller
-    /// then runs [`Kernel::tile`] on each panel. On a kernel whose row of
-    /// the tile is one register, this lets each broadcast of A feed two
-    /// FMAs.
-    #[allow(clippy::too_many_arguments)]
-    fn tile_pair(
+    /// [`Kernel::tile`] for `b.len()` B panels at once (2 or 3; panel `i`
+    /// is the columns `i·NR..(i + 1)·NR` of `acc`), with the same chains;
+    /// false (nothing done) where the kernel has no such tile, and the
+    /// caller then runs [`Kernel::tile`] on each panel. On a kernel whose
+    /// row of the tile is one register, this lets each broadcast of A feed
+    /// one FMA per panel.
+    fn tile_panels(
         _kt: usize,
         _a: &[f32],
-        _b0: &[f32],
-        _b1: &[f32],
+        _b: &[&[f32]],
         _acc: &mut [f32],
         _ld: usize,
         _first: bool,

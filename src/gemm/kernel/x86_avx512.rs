@@ -1,12 +1,13 @@
 //! AVX-512 micro-kernel: an 8×16 block, one zmm register per row, one
 //! `vfmadd231ps zmm` per (row, 16 columns, k): each lane is the contract's
 //! chain `p = fma(a, b, p)`, so the bits are those of every other kernel.
-//! The blocked loops run it on two B panels at once where they can
-//! ([`Kernel::tile_pair`]: 8 × 32, 16 chains), so that each broadcast of A
-//! feeds two FMAs: a CPU with two zmm FMA pipes (Intel) is bound by its
-//! loads otherwise (Ice Lake, f32 1024³: 6×16 tiles one panel at a time
-//! about 48 GFLOP/s, 6 × 32 about 72, 8 × 32 about 98, of a 176 GFLOP/s
-//! FMA peak; OpenBLAS on the same core 93–103). The B panels are the AVX2
+//! The blocked loops run it on three B panels at once where they can
+//! ([`Kernel::tile_panels`]: 8 × 48, 24 chains; two for the last panels), so
+//! that each broadcast of A feeds three FMAs: a CPU with two zmm FMA pipes
+//! (Intel) is bound by its loads otherwise (Ice Lake, f32 1024³: 6×16
+//! tiles one panel at a time about 48 GFLOP/s, 6 × 32 about 72, 8 × 32
+//! about 98, 8 × 48 about 105–110, of a 176 GFLOP/s FMA peak; OpenBLAS on
+//! the same core 93–120). The B panels are the AVX2
 //! kernel's (16 columns, so that pre-packed weights serve both tiers), and
 //! so are the small-M FP4 dot products and the epilogue; the direct-B kernel of skinny products is
 //! the AVX2 one's traversal on zmm registers, the `x · Wᵀ` kernel of f32
@@ -24,8 +25,8 @@ use crate::gemm::ARRAY_ROWS;
 use crate::simd::x86_64::dpbusd_quads;
 use std::arch::x86_64::*;
 
-/// 8 rows × 16 columns (one zmm register per row), or 8 × 32 on two B
-/// panels.
+/// 8 rows × 16 columns (one zmm register per row), or 8 × 32 / 8 × 48 on
+/// two or three B panels.
 pub(crate) struct Avx512;
 
 const MR: usize = 8;
@@ -70,22 +71,31 @@ impl Kernel for Avx512 {
         unsafe { fp4_tile_vnni(blocks, quads, t, acc.as_mut_ptr(), ld, first) }
     }
 
-    fn tile_pair(
+    fn tile_panels(
         kt: usize,
         a: &[f32],
-        b0: &[f32],
-        b1: &[f32],
+        b: &[&[f32]],
         acc: &mut [f32],
         ld: usize,
         first: bool,
     ) -> bool {
-        assert!(a.len() >= kt * MR && b0.len() >= kt * NR && b1.len() >= kt * NR);
-        assert!(ld >= 2 * NR && acc.len() >= (MR - 1) * ld + 2 * NR);
+        let width = b.len() * NR;
+        assert!(a.len() >= kt * MR && b.iter().all(|p| p.len() >= kt * NR));
+        assert!(ld >= width && acc.len() >= (MR - 1) * ld + width);
         let (ap, accp) = (a.as_ptr(), acc.as_mut_ptr());
         // SAFETY: the CPU has AVX2, FMA and AVX-512F (the driver's choice
-        // of kernel); the checks bound both panels' reads and the 8 × 32
-        // block of `acc`.
-        unsafe { tile_pair_avx512(kt, ap, b0.as_ptr(), b1.as_ptr(), accp, ld, first) };
+        // of kernel); the asserts bound the panels' reads and the 8 ×
+        // width block of `acc`.
+        unsafe {
+            match *b {
+                [b0, b1] => tile_panels_avx512(kt, ap, [b0.as_ptr(), b1.as_ptr()], accp, ld, first),
+                [b0, b1, b2] => {
+                    let bp = [b0.as_ptr(), b1.as_ptr(), b2.as_ptr()];
+                    tile_panels_avx512(kt, ap, bp, accp, ld, first)
+                }
+                _ => return false,
+            }
+        }
         true
     }
 
@@ -361,43 +371,36 @@ unsafe fn tile_avx512(
     }
 }
 
-/// [`Kernel::tile_pair`]: [`tile_avx512`] over two B panels, 12 chains
-/// (8 rows × 2 registers), so each broadcast of A feeds two FMAs (see the
-/// module docs for the figures).
+/// [`Kernel::tile_panels`]: [`tile_avx512`] over `V` B panels, 8 × `V`
+/// chains, so each broadcast of A feeds `V` FMAs (see the module docs for
+/// the figures).
 ///
 /// # Safety
-/// AVX2, FMA and AVX-512F; `a` has `kt * 8` readable floats, `b0` and
-/// `b1` `kt * 16` each, and `acc` has rows `0..8` of 32 floats at stride
-/// `ld`.
+/// AVX2, FMA and AVX-512F; `a` has `kt * 8` readable floats, each of `b`
+/// `kt * 16`, and `acc` has rows `0..8` of `16 · V` floats at stride `ld`.
 #[target_feature(enable = "avx2,fma,avx512f")]
-unsafe fn tile_pair_avx512(
+unsafe fn tile_panels_avx512<const V: usize>(
     kt: usize,
     a: *const f32,
-    b0: *const f32,
-    b1: *const f32,
+    b: [*const f32; V],
     acc: *mut f32,
     ld: usize,
     first: bool,
 ) {
-    let mut p = [[_mm512_setzero_ps(); 2]; MR];
-    // One step of the chains: p[r][v] = fma(a[r], b_v[..], p[r][v]).
-    #[inline(always)]
-    fn step(p: &mut [[__m512; 2]; MR], a: *const f32, b0: *const f32, b1: *const f32) {
-        // SAFETY: the caller passes pointers to one k-step of each panel.
-        unsafe {
-            let bv = [_mm512_loadu_ps(b0), _mm512_loadu_ps(b1)];
-            for (r, pr) in p.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*a.add(r));
-                pr[0] = _mm512_fmadd_ps(ar, bv[0], pr[0]);
-                pr[1] = _mm512_fmadd_ps(ar, bv[1], pr[1]);
-            }
-        }
-    }
+    let mut p = [[_mm512_setzero_ps(); V]; MR];
     // SAFETY: steps 0..kt of each panel (the function's contract); rows
-    // r < 8 of the accumulator block, 32 floats.
+    // r < 8 of the accumulator block, 16 · V floats.
     unsafe {
         for i in 0..kt {
-            step(&mut p, a.add(i * MR), b0.add(i * NR), b1.add(i * NR));
+            // One step of the chains: p[r][v] = fma(a[r], b_v[..], p[r][v]).
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b[v].add(i * NR)));
+            let ak = a.add(i * MR);
+            for (r, pr) in p.iter_mut().enumerate() {
+                let ar = _mm512_set1_ps(*ak.add(r));
+                for (s, x) in pr.iter_mut().zip(&bv) {
+                    *s = _mm512_fmadd_ps(ar, *x, *s);
+                }
+            }
         }
         for (r, pr) in p.iter().enumerate() {
             for (v, pv) in pr.iter().enumerate() {
