@@ -6,7 +6,7 @@
 use super::pack::{pack_a, pack_b, FoldScales};
 use super::workspace::{grow, round_up, Workspace};
 use super::write_back::write_block;
-use super::{Part, ScaleGrid, Scaling, MC, NC};
+use super::{Part, ScaleGrid, Scaling, MC, NC, WIDE_PANELS};
 use crate::dtype::{DType, FloatElement};
 use crate::gemm::kernel::Kernel;
 use crate::gemm::{Epilogue, ARRAY_ROWS};
@@ -55,11 +55,6 @@ pub(super) fn prescalable<TA: FloatElement, TB: FloatElement>(scaling: &Scaling<
     }
     fits(&scaling.a, TA::DTYPE) && fits(&scaling.b, TB::DTYPE)
 }
-
-/// B panels that the blocked loops hand to one tile call where the panels
-/// have a tile for several ([`Panels::tile_panels`]): the AVX-512 tile on
-/// three panels is 8 × 48 (24 chains).
-const WIDE_PANELS: usize = 3;
 
 /// One pair of operands as the blocked loops ([`blocked`]) see them: how
 /// B's `NC`-column blocks and A's `MC`-row blocks are packed, and the
@@ -171,7 +166,7 @@ pub(super) fn blocked<O: FloatElement, K: Kernel, P: Panels>(
                     for q in 0..mb_pad / P::MR {
                         let at = q * P::MR * nb_pad + p * P::NR;
                         let acc = &mut acc[at..];
-                        if count > 1 && panels.tile_panels((k0, kt), (p, q), count, acc, nb_pad) {
+                        if panels.tile_panels((k0, kt), (p, q), count, acc, nb_pad) {
                             continue;
                         }
                         for i in 0..count {
@@ -337,8 +332,8 @@ impl<TA: FloatElement, TB: FloatElement, K: Kernel> Panels for FloatPanels<'_, '
         }
         let k = self.a.cols();
         let b = self.packed_b();
-        let tile = |i: usize| &b[(p + i) * k * K::NR + k0 * K::NR..][..kt * K::NR];
-        let bs = [tile(0), tile(1), tile(count.min(WIDE_PANELS) - 1)];
+        let bs: [&[f32]; WIDE_PANELS] =
+            std::array::from_fn(|i| &b[((p + i.min(count - 1)) * k + k0) * K::NR..][..kt * K::NR]);
         let a_tile = &self.bufs.0[q * k * K::MR + k0 * K::MR..][..kt * K::MR];
         K::tile_panels(kt, a_tile, &bs[..count], acc, ld, k0 == 0)
     }

@@ -14,7 +14,7 @@ use super::pack::{pack_a_rows, pack_b_nr};
 use super::prepacked::{add_panel_tile, PanelTile};
 use super::workspace::{add_tile_sums, grow, round_up, Workspace};
 use super::write_back::write_block;
-use super::MC;
+use super::{MC, WIDE_PANELS};
 use crate::dtype::FloatElement;
 use crate::gemm::kernel::Kernel;
 use crate::gemm::{Epilogue, ARRAY_ROWS};
@@ -23,11 +23,6 @@ use crate::tensor::{MatMut, MatRef};
 /// Steps of K packed per panel chunk (a multiple of [`ARRAY_ROWS`]): 8 KiB
 /// runs of each f32 row of W, a 128 KiB chunk for 16 columns.
 const CHUNK_STEPS: usize = 16 * ARRAY_ROWS;
-
-/// NR-column panels packed side by side as one (the direct kernel then
-/// holds three registers of columns per row: Intel Xeon, Ice Lake, K = N =
-/// 4096 f32, M = 32 ms, one panel at a time against three).
-const WIDE_PANELS: usize = 3;
 
 /// Rows of A up to which the kernel reads W in place (past them, packing
 /// each panel once is cheaper than transposing it per A panel).

@@ -62,6 +62,14 @@ use workspace::{with_workspace, Workspace};
 const MC: usize = 96;
 /// Columns of B per packed panel (a multiple of every kernel's NR).
 const NC: usize = 512;
+/// NR-column panels of B that one kernel call takes side by side: the
+/// blocked tile on that many panels ([`Kernel::tile_panels`], 8 × 48 on
+/// AVX-512), and the `[out, in]` strategy's panels packed as one for the
+/// direct kernel (three registers of columns a row). Each broadcast of A
+/// then feeds that many FMAs (Intel Xeon, Ice Lake, K = N = 4096 f32, `[out,
+/// in]` W, M = 32: 35–37 ms with one panel and the one-register direct
+/// kernel, 21–26 with three).
+const WIDE_PANELS: usize = 3;
 /// Skinny products read B in place instead of packing it (packing B costs
 /// as much memory traffic as the whole product): up to `DIRECT_B_MAX_M`
 /// rows when B has at least `DIRECT_B_MIN_ELEMENTS` elements, and up to

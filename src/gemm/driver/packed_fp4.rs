@@ -188,13 +188,12 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
         let exact = |x: f32| x == 0.0 || x.is_nan() || x.abs() >= FP4_DENSE_MIN_A;
         let rows = DenseRows::new(&a, grid_a, block, (FP4_DENSE_A_SCALE, exact));
         // The wide calls read their rows from panels.
-        Rows::Dense(
-            if K::fp4_dense_rows() > K::DENSE_ROWS && m >= K::fp4_dense_rows() {
-                rows.with_panels(k)
-            } else {
-                rows
-            },
-        )
+        let wide_rows = K::fp4_dense_rows();
+        Rows::Dense(if wide_rows > K::DENSE_ROWS && m >= wide_rows {
+            rows.with_panels(k)
+        } else {
+            rows
+        })
     };
     let codes = b.codes();
     let tasks = task_count(m, n, k, parallelism);
@@ -403,7 +402,7 @@ struct DenseRows {
     /// `a` in panels of [`FP8_STAGED_PANEL`] rows (per step, the panel's
     /// values side by side, zeros past the last row) for
     /// [`Kernel::fp8_staged`] and the wide [`Kernel::fp4_dense`] calls
-    /// ([`Kernel::FP4_DENSE_ROWS`]); empty where neither runs.
+    /// ([`Kernel::fp4_dense_rows`]); empty where neither runs.
     panels: Vec<f32>,
 }
 

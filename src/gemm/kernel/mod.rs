@@ -6,6 +6,7 @@
 //! `acc = acc + p`, one rounding. Inputs are packed panels: `a` holds, for each
 //! k, `MR` values (one per row); `b` holds, for each k, `NR` values.
 
+mod epilogue;
 mod operands;
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
@@ -33,9 +34,10 @@ pub(crate) mod x86_fp8_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_transposed;
 
+pub(crate) use epilogue::epilogue_rows_body;
 pub(crate) use operands::*;
 
-use super::{Activation, Epilogue};
+use super::Epilogue;
 use crate::dtype::FloatElement;
 
 /// The scaling blocks of a K-tile of `kt` steps in blocks of `block`:
@@ -220,14 +222,11 @@ pub(crate) trait Kernel {
     /// Rows of A per [`Kernel::fp4_dense`] and [`Kernel::fp8_dense`] call
     /// (1..=this many).
     const DENSE_ROWS: usize = FP4_DENSE_MR;
-    /// Rows of A per [`Kernel::fp4_dense`] call (1..=this many; at least
-    /// [`Self::DENSE_ROWS`]).
-    const FP4_DENSE_ROWS: usize = Self::DENSE_ROWS;
-    /// Rows of A per [`Kernel::fp4_dense`] call on this CPU: at most
-    /// [`Self::FP4_DENSE_ROWS`]; where it is more than
-    /// [`Self::DENSE_ROWS`], the driver hands the calls A in panels.
+    /// Rows of A per [`Kernel::fp4_dense`] call on this CPU (1..=this
+    /// many; at least [`Self::DENSE_ROWS`]); where it is more, the driver
+    /// hands the calls A in panels.
     fn fp4_dense_rows() -> usize {
-        Self::FP4_DENSE_ROWS
+        Self::DENSE_ROWS
     }
     /// Rows of A up to which a block-scaled FP4 × FP4 product with weights
     /// `[out, in]` takes the integer block sums ([`Kernel::fp4_dots8`],
@@ -242,12 +241,10 @@ pub(crate) trait Kernel {
     /// for the first K-tile (`first`), +0.0 (so the block needs no zeroing).
     fn tile(kt: usize, a: &[f32], b: &[f32], acc: &mut [f32], ld: usize, first: bool);
 
-    /// [`Kernel::tile`] for `b.len()` B panels at once (2 or 3; panel `i`
-    /// is the columns `i·NR..(i + 1)·NR` of `acc`), with the same chains;
-    /// false (nothing done) where the kernel has no such tile, and the
-    /// caller then runs [`Kernel::tile`] on each panel. On a kernel whose
-    /// row of the tile is one register, this lets each broadcast of A feed
-    /// one FMA per panel.
+    /// [`Kernel::tile`] for `b.len()` B panels at once (panel `i` is the
+    /// columns `i·NR..(i + 1)·NR` of `acc`), the same chains, so that each
+    /// broadcast of A feeds one FMA per panel; false (nothing done) where
+    /// the kernel has no such tile: the caller then tiles each panel.
     fn tile_panels(
         _kt: usize,
         _a: &[f32],
@@ -699,83 +696,6 @@ pub(crate) trait Kernel {
         col0: usize,
     ) {
         epilogue_rows_body(epilogue, acc, ld_acc, out, ld_out, rows, cols, col0)
-    }
-}
-
-/// Shared body of [`Kernel::epilogue_rows`].
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(crate) fn epilogue_rows_body(
-    epilogue: &Epilogue<'_>,
-    acc: &[f32],
-    ld_acc: usize,
-    out: &mut [f32],
-    ld_out: usize,
-    rows: usize,
-    cols: usize,
-    col0: usize,
-) {
-    if epilogue.bias.is_none() && ld_acc == cols && ld_out == cols {
-        // Both blocks contiguous and nothing depends on the column: one pass.
-        let n = rows * cols;
-        return epilogue_row_body(epilogue, &acc[..n], &mut out[..n], col0);
-    }
-    for i in 0..rows {
-        epilogue_row_body(
-            epilogue,
-            &acc[i * ld_acc..i * ld_acc + cols],
-            &mut out[i * ld_out..i * ld_out + cols],
-            col0,
-        );
-    }
-}
-
-/// Shared body of the row epilogue; each kernel module instantiates it under
-/// its own target features so `mul_add` becomes one instruction. The steps of
-/// [`Epilogue::apply`] are done as separate passes over the row (each element
-/// sees the same operations in the same order), so that each pass vectorises.
-#[inline(always)]
-pub(crate) fn epilogue_row_body(
-    epilogue: &Epilogue<'_>,
-    acc: &[f32],
-    out: &mut [f32],
-    col0: usize,
-) {
-    // NaN canonicalisation rides on whichever pass writes last, so that each
-    // pass stores computed values (a separate in-place pass would compile
-    // to slow masked stores).
-    #[inline(always)]
-    fn canon(v: f32, last: bool) -> f32 {
-        if last && v.is_nan() {
-            f32::NAN
-        } else {
-            v
-        }
-    }
-    let out = &mut out[..acc.len()];
-    let alpha = epilogue.alpha;
-    let has_act = epilogue.activation != Activation::Identity;
-    let last = epilogue.bias.is_none() && !has_act;
-    if epilogue.beta != 0.0 {
-        let beta = epilogue.beta;
-        for (o, &s) in out.iter_mut().zip(acc) {
-            *o = canon(beta.mul_add(*o, alpha * s), last);
-        }
-    } else {
-        for (o, &s) in out.iter_mut().zip(acc) {
-            *o = canon(alpha * s, last);
-        }
-    }
-    if let Some(bias) = epilogue.bias {
-        for (o, &b) in out.iter_mut().zip(&bias[col0..col0 + acc.len()]) {
-            *o = canon(*o + b, !has_act);
-        }
-    }
-    if has_act {
-        let act = epilogue.activation;
-        for o in out.iter_mut() {
-            *o = canon(act.apply(*o), true);
-        }
     }
 }
 

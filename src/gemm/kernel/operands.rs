@@ -34,8 +34,9 @@ pub(crate) const FP4_DENSE_MR: usize = 4;
 /// of groups, each code decoded once for all 8 rows.
 pub(crate) const DENSE_ROWS_WIDE: usize = 8;
 /// Rows of A per [`Kernel::fp4_dense`] call on the AVX-512 tier (its
-/// [`Kernel::FP4_DENSE_ROWS`]): 16 chains on one pair of groups, each
-/// code decoded once for 16 rows.
+/// [`super::Kernel::fp4_dense_rows`], except where the core has two load
+/// ports): 16 chains on one pair of groups, each code decoded once for 16
+/// rows.
 pub(crate) const FP4_DENSE_ROWS_WIDE: usize = 16;
 /// Groups of 8 packed lines per [`Kernel::fp4_dense`] call.
 pub(crate) const FP4_DENSE_GROUPS: usize = 8;

@@ -38,7 +38,6 @@ impl Kernel for Avx512 {
     const MR: usize = MR;
     const DIRECT_MR: usize = DIRECT_MR;
     const DENSE_ROWS: usize = super::DENSE_ROWS_WIDE;
-    const FP4_DENSE_ROWS: usize = super::FP4_DENSE_ROWS_WIDE;
     /// Intel Xeon, K = N = 4096, MXFP4 × MXFP4, ms integer sums / codes in
     /// place: M = 1 1.21 / 1.30, 2 2.26 / 1.49, 4 4.35 / 2.07.
     const EXACT_SMALL_ROWS: usize = 1;
@@ -340,7 +339,7 @@ macro_rules! chains_avx512 {
     }};
 }
 
-/// `acc = start + p` (the plain tile).
+/// `acc = start + p` (the plain tile): [`tile_panels_avx512`] on one panel.
 ///
 /// # Safety
 /// AVX2, FMA and AVX-512F; `a` has `kt * 8` readable floats, `b` has
@@ -355,20 +354,8 @@ unsafe fn tile_avx512(
     ld: usize,
     first: bool,
 ) {
-    // The caller's contract covers the panels (the macro's reads).
-    let p = chains_avx512!(kt, a, b);
-    for (r, pr) in p.iter().enumerate() {
-        // SAFETY: row r < 8 of the accumulator block, 16 floats.
-        unsafe {
-            let dst = acc.add(r * ld);
-            let start = if first {
-                _mm512_setzero_ps()
-            } else {
-                _mm512_loadu_ps(dst)
-            };
-            _mm512_storeu_ps(dst, _mm512_add_ps(start, *pr));
-        }
-    }
+    // SAFETY: the same contract, for one panel.
+    unsafe { tile_panels_avx512::<1>(kt, a, [b], acc, ld, first) }
 }
 
 /// [`Kernel::tile_panels`]: [`tile_avx512`] over `V` B panels, 8 × `V`
