@@ -42,6 +42,9 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
         let mb_pad = round_up(mb, K::DIRECT_MR);
         let packed_a = grow(a_buf, mb_pad * k);
         pack_a_rows(&a, ic, mb, K::DIRECT_MR, packed_a, tmp, None, simd);
+        // One A panel reads each row of B from memory once, the kernel
+        // streaming fewer rows a pass; several read the chunk from L2.
+        let from_memory = mb <= K::DIRECT_MR;
         // Few rows: sweep whole rows of B (long sequential streams).
         let nc = if mb <= 32 { n.clamp(1, 8192) } else { NC };
         for jc in (0..n).step_by(nc) {
@@ -81,7 +84,16 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
                         p.fill(0.0);
                         let (p_main, p_tail) = p.split_at_mut(rows * w_main);
                         if w_main > 0 {
-                            K::tile_direct(kt, rows, a_tile, &b_tile[j0..], ldb, w_main, p_main);
+                            K::tile_direct(
+                                kt,
+                                rows,
+                                a_tile,
+                                &b_tile[j0..],
+                                ldb,
+                                w_main,
+                                p_main,
+                                from_memory,
+                            );
                         }
                         if w_main < w {
                             tile_direct_scalar(

@@ -128,7 +128,7 @@ pub(super) fn add_panel_tile<K: Kernel>(
         let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
         let p = grow(p_buf, rows * width);
         p.fill(0.0);
-        K::tile_direct(kt, rows, a_tile, panel, width, width, p);
+        K::tile_direct(kt, rows, a_tile, panel, width, width, p, false);
         add_tile_sums(acc, n, (q * K::DIRECT_MR, col), p, width, (rows, cols));
     }
 }

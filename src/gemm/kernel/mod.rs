@@ -576,6 +576,11 @@ pub(crate) trait Kernel {
     /// (step k's values are `b[k * b_stride..][..nb]`, widened in
     /// registers), written to `p` (`rows × nb`, zeroed by the caller). Each
     /// sum is the same FMA chain from +0.0 as in [`Kernel::tile`].
+    /// `from_memory` says that B's rows come from memory this once (a
+    /// single A panel sweeps them): the kernel then streams fewer rows of B
+    /// at a time, as many as the hardware prefetchers follow; otherwise
+    /// (several panels read B from cache) it may take more per pass. The
+    /// traversal never changes the bits.
     #[allow(clippy::too_many_arguments)]
     fn tile_direct<T: FloatElement>(
         kt: usize,
@@ -585,7 +590,9 @@ pub(crate) trait Kernel {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
+        from_memory: bool,
     ) {
+        let _ = from_memory;
         tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p)
     }
 

@@ -218,6 +218,7 @@ impl Kernel for Avx2 {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
+        _from_memory: bool,
     ) {
         assert!((1..=MR).contains(&rows) && a.len() >= kt * MR && nb.is_multiple_of(NR));
         assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);

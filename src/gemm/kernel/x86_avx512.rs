@@ -267,6 +267,7 @@ impl Kernel for Avx512 {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
+        from_memory: bool,
     ) {
         let Some(load) = DirectLoad::of::<T>() else {
             return tile_direct_scalar(DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p);
@@ -276,19 +277,24 @@ impl Kernel for Avx512 {
         assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);
         assert!(p.len() >= rows * nb);
         let (ap, bp, pp) = (a.as_ptr(), b.as_ptr() as *const u8, p.as_mut_ptr());
+        let group = if from_memory {
+            DIRECT_K_GROUP_FROM_MEMORY
+        } else {
+            DIRECT_K_GROUP
+        };
         // SAFETY: the CPU has AVX2, FMA, F16C and AVX-512F (the driver's
         // dispatch); the asserts bound every access; `load` reads elements
         // of the type `T` is.
         unsafe {
             match rows {
-                1 => tile_direct_avx512::<1>(kt, ap, bp, b_stride, nb, pp, load),
-                2 => tile_direct_avx512::<2>(kt, ap, bp, b_stride, nb, pp, load),
-                3 => tile_direct_avx512::<3>(kt, ap, bp, b_stride, nb, pp, load),
-                4 => tile_direct_avx512::<4>(kt, ap, bp, b_stride, nb, pp, load),
-                5 => tile_direct_avx512::<5>(kt, ap, bp, b_stride, nb, pp, load),
-                6 => tile_direct_avx512::<6>(kt, ap, bp, b_stride, nb, pp, load),
-                7 => tile_direct_avx512::<7>(kt, ap, bp, b_stride, nb, pp, load),
-                _ => tile_direct_avx512::<8>(kt, ap, bp, b_stride, nb, pp, load),
+                1 => tile_direct_avx512::<1>(kt, ap, bp, b_stride, nb, pp, load, group),
+                2 => tile_direct_avx512::<2>(kt, ap, bp, b_stride, nb, pp, load, group),
+                3 => tile_direct_avx512::<3>(kt, ap, bp, b_stride, nb, pp, load, group),
+                4 => tile_direct_avx512::<4>(kt, ap, bp, b_stride, nb, pp, load, group),
+                5 => tile_direct_avx512::<5>(kt, ap, bp, b_stride, nb, pp, load, group),
+                6 => tile_direct_avx512::<6>(kt, ap, bp, b_stride, nb, pp, load, group),
+                7 => tile_direct_avx512::<7>(kt, ap, bp, b_stride, nb, pp, load, group),
+                _ => tile_direct_avx512::<8>(kt, ap, bp, b_stride, nb, pp, load, group),
             }
         }
     }
@@ -523,12 +529,19 @@ impl LoadB for DirectLoad {
     }
 }
 
-/// K-steps per pass over a row of B in [`tile_direct_avx512`]: that many
-/// rows of B stream at once, and the sums of a block of columns are loaded
-/// and stored once per pass (16 against the AVX2 kernel's 8: Intel Xeon,
-/// Ice Lake, f32 K = N = 4096, M = 32 about 24 → 21 ms, M = 32, K = N =
-/// 1024 1.5 → 1.25; not measured on AMD).
+/// K-steps per pass over a row of B in [`tile_direct_avx512`] where B
+/// comes from cache (several A panels read it): that many rows of B stream
+/// at once, and the sums of a block of columns are loaded and stored once
+/// per pass (16 against the AVX2 kernel's 8: Intel Xeon, Ice Lake, f32 K =
+/// N = 4096, M = 32 about 24 → 21 ms, M = 32, K = N = 1024 1.5 → 1.25;
+/// AMD EPYC Zen 4, M = 32 20.1 → 17.7).
 const DIRECT_K_GROUP: usize = 16;
+
+/// [`DIRECT_K_GROUP`] where B's rows come from memory once (one A panel
+/// sweeps them): sixteen rows a pass are more streams than the
+/// prefetchers follow (AMD EPYC Zen 4, f32 K = N = 4096, M = 1 3.5 → 2.7
+/// ms, M = 8 5.5–5.9 → 4.7, against 16 a pass).
+const DIRECT_K_GROUP_FROM_MEMORY: usize = 8;
 
 /// The AVX2 leaf's `tile_direct_avx2` on zmm registers: the same
 /// traversal (a group of k-steps sweeps across all columns) and the same
@@ -538,11 +551,15 @@ const DIRECT_K_GROUP: usize = 16;
 /// 8 FMAs, and the loads bounded the kernel: Intel Xeon, Ice Lake, K = N =
 /// 4096 f32, M = 32 in about 21 ms of kernel time, 51 GFLOP/s.)
 ///
+/// `group` k-steps per pass ([`DIRECT_K_GROUP`] or
+/// [`DIRECT_K_GROUP_FROM_MEMORY`]).
+///
 /// # Safety
 /// AVX2, FMA, F16C and AVX-512F present; `a` has `kt * DIRECT_MR` floats;
 /// `b` has `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb`
 /// floats;
 /// `nb` is a multiple of 16.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn tile_direct_avx512<const R: usize>(
     kt: usize,
@@ -552,10 +569,11 @@ unsafe fn tile_direct_avx512<const R: usize>(
     nb: usize,
     p: *mut f32,
     load: DirectLoad,
+    group: usize,
 ) {
     let row_bytes = bs * load.size();
-    for g in (0..kt).step_by(DIRECT_K_GROUP) {
-        let steps = g..g + DIRECT_K_GROUP.min(kt - g);
+    for g in (0..kt).step_by(group.max(1)) {
+        let steps = g..g + group.min(kt - g);
         let mut j = 0;
         // SAFETY (each call): rows < R of p, columns j..j + 16·V ≤ nb;
         // k-steps g..g + steps ≤ kt of A and B (the caller's contract).
