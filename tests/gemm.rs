@@ -616,6 +616,17 @@ fn skinny_transposed_weights_equal_reference() {
         check::<f16>(k);
         check::<bf16>(k);
     }
+    // f32 W of 16 MiB, which AMD Zen 4 reads in place up to 32 rows of A
+    // (packed past 16 rows elsewhere).
+    let (n, k) = (4096, 1024);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7 % 43) as f32 - 21.0) / 8.0)
+        .collect();
+    let bv = MatRef::from_row_major(&w, n, k).unwrap().t();
+    for m in [20, 32] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+        mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1]);
+    }
 }
 
 #[test]

@@ -24,10 +24,6 @@ use crate::tensor::{MatMut, MatRef};
 /// runs of each f32 row of W, a 128 KiB chunk for 16 columns.
 const CHUNK_STEPS: usize = 16 * ARRAY_ROWS;
 
-/// Rows of A up to which the kernel reads W in place (past them, packing
-/// each panel once is cheaper than transposing it per A panel).
-const IN_PLACE_MAX_ROWS: usize = 16;
-
 /// `c = epilogue(a·b)` for few rows of A and a B whose columns are
 /// contiguous (`row_stride == 1`), panel by panel and K-tile by K-tile.
 #[allow(clippy::too_many_arguments)]
@@ -65,7 +61,10 @@ pub(super) fn serial_direct_transposed<
         // Few rows read W in place: each 8 × 8 block is transposed in
         // registers by the kernel itself (no second pass), for each A
         // panel (a second one re-reads the block from L1).
-        let in_place = mb <= IN_PLACE_MAX_ROWS && K::reads_direct_t::<TB>();
+        // (Past the kernel's rows, packing each panel once is cheaper
+        // than transposing it again per A panel.)
+        let w_bytes = n.saturating_mul(k).saturating_mul(size_of::<TB>());
+        let in_place = mb <= K::direct_t_in_place_rows::<TB>(w_bytes) && K::reads_direct_t::<TB>();
         let (w, ld) = (b.as_slice(), b.col_stride());
         let n_main = if in_place { n / nr * nr } else { 0 };
         // A register's worth of outputs (rows of W) at a time over all

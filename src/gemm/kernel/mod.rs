@@ -602,6 +602,14 @@ pub(crate) trait Kernel {
         false
     }
 
+    /// Rows of A up to which the `[out, in]` driver reads W of type `T`
+    /// (`w_bytes` in all) in place with [`Kernel::tile_direct_t`], each A
+    /// panel transposing it again; past them it packs each panel of W once.
+    fn direct_t_in_place_rows<T: FloatElement>(w_bytes: usize) -> usize {
+        let _ = w_bytes;
+        16
+    }
+
     /// Outputs (rows of W) that the driver hands [`Kernel::tile_direct_t`]
     /// at a time, each group through all of K before the next: as many row
     /// streams as one register of the kernel holds outputs.
