@@ -577,6 +577,18 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
     check::<f32>();
     check::<f16>();
     check::<bf16>();
+    // A small B (133 × 150: read in place at up to 4 rows), both layouts.
+    let (n, k) = (150, 133);
+    let w: Vec<f32> = (0..k * n).map(|i| ((i % 37) as f32 - 18.0) / 4.0).collect();
+    for bv in [
+        MatRef::from_row_major(&w, k, n).unwrap(),
+        MatRef::from_row_major(&w, n, k).unwrap().t(),
+    ] {
+        for m in 1..=5 {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+            mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
+        }
+    }
 }
 
 /// `x · Wᵀ` with W stored `[out, in]` (B a transposed view, its columns

@@ -53,6 +53,24 @@ fn plain_gemm_plans() -> Result<(), Error> {
     let am = MatRef::from_row_major(&a, 512, 512)?;
     let p = plan(am, am, Parallelism::Threads(2))?;
     assert_eq!((p.strategy, p.parts), (Strategy::Blocked, 2));
+    // A small B (K = 512, N = 256) is read in place at up to 4 rows of A,
+    // in either layout, and packed from 5 rows on.
+    let small_b = MatRef::from_row_major(&a[..512 * 256], 512, 256)?;
+    let small_w = MatRef::from_row_major(&a[..512 * 256], 256, 512)?.t();
+    for (rows, want_b, want_w) in [
+        (1, Strategy::DirectB, Strategy::DirectTransposed),
+        (4, Strategy::DirectB, Strategy::DirectTransposed),
+        (5, Strategy::Blocked, Strategy::Blocked),
+    ] {
+        let x = MatRef::from_row_major(&a[..rows * 512], rows, 512)?;
+        let (pb, pw) = (
+            plan(x, small_b, Parallelism::Serial)?,
+            plan(x, small_w, Parallelism::Serial)?,
+        );
+        if pb.tier != Tier::Portable {
+            assert_eq!((pb.strategy, pw.strategy), (want_b, want_w), "{pb} / {pw}");
+        }
+    }
     // Too little work for threads; an empty C has no parts.
     let s = MatRef::from_row_major(&a[..64], 8, 8)?;
     assert_eq!(plan(s, s, Parallelism::Threads(8))?.parts, 1);

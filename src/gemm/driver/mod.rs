@@ -79,6 +79,17 @@ const DIRECT_B_MAX_M: usize = 32;
 const DIRECT_B_MIN_ELEMENTS: usize = 1 << 18;
 const DIRECT_B_MAX_M_LARGE_B: usize = 96;
 const LARGE_B_ELEMENTS: usize = 1 << 20;
+/// Plain (unscaled) products of up to `SMALL_B_DIRECT_MAX_M` rows read B in
+/// place from `SMALL_B_DIRECT_MIN_ELEMENTS` elements on: one A panel with
+/// padding rows costs the blocked loops more than they save (AMD EPYC Zen
+/// 4, one thread: 1 × 512 × 256 f32 W `[in, out]` / `[out, in]`, bf16 W
+/// `[out, in]` 0.036 / 0.035 / 0.046 ms → 0.009 / 0.014 / 0.013; 4 × 128 ×
+/// 128 0.0051 / 0.0048 / 0.0064 → 0.0029 / 0.0031 / 0.0034; the AVX2 tier
+/// 0.031 / 0.030 / 0.040 → 0.009 / 0.022 / 0.022). At 8 rows the blocked
+/// loops still won some shapes (8 × 128 × 512 f32 `[in, out]` 0.019
+/// against 0.024); below 128 × 128 they won too.
+const SMALL_B_DIRECT_MAX_M: usize = 4;
+const SMALL_B_DIRECT_MIN_ELEMENTS: usize = 1 << 14;
 /// Rows up to which block-scaled FP4 × FP4 products do not take the
 /// integer tiles (`Fp4Tiles`).
 const FP4_TILES_MIN_M: usize = 5;
@@ -295,16 +306,21 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
     let b_elements = o.k.saturating_mul(o.n);
     let skinny = (o.m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (o.m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
+    // Plain operands: from a small B on at very few rows.
+    let skinny_dense =
+        skinny || (o.m <= SMALL_B_DIRECT_MAX_M && b_elements >= SMALL_B_DIRECT_MIN_ELEMENTS);
     match (o.prepacked, o.block) {
         (true, _) if skinny && K::NR == PREPACKED_NR && K::reads_direct::<f32>() => {
             Strategy::DirectPrepacked
         }
         (true, _) => Strategy::Blocked,
-        (false, None) if skinny && o.b_rows_contiguous && o.n >= K::NR && o.direct_reads_b => {
+        (false, None)
+            if skinny_dense && o.b_rows_contiguous && o.n >= K::NR && o.direct_reads_b =>
+        {
             Strategy::DirectB
         }
         (false, None)
-            if skinny
+            if skinny_dense
                 && o.b_cols_contiguous
                 && !o.b_rows_contiguous
                 && o.n >= K::NR
