@@ -62,7 +62,10 @@ def ours_from(path):
 def ours_binary():
     """Builds the `sgemm_rounds` bench target and returns its path."""
     out = subprocess.run(
-        ["cargo", "bench", "--bench", "sgemm_rounds", "--no-run", "--message-format=json"],
+        [
+            "cargo", "bench", "-p", "mixprec-bench-peers", "--bench", "sgemm_rounds",
+            "--no-run", "--message-format=json",
+        ],
         check=True,
         capture_output=True,
         text=True,
