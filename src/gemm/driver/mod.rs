@@ -4,8 +4,8 @@
 //! | strategy ([`Strategy`]) | file | runs when |
 //! |---|---|---|
 //! | `Blocked` | [`blocked`] | the default: BLIS's loops, A and B packed |
-//! | `DirectB` | [`direct_b`] | few rows, a large row-major B: B read in place |
-//! | `DirectTransposed` | [`direct_t`] | few rows, a large B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`): each K-tile of a panel transposed in L1 |
+//! | `DirectB` | [`direct_b`] | few rows, a large row-major B (at ≤ 4 rows, from 128 × 128): B read in place |
+//! | `DirectTransposed` | [`direct_t`] | the same sizes, B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`): each K-tile of a panel transposed in L1 |
 //! | `DirectPrepacked` | [`prepacked`] | few rows, B pre-packed ([`super::PackedB`]) |
 //! | `DirectTransposedBlocks` | [`direct_t_blocks`] | block-scaled, few rows, weights `[out, in]` of one-byte codes (FP8, FP6, FP4) the kernel decodes: read in place |
 //! | `ExactSmallFp4` | [`exact_small`] | block-scaled, ≤ 1 (AVX-512) / 2 (AVX2) rows, FP4 weights, integer-valued A |
@@ -106,12 +106,14 @@ pub enum Strategy {
     /// powers of two in a safe range: they are folded into the packed
     /// panels (exact), and each block ends with a plain add.
     BlockedFoldedScales,
-    /// A skinny product (few rows, a large B with contiguous rows): B is
-    /// read in place instead of packed.
+    /// A skinny product (few rows and a large B, or at most four rows and
+    /// a B of 128 × 128 elements or more; B's rows contiguous): B is read
+    /// in place instead of packed.
     DirectB,
-    /// A skinny product whose B has contiguous columns (`x · Wᵀ` with W
-    /// stored `[out, in]`): each K-tile of each panel of B is transposed
-    /// into L1 and streamed, instead of packing B whole.
+    /// A skinny product (as for [`Strategy::DirectB`]) whose B has
+    /// contiguous columns (`x · Wᵀ` with W stored `[out, in]`): each K-tile
+    /// of each panel of B is transposed into L1 and streamed, instead of
+    /// packing B whole.
     DirectTransposed,
     /// A skinny product on a pre-packed B ([`super::PackedB`]): its panels
     /// are streamed in place.
