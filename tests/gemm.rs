@@ -639,6 +639,27 @@ fn skinny_transposed_weights_equal_reference() {
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
         mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1]);
     }
+    // Rows of W 4 KiB apart (f32, ld 1024) and 2 KiB (bf16), a K that is
+    // not a whole number of tiles, starting 0–48 bytes past a 64-byte
+    // boundary: where AMD Zen 4 runs all of K per call, reading a line
+    // that a tile boundary splits once for both tiles.
+    fn strided<TB: FloatElement>() {
+        let (n, ld) = (48, 1024);
+        let w: Vec<TB> = (0..n * ld + 64)
+            .map(|i| TB::from_f32(((i * 5 % 41) as f32 - 20.0) / 8.0))
+            .collect();
+        let lead = (64 - (w.as_ptr() as usize) % 64) % 64 / size_of::<TB>();
+        for (k, start) in [(600, 0), (600, 4), (1000, 12), (131, 8), (256, 0)] {
+            let from = lead + start * 4 / size_of::<TB>();
+            let bv = MatRef::new(&w[from..], k, n, 1, ld).unwrap();
+            for m in [1, 3, 8, 13] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i % 31) as f32 - 15.0) / 4.0).collect();
+                mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1]);
+            }
+        }
+    }
+    strided::<f32>();
+    strided::<bf16>();
 }
 
 #[test]

@@ -72,6 +72,20 @@ pub(super) fn serial_direct_transposed<
         let outputs = K::direct_t_outputs::<TB>();
         for j0 in (0..n_main).step_by(outputs) {
             let nb = outputs.min(n_main - j0);
+            // All of K at once where the kernel reads each line of W once
+            // across the K-tiles (the answer is the same for every panel).
+            let mut panels = packed_a.chunks_exact(k * K::DIRECT_MR).enumerate();
+            let mut run = |(q, a_panel): (usize, &[f32])| {
+                let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
+                let acc_rows = &mut acc[q * K::DIRECT_MR * n + j0..];
+                K::tile_run_direct_t(rows, a_panel, &w[j0 * ld..], ld, nb, k, acc_rows, n)
+            };
+            if panels.next().is_some_and(&mut run) {
+                for panel in panels {
+                    assert!(run(panel), "the kernel runs every panel or none");
+                }
+                continue;
+            }
             // Two K-tiles at a time where the kernel runs their chains
             // side by side, else tile by tile; each tile's sums are added
             // into acc in tile order either way.

@@ -636,6 +636,28 @@ pub(crate) trait Kernel {
         tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, w, (1, ld), nb, p)
     }
 
+    /// All `k` steps of [`Kernel::tile_direct_t`] for `rows` rows of the A
+    /// panel (`a`, `k · DIRECT_MR` values) and `nb` outputs, K-tile by
+    /// K-tile: each tile's partial sums from +0.0, added into `acc` (`rows ×
+    /// nb`, rows `ld_acc` apart) in tile order, as the driver adds them.
+    /// The kernel then reads each line of W once across the tiles'
+    /// boundaries. Returns false, having done nothing, where it has no such
+    /// form for `T`, `nb` and W's layout (the driver goes tile by tile); the
+    /// answer does not depend on `rows`.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_run_direct_t<T: FloatElement>(
+        _rows: usize,
+        _a: &[f32],
+        _w: &[T],
+        _ld: usize,
+        _nb: usize,
+        _k: usize,
+        _acc: &mut [f32],
+        _ld_acc: usize,
+    ) -> bool {
+        false
+    }
+
     /// Two whole K-tiles (`2 · ARRAY_ROWS` steps) of [`Kernel::tile_direct_t`]
     /// at once, each tile's partial sums from +0.0 then added into `acc`
     /// (`rows × nb`, rows `ld_acc` apart) in tile order, as the driver adds

@@ -143,6 +143,77 @@ impl Kernel for Avx512 {
         }
     }
 
+    fn tile_run_direct_t<T: FloatElement>(
+        rows: usize,
+        a: &[f32],
+        w: &[T],
+        ld: usize,
+        nb: usize,
+        k: usize,
+        acc: &mut [f32],
+        ld_acc: usize,
+    ) -> bool {
+        use super::x86_avx512_transposed::{one_load_span, tile_run_direct_t_avx512 as t};
+        // Where the one-tile kernel reads whole lines (an L1 set of fewer
+        // than 12 lines, rows a multiple of 2 KiB apart).
+        let load = match DirectLoad::of::<T>() {
+            Some(l @ (DirectLoad::F32 | DirectLoad::BF16)) => l,
+            _ => return false,
+        };
+        let (size, outputs) = (load.size(), super::x86_avx512_transposed::OUTPUTS);
+        if !crate::cpu::narrow_l1()
+            || !(ld * size).is_multiple_of(2048)
+            || nb == 0
+            || !nb.is_multiple_of(outputs)
+            || k == 0
+            || w.len() < (nb - 1) * ld + k
+        {
+            return false;
+        }
+        // The steps after the last whole line: whole 16-byte pieces.
+        let (_, end) = one_load_span(w.as_ptr() as *const u8, ld * size, size, k);
+        if !((k - end) * size).is_multiple_of(16) {
+            return false;
+        }
+        assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= k * DIRECT_MR);
+        assert!(acc.len() >= (rows - 1) * ld_acc + nb);
+        let shape = super::x86_transposed::TransposedTile {
+            kt8: 0,
+            mr: DIRECT_MR,
+            ld,
+            nb,
+            load,
+        };
+        let (ap, wp, cp) = (a.as_ptr(), w.as_ptr() as *const u8, acc.as_mut_ptr());
+        macro_rules! by_rows {
+            ($bf16:literal) => {
+                // SAFETY: the CPU has AVX-512F (the driver's dispatch); the
+                // checks and asserts bound every access (A: k steps of
+                // DIRECT_MR values; W: nb rows of ld, k values each, whole
+                // pieces after the last whole line; acc: rows rows of nb,
+                // ld_acc apart); `T` is bf16 exactly when `$bf16`.
+                unsafe {
+                    match rows {
+                        1 => t::<1, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        2 => t::<2, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        3 => t::<3, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        4 => t::<4, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        5 => t::<5, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        6 => t::<6, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        7 => t::<7, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        _ => t::<8, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                    }
+                }
+            };
+        }
+        if matches!(load, DirectLoad::BF16) {
+            by_rows!(true)
+        } else {
+            by_rows!(false)
+        }
+        true
+    }
+
     fn tile_pair_direct_t<T: FloatElement>(
         rows: usize,
         a: &[f32],

@@ -21,6 +21,7 @@
 
 use super::x86_transposed::{direct_t_avx2, TransposedTile};
 use super::DirectLoad;
+use crate::gemm::ARRAY_ROWS;
 use std::arch::x86_64::*;
 
 /// Outputs per zmm register (and per call's group of W rows).
@@ -143,6 +144,130 @@ pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
             for (r, s) in sums.iter().enumerate() {
                 _mm512_storeu_ps(p.add(r * t.nb + j0), *s);
             }
+        }
+    }
+}
+
+/// All `k` steps of `R` rows of A against `t.nb` outputs (a multiple of
+/// 16) of f32 or bf16 W (`BF16` as in [`tile_direct_t_avx512`]), K-tile by
+/// K-tile (`ARRAY_ROWS` steps): each tile's chains from +0.0, one FMA per
+/// step in increasing k, added into `acc` (`R` rows, `ld_acc` apart) at the
+/// tile's end, in tile order, as the driver adds them. Each line of W is
+/// read by one load (from the rows' first 64-byte boundary; 16-byte pieces
+/// before and after it), also the line a tile boundary splits, whose steps
+/// go to both tiles: tile by tile, that line was read in pieces at two
+/// times, and sixteen rows sharing an L1 set had evicted it in between.
+///
+/// # Safety
+/// AVX-512F present; `t.load` is `BF16` if `BF16`, else `F32`; `a` has
+/// `k · mr` floats; `w` has `(nb − 1) · ld + k` values of that type, `k`
+/// steps a whole number of 16-byte pieces from the last whole line
+/// ([`one_load_span`] over `k` steps); `acc` has `(R − 1) · ld_acc + nb`
+/// floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn tile_run_direct_t_avx512<const R: usize, const BF16: bool>(
+    a: *const f32,
+    w: *const u8,
+    acc: *mut f32,
+    ld_acc: usize,
+    k: usize,
+    t: TransposedTile,
+) {
+    let size = t.load.size();
+    let row_bytes = t.ld * size;
+    let (line_steps, piece_steps) = (64 / size, 16 / size);
+    for j0 in (0..t.nb).step_by(OUTPUTS) {
+        // SAFETY: outputs j0..j0 + 16 ≤ nb of W's rows and of acc's rows;
+        // steps < k of A and W (the function's contract).
+        unsafe {
+            let rows = w.add(j0 * row_bytes);
+            let (head, end) = one_load_span(rows, row_bytes, size, k);
+            let mut run = TileRun {
+                sums: [_mm512_setzero_ps(); R],
+                tile_end: ARRAY_ROWS.min(k),
+                k,
+                acc: acc.add(j0),
+                ld_acc,
+            };
+            for k0 in (0..head).step_by(piece_steps) {
+                let v = transpose16x4(rows.add(k0 * size), row_bytes);
+                run.block::<BF16>(a, t.mr, k0, &v);
+            }
+            for k0 in (head..end).step_by(line_steps) {
+                let v = transpose16x16_whole_lines(rows.add(k0 * size), row_bytes);
+                run.block::<BF16>(a, t.mr, k0, &v);
+            }
+            for k0 in (end..k).step_by(piece_steps) {
+                let v = transpose16x4(rows.add(k0 * size), row_bytes);
+                run.block::<BF16>(a, t.mr, k0, &v);
+            }
+            run.flush();
+        }
+    }
+}
+
+/// The chains of [`tile_run_direct_t_avx512`] for sixteen outputs: the
+/// current K-tile's sums, where it ends, and where its sums go.
+struct TileRun<const R: usize> {
+    sums: [__m512; R],
+    tile_end: usize,
+    k: usize,
+    acc: *mut f32,
+    ld_acc: usize,
+}
+
+impl<const R: usize> TileRun<R> {
+    /// The steps from `k0` on of the transposed values `v` (as in
+    /// [`steps`]), the current tile's sums added into `acc` and restarted
+    /// from +0.0 where a tile ends among them (tile ends fall on whole
+    /// values: multiples of `ARRAY_ROWS`, even).
+    ///
+    /// # Safety
+    /// AVX-512F present; as [`steps`], and `acc` has `R` rows of 16 floats
+    /// `ld_acc` apart.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const BF16: bool>(
+        &mut self,
+        a: *const f32,
+        mr: usize,
+        k0: usize,
+        v: &[__m512i],
+    ) {
+        let value_steps = if BF16 { 2 } else { 1 };
+        let mut q0 = 0;
+        while q0 < v.len() {
+            let kq = k0 + q0 * value_steps;
+            if kq == self.tile_end {
+                // SAFETY: the function's contract.
+                unsafe { self.flush() };
+                self.tile_end = (self.tile_end + ARRAY_ROWS).min(self.k);
+            }
+            let q1 = if self.tile_end < k0 + v.len() * value_steps {
+                (self.tile_end - k0) / value_steps
+            } else {
+                v.len()
+            };
+            // SAFETY: the function's contract.
+            unsafe { steps::<R, BF16>(&mut self.sums, a, mr, kq, &v[q0..q1]) };
+            q0 = q1;
+        }
+    }
+
+    /// `acc = acc + sums` for each row, and the sums back to +0.0.
+    ///
+    /// # Safety
+    /// AVX-512F present; `acc` has `R` rows of 16 floats `ld_acc` apart.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn flush(&mut self) {
+        for (r, s) in self.sums.iter_mut().enumerate() {
+            // SAFETY: row r < R of acc (the function's contract).
+            unsafe {
+                let at = self.acc.add(r * self.ld_acc);
+                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *s));
+            }
+            *s = _mm512_setzero_ps();
         }
     }
 }
