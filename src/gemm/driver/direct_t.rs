@@ -63,8 +63,7 @@ pub(super) fn serial_direct_transposed<
         // panel (a second one re-reads the block from L1).
         // (Past the kernel's rows, packing each panel once is cheaper
         // than transposing it again per A panel.)
-        let w_bytes = n.saturating_mul(k).saturating_mul(size_of::<TB>());
-        let in_place = mb <= K::direct_t_in_place_rows::<TB>(w_bytes) && K::reads_direct_t::<TB>();
+        let in_place = mb <= K::direct_t_in_place_rows::<TB>() && K::reads_direct_t::<TB>();
         let (w, ld) = (b.as_slice(), b.col_stride());
         let n_main = if in_place { n / nr * nr } else { 0 };
         // A register's worth of outputs (rows of W) at a time over all

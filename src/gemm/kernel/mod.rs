@@ -602,11 +602,10 @@ pub(crate) trait Kernel {
         false
     }
 
-    /// Rows of A up to which the `[out, in]` driver reads W of type `T`
-    /// (`w_bytes` in all) in place with [`Kernel::tile_direct_t`], each A
-    /// panel transposing it again; past them it packs each panel of W once.
-    fn direct_t_in_place_rows<T: FloatElement>(w_bytes: usize) -> usize {
-        let _ = w_bytes;
+    /// Rows of A up to which the `[out, in]` driver reads W of type `T` in
+    /// place with [`Kernel::tile_direct_t`], each A panel transposing it
+    /// again; past them it packs each panel of W once.
+    fn direct_t_in_place_rows<T: FloatElement>() -> usize {
         16
     }
 

@@ -34,11 +34,6 @@ const NR: usize = 16;
 /// Rows of the direct kernel's A panel: 8 zmm sums, one B vector.
 const DIRECT_MR: usize = 8;
 
-/// Bytes of f32 W `[out, in]` from which the driver reads it in place up to
-/// 32 rows of A where an L1 set holds fewer than 12 lines (see
-/// `direct_t_in_place_rows`).
-const IN_PLACE_LARGE_W_BYTES: usize = 16 << 20;
-
 impl Kernel for Avx512 {
     const MR: usize = MR;
     const DIRECT_MR: usize = DIRECT_MR;
@@ -118,17 +113,18 @@ impl Kernel for Avx512 {
         }
     }
 
-    fn direct_t_in_place_rows<T: FloatElement>(w_bytes: usize) -> usize {
-        // Where an L1 set holds fewer than 12 lines (AMD Zen 4), bf16 W in
-        // place to 32 rows (packing widens it: K = N = 4096, M = 32 19.4
-        // → 15.7 ms; K = N = 1024 0.96–1.26 → 0.81–1.0), f32 W where it
-        // streams from memory (K = N = 4096 19.4 → 18.5, K = N = 2048 5.0
-        // → 4.6; K = N = 1024, in cache, 0.88 → 1.03, hence the size).
-        let wide = match DirectLoad::of::<T>() {
-            Some(DirectLoad::BF16) => true,
-            Some(DirectLoad::F32) => w_bytes >= IN_PLACE_LARGE_W_BYTES,
-            _ => false,
-        };
+    fn direct_t_in_place_rows<T: FloatElement>() -> usize {
+        // Where an L1 set holds fewer than 12 lines (AMD Zen 4), f32 and
+        // bf16 W in place to 32 rows, where the kernel reads all of K per
+        // call (`tile_run_direct_t`): K = N = 4096, M = 32, bf16 19.4 →
+        // 11.7–14.2 ms, f32 19.4–19.8 → 15.3–16.0; f32 at K = 1024, N =
+        // 2048 2.05 → 1.80, at N = K = 512 0.23–0.28 → 0.20, at N = K =
+        // 1024 (in cache) 0.87 → 0.89 (packing widens bf16, and from
+        // memory it does not overlap the FMAs).
+        let wide = matches!(
+            DirectLoad::of::<T>(),
+            Some(DirectLoad::F32 | DirectLoad::BF16)
+        );
         if crate::cpu::narrow_l1() && wide {
             32
         } else {
