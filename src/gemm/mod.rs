@@ -224,10 +224,10 @@ pub enum Parallelism {
 /// needs no copy and gives the same bits. Both weight layouts have a path
 /// of their own at small batch ([`Strategy::DirectB`] for `[in, out]`,
 /// [`Strategy::DirectTransposed`] for PyTorch's `[out, in]` passed as
-/// `w.t()`), but `[in, out]` is still the faster one there: on AMD Zen 4
-/// at K = N = 4096, `[out, in]` takes 1.4× the time at M = 1 with f32
-/// weights and 2.0× with bf16, 1.3–1.4× at M = 8, 1.2× at M = 32, and at
-/// M = 128 it is faster (BENCHMARKS.md, "AMD EPYC Zen 4, 2026-12-07
+/// `w.t()`), but at M = 1 `[in, out]` is still the faster one: on AMD Zen
+/// 4 at K = N = 4096, `[out, in]` takes 1.31× the time with f32 weights
+/// and 1.54× with bf16 at M = 1, 0.96–1.07× at M = 8 and 32, and at M =
+/// 128 it is faster (BENCHMARKS.md, "AMD EPYC Zen 4, 2026-12-07
 /// (later)"; on Zen 3 1.6× / 2.3× at M = 1). Errors: mismatched shapes, a bias of the wrong length, an output
 /// whose strides make two elements share memory, an output overlapping an
 /// input, `Threads(0)`. Empty dimensions are valid; K = 0 gives the epilogue
