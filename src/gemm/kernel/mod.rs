@@ -12,6 +12,8 @@ pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2_fp4;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_blocks_staged;
@@ -590,9 +592,8 @@ pub(crate) trait Kernel {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
-        from_memory: bool,
+        _from_memory: bool,
     ) {
-        let _ = from_memory;
         tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p)
     }
 

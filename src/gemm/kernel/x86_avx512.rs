@@ -14,7 +14,8 @@
 //! and bf16 W is [`super::x86_avx512_transposed`]'s, and the FP4 × FP4
 //! integer tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
-use super::x86_avx2::{avx2_shared_methods, fp4_block_accumulate};
+use super::x86_avx2::avx2_shared_methods;
+use super::x86_avx2_fp4::fp4_block_accumulate;
 use super::x86_blocks_t::blocks_t_methods;
 use super::{
     check_fp4_tile, checked_tiles, scaled_blocks_loop, scaling_blocks, tile_direct_scalar,
@@ -149,18 +150,17 @@ impl Kernel for Avx512 {
         acc: &mut [f32],
         ld_acc: usize,
     ) -> bool {
-        use super::x86_avx512_transposed::{one_load_span, tile_run_direct_t_avx512 as t};
-        // Where the one-tile kernel reads whole lines (an L1 set of fewer
-        // than 12 lines, rows a multiple of 2 KiB apart).
+        use super::x86_avx512_transposed::{one_load_lines, one_load_span};
+        use super::x86_avx512_transposed::{tile_run_direct_t_avx512 as t, OUTPUTS};
+        // Where the one-tile kernel reads whole lines.
         let load = match DirectLoad::of::<T>() {
             Some(l @ (DirectLoad::F32 | DirectLoad::BF16)) => l,
             _ => return false,
         };
-        let (size, outputs) = (load.size(), super::x86_avx512_transposed::OUTPUTS);
-        if !crate::cpu::narrow_l1()
-            || !(ld * size).is_multiple_of(2048)
+        let size = load.size();
+        if !one_load_lines(ld * size)
             || nb == 0
-            || !nb.is_multiple_of(outputs)
+            || !nb.is_multiple_of(OUTPUTS)
             || k == 0
             || w.len() < (nb - 1) * ld + k
         {
@@ -477,13 +477,7 @@ unsafe fn tile_panels_avx512<const V: usize>(
         for i in 0..kt {
             // One step of the chains: p[r][v] = fma(a[r], b_v[..], p[r][v]).
             let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b[v].add(i * NR)));
-            let ak = a.add(i * MR);
-            for (r, pr) in p.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*ak.add(r));
-                for (s, x) in pr.iter_mut().zip(&bv) {
-                    *s = _mm512_fmadd_ps(ar, *x, *s);
-                }
-            }
+            fma_step(&mut p, a.add(i * MR), &bv);
         }
         for (r, pr) in p.iter().enumerate() {
             for (v, pv) in pr.iter().enumerate() {
@@ -713,17 +707,35 @@ unsafe fn direct_columns<const R: usize, const V: usize>(
             for (v, x) in bv.iter_mut().enumerate() {
                 *x = load.load16(b.add(kk * row_bytes + (j + v * NR) * load.size()));
             }
-            let ak = a.add(kk * DIRECT_MR);
-            for (r, row) in sums.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*ak.add(r));
-                for (s, x) in row.iter_mut().zip(&bv) {
-                    *s = _mm512_fmadd_ps(ar, *x, *s);
-                }
-            }
+            fma_step(&mut sums, a.add(kk * DIRECT_MR), &bv);
         }
         for (r, row) in sums.iter().enumerate() {
             for (v, s) in row.iter().enumerate() {
                 _mm512_storeu_ps(p.add(r * nb + j + v * NR), *s);
+            }
+        }
+    }
+}
+
+/// One k-step of `R × V` chains, shared by the blocked tile on several
+/// panels and the direct-B kernel: `sums[r][v] = fma(a[r], b[v],
+/// sums[r][v])`, each row's value of A broadcast once for its `V` FMAs.
+///
+/// # Safety
+/// AVX-512F present (it inlines into callers that enable it); `a` has `R`
+/// readable floats.
+#[inline(always)]
+unsafe fn fma_step<const R: usize, const V: usize>(
+    sums: &mut [[__m512; V]; R],
+    a: *const f32,
+    b: &[__m512; V],
+) {
+    // SAFETY: rows r < R of `a` (the function's contract); AVX-512F.
+    unsafe {
+        for (r, row) in sums.iter_mut().enumerate() {
+            let ar = _mm512_set1_ps(*a.add(r));
+            for (s, x) in row.iter_mut().zip(b) {
+                *s = _mm512_fmadd_ps(ar, *x, *s);
             }
         }
     }

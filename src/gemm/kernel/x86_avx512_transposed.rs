@@ -46,9 +46,7 @@ pub(crate) unsafe fn direct_t_avx512(
         // SAFETY: the caller's contract.
         return unsafe { direct_t_avx2(rows, a, w, p, t) };
     }
-    // Rows 2 KiB apart (or a multiple): 8 or all 16 of them share an L1
-    // set.
-    let lines = crate::cpu::narrow_l1() && (t.ld * t.load.size()).is_multiple_of(2048);
+    let lines = one_load_lines(t.ld * t.load.size());
     macro_rules! by_rows {
         ($bf16:literal) => {
             // SAFETY: the caller's contract is each instance's; the load
@@ -73,6 +71,14 @@ pub(crate) unsafe fn direct_t_avx512(
     } else {
         by_rows!(false)
     }
+}
+
+/// True where the kernels read each line of W by one load: an L1 set holds
+/// fewer than 12 lines ([`crate::cpu::narrow_l1`]) and W's rows lie
+/// `row_bytes` apart, a multiple of 2 KiB, so that 8 or all 16 of them
+/// share an L1 set.
+pub(crate) fn one_load_lines(row_bytes: usize) -> bool {
+    crate::cpu::narrow_l1() && row_bytes.is_multiple_of(2048)
 }
 
 /// [`Kernel::tile_direct_t`](super::Kernel::tile_direct_t) on `R` rows of
