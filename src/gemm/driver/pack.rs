@@ -98,15 +98,12 @@ pub(super) fn pack_a_rows<T: FloatElement>(
         let rows = grow(tmp, mr * k);
         for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
             let live = mr.min(mb - q * mr);
-            if T::DTYPE == DType::F32 && cs == 1 && fold.is_none() && live == mr {
-                // f32 rows: interleaved straight from A (no widening copy).
+            if T::DTYPE == DType::F32 && cs == 1 && fold.is_none() {
+                // f32 rows: interleaved straight from A (no widening copy),
+                // by register transposes, zeros past the live rows.
                 let src: &[f32] = bytemuck::cast_slice(data);
                 let first = (i0 + q * mr) * rs;
-                for (kk, d) in panel.chunks_exact_mut(mr).enumerate() {
-                    for (r, v) in d.iter_mut().enumerate() {
-                        *v = src[first + r * rs + kk];
-                    }
-                }
+                crate::simd::transpose_to_steps(&src[first..], rs, live, k, panel, mr, simd);
                 continue;
             }
             for r in 0..mr {

@@ -197,15 +197,15 @@ pub(crate) unsafe fn tile_run_direct_t_avx512<const R: usize, const BF16: bool>(
             };
             for k0 in (0..head).step_by(piece_steps) {
                 let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                run.block::<BF16>(a, t.mr, k0, &v);
+                run.block::<BF16, _>(a, t.mr, k0, &v);
             }
             for k0 in (head..end).step_by(line_steps) {
                 let v = transpose16x16_whole_lines(rows.add(k0 * size), row_bytes);
-                run.block::<BF16>(a, t.mr, k0, &v);
+                run.block::<BF16, _>(a, t.mr, k0, &v);
             }
             for k0 in (end..k).step_by(piece_steps) {
                 let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                run.block::<BF16>(a, t.mr, k0, &v);
+                run.block::<BF16, _>(a, t.mr, k0, &v);
             }
             run.flush();
         }
@@ -233,30 +233,37 @@ impl<const R: usize> TileRun<R> {
     /// `ld_acc` apart.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block<const BF16: bool>(
+    unsafe fn block<const BF16: bool, const N: usize>(
         &mut self,
         a: *const f32,
         mr: usize,
         k0: usize,
-        v: &[__m512i],
+        v: &[__m512i; N],
     ) {
         let value_steps = if BF16 { 2 } else { 1 };
-        let mut q0 = 0;
-        while q0 < v.len() {
-            let kq = k0 + q0 * value_steps;
-            if kq == self.tile_end {
-                // SAFETY: the function's contract.
-                unsafe { self.flush() };
-                self.tile_end = (self.tile_end + ARRAY_ROWS).min(self.k);
-            }
-            let q1 = if self.tile_end < k0 + v.len() * value_steps {
-                (self.tile_end - k0) / value_steps
-            } else {
-                v.len()
-            };
+        if k0 == self.tile_end {
             // SAFETY: the function's contract.
-            unsafe { steps::<R, BF16>(&mut self.sums, a, mr, kq, &v[q0..q1]) };
-            q0 = q1;
+            unsafe { self.flush() };
+            self.tile_end = (self.tile_end + ARRAY_ROWS).min(self.k);
+        }
+        // Where the tile ends inside the block (at most once: a block is
+        // at most 32 steps), its values before and after that end; a
+        // guard per value rather than a slice, so that the values stay in
+        // registers.
+        let split = if k0 + N * value_steps <= self.tile_end {
+            N
+        } else {
+            (self.tile_end - k0) / value_steps
+        };
+        // SAFETY: the function's contract.
+        unsafe { steps_of::<R, BF16, N>(&mut self.sums, a, mr, k0, v, 0..split) };
+        if split < N {
+            // SAFETY: the function's contract.
+            unsafe {
+                self.flush();
+                self.tile_end = (self.tile_end + ARRAY_ROWS).min(self.k);
+                steps_of::<R, BF16, N>(&mut self.sums, a, mr, k0, v, split..N);
+            }
         }
     }
 
@@ -359,6 +366,31 @@ unsafe fn steps<const R: usize, const BF16: bool>(
             );
         } else {
             fma(k0 + q, _mm512_castsi512_ps(*x));
+        }
+    }
+}
+
+/// [`steps`] on the values `v[q]` with `q` in `range` only (the others
+/// skipped), `v` a whole array: one guard per value, so that `v` stays in
+/// registers where a slice of it would be indexed in memory.
+///
+/// # Safety
+/// As [`steps`].
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn steps_of<const R: usize, const BF16: bool, const N: usize>(
+    sums: &mut [__m512; R],
+    a: *const f32,
+    mr: usize,
+    k0: usize,
+    v: &[__m512i; N],
+    range: std::ops::Range<usize>,
+) {
+    let value_steps = if BF16 { 2 } else { 1 };
+    for (q, x) in v.iter().enumerate() {
+        if range.contains(&q) {
+            // SAFETY: the caller's contract.
+            unsafe { steps::<R, BF16>(sums, a, mr, k0 + q * value_steps, std::slice::from_ref(x)) };
         }
     }
 }
