@@ -93,8 +93,8 @@ pub(super) fn pack_a_rows<T: FloatElement>(
             }
         }
     } else {
-        // Rows are contiguous (or strided): widen the panel's MR rows, then
-        // interleave them k by k.
+        // Rows are contiguous (or strided): widen the panel's live rows,
+        // then interleave them k by k.
         let rows = grow(tmp, mr * k);
         for (q, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
             let live = mr.min(mb - q * mr);
@@ -106,12 +106,8 @@ pub(super) fn pack_a_rows<T: FloatElement>(
                 crate::simd::transpose_to_steps(&src[first..], rs, live, k, panel, mr, simd);
                 continue;
             }
-            for r in 0..mr {
+            for r in 0..live {
                 let row = &mut rows[r * k..(r + 1) * k];
-                if r >= live {
-                    row.fill(0.0);
-                    continue;
-                }
                 let start = (i0 + q * mr + r) * rs;
                 if cs == 1 {
                     widen_dispatch(&data[start..start + k], row, simd);
@@ -124,11 +120,8 @@ pub(super) fn pack_a_rows<T: FloatElement>(
                     f.line(q * mr + r, row);
                 }
             }
-            for (kk, d) in panel.chunks_exact_mut(mr).enumerate() {
-                for (r, v) in d.iter_mut().enumerate() {
-                    *v = rows[r * k + kk];
-                }
-            }
+            // Interleaved by register transposes, zeros past the live rows.
+            crate::simd::transpose_to_steps(rows, k, live, k, panel, mr, simd);
         }
     }
 }
