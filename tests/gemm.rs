@@ -662,6 +662,60 @@ fn skinny_transposed_weights_equal_reference() {
     strided::<bf16>();
 }
 
+/// Plain products with one-byte float weights stored `[out, in]` (B a
+/// transposed view; FP8 E4M3 and E5M2, FP6, FP4), which read the codes in
+/// place as blocks of one K-tile with unit scales: every row count up to
+/// the kernel's 32, K of one and several tiles, N of one group of 16
+/// lines, a group and a tail, and many groups, NaN and infinity codes in
+/// some lines (those lines run the scalar loops), f32 and bf16
+/// activations, 1 and 2 threads: the reference's bits. A K that is not a
+/// whole number of tiles takes the other paths, also the reference's
+/// bits.
+#[test]
+fn one_byte_weights_out_in_equal_reference() {
+    fn check<TB: FloatElement>(specials: bool) {
+        for (n, k) in [(16, 128), (53, 384), (1037, 256), (40, 200)] {
+            let mut w: Vec<TB> = (0..n * k)
+                .map(|i| TB::from_f32(((i * 7 % 43) as f32 - 21.0) / 8.0))
+                .collect();
+            if specials {
+                // A NaN in line 3, an infinity (or NaN, where the format
+                // has none) in line 20.
+                w[3 * k + k / 2] = TB::from_f32(f32::NAN);
+                if n > 20 {
+                    w[20 * k + 1] = TB::from_f32(f32::INFINITY);
+                }
+            }
+            let bv = MatRef::from_row_major(&w, n, k).unwrap().t();
+            let plan = gemm::plan(
+                MatRef::from_row_major(&vec![0.0f32; k], 1, k).unwrap(),
+                bv,
+                Parallelism::Serial,
+            )
+            .unwrap();
+            if plan.tier != gemm::Tier::Portable && k % gemm::ARRAY_ROWS == 0 {
+                assert_eq!(
+                    plan.strategy,
+                    gemm::Strategy::DirectTransposedBlocks,
+                    "{plan}"
+                );
+            }
+            for m in [1, 2, 3, 5, 8, 13, 16, 32] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+                mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
+                let a16: Vec<bf16> = a.iter().map(|&x| bf16::from_f32(x)).collect();
+                mixed_equals_reference(MatRef::from_row_major(&a16, m, k).unwrap(), bv, &[1]);
+            }
+        }
+    }
+    for specials in [false, true] {
+        check::<F8E4M3>(specials);
+        check::<F8E5M2>(specials);
+        check::<mixprec::F6E2M3>(specials);
+        check::<mixprec::F4E2M1>(specials);
+    }
+}
+
 #[test]
 fn mixed_large_skinny_and_threaded() {
     // Skinny with a large B (the path that reads B in place) and blocks
