@@ -115,18 +115,15 @@ impl Kernel for Avx512 {
     }
 
     fn direct_t_in_place_rows<T: FloatElement>() -> usize {
-        // Where an L1 set holds fewer than 12 lines (AMD Zen 4), f32 and
-        // bf16 W in place to 32 rows, where the kernel reads all of K per
+        // Where an L1 set holds fewer than 12 lines (AMD Zen 4), f32,
+        // bf16 and f16 W in place to 32 rows, where the kernel reads all of K per
         // call (`tile_run_direct_t`): K = N = 4096, M = 32, bf16 19.4 →
         // 11.7–14.2 ms, f32 19.4–19.8 → 15.3–16.0; f32 at K = 1024, N =
         // 2048 2.05 → 1.80, at N = K = 512 0.23–0.28 → 0.20, at N = K =
         // 1024 (in cache) 0.87 → 0.89 (packing widens bf16, and from
-        // memory it does not overlap the FMAs).
-        let wide = matches!(
-            DirectLoad::of::<T>(),
-            Some(DirectLoad::F32 | DirectLoad::BF16)
-        );
-        if crate::cpu::narrow_l1() && wide {
+        // memory it does not overlap the FMAs); f16 alike since its AVX-512
+        // kernel (M = 20 / 32 14.8 / 19.1 → 8.7 / 12.3 ms).
+        if crate::cpu::narrow_l1() && DirectLoad::of::<T>().is_some() {
             32
         } else {
             16
@@ -135,8 +132,8 @@ impl Kernel for Avx512 {
 
     fn direct_t_outputs<T: FloatElement>() -> usize {
         match DirectLoad::of::<T>() {
-            Some(DirectLoad::F32 | DirectLoad::BF16) => super::x86_avx512_transposed::OUTPUTS,
-            _ => 8,
+            Some(_) => super::x86_avx512_transposed::OUTPUTS,
+            None => 8,
         }
     }
 
@@ -153,9 +150,8 @@ impl Kernel for Avx512 {
         use super::x86_avx512_transposed::{one_load_lines, one_load_span};
         use super::x86_avx512_transposed::{tile_run_direct_t_avx512 as t, OUTPUTS};
         // Where the one-tile kernel reads whole lines.
-        let load = match DirectLoad::of::<T>() {
-            Some(l @ (DirectLoad::F32 | DirectLoad::BF16)) => l,
-            _ => return false,
+        let Some(load) = DirectLoad::of::<T>() else {
+            return false;
         };
         let size = load.size();
         if !one_load_lines(ld * size)
@@ -182,30 +178,31 @@ impl Kernel for Avx512 {
         };
         let (ap, wp, cp) = (a.as_ptr(), w.as_ptr() as *const u8, acc.as_mut_ptr());
         macro_rules! by_rows {
-            ($bf16:literal) => {
+            ($w:ident) => {
                 // SAFETY: the CPU has AVX-512F (the driver's dispatch); the
                 // checks and asserts bound every access (A: k steps of
                 // DIRECT_MR values; W: nb rows of ld, k values each, whole
                 // pieces after the last whole line; acc: rows rows of nb,
-                // ld_acc apart); `T` is bf16 exactly when `$bf16`.
+                // ld_acc apart); `$w` is the format `T` is.
                 unsafe {
                     match rows {
-                        1 => t::<1, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        2 => t::<2, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        3 => t::<3, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        4 => t::<4, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        5 => t::<5, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        6 => t::<6, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        7 => t::<7, $bf16>(ap, wp, cp, ld_acc, k, shape),
-                        _ => t::<8, $bf16>(ap, wp, cp, ld_acc, k, shape),
+                        1 => t::<1, $w>(ap, wp, cp, ld_acc, k, shape),
+                        2 => t::<2, $w>(ap, wp, cp, ld_acc, k, shape),
+                        3 => t::<3, $w>(ap, wp, cp, ld_acc, k, shape),
+                        4 => t::<4, $w>(ap, wp, cp, ld_acc, k, shape),
+                        5 => t::<5, $w>(ap, wp, cp, ld_acc, k, shape),
+                        6 => t::<6, $w>(ap, wp, cp, ld_acc, k, shape),
+                        7 => t::<7, $w>(ap, wp, cp, ld_acc, k, shape),
+                        _ => t::<8, $w>(ap, wp, cp, ld_acc, k, shape),
                     }
                 }
             };
         }
-        if matches!(load, DirectLoad::BF16) {
-            by_rows!(true)
-        } else {
-            by_rows!(false)
+        use super::x86_avx512_transposed::{W_BF16, W_F16, W_F32};
+        match load {
+            DirectLoad::F32 => by_rows!(W_F32),
+            DirectLoad::BF16 => by_rows!(W_BF16),
+            DirectLoad::F16 => by_rows!(W_F16),
         }
         true
     }

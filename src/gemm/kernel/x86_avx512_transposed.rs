@@ -1,5 +1,5 @@
 //! The AVX-512 kernel of [`Kernel::tile_direct_t`](super::Kernel::tile_direct_t)
-//! for f32 and bf16 weights: B with contiguous columns (`x · Wᵀ`, W stored
+//! for f32, bf16 and f16 weights: B with contiguous columns (`x · Wᵀ`, W stored
 //! `[out, in]`) read in place, sixteen outputs per zmm register.
 //!
 //! At one row of A the AVX2 kernel ([`super::x86_transposed`]) is bound by
@@ -16,7 +16,9 @@
 //! A bf16 row is transposed as pairs (one 32-bit value holds steps `2q`
 //! and `2q + 1`) and widened after the transpose by a shift (the even
 //! step, in the low half) and a mask (the odd step): half the shuffles per
-//! weight of widening first. The chains and bits are those of every other
+//! weight of widening first. An f16 row is transposed as pairs alike, and
+//! each half narrowed to 16 f16 values (`vpmovdw`) and widened exactly
+//! (`vcvtph2ps`). The chains and bits are those of every other
 //! kernel: for each output, one FMA per step over k in increasing order.
 
 use super::x86_transposed::{direct_t_avx2, TransposedTile};
@@ -26,6 +28,24 @@ use std::arch::x86_64::*;
 
 /// Outputs per zmm register (and per call's group of W rows).
 pub(crate) const OUTPUTS: usize = 16;
+
+/// The weight formats of the kernels' `W` parameter: f32, bf16 and f16
+/// (the two 16-bit ones transposed as pairs, one 32-bit value per two
+/// steps).
+pub(crate) const W_F32: u8 = 0;
+/// See [`W_F32`].
+pub(crate) const W_BF16: u8 = 1;
+/// See [`W_F32`].
+pub(crate) const W_F16: u8 = 2;
+
+/// Steps per transposed 32-bit value of format `w`.
+const fn value_steps(w: u8) -> usize {
+    if w == W_F32 {
+        1
+    } else {
+        2
+    }
+}
 
 /// The AVX-512 tier's transposed tile for `rows` (1..=8) rows of A: f32
 /// and bf16 W sixteen outputs at a time when `t.nb` is a multiple of 16,
@@ -42,34 +62,33 @@ pub(crate) unsafe fn direct_t_avx512(
     p: *mut f32,
     t: TransposedTile,
 ) {
-    if !t.nb.is_multiple_of(OUTPUTS) || matches!(t.load, DirectLoad::F16) {
+    if !t.nb.is_multiple_of(OUTPUTS) {
         // SAFETY: the caller's contract.
         return unsafe { direct_t_avx2(rows, a, w, p, t) };
     }
     let lines = one_load_lines(t.ld * t.load.size());
     macro_rules! by_rows {
-        ($bf16:literal) => {
-            // SAFETY: the caller's contract is each instance's; the load
-            // is BF16 exactly when `$bf16`, and nb a multiple of 16
-            // (checked above).
+        ($w:ident) => {
+            // SAFETY: the caller's contract is each instance's; `$w` is
+            // the load's format, and nb a multiple of 16 (checked above).
             unsafe {
                 match rows {
-                    1 => tile_direct_t_avx512::<1, $bf16>(a, w, p, t, lines),
-                    2 => tile_direct_t_avx512::<2, $bf16>(a, w, p, t, lines),
-                    3 => tile_direct_t_avx512::<3, $bf16>(a, w, p, t, lines),
-                    4 => tile_direct_t_avx512::<4, $bf16>(a, w, p, t, lines),
-                    5 => tile_direct_t_avx512::<5, $bf16>(a, w, p, t, lines),
-                    6 => tile_direct_t_avx512::<6, $bf16>(a, w, p, t, lines),
-                    7 => tile_direct_t_avx512::<7, $bf16>(a, w, p, t, lines),
-                    _ => tile_direct_t_avx512::<8, $bf16>(a, w, p, t, lines),
+                    1 => tile_direct_t_avx512::<1, $w>(a, w, p, t, lines),
+                    2 => tile_direct_t_avx512::<2, $w>(a, w, p, t, lines),
+                    3 => tile_direct_t_avx512::<3, $w>(a, w, p, t, lines),
+                    4 => tile_direct_t_avx512::<4, $w>(a, w, p, t, lines),
+                    5 => tile_direct_t_avx512::<5, $w>(a, w, p, t, lines),
+                    6 => tile_direct_t_avx512::<6, $w>(a, w, p, t, lines),
+                    7 => tile_direct_t_avx512::<7, $w>(a, w, p, t, lines),
+                    _ => tile_direct_t_avx512::<8, $w>(a, w, p, t, lines),
                 }
             }
         };
     }
-    if matches!(t.load, DirectLoad::BF16) {
-        by_rows!(true)
-    } else {
-        by_rows!(false)
+    match t.load {
+        DirectLoad::F32 => by_rows!(W_F32),
+        DirectLoad::BF16 => by_rows!(W_BF16),
+        DirectLoad::F16 => by_rows!(W_F16),
     }
 }
 
@@ -82,10 +101,10 @@ pub(crate) fn one_load_lines(row_bytes: usize) -> bool {
 }
 
 /// [`Kernel::tile_direct_t`](super::Kernel::tile_direct_t) on `R` rows of
-/// A, sixteen outputs at a time, for f32 or bf16 W (`t.load`); `t.nb` is a
-/// multiple of 16 and `t.kt8` of 8. Continues the chains in `p` (`R` rows
-/// of `nb`). `BF16` says which: `t.load` is `BF16` when it is true,
-/// `F32` when it is false.
+/// A, sixteen outputs at a time, for f32, bf16 or f16 W (`t.load`); `t.nb`
+/// is a multiple of 16 and `t.kt8` of 8. Continues the chains in `p` (`R`
+/// rows of `nb`). `W` says which ([`W_F32`], [`W_BF16`], [`W_F16`]): the
+/// format `t.load` is.
 ///
 /// `one_load_lines` (where an L1 set holds fewer than 12 lines, see
 /// [`crate::cpu::narrow_l1`], and rows lie a multiple of 2 KiB apart, so
@@ -99,11 +118,11 @@ pub(crate) fn one_load_lines(row_bytes: usize) -> bool {
 /// ([`transpose16x16`]).
 ///
 /// # Safety
-/// AVX-512F present; `t.load` is `BF16` if `BF16`, else `F32`; `a` has `kt8 · mr`
+/// AVX-512F present; `t.load` is the format `W` names; `a` has `kt8 · mr`
 /// floats; `w` has `(nb − 1) · ld + kt8` elements of `load`'s type; `p`
 /// has `R · nb` floats.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
+pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const W: u8>(
     a: *const f32,
     w: *const u8,
     p: *mut f32,
@@ -133,7 +152,7 @@ pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
             };
             for k0 in (0..head).step_by(piece_steps) {
                 let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+                steps::<R, W>(&mut sums, a, t.mr, k0, &v);
             }
             for k0 in (head..end).step_by(line_steps) {
                 let v = if one_load_lines {
@@ -141,11 +160,11 @@ pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
                 } else {
                     transpose16x16(rows.add(k0 * size), row_bytes)
                 };
-                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+                steps::<R, W>(&mut sums, a, t.mr, k0, &v);
             }
             for k0 in (end..t.kt8).step_by(piece_steps) {
                 let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                steps::<R, BF16>(&mut sums, a, t.mr, k0, &v);
+                steps::<R, W>(&mut sums, a, t.mr, k0, &v);
             }
             for (r, s) in sums.iter().enumerate() {
                 _mm512_storeu_ps(p.add(r * t.nb + j0), *s);
@@ -155,7 +174,7 @@ pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
 }
 
 /// All `k` steps of `R` rows of A against `t.nb` outputs (a multiple of
-/// 16) of f32 or bf16 W (`BF16` as in [`tile_direct_t_avx512`]), K-tile by
+/// 16) of f32, bf16 or f16 W (`W` as in [`tile_direct_t_avx512`]), K-tile by
 /// K-tile (`ARRAY_ROWS` steps): each tile's chains from +0.0, one FMA per
 /// step in increasing k, added into `acc` (`R` rows, `ld_acc` apart) at the
 /// tile's end, in tile order, as the driver adds them. Each line of W is
@@ -165,13 +184,13 @@ pub(crate) unsafe fn tile_direct_t_avx512<const R: usize, const BF16: bool>(
 /// times, and sixteen rows sharing an L1 set had evicted it in between.
 ///
 /// # Safety
-/// AVX-512F present; `t.load` is `BF16` if `BF16`, else `F32`; `a` has
+/// AVX-512F present; `t.load` is the format `W` names; `a` has
 /// `k · mr` floats; `w` has `(nb − 1) · ld + k` values of that type, `k`
 /// steps a whole number of 16-byte pieces from the last whole line
 /// ([`one_load_span`] over `k` steps); `acc` has `(R − 1) · ld_acc + nb`
 /// floats.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn tile_run_direct_t_avx512<const R: usize, const BF16: bool>(
+pub(crate) unsafe fn tile_run_direct_t_avx512<const R: usize, const W: u8>(
     a: *const f32,
     w: *const u8,
     acc: *mut f32,
@@ -197,15 +216,15 @@ pub(crate) unsafe fn tile_run_direct_t_avx512<const R: usize, const BF16: bool>(
             };
             for k0 in (0..head).step_by(piece_steps) {
                 let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                run.block::<BF16, _>(a, t.mr, k0, &v);
+                run.block::<W, _>(a, t.mr, k0, &v);
             }
             for k0 in (head..end).step_by(line_steps) {
                 let v = transpose16x16_whole_lines(rows.add(k0 * size), row_bytes);
-                run.block::<BF16, _>(a, t.mr, k0, &v);
+                run.block::<W, _>(a, t.mr, k0, &v);
             }
             for k0 in (end..k).step_by(piece_steps) {
                 let v = transpose16x4(rows.add(k0 * size), row_bytes);
-                run.block::<BF16, _>(a, t.mr, k0, &v);
+                run.block::<W, _>(a, t.mr, k0, &v);
             }
             run.flush();
         }
@@ -233,14 +252,14 @@ impl<const R: usize> TileRun<R> {
     /// `ld_acc` apart.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block<const BF16: bool, const N: usize>(
+    unsafe fn block<const W: u8, const N: usize>(
         &mut self,
         a: *const f32,
         mr: usize,
         k0: usize,
         v: &[__m512i; N],
     ) {
-        let value_steps = if BF16 { 2 } else { 1 };
+        let value_steps = value_steps(W);
         if k0 == self.tile_end {
             // SAFETY: the function's contract.
             unsafe { self.next_tile() };
@@ -257,10 +276,10 @@ impl<const R: usize> TileRun<R> {
             // 3.4 ms).
             // SAFETY: the function's contract.
             unsafe {
-                steps_of::<R, BF16, N>(&mut self.sums, a, mr, k0, v, 0..split);
+                steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, 0..split);
                 if split < N {
                     self.next_tile();
-                    steps_of::<R, BF16, N>(&mut self.sums, a, mr, k0, v, split..N);
+                    steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, split..N);
                 }
             }
             return;
@@ -268,7 +287,7 @@ impl<const R: usize> TileRun<R> {
         if split == N {
             // The usual case: the whole block in the current tile.
             // SAFETY: the function's contract.
-            return unsafe { steps::<R, BF16>(&mut self.sums, a, mr, k0, v) };
+            return unsafe { steps::<R, W>(&mut self.sums, a, mr, k0, v) };
         }
         // The tile ends inside the block (once: a block is at most 32
         // steps). Tile ends and the rows' first whole line fall on 16-byte
@@ -277,13 +296,13 @@ impl<const R: usize> TileRun<R> {
         // runtime index is a loop over them in memory).
         // SAFETY (each arm): the function's contract.
         match split {
-            4 => unsafe { self.split_block::<BF16, N, 4>(a, mr, k0, v) },
-            8 => unsafe { self.split_block::<BF16, N, 8>(a, mr, k0, v) },
-            12 => unsafe { self.split_block::<BF16, N, 12>(a, mr, k0, v) },
+            4 => unsafe { self.split_block::<W, N, 4>(a, mr, k0, v) },
+            8 => unsafe { self.split_block::<W, N, 8>(a, mr, k0, v) },
+            12 => unsafe { self.split_block::<W, N, 12>(a, mr, k0, v) },
             split => unsafe {
-                steps_of::<R, BF16, N>(&mut self.sums, a, mr, k0, v, 0..split);
+                steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, 0..split);
                 self.next_tile();
-                steps_of::<R, BF16, N>(&mut self.sums, a, mr, k0, v, split..N);
+                steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, split..N);
             },
         }
     }
@@ -295,20 +314,20 @@ impl<const R: usize> TileRun<R> {
     /// As [`Self::block`].
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn split_block<const BF16: bool, const N: usize, const S: usize>(
+    unsafe fn split_block<const W: u8, const N: usize, const S: usize>(
         &mut self,
         a: *const f32,
         mr: usize,
         k0: usize,
         v: &[__m512i; N],
     ) {
-        let value_steps = if BF16 { 2 } else { 1 };
+        let value_steps = value_steps(W);
         let (before, after) = v.split_at(S.min(N));
         // SAFETY: the function's contract.
         unsafe {
-            steps::<R, BF16>(&mut self.sums, a, mr, k0, before);
+            steps::<R, W>(&mut self.sums, a, mr, k0, before);
             self.next_tile();
-            steps::<R, BF16>(
+            steps::<R, W>(
                 &mut self.sums,
                 a,
                 mr,
@@ -382,8 +401,8 @@ pub(crate) unsafe fn tile_pair_direct_t_avx512<const R: usize>(
                 let v0 = transpose16x4(rows.add(k0 * 2), row_bytes);
                 let v1 = transpose16x4(rows.add((kt + k0) * 2), row_bytes);
                 for q in 0..4 {
-                    steps::<R, true>(&mut first, a, t.mr, k0 + 2 * q, &v0[q..q + 1]);
-                    steps::<R, true>(&mut second, a, t.mr, kt + k0 + 2 * q, &v1[q..q + 1]);
+                    steps::<R, W_BF16>(&mut first, a, t.mr, k0 + 2 * q, &v0[q..q + 1]);
+                    steps::<R, W_BF16>(&mut second, a, t.mr, kt + k0 + 2 * q, &v1[q..q + 1]);
                 }
             }
             for r in 0..R {
@@ -405,7 +424,7 @@ pub(crate) unsafe fn tile_pair_direct_t_avx512<const R: usize>(
 /// AVX-512F present; `a` has `R` readable floats at each step's offset.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn steps<const R: usize, const BF16: bool>(
+unsafe fn steps<const R: usize, const W: u8>(
     sums: &mut [__m512; R],
     a: *const f32,
     mr: usize,
@@ -421,14 +440,22 @@ unsafe fn steps<const R: usize, const BF16: bool>(
         }
     };
     for (q, x) in v.iter().enumerate() {
-        if BF16 {
-            fma(k0 + 2 * q, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(*x)));
-            fma(
-                k0 + 2 * q + 1,
-                _mm512_castsi512_ps(_mm512_and_si512(*x, odd_mask)),
-            );
-        } else {
-            fma(k0 + q, _mm512_castsi512_ps(*x));
+        match W {
+            W_BF16 => {
+                fma(k0 + 2 * q, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(*x)));
+                fma(
+                    k0 + 2 * q + 1,
+                    _mm512_castsi512_ps(_mm512_and_si512(*x, odd_mask)),
+                );
+            }
+            W_F16 => {
+                // Each half narrowed to 16 f16 values and widened exactly.
+                let even = _mm512_cvtepi32_epi16(*x);
+                let odd = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(*x));
+                fma(k0 + 2 * q, _mm512_cvtph_ps(even));
+                fma(k0 + 2 * q + 1, _mm512_cvtph_ps(odd));
+            }
+            _ => fma(k0 + q, _mm512_castsi512_ps(*x)),
         }
     }
 }
@@ -441,7 +468,7 @@ unsafe fn steps<const R: usize, const BF16: bool>(
 /// As [`steps`].
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn steps_of<const R: usize, const BF16: bool, const N: usize>(
+unsafe fn steps_of<const R: usize, const W: u8, const N: usize>(
     sums: &mut [__m512; R],
     a: *const f32,
     mr: usize,
@@ -449,11 +476,11 @@ unsafe fn steps_of<const R: usize, const BF16: bool, const N: usize>(
     v: &[__m512i; N],
     range: std::ops::Range<usize>,
 ) {
-    let value_steps = if BF16 { 2 } else { 1 };
+    let value_steps = value_steps(W);
     for (q, x) in v.iter().enumerate() {
         if range.contains(&q) {
             // SAFETY: the caller's contract.
-            unsafe { steps::<R, BF16>(sums, a, mr, k0 + q * value_steps, std::slice::from_ref(x)) };
+            unsafe { steps::<R, W>(sums, a, mr, k0 + q * value_steps, std::slice::from_ref(x)) };
         }
     }
 }
@@ -612,18 +639,18 @@ mod tests {
         if !crate::cpu::has_avx512() {
             return;
         }
-        fn run<const R: usize, const BF16: bool>(kt8: usize, ld: usize, offset: usize) {
-            let (nb, size) = (32, if BF16 { 2 } else { 4 });
+        fn run<const R: usize, const W: u8>(kt8: usize, ld: usize, offset: usize) {
+            let (nb, size) = (32, if W == W_F32 { 4 } else { 2 });
             let mut rng = crate::convert::StochasticRng::new((kt8 * 131 + ld * 7 + offset) as u64);
             let mut next = || (rng.next_u64() >> 40) as f32 / 8388608.0 - 1.0;
             let a: Vec<f32> = (0..kt8 * 8).map(|_| next()).collect();
             let wv: Vec<f32> = (0..nb * ld)
                 .map(|_| {
                     let x = next();
-                    if BF16 {
-                        half::bf16::from_f32(x).to_f32()
-                    } else {
-                        x
+                    match W {
+                        W_BF16 => half::bf16::from_f32(x).to_f32(),
+                        W_F16 => half::f16::from_f32(x).to_f32(),
+                        _ => x,
                     }
                 })
                 .collect();
@@ -631,11 +658,16 @@ mod tests {
             let base = (buf.as_ptr() as usize).wrapping_neg() % 64 + offset;
             for (i, x) in wv.iter().enumerate() {
                 let at = base + i * size;
-                if BF16 {
-                    let b = half::bf16::from_f32(*x).to_bits().to_le_bytes();
-                    buf[at..at + 2].copy_from_slice(&b);
-                } else {
-                    buf[at..at + 4].copy_from_slice(&x.to_le_bytes());
+                match W {
+                    W_BF16 => {
+                        let b = half::bf16::from_f32(*x).to_bits().to_le_bytes();
+                        buf[at..at + 2].copy_from_slice(&b);
+                    }
+                    W_F16 => {
+                        let b = half::f16::from_f32(*x).to_bits().to_le_bytes();
+                        buf[at..at + 2].copy_from_slice(&b);
+                    }
+                    _ => buf[at..at + 4].copy_from_slice(&x.to_le_bytes()),
                 }
             }
             let p0: Vec<f32> = (0..R * nb).map(|_| next()).collect();
@@ -647,10 +679,10 @@ mod tests {
                     }
                 }
             }
-            let load = if BF16 {
-                DirectLoad::BF16
-            } else {
-                DirectLoad::F32
+            let load = match W {
+                W_BF16 => DirectLoad::BF16,
+                W_F16 => DirectLoad::F16,
+                _ => DirectLoad::F32,
             };
             let t = TransposedTile {
                 kt8,
@@ -665,7 +697,7 @@ mod tests {
                 // kt8 steps of 8 floats, W nb rows of ld values from base
                 // inside buf, p R rows of nb.
                 unsafe {
-                    tile_direct_t_avx512::<R, BF16>(
+                    tile_direct_t_avx512::<R, W>(
                         a.as_ptr(),
                         buf[base..].as_ptr(),
                         p.as_mut_ptr(),
@@ -677,17 +709,19 @@ mod tests {
                     assert_eq!(
                         g.to_bits(),
                         w.to_bits(),
-                        "bf16 {BF16} kt8 {kt8} ld {ld} offset {offset} lines {one_load_lines} at {i}"
+                        "format {W} kt8 {kt8} ld {ld} offset {offset} lines {one_load_lines} at {i}"
                     );
                 }
             }
         }
         for offset in [0, 16, 32, 48] {
             for (kt8, ld) in [(128, 1024), (128, 136), (120, 128), (8, 64), (64, 64)] {
-                run::<1, false>(kt8, ld, offset);
-                run::<3, true>(kt8, ld, offset);
-                run::<8, false>(kt8, ld, offset);
-                run::<8, true>(kt8, ld, offset);
+                run::<1, W_F32>(kt8, ld, offset);
+                run::<3, W_BF16>(kt8, ld, offset);
+                run::<8, W_F32>(kt8, ld, offset);
+                run::<8, W_BF16>(kt8, ld, offset);
+                run::<1, W_F16>(kt8, ld, offset);
+                run::<5, W_F16>(kt8, ld, offset);
             }
         }
     }
