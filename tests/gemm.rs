@@ -577,6 +577,40 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
     check::<f32>();
     check::<f16>();
     check::<bf16>();
+    // FP8 B (E4M3 widened by its f16 pattern times 2^8, E5M2 as an f16's
+    // top byte): every code, subnormals and both zeros among them, NaN
+    // and infinity codes only in the columns j ≡ 5 (mod 16).
+    fn check_fp8<TB: FloatElement>(from_bits: fn(u8) -> TB) {
+        let (n, k) = (1030, 300);
+        let b: Vec<TB> = (0..k * n)
+            .map(|i| {
+                let (kk, j) = (i / n, i % n);
+                let code = ((kk * 7 + j * 3) % 256) as u8;
+                let x = from_bits(code);
+                if x.to_f32().is_finite() || j % 16 == 5 {
+                    x
+                } else {
+                    from_bits(code & 0x8F)
+                }
+            })
+            .collect();
+        let bv = MatRef::from_row_major(&b, k, n).unwrap();
+        let plan = gemm::plan(
+            MatRef::from_row_major(&vec![0.0f32; k], 1, k).unwrap(),
+            bv,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        if plan.tier != gemm::Tier::Portable {
+            assert_eq!(plan.strategy, gemm::Strategy::DirectB, "{plan}");
+        }
+        for m in [1, 2, 3, 5, 8, 13, 16] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+            mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
+        }
+    }
+    check_fp8::<F8E4M3>(F8E4M3::from_bits);
+    check_fp8::<F8E5M2>(F8E5M2::from_bits);
     // A small B (133 × 150: read in place at up to 4 rows), both layouts.
     let (n, k) = (150, 133);
     let w: Vec<f32> = (0..k * n).map(|i| ((i % 37) as f32 - 18.0) / 4.0).collect();

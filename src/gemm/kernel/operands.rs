@@ -186,6 +186,35 @@ impl DirectLoad {
     }
 }
 
+/// The element type the direct-B kernels ([`Kernel::tile_direct`]: rows
+/// of B read in place) widen from, exactly: the dense types of
+/// [`DirectLoad`], and the FP8 formats (E4M3 by its f16 pattern times
+/// 2^8, E5M2 as the top byte of an f16). `None` for the types they do not
+/// read in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowLoad {
+    Dense(DirectLoad),
+    E4M3,
+    E5M2,
+}
+
+impl RowLoad {
+    pub(crate) fn of<T: FloatElement>() -> Option<Self> {
+        match T::DTYPE {
+            DType::F8E4M3 => Some(Self::E4M3),
+            DType::F8E5M2 => Some(Self::E5M2),
+            _ => DirectLoad::of::<T>().map(Self::Dense),
+        }
+    }
+
+    pub(crate) const fn size(self) -> usize {
+        match self {
+            Self::Dense(load) => load.size(),
+            Self::E4M3 | Self::E5M2 => 1,
+        }
+    }
+}
+
 /// Lines of codes per group of a [`Kernel::blocks_t`] call.
 pub(crate) const BLOCKS_T_LINES: usize = 16;
 /// Groups of [`BLOCKS_T_LINES`] lines a [`Kernel::blocks_t`] call takes

@@ -11,7 +11,7 @@
 use super::x86_avx2_fp4::fp4_tile_avx2;
 use super::{
     check_fp4_tile, checked_tiles, epilogue_rows_body, scaled_blocks_loop, scaling_blocks,
-    DirectLoad, Fp4Tile, Kernel,
+    DirectLoad, Fp4Tile, Kernel, RowLoad,
 };
 use crate::dtype::FloatElement;
 use crate::gemm::Epilogue;
@@ -99,7 +99,11 @@ macro_rules! avx2_shared_methods {
         fn reads_direct<T: $crate::dtype::FloatElement>() -> bool {
             matches!(
                 T::DTYPE,
-                $crate::dtype::DType::F32 | $crate::dtype::DType::F16 | $crate::dtype::DType::BF16
+                $crate::dtype::DType::F32
+                    | $crate::dtype::DType::F16
+                    | $crate::dtype::DType::BF16
+                    | $crate::dtype::DType::F8E4M3
+                    | $crate::dtype::DType::F8E5M2
             )
         }
 
@@ -244,7 +248,7 @@ impl Kernel for Avx2 {
                 }
             };
         }
-        match DirectLoad::of::<T>() {
+        match RowLoad::of::<T>() {
             Some(load) => go!(load),
             None => super::tile_direct_scalar::<T>(MR, 0..kt, rows, a, b, (b_stride, 1), nb, p),
         }
@@ -453,6 +457,46 @@ impl LoadB for DirectLoad {
     }
 }
 
+impl LoadB for RowLoad {
+    /// # Safety
+    /// `p` points at 8 readable elements of this type; AVX2 and F16C present.
+    #[inline(always)]
+    unsafe fn load8(self, p: *const u8) -> __m256 {
+        // SAFETY: per the function's contract.
+        unsafe {
+            match self {
+                RowLoad::Dense(load) => load.load8(p),
+                RowLoad::E4M3 => {
+                    let codes = _mm_cvtepu8_epi16(_mm_loadl_epi64(p as *const __m128i));
+                    _mm256_mul_ps(_mm256_cvtph_ps(e4m3_as_f16(codes)), _mm256_set1_ps(256.0))
+                }
+                RowLoad::E5M2 => _mm256_cvtph_ps(_mm_slli_epi16::<8>(_mm_cvtepu8_epi16(
+                    _mm_loadl_epi64(p as *const __m128i),
+                ))),
+            }
+        }
+    }
+}
+
+/// Eight E4M3 codes (one per 16-bit lane) as the f16s of their values
+/// times 2^-8, exactly: the magnitude bits moved up by 7 (E4M3's exponent
+/// bias is 8 less than f16's, and its subnormals land on f16 subnormals),
+/// the sign to bit 15, and the NaN codes (magnitude 0x7F) given f16's
+/// all-ones exponent.
+#[inline(always)]
+fn e4m3_as_f16(codes: __m128i) -> __m128i {
+    // SAFETY: SSE2 only (x86_64's baseline).
+    unsafe {
+        let magnitude = _mm_and_si128(codes, _mm_set1_epi16(0x7F));
+        let sign = _mm_slli_epi16::<8>(_mm_and_si128(codes, _mm_set1_epi16(0x80)));
+        let nan = _mm_and_si128(
+            _mm_cmpeq_epi16(magnitude, _mm_set1_epi16(0x7F)),
+            _mm_set1_epi16(0x7C00),
+        );
+        _mm_or_si128(_mm_or_si128(_mm_slli_epi16::<7>(magnitude), sign), nan)
+    }
+}
+
 /// K-steps per pass over a row of B in [`tile_direct_avx2`]: that many rows
 /// of B stream at once, which the hardware prefetchers follow.
 const DIRECT_K_GROUP: usize = 8;
@@ -476,7 +520,7 @@ unsafe fn tile_direct_avx2<const R: usize>(
     bs: usize,
     nb: usize,
     p: *mut f32,
-    load: DirectLoad,
+    load: RowLoad,
 ) {
     let row_bytes = bs * load.size();
     let vec_bytes = 8 * load.size();

@@ -19,7 +19,7 @@ use super::x86_avx2_fp4::fp4_block_accumulate;
 use super::x86_blocks_t::blocks_t_methods;
 use super::{
     check_fp4_tile, checked_tiles, scaled_blocks_loop, scaling_blocks, tile_direct_scalar,
-    DirectLoad, Fp4Tile, Kernel, FP4_MR, FP4_NR,
+    DirectLoad, Fp4Tile, Kernel, RowLoad, FP4_MR, FP4_NR,
 };
 use crate::dtype::FloatElement;
 use crate::gemm::ARRAY_ROWS;
@@ -356,7 +356,7 @@ impl Kernel for Avx512 {
         p: &mut [f32],
         from_memory: bool,
     ) {
-        let Some(load) = DirectLoad::of::<T>() else {
+        let Some(load) = RowLoad::of::<T>() else {
             return tile_direct_scalar(DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p);
         };
         assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= kt * DIRECT_MR);
@@ -610,6 +610,46 @@ impl LoadB for DirectLoad {
     }
 }
 
+impl LoadB for RowLoad {
+    /// # Safety
+    /// `p` points at 16 readable elements of this type; AVX-512F present.
+    #[inline(always)]
+    unsafe fn load16(self, p: *const u8) -> __m512 {
+        // SAFETY: per the function's contract.
+        unsafe {
+            let codes = || _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
+            match self {
+                RowLoad::Dense(load) => load.load16(p),
+                RowLoad::E4M3 => {
+                    let f16 = e4m3_as_f16(codes());
+                    _mm512_mul_ps(_mm512_cvtph_ps(f16), _mm512_set1_ps(256.0))
+                }
+                RowLoad::E5M2 => _mm512_cvtph_ps(_mm256_slli_epi16::<8>(codes())),
+            }
+        }
+    }
+}
+
+/// Sixteen E4M3 codes (one per 16-bit lane) as the f16s of their values
+/// times 2^-8, exactly (as the AVX2 leaf's eight: the magnitude bits moved
+/// up by 7, the sign to bit 15, NaN codes given the all-ones exponent).
+#[inline(always)]
+fn e4m3_as_f16(codes: __m256i) -> __m256i {
+    // SAFETY: AVX2, present wherever this leaf runs (its callers enable it).
+    unsafe {
+        let magnitude = _mm256_and_si256(codes, _mm256_set1_epi16(0x7F));
+        let sign = _mm256_slli_epi16::<8>(_mm256_and_si256(codes, _mm256_set1_epi16(0x80)));
+        let nan = _mm256_and_si256(
+            _mm256_cmpeq_epi16(magnitude, _mm256_set1_epi16(0x7F)),
+            _mm256_set1_epi16(0x7C00),
+        );
+        _mm256_or_si256(
+            _mm256_or_si256(_mm256_slli_epi16::<7>(magnitude), sign),
+            nan,
+        )
+    }
+}
+
 /// K-steps per pass over a row of B in [`tile_direct_avx512`] where B
 /// comes from cache (several A panels read it): that many rows of B stream
 /// at once, and the sums of a block of columns are loaded and stored once
@@ -649,7 +689,7 @@ unsafe fn tile_direct_avx512<const R: usize>(
     bs: usize,
     nb: usize,
     p: *mut f32,
-    load: DirectLoad,
+    load: RowLoad,
     group: usize,
 ) {
     let row_bytes = bs * load.size();
@@ -688,7 +728,7 @@ unsafe fn direct_columns<const R: usize, const V: usize>(
     j: usize,
     nb: usize,
     p: *mut f32,
-    load: DirectLoad,
+    load: RowLoad,
 ) {
     // SAFETY: rows < R of p and columns j..j + 16·V < nb; k-steps in
     // `steps` of A and B (the function's contract).
