@@ -89,6 +89,12 @@ const LARGE_B_ELEMENTS: usize = 1 << 20;
 /// loops still won some shapes (8 × 128 × 512 f32 `[in, out]` 0.019
 /// against 0.024); below 128 × 128 they won too.
 const SMALL_B_DIRECT_MAX_M: usize = 4;
+/// [`DIRECT_B_MAX_M_LARGE_B`] for FP8 B, which each A panel decodes again,
+/// from the same 4 MiB of B as f32's [`LARGE_B_ELEMENTS`]: AMD EPYC Zen 4,
+/// E4M3, one thread, M = 64 / 96, K = N = 4096 46.6–52.6 / 52.3–63.5 ms
+/// packed against 34.8–36.4 / 53.5–58.3 in place; 64 × 1024 × 1024 1.8
+/// against 2.5–2.6.
+const DIRECT_B_MAX_M_FP8: usize = 64;
 const SMALL_B_DIRECT_MIN_ELEMENTS: usize = 1 << 14;
 /// Rows up to which block-scaled FP4 × FP4 products do not take the
 /// integer tiles (`Fp4Tiles`).
@@ -275,6 +281,8 @@ struct Operands {
     b_cols_contiguous: bool,
     /// The direct kernel reads B's element type in place.
     direct_reads_b: bool,
+    /// B is FP8, decoded by the direct kernel per A panel.
+    b_fp8: bool,
     /// Rows up to which the block-scaled `[out, in]` kernel reads B's
     /// codes in place (0: it does not read them).
     blocks_t_max_rows: usize,
@@ -301,6 +309,7 @@ impl Operands {
             b_rows_contiguous: b.col_stride() == 1,
             b_cols_contiguous: b.row_stride() == 1,
             direct_reads_b: K::reads_direct::<TB>(),
+            b_fp8: matches!(TB::DTYPE, DType::F8E4M3 | DType::F8E5M2),
             blocks_t_max_rows: K::blocks_t_max_rows::<TB>(),
             exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
             fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
@@ -311,8 +320,13 @@ impl Operands {
 /// The plan: which strategy computes a part of a product on kernel `K`.
 fn choose<K: Kernel>(o: &Operands) -> Strategy {
     let b_elements = o.k.saturating_mul(o.n);
+    let (max_m_large_b, large_b) = if o.b_fp8 {
+        (DIRECT_B_MAX_M_FP8, 4 * LARGE_B_ELEMENTS)
+    } else {
+        (DIRECT_B_MAX_M_LARGE_B, LARGE_B_ELEMENTS)
+    };
     let skinny = (o.m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
-        || (o.m <= DIRECT_B_MAX_M_LARGE_B && b_elements >= LARGE_B_ELEMENTS);
+        || (o.m <= max_m_large_b && b_elements >= large_b);
     // Plain operands: from a small B on at very few rows.
     let skinny_dense =
         skinny || (o.m <= SMALL_B_DIRECT_MAX_M && b_elements >= SMALL_B_DIRECT_MIN_ELEMENTS);
