@@ -629,7 +629,8 @@ fn weight_only_group(c: &mut Criterion) {
 
 /// `x · W` with the weights stored `[in, out]` (B row-major) beside
 /// `x · Wᵀ` with the same weights stored `[out, in]` as PyTorch holds them
-/// (B a transposed view), f32 and bf16, K = N = 4096, at the batch sizes of
+/// (B a transposed view), f32, bf16, f16 and FP8 E4M3 (activations of the
+/// same type), K = N = 4096, at the batch sizes of
 /// inference: the two layouts' ratio is the figure (issue 29).
 fn weight_layout_group(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm_weight_layout");
@@ -637,6 +638,8 @@ fn weight_layout_group(c: &mut Criterion) {
     let (k, n) = (4096usize, 4096usize);
     let w = values::<f32>(k * n, 2);
     let w16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let w8: Vec<F8E4M3> = w.iter().map(|&v| F8E4M3::from_f32(v)).collect();
     for m in [1usize, 8, 32, 128] {
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         let a = values::<f32>(m * k, 1);
@@ -656,6 +659,20 @@ fn weight_layout_group(c: &mut Criterion) {
             ),
         ] {
             layout_case(&mut g, name, &a16, b, &mut out);
+        }
+        let ah: Vec<f16> = a.iter().map(|&v| f16::from_f32(v)).collect();
+        for (name, b) in [
+            ("f16_in_out", MatRef::from_row_major(&wh, k, n).unwrap()),
+            ("f16_out_in", MatRef::from_row_major(&wh, n, k).unwrap().t()),
+        ] {
+            layout_case(&mut g, name, &ah, b, &mut out);
+        }
+        let a8: Vec<F8E4M3> = a.iter().map(|&v| F8E4M3::from_f32(v)).collect();
+        for (name, b) in [
+            ("e4m3_in_out", MatRef::from_row_major(&w8, k, n).unwrap()),
+            ("e4m3_out_in", MatRef::from_row_major(&w8, n, k).unwrap().t()),
+        ] {
+            layout_case(&mut g, name, &a8, b, &mut out);
         }
     }
     g.finish();
