@@ -670,7 +670,10 @@ fn weight_layout_group(c: &mut Criterion) {
         let a8: Vec<F8E4M3> = a.iter().map(|&v| F8E4M3::from_f32(v)).collect();
         for (name, b) in [
             ("e4m3_in_out", MatRef::from_row_major(&w8, k, n).unwrap()),
-            ("e4m3_out_in", MatRef::from_row_major(&w8, n, k).unwrap().t()),
+            (
+                "e4m3_out_in",
+                MatRef::from_row_major(&w8, n, k).unwrap().t(),
+            ),
         ] {
             layout_case(&mut g, name, &a8, b, &mut out);
         }

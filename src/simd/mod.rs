@@ -62,6 +62,11 @@ pub(crate) fn transpose_to_steps(
     if rows > nr || src.len() < src_needed || dst.len() < kc.saturating_mul(nr) {
         return;
     }
+    if rows == 1 && nr == 1 {
+        // One row into steps of one value: a copy.
+        dst[..kc].copy_from_slice(&src[..kc]);
+        return;
+    }
     let (mut rows8, mut kc8) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if simd && crate::cpu::has_avx2_fma_f16c() {
