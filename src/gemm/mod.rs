@@ -224,11 +224,16 @@ pub enum Parallelism {
 /// needs no copy and gives the same bits. Both weight layouts have a path
 /// of their own at small batch ([`Strategy::DirectB`] for `[in, out]`,
 /// [`Strategy::DirectTransposed`] for PyTorch's `[out, in]` passed as
-/// `w.t()`), but at M = 1 `[in, out]` is still the faster one: on AMD Zen
-/// 4 at K = N = 4096, `[out, in]` takes 1.31× the time with f32 weights
-/// and 1.54× with bf16 at M = 1, 0.96–1.07× at M = 8 and 32, and at M =
-/// 128 it is faster (BENCHMARKS.md, "AMD EPYC Zen 4, 2026-12-07
-/// (later)"; on Zen 3 1.6× / 2.3× at M = 1). Errors: mismatched shapes, a bias of the wrong length, an output
+/// `w.t()`, and [`Strategy::DirectTransposedBlocks`] for one-byte float
+/// weights `[out, in]` with K a multiple of [`ARRAY_ROWS`]), but at M = 1
+/// `[in, out]` is still the faster one for 2- and 4-byte weights: on AMD
+/// Zen 4 at K = N = 4096, `[out, in]` takes 1.26–1.30× the time with f32
+/// weights, 1.14–1.56× with bf16 and 1.31–1.47× with f16 at M = 1 (two
+/// criterion runs; this M = 1 figure moves with the memory traffic of the
+/// shared host), 0.80–1.06× at M = 8 and 32, and at M = 128 it is faster;
+/// FP8 E4M3 weights `[out, in]` are as fast at M = 1 (0.92–1.02×) and
+/// faster from M = 8 (BENCHMARKS.md, "AMD EPYC Zen 4, 2026-12-08"; on Zen
+/// 3 f32 / bf16 1.6× / 2.3× at M = 1). Errors: mismatched shapes, a bias of the wrong length, an output
 /// whose strides make two elements share memory, an output overlapping an
 /// input, `Threads(0)`. Empty dimensions are valid; K = 0 gives the epilogue
 /// of zero.
