@@ -275,14 +275,7 @@ impl<const R: usize> TileRun<R> {
             // were slower: AMD Zen 4, bf16 W, K = N = 4096, M = 8 3.2 →
             // 3.4 ms).
             // SAFETY: the function's contract.
-            unsafe {
-                steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, 0..split);
-                if split < N {
-                    self.next_tile();
-                    steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, split..N);
-                }
-            }
-            return;
+            return unsafe { self.guarded_block::<W, N>(a, mr, k0, v, split) };
         }
         if split == N {
             // The usual case: the whole block in the current tile.
@@ -299,11 +292,33 @@ impl<const R: usize> TileRun<R> {
             4 => unsafe { self.split_block::<W, N, 4>(a, mr, k0, v) },
             8 => unsafe { self.split_block::<W, N, 8>(a, mr, k0, v) },
             12 => unsafe { self.split_block::<W, N, 12>(a, mr, k0, v) },
-            split => unsafe {
-                steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, 0..split);
+            split => unsafe { self.guarded_block::<W, N>(a, mr, k0, v, split) },
+        }
+    }
+
+    /// [`Self::block`] with a guard per value ([`steps_of`]): the values
+    /// before `split`, and where `split < N` the tile's sums added into
+    /// `acc` and the values after.
+    ///
+    /// # Safety
+    /// As [`Self::block`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn guarded_block<const W: u8, const N: usize>(
+        &mut self,
+        a: *const f32,
+        mr: usize,
+        k0: usize,
+        v: &[__m512i; N],
+        split: usize,
+    ) {
+        // SAFETY: the function's contract.
+        unsafe {
+            steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, 0..split);
+            if split < N {
                 self.next_tile();
                 steps_of::<R, W, N>(&mut self.sums, a, mr, k0, v, split..N);
-            },
+            }
         }
     }
 
