@@ -316,29 +316,15 @@ fn packed_on<TA: FloatElement, O: FloatElement>(
     Ok(())
 }
 
-/// Unit scales for dense activations: one 1.0 per block of K, shared by
-/// every row (`line_group` covers all of them).
-fn unit_scales(k: usize, block: usize) -> Vec<f32> {
-    vec![1.0; k.checked_div(block).unwrap_or(0)]
-}
-
-fn unit_grid(ones: &[f32]) -> driver::ScaleGrid<'_> {
-    driver::ScaleGrid {
-        scales: ones,
-        line_group: usize::MAX,
-        blocks: ones.len(),
-    }
-}
-
 /// The driver's scales of a weight-only product: unit scales (`ones`, from
-/// [`unit_scales`]) for the dense activations, `b`'s for the weights.
+/// [`driver::unit_scales`]) for the dense activations, `b`'s for the weights.
 fn weight_only_scaling<'s, TB: FloatElement>(
     b: &'s BlockScaled<TB>,
     ones: &'s [f32],
 ) -> driver::Scaling<'s> {
     driver::Scaling {
         block: b.block(),
-        a: unit_grid(ones),
+        a: driver::ScaleGrid::unit(ones),
         b: grid_of(b),
     }
 }
@@ -423,7 +409,7 @@ fn weight_only_on<TA: FloatElement, TB: FloatElement, O: FloatElement>(
 ) -> Result<(), Error> {
     check_dense_a(a.rows(), a.cols(), dims(b))?;
     validate(&a, &b.data_mat().t(), &c, epilogue, parallelism)?;
-    let ones = unit_scales(b.k(), b.block());
+    let ones = driver::unit_scales(b.k(), b.block());
     let scaling = weight_only_scaling(b, &ones);
     driver::run(
         a,
@@ -559,8 +545,16 @@ fn stream_dense<TA: FloatElement, O: FloatElement, W: driver::NibbleWeights>(
     // shape-only K×N view standing for the packed B.
     let b_shape = MatRef::<u8>::shape_only(b.k(), b.lines());
     validate(&a, &b_shape, &c, epilogue, parallelism)?;
-    let ones = unit_scales(b.k(), b.block());
-    driver::run_packed_fp4(a, &unit_grid(&ones), b, c, epilogue, parallelism, simd);
+    let ones = driver::unit_scales(b.k(), b.block());
+    driver::run_packed_fp4(
+        a,
+        &driver::ScaleGrid::unit(&ones),
+        b,
+        c,
+        epilogue,
+        parallelism,
+        simd,
+    );
     Ok(())
 }
 
@@ -617,7 +611,7 @@ pub fn weight_only_gemm_plan<TA: FloatElement, TB: FloatElement>(
 ) -> Result<Plan, Error> {
     check_dense_a(a.rows(), a.cols(), dims(b))?;
     let simd = crate::cpu::has_avx2_fma_f16c();
-    let ones = unit_scales(b.k(), b.block());
+    let ones = driver::unit_scales(b.k(), b.block());
     let scaling = weight_only_scaling(b, &ones);
     Ok(driver::plan(
         &a,

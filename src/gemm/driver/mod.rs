@@ -463,6 +463,24 @@ pub(crate) struct ScaleGrid<'s> {
     pub blocks: usize,
 }
 
+/// Unit scales for `k` steps in blocks of `block` (one 1.0 a block), for
+/// [`ScaleGrid::unit`].
+pub(crate) fn unit_scales(k: usize, block: usize) -> Vec<f32> {
+    vec![1.0; k.checked_div(block).unwrap_or(0)]
+}
+
+impl<'s> ScaleGrid<'s> {
+    /// Every line's scales the same `ones` (from [`unit_scales`]): an
+    /// operand without block scales.
+    pub(crate) fn unit(ones: &'s [f32]) -> Self {
+        Self {
+            scales: ones,
+            line_group: usize::MAX,
+            blocks: ones.len(),
+        }
+    }
+}
+
 impl ScaleGrid<'_> {
     fn start(&self, line: usize) -> usize {
         (line / self.line_group) * self.blocks
@@ -595,16 +613,11 @@ fn serial<TA: FloatElement, TB: FloatElement, O: FloatElement, K: Kernel>(
         }
         (Strategy::DirectTransposedBlocks, _, None) => {
             // A plain product: unit scales, one block per K-tile.
-            let ones = vec![1.0f32; a.cols() / super::ARRAY_ROWS];
-            let unit = || ScaleGrid {
-                scales: &ones,
-                line_group: usize::MAX,
-                blocks: ones.len(),
-            };
+            let ones = unit_scales(a.cols(), super::ARRAY_ROWS);
             let s = Scaling {
                 block: super::ARRAY_ROWS,
-                a: unit(),
-                b: unit(),
+                a: ScaleGrid::unit(&ones),
+                b: ScaleGrid::unit(&ones),
             };
             direct_t_blocks::serial_direct_t_blocks::<TA, TB, O, K>(
                 a, b, c, part, &s, epilogue, ws, simd,

@@ -22,6 +22,8 @@ pub(crate) mod x86_avx512_blocks_t;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_dense;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512_direct;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_fp8_dense;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512_transposed;

@@ -39,6 +39,19 @@ fn sum_lanes8(v: &[__m256i; 8]) -> __m256i {
 /// on each line (a hint: past the end it fetches nothing useful, harmlessly).
 const PREFETCH_AHEAD: usize = 512;
 
+/// `2 · w` of each FP4 code (`FP4_TIMES_2`) in both 128-bit lanes, the
+/// table `vpshufb` reads by a code's low four bits.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fp4_times2_lut() -> __m256i {
+    let t = FP4_TIMES_2;
+    _mm256_setr_epi8(
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], t[15], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
+        t[12], t[13], t[14], t[15],
+    )
+}
+
 /// [`super::Kernel::fp4_dots8`] (bounds checked by the caller).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn fp4_dots8_avx2(
@@ -49,12 +62,7 @@ pub(crate) unsafe fn fp4_dots8_avx2(
     g: f32,
     out: &mut [f32; 8],
 ) {
-    let t = FP4_TIMES_2;
-    let lut = _mm256_setr_epi8(
-        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
-        t[14], t[15], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
-        t[12], t[13], t[14], t[15],
-    );
+    let lut = fp4_times2_lut();
     let (block, ld) = (lines.block, lines.ld);
     let codes = lines.codes.as_ptr();
     let gv = _mm256_set1_ps(g);
@@ -157,12 +165,7 @@ pub(crate) unsafe fn fp4_packed8_avx2(
     g: f32,
     out: &mut [f32; 8],
 ) {
-    let t = FP4_TIMES_2;
-    let lut = _mm256_setr_epi8(
-        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13],
-        t[14], t[15], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
-        t[12], t[13], t[14], t[15],
-    );
+    let lut = fp4_times2_lut();
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let gv = _mm256_set1_ps(g);

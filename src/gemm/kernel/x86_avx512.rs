@@ -10,12 +10,13 @@
 //! the same core 93–120). The B panels are the AVX2
 //! kernel's (16 columns, so that pre-packed weights serve both tiers), and
 //! so are the small-M FP4 dot products and the epilogue; the direct-B kernel of skinny products is
-//! the AVX2 one's traversal on zmm registers, the `x · Wᵀ` kernel of f32
+//! the AVX2 one's traversal on zmm registers ([`super::x86_avx512_direct`]), the `x · Wᵀ` kernel of f32
 //! and bf16 W is [`super::x86_avx512_transposed`]'s, and the FP4 × FP4
 //! integer tile sums its byte products with `vpdpbusd` (AVX-512 VNNI).
 
 use super::x86_avx2::avx2_shared_methods;
 use super::x86_avx2_fp4::fp4_block_accumulate;
+use super::x86_avx512_direct::{tile_direct_avx512, DIRECT_K_GROUP, DIRECT_K_GROUP_FROM_MEMORY};
 use super::x86_blocks_t::blocks_t_methods;
 use super::{
     check_fp4_tile, checked_tiles, scaled_blocks_loop, scaling_blocks, tile_direct_scalar,
@@ -31,9 +32,9 @@ use std::arch::x86_64::*;
 pub(crate) struct Avx512;
 
 const MR: usize = 8;
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 /// Rows of the direct kernel's A panel: 8 zmm sums, one B vector.
-const DIRECT_MR: usize = 8;
+pub(super) const DIRECT_MR: usize = 8;
 
 impl Kernel for Avx512 {
     const MR: usize = MR;
@@ -587,182 +588,15 @@ unsafe fn tile_scaled_blocks_avx512(
     scaled_blocks_loop!(tile_scaled_avx512(kt, block, a, b, acc, ld, first, sa, sb))
 }
 
-/// The leaf's loads of B for the direct kernel.
-trait LoadB {
-    unsafe fn load16(self, p: *const u8) -> __m512;
-}
-
-impl LoadB for DirectLoad {
-    /// # Safety
-    /// `p` points at 16 readable elements of this type; AVX-512F present.
-    #[inline(always)]
-    unsafe fn load16(self, p: *const u8) -> __m512 {
-        // SAFETY: per the function's contract.
-        unsafe {
-            match self {
-                DirectLoad::F32 => _mm512_loadu_ps(p as *const f32),
-                DirectLoad::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
-                DirectLoad::BF16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
-                    _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
-                )),
-            }
-        }
-    }
-}
-
-impl LoadB for RowLoad {
-    /// # Safety
-    /// `p` points at 16 readable elements of this type; AVX-512F present.
-    #[inline(always)]
-    unsafe fn load16(self, p: *const u8) -> __m512 {
-        // SAFETY: per the function's contract.
-        unsafe {
-            let codes = || _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
-            match self {
-                RowLoad::Dense(load) => load.load16(p),
-                RowLoad::E4M3 => {
-                    let f16 = e4m3_as_f16(codes());
-                    _mm512_mul_ps(_mm512_cvtph_ps(f16), _mm512_set1_ps(256.0))
-                }
-                RowLoad::E5M2 => _mm512_cvtph_ps(_mm256_slli_epi16::<8>(codes())),
-            }
-        }
-    }
-}
-
-/// Sixteen E4M3 codes (one per 16-bit lane) as the f16s of their values
-/// times 2^-8, exactly (as the AVX2 leaf's eight: the magnitude bits moved
-/// up by 7, the sign to bit 15, NaN codes given the all-ones exponent).
-#[inline(always)]
-fn e4m3_as_f16(codes: __m256i) -> __m256i {
-    // SAFETY: AVX2, present wherever this leaf runs (its callers enable it).
-    unsafe {
-        let magnitude = _mm256_and_si256(codes, _mm256_set1_epi16(0x7F));
-        let sign = _mm256_slli_epi16::<8>(_mm256_and_si256(codes, _mm256_set1_epi16(0x80)));
-        let nan = _mm256_and_si256(
-            _mm256_cmpeq_epi16(magnitude, _mm256_set1_epi16(0x7F)),
-            _mm256_set1_epi16(0x7C00),
-        );
-        _mm256_or_si256(
-            _mm256_or_si256(_mm256_slli_epi16::<7>(magnitude), sign),
-            nan,
-        )
-    }
-}
-
-/// K-steps per pass over a row of B in [`tile_direct_avx512`] where B
-/// comes from cache (several A panels read it): that many rows of B stream
-/// at once, and the sums of a block of columns are loaded and stored once
-/// per pass (16 against the AVX2 kernel's 8: Intel Xeon, Ice Lake, f32 K =
-/// N = 4096, M = 32 about 24 → 21 ms, M = 32, K = N = 1024 1.5 → 1.25;
-/// AMD EPYC Zen 4, M = 32 20.1 → 17.7).
-const DIRECT_K_GROUP: usize = 16;
-
-/// [`DIRECT_K_GROUP`] where B's rows come from memory once (one A panel
-/// sweeps them): sixteen rows a pass are more streams than the
-/// prefetchers follow (AMD EPYC Zen 4, f32 K = N = 4096, M = 1 3.5 → 2.7
-/// ms, M = 8 5.5–5.9 → 4.7, against 16 a pass).
-const DIRECT_K_GROUP_FROM_MEMORY: usize = 8;
-
-/// The AVX2 leaf's `tile_direct_avx2` on zmm registers: the same
-/// traversal (a group of k-steps sweeps across all columns) and the same
-/// chains, with up to three 16-column blocks of `p` in registers per row for
-/// the group ([`direct_columns`]): each broadcast of A then feeds that many
-/// FMAs. (One block at a time, a step's 8 broadcasts and one load of B fed
-/// 8 FMAs, and the loads bounded the kernel: Intel Xeon, Ice Lake, K = N =
-/// 4096 f32, M = 32 in about 21 ms of kernel time, 51 GFLOP/s.)
-///
-/// `group` k-steps per pass ([`DIRECT_K_GROUP`] or
-/// [`DIRECT_K_GROUP_FROM_MEMORY`]).
-///
-/// # Safety
-/// AVX2, FMA, F16C and AVX-512F present; `a` has `kt * DIRECT_MR` floats;
-/// `b` has `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb`
-/// floats;
-/// `nb` is a multiple of 16.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn tile_direct_avx512<const R: usize>(
-    kt: usize,
-    a: *const f32,
-    b: *const u8,
-    bs: usize,
-    nb: usize,
-    p: *mut f32,
-    load: RowLoad,
-    group: usize,
-) {
-    let row_bytes = bs * load.size();
-    for g in (0..kt).step_by(group.max(1)) {
-        let steps = g..g + group.min(kt - g);
-        let mut j = 0;
-        // SAFETY (each call): rows < R of p, columns j..j + 16·V ≤ nb;
-        // k-steps g..g + steps ≤ kt of A and B (the caller's contract).
-        unsafe {
-            while j + 3 * NR <= nb {
-                direct_columns::<R, 3>(steps.clone(), a, b, row_bytes, j, nb, p, load);
-                j += 3 * NR;
-            }
-            match (nb - j) / NR {
-                2 => direct_columns::<R, 2>(steps.clone(), a, b, row_bytes, j, nb, p, load),
-                1 => direct_columns::<R, 1>(steps.clone(), a, b, row_bytes, j, nb, p, load),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// [`tile_direct_avx512`]'s k-steps `steps` for `V` blocks of 16 columns
-/// from column `j`: the sums loaded from `p`, one FMA per (row, column,
-/// step) in increasing k, stored back.
-///
-/// # Safety
-/// As [`tile_direct_avx512`], and columns `j..j + 16·V` lie within `nb`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn direct_columns<const R: usize, const V: usize>(
-    steps: std::ops::Range<usize>,
-    a: *const f32,
-    b: *const u8,
-    row_bytes: usize,
-    j: usize,
-    nb: usize,
-    p: *mut f32,
-    load: RowLoad,
-) {
-    // SAFETY: rows < R of p and columns j..j + 16·V < nb; k-steps in
-    // `steps` of A and B (the function's contract).
-    unsafe {
-        let mut sums = [[_mm512_setzero_ps(); V]; R];
-        for (r, row) in sums.iter_mut().enumerate() {
-            for (v, s) in row.iter_mut().enumerate() {
-                *s = _mm512_loadu_ps(p.add(r * nb + j + v * NR));
-            }
-        }
-        for kk in steps {
-            let mut bv = [_mm512_setzero_ps(); V];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = load.load16(b.add(kk * row_bytes + (j + v * NR) * load.size()));
-            }
-            fma_step(&mut sums, a.add(kk * DIRECT_MR), &bv);
-        }
-        for (r, row) in sums.iter().enumerate() {
-            for (v, s) in row.iter().enumerate() {
-                _mm512_storeu_ps(p.add(r * nb + j + v * NR), *s);
-            }
-        }
-    }
-}
-
 /// One k-step of `R × V` chains, shared by the blocked tile on several
-/// panels and the direct-B kernel: `sums[r][v] = fma(a[r], b[v],
+/// panels and the direct-B kernel ([`super::x86_avx512_direct`]): `sums[r][v] = fma(a[r], b[v],
 /// sums[r][v])`, each row's value of A broadcast once for its `V` FMAs.
 ///
 /// # Safety
 /// AVX-512F present (it inlines into callers that enable it); `a` has `R`
 /// readable floats.
 #[inline(always)]
-unsafe fn fma_step<const R: usize, const V: usize>(
+pub(super) unsafe fn fma_step<const R: usize, const V: usize>(
     sums: &mut [[__m512; V]; R],
     a: *const f32,
     b: &[__m512; V],
