@@ -579,9 +579,12 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
     check::<bf16>();
     // FP8 B (E4M3 widened by its f16 pattern times 2^8, E5M2 as an f16's
     // top byte): every code, subnormals and both zeros among them, NaN
-    // and infinity codes only in the columns j ≡ 5 (mod 16).
-    fn check_fp8<TB: FloatElement>(from_bits: fn(u8) -> TB) {
-        let (n, k) = (1030, 300);
+    // and infinity codes only in the columns j ≡ 5 (mod 16). With E4M3 and
+    // a whole number of 16-column blocks (n = 1024) the kernels take A
+    // times 2^8 where that is exact: A's values then reach f32::MAX / 2^8
+    // (1e36), and one past it (f32::MAX / 2) keeps A as it is.
+    fn check_fp8<TB: FloatElement>(from_bits: fn(u8) -> TB, n: usize) {
+        let k = 300;
         let b: Vec<TB> = (0..k * n)
             .map(|i| {
                 let (kk, j) = (i / n, i % n);
@@ -608,9 +611,25 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
             let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
             mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
         }
+        if n.is_multiple_of(16) {
+            for (m, top) in [(1, 1e36f32), (8, 1e36), (13, 1e36), (8, f32::MAX / 2.0)] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| match i % 31 {
+                        0 => top,
+                        1 => -top,
+                        2 => f32::from_bits(3),
+                        3 => -1e-40,
+                        _ => ((i % 29) as f32 - 14.0) / 5.0,
+                    })
+                    .collect();
+                mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
+            }
+        }
     }
-    check_fp8::<F8E4M3>(F8E4M3::from_bits);
-    check_fp8::<F8E5M2>(F8E5M2::from_bits);
+    for n in [1030, 1024] {
+        check_fp8::<F8E4M3>(F8E4M3::from_bits, n);
+        check_fp8::<F8E5M2>(F8E5M2::from_bits, n);
+    }
     // A small B (133 × 150: read in place at up to 4 rows), both layouts.
     let (n, k) = (150, 133);
     let w: Vec<f32> = (0..k * n).map(|i| ((i % 37) as f32 - 18.0) / 4.0).collect();

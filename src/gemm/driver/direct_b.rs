@@ -2,12 +2,12 @@
 //! place by the kernel instead of packed, since packing it would cost as
 //! much memory traffic as the whole product.
 
-use super::pack::pack_a_rows;
+use super::pack::{pack_a_rows, times_256_if_exact};
 use super::workspace::{add_tile_sums, grow, round_up, Workspace};
 use super::write_back::write_block;
 use super::{MC, NC};
 use crate::dtype::FloatElement;
-use crate::gemm::kernel::{tile_direct_scalar, Kernel};
+use crate::gemm::kernel::{tile_direct_scalar, DirectReads, Kernel};
 use crate::gemm::{Epilogue, ARRAY_ROWS};
 use crate::tensor::{MatMut, MatRef};
 
@@ -44,7 +44,15 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
         pack_a_rows(&a, ic, mb, K::DIRECT_MR, packed_a, tmp, None, simd);
         // One A panel reads each row of B from memory once, the kernel
         // streaming fewer rows a pass; several read the chunk from L2.
-        let from_memory = mb <= K::DIRECT_MR;
+        // E4M3 B: A times 2^8 where exact, so that the kernel widens each
+        // weight without a multiply (only where every column is the
+        // kernel's: the scalar tail takes A as it is).
+        let reads = DirectReads {
+            from_memory: mb <= K::DIRECT_MR,
+            a_times_256: K::direct_wants_a_times_256::<TB>()
+                && n.is_multiple_of(K::NR)
+                && times_256_if_exact(packed_a),
+        };
         // Few rows: sweep whole rows of B (long sequential streams).
         let nc = if mb <= 32 { n.clamp(1, 8192) } else { NC };
         for jc in (0..n).step_by(nc) {
@@ -92,10 +100,11 @@ pub(super) fn serial_direct_b<TA: FloatElement, TB: FloatElement, O: FloatElemen
                                 ldb,
                                 w_main,
                                 p_main,
-                                from_memory,
+                                reads,
                             );
                         }
                         if w_main < w {
+                            assert!(!reads.a_times_256, "no tail with A times 2^8");
                             tile_direct_scalar(
                                 K::DIRECT_MR,
                                 0..kt,

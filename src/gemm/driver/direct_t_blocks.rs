@@ -8,7 +8,7 @@
 //! or a group holding a NaN or infinity code) run the contract's loops in
 //! scalar code. The same bits either way.
 
-use super::pack::pack_a_rows;
+use super::pack::{pack_a_rows, times_256_if_exact};
 use super::workspace::{grow, round_up, Workspace};
 use super::write_back::write_block;
 use super::{Part, Scaling};
@@ -54,10 +54,7 @@ pub(super) fn serial_direct_t_blocks<
     // E4M3 on the AVX-512 tier: A times 2^8 where that is exact for every
     // value (no finite value past f32::MAX / 2^8), so the kernel skips its
     // multiply by 2^8 per decoded code (same products, same bits).
-    let a_times_256 = K::blocks_t_wants_a_times_256::<TB>() && all_times_256_exact(packed_a);
-    if a_times_256 {
-        packed_a.iter_mut().for_each(|x| *x *= 256.0);
-    }
+    let a_times_256 = K::blocks_t_wants_a_times_256::<TB>() && times_256_if_exact(packed_a);
     let sa = grow(sa_buf, m * blocks);
     for (i, row) in sa.chunks_exact_mut(blocks.max(1)).take(m).enumerate() {
         for (blk, x) in row.iter_mut().enumerate() {
@@ -96,20 +93,6 @@ pub(super) fn serial_direct_t_blocks<
     write_block::<O, K>(&mut c, (0, 0), acc, n, (m, n), row, col0, epilogue, simd);
 }
 
-/// True when `x · 2^8` is exact for every value of `xs`: none is finite
-/// and past `f32::MAX / 2^8`. Branch-free over chunks of 64 values (an
-/// early exit per value keeps the compiler from vectorizing the test).
-fn all_times_256_exact(xs: &[f32]) -> bool {
-    let limit = (f32::MAX / 256.0).to_bits();
-    xs.chunks(64).all(|chunk| {
-        chunk.iter().fold(true, |ok, x| {
-            let magnitude = x.to_bits() & 0x7FFF_FFFF;
-            // Past the limit and finite (below the infinity's bits).
-            ok & !(magnitude > limit && magnitude < 0x7F80_0000)
-        })
-    })
-}
-
 /// The contract's loops for rows `rows` and columns `cols` of the part
 /// (whose origin in the whole product is `(r0, col0)`), into `acc`.
 #[allow(clippy::too_many_arguments)]
@@ -137,34 +120,5 @@ fn contract_loops<TA: FloatElement, TB: FloatElement>(
             }
             acc[i * ld + j] = sum;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::all_times_256_exact;
-
-    /// The test agrees with `x · 2^8` being finite for finite `x`, at the
-    /// limit and one ulp past it, both signs, anywhere in a long slice;
-    /// non-finite values never fail it.
-    #[test]
-    fn times_256_exact_at_the_limit() {
-        let limit = f32::MAX / 256.0;
-        let past = f32::from_bits(limit.to_bits() + 1);
-        assert!((limit * 256.0).is_finite() && (past * 256.0).is_infinite());
-        for at in [0, 1, 63, 64, 65, 199] {
-            let mut xs = vec![1.5f32; 200];
-            xs[at] = -limit;
-            assert!(all_times_256_exact(&xs), "{at}");
-            for x in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
-                xs[at] = x;
-                assert!(all_times_256_exact(&xs), "{at} {x}");
-            }
-            for x in [past, -past, f32::MAX, -f32::MAX] {
-                xs[at] = x;
-                assert!(!all_times_256_exact(&xs), "{at} {x}");
-            }
-        }
-        assert!(all_times_256_exact(&[]));
     }
 }

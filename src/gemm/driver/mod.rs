@@ -91,10 +91,12 @@ const LARGE_B_ELEMENTS: usize = 1 << 20;
 const SMALL_B_DIRECT_MAX_M: usize = 4;
 /// [`DIRECT_B_MAX_M_LARGE_B`] for FP8 B, which each A panel decodes again,
 /// from the same 4 MiB of B as f32's [`LARGE_B_ELEMENTS`]: AMD EPYC Zen 4,
-/// E4M3, one thread, M = 64 / 96, K = N = 4096 46.6–52.6 / 52.3–63.5 ms
-/// packed against 34.8–36.4 / 53.5–58.3 in place; 64 × 1024 × 1024 1.8
-/// against 2.5–2.6.
-const DIRECT_B_MAX_M_FP8: usize = 64;
+/// E4M3, one thread, K = N = 4096, M = 96 / 128 / 192 41.4–42.0 / 56.0–59.3
+/// / 72.4 ms packed against 40.7 / 54.2 / 81.3 in place, since the kernel
+/// widens E4M3 in five integer operations and takes A times 2^8 (before,
+/// M = 64 / 96 46.6–52.6 / 52.3–63.5 packed against 34.8–36.4 / 53.5–58.3
+/// in place, and the limit was 64); 64 × 1024 × 1024 1.8 against 2.5–2.6.
+const DIRECT_B_MAX_M_FP8: usize = 128;
 const SMALL_B_DIRECT_MIN_ELEMENTS: usize = 1 << 14;
 /// Rows up to which block-scaled FP4 × FP4 products do not take the
 /// integer tiles (`Fp4Tiles`).

@@ -59,6 +59,33 @@ pub(super) fn pack_a<T: FloatElement, K: Kernel>(
     pack_a_rows(a, i0, mb, K::MR, dst, tmp, fold, simd)
 }
 
+/// A packed A times 2^8, in place, where that is exact for every value
+/// (no finite value past `f32::MAX / 2^8`); true if so, else `packed` is
+/// left as it was. For the kernels whose E4M3 widening gives `w · 2^-8`:
+/// `fma(a · 2^8, w · 2^-8, p)` is `fma(a, w, p)` (the same real product,
+/// one rounding), without a multiply per decoded weight.
+pub(super) fn times_256_if_exact(packed: &mut [f32]) -> bool {
+    let exact = all_times_256_exact(packed);
+    if exact {
+        packed.iter_mut().for_each(|x| *x *= 256.0);
+    }
+    exact
+}
+
+/// True when `x · 2^8` is exact for every value of `xs`: none is finite
+/// and past `f32::MAX / 2^8`. Branch-free over chunks of 64 values (an
+/// early exit per value keeps the compiler from vectorizing the test).
+fn all_times_256_exact(xs: &[f32]) -> bool {
+    let limit = (f32::MAX / 256.0).to_bits();
+    xs.chunks(64).all(|chunk| {
+        chunk.iter().fold(true, |ok, x| {
+            let magnitude = x.to_bits() & 0x7FFF_FFFF;
+            // Past the limit and finite (below the infinity's bits).
+            ok & !(magnitude > limit && magnitude < 0x7F80_0000)
+        })
+    })
+}
+
 /// [`pack_a`] for panels of `mr` rows.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack_a_rows<T: FloatElement>(
@@ -280,5 +307,55 @@ pub(super) fn pack_b_nr<T: FloatElement>(
                 crate::simd::transpose_to_steps(cols, chunk, live, kc, steps, nr, simd);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{all_times_256_exact, times_256_if_exact};
+
+    /// The test agrees with `x · 2^8` being finite for finite `x`, at the
+    /// limit and one ulp past it, both signs, anywhere in a long slice;
+    /// non-finite values never fail it.
+    #[test]
+    fn times_256_exact_at_the_limit() {
+        let limit = f32::MAX / 256.0;
+        let past = f32::from_bits(limit.to_bits() + 1);
+        assert!((limit * 256.0).is_finite() && (past * 256.0).is_infinite());
+        for at in [0, 1, 63, 64, 65, 199] {
+            let mut xs = vec![1.5f32; 200];
+            xs[at] = -limit;
+            assert!(all_times_256_exact(&xs), "{at}");
+            for x in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+                xs[at] = x;
+                assert!(all_times_256_exact(&xs), "{at} {x}");
+            }
+            for x in [past, -past, f32::MAX, -f32::MAX] {
+                xs[at] = x;
+                assert!(!all_times_256_exact(&xs), "{at} {x}");
+            }
+        }
+        assert!(all_times_256_exact(&[]));
+    }
+
+    /// Scaled where exact (every value, NaN and infinities as they were),
+    /// untouched otherwise.
+    #[test]
+    fn times_256_if_exact_scales_all_or_nothing() {
+        let mut xs = vec![
+            1.5f32,
+            -0.0,
+            f32::from_bits(1),
+            f32::NAN,
+            f32::INFINITY,
+            -3.0e30,
+        ];
+        assert!(times_256_if_exact(&mut xs));
+        assert_eq!(xs[..3], [384.0, -0.0, f32::from_bits(1) * 256.0]);
+        assert_eq!(xs[2].to_bits(), 256, "a subnormal scales exactly");
+        assert!(xs[3].is_nan() && xs[4] == f32::INFINITY && xs[5] == -3.0e30 * 256.0);
+        let mut ys = vec![1.5f32, f32::MAX];
+        assert!(!times_256_if_exact(&mut ys));
+        assert_eq!(ys, [1.5, f32::MAX]);
     }
 }

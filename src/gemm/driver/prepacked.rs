@@ -9,7 +9,7 @@ use super::write_back::write_block;
 use super::{Avx2, Avx512};
 use super::{Portable, MC};
 use crate::dtype::FloatElement;
-use crate::gemm::kernel::Kernel;
+use crate::gemm::kernel::{DirectReads, Kernel};
 use crate::gemm::{Epilogue, ARRAY_ROWS};
 use crate::tensor::{MatMut, MatRef};
 
@@ -128,7 +128,16 @@ pub(super) fn add_panel_tile<K: Kernel>(
         let rows = K::DIRECT_MR.min(mb - q * K::DIRECT_MR);
         let p = grow(p_buf, rows * width);
         p.fill(0.0);
-        K::tile_direct(kt, rows, a_tile, panel, width, width, p, false);
+        K::tile_direct(
+            kt,
+            rows,
+            a_tile,
+            panel,
+            width,
+            width,
+            p,
+            DirectReads::default(),
+        );
         add_tile_sums(acc, n, (q * K::DIRECT_MR, col), p, width, (rows, cols));
     }
 }

@@ -580,11 +580,9 @@ pub(crate) trait Kernel {
     /// (step k's values are `b[k * b_stride..][..nb]`, widened in
     /// registers), written to `p` (`rows × nb`, zeroed by the caller). Each
     /// sum is the same FMA chain from +0.0 as in [`Kernel::tile`].
-    /// `from_memory` says that B's rows come from memory this once (a
-    /// single A panel sweeps them): the kernel then streams fewer rows of B
-    /// at a time, as many as the hardware prefetchers follow; otherwise
-    /// (several panels read B from cache) it may take more per pass. The
-    /// traversal never changes the bits.
+    /// `reads` says how B's rows come (from memory or cache) and whether A
+    /// holds its values times 2^8 ([`DirectReads`]); neither changes the
+    /// bits.
     #[allow(clippy::too_many_arguments)]
     fn tile_direct<T: FloatElement>(
         kt: usize,
@@ -594,9 +592,17 @@ pub(crate) trait Kernel {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
-        _from_memory: bool,
+        reads: DirectReads,
     ) {
+        assert!(!reads.a_times_256, "the scalar chains take A as it is");
         tile_direct_scalar::<T>(Self::DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p)
+    }
+
+    /// True when [`Kernel::tile_direct`] takes A times 2^8 for weights of
+    /// type `T` ([`DirectReads::a_times_256`]): E4M3, whose SIMD widening
+    /// gives `w · 2^-8` and multiplies by 2^8 otherwise.
+    fn direct_wants_a_times_256<T: FloatElement>() -> bool {
+        false
     }
 
     /// True when [`Kernel::tile_direct_t`] reads `T` with a register

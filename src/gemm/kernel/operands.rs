@@ -195,6 +195,9 @@ impl DirectLoad {
 pub(crate) enum RowLoad {
     Dense(DirectLoad),
     E4M3,
+    /// E4M3 as its f16 pattern alone, `w · 2^-8` (for A held times 2^8:
+    /// [`DirectReads::a_times_256`]).
+    E4M3Over256,
     E5M2,
 }
 
@@ -207,12 +210,41 @@ impl RowLoad {
         }
     }
 
+    /// The load of `T` for a call that `reads` so: E4M3 without its
+    /// multiply where A holds each value times 2^8.
+    pub(crate) fn read<T: FloatElement>(reads: DirectReads) -> Option<Self> {
+        match Self::of::<T>() {
+            Some(Self::E4M3) if reads.a_times_256 => Some(Self::E4M3Over256),
+            load => {
+                assert!(!reads.a_times_256, "A times 2^8 only for E4M3 weights");
+                load
+            }
+        }
+    }
+
     pub(crate) const fn size(self) -> usize {
         match self {
             Self::Dense(load) => load.size(),
-            Self::E4M3 | Self::E5M2 => 1,
+            Self::E4M3 | Self::E4M3Over256 | Self::E5M2 => 1,
         }
     }
+}
+
+/// How a [`Kernel::tile_direct`](super::Kernel::tile_direct) call reads its operands (the
+/// traversal and the widening; never the bits).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct DirectReads {
+    /// B's rows come from memory this once (a single A panel sweeps
+    /// them): the kernel then streams fewer rows of B at a time, as many
+    /// as the hardware prefetchers follow; otherwise (several panels read
+    /// B from cache) it may take more per pass.
+    pub(crate) from_memory: bool,
+    /// A holds each value times 2^8 (exact: the driver checks), only
+    /// where
+    /// [`Kernel::direct_wants_a_times_256`](super::Kernel::direct_wants_a_times_256):
+    /// the kernel then takes each E4M3 weight as its f16 pattern, `w · 2^-8`,
+    /// and skips its multiply by 2^8 (the same products, the same bits).
+    pub(crate) a_times_256: bool,
 }
 
 /// Lines of codes per group of a [`Kernel::blocks_t`] call.

@@ -11,7 +11,7 @@
 use super::x86_avx2_fp4::fp4_tile_avx2;
 use super::{
     check_fp4_tile, checked_tiles, epilogue_rows_body, scaled_blocks_loop, scaling_blocks,
-    DirectLoad, Fp4Tile, Kernel, RowLoad,
+    DirectLoad, DirectReads, Fp4Tile, Kernel, RowLoad,
 };
 use crate::dtype::FloatElement;
 use crate::gemm::Epilogue;
@@ -224,7 +224,7 @@ impl Kernel for Avx2 {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
-        _from_memory: bool,
+        reads: DirectReads,
     ) {
         assert!((1..=MR).contains(&rows) && a.len() >= kt * MR && nb.is_multiple_of(NR));
         assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);
@@ -248,10 +248,15 @@ impl Kernel for Avx2 {
                 }
             };
         }
-        match RowLoad::of::<T>() {
+        match RowLoad::read::<T>(reads) {
             Some(load) => go!(load),
             None => super::tile_direct_scalar::<T>(MR, 0..kt, rows, a, b, (b_stride, 1), nb, p),
         }
+    }
+
+    fn direct_wants_a_times_256<T: FloatElement>() -> bool {
+        // The E4M3 widening gives `w · 2^-8` ([`e4m3_as_f16`]).
+        T::DTYPE == crate::dtype::DType::F8E4M3
     }
 }
 
@@ -464,36 +469,40 @@ impl LoadB for RowLoad {
     unsafe fn load8(self, p: *const u8) -> __m256 {
         // SAFETY: per the function's contract.
         unsafe {
+            // Each code in the top byte of a 16-bit lane, the low byte zero.
+            let codes_high =
+                || _mm_unpacklo_epi8(_mm_setzero_si128(), _mm_loadl_epi64(p as *const __m128i));
             match self {
                 RowLoad::Dense(load) => load.load8(p),
-                RowLoad::E4M3 => {
-                    let codes = _mm_cvtepu8_epi16(_mm_loadl_epi64(p as *const __m128i));
-                    _mm256_mul_ps(_mm256_cvtph_ps(e4m3_as_f16(codes)), _mm256_set1_ps(256.0))
-                }
-                RowLoad::E5M2 => _mm256_cvtph_ps(_mm_slli_epi16::<8>(_mm_cvtepu8_epi16(
-                    _mm_loadl_epi64(p as *const __m128i),
-                ))),
+                RowLoad::E4M3 => _mm256_mul_ps(
+                    _mm256_cvtph_ps(e4m3_as_f16(codes_high())),
+                    _mm256_set1_ps(256.0),
+                ),
+                RowLoad::E4M3Over256 => _mm256_cvtph_ps(e4m3_as_f16(codes_high())),
+                RowLoad::E5M2 => _mm256_cvtph_ps(codes_high()),
             }
         }
     }
 }
 
-/// Eight E4M3 codes (one per 16-bit lane) as the f16s of their values
-/// times 2^-8, exactly: the magnitude bits moved up by 7 (E4M3's exponent
-/// bias is 8 less than f16's, and its subnormals land on f16 subnormals),
-/// the sign to bit 15, and the NaN codes (magnitude 0x7F) given f16's
-/// all-ones exponent.
+/// Eight E4M3 codes (each the top byte of a 16-bit lane, the low byte
+/// zero) as the f16s of their values times 2^-8, exactly: an arithmetic
+/// shift right by one puts the magnitude bits in place below the sign
+/// (E4M3's exponent bias is 8 less than f16's, and its subnormals land on
+/// f16 subnormals); bit 14, a copy of the sign, is cleared, and set for
+/// the NaN codes (magnitude 0x7F), which gives them f16's all-ones
+/// exponent, sign kept.
 #[inline(always)]
-fn e4m3_as_f16(codes: __m128i) -> __m128i {
+fn e4m3_as_f16(high: __m128i) -> __m128i {
     // SAFETY: SSE2 only (x86_64's baseline).
     unsafe {
-        let magnitude = _mm_and_si128(codes, _mm_set1_epi16(0x7F));
-        let sign = _mm_slli_epi16::<8>(_mm_and_si128(codes, _mm_set1_epi16(0x80)));
-        let nan = _mm_and_si128(
-            _mm_cmpeq_epi16(magnitude, _mm_set1_epi16(0x7F)),
-            _mm_set1_epi16(0x7C00),
-        );
-        _mm_or_si128(_mm_or_si128(_mm_slli_epi16::<7>(magnitude), sign), nan)
+        let shifted = _mm_srai_epi16::<1>(high);
+        let exponent_mantissa = _mm_set1_epi16(0x3F80);
+        let nan = _mm_cmpeq_epi16(_mm_and_si128(shifted, exponent_mantissa), exponent_mantissa);
+        _mm_or_si128(
+            _mm_and_si128(shifted, _mm_set1_epi16(!0x4000)),
+            _mm_and_si128(nan, _mm_set1_epi16(0x4000)),
+        )
     }
 }
 

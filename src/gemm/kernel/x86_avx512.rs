@@ -20,7 +20,7 @@ use super::x86_avx512_direct::{tile_direct_avx512, DIRECT_K_GROUP, DIRECT_K_GROU
 use super::x86_blocks_t::blocks_t_methods;
 use super::{
     check_fp4_tile, checked_tiles, scaled_blocks_loop, scaling_blocks, tile_direct_scalar,
-    DirectLoad, Fp4Tile, Kernel, RowLoad, FP4_MR, FP4_NR,
+    DirectLoad, DirectReads, Fp4Tile, Kernel, RowLoad, FP4_MR, FP4_NR,
 };
 use crate::dtype::FloatElement;
 use crate::gemm::ARRAY_ROWS;
@@ -337,6 +337,11 @@ impl Kernel for Avx512 {
         whole: super::x86_avx512_blocks_staged::blocks_t_whole_avx512
     );
 
+    fn direct_wants_a_times_256<T: FloatElement>() -> bool {
+        // The E4M3 widening gives `w · 2^-8` (x86_avx512_direct).
+        T::DTYPE == crate::dtype::DType::F8E4M3
+    }
+
     fn blocks_t_wants_a_times_256<T: FloatElement>() -> bool {
         // The E4M3 decodes give `value · 2^-8` (x86_avx512_blocks_t).
         T::DTYPE == crate::dtype::DType::F8E4M3
@@ -355,9 +360,9 @@ impl Kernel for Avx512 {
         b_stride: usize,
         nb: usize,
         p: &mut [f32],
-        from_memory: bool,
+        reads: DirectReads,
     ) {
-        let Some(load) = RowLoad::of::<T>() else {
+        let Some(load) = RowLoad::read::<T>(reads) else {
             return tile_direct_scalar(DIRECT_MR, 0..kt, rows, a, b, (b_stride, 1), nb, p);
         };
         assert!((1..=DIRECT_MR).contains(&rows) && a.len() >= kt * DIRECT_MR);
@@ -365,7 +370,7 @@ impl Kernel for Avx512 {
         assert!(kt == 0 || b.len() >= (kt - 1) * b_stride + nb);
         assert!(p.len() >= rows * nb);
         let (ap, bp, pp) = (a.as_ptr(), b.as_ptr() as *const u8, p.as_mut_ptr());
-        let group = if from_memory {
+        let group = if reads.from_memory {
             DIRECT_K_GROUP_FROM_MEMORY
         } else {
             DIRECT_K_GROUP

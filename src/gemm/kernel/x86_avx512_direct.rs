@@ -33,41 +33,64 @@ impl LoadB for DirectLoad {
 
 impl LoadB for RowLoad {
     /// # Safety
-    /// `p` points at 16 readable elements of this type; AVX-512F present.
+    /// `p` points at 16 readable elements of this type; AVX-512 F/BW/VL
+    /// present.
     #[inline(always)]
     unsafe fn load16(self, p: *const u8) -> __m512 {
         // SAFETY: per the function's contract.
         unsafe {
-            let codes = || _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
+            // Each code in the top byte of a 16-bit lane (one in-lane
+            // shuffle of the 16 bytes, broadcast to both halves).
+            let codes_high = || {
+                let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+                _mm256_shuffle_epi8(both, CODE_TO_HIGH_BYTE)
+            };
             match self {
                 RowLoad::Dense(load) => load.load16(p),
-                RowLoad::E4M3 => {
-                    let f16 = e4m3_as_f16(codes());
-                    _mm512_mul_ps(_mm512_cvtph_ps(f16), _mm512_set1_ps(256.0))
-                }
-                RowLoad::E5M2 => _mm512_cvtph_ps(_mm256_slli_epi16::<8>(codes())),
+                RowLoad::E4M3 => _mm512_mul_ps(
+                    _mm512_cvtph_ps(e4m3_as_f16(codes_high())),
+                    _mm512_set1_ps(256.0),
+                ),
+                RowLoad::E4M3Over256 => _mm512_cvtph_ps(e4m3_as_f16(codes_high())),
+                RowLoad::E5M2 => _mm512_cvtph_ps(codes_high()),
             }
         }
     }
 }
 
-/// Sixteen E4M3 codes (one per 16-bit lane) as the f16s of their values
-/// times 2^-8, exactly (as the AVX2 leaf's eight: the magnitude bits moved
-/// up by 7, the sign to bit 15, NaN codes given the all-ones exponent).
+/// The `vpshufb` indices that put byte `j` of each 128-bit half's 16 codes
+/// into the top byte of 16-bit lane `j` of the ymm (codes 0–7 in the low
+/// half, 8–15 in the high one), the low bytes zeroed (index 0x80).
+const CODE_TO_HIGH_BYTE: __m256i = {
+    let mut bytes = [0x80u8; 32];
+    let mut j = 0;
+    while j < 16 {
+        bytes[2 * j + 1] = j as u8;
+        j += 1;
+    }
+    // SAFETY: 32 bytes are a __m256i's size; every bit pattern is valid.
+    unsafe { std::mem::transmute::<[u8; 32], __m256i>(bytes) }
+};
+
+/// Sixteen E4M3 codes (each the top byte of a 16-bit lane, the low byte
+/// zero) as the f16s of their values times 2^-8, exactly: an arithmetic
+/// shift right by one puts the magnitude bits in place below the sign
+/// (bit 14, a copy of the sign, is cleared), and the NaN codes (magnitude
+/// 0x7F) get bit 14 set, the f16's all-ones exponent (the same pattern as
+/// the AVX2 leaf's eight, sign kept).
 #[inline(always)]
-fn e4m3_as_f16(codes: __m256i) -> __m256i {
-    // SAFETY: AVX2, present wherever this leaf runs (its callers enable it).
+fn e4m3_as_f16(high: __m256i) -> __m256i {
+    // SAFETY: AVX2 and AVX-512 F/VL, present wherever this leaf runs (its
+    // callers enable them).
     unsafe {
-        let magnitude = _mm256_and_si256(codes, _mm256_set1_epi16(0x7F));
-        let sign = _mm256_slli_epi16::<8>(_mm256_and_si256(codes, _mm256_set1_epi16(0x80)));
-        let nan = _mm256_and_si256(
-            _mm256_cmpeq_epi16(magnitude, _mm256_set1_epi16(0x7F)),
-            _mm256_set1_epi16(0x7C00),
+        let shifted = _mm256_srai_epi16::<1>(high);
+        let exponent_mantissa = _mm256_set1_epi16(0x3F80);
+        let nan = _mm256_cmpeq_epi16(
+            _mm256_and_si256(shifted, exponent_mantissa),
+            exponent_mantissa,
         );
-        _mm256_or_si256(
-            _mm256_or_si256(_mm256_slli_epi16::<7>(magnitude), sign),
-            nan,
-        )
+        // Bit 14 from `nan`, every other bit from `shifted`.
+        _mm256_ternarylogic_epi32::<0xD8>(shifted, nan, _mm256_set1_epi16(0x4000))
     }
 }
 
@@ -97,12 +120,12 @@ pub(super) const DIRECT_K_GROUP_FROM_MEMORY: usize = 8;
 /// [`DIRECT_K_GROUP_FROM_MEMORY`]).
 ///
 /// # Safety
-/// AVX2, FMA, F16C and AVX-512F present; `a` has `kt * DIRECT_MR` floats;
+/// AVX2, FMA, F16C and AVX-512 F/BW/VL present; `a` has `kt * DIRECT_MR` floats;
 /// `b` has `(kt - 1) * bs + nb` elements of `load`'s type; `p` has `R * nb`
 /// floats;
 /// `nb` is a multiple of 16.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn tile_direct_avx512<const R: usize>(
     kt: usize,
     a: *const f32,
