@@ -630,17 +630,24 @@ fn skinny_direct_b_of_each_weight_type_equals_reference() {
         check_fp8::<F8E4M3>(F8E4M3::from_bits, n);
         check_fp8::<F8E5M2>(F8E5M2::from_bits, n);
     }
-    // A small B (133 × 150: read in place at up to 4 rows), both layouts.
+    // A small B (133 × 150: read in place at up to 16 rows, bf16 stored
+    // [in, out] up to 32), both layouts, on each side of those limits.
     let (n, k) = (150, 133);
     let w: Vec<f32> = (0..k * n).map(|i| ((i % 37) as f32 - 18.0) / 4.0).collect();
     for bv in [
         MatRef::from_row_major(&w, k, n).unwrap(),
         MatRef::from_row_major(&w, n, k).unwrap().t(),
     ] {
-        for m in 1..=5 {
+        for m in [1, 2, 3, 4, 5, 9, 16, 17] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
             mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
         }
+    }
+    let w16: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
+    for m in [17, 31, 32, 33] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 29) as f32 - 14.0) / 5.0).collect();
+        let bv = MatRef::from_row_major(&w16, k, n).unwrap();
+        mixed_equals_reference(MatRef::from_row_major(&a, m, k).unwrap(), bv, &[1, 2]);
     }
 }
 

@@ -53,14 +53,37 @@ fn plain_gemm_plans() -> Result<(), Error> {
     let am = MatRef::from_row_major(&a, 512, 512)?;
     let p = plan(am, am, Parallelism::Threads(2))?;
     assert_eq!((p.strategy, p.parts), (Strategy::Blocked, 2));
-    // A small B (K = 512, N = 256) is read in place at up to 4 rows of A,
-    // in either layout, and packed from 5 rows on.
+    // A small B (K = 512, N = 256) is read in place at up to 16 rows of A,
+    // in either layout, and packed from 17 rows on; bf16 B stored
+    // [in, out] in place up to 32 rows.
     let small_b = MatRef::from_row_major(&a[..512 * 256], 512, 256)?;
     let small_w = MatRef::from_row_major(&a[..512 * 256], 256, 512)?.t();
+    let w16 = vec![bf16::ONE; 512 * 256];
+    let small_b16 = MatRef::from_row_major(&w16, 512, 256)?;
+    let small_w16 = MatRef::from_row_major(&w16, 256, 512)?.t();
+    for (rows, want_b16, want_w16) in [
+        (16, Strategy::DirectB, Strategy::DirectTransposed),
+        (17, Strategy::DirectB, Strategy::Blocked),
+        (32, Strategy::DirectB, Strategy::Blocked),
+        (33, Strategy::Blocked, Strategy::Blocked),
+    ] {
+        let x = MatRef::from_row_major(&a[..rows * 512], rows, 512)?;
+        let (pb, pw) = (
+            plan(x, small_b16, Parallelism::Serial)?,
+            plan(x, small_w16, Parallelism::Serial)?,
+        );
+        if pb.tier != Tier::Portable {
+            assert_eq!(
+                (pb.strategy, pw.strategy),
+                (want_b16, want_w16),
+                "{pb} / {pw}"
+            );
+        }
+    }
     for (rows, want_b, want_w) in [
         (1, Strategy::DirectB, Strategy::DirectTransposed),
-        (4, Strategy::DirectB, Strategy::DirectTransposed),
-        (5, Strategy::Blocked, Strategy::Blocked),
+        (16, Strategy::DirectB, Strategy::DirectTransposed),
+        (17, Strategy::Blocked, Strategy::Blocked),
     ] {
         let x = MatRef::from_row_major(&a[..rows * 512], rows, 512)?;
         let (pb, pw) = (

@@ -4,7 +4,7 @@
 //! | strategy ([`Strategy`]) | file | runs when |
 //! |---|---|---|
 //! | `Blocked` | [`blocked`] | the default: BLIS's loops, A and B packed |
-//! | `DirectB` | [`direct_b`] | few rows, a large row-major B (at ≤ 4 rows, from 128 × 128): B read in place |
+//! | `DirectB` | [`direct_b`] | few rows, a large row-major B (at ≤ 16 rows, 32 for bf16 / f16 B, from 128 × 128): B read in place |
 //! | `DirectTransposed` | [`direct_t`] | the same sizes, B with contiguous columns (`x · Wᵀ`, W stored `[out, in]`): each K-tile of a panel transposed in L1 |
 //! | `DirectPrepacked` | [`prepacked`] | few rows, B pre-packed ([`super::PackedB`]) |
 //! | `DirectTransposedBlocks` | [`direct_t_blocks`] | block-scaled, few rows, weights `[out, in]` of one-byte codes (FP8, FP6, FP4) the kernel decodes: read in place |
@@ -81,14 +81,26 @@ const DIRECT_B_MAX_M_LARGE_B: usize = 96;
 const LARGE_B_ELEMENTS: usize = 1 << 20;
 /// Plain (unscaled) products of up to `SMALL_B_DIRECT_MAX_M` rows read B in
 /// place from `SMALL_B_DIRECT_MIN_ELEMENTS` elements on: one A panel with
-/// padding rows costs the blocked loops more than they save (AMD EPYC Zen
-/// 4, one thread: 1 × 512 × 256 f32 W `[in, out]` / `[out, in]`, bf16 W
-/// `[out, in]` 0.036 / 0.035 / 0.046 ms → 0.009 / 0.014 / 0.013; 4 × 128 ×
-/// 128 0.0051 / 0.0048 / 0.0064 → 0.0029 / 0.0031 / 0.0034; the AVX2 tier
-/// 0.031 / 0.030 / 0.040 → 0.009 / 0.022 / 0.022). At 8 rows the blocked
-/// loops still won some shapes (8 × 128 × 512 f32 `[in, out]` 0.019
-/// against 0.024); below 128 × 128 they won too.
-const SMALL_B_DIRECT_MAX_M: usize = 4;
+/// padding rows costs the blocked loops more than they save, and a B the
+/// blocked loops widen costs them a pass per call (AMD EPYC Zen 4, one
+/// thread, ms, blocked against in place: 8 × 512 × 256 f32 / bf16 W `[in,
+/// out]` 0.034 / 0.056 → 0.024 / 0.023, `[out, in]` 0.034 / 0.043 →
+/// 0.028 / 0.026; 8 × 128 × 512 f32 `[in, out]` 0.0168 → 0.0149; 16 × 256
+/// × 512 f32 / bf16 `[in, out]` 0.053 / 0.075 → 0.048 / 0.043, `[out, in]`
+/// 0.052 / 0.063 → 0.047 / 0.052, E4M3 `[in, out]` on the AVX2 tier 0.091
+/// → 0.083; 1 × 512 × 256 f32 `[in, out]` 0.036 → 0.009). At 32 rows the
+/// blocked loops win for f32 and `[out, in]` W (32 × 128 × 512 f32 `[in,
+/// out]` 0.045 against 0.055, `[out, in]` 0.045 against 0.047; 32 × 512 ×
+/// 256 f32 `[out, in]` 0.090 against 0.111; E4M3 on the AVX2 tier 0.140
+/// against 0.161), and lose for 16-bit W `[in, out]`
+/// ([`SMALL_B_DIRECT_MAX_M_16BIT`]).
+const SMALL_B_DIRECT_MAX_M: usize = 16;
+/// [`SMALL_B_DIRECT_MAX_M`] for bf16 and f16 B stored `[in, out]` (row-major
+/// B), which the blocked loops widen per call: 32 × 256 × 512 bf16 / f16
+/// 0.102–0.112 / 0.112 → 0.086 / 0.088 ms, 32 × 128 × 512 bf16 0.052 →
+/// 0.045, 32 × 512 × 256 0.112 → 0.086; the AVX2 tier 32 × 256 × 512 bf16
+/// 0.132 → 0.112.
+const SMALL_B_DIRECT_MAX_M_16BIT: usize = 32;
 /// [`DIRECT_B_MAX_M_LARGE_B`] for FP8 B, which each A panel decodes again,
 /// from the same 4 MiB of B as f32's [`LARGE_B_ELEMENTS`]: AMD EPYC Zen 4,
 /// E4M3, one thread, K = N = 4096, M = 96 / 128 / 192 41.4–42.0 / 56.0–59.3
@@ -114,9 +126,9 @@ pub enum Strategy {
     /// powers of two in a safe range: they are folded into the packed
     /// panels (exact), and each block ends with a plain add.
     BlockedFoldedScales,
-    /// A skinny product (few rows and a large B, or at most four rows and
-    /// a B of 128 × 128 elements or more; B's rows contiguous): B is read
-    /// in place instead of packed.
+    /// A skinny product (few rows and a large B, or at most 16 rows, 32
+    /// for bf16 and f16 B, and a B of 128 × 128 elements or more; B's rows
+    /// contiguous): B is read in place instead of packed.
     DirectB,
     /// A skinny product (as for [`Strategy::DirectB`]) whose B has
     /// contiguous columns (`x · Wᵀ` with W stored `[out, in]`): each K-tile
@@ -285,6 +297,8 @@ struct Operands {
     direct_reads_b: bool,
     /// B is FP8, decoded by the direct kernel per A panel.
     b_fp8: bool,
+    /// B is bf16 or f16.
+    b_16bit: bool,
     /// Rows up to which the block-scaled `[out, in]` kernel reads B's
     /// codes in place (0: it does not read them).
     blocks_t_max_rows: usize,
@@ -312,6 +326,7 @@ impl Operands {
             b_cols_contiguous: b.row_stride() == 1,
             direct_reads_b: K::reads_direct::<TB>(),
             b_fp8: matches!(TB::DTYPE, DType::F8E4M3 | DType::F8E5M2),
+            b_16bit: matches!(TB::DTYPE, DType::BF16 | DType::F16),
             blocks_t_max_rows: K::blocks_t_max_rows::<TB>(),
             exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
             fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
@@ -329,9 +344,14 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
     };
     let skinny = (o.m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (o.m <= max_m_large_b && b_elements >= large_b);
-    // Plain operands: from a small B on at very few rows.
+    // Plain operands: from a small B on at few rows.
+    let small_b_max_m = if o.b_16bit && o.b_rows_contiguous {
+        SMALL_B_DIRECT_MAX_M_16BIT
+    } else {
+        SMALL_B_DIRECT_MAX_M
+    };
     let skinny_dense =
-        skinny || (o.m <= SMALL_B_DIRECT_MAX_M && b_elements >= SMALL_B_DIRECT_MIN_ELEMENTS);
+        skinny || (o.m <= small_b_max_m && b_elements >= SMALL_B_DIRECT_MIN_ELEMENTS);
     match (o.prepacked, o.block) {
         (true, _) if skinny && K::NR == PREPACKED_NR && K::reads_direct::<f32>() => {
             Strategy::DirectPrepacked
