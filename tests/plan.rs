@@ -94,6 +94,34 @@ fn plain_gemm_plans() -> Result<(), Error> {
             assert_eq!((pb.strategy, pw.strategy), (want_b, want_w), "{pb} / {pw}");
         }
     }
+    // FP8 weights (2048 × 4096, 8 MiB of codes): stored [in, out] in place
+    // up to 128 rows of A; stored [out, in], past the 32 rows of the block
+    // kernels, in place up to 64 rows and packed from 65 on.
+    let w8 = vec![F8E4M3::from_f32(0.5); 2048 * 4096];
+    let (b8, w8t) = (
+        MatRef::from_row_major(&w8, 2048, 4096)?,
+        MatRef::from_row_major(&w8, 4096, 2048)?.t(),
+    );
+    let x = vec![0.25f32; 129 * 2048];
+    for (rows, want_b, want_w) in [
+        (64, Strategy::DirectB, Strategy::DirectTransposed),
+        (65, Strategy::DirectB, Strategy::Blocked),
+        (128, Strategy::DirectB, Strategy::Blocked),
+        (129, Strategy::Blocked, Strategy::Blocked),
+    ] {
+        let xr = MatRef::from_row_major(&x[..rows * 2048], rows, 2048)?;
+        let (pb, pw) = (
+            plan(xr, b8, Parallelism::Serial)?,
+            plan(xr, w8t, Parallelism::Serial)?,
+        );
+        if pb.tier != Tier::Portable {
+            assert_eq!(
+                (pb.strategy, pw.strategy),
+                (want_b, want_w),
+                "{rows}: {pb} / {pw}"
+            );
+        }
+    }
     // Too little work for threads; an empty C has no parts.
     let s = MatRef::from_row_major(&a[..64], 8, 8)?;
     assert_eq!(plan(s, s, Parallelism::Threads(8))?.parts, 1);
