@@ -101,6 +101,12 @@ const SMALL_B_DIRECT_MAX_M: usize = 16;
 /// 0.045, 32 × 512 × 256 0.112 → 0.086; the AVX2 tier 32 × 256 × 512 bf16
 /// 0.132 → 0.112.
 const SMALL_B_DIRECT_MAX_M_16BIT: usize = 32;
+/// [`SMALL_B_DIRECT_MAX_M`] for FP8 B with contiguous columns (W stored
+/// `[out, in]`) where the block kernels do not take it (K not a multiple
+/// of [`super::ARRAY_ROWS`]): its panels widened a chunk at a time lose to
+/// the blocked loops past 4 rows (E4M3 8 / 16 × 256 × 500 0.064 / 0.084
+/// ms blocked against 0.071 / 0.096).
+const SMALL_B_DIRECT_MAX_M_FP8_OUT_IN: usize = 4;
 /// [`DIRECT_B_MAX_M_LARGE_B`] for FP8 B, which each A panel decodes again,
 /// from the same 4 MiB of B as f32's [`LARGE_B_ELEMENTS`]: AMD EPYC Zen 4,
 /// E4M3, one thread, K = N = 4096, M = 96 / 128 / 192 41.4–42.0 / 56.0–59.3
@@ -355,6 +361,8 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
     // Plain operands: from a small B on at few rows.
     let small_b_max_m = if o.b_16bit && o.b_rows_contiguous {
         SMALL_B_DIRECT_MAX_M_16BIT
+    } else if o.b_fp8 && !o.b_rows_contiguous {
+        SMALL_B_DIRECT_MAX_M_FP8_OUT_IN
     } else {
         SMALL_B_DIRECT_MAX_M
     };
