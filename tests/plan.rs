@@ -94,15 +94,27 @@ fn plain_gemm_plans() -> Result<(), Error> {
             assert_eq!((pb.strategy, pw.strategy), (want_b, want_w), "{pb} / {pw}");
         }
     }
-    // Small FP8 weights [out, in] with K not a multiple of the K-tile (the
-    // block kernels do not take them): in place up to 4 rows only.
-    let w8s = vec![F8E4M3::from_f32(0.5); 256 * 500];
+    // Small one-byte weights [out, in] (FP8, FP4) with K not a multiple of
+    // the K-tile (the block kernels do not take them): in place up to 4
+    // rows only.
+    let (w8s, w4s) = (
+        vec![F8E4M3::from_f32(0.5); 256 * 500],
+        vec![F4E2M1::from_f32(0.5); 256 * 500],
+    );
     let w8s = MatRef::from_row_major(&w8s, 256, 500)?.t();
+    let w4s = MatRef::from_row_major(&w4s, 256, 500)?.t();
     for (rows, want) in [(4, Strategy::DirectTransposed), (5, Strategy::Blocked)] {
         let xr = MatRef::from_row_major(&a[..rows * 500], rows, 500)?;
-        let p = plan(xr, w8s, Parallelism::Serial)?;
-        if p.tier != Tier::Portable {
-            assert_eq!(p.strategy, want, "{rows}: {p}");
+        let (p8, p4) = (
+            plan(xr, w8s, Parallelism::Serial)?,
+            plan(xr, w4s, Parallelism::Serial)?,
+        );
+        if p8.tier != Tier::Portable {
+            assert_eq!(
+                (p8.strategy, p4.strategy),
+                (want, want),
+                "{rows}: {p8} / {p4}"
+            );
         }
     }
     // FP8 weights (2048 × 4096, 8 MiB of codes): stored [in, out] in place

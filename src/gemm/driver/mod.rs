@@ -101,12 +101,12 @@ const SMALL_B_DIRECT_MAX_M: usize = 16;
 /// 0.045, 32 × 512 × 256 0.112 → 0.086; the AVX2 tier 32 × 256 × 512 bf16
 /// 0.132 → 0.112.
 const SMALL_B_DIRECT_MAX_M_16BIT: usize = 32;
-/// [`SMALL_B_DIRECT_MAX_M`] for FP8 B with contiguous columns (W stored
-/// `[out, in]`) where the block kernels do not take it (K not a multiple
-/// of [`super::ARRAY_ROWS`]): its panels widened a chunk at a time lose to
-/// the blocked loops past 4 rows (E4M3 8 / 16 × 256 × 500 0.064 / 0.084
-/// ms blocked against 0.071 / 0.096).
-const SMALL_B_DIRECT_MAX_M_FP8_OUT_IN: usize = 4;
+/// [`SMALL_B_DIRECT_MAX_M`] for one-byte codes (FP8, FP6, FP4) with
+/// contiguous columns (W stored `[out, in]`) where the block kernels do
+/// not take them (K not a multiple of [`super::ARRAY_ROWS`]): their panels
+/// widened a chunk at a time lose to the blocked loops past 4 rows (E4M3
+/// 8 / 16 × 256 × 500 0.064 / 0.084 ms blocked against 0.071 / 0.096).
+const SMALL_B_DIRECT_MAX_M_ONE_BYTE_OUT_IN: usize = 4;
 /// [`DIRECT_B_MAX_M_LARGE_B`] for FP8 B, which each A panel decodes again,
 /// from the same 4 MiB of B as f32's [`LARGE_B_ELEMENTS`]: AMD EPYC Zen 4,
 /// E4M3, one thread, K = N = 4096, M = 96 / 128 / 192 41.4–42.0 / 56.0–59.3
@@ -311,6 +311,8 @@ struct Operands {
     b_fp8: bool,
     /// B is bf16 or f16.
     b_16bit: bool,
+    /// B's elements are one byte each (FP8, FP6, FP4 codes).
+    b_one_byte: bool,
     /// Rows up to which the block-scaled `[out, in]` kernel reads B's
     /// codes in place (0: it does not read them).
     blocks_t_max_rows: usize,
@@ -339,6 +341,7 @@ impl Operands {
             direct_reads_b: K::reads_direct::<TB>(),
             b_fp8: matches!(TB::DTYPE, DType::F8E4M3 | DType::F8E5M2),
             b_16bit: matches!(TB::DTYPE, DType::BF16 | DType::F16),
+            b_one_byte: size_of::<TB>() == 1,
             blocks_t_max_rows: K::blocks_t_max_rows::<TB>(),
             exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
             fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
@@ -361,8 +364,8 @@ fn choose<K: Kernel>(o: &Operands) -> Strategy {
     // Plain operands: from a small B on at few rows.
     let small_b_max_m = if o.b_16bit && o.b_rows_contiguous {
         SMALL_B_DIRECT_MAX_M_16BIT
-    } else if o.b_fp8 && !o.b_rows_contiguous {
-        SMALL_B_DIRECT_MAX_M_FP8_OUT_IN
+    } else if o.b_one_byte && !o.b_rows_contiguous {
+        SMALL_B_DIRECT_MAX_M_ONE_BYTE_OUT_IN
     } else {
         SMALL_B_DIRECT_MAX_M
     };
