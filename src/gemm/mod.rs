@@ -226,14 +226,14 @@ pub enum Parallelism {
 /// [`Strategy::DirectTransposed`] for PyTorch's `[out, in]` passed as
 /// `w.t()`, and [`Strategy::DirectTransposedBlocks`] for one-byte float
 /// weights `[out, in]` with K a multiple of [`ARRAY_ROWS`]), but at M = 1
-/// `[in, out]` is still the faster one for 2- and 4-byte weights: on AMD
-/// Zen 4 at K = N = 4096, `[out, in]` takes 1.26–1.30× the time with f32
-/// weights, 1.14–1.56× with bf16 and 1.31–1.47× with f16 at M = 1 (two
+/// `[in, out]` is still the faster one: on AMD Zen 4 at K = N = 4096,
+/// `[out, in]` takes 1.25–1.29× the time with f32 weights, 1.34–1.38× with
+/// bf16, 1.55–1.64× with f16 and 1.42–1.46× with FP8 E4M3 at M = 1 (two
 /// criterion runs; this M = 1 figure moves with the memory traffic of the
-/// shared host), 0.80–1.06× at M = 8 and 32, and at M = 128 it is faster;
-/// FP8 E4M3 weights `[out, in]` are as fast at M = 1 (0.92–1.02×) and
-/// faster from M = 8 (BENCHMARKS.md, "AMD EPYC Zen 4, 2026-12-08"; on Zen
-/// 3 f32 / bf16 1.6× / 2.3× at M = 1). Errors: mismatched shapes, a bias of the wrong length, an output
+/// shared host), 0.83–1.09× at M = 8 and 32, and at M = 128 it is faster
+/// (BENCHMARKS.md, "AMD EPYC Zen 4, 2026-12-08 (later)"; on Zen 3 f32 /
+/// bf16 1.6× / 2.3× at M = 1). FP8 weights `[in, out]` run 1.9× / 1.2× /
+/// 1.03× our f32 product of that layout at M = 1 / 8 / 32. Errors: mismatched shapes, a bias of the wrong length, an output
 /// whose strides make two elements share memory, an output overlapping an
 /// input, `Threads(0)`. Empty dimensions are valid; K = 0 gives the epilogue
 /// of zero.
