@@ -7,7 +7,7 @@ use mixprec::gemm::{
     block_gemm_packed_plan, block_gemm_plan, gemm_packed_plan, plan, PackedB, Parallelism,
     Strategy, Tier,
 };
-use mixprec::{active_isa, bf16, Error, MatRef, F4E2M1, F8E4M3};
+use mixprec::{active_isa, bf16, Error, FloatElement, MatRef, F4E2M1, F8E4M3};
 
 fn tier_of_isa() -> Tier {
     match active_isa() {
@@ -21,6 +21,31 @@ fn values(len: usize) -> Vec<f32> {
     (0..len)
         .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.125)
         .collect()
+}
+
+/// For each `(rows, want_first, want_second)`: the strategies of `rows`
+/// rows of f32 A against `first` and `second` (two K-row B operands, such
+/// as one weight stored `[in, out]` and as `w.t()`), off the portable tier.
+fn assert_plans_by_rows<T1: FloatElement, T2: FloatElement>(
+    first: MatRef<'_, T1>,
+    second: MatRef<'_, T2>,
+    cases: &[(usize, Strategy, Strategy)],
+) -> Result<(), Error> {
+    let k = first.rows();
+    let most = cases.iter().map(|c| c.0).max().unwrap_or(0);
+    let x = vec![0.25f32; most * k];
+    for &(rows, want_first, want_second) in cases {
+        let xr = MatRef::from_row_major(&x[..rows * k], rows, k)?;
+        let (p1, p2) = (
+            plan(xr, first, Parallelism::Serial)?,
+            plan(xr, second, Parallelism::Serial)?,
+        );
+        if p1.tier != Tier::Portable {
+            let want = (want_first, want_second);
+            assert_eq!((p1.strategy, p2.strategy), want, "{rows}: {p1} / {p2}");
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -58,42 +83,26 @@ fn plain_gemm_plans() -> Result<(), Error> {
     // [in, out] in place up to 32 rows.
     let small_b = MatRef::from_row_major(&a[..512 * 256], 512, 256)?;
     let small_w = MatRef::from_row_major(&a[..512 * 256], 256, 512)?.t();
+    assert_plans_by_rows(
+        small_b,
+        small_w,
+        &[
+            (1, Strategy::DirectB, Strategy::DirectTransposed),
+            (16, Strategy::DirectB, Strategy::DirectTransposed),
+            (17, Strategy::Blocked, Strategy::Blocked),
+        ],
+    )?;
     let w16 = vec![bf16::ONE; 512 * 256];
-    let small_b16 = MatRef::from_row_major(&w16, 512, 256)?;
-    let small_w16 = MatRef::from_row_major(&w16, 256, 512)?.t();
-    for (rows, want_b16, want_w16) in [
-        (16, Strategy::DirectB, Strategy::DirectTransposed),
-        (17, Strategy::DirectB, Strategy::Blocked),
-        (32, Strategy::DirectB, Strategy::Blocked),
-        (33, Strategy::Blocked, Strategy::Blocked),
-    ] {
-        let x = MatRef::from_row_major(&a[..rows * 512], rows, 512)?;
-        let (pb, pw) = (
-            plan(x, small_b16, Parallelism::Serial)?,
-            plan(x, small_w16, Parallelism::Serial)?,
-        );
-        if pb.tier != Tier::Portable {
-            assert_eq!(
-                (pb.strategy, pw.strategy),
-                (want_b16, want_w16),
-                "{pb} / {pw}"
-            );
-        }
-    }
-    for (rows, want_b, want_w) in [
-        (1, Strategy::DirectB, Strategy::DirectTransposed),
-        (16, Strategy::DirectB, Strategy::DirectTransposed),
-        (17, Strategy::Blocked, Strategy::Blocked),
-    ] {
-        let x = MatRef::from_row_major(&a[..rows * 512], rows, 512)?;
-        let (pb, pw) = (
-            plan(x, small_b, Parallelism::Serial)?,
-            plan(x, small_w, Parallelism::Serial)?,
-        );
-        if pb.tier != Tier::Portable {
-            assert_eq!((pb.strategy, pw.strategy), (want_b, want_w), "{pb} / {pw}");
-        }
-    }
+    assert_plans_by_rows(
+        MatRef::from_row_major(&w16, 512, 256)?,
+        MatRef::from_row_major(&w16, 256, 512)?.t(),
+        &[
+            (16, Strategy::DirectB, Strategy::DirectTransposed),
+            (17, Strategy::DirectB, Strategy::Blocked),
+            (32, Strategy::DirectB, Strategy::Blocked),
+            (33, Strategy::Blocked, Strategy::Blocked),
+        ],
+    )?;
     // Small one-byte weights [out, in] (FP8, FP4) with K not a multiple of
     // the K-tile (the block kernels do not take them): in place up to 4
     // rows only.
@@ -101,50 +110,28 @@ fn plain_gemm_plans() -> Result<(), Error> {
         vec![F8E4M3::from_f32(0.5); 256 * 500],
         vec![F4E2M1::from_f32(0.5); 256 * 500],
     );
-    let w8s = MatRef::from_row_major(&w8s, 256, 500)?.t();
-    let w4s = MatRef::from_row_major(&w4s, 256, 500)?.t();
-    for (rows, want) in [(4, Strategy::DirectTransposed), (5, Strategy::Blocked)] {
-        let xr = MatRef::from_row_major(&a[..rows * 500], rows, 500)?;
-        let (p8, p4) = (
-            plan(xr, w8s, Parallelism::Serial)?,
-            plan(xr, w4s, Parallelism::Serial)?,
-        );
-        if p8.tier != Tier::Portable {
-            assert_eq!(
-                (p8.strategy, p4.strategy),
-                (want, want),
-                "{rows}: {p8} / {p4}"
-            );
-        }
-    }
+    assert_plans_by_rows(
+        MatRef::from_row_major(&w8s, 256, 500)?.t(),
+        MatRef::from_row_major(&w4s, 256, 500)?.t(),
+        &[
+            (4, Strategy::DirectTransposed, Strategy::DirectTransposed),
+            (5, Strategy::Blocked, Strategy::Blocked),
+        ],
+    )?;
     // FP8 weights (2048 × 4096, 8 MiB of codes): stored [in, out] in place
     // up to 128 rows of A; stored [out, in], past the 32 rows of the block
     // kernels, in place up to 64 rows and packed from 65 on.
     let w8 = vec![F8E4M3::from_f32(0.5); 2048 * 4096];
-    let (b8, w8t) = (
+    assert_plans_by_rows(
         MatRef::from_row_major(&w8, 2048, 4096)?,
         MatRef::from_row_major(&w8, 4096, 2048)?.t(),
-    );
-    let x = vec![0.25f32; 129 * 2048];
-    for (rows, want_b, want_w) in [
-        (64, Strategy::DirectB, Strategy::DirectTransposed),
-        (65, Strategy::DirectB, Strategy::Blocked),
-        (128, Strategy::DirectB, Strategy::Blocked),
-        (129, Strategy::Blocked, Strategy::Blocked),
-    ] {
-        let xr = MatRef::from_row_major(&x[..rows * 2048], rows, 2048)?;
-        let (pb, pw) = (
-            plan(xr, b8, Parallelism::Serial)?,
-            plan(xr, w8t, Parallelism::Serial)?,
-        );
-        if pb.tier != Tier::Portable {
-            assert_eq!(
-                (pb.strategy, pw.strategy),
-                (want_b, want_w),
-                "{rows}: {pb} / {pw}"
-            );
-        }
-    }
+        &[
+            (64, Strategy::DirectB, Strategy::DirectTransposed),
+            (65, Strategy::DirectB, Strategy::Blocked),
+            (128, Strategy::DirectB, Strategy::Blocked),
+            (129, Strategy::Blocked, Strategy::Blocked),
+        ],
+    )?;
     // Too little work for threads; an empty C has no parts.
     let s = MatRef::from_row_major(&a[..64], 8, 8)?;
     assert_eq!(plan(s, s, Parallelism::Threads(8))?.parts, 1);
