@@ -307,12 +307,10 @@ struct Operands {
     b_cols_contiguous: bool,
     /// The direct kernel reads B's element type in place.
     direct_reads_b: bool,
-    /// B is FP8, decoded by the direct kernel per A panel.
-    b_fp8: bool,
-    /// B is bf16 or f16.
-    b_16bit: bool,
-    /// B's elements are one byte each (FP8, FP6, FP4 codes).
-    b_one_byte: bool,
+    /// B's element type (with its layout, how far reading B in place
+    /// pays: FP8 is decoded again per A panel, 16-bit and one-byte types
+    /// are widened by the blocked loops per call).
+    b_type: DType,
     /// Rows up to which the block-scaled `[out, in]` kernel reads B's
     /// codes in place (0: it does not read them).
     blocks_t_max_rows: usize,
@@ -339,9 +337,7 @@ impl Operands {
             b_rows_contiguous: b.col_stride() == 1,
             b_cols_contiguous: b.row_stride() == 1,
             direct_reads_b: K::reads_direct::<TB>(),
-            b_fp8: matches!(TB::DTYPE, DType::F8E4M3 | DType::F8E5M2),
-            b_16bit: matches!(TB::DTYPE, DType::BF16 | DType::F16),
-            b_one_byte: size_of::<TB>() == 1,
+            b_type: TB::DTYPE,
             blocks_t_max_rows: K::blocks_t_max_rows::<TB>(),
             exact_small_types: TB::DTYPE == DType::F4E2M1 && has_integer_view::<TA>(),
             fp4_operands: block.is_some_and(|blk| fp4_tiles::Fp4Operands::fit(a, b, blk)),
@@ -352,22 +348,21 @@ impl Operands {
 /// The plan: which strategy computes a part of a product on kernel `K`.
 fn choose<K: Kernel>(o: &Operands) -> Strategy {
     let b_elements = o.k.saturating_mul(o.n);
-    let (max_m_large_b, large_b) = if o.b_fp8 && o.b_rows_contiguous {
-        (DIRECT_B_MAX_M_FP8, 4 * LARGE_B_ELEMENTS)
-    } else if o.b_fp8 {
-        (DIRECT_T_MAX_M_FP8, 4 * LARGE_B_ELEMENTS)
-    } else {
-        (DIRECT_B_MAX_M_LARGE_B, LARGE_B_ELEMENTS)
+    // How far in place pays depends on B's type and layout (each limit's
+    // doc has its measurements).
+    let fp8 = matches!(o.b_type, DType::F8E4M3 | DType::F8E5M2);
+    let (max_m_large_b, large_b) = match (fp8, o.b_rows_contiguous) {
+        (true, true) => (DIRECT_B_MAX_M_FP8, 4 * LARGE_B_ELEMENTS),
+        (true, false) => (DIRECT_T_MAX_M_FP8, 4 * LARGE_B_ELEMENTS),
+        (false, _) => (DIRECT_B_MAX_M_LARGE_B, LARGE_B_ELEMENTS),
     };
     let skinny = (o.m <= DIRECT_B_MAX_M && b_elements >= DIRECT_B_MIN_ELEMENTS)
         || (o.m <= max_m_large_b && b_elements >= large_b);
     // Plain operands: from a small B on at few rows.
-    let small_b_max_m = if o.b_16bit && o.b_rows_contiguous {
-        SMALL_B_DIRECT_MAX_M_16BIT
-    } else if o.b_one_byte && !o.b_rows_contiguous {
-        SMALL_B_DIRECT_MAX_M_ONE_BYTE_OUT_IN
-    } else {
-        SMALL_B_DIRECT_MAX_M
+    let small_b_max_m = match (o.b_type.size_bytes(), o.b_rows_contiguous) {
+        (2, true) => SMALL_B_DIRECT_MAX_M_16BIT,
+        (1, false) => SMALL_B_DIRECT_MAX_M_ONE_BYTE_OUT_IN,
+        _ => SMALL_B_DIRECT_MAX_M,
     };
     let skinny_dense =
         skinny || (o.m <= small_b_max_m && b_elements >= SMALL_B_DIRECT_MIN_ELEMENTS);
