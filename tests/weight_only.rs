@@ -12,7 +12,9 @@ use mixprec::gemm::{
     Epilogue, Parallelism, Strategy, Tier,
 };
 use mixprec::testing::check_slice_bits_eq;
-use mixprec::{bf16, f16, Error, FloatElement, MatMut, MatRef, F4E2M1, F6E2M3, F8E4M3, F8E5M2};
+use mixprec::{
+    bf16, f16, Error, FloatElement, MatMut, MatRef, F4E2M1, F6E2M3, F8E4M3, F8E5M2, F8E8M0,
+};
 use proptest::prelude::*;
 
 /// Values of mixed magnitudes; with `specials`, some NaN, ±∞ and
@@ -407,6 +409,59 @@ proptest! {
             check_slice_bits_eq(&got, &want)?;
         }
     }
+}
+
+/// Every FP4 code in every lane and nibble position of the packed
+/// kernels' registers, and every int4 (code, zero point) pair, at 1–9
+/// rows of A: the AVX-512 kernel decodes two values per table lookup up to
+/// 3 rows and one past them, on 4, 2 and 1 pairs of groups per call (88
+/// lines: 11 groups of 8, the last one alone). The packed paths give the
+/// reference's bits.
+#[test]
+fn every_packed_code_at_every_row_count_equals_the_reference() -> Result<(), TestCaseError> {
+    let (lines, k, group) = (88, 512, 32);
+    let x: Vec<f32> = (0..9 * k)
+        .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.37)
+        .collect();
+    // Code of (line, kk): in each line every code at every nibble
+    // position (kk % 8) over the groups of eight steps.
+    let code = |line: usize, kk: usize| ((3 * line + kk + kk / 8) % 16) as u8;
+    let data: Vec<F4E2M1> = (0..lines * k)
+        .map(|i| F4E2M1::from_bits(code(i / k, i % k)))
+        .collect();
+    let blocks = k / group;
+    let scales: Vec<F8E8M0> = (0..lines * blocks)
+        .map(|i| F8E8M0::from_bits(120 + (i % 13) as u8))
+        .collect();
+    let b = BlockScaled::from_mx_parts(lines, k, data, scales)?;
+    let packed = PackedFp4::new(&b);
+    let q: Vec<u8> = (0..lines * k).map(|i| code(i / k, i % k)).collect();
+    let zero = |line: usize, blk: usize| ((7 * line + 5 * blk) % 16) as u8;
+    let zeros: Vec<u8> = (0..lines * blocks)
+        .map(|i| zero(i / blocks, i % blocks))
+        .collect();
+    let int4_scales: Vec<f32> = (0..lines * blocks)
+        .map(|i| 0.25 + (i % 5) as f32 * 0.3)
+        .collect();
+    let b4 = PackedInt4::from_parts(lines, k, group, &q, &int4_scales, &zeros)?;
+    let mut pairs = std::collections::BTreeSet::new();
+    for line in 0..lines {
+        for kk in 0..k {
+            pairs.insert((code(line, kk), zero(line, kk / group)));
+        }
+    }
+    assert_eq!(pairs.len(), 256, "every (code, zero point) pair");
+    for m in 1..=9 {
+        check::<f32, F4E2M1>(&x[..m * k], (m, k), &b, Some(&packed), 1, 0, false)?;
+        let mut want = vec![0.0f32; m * lines];
+        int4_reference(&x, m, &b4, &Epilogue::new(), &mut want);
+        let mut got = vec![0.0f32; m * lines];
+        let a = MatRef::from_row_major(&x[..m * k], m, k)?;
+        let c = MatMut::from_row_major(&mut got, m, lines)?;
+        weight_only_gemm_int4(a, &b4, c, &Epilogue::new(), Parallelism::Serial)?;
+        check_slice_bits_eq(&got, &want)?;
+    }
+    Ok(())
 }
 
 /// The int4 product is within γ(K) · Σ|a · (q − z) · s| of the exact

@@ -8,10 +8,12 @@
 //! Each zmm lane is one line's chain, exactly as in the AVX2 kernel: one
 //! FMA per value of k, k increasing, from +0.0 per block, then
 //! `out = fma(p, fl(sa · sb), out)` per block; so the bits are its bits.
-//! What changes is the decoding: one `vpermps` table lookup per value
-//! (a shift selects the nibble) instead of a byte shuffle and a convert.
-//! On Zen 4, MXFP4 at M = 1, K = N = 4096: 0.65 ms against the AVX2
-//! kernel's 0.71–0.73 ms. The FP8 kernel of this tier is
+//! What changes is the decoding: table lookups (one `vpermps` per value,
+//! or at up to 3 rows one `vpermw` per two values, as bf16 bits) instead
+//! of a byte shuffle and a convert. On Zen 4, MXFP4 at M = 1,
+//! K = N = 4096: 0.65 ms against the AVX2 kernel's 0.71–0.73 ms with one
+//! lookup per value; 0.568 against 0.609 ms with pairs (int4 0.686
+//! against 0.759). The FP8 kernel of this tier is
 //! [`super::x86_avx512_fp8_dense`] where the CPU has VBMI and GFNI, else
 //! AVX2's: the f16 decoding on zmm registers (two groups joined,
 //! `vcvtph2ps` on 16 values) measured 5–10 % slower on Zen 4.
@@ -161,17 +163,35 @@ unsafe fn e4m3_scales_body(codes: &[u8], t: f32, out: &mut [f32]) {
     }
 }
 
+/// Rows of A up to which [`fp4_dense_avx512`] decodes two values per table
+/// lookup (`vpermw` to bf16 pairs), past which one per lookup (`vpermps`):
+/// AMD EPYC, Zen 4, K = N = 4096, ms, one lookup against pairs: MXFP4
+/// M = 1 / 2 / 3 / 4 / 8 0.609 / 0.975 / 1.094 / 1.274 / 2.41 against
+/// 0.568 / 0.943 / 1.099 / 1.33 / 2.50 (with eight rows and more each
+/// value feeds enough FMAs that decoding is not the bound).
+const PAIR_LOOKUP_ROWS: usize = 3;
+
 /// [`Kernel::fp4_dense`](super::Kernel::fp4_dense) for `R` rows and `P`
 /// pairs of groups (16 lines per pair, `R · P` chains side by side).
 ///
-/// Decoding is one table lookup per value: lane `j` of a 64-byte load
-/// holds line `j`'s 8 codes of k0..k0 + 8 (nibble `i` is value k0 + i),
-/// and `vpermps` reads only the low 4 bits of each lane's index, so the
-/// lane shifted right by 4·i indexes a 16-entry table of f32 weights
-/// directly. The table holds w (or 2·w · 2^24 when `PRESCALED`: the rows
-/// then hold a · 2^-25), exact either way; with `ZP` it holds q (or
-/// 2·q · 2^24) and each block's z (or 2·z · 2^24) is subtracted, exactly
-/// (small integers times a power of two).
+/// Decoding is by table lookup: lane `j` of a 64-byte load holds line
+/// `j`'s 8 codes of k0..k0 + 8 (value k0 + i in byte i % 4, nibble i / 4).
+/// Past [`PAIR_LOOKUP_ROWS`] rows, one lookup per value: `vpermps` reads
+/// only the low 4 bits of each lane's index, so the lane shifted right to
+/// the value's nibble indexes a 16-entry table of f32 weights directly.
+/// Up to it, one lookup per two values: a 16-bit shift puts a nibble at
+/// the bottom of each half of the lane (values i and i + 2), and `vpermw`
+/// reads 5 bits of each half's index from a 32-entry table of the
+/// weights' bf16 bits (exact); the low half shifted up and the high half
+/// masked are the two f32 weights. That halves the lookups where decoding
+/// is the bound (one row: 16 weights per FMA chain step), for two more
+/// simple integer operations per two values. The table holds w (or
+/// 2·w · 2^24 when `PRESCALED`: the rows then hold a · 2^-25), exact
+/// either way; with `ZP` it holds q (or 2·q · 2^24) and each block's z
+/// (or 2·z · 2^24) is subtracted, exactly (small integers times a power
+/// of two). The pair lookups subtract z from the index instead (an
+/// integer operation; q − z in −15..=15 indexes the table as 5-bit two's
+/// complement), so their `ZP` table holds every q − z.
 ///
 /// # Safety
 /// AVX-512 F/BW, AVX2 and FMA present; as
@@ -190,24 +210,27 @@ unsafe fn fp4_dense_avx512<
     // 2·w times 2^24 (prescaled rows) or times 1/2: exact.
     let factor = if PRESCALED { (1u32 << 24) as f32 } else { 0.5 };
     let entry = |c: usize| f32::from(twice[c]) * factor;
-    let table = _mm512_setr_ps(
-        entry(0),
-        entry(1),
-        entry(2),
-        entry(3),
-        entry(4),
-        entry(5),
-        entry(6),
-        entry(7),
-        entry(8),
-        entry(9),
-        entry(10),
-        entry(11),
-        entry(12),
-        entry(13),
-        entry(14),
-        entry(15),
-    );
+    let entries: [f32; 16] = std::array::from_fn(entry);
+    // SAFETY: 16 floats.
+    let table = unsafe { _mm512_loadu_ps(entries.as_ptr()) };
+    // The pair lookups' table: bf16 bits (exact: at most 4 significant
+    // bits times a power of two) of 32 entries, as `vpermw` reads 5 index
+    // bits. FP4: the 16 entries twice (the fifth bit is the next
+    // nibble's). Int4: q − z in 5-bit two's complement, −16..=15, so that
+    // the zero point is subtracted from the index, an integer operation.
+    let pair_entry = |i: usize| {
+        let value = if ZP {
+            (i as f32 - if i < 16 { 0.0 } else { 32.0 }) * 2.0 * factor
+        } else {
+            entry(i % 16)
+        };
+        (value.to_bits() >> 16) as u16
+    };
+    let pair_entries: [u16; 32] = std::array::from_fn(pair_entry);
+    // SAFETY: 64 bytes.
+    let pair_table = unsafe { _mm512_loadu_si512(pair_entries.as_ptr() as *const _) };
+    let high_halves = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+    let nibbles = _mm512_set1_epi16(0xF);
     let (k, block) = (rows.k, rows.block);
     let blocks = k / block;
     let a = rows.a.as_ptr();
@@ -232,18 +255,22 @@ unsafe fn fp4_dense_avx512<
         }
         for blk in 0..blocks {
             let mut p = [[_mm512_setzero_ps(); R]; P];
-            // Each line's zero point as the table holds it (only with `ZP`).
+            // Each line's zero point as the table holds it (only with
+            // `ZP`), and as an integer in both 16-bit halves of its lane
+            // (for the pair lookups).
             let mut zt = [_mm512_setzero_ps(); P];
+            let mut z16 = [_mm512_setzero_si512(); P];
             if ZP {
-                for (q, z) in zt.iter_mut().enumerate() {
+                for q in 0..P {
                     let first = at.zeros.add(group(q, 0) * at.scale_stride + blk * 8);
                     let second = first.add(at.scale_stride);
                     let zb = _mm_unpacklo_epi64(
                         _mm_loadl_epi64(first as *const __m128i),
                         _mm_loadl_epi64(second as *const __m128i),
                     );
-                    let zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(zb));
-                    *z = _mm512_mul_ps(zf, _mm512_set1_ps(2.0 * factor));
+                    let z = _mm512_cvtepu8_epi32(zb);
+                    zt[q] = _mm512_mul_ps(_mm512_cvtepi32_ps(z), _mm512_set1_ps(2.0 * factor));
+                    z16[q] = _mm512_or_si512(z, _mm512_slli_epi32::<16>(z));
                 }
             }
             for k0 in (blk * block..(blk + 1) * block).step_by(8) {
@@ -257,18 +284,39 @@ unsafe fn fp4_dense_avx512<
                     // nibbles k0..k0 + 4, high nibbles k0 + 4..k0 + 8.
                     *v = join(run(0), run(1));
                 }
-                // Value k0 + i: byte i % 4, nibble i / 4 of it, so the
-                // shift 8 · (i % 4) + 4 · (i / 4). Written out with
-                // immediate shifts: as a loop, LLVM kept it rolled for
-                // int4 (the shift count in a general register, a
-                // two-µop `vpsrld` by xmm, and the count's integer
-                // arithmetic on the vector ports), 20 % slower at M = 8.
-                macro_rules! value {
-                    ($i:literal, $shift:literal) => {
+                // Value k0 + i: byte i % 4, nibble i / 4 of it.
+                let mut w = [[_mm512_setzero_ps(); 8]; P];
+                // Value `$i`, nibble at bit `$shift` of each lane, by one
+                // `vpermps` (which reads the lane's low 4 bits).
+                macro_rules! lookup {
+                    ($shift:literal, $i:literal) => {
                         for q in 0..P {
                             let index = _mm512_srli_epi32::<$shift>(v[q]);
-                            let w = _mm512_permutexvar_ps(index, table);
-                            let w = if ZP { _mm512_sub_ps(w, zt[q]) } else { w };
+                            let w_i = _mm512_permutexvar_ps(index, table);
+                            w[q][$i] = if ZP { _mm512_sub_ps(w_i, zt[q]) } else { w_i };
+                        }
+                    };
+                }
+                // Values `$low` and `$high`, nibbles at bit `$shift` of each
+                // lane's low and high 16-bit halves, by one `vpermw`
+                // (their bf16 bits, each half's own index); the weights
+                // are the low half shifted up and the high half masked.
+                macro_rules! lookup_pair {
+                    ($shift:literal, $low:literal, $high:literal) => {
+                        for q in 0..P {
+                            let mut index = _mm512_srli_epi16::<$shift>(v[q]);
+                            if ZP {
+                                index = _mm512_sub_epi16(_mm512_and_si512(index, nibbles), z16[q]);
+                            }
+                            let both = _mm512_permutexvar_epi16(index, pair_table);
+                            w[q][$low] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(both));
+                            w[q][$high] = _mm512_castsi512_ps(_mm512_and_si512(both, high_halves));
+                        }
+                    };
+                }
+                macro_rules! value {
+                    ($i:literal) => {
+                        for q in 0..P {
                             for (r, s) in p[q].iter_mut().enumerate() {
                                 let x = _mm512_set1_ps(if R > DENSE_ROWS_WIDE {
                                     // Panel r / 8 starts at 8 · k · (r / 8).
@@ -276,19 +324,47 @@ unsafe fn fp4_dense_avx512<
                                 } else {
                                     *a.add(r * k + k0 + $i)
                                 });
-                                *s = _mm512_fmadd_ps(x, w, *s);
+                                *s = _mm512_fmadd_ps(x, w[q][$i], *s);
                             }
                         }
                     };
                 }
-                value!(0, 0);
-                value!(1, 8);
-                value!(2, 16);
-                value!(3, 24);
-                value!(4, 4);
-                value!(5, 12);
-                value!(6, 20);
-                value!(7, 28);
+                if R <= PAIR_LOOKUP_ROWS {
+                    lookup_pair!(0, 0, 2);
+                    lookup_pair!(8, 1, 3);
+                    value!(0);
+                    value!(1);
+                    value!(2);
+                    value!(3);
+                    lookup_pair!(4, 4, 6);
+                    lookup_pair!(12, 5, 7);
+                    value!(4);
+                    value!(5);
+                    value!(6);
+                    value!(7);
+                } else {
+                    // Written out with immediate shifts: as a loop, LLVM
+                    // kept it rolled for int4 (the shift count in a general
+                    // register, a two-µop `vpsrld` by xmm, and the count's
+                    // integer arithmetic on the vector ports), 20 % slower
+                    // at M = 8.
+                    lookup!(0, 0);
+                    value!(0);
+                    lookup!(8, 1);
+                    value!(1);
+                    lookup!(16, 2);
+                    value!(2);
+                    lookup!(24, 3);
+                    value!(3);
+                    lookup!(4, 4);
+                    value!(4);
+                    lookup!(12, 5);
+                    value!(5);
+                    lookup!(20, 6);
+                    value!(6);
+                    lookup!(28, 7);
+                    value!(7);
+                }
             }
             for (q, p_q) in p.iter().enumerate() {
                 let sb = block_scales16(
