@@ -693,25 +693,46 @@ fn weight_only_linear_errors() -> Result<(), Error> {
 }
 
 /// Every E4M3 code an NVFP4 block scale can hold (0x01..=0x7E, and the NaN
-/// codes 0x7F/0xFF), with and without a tensor scale: the packed kernel,
+/// codes 0x7F/0xFF), with and without a tensor scale (a subnormal one, and
+/// one whose product with 2^8 overflows): the packed kernel,
 /// which decodes the codes itself, gives the bits of the unpacked path
 /// (which reads the f32 scales).
 #[test]
 fn every_nvfp4_scale_code_decodes_exactly() -> Result<(), Error> {
-    let mut codes: Vec<u8> = (0x01..=0x7E).collect();
-    codes.extend([0x7F, 0xFF]);
-    let (lines, k) = (8, 256); // 8 lines × 16 blocks = 128 scales
+    // 16 lines × 16 blocks: 0x01..=0x7E from the first block on, then
+    // again, and the NaN codes in the last line only, so that a finite code
+    // decoded as NaN shows in a line of finite outputs.
+    let (lines, k) = (16, 256);
+    let codes: Vec<u8> = (0..lines * k / 16)
+        .map(|i| match i {
+            254 => 0x7F,
+            255 => 0xFF,
+            _ => 0x01 + (i % 126) as u8,
+        })
+        .collect();
     let data: Vec<F4E2M1> = (0..lines * k)
         .map(|i| F4E2M1::from_bits((i % 16) as u8))
         .collect();
     let x: Vec<f32> = (0..3 * k).map(|i| ((i % 11) as f32 - 5.0) * 0.37).collect();
     // One row: the kernel decodes the codes; three: one decoding pass.
-    for (rows, tensor_scale) in [1, 3]
-        .into_iter()
-        .flat_map(|r| [(r, None), (r, Some(0.37f32)), (r, Some(3.0e-39))])
-    {
+    for (rows, tensor_scale) in [1, 3].into_iter().flat_map(|r| {
+        // 2e36: the tensor scale times 2^8 overflows, which the
+        // kernel's f16 route takes as its limit (with codes up to
+        // 0x70, 128, for finite scales).
+        [None, Some(0.37f32), Some(3.0e-39), Some(2.0e36)].map(|t| (r, t))
+    }) {
         let a = MatRef::from_row_major(&x[..rows * k], rows, k)?;
-        let scales = codes.iter().map(|&c| F8E4M3::from_bits(c)).collect();
+        let big = tensor_scale.is_some_and(|t| t > 1e30);
+        let scales = codes
+            .iter()
+            .map(|&c| {
+                F8E4M3::from_bits(if big && (0x71..0x7F).contains(&c) {
+                    c - 0x38
+                } else {
+                    c
+                })
+            })
+            .collect();
         let b = BlockScaled::from_nvfp4_parts(lines, k, data.clone(), scales, tensor_scale)?;
         let packed = PackedFp4::new(&b);
         let (mut want, mut got) = (vec![0.0f32; rows * lines], vec![0.0f32; rows * lines]);

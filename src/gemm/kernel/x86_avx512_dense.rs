@@ -100,8 +100,10 @@ pub(crate) unsafe fn row_scales16<const R: usize>(
 }
 
 /// 16 E4M3 codes (the bytes of `codes`) times `t`, each lane
-/// [`crate::block_scaled::e4m3_scale`]'s value bit for bit, by its own
-/// steps: a normal code's magnitude moved into place and rebiased by an
+/// [`crate::block_scaled::e4m3_scale`]'s value bit for bit: through f16
+/// ([`e4m3_times16_by_f16`]) where `t · 2^8` is finite (always, where
+/// any block scale code of 256 or more keeps `code · t` finite); otherwise
+/// by its own steps: a normal code's magnitude moved into place and rebiased by an
 /// integer add; codes with exponent field 0 as `m · 2^-9` (exact, a
 /// masked move); NaN (magnitude 0x7F) as 0x7FF00000; then the sign, and
 /// the product with `t`. No operand is a subnormal f32 (a microcode assist
@@ -111,6 +113,10 @@ pub(crate) unsafe fn row_scales16<const R: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn e4m3_times16(codes: __m128i, t: f32) -> __m512 {
+    let t_times_256 = t * 256.0;
+    if t_times_256.is_finite() {
+        return e4m3_times16_by_f16(codes, t_times_256);
+    }
     let c = _mm512_cvtepu8_epi32(codes);
     let mag = _mm512_and_si512(c, _mm512_set1_epi32(0x7F));
     let mut bits = _mm512_add_epi32(_mm512_slli_epi32::<20>(mag), _mm512_set1_epi32(120 << 23));
@@ -124,6 +130,34 @@ fn e4m3_times16(codes: __m128i, t: f32) -> __m512 {
         _mm512_castsi512_ps(_mm512_or_si512(bits, sign)),
         _mm512_set1_ps(t),
     )
+}
+
+/// [`e4m3_times16`] where `t · 2^8` is finite (`t_times_256`): each code
+/// read as an f16 of its value times 2^-8 (the code in the top byte of a
+/// 16-bit lane, shifted right by one with its sign: the E4M3 exponent and
+/// mantissa land in the f16's, subnormal codes on f16 subnormals, all
+/// exact; bit 14, a copy of the sign, then set for the NaN codes only, an
+/// f16 NaN of the payload `e4m3_scale` gives), widened by `vcvtph2ps` and
+/// multiplied by `t · 2^8`: one rounding of the same product, so the same
+/// bits, in 10 operations for 16 scales where the integer steps take 14
+/// (AMD EPYC, Zen 4, NVFP4 at M = 1, K = N = 4096: see the module docs).
+/// Neither factor is a subnormal f32 where `t` is not.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn e4m3_times16_by_f16(codes: __m128i, t_times_256: f32) -> __m512 {
+    let words = _mm256_cvtepu8_epi16(codes);
+    let shifted = _mm256_srai_epi16::<1>(_mm256_slli_epi16::<8>(words));
+    // All ones in the lanes of codes 0x7F and 0xFF.
+    let nan = _mm256_cmpeq_epi16(
+        _mm256_or_si256(words, _mm256_set1_epi16(0x80)),
+        _mm256_set1_epi16(0xFF),
+    );
+    let bit14 = _mm256_set1_epi16(0x4000);
+    let half_bits = _mm256_or_si256(
+        _mm256_andnot_si256(bit14, shifted),
+        _mm256_and_si256(nan, bit14),
+    );
+    _mm512_mul_ps(_mm512_cvtph_ps(half_bits), _mm512_set1_ps(t_times_256))
 }
 
 /// [`Kernel::e4m3_scales`](super::Kernel::e4m3_scales) of the AVX-512
