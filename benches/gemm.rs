@@ -495,14 +495,92 @@ fn weight_only_small_group(c: &mut Criterion) {
     g.finish();
 }
 
+/// The compute limit of FP4 weights at one row of A on this core, no
+/// memory past L1: the packed kernel's inner loop at M = 1 (four chains of
+/// 16 lines; per 8 steps a 64-byte load of codes per chain, four 16-bit
+/// shifts, four `vpermw` lookups to bf16 pairs, their widening, and one
+/// FMA per value) over 4 KiB of codes, `ITERS` times. `None` without
+/// AVX-512 F/BW. FLOPs are counted as at M = 1 (2 per weight), so the
+/// figure compares directly with the M = 1 entries of the group.
+#[cfg(target_arch = "x86_64")]
+fn fp4_lookup_limit() -> Option<(u64, fn() -> f32)> {
+    use std::arch::x86_64::*;
+    const ITERS: usize = 1 << 12;
+    const CODE_VECTORS: usize = 64;
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn chains() -> f32 {
+        let entries: [u16; 32] = std::array::from_fn(|i| {
+            let v = [0.0f32, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0][i % 8];
+            let v = if i % 16 < 8 { v } else { -v };
+            (v.to_bits() >> 16) as u16
+        });
+        let codes: Vec<u32> = (0..16 * CODE_VECTORS as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let a: Vec<f32> = (0..8 * CODE_VECTORS).map(|i| i as f32 * 1e-3).collect();
+        // SAFETY: every load is within `entries`, `codes` or `a`.
+        unsafe {
+            let table = _mm512_loadu_si512(entries.as_ptr() as *const _);
+            let high = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+            let mut sums = [_mm512_setzero_ps(); 4];
+            for _ in 0..ITERS {
+                for g in (0..CODE_VECTORS).step_by(4) {
+                    let mut w = [[_mm512_setzero_ps(); 8]; 4];
+                    for (q, w) in w.iter_mut().enumerate() {
+                        let v = _mm512_loadu_si512(codes.as_ptr().add((g + q) * 16) as *const _);
+                        for (j, index) in [
+                            v,
+                            _mm512_srli_epi16::<4>(v),
+                            _mm512_srli_epi16::<8>(v),
+                            _mm512_srli_epi16::<12>(v),
+                        ]
+                        .into_iter()
+                        .enumerate()
+                        {
+                            let both = _mm512_permutexvar_epi16(index, table);
+                            w[j] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(both));
+                            w[j + 4] = _mm512_castsi512_ps(_mm512_and_si512(both, high));
+                        }
+                    }
+                    for i in 0..8 {
+                        let x = _mm512_set1_ps(*a.get_unchecked(g * 8 + i));
+                        for (s, w) in sums.iter_mut().zip(&w) {
+                            *s = _mm512_fmadd_ps(x, w[i], *s);
+                        }
+                    }
+                }
+            }
+            let s = _mm512_add_ps(
+                _mm512_add_ps(sums[0], sums[1]),
+                _mm512_add_ps(sums[2], sums[3]),
+            );
+            _mm512_reduce_add_ps(s)
+        }
+    }
+    if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+        return None;
+    }
+    // SAFETY: the CPU has AVX-512 F/BW (checked above).
+    let run: fn() -> f32 = || unsafe { chains() };
+    // 16 lines × 8 steps per code vector, 4 vectors per pass of `g`.
+    let weights = ITERS * CODE_VECTORS * 16 * 8;
+    Some((2 * weights as u64, run))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fp4_lookup_limit() -> Option<(u64, fn() -> f32)> {
+    None
+}
+
 /// Weight-only inference, K = N = 4096, M = 1, 8, 32: f32 (and bf16)
 /// activations against MXFP4 and NVFP4 weights packed once
 /// (`weight_only_gemm_packed`), MXFP4, MXFP6 (E2M3) and MXFP8 (E4M3, E5M2)
 /// unpacked, read in place (`weight_only_gemm`), MXFP8 packed
 /// (`weight_only_gemm_fp8`) and group-wise int4 (`weight_only_gemm_int4`, group 128), MXFP8 activations
 /// against the packed MXFP4 weights (`block_gemm_packed`), beside our f32
-/// GEMM with the weights in either layout, and the time to read the packed
-/// MXFP4 weights' bytes once (the memory limit of M = 1), all in one run.
+/// GEMM with the weights in either layout, the time to read the packed
+/// MXFP4 weights' bytes once (the memory limit of M = 1) and the FP4
+/// lookups' compute limit ([`fp4_lookup_limit`]), all in one run.
 fn weight_only_group(c: &mut Criterion) {
     use mixprec::block_scaled::{BlockScaled, MxScaleMode, PackedFp4};
     use mixprec::gemm::{block_gemm_packed, weight_only_gemm_packed};
@@ -530,6 +608,10 @@ fn weight_only_group(c: &mut Criterion) {
                 .fold(0u64, |s, &v| s.wrapping_add(v))
         })
     });
+    if let Some((flops, run)) = fp4_lookup_limit() {
+        g.throughput(Throughput::Elements(flops));
+        g.bench_function("fp4_lookup_fma_limit", |b| b.iter(|| black_box(run())));
+    }
     for m in [1usize, 8, 32] {
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         let x = values::<f32>(m * k, 1);
