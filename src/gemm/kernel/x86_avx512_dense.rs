@@ -430,17 +430,18 @@ unsafe fn fp4_dense_avx512<
 
 /// Pairs of groups per call for `rows` rows: at least 4 chains (`R · P`)
 /// to cover the FMA latency, at most 16, and a count the kernels are
-/// instantiated for (here and in [`super::x86_avx512_fp8_dense`]).
-/// `one_pair_from_3`: one pair from 3 rows on (3–8 chains), as the
-/// FP4 kernel prefers where an L1 set holds fewer than 12 lines
-/// ([`crate::cpu::narrow_l1`]; AMD EPYC, Zen 4, K = N = 4096, ms, two
-/// pairs against one: MXFP4 M = 3 / 4 / 6 / 8 1.32 / 1.65 / 2.25 / 2.96
-/// against 1.13 / 1.38 / 1.97 / 2.54, int4 1.40 / 1.70 / 2.31 / 3.02
-/// against 1.29 / 1.41 / 1.91 / 2.60, NVFP4 1.47 / 1.80 / 2.40 / 3.32
-/// against 1.22 / 1.56 / 2.07 / 2.71; at M = 2 int4 was slower on one
-/// pair, 1.14 against 1.23, and the FP8 kernel gains nothing, 3.21 against
-/// 3.26 at M = 8).
-pub(crate) fn pairs_per_call(rows: usize, left: usize, one_pair_from_3: bool) -> usize {
+/// instantiated for (here and in [`super::x86_avx512_fp8_dense`]). One
+/// pair from 3 rows on (3–8 chains) where an L1 set holds fewer than 12
+/// lines ([`crate::cpu::narrow_l1`]), as both kernels prefer there (AMD
+/// EPYC, Zen 4, K = N = 4096, ms, two pairs against one: MXFP4 M = 3 / 4
+/// / 6 / 8 1.32 / 1.65 / 2.25 / 2.96 against 1.13 / 1.38 / 1.97 / 2.54,
+/// int4 1.40 / 1.70 / 2.31 / 3.02 against 1.29 / 1.41 / 1.91 / 2.60,
+/// NVFP4 1.47 / 1.80 / 2.40 / 3.32 against 1.22 / 1.56 / 2.07 / 2.71;
+/// `PackedFp8` M = 3 / 4 / 5 / 8 1.50 / 1.77–1.82 / 2.07–2.14 / 3.05–3.09
+/// against 1.31–1.42 / 1.64–1.67 / 2.01–2.03 / 2.97–3.07, M = 6 and 7
+/// the same; at M = 2 int4 was slower on one pair, 1.14 against 1.23).
+pub(crate) fn pairs_per_call(rows: usize, left: usize) -> usize {
+    let one_pair_from_3 = crate::cpu::narrow_l1();
     let most = match rows {
         1 => 4,
         3..=8 if one_pair_from_3 => 1,
@@ -470,10 +471,9 @@ unsafe fn fp4_dense_pairs(
     out_stride: usize,
 ) {
     let (k, blocks) = (rows.k, rows.k / rows.block);
-    let one_pair_from_3 = crate::cpu::narrow_l1();
     let mut g0 = 0;
     while groups - g0 >= 2 {
-        let pairs = pairs_per_call(rows.rows, (groups - g0) / 2, one_pair_from_3);
+        let pairs = pairs_per_call(rows.rows, (groups - g0) / 2);
         let at = DenseGroups::from_group(rows, codes, scales, zeros, g0, out, out_stride);
         // SAFETY: groups g0..g0 + 2·pairs ≤ groups, within the caller's
         // bounds; the CPU has the features (the caller's contract).

@@ -321,7 +321,7 @@ pub(crate) fn fp8_dense_checked_avx512(
     let mut g0 = 0;
     if crate::cpu::has_avx512_vbmi_gfni() && rows.block.is_multiple_of(STEPS) {
         while groups - g0 >= 2 {
-            let pairs = pairs_per_call(rows.rows, (groups - g0) / 2, false);
+            let pairs = pairs_per_call(rows.rows, (groups - g0) / 2);
             let at = Pairs {
                 codes: codes[g0 * k * 8..].as_ptr(),
                 code_stride: k * 8,
