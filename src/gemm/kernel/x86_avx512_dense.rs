@@ -348,8 +348,9 @@ unsafe fn fp4_dense_avx512<
                         }
                     };
                 }
-                macro_rules! value {
-                    ($i:literal) => {
+                // The FMAs of values `$i`, in the order given.
+                macro_rules! values {
+                    ($($i:literal),*) => {$(
                         for q in 0..P {
                             for (r, s) in p[q].iter_mut().enumerate() {
                                 let x = _mm512_set1_ps(if R > DENSE_ROWS_WIDE {
@@ -361,43 +362,37 @@ unsafe fn fp4_dense_avx512<
                                 *s = _mm512_fmadd_ps(x, w[q][$i], *s);
                             }
                         }
-                    };
+                    )*};
                 }
                 if R <= PAIR_LOOKUP_ROWS {
                     lookup_pair!(0, 0, 2);
                     lookup_pair!(8, 1, 3);
-                    value!(0);
-                    value!(1);
-                    value!(2);
-                    value!(3);
+                    values!(0, 1, 2, 3);
                     lookup_pair!(4, 4, 6);
                     lookup_pair!(12, 5, 7);
-                    value!(4);
-                    value!(5);
-                    value!(6);
-                    value!(7);
+                    values!(4, 5, 6, 7);
                 } else {
-                    // Written out with immediate shifts: as a loop, LLVM
-                    // kept it rolled for int4 (the shift count in a general
-                    // register, a two-µop `vpsrld` by xmm, and the count's
-                    // integer arithmetic on the vector ports), 20 % slower
-                    // at M = 8.
-                    lookup!(0, 0);
-                    value!(0);
-                    lookup!(8, 1);
-                    value!(1);
-                    lookup!(16, 2);
-                    value!(2);
-                    lookup!(24, 3);
-                    value!(3);
-                    lookup!(4, 4);
-                    value!(4);
-                    lookup!(12, 5);
-                    value!(5);
-                    lookup!(20, 6);
-                    value!(6);
-                    lookup!(28, 7);
-                    value!(7);
+                    // Each value's lookup just before its FMAs, written out
+                    // with immediate shifts: as a loop, LLVM kept it rolled
+                    // for int4 (the shift count in a general register, a
+                    // two-µop `vpsrld` by xmm, and the count's integer
+                    // arithmetic on the vector ports), 20 % slower at M = 8.
+                    macro_rules! lookups_then_values {
+                        ($(($shift:literal, $i:literal)),*) => {$(
+                            lookup!($shift, $i);
+                            values!($i);
+                        )*};
+                    }
+                    lookups_then_values!(
+                        (0, 0),
+                        (8, 1),
+                        (16, 2),
+                        (24, 3),
+                        (4, 4),
+                        (12, 5),
+                        (20, 6),
+                        (28, 7)
+                    );
                 }
             }
             for (q, p_q) in p.iter().enumerate() {
