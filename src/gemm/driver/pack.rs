@@ -65,25 +65,36 @@ pub(super) fn pack_a<T: FloatElement, K: Kernel>(
 /// `fma(a · 2^8, w · 2^-8, p)` is `fma(a, w, p)` (the same real product,
 /// one rounding), without a multiply per decoded weight.
 pub(super) fn times_256_if_exact(packed: &mut [f32]) -> bool {
-    let exact = all_times_256_exact(packed);
-    if exact {
-        packed.iter_mut().for_each(|x| *x *= 256.0);
-    }
-    exact
+    scale_if_exact(packed, 256.0, times_256_exact)
 }
 
-/// True when `x · 2^8` is exact for every value of `xs`: none is finite
-/// and past `f32::MAX / 2^8`. Branch-free over chunks of 64 values (an
-/// early exit per value keeps the compiler from vectorizing the test).
-fn all_times_256_exact(xs: &[f32]) -> bool {
+/// `xs` times `factor`, in place, where `exact` holds for every value;
+/// true if so, else `xs` is left as it was. The activations' prescaling
+/// of the direct E4M3 kernels ([`times_256_if_exact`]) and of the packed
+/// FP4 / int4 / FP8 rows.
+pub(super) fn scale_if_exact(xs: &mut [f32], factor: f32, exact: impl Fn(f32) -> bool) -> bool {
+    let all = all_exact(xs, exact);
+    if all {
+        xs.iter_mut().for_each(|x| *x *= factor);
+    }
+    all
+}
+
+/// True when `x · 2^8` is exact: `x` is not finite or at most
+/// `f32::MAX / 2^8` in magnitude (a test on the bits, without branches).
+pub(super) fn times_256_exact(x: f32) -> bool {
     let limit = (f32::MAX / 256.0).to_bits();
-    xs.chunks(64).all(|chunk| {
-        chunk.iter().fold(true, |ok, x| {
-            let magnitude = x.to_bits() & 0x7FFF_FFFF;
-            // Past the limit and finite (below the infinity's bits).
-            ok & !(magnitude > limit && magnitude < 0x7F80_0000)
-        })
-    })
+    let magnitude = x.to_bits() & 0x7FFF_FFFF;
+    // Past the limit and finite (below the infinity's bits).
+    !(magnitude > limit && magnitude < 0x7F80_0000)
+}
+
+/// True when `exact` holds for every value of `xs`. Branch-free over
+/// chunks of 64 values (an early exit per value keeps the compiler from
+/// vectorizing the test).
+fn all_exact(xs: &[f32], exact: impl Fn(f32) -> bool) -> bool {
+    xs.chunks(64)
+        .all(|chunk| chunk.iter().fold(true, |ok, &x| ok & exact(x)))
 }
 
 /// [`pack_a`] for panels of `mr` rows.
@@ -312,7 +323,11 @@ pub(super) fn pack_b_nr<T: FloatElement>(
 
 #[cfg(test)]
 mod tests {
-    use super::{all_times_256_exact, times_256_if_exact};
+    use super::{all_exact, times_256_exact, times_256_if_exact};
+
+    fn all_times_256_exact(xs: &[f32]) -> bool {
+        all_exact(xs, times_256_exact)
+    }
 
     /// The test agrees with `x · 2^8` being finite for finite `x`, at the
     /// limit and one ulp past it, both signs, anywhere in a long slice;

@@ -6,6 +6,7 @@
 //! and every product on int4 weights).
 
 use super::exact_small::{has_integer_view, IntegerRows};
+use super::pack::{scale_if_exact, times_256_exact};
 use super::threads::{par_split, task_count};
 use super::workspace::{grow, with_workspace, Workspace};
 use super::write_back::write_block;
@@ -176,8 +177,8 @@ fn packed_fp4_with<TA: FloatElement, O: FloatElement, W: NibbleWeights, K: Kerne
         Rows::Integer(IntegerRows::new(&a, grid_a, 0, block))
     } else if W::FP8 {
         // a · 2^8 is exact unless it overflows.
-        let exact = |x: f32| !x.is_finite() || x.abs() <= f32::MAX / FP8_DENSE_A_SCALE;
-        let rows = DenseRows::new(&a, grid_a, block, (FP8_DENSE_A_SCALE, exact));
+        const { assert!(FP8_DENSE_A_SCALE == 256.0, "times_256_exact's factor") };
+        let rows = DenseRows::new(&a, grid_a, block, (FP8_DENSE_A_SCALE, times_256_exact));
         Rows::Dense(if K::fp8_staged_runs() {
             rows.with_panels(k)
         } else {
@@ -425,10 +426,7 @@ impl DenseRows {
                 *x = grid.at(i, blk);
             }
         }
-        let prescaled = values.iter().all(|&x| exact(x));
-        if prescaled {
-            values.iter_mut().for_each(|x| *x *= factor);
-        }
+        let prescaled = scale_if_exact(&mut values, factor, exact);
         let unit_scales = sa.iter().all(|&s| s == 1.0);
         Self {
             a: values,
